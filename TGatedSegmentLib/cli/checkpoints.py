@@ -1,0 +1,90 @@
+"""``tgated init`` (untrained checkpoint) and ``tgated import`` (convert the authors' weights)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..errors import OutputError
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "init",
+        help="write an untrained checkpoint (random adapter on a CLIPSeg base)",
+        description="Write an untrained checkpoint folder: a random T-Gated adapter on a CLIPSeg base that is "
+        "either a config file (random weights, for tests and benchmarks) or a pretrained model (folder or hub id).",
+    )
+    p.add_argument("--base-config", required=True, metavar="CONFIG.json|HUB_ID",
+                   help="CLIPSeg config file (random weights) or pretrained model folder / hub id")
+    p.add_argument("--tokenizer", metavar="DIR|HUB_ID|compact",
+                   help="CLIP tokenizer folder or hub id; 'compact' builds an offline one from the organ names "
+                        "(default: the base model's own)")
+    p.add_argument("--no-temporal", action="store_true", help="no adapter: the slice-wise CLIPSeg baseline")
+    p.add_argument("--adapter-dim", type=int, help="temporal transformer width (default 256, or the encoder width if smaller)")
+    p.add_argument("--adapter-layers", type=int, help="temporal transformer layers (default 4)")
+    p.add_argument("--adapter-heads", type=int, help="attention heads in the adapter (default 8)")
+    p.add_argument("--context", type=int, help="slices per window, odd (default 5)")
+    p.add_argument("--slice-layout", choices=["radiological", "reference"], default="radiological",
+                   help="in-plane orientation of model input slices (see README, 'Orientation')")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output", required=True, metavar="CKPT_DIR")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint folder")
+    p.set_defaults(func=run_init)
+
+    p = subparsers.add_parser(
+        "import",
+        help="convert a checkpoint saved by the authors' T-Gated code",
+        description="Convert a .pt/.pth saved by the authors' CLIPSegTemporalAdapter (a bare state dict or their "
+        "training dict with 'model_state_dict') into a checkpoint folder.",
+    )
+    p.add_argument("weights", metavar="AUTHORS.pt")
+    p.add_argument("--base-config", required=True, metavar="CONFIG.json|HUB_ID",
+                   help="the CLIPSeg architecture the weights were trained on (e.g. CIDAS/clipseg-rd64-refined)")
+    p.add_argument("--tokenizer", metavar="DIR|HUB_ID", help="CLIP tokenizer (default: the base's own)")
+    p.add_argument("--slice-layout", choices=["reference", "radiological"], default="reference",
+                   help="in-plane orientation their model saw (default: theirs, see README)")
+    p.add_argument("--output", required=True, metavar="CKPT_DIR")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint folder")
+    p.set_defaults(func=run_import)
+
+
+def _layout(name: str) -> tuple[str, str]:
+    from ..model.configuration import REFERENCE_SLICE_LAYOUT, PreprocessConfig
+
+    return REFERENCE_SLICE_LAYOUT if name == "reference" else PreprocessConfig().slice_layout
+
+
+def _check_output(path: str, overwrite: bool) -> None:
+    if Path(path).exists() and not overwrite:
+        raise OutputError(f"'{path}' already exists", "Pass --overwrite to replace it, or choose another --output.")
+
+
+def run_init(args: argparse.Namespace) -> int:
+    from ..model.checkpoint import init_checkpoint, load_clipseg_config
+    from ..model.configuration import AdapterConfig, PreprocessConfig
+
+    _check_output(args.output, args.overwrite)
+    adapter = None
+    overrides = {k: v for k, v in {"proj_dim": args.adapter_dim, "num_layers": args.adapter_layers,
+                                   "num_heads": args.adapter_heads, "context_size": args.context}.items() if v}
+    if args.adapter_heads:
+        overrides["spatial_heads"] = args.adapter_heads
+    if overrides and not args.no_temporal:
+        adapter = AdapterConfig.default_for(load_clipseg_config(args.base_config).vision_config.hidden_size, **overrides)
+    path = init_checkpoint(args.base_config, args.output, tokenizer=args.tokenizer, temporal=not args.no_temporal,
+                           adapter=adapter, preprocessing=PreprocessConfig(slice_layout=_layout(args.slice_layout)),
+                           seed=args.seed)
+    print(f"wrote untrained checkpoint {path}", file=sys.stderr)
+    return 0
+
+
+def run_import(args: argparse.Namespace) -> int:
+    from ..model.checkpoint import import_reference_checkpoint
+
+    _check_output(args.output, args.overwrite)
+    path = import_reference_checkpoint(args.weights, args.base_config, args.output, tokenizer=args.tokenizer,
+                                       slice_layout=_layout(args.slice_layout))
+    print(f"wrote checkpoint {path}", file=sys.stderr)
+    return 0

@@ -1,0 +1,139 @@
+"""The T-Gated temporal adapter (temporal transformer, adaptive gate, spatial context block, head).
+
+Parameter names and shapes follow the authors' ``CLIPSegTemporalAdapter`` exactly, so that the
+adapter part of their state dicts loads with ``strict=True`` (keys outside ``base_model.``, see
+``checkpoint.convert_reference_state_dict``). Shapes in comments: B centre slices, S slices per
+window, T tokens per slice (485 = 1 class token + 22x22 patches at 352x352), C encoder width (768),
+D temporal width (256).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .configuration import AdapterConfig
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drops the whole residual branch of a sample with probability ``p``."""
+
+    def __init__(self, p: float = 0.0):
+        super().__init__()
+        self.p = float(p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.p
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class TemporalEncoderLayer(nn.Module):
+    """Pre-norm transformer layer attending across the S slices of one token position."""
+
+    def __init__(self, d_model: int, nhead: int, ffn_dim: int, dropout: float, drop_path: float):
+        super().__init__()
+        self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout, batch_first=True)
+        self.ff = nn.Sequential(
+            nn.Linear(d_model, ffn_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(ffn_dim, d_model), nn.Dropout(dropout)
+        )
+        self.norm1 = nn.LayerNorm(d_model)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (N, S, D)
+        h = self.norm1(x)
+        x = x + self.drop_path(self.self_attn(h, h, h, need_weights=False)[0])
+        return x + self.drop_path(self.ff(self.norm2(x)))
+
+
+class SpatialContextBlock(nn.Module):
+    """Pre-norm self-attention over the T tokens of the centre slice, then a GELU MLP."""
+
+    def __init__(self, dim: int, nhead: int, mlp_ratio: float, dropout: float, drop_path: float):
+        super().__init__()
+        hidden = int(dim * mlp_ratio)
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, nhead, dropout=dropout, batch_first=True)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(
+            nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim), nn.Dropout(dropout)
+        )
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, T, C)
+        h = self.norm1(x)
+        x = x + self.drop_path(self.attn(h, h, h, need_weights=False)[0])
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class TemporalAdapter(nn.Module):
+    """Turns the encoder tokens of an S-slice window into decoder tokens for its centre slice.
+
+    Depends on image tokens only (never on the prompt), so the inference engine runs it once per
+    centre slice and shares the result between all prompts.
+    """
+
+    def __init__(self, config: AdapterConfig, hidden_size: int):
+        super().__init__()
+        self.config = config
+        c, d, s = hidden_size, config.proj_dim, config.context_size
+        self.proj_in = nn.Sequential(nn.Linear(c, d, bias=False), nn.LayerNorm(d))
+        self.proj_out = nn.Linear(d, c, bias=False)
+        self.temporal_pos_emb = nn.Parameter(torch.zeros(1, s, d))
+        rates = torch.linspace(0.0, config.drop_path_rate, config.num_layers).tolist() if config.num_layers > 1 else [0.0]
+        self.temporal_layers = nn.ModuleList(
+            TemporalEncoderLayer(d, config.num_heads, config.ffn_dim, config.dropout, rate) for rate in rates
+        )
+        self.transformer_norm = nn.LayerNorm(d)
+        self.gate_proj = nn.Linear(c, c)
+        self.spatial_context = SpatialContextBlock(
+            c, config.spatial_heads, config.spatial_mlp_ratio, config.dropout, config.spatial_drop_path
+        )
+        self.mlp_head = nn.Sequential(
+            nn.Linear(c, c), nn.LayerNorm(c), nn.GELU(), nn.Dropout(config.head_dropout),
+            nn.Linear(c, c), nn.Dropout(config.head_out_dropout),
+        )
+        self.reset_parameters()
+
+    @property
+    def context_size(self) -> int:
+        return self.config.context_size
+
+    def reset_parameters(self) -> None:
+        nn.init.normal_(self.temporal_pos_emb, std=0.02)
+        nn.init.zeros_(self.gate_proj.weight)
+        nn.init.constant_(self.gate_proj.bias, self.config.gate_bias_init)
+
+    def temporal(self, window: torch.Tensor) -> torch.Tensor:
+        """Temporal transformer output at the centre slice: (B, S, T, C) -> (B, T, C)."""
+        b, s, t, c = window.shape
+        h = window.permute(0, 2, 1, 3).reshape(b * t, s, c)  # one sequence of S slices per token position
+        h = self.proj_in(h) + self.temporal_pos_emb  # (B*T, S, D)
+        for layer in self.temporal_layers:
+            h = layer(h)
+        h = self.proj_out(self.transformer_norm(h[:, s // 2]))  # (B*T, C); norm and projection are per-token
+        return h.reshape(b, t, c)
+
+    def gate(self, temporal: torch.Tensor) -> torch.Tensor:
+        """Per-token, per-channel blend weight in (0, 1); ~0 at initialisation."""
+        return torch.sigmoid(self.gate_proj(temporal))
+
+    def forward(self, window: torch.Tensor, return_gate: bool = False):
+        """window: (B, S, T, C) encoder tokens, centre at S // 2 -> (B, T, C) decoder tokens."""
+        centre = window[:, window.shape[1] // 2]  # (B, T, C) single-slice tokens
+        temporal = self.temporal(window)
+        gate = self.gate(temporal)
+        fused = gate * temporal + (1.0 - gate) * centre
+        out = self.mlp_head(self.spatial_context(fused))
+        return (out, gate) if return_gate else out
+
+    def gate_penalty(self) -> torch.Tensor:
+        """``mean(s * (1 - s))`` with ``s = sigmoid(gate bias)``: pushes the gate to decide (paper, Sec. 3.4)."""
+        s = torch.sigmoid(self.gate_proj.bias)
+        return (s * (1.0 - s)).mean()

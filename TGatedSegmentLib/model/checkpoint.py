@@ -1,0 +1,394 @@
+"""Checkpoint folders: save, load (local, hub, zero-shot CLIPSeg), create untrained, import the authors'.
+
+A checkpoint is a folder that can be pushed to the HuggingFace Hub as is and used offline:
+
+* ``config.json``: :meth:`TGatedConfig.to_dict` (base architecture and identity, adapter sizes,
+  preprocessing, vocabulary, training metadata);
+* ``model.safetensors``: all weights, or only the trained ones when ``partial_weights`` is set
+  (they then load on top of ``base_model_id``);
+* the tokenizer's files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import CheckpointError
+from ..io.atomic import atomic_dir, recover_dir
+from .configuration import (
+    DEFAULT_BASE_MODEL,
+    FORMAT_NAME,
+    REFERENCE_SLICE_LAYOUT,
+    AdapterConfig,
+    PreprocessConfig,
+    TGatedConfig,
+)
+from .modeling import TGatedCLIPSeg
+from .tokenizer import check_tokenizer, load_tokenizer
+
+log = logging.getLogger(__name__)
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+OFFLINE_HINT = (
+    "This machine cannot download it: pass a local folder instead (a checkpoint made by `tgated init`, "
+    "`tgated train` or `tgated import`, or a CLIPSeg model folder copied from a machine with internet)."
+)
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for inference or training, with the tokenizer and config it belongs to."""
+
+    model: TGatedCLIPSeg
+    tokenizer: Any
+    config: TGatedConfig
+    source: str
+
+
+# -- state dicts ---------------------------------------------------------------------------------
+
+def _describe(keys, limit: int = 6) -> str:
+    keys = sorted(keys)
+    shown = ", ".join(keys[:limit])
+    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+def load_state_dict_checked(model: torch.nn.Module, state_dict: dict, source: str, allow_missing_prefix: str | None = None) -> None:
+    """``load_state_dict(strict=True)`` with an error that names the offending keys and shapes."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict and not (allow_missing_prefix and k.startswith(allow_missing_prefix))]
+    unexpected = [k for k in state_dict if k not in expected]
+    mismatched = [
+        f"{k} {tuple(state_dict[k].shape)} vs {tuple(expected[k].shape)}"
+        for k in state_dict
+        if k in expected and tuple(state_dict[k].shape) != tuple(expected[k].shape)
+    ]
+    problems = []
+    if mismatched:
+        problems.append(f"shape mismatch (checkpoint vs model) for {_describe(mismatched)}")
+    if missing:
+        problems.append(f"missing keys {_describe(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys {_describe(unexpected)}")
+    if problems:
+        raise CheckpointError(
+            f"the weights in '{source}' do not fit the model its config describes: " + "; ".join(problems),
+            "Make sure config.json and model.safetensors come from the same checkpoint, and that --base-config "
+            "names the architecture the weights were trained with.",
+        )
+    model.load_state_dict(state_dict, strict=allow_missing_prefix is None)
+
+
+def _is_base_key(key: str) -> bool:
+    return key.startswith("base_model.")
+
+
+def convert_reference_state_dict(state_dict: dict) -> dict:
+    """The authors' ``CLIPSegTemporalAdapter`` layout (adapter keys at top level) -> ours (``adapter.``)."""
+    if "model_state_dict" in state_dict and isinstance(state_dict["model_state_dict"], dict):
+        state_dict = state_dict["model_state_dict"]
+    converted = {}
+    for key, value in state_dict.items():
+        if not isinstance(value, torch.Tensor):
+            continue
+        key = key.removeprefix("module.")  # DataParallel / DDP wrappers
+        if key.endswith("position_ids"):  # a buffer older transformers versions saved
+            continue
+        converted[key if _is_base_key(key) else f"adapter.{key}"] = value
+    return converted
+
+
+def reference_adapter_config(state_dict: dict, num_heads: int = 8) -> AdapterConfig | None:
+    """Adapter sizes read off the weight shapes of an (already converted) state dict."""
+    if "adapter.proj_in.0.weight" not in state_dict:
+        return None
+    layers = {int(k.split(".")[2]) for k in state_dict if k.startswith("adapter.temporal_layers.")}
+    return AdapterConfig(
+        context_size=int(state_dict["adapter.temporal_pos_emb"].shape[1]),
+        proj_dim=int(state_dict["adapter.proj_in.0.weight"].shape[0]),
+        num_heads=num_heads,
+        num_layers=len(layers),
+        ffn_dim=int(state_dict["adapter.temporal_layers.0.ff.0.weight"].shape[0]),
+        spatial_heads=num_heads,
+        spatial_mlp_ratio=state_dict["adapter.spatial_context.mlp.0.weight"].shape[0]
+        / state_dict["adapter.spatial_context.mlp.0.weight"].shape[1],
+    )
+
+
+# -- base models ---------------------------------------------------------------------------------
+
+def _is_local(source: str | Path) -> bool:
+    return Path(source).exists()
+
+
+def _looks_like_hub_id(source: str) -> bool:
+    parts = str(source).split("/")
+    return len(parts) == 2 and all(parts) and not str(source).startswith((".", "~")) and "\\" not in str(source)
+
+
+def _hub_error(source: str, exc: Exception, what: str = "checkpoint") -> CheckpointError:
+    if not _looks_like_hub_id(source):
+        return CheckpointError(f"{what} '{source}' does not exist", "Check the path, or pass a hub id such as "
+                               f"{DEFAULT_BASE_MODEL}.")
+    return CheckpointError(
+        f"'{source}' is not a local folder and could not be loaded from the HuggingFace Hub "
+        f"({type(exc).__name__}: {str(exc).splitlines()[0][:160]})",
+        OFFLINE_HINT,
+    )
+
+
+def load_clipseg_config(source: str | Path):
+    """A CLIPSegConfig from a JSON file, a model folder or a hub id."""
+    from transformers import CLIPSegConfig
+
+    source = str(source)
+    path = Path(source)
+    try:
+        if path.is_file():
+            return CLIPSegConfig.from_json_file(source)
+        if path.is_dir() or _looks_like_hub_id(source):
+            return CLIPSegConfig.from_pretrained(source)
+    except (OSError, ValueError, json.JSONDecodeError) as exc:
+        if path.exists():
+            raise CheckpointError(f"cannot read a CLIPSeg config from '{source}' ({exc})",
+                                  "Pass a CLIPSeg config.json, a CLIPSeg model folder or a hub id.") from None
+        raise _hub_error(source, exc, "base model") from None
+    raise CheckpointError(f"base model '{source}' does not exist",
+                          "Pass a CLIPSeg config.json, a CLIPSeg model folder or a hub id.")
+
+
+def load_clipseg_base(source: str | Path):
+    """Pretrained ``CLIPSegForImageSegmentation`` from a folder or hub id (clear error offline)."""
+    from transformers import CLIPSegForImageSegmentation
+
+    try:
+        return CLIPSegForImageSegmentation.from_pretrained(str(source))
+    except (OSError, ValueError) as exc:
+        if _is_local(source):
+            raise CheckpointError(f"cannot load CLIPSeg weights from '{source}' ({str(exc).splitlines()[0][:200]})",
+                                  "Pass a folder saved with save_pretrained(), or a hub id.") from None
+        raise _hub_error(str(source), exc, "base model") from None
+
+
+def _read_config(folder: Path) -> dict | None:
+    file = folder / CONFIG_NAME
+    if not file.is_file():
+        return None
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"'{file}' is not valid JSON ({exc})", "The checkpoint is corrupt: copy it again.") from None
+
+
+def _download(source: str, config_only: bool = False) -> Path:
+    """Fetch a hub repo's config (to tell the formats apart) or the files a checkpoint needs."""
+    try:
+        from huggingface_hub import hf_hub_download, snapshot_download
+
+        if config_only:
+            return Path(hf_hub_download(source, CONFIG_NAME)).parent
+        return Path(snapshot_download(source, allow_patterns=["*.json", "*.safetensors", "*.txt"]))
+    except Exception as exc:  # network, auth, missing repo: all mean "not available here"
+        raise _hub_error(source, exc) from None
+
+
+# -- public API ----------------------------------------------------------------------------------
+
+def load_model(source: str | Path | None = None, device: str | torch.device = "cpu") -> LoadedModel:
+    """Load a TGatedSegment checkpoint folder, a hub id of one, or a plain CLIPSeg (zero-shot).
+
+    ``None`` means the zero-shot default, ``CIDAS/clipseg-rd64-refined``.
+    """
+    source = str(source or DEFAULT_BASE_MODEL)
+    path = Path(source).expanduser()
+    if path.suffix.lower() in {".pt", ".pth", ".bin", ".ckpt"} and path.is_file():
+        raise CheckpointError(
+            f"'{source}' is a single weights file, not a checkpoint folder",
+            f"Convert it once with: tgated import {source} --base-config {DEFAULT_BASE_MODEL} --output CKPT_DIR",
+        )
+    if path.exists() and not path.is_dir():
+        raise CheckpointError(f"'{source}' is a file, not a checkpoint folder", "Pass the folder that holds config.json.")
+    recover_dir(path)
+    if path.is_dir():
+        folder = path
+    elif _looks_like_hub_id(source):
+        folder = _download(source, config_only=True)
+    else:
+        raise CheckpointError(f"checkpoint '{source}' does not exist", "Check the path, or pass a hub id.")
+    raw = _read_config(folder)
+    if raw is None:
+        raise CheckpointError(f"'{folder}' has no config.json", "Pass a checkpoint folder or a CLIPSeg model folder.")
+    if raw.get("format") != FORMAT_NAME:
+        if raw.get("model_type") == "clipseg":  # zero-shot CLIPSeg: transformers fetches only what it needs
+            return _load_zero_shot(path if path.is_dir() else source, source, device)
+
+        raise CheckpointError(f"'{folder}' is neither a TGatedSegment checkpoint nor a CLIPSeg model",
+                              "Pass a folder made by `tgated init`, `tgated train` or `tgated import`.")
+    if not path.is_dir():
+        folder = _download(source)
+    return _load_tgated(folder, raw, source, device)
+
+
+def _load_zero_shot(folder: Path | str, source: str, device) -> LoadedModel:
+    base = load_clipseg_base(folder)
+    config = TGatedConfig(clipseg_config=base.config.to_dict(), base_model_id=source, adapter=None)
+    model = TGatedCLIPSeg(config, base_model=base)
+    tokenizer = load_tokenizer(folder)
+    check_tokenizer(tokenizer, base.config)
+    return LoadedModel(model.to(device).eval(), tokenizer, config, source)
+
+
+def _load_tgated(folder: Path, raw: dict, source: str, device) -> LoadedModel:
+    try:
+        config = TGatedConfig.from_dict(raw)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"'{folder / CONFIG_NAME}' is not a valid TGatedSegment config ({exc})",
+                              "The checkpoint is corrupt or from an incompatible version.") from None
+    partial = bool(raw.get("partial_weights"))
+    base = load_clipseg_base(config.base_model_id) if partial else None
+    model = TGatedCLIPSeg(config, base_model=base)
+    weights = folder / WEIGHTS_NAME
+    if not weights.is_file():
+        raise CheckpointError(f"'{folder}' has no {WEIGHTS_NAME}", "The checkpoint is incomplete: copy it again.")
+    try:
+        from safetensors.torch import load_file
+
+        state_dict = load_file(str(weights))
+    except Exception as exc:  # safetensors raises its own error types for truncated/corrupt files
+        raise CheckpointError(f"cannot read '{weights}' ({str(exc).splitlines()[0][:200]})",
+                              "The file is corrupt or truncated: copy the checkpoint again.") from None
+    load_state_dict_checked(model, state_dict, str(folder), allow_missing_prefix="base_model." if partial else None)
+    has_tokenizer = any((folder / name).is_file() for name in ("tokenizer.json", "vocab.json"))
+    tokenizer = load_tokenizer(folder if has_tokenizer else (config.base_model_id or DEFAULT_BASE_MODEL))
+    check_tokenizer(tokenizer, model.base_model.config)
+    return LoadedModel(model.to(device).eval(), tokenizer, config, source)
+
+
+def save_checkpoint(
+    model: TGatedCLIPSeg,
+    tokenizer,
+    folder: str | Path,
+    config: TGatedConfig | None = None,
+    state_dict: dict | None = None,
+    partial_weights: bool = False,
+    extra_files: dict[str, bytes | str] | None = None,
+) -> Path:
+    """Write a checkpoint folder atomically (a kill at any moment leaves the previous one intact)."""
+    from safetensors.torch import save_file
+
+    config = config or model.config
+    config.clipseg_config = model.base_model.config.to_dict()
+    raw = config.to_dict()
+    raw["partial_weights"] = bool(partial_weights)
+    state_dict = state_dict if state_dict is not None else model.state_dict()
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
+    with atomic_dir(folder) as tmp:
+        (tmp / CONFIG_NAME).write_text(json.dumps(raw, indent=2), encoding="utf-8")
+        save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "producer": FORMAT_NAME})
+        tokenizer.save_pretrained(str(tmp))
+        for name, content in (extra_files or {}).items():
+            target = tmp / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
+    return Path(folder)
+
+
+def init_checkpoint(
+    base: str | Path,
+    output: str | Path,
+    tokenizer: str | Path | Any | None = None,
+    temporal: bool = True,
+    adapter: AdapterConfig | None = None,
+    preprocessing: PreprocessConfig | None = None,
+    vocabulary=None,
+    seed: int = 0,
+) -> Path:
+    """An untrained checkpoint: random adapter on a base that is a config (random) or pretrained.
+
+    ``tokenizer`` is a folder/hub id, a tokenizer object, ``"compact"`` (offline, built from the
+    vocabulary's words) or ``None`` (the base's own, when the base is a model folder or hub id).
+    """
+    from ..vocabulary import ABDOMEN13
+    from .tokenizer import compact_clip_tokenizer
+
+    torch.manual_seed(seed)
+    base = str(base)
+    random_base = Path(base).is_file()
+    if random_base:
+        clipseg_config = load_clipseg_config(base)
+        base_model, base_id = None, None
+    else:
+        base_model = load_clipseg_base(base)
+        clipseg_config, base_id = base_model.config, base
+    vocabulary = list(vocabulary) if vocabulary is not None else list(ABDOMEN13)
+    if tokenizer is None:
+        if random_base:
+            raise CheckpointError("a random base from a config file has no tokenizer",
+                                  "Pass --tokenizer with a CLIP tokenizer folder or hub id, or --tokenizer compact.")
+        tokenizer = base
+    if isinstance(tokenizer, (str, Path)):
+        tokenizer = compact_clip_tokenizer([o.prompt for o in vocabulary]) if str(tokenizer) == "compact" else load_tokenizer(tokenizer)
+    check_tokenizer(tokenizer, clipseg_config)
+    hidden = clipseg_config.vision_config.hidden_size
+    config = TGatedConfig(
+        clipseg_config=clipseg_config.to_dict(),
+        base_model_id=base_id,
+        adapter=(adapter or AdapterConfig.default_for(hidden)) if temporal else None,
+        preprocessing=preprocessing or PreprocessConfig(),
+        vocabulary=vocabulary,
+    )
+    model = TGatedCLIPSeg(config, base_model=base_model)
+    return save_checkpoint(model, tokenizer, output, config)
+
+
+def import_reference_checkpoint(
+    weights: str | Path,
+    base: str | Path,
+    output: str | Path,
+    tokenizer: str | Path | None = None,
+    slice_layout: tuple[str, str] = REFERENCE_SLICE_LAYOUT,
+) -> Path:
+    """Convert a checkpoint saved by the authors' code (bare state dict or training dict)."""
+    from ..vocabulary import ABDOMEN13
+
+    weights = Path(weights)
+    if not weights.is_file():
+        raise CheckpointError(f"'{weights}' does not exist", "Pass the .pt/.pth file saved by the authors' training script.")
+    try:
+        raw = torch.load(str(weights), map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle/zip errors for corrupt or foreign files
+        raise CheckpointError(f"cannot read '{weights}' as a PyTorch checkpoint ({str(exc).splitlines()[0][:200]})",
+                              "Pass the file written by torch.save(model.state_dict(), ...) in the authors' code.") from None
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"'{weights}' holds a {type(raw).__name__}, not a state dict",
+                              "Save the model with torch.save(model.state_dict(), path) and import that file.")
+    state_dict = convert_reference_state_dict(raw)
+    if not any(_is_base_key(k) for k in state_dict):
+        raise CheckpointError(f"'{weights}' has no 'base_model.' weights",
+                              "Import the full model state dict of CLIPSegTemporalAdapter, not the adapter alone.")
+    clipseg_config = load_clipseg_config(base)
+    if tokenizer is None:
+        if Path(str(base)).is_file():
+            raise CheckpointError("the base is a config file, so there is no tokenizer to copy",
+                                  "Pass --tokenizer with a CLIP tokenizer folder or hub id.")
+        tokenizer = base
+    tok = load_tokenizer(tokenizer)
+    check_tokenizer(tok, clipseg_config)
+    config = TGatedConfig(
+        clipseg_config=clipseg_config.to_dict(),
+        base_model_id=None if Path(str(base)).is_file() else str(base),
+        adapter=reference_adapter_config(state_dict),
+        preprocessing=PreprocessConfig(slice_layout=tuple(slice_layout)),
+        vocabulary=list(ABDOMEN13),
+        training={"imported_from": weights.name, "source": "authors' CLIPSegTemporalAdapter"},
+    )
+    model = TGatedCLIPSeg(config)
+    load_state_dict_checked(model, state_dict, str(weights))
+    return save_checkpoint(model, tok, output, config)

@@ -1,0 +1,152 @@
+"""Configuration objects for the T-Gated CLIPSeg model and its input preprocessing.
+
+A checkpoint's ``config.json`` is ``TGatedConfig.to_dict()``: it names the CLIPSeg base (hub id
+and full architecture), the adapter sizes (``None`` for the slice-wise baseline), the image
+preprocessing the weights were trained with, and the organ vocabulary the model knows.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..vocabulary import Organ
+
+FORMAT_NAME = "tgated-segment"
+FORMAT_VERSION = 1
+DEFAULT_BASE_MODEL = "CIDAS/clipseg-rd64-refined"
+
+
+@dataclass
+class AdapterConfig:
+    """Sizes of the temporal adapter. Defaults are the paper's (for a 768-wide ViT-B/16)."""
+
+    context_size: int = 5  # slices per window: the centre and its 4 nearest neighbours
+    proj_dim: int = 256  # width of the temporal transformer
+    num_heads: int = 8
+    num_layers: int = 4
+    ffn_dim: int = 1024
+    dropout: float = 0.1
+    drop_path_rate: float = 0.1  # rises linearly from 0 over the temporal layers
+    spatial_heads: int = 8
+    spatial_mlp_ratio: float = 2.0  # 768 -> 1536 -> 768
+    spatial_drop_path: float = 0.05
+    head_dropout: float = 0.1
+    head_out_dropout: float = 0.05
+    gate_bias_init: float = -5.0  # sigmoid(-5) ~ 0.007: the gate starts nearly closed
+
+    def __post_init__(self) -> None:
+        if self.context_size < 1 or self.context_size % 2 == 0:
+            raise ValueError(f"context_size must be a positive odd number, got {self.context_size}")
+        if self.proj_dim % self.num_heads:
+            raise ValueError(f"proj_dim {self.proj_dim} is not divisible by num_heads {self.num_heads}")
+
+    @classmethod
+    def default_for(cls, hidden_size: int, **overrides: Any) -> "AdapterConfig":
+        """The paper's adapter, narrowed for vision encoders thinner than 256 (tiny test models)."""
+        proj_dim = overrides.pop("proj_dim", min(256, hidden_size))
+        values = dict(proj_dim=proj_dim, ffn_dim=4 * proj_dim)
+        values.update(overrides)
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "AdapterConfig":
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass
+class PreprocessConfig:
+    """How a volume becomes model input. Recorded in every checkpoint so inference matches training.
+
+    ``slice_layout`` names the patient directions that the rows and the columns of a model input
+    slice run towards, in the canonical LPS volume (see ``preprocessing/orientation.py``):
+    ``("P", "L")`` is the radiological axial view (anterior at the top, patient's right on the
+    left of the image); ``("L", "P")`` is its transpose, which is what the authors' code fed when it
+    took ``nifti_array[:, :, z]`` from a volume stored in LPS order.
+    """
+
+    image_size: int = 352
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    ct_window: tuple[float, float] = (-125.0, 275.0)
+    mr_percentiles: tuple[float, float] = (1.0, 99.0)
+    quantize_8bit: bool = True  # the CLIPSeg processor (and the authors) saw 8-bit grey images
+    slice_layout: tuple[str, str] = ("P", "L")
+
+    def __post_init__(self) -> None:
+        self.mean, self.std = tuple(self.mean), tuple(self.std)
+        self.ct_window, self.mr_percentiles = tuple(self.ct_window), tuple(self.mr_percentiles)
+        self.slice_layout = tuple(s.upper() for s in self.slice_layout)
+        axes = {d: a for a, pair in enumerate(("LR", "PA")) for d in pair}
+        if len(self.slice_layout) != 2 or any(d not in axes for d in self.slice_layout) or (
+            axes[self.slice_layout[0]] == axes[self.slice_layout[1]]
+        ):
+            raise ValueError(
+                f"slice_layout must name one left/right and one anterior/posterior direction, got {self.slice_layout}"
+            )
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PreprocessConfig":
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+# The layout the authors' checkpoints saw (FLARE22 NIfTIs stored in LPS voxel order, sliced [:, :, z]).
+REFERENCE_SLICE_LAYOUT = ("L", "P")
+
+
+@dataclass
+class TGatedConfig:
+    """Everything needed to rebuild a model without the network."""
+
+    clipseg_config: dict  # transformers CLIPSegConfig.to_dict(): the full base architecture
+    base_model_id: str | None = None  # where the base weights came from (hub id or path), if any
+    adapter: AdapterConfig | None = field(default_factory=AdapterConfig)  # None: slice-wise baseline
+    preprocessing: PreprocessConfig = field(default_factory=PreprocessConfig)
+    vocabulary: list[Organ] = field(default_factory=list)
+    threshold: float = 0.5
+    training: dict | None = None  # metadata written by the trainer
+
+    @property
+    def temporal(self) -> bool:
+        return self.adapter is not None
+
+    @property
+    def context_size(self) -> int:
+        return self.adapter.context_size if self.adapter else 1
+
+    def clipseg(self):
+        from transformers import CLIPSegConfig
+
+        return CLIPSegConfig.from_dict(copy.deepcopy(self.clipseg_config))
+
+    def to_dict(self) -> dict:
+        return {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "base_model_id": self.base_model_id,
+            "clipseg_config": self.clipseg_config,
+            "adapter": self.adapter.to_dict() if self.adapter else None,
+            "preprocessing": self.preprocessing.to_dict(),
+            "vocabulary": [o.to_dict() for o in self.vocabulary],
+            "threshold": self.threshold,
+            "training": self.training,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TGatedConfig":
+        return cls(
+            clipseg_config=d["clipseg_config"],
+            base_model_id=d.get("base_model_id"),
+            adapter=AdapterConfig.from_dict(d["adapter"]) if d.get("adapter") else None,
+            preprocessing=PreprocessConfig.from_dict(d.get("preprocessing") or {}),
+            vocabulary=[Organ.from_dict(o) for o in d.get("vocabulary") or []],
+            threshold=float(d.get("threshold", 0.5)),
+            training=d.get("training"),
+        )

@@ -1,0 +1,128 @@
+"""CLIPSeg with the T-Gated temporal adapter, split into the stages the engine and trainer reuse.
+
+The model is transformers' ``CLIPSegForImageSegmentation`` (kept whole as ``base_model``) plus an
+optional :class:`TemporalAdapter`. Its forward is decomposed into prompt-independent and
+prompt-dependent stages so that a volume can be processed with each slice encoded once:
+
+``encode_images`` (per slice) -> ``fuse`` (per centre slice, over its window) -> ``decode`` (per
+slice and prompt), with ``encode_text`` run once per prompt.
+
+* Temporal model (the authors' path): the vision encoder's last hidden state of every window slice
+  goes through the adapter; its output is the decoder's only activation.
+* Slice-wise baseline (``adapter=None``, also the zero-shot CLIPSeg): stock CLIPSeg, whose decoder
+  reads the hidden states after the ``extract_layers``.
+
+Shapes: N slices, B centre slices, S window slices, L decoder activations, T tokens, C width,
+K prompts, P projection dim, H = W = image size.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .adapter import TemporalAdapter
+from .configuration import TGatedConfig
+
+
+class TGatedCLIPSeg(nn.Module):
+    """T-Gated CLIPSeg. ``forward`` matches the authors' ``CLIPSegTemporalAdapter.forward``."""
+
+    def __init__(self, config: TGatedConfig, base_model: nn.Module | None = None):
+        super().__init__()
+        from transformers import CLIPSegForImageSegmentation
+
+        self.config = config
+        self.base_model = base_model if base_model is not None else CLIPSegForImageSegmentation(config.clipseg())
+        hidden = self.base_model.config.vision_config.hidden_size
+        self.adapter = TemporalAdapter(config.adapter, hidden) if config.adapter is not None else None
+
+    # -- properties -----------------------------------------------------------------------------
+    @property
+    def temporal(self) -> bool:
+        return self.adapter is not None
+
+    @property
+    def context_size(self) -> int:
+        return self.adapter.context_size if self.adapter is not None else 1
+
+    @property
+    def num_activations(self) -> int:
+        """L: encoder activations kept per slice (1 for the adapter path, 3 for stock CLIPSeg)."""
+        return 1 if self.temporal else len(self.base_model.config.extract_layers)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    # -- stages ---------------------------------------------------------------------------------
+    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) -> (N, L, T, C): what the rest of the model needs from each slice."""
+        vision = self.base_model.clip.vision_model
+        if self.temporal:
+            return vision(pixel_values=pixel_values).last_hidden_state.unsqueeze(1)
+        hidden_states = vision(pixel_values=pixel_values, output_hidden_states=True).hidden_states
+        return torch.stack([hidden_states[i + 1] for i in self.base_model.config.extract_layers], dim=1)
+
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(K, tokens) -> (K, P) conditional embeddings (pooled EOS state x text projection).
+
+        Called on the submodules directly, not through ``get_conditional_embeddings``, which runs
+        under ``no_grad`` and would silently freeze the text encoder in training.
+        """
+        clip = self.base_model.clip
+        pooled = clip.text_model(input_ids=input_ids, attention_mask=attention_mask).pooler_output
+        return clip.text_projection(pooled)
+
+    def fuse(self, window: torch.Tensor, return_gate: bool = False):
+        """(B, S, L, T, C) window features -> (B, L, T, C) decoder input for the centre slices."""
+        if not self.temporal:
+            centre = window[:, window.shape[1] // 2]
+            return (centre, None) if return_gate else centre
+        out = self.adapter(window[:, :, 0], return_gate=return_gate)
+        if return_gate:
+            return out[0].unsqueeze(1), out[1]
+        return out.unsqueeze(1)
+
+    def decode(self, features: torch.Tensor, text_embeddings: torch.Tensor) -> torch.Tensor:
+        """(B, L, T, C) decoder input and (B, P) prompt embeddings -> (B, H, W) logits."""
+        activations = list(features.unbind(dim=1))  # extract-layer order, as CLIPSeg's forward passes them
+        return self.base_model.decoder(hidden_states=activations, conditional_embeddings=text_embeddings).logits
+
+    # -- whole model ------------------------------------------------------------------------------
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        return_gate: bool = False,
+    ):
+        """pixel_values (B, S, 3, H, W) windows (or (B, 3, H, W) single slices for the baseline),
+        input_ids (B, tokens) one prompt per sample -> logits (B, H, W)."""
+        if pixel_values.ndim == 4:
+            pixel_values = pixel_values.unsqueeze(1)
+        b, s = pixel_values.shape[:2]
+        if s != self.context_size:
+            centre = s // 2
+            half = self.context_size // 2
+            if self.temporal or s < 1:
+                raise ValueError(f"expected windows of {self.context_size} slices, got {s}")
+            pixel_values = pixel_values[:, centre - half : centre + half + 1]
+            s = self.context_size
+        features = self.encode_images(pixel_values.flatten(0, 1))  # (B*S, L, T, C)
+        window = features.unflatten(0, (b, s))  # (B, S, L, T, C)
+        fused = self.fuse(window, return_gate=return_gate)
+        gate = None
+        if return_gate:
+            fused, gate = fused
+        logits = self.decode(fused, self.encode_text(input_ids, attention_mask))
+        return (logits, gate) if return_gate else logits
+
+    def gate_penalty(self) -> torch.Tensor:
+        if self.adapter is None:
+            return torch.zeros((), device=self.device)
+        return self.adapter.gate_penalty()

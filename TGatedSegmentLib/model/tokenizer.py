@@ -1,0 +1,84 @@
+"""CLIP tokenizer loading, a compact offline tokenizer, and prompt batching.
+
+Checkpoint folders carry their tokenizer files so that they work with no network. Where the real
+CLIP vocabulary is not available (tests, the offline demo) :func:`compact_clip_tokenizer` builds a
+byte-level BPE tokenizer of the same class whose merges cover a given word list; any other text
+still tokenizes, byte by byte, so no prompt is ever unknown. Special tokens keep CLIP's ids
+(49406/49407), which is what CLIPSeg's text model pools on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..errors import CheckpointError
+
+BOS, EOS = "<|startoftext|>", "<|endoftext|>"
+CLIP_BOS_ID, CLIP_EOS_ID = 49406, 49407
+MAX_TOKENS = 77
+
+
+def load_tokenizer(source: str | Path):
+    """A tokenizer from a folder or hub id, or a :class:`CheckpointError` that says what to pass."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(source))
+    except (OSError, ValueError, TypeError) as exc:
+        raise CheckpointError(
+            f"cannot load a tokenizer from '{source}' ({str(exc).splitlines()[0][:200]})",
+            "Pass --tokenizer with a folder holding the CLIP tokenizer files (vocab.json and merges.txt, "
+            "or tokenizer.json), or a hub id reachable from this machine.",
+        ) from None
+
+
+def compact_clip_tokenizer(words: list[str] | tuple[str, ...] = ()):
+    """A CLIP-class BPE tokenizer with byte-level symbols plus merges that spell ``words``."""
+    from tokenizers import pre_tokenizers
+    from transformers import CLIPTokenizer
+
+    chars = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {c: i for i, c in enumerate(chars)}
+    vocab.update({c + "</w>": len(chars) + i for i, c in enumerate(chars)})
+    merges: list[tuple[str, str]] = []
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    for text in sorted({w.lower() for phrase in words for w in phrase.split()}):
+        for piece, _ in byte_level.pre_tokenize_str(text):
+            symbols = list(piece[:-1]) + [piece[-1] + "</w>"]
+            while len(symbols) > 1:  # left-to-right merges: one new symbol per step
+                pair = (symbols[0], symbols[1])
+                if pair not in merges:
+                    merges.append(pair)
+                vocab.setdefault(pair[0] + pair[1], len(vocab))
+                symbols = [pair[0] + pair[1]] + symbols[2:]
+    vocab[BOS], vocab[EOS] = CLIP_BOS_ID, CLIP_EOS_ID
+    return CLIPTokenizer(vocab=vocab, merges=merges)
+
+
+def check_tokenizer(tokenizer, clipseg_config) -> None:
+    """The text model pools on the EOS token: ids must agree, and fit the embedding table."""
+    text = clipseg_config.text_config
+    eos = tokenizer.eos_token_id
+    if eos != text.eos_token_id:
+        raise CheckpointError(
+            f"the tokenizer's end-of-text id ({eos}) differs from the text model's eos_token_id ({text.eos_token_id})",
+            "Use the CLIP tokenizer that belongs to this CLIPSeg model.",
+        )
+    if max(tokenizer.get_vocab().values()) >= text.vocab_size:
+        raise CheckpointError(
+            f"the tokenizer has ids up to {max(tokenizer.get_vocab().values())}, more than the text model's "
+            f"vocabulary of {text.vocab_size}",
+            "Use the CLIP tokenizer that belongs to this CLIPSeg model.",
+        )
+
+
+def tokenize(tokenizer, prompts: list[str], device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompts -> (input_ids, attention_mask), padded to the longest, at most 77 tokens.
+
+    Padding after EOS does not change CLIP's causal, EOS-pooled embedding, so this equals the
+    authors' ``padding="max_length"`` at a fraction of the cost.
+    """
+    batch = tokenizer(list(prompts), padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="pt")
+    return batch["input_ids"].to(device), batch["attention_mask"].to(device)

@@ -1,0 +1,185 @@
+"""Organ vocabulary: prompts, aliases, laterality, sampling weights, colours and SNOMED terminology.
+
+The ``abdomen13`` preset holds the 13 FLARE22 organs (label ids in FLARE22 order) with the
+sampling weights of the T-Gated paper's Table 1 and the SNOMED CT codes Slicer's "General Anatomy"
+terminology uses. Free-text prompts that are not in the table still work: they get a generated
+colour and no terminology code.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import re
+from dataclasses import asdict, dataclass, field, replace
+
+from .errors import InputError
+
+ANATOMICAL_STRUCTURE = ("SCT", "123037004", "Anatomical Structure")
+TERMINOLOGY_CONTEXT = "Segmentation category and type - 3D Slicer General Anatomy list"
+REGION_CONTEXT = "Anatomic codes - DICOM master list"
+LATERALITY_CODES = {"right": ("SCT", "24028007", "Right"), "left": ("SCT", "7771000", "Left")}
+
+
+@dataclass(frozen=True)
+class Organ:
+    """One entry of the vocabulary. ``label`` is the FLARE22 id for preset organs, else 0."""
+
+    name: str
+    prompt: str
+    label: int = 0
+    lateral: str | None = None  # "left", "right" or None: lateral organs are never flipped
+    sampling_weight: float = 1.0
+    snomed_type: tuple[str, str] | None = None  # (code, meaning)
+    color: tuple[int, int, int] | None = None  # 0..255
+    aliases: tuple[str, ...] = field(default=(), compare=False)
+
+    def terminology(self) -> str | None:
+        """Slicer's 7-part ``TerminologyEntry`` tag, or None when the organ has no SNOMED code."""
+        if self.snomed_type is None:
+            return None
+        code, meaning = self.snomed_type
+        modifier = "^".join(LATERALITY_CODES[self.lateral]) if self.lateral else "^^"
+        return "~".join(
+            [
+                TERMINOLOGY_CONTEXT,
+                "^".join(ANATOMICAL_STRUCTURE),
+                f"SCT^{code}^{meaning}",
+                modifier,
+                REGION_CONTEXT,
+                "^^",
+                "^^",
+            ]
+        )
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["aliases"] = list(self.aliases)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Organ":
+        d = dict(d)
+        for key in ("snomed_type", "color", "aliases"):
+            if d.get(key) is not None:
+                d[key] = tuple(d[key])
+        d.setdefault("aliases", ())
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+def _organ(label, name, prompt, lateral, weight, code, meaning, rgb, aliases=()):
+    return Organ(name, prompt, label, lateral or None, weight, (code, meaning), rgb, tuple(aliases))
+
+
+# Facts from the FLARE22 label table, the paper's Table 1 and Slicer's General Anatomy terminology.
+ABDOMEN13: tuple[Organ, ...] = (
+    _organ(1, "liver", "liver", None, 1.0, "10200004", "Liver", (221, 130, 101), ["hepar"]),
+    _organ(2, "right_kidney", "right kidney", "right", 1.0, "64033007", "Kidney", (212, 126, 151),
+           ["kidney_right", "kidney_r", "r_kidney", "rk", "kidney r"]),
+    _organ(3, "spleen", "spleen", None, 1.0, "78961009", "Spleen", (157, 108, 162), ["lien"]),
+    _organ(4, "pancreas", "pancreas", None, 3.0, "15776009", "Pancreas", (249, 180, 111), ["panc"]),
+    _organ(5, "aorta", "aorta", None, 1.0, "15825003", "Aorta", (224, 97, 76), ["abdominal aorta"]),
+    _organ(6, "inferior_vena_cava", "inferior vena cava", None, 1.0, "64131007", "Inferior vena cava",
+           (110, 165, 54), ["ivc", "vena cava inferior", "postcava"]),
+    _organ(7, "right_adrenal_gland", "right adrenal gland", "right", 8.0, "23451007", "Adrenal gland",
+           (199, 27, 27), ["adrenal_gland_right", "right adrenal", "r_adrenal", "rag", "adrenal right"]),
+    _organ(8, "left_adrenal_gland", "left adrenal gland", "left", 8.0, "23451007", "Adrenal gland",
+           (199, 27, 27), ["adrenal_gland_left", "left adrenal", "l_adrenal", "lag", "adrenal left"]),
+    _organ(9, "gallbladder", "gallbladder", None, 2.0, "28231008", "Gallbladder", (139, 150, 98),
+           ["gall bladder", "gb"]),
+    _organ(10, "esophagus", "esophagus", None, 8.0, "32849002", "Esophagus", (211, 171, 143),
+           ["oesophagus", "eso"]),
+    _organ(11, "stomach", "stomach", None, 2.0, "69695003", "Stomach", (160, 139, 76), ["sto"]),
+    _organ(12, "duodenum", "duodenum", None, 5.0, "38848004", "Duodenum", (255, 253, 229), ["duo"]),
+    _organ(13, "left_kidney", "left kidney", "left", 1.0, "64033007", "Kidney", (212, 126, 151),
+           ["kidney_left", "kidney_l", "l_kidney", "lk", "kidney l"]),
+)
+
+PRESETS: dict[str, tuple[Organ, ...]] = {"abdomen13": ABDOMEN13}
+
+
+def normalize(text: str) -> str:
+    """Case-, underscore- and whitespace-insensitive key for matching names and aliases."""
+    return re.sub(r"\s+", " ", re.sub(r"[_\-]+", " ", text.strip().lower())).strip()
+
+
+def _build_index(organs) -> dict[str, Organ]:
+    index: dict[str, Organ] = {}
+    for organ in organs:
+        for key in (organ.name, organ.prompt, *organ.aliases):
+            index.setdefault(normalize(key), organ)
+    return index
+
+
+_INDEX = _build_index(ABDOMEN13)
+
+
+def laterality_of(text: str) -> str | None:
+    """'left'/'right' when the words say so ("left lung", "kidney_R"), else None."""
+    words = set(normalize(text).split())
+    if words & {"left", "l", "sinister", "sin"}:
+        return "left"
+    if words & {"right", "r", "dexter", "dex"}:
+        return "right"
+    return None
+
+
+def lookup(name: str) -> Organ | None:
+    """The preset organ a label name or prompt refers to (aliases included), else None."""
+    return _INDEX.get(normalize(name))
+
+
+def generated_color(index: int) -> tuple[int, int, int]:
+    """Distinct colours for prompts without a table colour (golden-ratio hue steps)."""
+    hue = (0.13 + index * 0.618033988749895) % 1.0
+    r, g, b = colorsys.hsv_to_rgb(hue, 0.65, 0.95)
+    return (round(r * 255), round(g * 255), round(b * 255))
+
+
+def organ_for_prompt(prompt: str, index: int = 0) -> Organ:
+    """The entry for a typed prompt, named as typed.
+
+    A known organ or alias ("RK", "kidney_right") keeps the table's colour, terminology and
+    canonical model prompt ("right kidney"); unknown text is fed to the model verbatim and gets a
+    generated colour.
+    """
+    text = re.sub(r"\s+", " ", prompt).strip()
+    found = lookup(text)
+    if found is not None:
+        return replace(found, name=text)
+    return Organ(name=text, prompt=text, lateral=laterality_of(text), color=generated_color(index))
+
+
+def parse_prompts(text: str | list[str] | tuple[str, ...] | None) -> list[str]:
+    """Split free text on commas and new lines; drop blanks and duplicates, keep order."""
+    if text is None:
+        return []
+    parts = re.split(r"[,\n;]", text) if isinstance(text, str) else list(text)
+    seen, prompts = set(), []
+    for part in parts:
+        prompt = re.sub(r"\s+", " ", str(part)).strip()
+        if prompt and normalize(prompt) not in seen:
+            seen.add(normalize(prompt))
+            prompts.append(prompt)
+    return prompts
+
+
+def resolve_prompts(prompts: str | list[str] | None = None, preset: str | None = None) -> list[Organ]:
+    """Prompts (free text) and/or a preset name → the organs to segment, in order."""
+    organs: list[Organ] = []
+    if preset:
+        key = preset.strip().lower()
+        if key not in PRESETS:
+            raise InputError(f"unknown preset '{preset}'", f"Use one of: {', '.join(sorted(PRESETS))}.")
+        organs.extend(replace(o, name=o.prompt) for o in PRESETS[key])
+    known = {normalize(o.prompt) for o in organs}
+    for prompt in parse_prompts(prompts):
+        organ = organ_for_prompt(prompt, index=len(organs))
+        if normalize(organ.prompt) not in known:  # "RK" and "right kidney" are one segment
+            known.add(normalize(organ.prompt))
+            organs.append(organ)
+    if not organs:
+        raise InputError(
+            "no prompt given (the prompt list is empty)",
+            'Pass organ names, e.g. --prompts "liver, left kidney", or --preset abdomen13.',
+        )
+    return organs
