@@ -45,6 +45,30 @@ def ensure_writable_dir(folder: str | Path) -> Path:
     return folder
 
 
+def check_writable(path: str | Path) -> Path:
+    """Fail before any long work if ``path`` could not be written later; creates nothing that stays.
+
+    Probes the nearest existing ancestor with a real temporary file (permission bits alone say
+    nothing when running as root, or on read-only mounts).
+    """
+    path = Path(path).expanduser().absolute()
+    probe = path.parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    problem = None
+    if not probe.is_dir():
+        problem = f"'{probe}' is a file, not a folder"
+    else:
+        try:
+            with tempfile.NamedTemporaryFile(dir=probe, prefix=".write-test-"):
+                pass
+        except OSError as exc:
+            problem = f"'{probe}' is not writable ({exc.strerror or exc})"
+    if problem:
+        raise OutputError(f"cannot write '{path}': {problem}", "Choose an output location you have write permission for.")
+    return path
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yields a temporary path beside ``path`` (same suffixes); renamed onto ``path`` on success.

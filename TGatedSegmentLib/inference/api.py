@@ -1,0 +1,179 @@
+"""Python API: load a model once, segment many volumes.
+
+>>> seg = Segmenter("path/to/checkpoint", device="auto")
+>>> result = seg.segment("ct.nii.gz", prompts="liver, left kidney")
+>>> result.write("ct.seg.nrrd")
+
+Volumes go in as a path, a SimpleITK image, or a (k, j, i) array with its :class:`Geometry`;
+results come out on exactly the input's grid. Internally every volume is turned into the canonical
+LPS frame (``preprocessing/orientation.py``) so that "left kidney" means the patient's left
+whatever the direction matrix, and mapped back losslessly (axis permutations and flips only).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from ..io.volume import Geometry, array_from_image, check_volume_values, image_modality, read_image
+from ..model.checkpoint import LoadedModel, load_model
+from ..preprocessing.intensity import check_modality, detect_modality, normalize_intensity
+from ..preprocessing.orientation import orientation_code, reorientation_for
+from ..preprocessing.slices import SliceCodec
+from ..progress import CancelToken, Progress
+from ..vocabulary import Organ, resolve_prompts
+from .engine import EngineStats, StreamingEngine
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``auto`` picks CUDA when PyTorch sees a GPU; asking for CUDA without one is a clear error."""
+    name = str(device or "auto").lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError("CUDA was requested but PyTorch sees no CUDA GPU on this machine",
+                         "Use --device cpu (or auto), or install a CUDA build of PyTorch.")
+    if name not in ("cpu",) and not name.startswith("cuda") and name != "mps":
+        raise InputError(f"unknown device '{device}'", "Use auto, cpu or cuda.")
+    return torch.device(name)
+
+
+@dataclass
+class SegmentationResult:
+    """Per-prompt masks (overlaps allowed), a labelmap and optional probabilities on the input grid."""
+
+    organs: list[Organ]
+    masks: np.ndarray  # (K, k, j, i) bool
+    labelmap: np.ndarray  # (k, j, i): 0 background, i + 1 for organs[i]; overlaps go to the most probable
+    geometry: Geometry
+    probabilities: np.ndarray | None = None  # (K, k, j, i) float32
+    modality: str = "ct"
+    device: str = "cpu"
+    threshold: float = 0.5
+    seconds: float = 0.0
+    stats: EngineStats = field(default_factory=EngineStats)
+
+    def summary(self) -> list[dict]:
+        voxel_ml = float(np.prod(self.geometry.spacing)) / 1000.0
+        return [
+            {"name": o.name, "prompt": o.prompt, "label": i + 1, "voxels": int(m.sum()), "volume_ml": round(float(m.sum()) * voxel_ml, 3)}
+            for i, (o, m) in enumerate(zip(self.organs, self.masks))
+        ]
+
+    def write(self, path: str | Path, overwrite: bool = False) -> list[Path]:
+        """``.seg.nrrd`` (Slicer segmentation, overlaps kept in layers) or ``.nii.gz`` + JSON label table."""
+        from ..io.writers import write_segmentation
+
+        return write_segmentation(path, self.masks, self.organs, self.geometry, labelmap=self.labelmap, overwrite=overwrite)
+
+    def write_probabilities(self, path: str | Path, overwrite: bool = False) -> list[Path]:
+        from ..io.writers import write_probabilities
+
+        if self.probabilities is None:
+            raise ValueError("segment(..., return_probabilities=True) keeps the probabilities")
+        return write_probabilities(path, self.probabilities, [o.name for o in self.organs], self.geometry, overwrite=overwrite)
+
+
+class Segmenter:
+    """A loaded model plus its streaming engine; reuse it for many volumes and prompt sets."""
+
+    def __init__(self, checkpoint: str | Path | None = None, device: str | torch.device = "auto", batch_size: int = 4,
+                 amp: str | None = None, loaded: LoadedModel | None = None):
+        self.device = resolve_device(device)
+        self.loaded = loaded or load_model(checkpoint, device=self.device)
+        self.loaded.model.to(self.device).eval()
+        self.config = self.loaded.config
+        self.codec = SliceCodec(self.config.preprocessing, self.device, dtype=self.loaded.model.dtype)
+        self.engine = StreamingEngine(self.loaded.model, self.loaded.tokenizer, self.codec, batch_size=batch_size, amp=amp)
+
+    @property
+    def model(self):
+        return self.loaded.model
+
+    def _load_volume(self, volume, geometry: Geometry | None) -> tuple[np.ndarray, Geometry, str | None]:
+        if isinstance(volume, (str, Path)):
+            volume = read_image(volume)
+        if isinstance(volume, np.ndarray):
+            if geometry is None:
+                raise InputError("an array needs its geometry", "Pass geometry=Geometry(...) with the array.")
+            array, hint = volume, None
+        else:  # a SimpleITK image
+            geometry, array, hint = Geometry.from_image(volume), array_from_image(volume), image_modality(volume)
+        if array.ndim != 3:
+            raise InputError(f"expected a 3D volume, got an array with {array.ndim} dimensions {array.shape}",
+                             "Pass one 3D scalar volume (k, j, i).")
+        if tuple(array.shape) != tuple(geometry.array_shape):
+            raise InputError(f"the array shape {array.shape} does not match its geometry {geometry.array_shape}",
+                             "Pass the geometry of this very array.")
+        return array, geometry, hint
+
+    def segment(
+        self,
+        volume,
+        prompts: str | list[str] | None = None,
+        preset: str | None = None,
+        geometry: Geometry | None = None,
+        modality: str = "auto",
+        threshold: float | None = None,
+        return_probabilities: bool = False,
+        progress: Progress | None = None,
+        cancel: CancelToken | None = None,
+    ) -> SegmentationResult:
+        start = time.perf_counter()
+        self.engine.stats = EngineStats()
+        organs = resolve_prompts(prompts, preset)
+        threshold = self.config.threshold if threshold is None else float(threshold)
+        if not 0.0 < threshold < 1.0:
+            raise InputError(f"threshold {threshold} is outside (0, 1)", "Use a probability such as 0.5.")
+        array, geometry, hint = self._load_volume(volume, geometry)
+        check_volume_values(array)
+        modality = check_modality(modality)
+        modality = detect_modality(array, hint) if modality == "auto" else modality
+        reorient = reorientation_for(geometry.direction)
+        canonical = normalize_intensity(reorient.to_canonical(array), modality, self.config.preprocessing)
+        depth, rows, cols = canonical.shape
+        progress = progress or Progress()
+        progress.info(device=str(self.device), modality=modality, orientation=orientation_code(geometry.direction),
+                      slices=depth, prompts=[o.prompt for o in organs], temporal=self.model.temporal,
+                      message=f"{depth} slices, {modality.upper()}, stored {orientation_code(geometry.direction)}, "
+                              f"device {self.device}, {len(organs)} prompt(s)")
+
+        k = len(organs)
+        masks = np.zeros((k, depth, rows, cols), dtype=bool)
+        labels = np.zeros((depth, rows, cols), dtype=np.uint8 if k < 256 else np.uint16)
+        probabilities = np.zeros((k, depth, rows, cols), dtype=np.float32) if return_probabilities else None
+        text = self.engine.text_embeddings([o.prompt for o in organs])
+        for centres, logits in self.engine.run(lambda idx: canonical[idx], depth, text, progress, cancel):
+            prob = torch.sigmoid(self.codec.decode(logits, (rows, cols)))  # (B, K, Y, X)
+            above = prob >= threshold
+            best = torch.where(above, prob, torch.full_like(prob, -1.0)).argmax(dim=1)  # most probable prompt
+            label = torch.where(above.any(dim=1), best + 1, torch.zeros_like(best))
+            z0, z1 = int(centres[0]), int(centres[-1]) + 1
+            masks[:, z0:z1] = above.transpose(0, 1).cpu().numpy()
+            labels[z0:z1] = label.cpu().numpy()
+            if probabilities is not None:
+                probabilities[:, z0:z1] = prob.transpose(0, 1).cpu().numpy()
+        if cancel is not None:
+            cancel.check()
+        result = SegmentationResult(
+            organs=organs,
+            masks=np.ascontiguousarray(reorient.from_canonical(masks)),
+            labelmap=np.ascontiguousarray(reorient.from_canonical(labels)),
+            geometry=geometry,
+            probabilities=None if probabilities is None else np.ascontiguousarray(reorient.from_canonical(probabilities)),
+            modality=modality,
+            device=str(self.device),
+            threshold=threshold,
+            seconds=time.perf_counter() - start,
+            stats=self.engine.stats,
+        )
+        log.debug("segmented %d slices x %d prompts in %.1f s", depth, k, result.seconds)
+        return result

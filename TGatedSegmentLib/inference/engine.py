@@ -1,0 +1,159 @@
+"""Streaming volumetric inference: each slice encoded once, each window fused once, all prompts decoded together.
+
+For a volume of N slices, K prompts and an S-slice window the engine runs the vision encoder N
+times (batched), the adapter N times (once per centre slice, whatever K is), the text encoder K
+times (once per volume, cached across volumes) and the decoder N*K times. The naive scheme (the
+authors' inference) re-encodes the whole window for every slice-prompt pair: N*K*S encoder passes.
+
+Memory holds a rolling window of encoded slices (at most ``2 * batch_size + S - 1`` slices of
+(L, T, C) tokens), never the whole volume's tokens.
+
+Windows at the volume's ends replicate the first/last slice, as in the paper.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from ..model.modeling import TGatedCLIPSeg
+from ..model.tokenizer import tokenize
+from ..preprocessing.slices import SliceCodec
+from ..progress import CancelToken, Progress
+
+# Slices (canonical, [0, 1]) for the given indices -> (n, Y, X) array.
+SliceReader = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass
+class EngineStats:
+    """Work counters and wall-clock per stage, for tests (encode-once) and benchmarks."""
+
+    slices_encoded: int = 0
+    windows_fused: int = 0
+    decoder_items: int = 0
+    prompts_encoded: int = 0
+    peak_cached_slices: int = 0
+    seconds: dict = field(default_factory=lambda: {"preprocess": 0.0, "encode": 0.0, "fuse": 0.0, "decode": 0.0,
+                                                   "text": 0.0})
+
+
+def window_indices(centre: int, depth: int, context: int) -> list[int]:
+    """Slice indices of the window around ``centre``, edges replicated."""
+    half = context // 2
+    return [min(max(centre + offset, 0), depth - 1) for offset in range(-half, half + 1)]
+
+
+class StreamingEngine:
+    """Runs a :class:`TGatedCLIPSeg` over a volume slice by slice.
+
+    ``amp`` (CUDA only) runs the model under float16/bfloat16 autocast; everything returned is
+    float32 either way.
+    """
+
+    def __init__(self, model: TGatedCLIPSeg, tokenizer, codec: SliceCodec, batch_size: int = 4,
+                 amp: str | None = None, text_cache_size: int = 256):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.codec = codec
+        self.batch_size = max(1, int(batch_size))
+        self.device = codec.device
+        self.amp_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(amp) if self.device.type == "cuda" else None
+        self._text_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._text_cache_size = text_cache_size
+        self.stats = EngineStats()
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return torch.autocast(self.device.type, enabled=False)
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    # -- text ---------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def text_embeddings(self, prompts: list[str]) -> torch.Tensor:
+        """(K, P) prompt embeddings, each prompt encoded once per engine (LRU-cached)."""
+        missing = [p for p in dict.fromkeys(prompts) if p not in self._text_cache]
+        if missing:
+            start = time.perf_counter()
+            ids, mask = tokenize(self.tokenizer, missing, self.device)
+            with self._autocast():
+                embeddings = self.model.encode_text(ids, mask)
+            embeddings = embeddings.float() if self.amp_dtype is not None else embeddings
+            for prompt, emb in zip(missing, embeddings):
+                self._text_cache[prompt] = emb
+            self.stats.prompts_encoded += len(missing)
+            self.stats.seconds["text"] += time.perf_counter() - start
+        for prompt in prompts:
+            self._text_cache.move_to_end(prompt)
+        while len(self._text_cache) > self._text_cache_size:
+            self._text_cache.popitem(last=False)
+        return torch.stack([self._text_cache[p] for p in prompts])
+
+    # -- volume ---------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def run(
+        self,
+        read_slices: SliceReader,
+        depth: int,
+        text: torch.Tensor,
+        progress: Progress | None = None,
+        cancel: CancelToken | None = None,
+        stage: str = "segment",
+    ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+        """Yields ``(centres, logits)`` per batch of centre slices, in order.
+
+        ``logits``: (B, K, S, S) model-resolution logits (float32, on the engine's device) for the
+        B centre slices and the K rows of ``text``.
+        """
+        model, stats = self.model, self.stats
+        context = model.context_size
+        half = context // 2
+        cache: dict[int, torch.Tensor] = {}  # slice index -> (L, T, C) encoder features
+        next_to_encode = 0
+        k = text.shape[0]
+        for start in range(0, depth, self.batch_size):
+            if cancel is not None:
+                cancel.check()
+            centres = np.arange(start, min(depth, start + self.batch_size))
+            needed_until = min(depth - 1, int(centres[-1]) + half)
+            while next_to_encode <= needed_until:  # encode ahead in full batches
+                idx = np.arange(next_to_encode, min(depth, next_to_encode + self.batch_size))
+                t0 = time.perf_counter()
+                pixels = self.codec.encode(read_slices(idx))
+                t1 = time.perf_counter()
+                with self._autocast():
+                    features = model.encode_images(pixels)  # (n, L, T, C)
+                for z, feat in zip(idx.tolist(), features):
+                    cache[z] = feat
+                stats.seconds["preprocess"] += t1 - t0
+                stats.seconds["encode"] += time.perf_counter() - t1
+                stats.slices_encoded += len(idx)
+                next_to_encode += len(idx)
+            stats.peak_cached_slices = max(stats.peak_cached_slices, len(cache))
+
+            t0 = time.perf_counter()
+            window = torch.stack([torch.stack([cache[z] for z in window_indices(int(c), depth, context)])
+                                  for c in centres])  # (B, S, L, T, C)
+            with self._autocast():
+                fused = model.fuse(window)  # (B, L, T, C)
+            stats.windows_fused += len(centres)
+            t1 = time.perf_counter()
+            b = fused.shape[0]
+            with self._autocast():
+                features = fused.repeat_interleave(k, dim=0)  # (B*K, L, T, C), slice-major
+                logits = model.decode(features, text.repeat(b, 1).to(features.dtype))  # (B*K, S, S)
+            logits = logits.float().view(b, k, *logits.shape[-2:])
+            stats.decoder_items += b * k
+            stats.seconds["fuse"] += t1 - t0
+            stats.seconds["decode"] += time.perf_counter() - t1
+
+            for z in [z for z in cache if z < int(centres[-1]) + 1 - half]:  # no later window needs them
+                del cache[z]
+            if progress is not None:
+                progress.update(stage, int(centres[-1]) + 1, depth)
+            yield centres, logits

@@ -1,0 +1,171 @@
+"""The T-Gated model: parameter layout, the authors' forward, initialisation and the baseline path."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from TGatedSegmentLib.model.adapter import TemporalAdapter
+from TGatedSegmentLib.model.checkpoint import convert_reference_state_dict, load_model, load_state_dict_checked
+from TGatedSegmentLib.model.configuration import AdapterConfig
+from TGatedSegmentLib.model.tokenizer import tokenize
+
+
+# --- an independent statement of the authors' CLIPSegTemporalAdapter, from its documented layout ----
+# (../shared/reference/README.md and docs/model-notes.md section 1): written separately from the
+# package so that a layout or ordering mistake in the package shows up as a logits mismatch.
+
+class _RefTemporalLayer(nn.Module):
+    def __init__(self, d, heads, ff, p):
+        super().__init__()
+        self.self_attn = nn.MultiheadAttention(d, heads, dropout=p, batch_first=True)
+        self.ff = nn.Sequential(nn.Linear(d, ff), nn.GELU(), nn.Dropout(p), nn.Linear(ff, d), nn.Dropout(p))
+        self.norm1, self.norm2 = nn.LayerNorm(d), nn.LayerNorm(d)
+
+    def forward(self, x):  # eval mode: drop-path is the identity
+        y = self.norm1(x)
+        x = x + self.self_attn(y, y, y)[0]
+        return x + self.ff(self.norm2(x))
+
+
+class _RefSpatial(nn.Module):
+    def __init__(self, c, heads):
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(c), nn.LayerNorm(c)
+        self.attn = nn.MultiheadAttention(c, heads, batch_first=True)
+        self.mlp = nn.Sequential(nn.Linear(c, 2 * c), nn.GELU(), nn.Dropout(0.1), nn.Linear(2 * c, c), nn.Dropout(0.1))
+
+    def forward(self, x):
+        y = self.norm1(x)
+        x = x + self.attn(y, y, y)[0]
+        return x + self.mlp(self.norm2(x))
+
+
+class ReferenceTemporalAdapter(nn.Module):
+    """Keys: base_model.* plus the adapter at top level, as the authors' state dicts have them."""
+
+    def __init__(self, base_model, c, d=32, s=5, heads=8, layers=4):
+        super().__init__()
+        self.base_model, self.s = base_model, s
+        self.proj_in = nn.Sequential(nn.Linear(c, d, bias=False), nn.LayerNorm(d))
+        self.proj_out = nn.Linear(d, c, bias=False)
+        self.temporal_pos_emb = nn.Parameter(torch.randn(1, s, d) * 0.02)
+        self.temporal_layers = nn.ModuleList(_RefTemporalLayer(d, heads, 4 * d, 0.1) for _ in range(layers))
+        self.transformer_norm = nn.LayerNorm(d)
+        self.gate_proj = nn.Linear(c, c)
+        self.spatial_context = _RefSpatial(c, heads)
+        self.mlp_head = nn.Sequential(nn.Linear(c, c), nn.LayerNorm(c), nn.GELU(), nn.Dropout(0.1), nn.Linear(c, c),
+                                      nn.Dropout(0.05))
+
+    def forward(self, pixel_values, input_ids, attention_mask):
+        b, s = pixel_values.shape[:2]
+        tokens = self.base_model.clip.vision_model(pixel_values.flatten(0, 1)).last_hidden_state
+        t, c = tokens.shape[1:]
+        tokens = tokens.view(b, s, t, c)
+        x = tokens.permute(0, 2, 1, 3).reshape(b * t, s, c)
+        x = self.proj_in(x) + self.temporal_pos_emb
+        for layer in self.temporal_layers:
+            x = layer(x)
+        x = self.proj_out(self.transformer_norm(x)).view(b, t, s, c)
+        temporal, raw = x[:, :, s // 2], tokens[:, s // 2]
+        gate = torch.sigmoid(self.gate_proj(temporal))
+        centre = self.mlp_head(self.spatial_context(gate * temporal + (1 - gate) * raw))
+        pooled = self.base_model.clip.text_model(input_ids=input_ids, attention_mask=attention_mask).pooler_output
+        text = self.base_model.clip.text_projection(pooled)
+        return self.base_model.decoder(hidden_states=[centre], conditional_embeddings=text).logits.unsqueeze(1)
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_checkpoint):
+    return load_model(tiny_checkpoint)
+
+
+def test_adapter_layout_matches_authors_real_size(shared_dir):
+    layout = json.loads((shared_dir / "reference" / "tgated-reference-adapter-layout.json").read_text())["adapter_keys"]
+    adapter = TemporalAdapter(AdapterConfig.default_for(768), hidden_size=768)
+    ours = {k: list(v.shape) for k, v in adapter.state_dict().items()}
+    assert ours == layout
+    assert sum(p.numel() for p in adapter.parameters()) == 10_054_912  # the authors' count
+
+
+def test_paper_defaults_and_tiny_scaling():
+    paper = AdapterConfig.default_for(768)
+    assert (paper.proj_dim, paper.num_heads, paper.num_layers, paper.ffn_dim, paper.context_size) == (256, 8, 4, 1024, 5)
+    tiny = AdapterConfig.default_for(32)
+    assert (tiny.proj_dim, tiny.ffn_dim) == (32, 128)
+    with pytest.raises(ValueError):
+        AdapterConfig(context_size=4)
+
+
+def test_gate_initialisation_and_drop_path_schedule(tiny):
+    adapter = tiny.model.adapter
+    assert torch.count_nonzero(adapter.gate_proj.weight) == 0
+    assert torch.allclose(adapter.gate_proj.bias, torch.full_like(adapter.gate_proj.bias, -5.0))
+    rates = [layer.drop_path.p for layer in adapter.temporal_layers]
+    assert rates == pytest.approx([0.0, 0.1 / 3, 0.2 / 3, 0.1])
+    # gate penalty: mean(s(1-s)) with s = sigmoid(-5)
+    s = torch.sigmoid(torch.tensor(-5.0))
+    assert tiny.model.gate_penalty().item() == pytest.approx((s * (1 - s)).item(), rel=1e-6)
+
+
+def test_authors_state_dict_loads_strictly_and_gives_their_logits(tiny):
+    torch.manual_seed(1)
+    ours = tiny.model.eval()
+    reference = ReferenceTemporalAdapter(ours.base_model, c=32, d=ours.adapter.config.proj_dim).eval()
+    with torch.no_grad():  # randomise everything so that no ordering mistake can hide behind zeros
+        for p in reference.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    authors_sd = reference.state_dict()
+    assert not any(k.startswith("adapter.") for k in authors_sd)
+    load_state_dict_checked(ours, convert_reference_state_dict({"model_state_dict": authors_sd}), "authors")
+
+    pixels = torch.randn(2, 5, 3, 352, 352)
+    ids = tiny.tokenizer(["liver", "left kidney"], padding="max_length", max_length=77, return_tensors="pt")
+    with torch.no_grad():
+        expected = reference(pixels, ids["input_ids"], ids["attention_mask"]).squeeze(1)
+        short_ids, short_mask = tokenize(tiny.tokenizer, ["liver", "left kidney"])  # padded to the longest
+        got = ours(pixels, short_ids, short_mask)
+    scale = expected.abs().max()
+    assert torch.allclose(got, expected, atol=1e-5 * scale, rtol=0)
+
+
+def test_mismatched_state_dict_names_the_keys(tiny):
+    sd = dict(tiny.model.state_dict())
+    sd["adapter.gate_proj.weight"] = torch.zeros(8, 8)
+    sd.pop("adapter.proj_out.weight")
+    sd["adapter.bogus"] = torch.zeros(1)
+    from TGatedSegmentLib.errors import CheckpointError
+
+    with pytest.raises(CheckpointError) as info:
+        load_state_dict_checked(tiny.model, sd, "bad.pt")
+    text = str(info.value)
+    assert "adapter.gate_proj.weight (8, 8) vs (32, 32)" in text
+    assert "adapter.proj_out.weight" in text and "adapter.bogus" in text
+
+
+def test_baseline_is_stock_clipseg(tiny_baseline_checkpoint):
+    loaded = load_model(tiny_baseline_checkpoint)
+    assert loaded.model.adapter is None and loaded.model.context_size == 1
+    pixels = torch.randn(2, 3, 352, 352)
+    ids, mask = tokenize(loaded.tokenizer, ["liver", "spleen"])
+    with torch.no_grad():
+        ours = loaded.model(pixels, ids, mask)
+        stock = loaded.model.base_model(pixel_values=pixels, input_ids=ids, attention_mask=mask).logits
+    assert torch.equal(ours, stock)
+
+
+def test_encoders_receive_gradients_in_training(tiny):
+    """The authors' baseline silently froze its encoders (HF no_grad); ours must not."""
+    model = tiny.model.train()
+    pixels = torch.randn(1, 5, 3, 352, 352)
+    ids, mask = tokenize(tiny.tokenizer, ["liver"])
+    model(pixels, ids, mask).mean().backward()
+    clip = model.base_model.clip
+    assert clip.vision_model.encoder.layers[0].mlp.fc1.weight.grad is not None
+    assert clip.text_model.encoder.layers[0].mlp.fc1.weight.grad is not None
+    assert model.adapter.temporal_pos_emb.grad is not None
+    model.zero_grad(set_to_none=True)
+    model.eval()
