@@ -16,8 +16,9 @@ def add_parser(subparsers) -> None:
         description="Write an untrained checkpoint folder: a random T-Gated adapter on a CLIPSeg base that is "
         "either a config file (random weights, for tests and benchmarks) or a pretrained model (folder or hub id).",
     )
-    p.add_argument("--base-config", required=True, metavar="CONFIG.json|HUB_ID",
-                   help="CLIPSeg config file (random weights) or pretrained model folder / hub id")
+    p.add_argument("--base-config", required=True, metavar="CONFIG.json|HUB_ID|builtin:NAME",
+                   help="CLIPSeg config file or built-in architecture (builtin:tiny, builtin:rd64-refined; random "
+                        "weights) or a pretrained model folder / hub id")
     p.add_argument("--tokenizer", metavar="DIR|HUB_ID|compact",
                    help="CLIP tokenizer folder or hub id; 'compact' builds an offline one from the organ names "
                         "(default: the base model's own)")

@@ -148,7 +148,11 @@ def load_clipseg_config(source: str | Path):
     """A CLIPSegConfig from a JSON file, a model folder or a hub id."""
     from transformers import CLIPSegConfig
 
+    from .architectures import builtin_config, is_builtin
+
     source = str(source)
+    if is_builtin(source):
+        return builtin_config(source)
     path = Path(source)
     try:
         if path.is_file():
@@ -318,9 +322,11 @@ def init_checkpoint(
     from ..vocabulary import ABDOMEN13
     from .tokenizer import compact_clip_tokenizer
 
+    from .architectures import is_builtin
+
     torch.manual_seed(seed)
     base = str(base)
-    random_base = Path(base).is_file()
+    random_base = Path(base).is_file() or is_builtin(base)
     if random_base:
         clipseg_config = load_clipseg_config(base)
         base_model, base_id = None, None
@@ -373,9 +379,12 @@ def import_reference_checkpoint(
     if not any(_is_base_key(k) for k in state_dict):
         raise CheckpointError(f"'{weights}' has no 'base_model.' weights",
                               "Import the full model state dict of CLIPSegTemporalAdapter, not the adapter alone.")
+    from .architectures import is_builtin
+
     clipseg_config = load_clipseg_config(base)
+    config_only = Path(str(base)).is_file() or is_builtin(str(base))
     if tokenizer is None:
-        if Path(str(base)).is_file():
+        if config_only:
             raise CheckpointError("the base is a config file, so there is no tokenizer to copy",
                                   "Pass --tokenizer with a CLIP tokenizer folder or hub id.")
         tokenizer = base
@@ -383,7 +392,7 @@ def import_reference_checkpoint(
     check_tokenizer(tok, clipseg_config)
     config = TGatedConfig(
         clipseg_config=clipseg_config.to_dict(),
-        base_model_id=None if Path(str(base)).is_file() else str(base),
+        base_model_id=None if config_only else str(base),
         adapter=reference_adapter_config(state_dict),
         preprocessing=PreprocessConfig(slice_layout=tuple(slice_layout)),
         vocabulary=list(ABDOMEN13),

@@ -1,0 +1,65 @@
+"""Built-in CLIPSeg architectures, usable wherever a base config is expected as ``builtin:NAME``.
+
+They let a fresh, offline machine build a model with random weights without any file:
+``rd64-refined`` is the architecture of ``CIDAS/clipseg-rd64-refined`` (ViT-B/16, what users run;
+for benchmarks), ``tiny`` the 1.7 M-parameter model of the same structure used by tests.
+"""
+
+from __future__ import annotations
+
+import copy
+
+PREFIX = "builtin:"
+
+_CLIP_TEXT = {"max_position_embeddings": 77, "vocab_size": 49408, "bos_token_id": 49406, "eos_token_id": 49407,
+              "pad_token_id": 1}
+
+ARCHITECTURES: dict[str, dict] = {
+    "rd64-refined": {
+        "model_type": "clipseg",
+        "conditional_layer": 0,
+        "decoder_attention_dropout": 0.0,
+        "decoder_hidden_act": "quick_gelu",
+        "decoder_intermediate_size": 2048,
+        "decoder_num_attention_heads": 4,
+        "extract_layers": [3, 6, 9],
+        "projection_dim": 512,
+        "reduce_dim": 64,
+        "use_complex_transposed_convolution": True,
+        "text_config": {"hidden_size": 512, "intermediate_size": 2048, "num_attention_heads": 8,
+                        "num_hidden_layers": 12, **_CLIP_TEXT},
+        "vision_config": {"hidden_size": 768, "intermediate_size": 3072, "num_attention_heads": 12,
+                          "num_hidden_layers": 12, "patch_size": 16, "image_size": 224},
+    },
+    "tiny": {
+        "model_type": "clipseg",
+        "conditional_layer": 0,
+        "decoder_intermediate_size": 64,
+        "decoder_num_attention_heads": 2,
+        "extract_layers": [1, 2, 3],
+        "projection_dim": 32,
+        "reduce_dim": 16,
+        "use_complex_transposed_convolution": True,
+        "text_config": {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2, "num_hidden_layers": 2,
+                        **_CLIP_TEXT},
+        "vision_config": {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2, "num_hidden_layers": 4,
+                          "patch_size": 16, "image_size": 224},
+    },
+}
+
+
+def is_builtin(name: str) -> bool:
+    return str(name).startswith(PREFIX)
+
+
+def builtin_config(name: str):
+    """``builtin:tiny`` -> a transformers CLIPSegConfig (random weights when a model is built from it)."""
+    from transformers import CLIPSegConfig
+
+    from ..errors import CheckpointError
+
+    key = str(name)[len(PREFIX):] if is_builtin(name) else str(name)
+    if key not in ARCHITECTURES:
+        raise CheckpointError(f"unknown built-in architecture '{name}'",
+                              f"Use one of: {', '.join(PREFIX + k for k in ARCHITECTURES)}.")
+    return CLIPSegConfig.from_dict(copy.deepcopy(ARCHITECTURES[key]))
