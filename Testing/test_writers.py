@@ -48,6 +48,15 @@ def listing(folder: Path) -> list[str]:
     return sorted(os.listdir(folder))
 
 
+def segment_mask(seg: dict, segment_id: str) -> np.ndarray:
+    """slicerio.segment_mask (slicerio >= 1.4), or the same layer/label lookup for older versions."""
+    if hasattr(slicerio, "segment_mask"):
+        return slicerio.segment_mask(seg, segment_id)
+    segment = next(s for s in seg["segments"] if s["id"] == segment_id)
+    voxels = seg["voxels"]
+    return (voxels[segment["layer"]] if voxels.ndim == 4 else voxels) == segment["labelValue"]
+
+
 # --- .seg.nrrd ------------------------------------------------------------------------------------
 
 
@@ -69,7 +78,7 @@ def test_seg_nrrd_round_trip_keeps_overlaps_and_geometry(tmp_path, name):
     assert np.allclose(seg["ijkToLPS"], g.ijk_to_lps())
     assert [s["layer"] for s in seg["segments"]] == [0, 0, 1]
     for index, segment in enumerate(seg["segments"]):
-        assert np.array_equal(slicerio.segment_mask(seg, segment["id"]), masks[index].transpose(2, 1, 0))
+        assert np.array_equal(segment_mask(seg, segment["id"]), masks[index].transpose(2, 1, 0))
     extracted = slicerio.extract_segments(seg, [("liver lesion", 1)])
     assert np.array_equal(extracted["voxels"] == 1, masks[2].transpose(2, 1, 0))
 
@@ -126,7 +135,7 @@ def test_seg_nrrd_without_overlap_is_3d_and_keeps_empty_segments(tmp_path):
     seg = slicerio.read_segmentation(str(path))
     assert seg["voxels"].ndim == 3 and seg["voxels"].shape == g.size
     assert [s["name"] for s in seg["segments"]] == ["liver", "left kidney", "tumour"]
-    assert not slicerio.segment_mask(seg, "segment_3").any()
+    assert not segment_mask(seg, "segment_3").any()
     assert np.allclose(seg["segments"][2]["color"], np.array(generated_color(2)) / 255)
     back, _, _ = read_segmentation(path)
     assert np.array_equal(back, masks)

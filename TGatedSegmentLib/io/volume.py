@@ -214,8 +214,10 @@ def _read_dicom_folder(folder: Path) -> sitk.Image:
         image = reader.Execute()
     except RuntimeError as exc:
         log.debug("SimpleITK failed reading the DICOM series in %s: %s", folder, exc)
-        raise InputError(f"cannot read the DICOM series in '{folder}' (corrupt or inconsistent slices)",
-                         "Check the series loads in 3D Slicer's DICOM module, or convert it to .nii.gz first.") from None
+        raise InputError(
+            f"cannot read the DICOM series in '{folder}' (corrupt or inconsistent slices)",
+            "Check the series loads in 3D Slicer's DICOM module, or convert it to .nii.gz first.",
+        ) from None
 
     def tag(key: str) -> str:
         return reader.GetMetaData(0, key).strip() if reader.HasMetaDataKey(0, key) else ""
@@ -244,7 +246,8 @@ def _check_layout(path: Path, dimension: int, size: Sequence[int], components: i
         raise InputError(f"'{name}' is a {dimension}D image ({dims}); TGatedSegment needs a 3D volume",
                          "Convert it to a single 3D volume first.")
     if components != 1 or pixel_id in _COMPLEX:
-        what = "complex-valued pixels" if pixel_id in _COMPLEX else f"vector or RGB pixels ({components} components per voxel)"
+        what = ("complex-valued pixels" if pixel_id in _COMPLEX
+                else f"vector or RGB pixels ({components} components per voxel)")
         raise InputError(f"'{name}' has {what}; TGatedSegment needs a scalar grey-value volume",
                          "Convert it to a single-component volume first (extract one channel or convert to grayscale).")
 

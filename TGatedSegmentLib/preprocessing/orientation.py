@@ -45,7 +45,10 @@ class Reorientation:
         return ndim - 3
 
     def to_canonical(self, array: np.ndarray) -> np.ndarray:
-        """The canonical view of ``array`` as a C-contiguous array (torch refuses negative strides)."""
+        """``array`` in the canonical frame, C-contiguous (torch refuses negative strides).
+
+        A copy whenever axes move; for the identity it may be ``array`` itself.
+        """
         array = np.asarray(array)
         lead = self._spatial(array.ndim)
         out = np.transpose(array, tuple(range(lead)) + tuple(lead + a for a in self.axes))
