@@ -163,8 +163,8 @@ def parse_prompts(text: str | list[str] | tuple[str, ...] | None) -> list[str]:
     return prompts
 
 
-def resolve_prompts(prompts: str | list[str] | None = None, preset: str | None = None) -> list[Organ]:
-    """Prompts (free text) and/or a preset name → the organs to segment, in order."""
+def resolve_prompts(prompts: str | list | None = None, preset: str | None = None) -> list[Organ]:
+    """Prompts (free text, a list of strings or of Organs) and/or a preset name -> the organs to segment."""
     organs: list[Organ] = []
     if preset:
         key = preset.strip().lower()
@@ -172,8 +172,11 @@ def resolve_prompts(prompts: str | list[str] | None = None, preset: str | None =
             raise InputError(f"unknown preset '{preset}'", f"Use one of: {', '.join(sorted(PRESETS))}.")
         organs.extend(replace(o, name=o.prompt) for o in PRESETS[key])
     known = {normalize(o.prompt) for o in organs}
-    for prompt in parse_prompts(prompts):
-        organ = organ_for_prompt(prompt, index=len(organs))
+    if isinstance(prompts, (list, tuple)) and prompts and all(isinstance(p, Organ) for p in prompts):
+        entries = list(prompts)  # already resolved (e.g. by the CLI before loading the model)
+    else:
+        entries = [organ_for_prompt(p, index=i + len(organs)) for i, p in enumerate(parse_prompts(prompts))]
+    for organ in entries:
         if normalize(organ.prompt) not in known:  # "RK" and "right kidney" are one segment
             known.add(normalize(organ.prompt))
             organs.append(organ)

@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         progress.update("load", 0, 1)
         segmenter = Segmenter(args.checkpoint, device=args.device, batch_size=args.batch_size, amp=args.amp)
         progress.update("load", 1, 1)
-        result = segmenter.segment(image, prompts=[o.name for o in organs], modality=args.modality,
+        result = segmenter.segment(image, prompts=organs, modality=args.modality,
                                    threshold=args.threshold, return_probabilities=bool(args.probabilities),
                                    progress=progress)
         progress.update("write", 0, 1)

@@ -4,7 +4,8 @@
 >>> result = seg.segment("ct.nii.gz", prompts="liver, left kidney")
 >>> result.write("ct.seg.nrrd")
 
-Volumes go in as a path, a SimpleITK image, or a (k, j, i) array with its :class:`Geometry`;
+Volumes go in as a path, a SimpleITK image, a (k, j, i) array with its :class:`Geometry`, or an
+already :class:`PreparedVolume` (the trainer's cached validation volumes);
 results come out on exactly the input's grid. Internally every volume is turned into the canonical
 LPS frame (``preprocessing/orientation.py``) so that "left kidney" means the patient's left
 whatever the direction matrix, and mapped back losslessly (axis permutations and flips only).
@@ -21,11 +22,10 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from ..io.volume import Geometry, array_from_image, check_volume_values, image_modality, read_image
+from ..io.volume import Geometry
 from ..model.checkpoint import LoadedModel, load_model
-from ..preprocessing.intensity import check_modality, detect_modality, normalize_intensity
-from ..preprocessing.orientation import orientation_code, reorientation_for
 from ..preprocessing.slices import SliceCodec
+from ..preprocessing.volume import PreparedVolume, prepare_volume
 from ..progress import CancelToken, Progress
 from ..vocabulary import Organ, resolve_prompts
 from .engine import EngineStats, StreamingEngine
@@ -98,23 +98,6 @@ class Segmenter:
     def model(self):
         return self.loaded.model
 
-    def _load_volume(self, volume, geometry: Geometry | None) -> tuple[np.ndarray, Geometry, str | None]:
-        if isinstance(volume, (str, Path)):
-            volume = read_image(volume)
-        if isinstance(volume, np.ndarray):
-            if geometry is None:
-                raise InputError("an array needs its geometry", "Pass geometry=Geometry(...) with the array.")
-            array, hint = volume, None
-        else:  # a SimpleITK image
-            geometry, array, hint = Geometry.from_image(volume), array_from_image(volume), image_modality(volume)
-        if array.ndim != 3:
-            raise InputError(f"expected a 3D volume, got an array with {array.ndim} dimensions {array.shape}",
-                             "Pass one 3D scalar volume (k, j, i).")
-        if tuple(array.shape) != tuple(geometry.array_shape):
-            raise InputError(f"the array shape {array.shape} does not match its geometry {geometry.array_shape}",
-                             "Pass the geometry of this very array.")
-        return array, geometry, hint
-
     def segment(
         self,
         volume,
@@ -133,17 +116,14 @@ class Segmenter:
         threshold = self.config.threshold if threshold is None else float(threshold)
         if not 0.0 < threshold < 1.0:
             raise InputError(f"threshold {threshold} is outside (0, 1)", "Use a probability such as 0.5.")
-        array, geometry, hint = self._load_volume(volume, geometry)
-        check_volume_values(array)
-        modality = check_modality(modality)
-        modality = detect_modality(array, hint) if modality == "auto" else modality
-        reorient = reorientation_for(geometry.direction)
-        canonical = normalize_intensity(reorient.to_canonical(array), modality, self.config.preprocessing)
+        prepared = volume if isinstance(volume, PreparedVolume) else prepare_volume(
+            volume, self.config.preprocessing, modality, geometry)
+        canonical, geometry, modality = prepared.unit, prepared.geometry, prepared.modality
         depth, rows, cols = canonical.shape
         progress = progress or Progress()
-        progress.info(device=str(self.device), modality=modality, orientation=orientation_code(geometry.direction),
+        progress.info(device=str(self.device), modality=modality, orientation=prepared.orientation,
                       slices=depth, prompts=[o.prompt for o in organs], temporal=self.model.temporal,
-                      message=f"{depth} slices, {modality.upper()}, stored {orientation_code(geometry.direction)}, "
+                      message=f"{depth} slices, {modality.upper()}, stored {prepared.orientation}, "
                               f"device {self.device}, {len(organs)} prompt(s)")
 
         k = len(organs)
@@ -165,10 +145,10 @@ class Segmenter:
             cancel.check()
         result = SegmentationResult(
             organs=organs,
-            masks=np.ascontiguousarray(reorient.from_canonical(masks)),
-            labelmap=np.ascontiguousarray(reorient.from_canonical(labels)),
+            masks=prepared.from_canonical(masks),
+            labelmap=prepared.from_canonical(labels),
             geometry=geometry,
-            probabilities=None if probabilities is None else np.ascontiguousarray(reorient.from_canonical(probabilities)),
+            probabilities=None if probabilities is None else prepared.from_canonical(probabilities),
             modality=modality,
             device=str(self.device),
             threshold=threshold,
