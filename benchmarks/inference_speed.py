@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
               f" ms/slice, decoder {r['decoder_per_item_s'] * 1e3:.2f} ms/slice-prompt, text {r['text_s'] * 1e3:.1f} ms "
               f"for {r['prompts']} prompts; engine stages (K={r['prompts']}): {r['engine_stage_s']}")
         print("\n| mode | depth | peak RSS MB |\n|---|---|---|")
-        for mode in ("engine", "segment"):
+        for mode in ("engine",) if quick else ("engine", "segment"):
             for d in rss_depths:
                 mb = peak_rss_mb(arch, d, size, args.batch_size, folder, mode)
                 results["rss"].append({"mode": mode, "depth": d, "peak_rss_mb": mb})

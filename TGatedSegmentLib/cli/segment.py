@@ -58,7 +58,6 @@ def run(args: argparse.Namespace) -> int:
     from ..io.volume import read_image
     from ..progress import make_progress
     from ..vocabulary import resolve_prompts
-    from ..inference.api import Segmenter
 
     check_output(args.output, args.overwrite)
     if args.probabilities:
@@ -67,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
         check_writable(args.probabilities)
     organs = resolve_prompts(args.prompts, args.preset)
     image = read_image(args.input)
+    from ..inference.api import Segmenter  # torch and transformers load only once the inputs are known good
+
     progress = make_progress(None if args.progress == "none" else args.progress)
     try:
         progress.update("load", 0, 1)
