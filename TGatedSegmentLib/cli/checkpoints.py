@@ -27,6 +27,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--adapter-layers", type=int, help="temporal transformer layers (default 4)")
     p.add_argument("--adapter-heads", type=int, help="attention heads in the adapter (default 8)")
     p.add_argument("--context", type=int, help="slices per window, odd (default 5)")
+    p.add_argument("--probabilistic", action="store_true",
+                   help="Gaussian keys/values in the temporal attention, for uncertainty maps (MedCLIPSeg-style)")
     p.add_argument("--slice-layout", choices=["radiological", "reference"], default="radiological",
                    help="in-plane orientation of model input slices (see README, 'Orientation')")
     p.add_argument("--seed", type=int, default=0)
@@ -72,6 +74,8 @@ def run_init(args: argparse.Namespace) -> int:
                                    "num_heads": args.adapter_heads, "context_size": args.context}.items() if v}
     if args.adapter_heads:
         overrides["spatial_heads"] = args.adapter_heads
+    if args.probabilistic:
+        overrides["probabilistic"] = True
     if overrides and not args.no_temporal:
         adapter = AdapterConfig.default_for(load_clipseg_config(args.base_config).vision_config.hidden_size, **overrides)
     path = init_checkpoint(args.base_config, args.output, tokenizer=args.tokenizer, temporal=not args.no_temporal,

@@ -31,6 +31,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--output", "-o", required=True, metavar="OUT.seg.nrrd|OUT.nii.gz")
     p.add_argument("--probabilities", metavar="OUT", help="also write per-prompt probability maps: a folder "
                    "(one volume per prompt) or a .nii.gz/.nrrd file (one multi-component volume)")
+    p.add_argument("--uncertainty", type=int, default=0, metavar="N",
+                   help="N Monte Carlo passes of adapter + decoder per slice (encoder once): writes entropy maps")
+    p.add_argument("--uncertainty-output", metavar="DIR",
+                   help="folder for the uncertainty maps (default: next to --output, named OUTPUT_uncertainty)")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda (default: auto)")
     p.add_argument("--threshold", type=float, help="probability threshold (default: the checkpoint's, 0.5)")
     p.add_argument("--batch-size", type=int, default=4, help="slices per encoder batch (default: 4)")
@@ -64,6 +68,17 @@ def run(args: argparse.Namespace) -> int:
         if Path(args.probabilities).exists() and not args.overwrite:
             raise OutputError(f"'{args.probabilities}' already exists", "Pass --overwrite to replace it.")
         check_writable(args.probabilities)
+    uncertainty_dir = None
+    if args.uncertainty:
+        if args.uncertainty < 2:
+            raise OutputError("--uncertainty needs at least 2 samples", "Use e.g. --uncertainty 10.")
+        from ..io.atomic import split_suffixes
+
+        stem = split_suffixes(Path(args.output))[0]
+        uncertainty_dir = args.uncertainty_output or str(Path(args.output).with_name(f"{stem}_uncertainty"))
+        if Path(uncertainty_dir).exists() and not args.overwrite:
+            raise OutputError(f"'{uncertainty_dir}' already exists", "Pass --overwrite to replace it.")
+        check_writable(Path(uncertainty_dir) / "x")
     organs = resolve_prompts(args.prompts, args.preset)
     image = read_image(args.input)
     from ..inference.api import Segmenter  # torch and transformers load only once the inputs are known good
@@ -75,17 +90,20 @@ def run(args: argparse.Namespace) -> int:
         progress.update("load", 1, 1)
         result = segmenter.segment(image, prompts=organs, modality=args.modality,
                                    threshold=args.threshold, return_probabilities=bool(args.probabilities),
-                                   progress=progress)
+                                   uncertainty=args.uncertainty, progress=progress)
         progress.update("write", 0, 1)
         written = result.write(args.output, overwrite=args.overwrite)
         if args.probabilities:
             written += result.write_probabilities(args.probabilities, overwrite=args.overwrite)
+        if uncertainty_dir:
+            written += result.write_uncertainty(uncertainty_dir, overwrite=args.overwrite)
         progress.update("write", 1, 1)
     finally:
         progress.close()
     summary = result.summary()
     done = {"event": "done", "outputs": [str(p) for p in written], "device": result.device,
-            "modality": result.modality, "seconds": round(result.seconds, 2), "segments": summary}
+            "modality": result.modality, "seconds": round(result.seconds, 2), "segments": summary,
+            "uncertainty": result.uncertainty}
     if args.progress == "json":
         progress.emit(done)
     else:

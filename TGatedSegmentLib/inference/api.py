@@ -28,7 +28,7 @@ from ..preprocessing.slices import SliceCodec
 from ..preprocessing.volume import PreparedVolume, prepare_volume
 from ..progress import CancelToken, Progress
 from ..vocabulary import Organ, resolve_prompts
-from .engine import EngineStats, StreamingEngine
+from .engine import EngineStats, StreamingEngine, binary_entropy
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,14 @@ class SegmentationResult:
     threshold: float = 0.5
     seconds: float = 0.0
     stats: EngineStats = field(default_factory=EngineStats)
+    entropy: np.ndarray | None = None  # (K, k, j, i) predictive entropy H(mean p), nats; with uncertainty=N
+    mutual_information: np.ndarray | None = None  # (K, k, j, i) the part due to disagreement between samples
+    uncertainty: dict | None = None  # method, samples
+
+    @property
+    def combined_entropy(self) -> np.ndarray | None:
+        """Per voxel, the entropy of the most uncertain prompt: where the model is unsure of anything."""
+        return None if self.entropy is None else self.entropy.max(axis=0)
 
     def summary(self) -> list[dict]:
         voxel_ml = float(np.prod(self.geometry.spacing)) / 1000.0
@@ -73,6 +81,25 @@ class SegmentationResult:
         from ..io.writers import write_segmentation
 
         return write_segmentation(path, self.masks, self.organs, self.geometry, labelmap=self.labelmap, overwrite=overwrite)
+
+    def write_uncertainty(self, folder: str | Path, overwrite: bool = False) -> list[Path]:
+        """One float32 volume per prompt (entropy and mutual information), the combined entropy, and
+        ``uncertainty.json`` stating the method, in a folder."""
+        import json
+
+        from ..io.atomic import atomic_write_text
+        from ..io.writers import write_probabilities
+
+        if self.entropy is None:
+            raise ValueError("segment(..., uncertainty=N) computes the uncertainty maps")
+        names = [f"entropy {o.name}" for o in self.organs] + ["entropy combined"]
+        names += [f"mutual information {o.name}" for o in self.organs]
+        stack = np.concatenate([self.entropy, self.combined_entropy[None], self.mutual_information])
+        written = write_probabilities(folder, stack, names, self.geometry, overwrite=overwrite)
+        meta = dict(self.uncertainty or {}, units="nats", combined="max over prompts of the predictive entropy",
+                    prompts=[o.name for o in self.organs])
+        written.append(atomic_write_text(Path(folder) / "uncertainty.json", json.dumps(meta, indent=2)))
+        return written
 
     def write_probabilities(self, path: str | Path, overwrite: bool = False) -> list[Path]:
         from ..io.writers import write_probabilities
@@ -107,9 +134,12 @@ class Segmenter:
         modality: str = "auto",
         threshold: float | None = None,
         return_probabilities: bool = False,
+        uncertainty: int = 0,
         progress: Progress | None = None,
         cancel: CancelToken | None = None,
     ) -> SegmentationResult:
+        """Segment one volume. ``uncertainty=N`` averages N stochastic adapter+decoder passes per
+        slice (the encoder still runs once per slice) and adds entropy maps to the result."""
         start = time.perf_counter()
         self.engine.stats = EngineStats()
         organs = resolve_prompts(prompts, preset)
@@ -130,9 +160,17 @@ class Segmenter:
         masks = np.zeros((k, depth, rows, cols), dtype=bool)
         labels = np.zeros((depth, rows, cols), dtype=np.uint8 if k < 256 else np.uint16)
         probabilities = np.zeros((k, depth, rows, cols), dtype=np.float32) if return_probabilities else None
+        entropy = np.zeros((k, depth, rows, cols), dtype=np.float32) if uncertainty else None
+        mutual = np.zeros_like(entropy) if uncertainty else None
         text = self.engine.text_embeddings([o.prompt for o in organs])
-        for centres, logits in self.engine.run(lambda idx: canonical[idx], depth, text, progress, cancel):
-            prob = torch.sigmoid(self.codec.decode(logits, (rows, cols)))  # (B, K, Y, X)
+        read = lambda idx: canonical[idx]  # noqa: E731
+        if uncertainty:
+            batches = ((c, self.codec.decode(p, (rows, cols)).clamp_(0, 1), self.codec.decode(mi, (rows, cols)))
+                       for c, p, mi in self.engine.run_monte_carlo(read, depth, text, uncertainty, progress, cancel))
+        else:
+            batches = ((c, torch.sigmoid(self.codec.decode(logits, (rows, cols))), None)
+                       for c, logits in self.engine.run(read, depth, text, progress, cancel))
+        for centres, prob, mi in batches:  # prob: (B, K, Y, X) on the canonical slice grid
             above = prob >= threshold
             best = torch.where(above, prob, torch.full_like(prob, -1.0)).argmax(dim=1)  # most probable prompt
             label = torch.where(above.any(dim=1), best + 1, torch.zeros_like(best))
@@ -141,6 +179,9 @@ class Segmenter:
             labels[z0:z1] = label.cpu().numpy()
             if probabilities is not None:
                 probabilities[:, z0:z1] = prob.transpose(0, 1).cpu().numpy()
+            if entropy is not None:
+                entropy[:, z0:z1] = binary_entropy(prob).transpose(0, 1).cpu().numpy()
+                mutual[:, z0:z1] = mi.clamp(min=0).transpose(0, 1).cpu().numpy()
         if cancel is not None:
             cancel.check()
         result = SegmentationResult(
@@ -154,6 +195,9 @@ class Segmenter:
             threshold=threshold,
             seconds=time.perf_counter() - start,
             stats=self.engine.stats,
+            entropy=None if entropy is None else prepared.from_canonical(entropy),
+            mutual_information=None if mutual is None else prepared.from_canonical(mutual),
+            uncertainty={"samples": int(uncertainty), "method": self.model.adapter.method} if uncertainty else None,
         )
         log.debug("segmented %d slices x %d prompts in %.1f s", depth, k, result.seconds)
         return result

@@ -95,27 +95,18 @@ class StreamingEngine:
         return torch.stack([self._text_cache[p] for p in prompts])
 
     # -- volume ---------------------------------------------------------------------------------
-    @torch.inference_mode()
-    def run(
-        self,
-        read_slices: SliceReader,
-        depth: int,
-        text: torch.Tensor,
-        progress: Progress | None = None,
-        cancel: CancelToken | None = None,
-        stage: str = "segment",
-    ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
-        """Yields ``(centres, logits)`` per batch of centre slices, in order.
+    def _windows(self, read_slices: SliceReader, depth: int, progress: Progress | None, cancel: CancelToken | None,
+                 stage: str) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+        """Yields ``(centres, window)`` per batch of centre slices; window: (B, S, L, T, C).
 
-        ``logits``: (B, K, S, S) model-resolution logits (float32, on the engine's device) for the
-        B centre slices and the K rows of ``text``.
+        Each slice goes through the vision encoder once; only the slices some pending window still
+        needs stay cached.
         """
         model, stats = self.model, self.stats
         context = model.context_size
         half = context // 2
         cache: dict[int, torch.Tensor] = {}  # slice index -> (L, T, C) encoder features
         next_to_encode = 0
-        k = text.shape[0]
         for start in range(0, depth, self.batch_size):
             if cancel is not None:
                 cancel.check()
@@ -135,25 +126,86 @@ class StreamingEngine:
                 stats.slices_encoded += len(idx)
                 next_to_encode += len(idx)
             stats.peak_cached_slices = max(stats.peak_cached_slices, len(cache))
-
-            t0 = time.perf_counter()
             window = torch.stack([torch.stack([cache[z] for z in window_indices(int(c), depth, context)])
                                   for c in centres])  # (B, S, L, T, C)
-            with self._autocast():
-                fused = model.fuse(window)  # (B, L, T, C)
-            stats.windows_fused += len(centres)
-            t1 = time.perf_counter()
-            b = fused.shape[0]
-            with self._autocast():
-                features = fused.repeat_interleave(k, dim=0)  # (B*K, L, T, C), slice-major
-                logits = model.decode(features, text.repeat(b, 1).to(features.dtype))  # (B*K, S, S)
-            logits = logits.float().view(b, k, *logits.shape[-2:])
-            stats.decoder_items += b * k
-            stats.seconds["fuse"] += t1 - t0
-            stats.seconds["decode"] += time.perf_counter() - t1
-
+            yield centres, window
             for z in [z for z in cache if z < int(centres[-1]) + 1 - half]:  # no later window needs them
                 del cache[z]
             if progress is not None:
                 progress.update(stage, int(centres[-1]) + 1, depth)
-            yield centres, logits
+
+    def _fuse_decode(self, window: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """(B, S, L, T, C) windows -> (B, K, S, S) logits: adapter once per slice, decoder per prompt."""
+        t0 = time.perf_counter()
+        with self._autocast():
+            fused = self.model.fuse(window)  # (B, L, T, C)
+        t1 = time.perf_counter()
+        b, k = fused.shape[0], text.shape[0]
+        with self._autocast():
+            features = fused.repeat_interleave(k, dim=0)  # (B*K, L, T, C), slice-major
+            logits = self.model.decode(features, text.repeat(b, 1).to(features.dtype))  # (B*K, S, S)
+        self.stats.windows_fused += b
+        self.stats.decoder_items += b * k
+        self.stats.seconds["fuse"] += t1 - t0
+        self.stats.seconds["decode"] += time.perf_counter() - t1
+        return logits.float().view(b, k, *logits.shape[-2:])
+
+    @torch.inference_mode()
+    def run(
+        self,
+        read_slices: SliceReader,
+        depth: int,
+        text: torch.Tensor,
+        progress: Progress | None = None,
+        cancel: CancelToken | None = None,
+        stage: str = "segment",
+    ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+        """Yields ``(centres, logits)`` per batch of centre slices, in order.
+
+        ``logits``: (B, K, S, S) model-resolution logits (float32, on the engine's device) for the
+        B centre slices and the K rows of ``text``.
+        """
+        for centres, window in self._windows(read_slices, depth, progress, cancel, stage):
+            yield centres, self._fuse_decode(window, text)
+
+    @torch.inference_mode()
+    def run_monte_carlo(
+        self,
+        read_slices: SliceReader,
+        depth: int,
+        text: torch.Tensor,
+        samples: int,
+        progress: Progress | None = None,
+        cancel: CancelToken | None = None,
+        stage: str = "segment",
+    ) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
+        """Yields ``(centres, mean_probability, mutual_information)``, each (B, K, S, S).
+
+        N stochastic passes of adapter + decoder per slice on the cached encoder tokens (never N
+        encoder passes). ``mutual_information`` = H(mean p) - mean H(p): the part of the predictive
+        entropy due to disagreement between samples (zero where they all agree).
+        """
+        if self.model.adapter is None:
+            from ..errors import InputError
+
+            raise InputError("uncertainty needs a T-Gated checkpoint: the slice-wise baseline has no stochastic layers",
+                             "Use a checkpoint with the temporal adapter, or run without --uncertainty.")
+        samples = max(1, int(samples))
+        for centres, window in self._windows(read_slices, depth, progress, cancel, stage):
+            mean_p = expected_h = None
+            with self.model.adapter.stochastic():
+                for _ in range(samples):
+                    if cancel is not None:
+                        cancel.check()
+                    p = torch.sigmoid(self._fuse_decode(window, text))
+                    h = binary_entropy(p)
+                    mean_p = p if mean_p is None else mean_p + p
+                    expected_h = h if expected_h is None else expected_h + h
+            mean_p, expected_h = mean_p / samples, expected_h / samples
+            yield centres, mean_p, (binary_entropy(mean_p) - expected_h).clamp_(min=0.0)
+
+
+def binary_entropy(p: torch.Tensor) -> torch.Tensor:
+    """H(p) in nats, 0 at p in {0, 1}, log 2 at p = 0.5."""
+    p = p.clamp(1e-7, 1 - 1e-7)
+    return -(p * torch.log(p) + (1 - p) * torch.log1p(-p))

@@ -9,10 +9,13 @@ D temporal width (256).
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 
 from .configuration import AdapterConfig
+from .probabilistic import ProbabilisticSelfAttention
 
 
 class DropPath(nn.Module):
@@ -36,9 +39,10 @@ class DropPath(nn.Module):
 class TemporalEncoderLayer(nn.Module):
     """Pre-norm transformer layer attending across the S slices of one token position."""
 
-    def __init__(self, d_model: int, nhead: int, ffn_dim: int, dropout: float, drop_path: float):
+    def __init__(self, d_model: int, nhead: int, ffn_dim: int, dropout: float, drop_path: float,
+                 attention: nn.Module | None = None):
         super().__init__()
-        self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout, batch_first=True)
+        self.self_attn = attention or nn.MultiheadAttention(d_model, nhead, dropout=dropout, batch_first=True)
         self.ff = nn.Sequential(
             nn.Linear(d_model, ffn_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(ffn_dim, d_model), nn.Dropout(dropout)
         )
@@ -88,7 +92,8 @@ class TemporalAdapter(nn.Module):
         self.temporal_pos_emb = nn.Parameter(torch.zeros(1, s, d))
         rates = torch.linspace(0.0, config.drop_path_rate, config.num_layers).tolist() if config.num_layers > 1 else [0.0]
         self.temporal_layers = nn.ModuleList(
-            TemporalEncoderLayer(d, config.num_heads, config.ffn_dim, config.dropout, rate) for rate in rates
+            TemporalEncoderLayer(d, config.num_heads, config.ffn_dim, config.dropout, rate, self._attention(d))
+            for rate in rates
         )
         self.transformer_norm = nn.LayerNorm(d)
         self.gate_proj = nn.Linear(c, c)
@@ -101,9 +106,41 @@ class TemporalAdapter(nn.Module):
         )
         self.reset_parameters()
 
+    def _attention(self, d: int) -> nn.Module | None:
+        if not self.config.probabilistic:
+            return None  # the authors' nn.MultiheadAttention
+        return ProbabilisticSelfAttention(d, self.config.num_heads, self.config.dropout, self.config.prob_beta,
+                                          self.config.prob_init_variance)
+
     @property
     def context_size(self) -> int:
         return self.config.context_size
+
+    @contextlib.contextmanager
+    def stochastic(self):
+        """Monte Carlo mode: dropout, drop-path and (if probabilistic) value sampling on, as in training.
+
+        Only the adapter's own modules change mode; the encoders and decoder stay deterministic.
+        """
+        modes = {m: m.training for m in self.modules()}
+        samplers = [m for m in self.modules() if isinstance(m, ProbabilisticSelfAttention)]
+        self.train()
+        for m in samplers:
+            m.sample = True
+        try:
+            yield self
+        finally:
+            for m, mode in modes.items():
+                m.training = mode
+            for m in samplers:
+                m.sample = None
+
+    @property
+    def method(self) -> str:
+        """How :meth:`stochastic` makes predictions vary, for the outputs' metadata."""
+        if self.config.probabilistic:
+            return "probabilistic temporal attention (sampled Gaussian keys/values) + dropout"
+        return "Monte Carlo dropout / drop-path in the temporal adapter"
 
     def reset_parameters(self) -> None:
         nn.init.normal_(self.temporal_pos_emb, std=0.02)

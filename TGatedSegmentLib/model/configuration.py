@@ -35,6 +35,9 @@ class AdapterConfig:
     head_dropout: float = 0.1
     head_out_dropout: float = 0.05
     gate_bias_init: float = -5.0  # sigmoid(-5) ~ 0.007: the gate starts nearly closed
+    probabilistic: bool = False  # Gaussian keys/values in the temporal attention (uncertainty, MedCLIPSeg-style)
+    prob_beta: float = 2.35  # weight of the key-uncertainty penalty in the attention scores
+    prob_init_variance: float = 1e-3
 
     def __post_init__(self) -> None:
         if self.context_size < 1 or self.context_size % 2 == 0:
