@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..vocabulary import Organ
+from .peft import PeftConfig
 
 FORMAT_NAME = "tgated-segment"
 FORMAT_VERSION = 1
@@ -115,6 +116,7 @@ class TGatedConfig:
     vocabulary: list[Organ] = field(default_factory=list)
     threshold: float = 0.5
     training: dict | None = None  # metadata written by the trainer
+    peft: "PeftConfig | None" = None  # VLSM-style bottleneck adapters in the CLIP encoders, if any
 
     @property
     def temporal(self) -> bool:
@@ -140,6 +142,7 @@ class TGatedConfig:
             "vocabulary": [o.to_dict() for o in self.vocabulary],
             "threshold": self.threshold,
             "training": self.training,
+            "peft": self.peft.to_dict() if self.peft else None,
         }
 
     @classmethod
@@ -152,4 +155,5 @@ class TGatedConfig:
             vocabulary=[Organ.from_dict(o) for o in d.get("vocabulary") or []],
             threshold=float(d.get("threshold", 0.5)),
             training=d.get("training"),
+            peft=PeftConfig.from_dict(d["peft"]) if d.get("peft") else None,
         )

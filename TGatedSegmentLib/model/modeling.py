@@ -23,6 +23,7 @@ from torch import nn
 
 from .adapter import TemporalAdapter
 from .configuration import TGatedConfig
+from .peft import PeftAdapters
 
 
 class TGatedCLIPSeg(nn.Module):
@@ -36,6 +37,10 @@ class TGatedCLIPSeg(nn.Module):
         self.base_model = base_model if base_model is not None else CLIPSegForImageSegmentation(config.clipseg())
         hidden = self.base_model.config.vision_config.hidden_size
         self.adapter = TemporalAdapter(config.adapter, hidden) if config.adapter is not None else None
+        self.peft = None
+        if config.peft is not None:
+            self.peft = PeftAdapters(config.peft, self.base_model.config, temporal=self.adapter is not None)
+            self.peft.attach(self.base_model)
 
     # -- properties -----------------------------------------------------------------------------
     @property
@@ -64,9 +69,11 @@ class TGatedCLIPSeg(nn.Module):
         """(N, 3, H, W) -> (N, L, T, C): what the rest of the model needs from each slice."""
         vision = self.base_model.clip.vision_model
         if self.temporal:
-            return vision(pixel_values=pixel_values).last_hidden_state.unsqueeze(1)
-        hidden_states = vision(pixel_values=pixel_values, output_hidden_states=True).hidden_states
-        return torch.stack([hidden_states[i + 1] for i in self.base_model.config.extract_layers], dim=1)
+            features = vision(pixel_values=pixel_values).last_hidden_state.unsqueeze(1)
+        else:
+            hidden_states = vision(pixel_values=pixel_values, output_hidden_states=True).hidden_states
+            features = torch.stack([hidden_states[i + 1] for i in self.base_model.config.extract_layers], dim=1)
+        return self.peft.vision_features(features) if self.peft is not None else features
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """(K, tokens) -> (K, P) conditional embeddings (pooled EOS state x text projection).
@@ -75,8 +82,19 @@ class TGatedCLIPSeg(nn.Module):
         under ``no_grad`` and would silently freeze the text encoder in training.
         """
         clip = self.base_model.clip
-        pooled = clip.text_model(input_ids=input_ids, attention_mask=attention_mask).pooler_output
-        return clip.text_projection(pooled)
+        states = self.peft is not None and self.peft.needs_text_states
+        out = clip.text_model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=states)
+        embedding = clip.text_projection(out.pooler_output)
+        if self.peft is None:
+            return embedding
+        return self.peft.text_embedding(embedding, out.hidden_states, self._eot_index(input_ids) if states else None)
+
+    def _eot_index(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Where CLIP's text model pools: the first end-of-text token (the highest id for old configs)."""
+        eos = self.base_model.config.text_config.eos_token_id
+        if eos == 2:
+            return input_ids.argmax(dim=-1)
+        return (input_ids == eos).int().argmax(dim=-1)
 
     def fuse(self, window: torch.Tensor, return_gate: bool = False):
         """(B, S, L, T, C) window features -> (B, L, T, C) decoder input for the centre slices."""
@@ -121,6 +139,36 @@ class TGatedCLIPSeg(nn.Module):
             fused, gate = fused
         logits = self.decode(fused, self.encode_text(input_ids, attention_mask))
         return (logits, gate) if return_gate else logits
+
+    # -- fine-tuning modes ---------------------------------------------------------------------------
+    FINETUNE_MODES = ("full", "decoder", "adapters")
+
+    def trainable_names(self, finetune: str = "full") -> list[str]:
+        """Parameters trained in each mode: ``full`` everything (the paper); ``decoder`` the CLIPSeg
+        decoder and the temporal adapter, CLIP frozen; ``adapters`` the temporal adapter and the PEFT
+        bottlenecks only, CLIP and the decoder frozen (VLSM-Adapter)."""
+        if finetune not in self.FINETUNE_MODES:
+            raise ValueError(f"finetune must be one of {self.FINETUNE_MODES}, got {finetune!r}")
+        names = [n for n, _ in self.named_parameters()]
+        if finetune == "full":
+            return names
+        keep = ("adapter.", "peft.") + (("base_model.decoder.",) if finetune == "decoder" else ())
+        return [n for n in names if n.startswith(keep)]
+
+    def set_finetune(self, finetune: str = "full") -> list[str]:
+        """Freeze everything outside ``trainable_names(finetune)``; returns the trained names."""
+        trained = set(self.trainable_names(finetune))
+        for name, param in self.named_parameters():
+            param.requires_grad_(name in trained)
+        return sorted(trained)
+
+    @property
+    def vision_needs_grad(self) -> bool:
+        """Whether backpropagation must go through the vision encoder (else it can run under no_grad)."""
+        vision = self.base_model.clip.vision_model
+        return any(p.requires_grad for p in vision.parameters()) or (
+            self.peft is not None and self.peft.vision_dense is not None
+            and any(p.requires_grad for p in self.peft.vision_dense.parameters()))
 
     def gate_penalty(self) -> torch.Tensor:
         if self.adapter is None:
