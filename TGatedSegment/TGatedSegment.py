@@ -410,9 +410,9 @@ class TGatedSegmentLogic(ScriptedLoadableModuleLogic):
         try:
             inputPath = os.path.join(tempDir, "input.nrrd")
             outputPath = os.path.join(tempDir, "result.seg.nrrd")
-            geometry = glue.exportVolume(arrayKJI, ijkToRAS, inputPath)
             args = self.backendPrefix() + glue.segmentArguments(inputPath, outputPath, prompts, checkpoint, device,
                                                                 modality, threshold, batchSize)
+            geometry = glue.exportVolume(arrayKJI, ijkToRAS, inputPath)
             job = SegmentationJob(self, args, tempDir, outputPath, geometry, volumeNode, outputSegmentationNode,
                                   replaceExisting, showIn3D, progressCallback, completedCallback)
             job.report({"event": "progress", "stage": "export", "done": 1, "total": 1})

@@ -237,8 +237,8 @@ def test_backend_process_separates_events_from_log_lines():
     assert process.poll() is True and process.lastError is None
 
 
-def test_backend_process_cancel_stops_a_busy_process_quickly():
-    code = "import time\nprint('busy', flush=True)\nwhile True: time.sleep(0.05)\n"
+def _started(code: str) -> glue.BackendProcess:
+    """A BackendProcess running ``code``, polled until its first output line arrived."""
     logs = []
     process = glue.BackendProcess(_python(code), onLog=logs.append).start()
     end = time.monotonic() + 20
@@ -246,6 +246,11 @@ def test_backend_process_cancel_stops_a_busy_process_quickly():
         assert time.monotonic() < end
         process.poll()
         time.sleep(0.01)
+    return process
+
+
+def test_backend_process_cancel_stops_a_busy_process_quickly():
+    process = _started("import time\nprint('busy', flush=True)\nwhile True: time.sleep(0.05)\n")
     started = time.monotonic()
     process.cancel(timeout=5)
     assert time.monotonic() - started < 5
@@ -253,15 +258,8 @@ def test_backend_process_cancel_stops_a_busy_process_quickly():
 
 
 def test_backend_process_kills_what_ignores_sigterm():
-    code = ("import signal,time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('stubborn', flush=True)\n"
-            "while True: time.sleep(0.05)\n")
-    logs = []
-    process = glue.BackendProcess(_python(code), onLog=logs.append).start()
-    end = time.monotonic() + 20
-    while not logs:
-        assert time.monotonic() < end
-        process.poll()
-        time.sleep(0.01)
+    process = _started("import signal,time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+                       "print('stubborn', flush=True)\nwhile True: time.sleep(0.05)\n")
     process.cancel(timeout=0.5)
     assert process.process.poll() is not None and process.returncode != 0
 

@@ -140,13 +140,18 @@ def scene_snapshot():
     return nodes
 
 
-def run_until_done(job, timeout=120.0):
-    """The panel's path: return to the (stand-in) event loop until the QTimer-polled job ends."""
+def pump_until(condition, timeout=120.0, what="the condition"):
+    """Return to the (stand-in) event loop, as the panel does, until ``condition()`` holds."""
     end = time.monotonic() + timeout
-    while job.running:
-        assert time.monotonic() < end, "job did not finish"
+    while not condition():
+        assert time.monotonic() < end, f"timed out waiting for {what}"
         slicer.app.processEvents()
         time.sleep(0.01)
+
+
+def run_until_done(job, timeout=120.0):
+    """The panel's path: the QTimer polls the job until it ends."""
+    pump_until(lambda: not job.running, timeout, "the job to finish")
     return job
 
 
@@ -282,11 +287,9 @@ def test_cancel_mid_run_stops_the_backend_and_changes_nothing(logic, tiny_checkp
     job = logic.segment(volume, "liver, spleen", checkpoint=str(tiny_checkpoint), outputSegmentationNode=output,
                         device="cpu", batchSize=1, progressCallback=events.append,
                         completedCallback=completed.append, wait=False)
-    end = time.monotonic() + 90
-    while not any(e["event"] == "progress" and e["stage"] == "segment" for e in events):
-        assert job.running and time.monotonic() < end, "the backend never started segmenting"
-        slicer.app.processEvents()
-        time.sleep(0.01)
+    pump_until(lambda: any(e["event"] == "progress" and e["stage"] == "segment" for e in events) or not job.running,
+               90, "the backend to start segmenting")
+    assert job.running, job.error
     started = time.monotonic()
     logic.cancel()  # what the panel's Cancel button calls
     stopped_in = time.monotonic() - started
@@ -461,11 +464,7 @@ def test_train_in_background_can_be_stopped(fake_logic, tmp_path, monkeypatch):
                               completedCallback=completed.append)
     assert folder == str(tmp_path / "run" / "best")
     job = fake_logic.trainingJob
-    end = time.monotonic() + 30
-    while not events:
-        assert time.monotonic() < end
-        slicer.app.processEvents()
-        time.sleep(0.01)
+    pump_until(lambda: events, 30, "the first training event")
     fake_logic.stopTraining()
     assert job.state == "cancelled" and completed == [job]
     assert job.process.process.poll() is not None and job.process.returncode == glue.EXIT_CANCELLED

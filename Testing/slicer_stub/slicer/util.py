@@ -71,15 +71,22 @@ def vtkMatrixFromArray(narray):
     return vmatrix
 
 
+def _referenceVolume(segmentationNode, referenceVolumeNode):
+    """The given volume, else the segmentation's reference geometry volume (as both Slicer functions do)."""
+    if referenceVolumeNode:
+        return referenceVolumeNode
+    referenceVolumeNode = segmentationNode.GetNodeReference(
+        slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole())
+    if not referenceVolumeNode:
+        raise RuntimeError("No reference volume is found in the input segmentationNode, therefore a valid "
+                           "referenceVolumeNode input is required.")
+    return referenceVolumeNode
+
+
 def updateSegmentBinaryLabelmapFromArray(narray, segmentationNode, segmentId, referenceVolumeNode=None):
     """Same steps as Slicer's: a temporary labelmap on the reference volume's grid (its parent
     transform included), values outside 0/1 binarised, imported into the one segment, removed."""
-    if not referenceVolumeNode:
-        referenceVolumeNode = segmentationNode.GetNodeReference(
-            slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole())
-        if not referenceVolumeNode:
-            raise RuntimeError("No reference volume is found in the input segmentationNode, therefore a valid "
-                               "referenceVolumeNode input is required.")
+    referenceVolumeNode = _referenceVolume(segmentationNode, referenceVolumeNode)
     labelmapVolumeNode = slicer.modules.volumes.logic().CreateAndAddLabelVolume(referenceVolumeNode, "__temp__")
     try:
         if narray.min() >= 0 and narray.max() <= 1:
@@ -100,12 +107,7 @@ def updateSegmentBinaryLabelmapFromArray(narray, segmentationNode, segmentId, re
 def arrayFromSegmentBinaryLabelmap(segmentationNode, segmentId, referenceVolumeNode=None):
     """A copy of the segment's voxels on the reference volume's grid (the stand-in: only when the
     segment already lies on that grid; Slicer would resample)."""
-    if not referenceVolumeNode:
-        referenceVolumeNode = segmentationNode.GetNodeReference(
-            slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole())
-        if not referenceVolumeNode:
-            raise RuntimeError("No reference volume is found in the input segmentationNode, therefore a valid "
-                               "referenceVolumeNode input is required.")
+    referenceVolumeNode = _referenceVolume(segmentationNode, referenceVolumeNode)
     segmentIds = vtk.vtkStringArray()
     segmentIds.InsertNextValue(segmentId)
     labelmapVolumeNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__temp__")
