@@ -1,0 +1,795 @@
+"""A minimal stand-in for the part of 3D Slicer's Python API that the TGatedSegment logic uses.
+
+It exists so that the logic runs for real outside Slicer: scene, volume and segmentation nodes,
+segments with tags, the subject hierarchy, the Segmentations/Volumes/Terminologies module logics and
+the ``slicer.util`` functions the logic calls. Signatures and behaviours follow Slicer's source
+(tag v5.10.0; file names below); geometry uses the real ``vtk`` package (vtkMatrix4x4, vtkImageData,
+vtkStringArray, vtk.reference). It models only what the logic needs, and refuses (raises) what it
+does not model, e.g. resampling a labelmap between different parent transforms or voxel grids.
+
+Mirrored behaviours that the tests rely on:
+- vtkMRMLScene.AddNewNodeByClass(className, nodeBaseName="") / AddNode / RemoveNode (also removes the
+  node's display nodes) / GenerateUniqueName / GetNumberOfNodes / GetNthNode / GetFirstNodeByClass
+  (Libs/MRML/Core/vtkMRMLScene.h).
+- vtkSegmentation.AddEmptySegment(segmentId="", segmentName="", color=None) returns a generated ID
+  that is not the name; GetSegmentIdBySegmentName is case-insensitive; RemoveSegment; GetNthSegmentID
+  (Libs/vtkSegmentationCore/vtkSegmentation.cxx).
+- vtkSegment tags: SetTag(tag, value), GetTag(tag, vtk.reference) -> bool; GetTerminologyEntryTagName()
+  is "TerminologyEntry" (Libs/vtkSegmentationCore/vtkSegment.h).
+- vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(labelmapNode, segmentationNode,
+  vtkStringArray): label i+1 goes to segment IDs[i], a missing ID becomes a segment named by the ID,
+  the segment is cleared and gets the labelmap (its own layer) as binary labelmap; fails unless the
+  segmentation's source representation is binary labelmap
+  (Modules/Loadable/Segmentations/Logic/vtkSlicerSegmentationsModuleLogic.cxx).
+- vtkSlicerVolumesLogic.CreateAndAddLabelVolume(volumeNode, name): same grid, zero voxels, the
+  volume's parent transform (Modules/Loadable/Volumes/Logic/vtkSlicerVolumesLogic.cxx).
+- vtkSlicerTerminologiesModuleLogic.FindTypeInTerminologyBy3dSlicerLabel (exact match on
+  3dSlicerLabel, types then type modifiers) and SerializeTerminologyEntry (7 '~' parts,
+  scheme^value^meaning), over a few real entries of the General Anatomy list
+  (Modules/Loadable/Terminologies/Resources/SegmentationCategoryTypeModifier-SlicerGeneralAnatomy.json).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import tempfile
+import uuid
+
+import numpy as np
+import vtk
+
+import qt
+
+
+# --------------------------------------------------------------------------------------------------
+# Application
+
+
+class _Application:
+    def __init__(self):
+        self.temporaryPath = tempfile.gettempdir()
+
+    def processEvents(self, *args):
+        qt.processEvents()
+
+    def testingEnabled(self):
+        return True
+
+
+app = _Application()
+
+
+# --------------------------------------------------------------------------------------------------
+# Nodes
+
+
+class vtkMRMLNode:
+    def __init__(self):
+        self._id = None
+        self._name = ""
+        self._scene = None
+        self._attributes = {}
+        self._references = {}
+        self._modifyDepth = 0
+
+    def GetClassName(self):
+        return type(self).__name__
+
+    def IsA(self, className):
+        return any(cls.__name__ == className for cls in type(self).__mro__)
+
+    def GetID(self):
+        return self._id
+
+    def GetName(self):
+        return self._name
+
+    def SetName(self, name):
+        self._name = name
+
+    def GetScene(self):
+        return self._scene
+
+    def SetAttribute(self, name, value):
+        self._attributes[name] = value
+
+    def GetAttribute(self, name):
+        return self._attributes.get(name)
+
+    def SetNodeReferenceID(self, role, nodeId):
+        self._references[role] = nodeId
+
+    def GetNodeReferenceID(self, role):
+        return self._references.get(role)
+
+    def GetNodeReference(self, role):
+        nodeId = self._references.get(role)
+        return self._scene.GetNodeByID(nodeId) if self._scene and nodeId else None
+
+    def StartModify(self):
+        self._modifyDepth += 1
+        return self._modifyDepth - 1
+
+    def EndModify(self, previous):
+        self._modifyDepth = previous
+        return previous
+
+    def Modified(self):
+        pass
+
+
+class vtkMRMLDisplayNode(vtkMRMLNode):
+    def __init__(self):
+        super().__init__()
+        self._visibility = True
+
+    def SetVisibility(self, visible):
+        self._visibility = bool(visible)
+
+    def GetVisibility(self):
+        return self._visibility
+
+
+class vtkMRMLScalarVolumeDisplayNode(vtkMRMLDisplayNode):
+    pass
+
+
+class vtkMRMLLabelMapVolumeDisplayNode(vtkMRMLDisplayNode):
+    pass
+
+
+class vtkMRMLSegmentationDisplayNode(vtkMRMLDisplayNode):
+    pass
+
+
+class vtkMRMLTransformableNode(vtkMRMLNode):
+    def __init__(self):
+        super().__init__()
+        self._transformNodeId = None
+        self._displayNodeIds = []
+
+    def SetAndObserveTransformNodeID(self, transformNodeId):
+        self._transformNodeId = transformNodeId or None
+
+    def GetTransformNodeID(self):
+        return self._transformNodeId
+
+    def GetParentTransformNode(self):
+        return self._scene.GetNodeByID(self._transformNodeId) if self._scene and self._transformNodeId else None
+
+    def GetDisplayNode(self):
+        return self._scene.GetNodeByID(self._displayNodeIds[0]) if self._scene and self._displayNodeIds else None
+
+    def SetAndObserveDisplayNodeID(self, displayNodeId):
+        self._displayNodeIds = [displayNodeId]
+
+    def _addDisplayNode(self, className):
+        if not self._displayNodeIds and self._scene is not None:
+            display = self._scene.AddNewNodeByClass(className)
+            self._displayNodeIds = [display.GetID()]
+
+
+class vtkMRMLTransformNode(vtkMRMLTransformableNode):
+    pass
+
+
+class vtkMRMLLinearTransformNode(vtkMRMLTransformNode):
+    pass
+
+
+class vtkMRMLVolumeNode(vtkMRMLTransformableNode):
+    def __init__(self):
+        super().__init__()
+        self._imageData = None
+        self._ijkToRAS = np.eye(4)
+
+    def SetIJKToRASMatrix(self, matrix):
+        self._ijkToRAS = _arrayFromMatrix(matrix)
+
+    def GetIJKToRASMatrix(self, matrix):
+        matrix.DeepCopy(self._ijkToRAS.ravel())
+
+    def GetSpacing(self):
+        return tuple(np.linalg.norm(self._ijkToRAS[:3, :3], axis=0))
+
+    def GetOrigin(self):
+        return tuple(self._ijkToRAS[:3, 3])
+
+    def SetAndObserveImageData(self, imageData):
+        self._imageData = imageData
+
+    def GetImageData(self):
+        return self._imageData
+
+    def StorableModified(self):
+        pass
+
+
+class vtkMRMLScalarVolumeNode(vtkMRMLVolumeNode):
+    def CreateDefaultDisplayNodes(self):
+        self._addDisplayNode("vtkMRMLScalarVolumeDisplayNode")
+
+
+class vtkMRMLLabelMapVolumeNode(vtkMRMLScalarVolumeNode):
+    def CreateDefaultDisplayNodes(self):
+        self._addDisplayNode("vtkMRMLLabelMapVolumeDisplayNode")
+
+
+class vtkMRMLSegmentationNode(vtkMRMLTransformableNode):
+    def __init__(self):
+        super().__init__()
+        self._segmentation = vtkSegmentation()
+
+    @staticmethod
+    def GetReferenceImageGeometryReferenceRole():
+        return "referenceImageGeometryRef"
+
+    def GetSegmentation(self):
+        return self._segmentation
+
+    def CreateDefaultDisplayNodes(self):
+        self._addDisplayNode("vtkMRMLSegmentationDisplayNode")
+
+    def SetReferenceImageGeometryParameterFromVolumeNode(self, volumeNode):
+        if volumeNode is None or volumeNode.GetImageData() is None:
+            return
+        dims = volumeNode.GetImageData().GetDimensions()
+        values = [repr(float(v)) for v in volumeNode._ijkToRAS.ravel()]
+        extent = [str(v) for n in dims for v in (0, n - 1)]
+        self._segmentation.SetConversionParameter("Reference image geometry", ";".join(values + extent) + ";")
+        self.SetNodeReferenceID(self.GetReferenceImageGeometryReferenceRole(), volumeNode.GetID())
+
+    def CreateClosedSurfaceRepresentation(self):
+        self._segmentation._representations.add(vtkSegmentationConverter.GetClosedSurfaceRepresentationName())
+        return True
+
+
+_NODE_CLASSES = {cls.__name__: cls for cls in (
+    vtkMRMLScalarVolumeNode, vtkMRMLLabelMapVolumeNode, vtkMRMLSegmentationNode, vtkMRMLLinearTransformNode,
+    vtkMRMLScalarVolumeDisplayNode, vtkMRMLLabelMapVolumeDisplayNode, vtkMRMLSegmentationDisplayNode)}
+
+
+def _arrayFromMatrix(matrix):
+    array = np.eye(4)
+    matrix.DeepCopy(array.ravel(), matrix)
+    return array
+
+
+# --------------------------------------------------------------------------------------------------
+# Segmentation core
+
+
+class vtkSegmentationConverter:
+    @staticmethod
+    def GetBinaryLabelmapRepresentationName():
+        return "Binary labelmap"
+
+    @staticmethod
+    def GetSegmentationBinaryLabelmapRepresentationName():
+        return "Binary labelmap"
+
+    @staticmethod
+    def GetClosedSurfaceRepresentationName():
+        return "Closed surface"
+
+    @staticmethod
+    def GetSegmentationClosedSurfaceRepresentationName():
+        return "Closed surface"
+
+
+class vtkOrientedImageData:
+    """A segment's binary labelmap: voxels (k, j, i) and the image-to-world (IJK-to-RAS) matrix."""
+
+    def __init__(self, voxels, imageToWorld):
+        self._voxels = np.array(voxels, dtype=np.uint8)
+        self._imageToWorld = np.array(imageToWorld, dtype=float)
+
+    def GetImageToWorldMatrix(self, matrix):
+        matrix.DeepCopy(self._imageToWorld.ravel())
+
+    def GetExtent(self):
+        k, j, i = self._voxels.shape
+        return (0, i - 1, 0, j - 1, 0, k - 1)
+
+
+class vtkSegment:
+    SEGMENT_COLOR_INVALID = (0.5, 0.5, 0.5)
+
+    def __init__(self):
+        self._name = ""
+        self._color = self.SEGMENT_COLOR_INVALID
+        self._tags = {}
+        self._nameAutoGenerated = True
+        self._colorAutoGenerated = True
+        self._labelValue = 1
+        self._representations = {}
+
+    @staticmethod
+    def GetTerminologyEntryTagName():
+        return "TerminologyEntry"
+
+    def GetName(self):
+        return self._name
+
+    def SetName(self, name):
+        self._name = name
+
+    def GetColor(self):
+        return tuple(self._color)
+
+    def SetColor(self, *color):
+        if len(color) == 1:
+            color = tuple(color[0])
+        if len(color) != 3:
+            raise TypeError("SetColor takes (r, g, b) or a 3-sequence")
+        self._color = tuple(float(c) for c in color)
+
+    def SetTag(self, tag, value):
+        self._tags[tag] = str(value)
+
+    def GetTag(self, tag, value):
+        if tag not in self._tags:
+            return False
+        value.set(self._tags[tag])
+        return True
+
+    def HasTag(self, tag):
+        return tag in self._tags
+
+    def RemoveTag(self, tag):
+        self._tags.pop(tag, None)
+
+    def GetTerminology(self):
+        return self._tags.get(self.GetTerminologyEntryTagName(), "")
+
+    def SetTerminology(self, entry):
+        self._tags[self.GetTerminologyEntryTagName()] = entry
+
+    def GetNameAutoGenerated(self):
+        return self._nameAutoGenerated
+
+    def SetNameAutoGenerated(self, value):
+        self._nameAutoGenerated = bool(value)
+
+    def GetColorAutoGenerated(self):
+        return self._colorAutoGenerated
+
+    def SetColorAutoGenerated(self, value):
+        self._colorAutoGenerated = bool(value)
+
+    def GetLabelValue(self):
+        return self._labelValue
+
+    def SetLabelValue(self, value):
+        self._labelValue = int(value)
+
+    def AddRepresentation(self, name, data):
+        self._representations[name] = data
+
+    def GetRepresentation(self, name):
+        return self._representations.get(name)
+
+
+class vtkSegmentation:
+    def __init__(self):
+        self._segments = {}  # id -> vtkSegment, in order
+        self._sourceRepresentationName = vtkSegmentationConverter.GetBinaryLabelmapRepresentationName()
+        self._representations = {self._sourceRepresentationName}
+        self._conversionParameters = {}
+
+    def GetSourceRepresentationName(self):
+        return self._sourceRepresentationName
+
+    def SetSourceRepresentationName(self, name):
+        self._sourceRepresentationName = name
+        self._representations.add(name)
+
+    def ContainsRepresentation(self, name):
+        return name in self._representations
+
+    def SetConversionParameter(self, name, value):
+        self._conversionParameters[name] = value
+
+    def GetConversionParameter(self, name):
+        return self._conversionParameters.get(name, "")
+
+    def GenerateUniqueSegmentID(self, segmentId=""):
+        if segmentId and segmentId not in self._segments:
+            return segmentId
+        if not segmentId:
+            while True:  # Slicer 5.10: random IDs, never the segment name
+                candidate = "Segment_" + uuid.uuid4().hex[:8]
+                if candidate not in self._segments:
+                    return candidate
+        for n in itertools.count(1):
+            candidate = f"{segmentId}_{n}"
+            if candidate not in self._segments:
+                return candidate
+
+    def AddSegment(self, segment, segmentId=""):
+        segmentId = self.GenerateUniqueSegmentID(segmentId)
+        self._segments[segmentId] = segment
+        return True
+
+    def AddEmptySegment(self, segmentId="", segmentName="", color=None):
+        segment = vtkSegment()
+        if color is not None:
+            segment.SetColor(*color)
+        names = {s.GetName() for s in self._segments.values()}
+        segment.SetName(segmentName or next(f"Segment_{n}" for n in itertools.count(1) if f"Segment_{n}" not in names))
+        segmentId = self.GenerateUniqueSegmentID(segmentId)
+        self._segments[segmentId] = segment
+        return segmentId
+
+    def GetSegment(self, segmentId):
+        return self._segments.get(segmentId)
+
+    def GetNumberOfSegments(self):
+        return len(self._segments)
+
+    def GetNthSegmentID(self, index):
+        return list(self._segments)[index] if 0 <= index < len(self._segments) else ""
+
+    def GetSegmentIDs(self):
+        return tuple(self._segments)
+
+    def GetSegmentIdBySegmentName(self, name):
+        for segmentId, segment in self._segments.items():
+            if segment.GetName().lower() == name.lower():
+                return segmentId
+        return ""
+
+    def RemoveSegment(self, segment):
+        segmentId = segment if isinstance(segment, str) else next(
+            (i for i, s in self._segments.items() if s is segment), None)
+        self._segments.pop(segmentId, None)
+
+    def ClearSegment(self, segmentId):
+        segment = self._segments.get(segmentId)
+        if segment is not None:
+            data = segment.GetRepresentation(self._sourceRepresentationName)
+            if data is not None:
+                segment.AddRepresentation(self._sourceRepresentationName,
+                                          vtkOrientedImageData(np.zeros_like(data._voxels), data._imageToWorld))
+
+
+# --------------------------------------------------------------------------------------------------
+# Scene and subject hierarchy
+
+
+class vtkMRMLScene:
+    StartCloseEvent = 66030  # vtkMRMLScene::StartCloseEvent
+    EndCloseEvent = 66031
+
+    def __init__(self):
+        self._nodes = {}
+        self._counters = {}
+        self._subjectHierarchy = vtkMRMLSubjectHierarchyNode(self)
+
+    def CreateNodeByClass(self, className):
+        if className not in _NODE_CLASSES:
+            raise ValueError(f"the stand-in scene cannot create a {className}")
+        return _NODE_CLASSES[className]()
+
+    def AddNewNodeByClass(self, className, nodeBaseName=""):
+        node = self.CreateNodeByClass(className)
+        if nodeBaseName:
+            node.SetName(nodeBaseName)
+        return self.AddNode(node)
+
+    def AddNode(self, node):
+        className = node.GetClassName()
+        self._counters[className] = self._counters.get(className, 0) + 1
+        node._id = f"{className}{self._counters[className]}"
+        if not node.GetName():
+            node.SetName(self.GenerateUniqueName(className.replace("vtkMRML", "").replace("Node", "")))
+        node._scene = self
+        self._nodes[node._id] = node
+        if not isinstance(node, vtkMRMLDisplayNode):
+            self._subjectHierarchy._addDataNode(node)
+        return node
+
+    def RemoveNode(self, node):
+        if node is None or node.GetID() not in self._nodes:
+            return
+        del self._nodes[node.GetID()]
+        self._subjectHierarchy._removeDataNode(node)
+        for displayId in getattr(node, "_displayNodeIds", []):
+            display = self._nodes.pop(displayId, None)
+            if display is not None:
+                display._scene = None
+        node._scene = None
+
+    def GetNodeByID(self, nodeId):
+        return self._nodes.get(nodeId)
+
+    def GetNumberOfNodes(self):
+        return len(self._nodes)
+
+    def GetNthNode(self, index):
+        return list(self._nodes.values())[index]
+
+    def GetFirstNodeByClass(self, className):
+        return next((n for n in self._nodes.values() if n.IsA(className)), None)
+
+    def GenerateUniqueName(self, baseName):
+        names = {n.GetName() for n in self._nodes.values()}
+        if baseName not in names:
+            return baseName
+        return next(f"{baseName}_{n}" for n in itertools.count(1) if f"{baseName}_{n}" not in names)
+
+    def Clear(self, removeSingletons=False):
+        for node in list(self._nodes.values()):
+            self.RemoveNode(node)
+        self._subjectHierarchy = vtkMRMLSubjectHierarchyNode(self)
+
+
+class vtkMRMLSubjectHierarchyNode:
+    INVALID_ITEM_ID = 0
+
+    def __init__(self, scene):
+        self._scene = scene
+        self._sceneItem = 1
+        self._next = itertools.count(2)
+        self._parents = {}  # item -> parent item
+        self._dataNodes = {}  # item -> node ID
+        self._names = {self._sceneItem: "Scene"}
+        self._attributes = {}
+
+    @staticmethod
+    def GetSubjectHierarchyNode(scene):
+        return scene._subjectHierarchy
+
+    def GetSceneItemID(self):
+        return self._sceneItem
+
+    def _addDataNode(self, node):
+        item = next(self._next)
+        self._parents[item] = self._sceneItem
+        self._dataNodes[item] = node.GetID()
+        self._names[item] = node.GetName()
+
+    def _removeDataNode(self, node):
+        item = self.GetItemByDataNode(node)
+        if item:
+            for child in [c for c, p in self._parents.items() if p == item]:
+                self._parents[child] = self._parents[item]
+            for table in (self._parents, self._dataNodes, self._names, self._attributes):
+                table.pop(item, None)
+
+    def GetItemByDataNode(self, node):
+        if node is None:
+            return self.INVALID_ITEM_ID
+        return next((item for item, nodeId in self._dataNodes.items() if nodeId == node.GetID()), self.INVALID_ITEM_ID)
+
+    def GetItemDataNode(self, item):
+        return self._scene.GetNodeByID(self._dataNodes.get(item))
+
+    def GetItemParent(self, item):
+        return self._parents.get(item, self.INVALID_ITEM_ID)
+
+    def SetItemParent(self, item, parent, enableCircularCheck=True):
+        if item in self._parents and (parent == self._sceneItem or parent in self._parents):
+            self._parents[item] = parent
+
+    def CreateFolderItem(self, parent, name):
+        item = next(self._next)
+        self._parents[item] = parent
+        self._names[item] = name
+        return item
+
+    def GetItemName(self, item):
+        return self._names.get(item, "")
+
+    def SetItemAttribute(self, item, name, value):
+        self._attributes.setdefault(item, {})[name] = value
+
+    def GetItemAttribute(self, item, name):
+        return self._attributes.get(item, {}).get(name, "")
+
+
+mrmlScene = vtkMRMLScene()
+
+
+# --------------------------------------------------------------------------------------------------
+# Module logics
+
+
+class vtkSlicerVolumesLogic:
+    def CreateAndAddLabelVolume(self, volumeNode, name):
+        labelNode = vtkMRMLLabelMapVolumeNode()
+        labelNode.SetName(mrmlScene.GenerateUniqueName(name))
+        mrmlScene.AddNode(labelNode)
+        imageData = vtk.vtkImageData()
+        imageData.DeepCopy(volumeNode.GetImageData())
+        labelNode.SetAndObserveImageData(imageData)
+        labelNode._ijkToRAS = volumeNode._ijkToRAS.copy()
+        labelNode.SetAndObserveTransformNodeID(volumeNode.GetTransformNodeID())
+        labelNode.CreateDefaultDisplayNodes()
+        from . import util
+
+        util.arrayFromVolume(labelNode)[:] = 0
+        return labelNode
+
+
+class vtkSlicerSegmentationsModuleLogic:
+    @staticmethod
+    def ImportLabelmapToSegmentationNode(labelmapNode, segmentationNode, updatedSegmentIDs, userMessages=None):
+        if not isinstance(updatedSegmentIDs, vtk.vtkStringArray):
+            raise TypeError("the stand-in models only ImportLabelmapToSegmentationNode(labelmapNode, "
+                            "segmentationNode, vtkStringArray)")
+        segmentation = segmentationNode.GetSegmentation()
+        binary = vtkSegmentationConverter.GetBinaryLabelmapRepresentationName()
+        if segmentation.GetSourceRepresentationName() != binary:
+            return False
+        if labelmapNode.GetTransformNodeID() != segmentationNode.GetTransformNodeID():
+            raise NotImplementedError("the stand-in does not resample between different parent transforms")
+        if segmentationNode.GetDisplayNode() is None:
+            segmentationNode.CreateDefaultDisplayNodes()
+        from . import util
+
+        labels = util.arrayFromVolume(labelmapNode)
+        for index in range(updatedSegmentIDs.GetNumberOfValues()):
+            segmentId = updatedSegmentIDs.GetValue(index)
+            if not segmentId:
+                continue
+            segment = segmentation.GetSegment(segmentId)
+            if segment is None:
+                segment = vtkSegment()
+                segment.SetName(segmentId)
+                segmentation.AddSegment(segment, segmentId)
+            segmentation.ClearSegment(segmentId)
+            segment.SetLabelValue(index + 1)
+            segment.AddRepresentation(binary, vtkOrientedImageData(labels == index + 1, labelmapNode._ijkToRAS))
+        return True
+
+    @staticmethod
+    def ExportSegmentsToLabelmapNode(segmentationNode, segmentIDs, labelmapNode, referenceVolumeNode=None,
+                                     extentComputationMode=None):
+        from . import util
+
+        reference = referenceVolumeNode or labelmapNode
+        labels = np.zeros(util.arrayFromVolume(reference).shape, np.uint8)
+        binary = vtkSegmentationConverter.GetBinaryLabelmapRepresentationName()
+        for index in range(segmentIDs.GetNumberOfValues()):
+            segment = segmentationNode.GetSegmentation().GetSegment(segmentIDs.GetValue(index))
+            data = segment.GetRepresentation(binary) if segment else None
+            if data is None:
+                continue
+            if data._voxels.shape != labels.shape or not np.allclose(data._imageToWorld, reference._ijkToRAS):
+                raise NotImplementedError("the stand-in exports segments only on their own voxel grid")
+            labels[data._voxels > 0] = index + 1
+        util.updateVolumeFromArray(labelmapNode, labels)
+        labelmapNode._ijkToRAS = reference._ijkToRAS.copy()
+        return True
+
+
+class _CodedEntry:
+    def __init__(self, scheme="", value="", meaning="", rgb=(127, 127, 127), label=""):
+        self._scheme, self._value, self._meaning, self._rgb, self._label = scheme, value, meaning, tuple(rgb), label
+
+    def GetCodingSchemeDesignator(self):
+        return self._scheme
+
+    def GetCodeValue(self):
+        return self._value
+
+    def GetCodeMeaning(self):
+        return self._meaning
+
+    def GetRecommendedDisplayRGBValue(self):
+        return self._rgb
+
+    def GetSlicerLabel(self):
+        return self._label
+
+
+class vtkSlicerTerminologyEntry:
+    def __init__(self):
+        self._context = None
+        self._category = _CodedEntry()
+        self._type = _CodedEntry()
+        self._typeModifier = _CodedEntry()
+        self._regionContext = None
+
+    def GetTerminologyContextName(self):
+        return self._context
+
+    def GetCategoryObject(self):
+        return self._category
+
+    def GetTypeObject(self):
+        return self._type
+
+    def GetTypeModifierObject(self):
+        return self._typeModifier
+
+    def GetRegionContextName(self):
+        return self._regionContext
+
+
+# A few entries of Slicer's General Anatomy list, in its JSON structure (v5.10.0).
+_GENERAL_ANATOMY = {
+    "SegmentationCategoryTypeContextName": "Segmentation category and type - 3D Slicer General Anatomy list",
+    "Category": [{
+        "CodingSchemeDesignator": "SCT", "CodeValue": "123037004", "CodeMeaning": "Anatomical Structure",
+        "Type": [
+            {"CodingSchemeDesignator": "SCT", "CodeValue": "80891009", "CodeMeaning": "Heart",
+             "3dSlicerLabel": "heart", "recommendedDisplayRGBValue": [206, 110, 84]},
+            {"CodingSchemeDesignator": "SCT", "CodeValue": "89837001", "CodeMeaning": "Bladder",
+             "3dSlicerLabel": "urinary bladder", "recommendedDisplayRGBValue": [222, 154, 132]},
+            {"CodingSchemeDesignator": "SCT", "CodeValue": "10200004", "CodeMeaning": "Liver",
+             "3dSlicerLabel": "liver", "recommendedDisplayRGBValue": [221, 130, 101]},
+            {"CodingSchemeDesignator": "SCT", "CodeValue": "39607008", "CodeMeaning": "Lung", "Modifier": [
+                {"CodingSchemeDesignator": "SCT", "CodeValue": "24028007", "CodeMeaning": "Right",
+                 "3dSlicerLabel": "right lung", "recommendedDisplayRGBValue": [197, 165, 145]},
+                {"CodingSchemeDesignator": "SCT", "CodeValue": "7771000", "CodeMeaning": "Left",
+                 "3dSlicerLabel": "left lung", "recommendedDisplayRGBValue": [197, 165, 145]}]},
+        ],
+    }],
+}
+
+
+class vtkSlicerTerminologiesModuleLogic:
+    def FindTypeInTerminologyBy3dSlicerLabel(self, terminologyName, slicerLabel, entry):
+        if terminologyName != _GENERAL_ANATOMY["SegmentationCategoryTypeContextName"] or not slicerLabel:
+            return False
+        for category in _GENERAL_ANATOMY["Category"]:
+            for type_ in category["Type"]:
+                modifiers = [None] + type_.get("Modifier", [])
+                for modifier in modifiers:
+                    holder = modifier or type_
+                    if holder.get("3dSlicerLabel") != slicerLabel:
+                        continue
+                    entry._context = terminologyName
+                    entry._category = _coded(category)
+                    entry._type = _coded(type_)
+                    entry._typeModifier = _coded(modifier) if modifier else _CodedEntry()
+                    return True
+        return False
+
+    @staticmethod
+    def SerializeTerminologyEntry(entry):
+        def code(c):
+            return f"{c.GetCodingSchemeDesignator()}^{c.GetCodeValue()}^{c.GetCodeMeaning()}"
+
+        return "~".join([entry.GetTerminologyContextName() or "", code(entry.GetCategoryObject()),
+                         code(entry.GetTypeObject()), code(entry.GetTypeModifierObject()),
+                         entry.GetRegionContextName() or "", "^^", "^^"])
+
+
+def _coded(d):
+    return _CodedEntry(d["CodingSchemeDesignator"], d["CodeValue"], d["CodeMeaning"],
+                       d.get("recommendedDisplayRGBValue", (127, 127, 127)), d.get("3dSlicerLabel", ""))
+
+
+class _Module:
+    def __init__(self, logic):
+        self._logic = logic
+
+    def logic(self):
+        return self._logic
+
+
+class _Modules:
+    pass
+
+
+modules = _Modules()
+modules.volumes = _Module(vtkSlicerVolumesLogic())
+modules.segmentations = _Module(vtkSlicerSegmentationsModuleLogic())
+modules.terminologies = _Module(vtkSlicerTerminologiesModuleLogic())
+
+
+def resetStandIn(temporaryPath=None):
+    """For tests: a fresh scene, no running timers, ``app.temporaryPath`` set."""
+    mrmlScene.Clear()
+    for timer in list(qt._activeTimers):
+        timer.stop()
+    if temporaryPath is not None:
+        app.temporaryPath = str(temporaryPath)
+    os.makedirs(app.temporaryPath, exist_ok=True)
+
+
+from . import util  # noqa: E402,F401  (slicer.util is an attribute of the slicer package in Slicer too)

@@ -1,0 +1,507 @@
+"""The Slicer module's logic, run for real against the stand-in for Slicer's API (Testing/slicer_stub).
+
+Real: the logic code, volume export and result reading, the backend subprocess (this Python in place
+of PythonSlicer, found on PATH under that name as in Slicer), its JSON progress, cancel. Stand-in:
+the scene, nodes, segments, subject hierarchy, terminology and the qt.QTimer event loop (see
+Testing/slicer_stub/slicer/__init__.py for what is modelled and from which Slicer source).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+TESTING = Path(__file__).resolve().parent
+REPO = TESTING.parent
+for folder in (TESTING / "slicer_stub", REPO / "TGatedSegment"):
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+
+import qt  # noqa: E402  (the stand-in)
+import slicer  # noqa: E402  (the stand-in)
+import TGatedSegment  # noqa: E402
+import TGatedSegmentGlue as glue  # noqa: E402
+
+from TGatedSegmentLib.vocabulary import lookup  # noqa: E402
+
+FAKE_BACKEND = [sys.executable, str(TESTING / "fake_backend.py")]
+TERMINOLOGY_TAG = "TerminologyEntry"
+
+
+# --------------------------------------------------------------------------------------------------
+# Fixtures and helpers
+
+
+@pytest.fixture
+def slicer_tmp(tmp_path, monkeypatch):
+    """A fresh stand-in scene, Slicer's temporary folder, and PythonSlicer on PATH (this Python)."""
+    if os.name == "nt":
+        pytest.skip("the PythonSlicer stand-in on PATH is a POSIX shell script")
+    temporary = tmp_path / "slicer-temp"
+    slicer.resetStandIn(temporary)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    shim = bin_dir / "PythonSlicer"
+    shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    shim.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+    yield temporary
+    assert qt.activeTimerCount() == 0, "a finished job left its QTimer running"
+
+
+@pytest.fixture
+def logic(slicer_tmp):
+    return TGatedSegment.TGatedSegmentLogic()
+
+
+@pytest.fixture
+def fake_logic(slicer_tmp, tmp_path, monkeypatch):
+    """A logic whose backend is Testing/fake_backend.py; ``logic.argv()`` is the argv it got."""
+    record = tmp_path / "argv.json"
+    monkeypatch.setenv("FAKE_BACKEND_ARGV", str(record))
+    logic = TGatedSegment.TGatedSegmentLogic()
+    logic.backendCommand = FAKE_BACKEND
+    logic.argv = lambda: json.loads(record.read_text())
+    return logic
+
+
+def rotation(axis: int, degrees: float) -> np.ndarray:
+    c, s = np.cos(np.deg2rad(degrees)), np.sin(np.deg2rad(degrees))
+    m = np.eye(3)
+    a, b = [x for x in range(3) if x != axis]
+    m[a, a], m[a, b], m[b, a], m[b, b] = c, -s, s, c
+    return m
+
+
+# IJK-to-RAS matrices: axial stored like a typical CT (LPS voxel order), sagittal, and oblique sagittal.
+AXIAL = np.array([[-0.8, 0, 0, 40.0], [0, -0.8, 0, 30.0], [0, 0, 2.5, -100.0], [0, 0, 0, 1]])
+SAGITTAL_AXES = np.array([[0, 0, -1], [1, 0, 0], [0, -1, 0]], float)  # I: anterior, J: inferior, K: left
+
+
+def ijk_to_ras(axes: np.ndarray, spacing, origin) -> np.ndarray:
+    m = np.eye(4)
+    m[:3, :3] = axes * np.asarray(spacing, float)
+    m[:3, 3] = origin
+    return m
+
+
+SAGITTAL = ijk_to_ras(SAGITTAL_AXES, (1.1, 0.9, 2.0), (12.0, -7.0, 55.0))
+OBLIQUE = ijk_to_ras(rotation(0, 20) @ rotation(2, -10) @ SAGITTAL_AXES, (1.1, 0.9, 2.0), (12.0, -7.0, 55.0))
+# Coronal slices (K along A), I along R, J along S: a left-handed voxel frame (determinant < 0).
+CORONAL = ijk_to_ras(np.array([[1, 0, 0], [0, 0, 1], [0, 1, 0]], float), (0.7, 1.3, 3.0), (-60.0, -20.0, -90.0))
+GEOMETRIES = {"axial": AXIAL, "sagittal": SAGITTAL, "oblique": OBLIQUE, "coronal": CORONAL}
+
+
+def make_volume(matrix: np.ndarray, shape=(14, 18, 22), name="CT", seed=0):
+    """A noisy volume (k, j, i) with a bright box around its centre."""
+    rng = np.random.default_rng(seed)
+    voxels = rng.normal(0, 60, shape).astype(np.int16)
+    voxels[4:9, 6:12, 8:14] = 900  # straddles the centre: partly on each side
+    return slicer.util.addVolumeFromArray(voxels, matrix, name), voxels
+
+
+def segment_array(segmentation_node, name, volume_node):
+    segmentation = segmentation_node.GetSegmentation()
+    segment_id = segmentation.GetSegmentIdBySegmentName(name)
+    assert segment_id, f"no segment named {name!r}"
+    return slicer.util.arrayFromSegmentBinaryLabelmap(segmentation_node, segment_id, volume_node)
+
+
+def tag(segment, name):
+    import vtk
+
+    value = vtk.reference("")
+    return str(value) if segment.GetTag(name, value) else None
+
+
+def scene_snapshot():
+    """Everything a run could change: nodes, and every segment's id, name, colour, tags and voxels."""
+    scene = slicer.mrmlScene
+    nodes = []
+    for index in range(scene.GetNumberOfNodes()):
+        node = scene.GetNthNode(index)
+        entry = [node.GetID(), node.GetClassName(), node.GetName()]
+        if node.IsA("vtkMRMLSegmentationNode"):
+            segmentation = node.GetSegmentation()
+            for n in range(segmentation.GetNumberOfSegments()):
+                segment_id = segmentation.GetNthSegmentID(n)
+                segment = segmentation.GetSegment(segment_id)
+                data = segment.GetRepresentation("Binary labelmap")
+                digest = hashlib.sha1(data._voxels.tobytes()).hexdigest() if data is not None else None
+                entry.append((segment_id, segment.GetName(), segment.GetColor(), dict(segment._tags), digest))
+        nodes.append(entry)
+    return nodes
+
+
+def pump_until(condition, timeout=120.0, what="the condition"):
+    """Return to the (stand-in) event loop, as the panel does, until ``condition()`` holds."""
+    end = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < end, f"timed out waiting for {what}"
+        slicer.app.processEvents()
+        time.sleep(0.01)
+
+
+def run_until_done(job, timeout=120.0):
+    """The panel's path: the QTimer polls the job until it ends."""
+    pump_until(lambda: not job.running, timeout, "the job to finish")
+    return job
+
+
+def existing_segmentation(volume_node, segments):
+    """A user's segmentation with segments {name: (color, mask)}."""
+    node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "user segmentation")
+    node.CreateDefaultDisplayNodes()
+    node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
+    for name, (color, mask) in segments.items():
+        segment_id = node.GetSegmentation().AddEmptySegment("", name, color)
+        slicer.util.updateSegmentBinaryLabelmapFromArray(mask.astype(np.uint8), node, segment_id, volume_node)
+    return node
+
+
+# --------------------------------------------------------------------------------------------------
+# Volume export and placement
+
+
+@pytest.mark.parametrize("kind", sorted(GEOMETRIES))
+def test_volume_export_writes_the_nodes_exact_geometry(slicer_tmp, kind, tmp_path):
+    """The file handed to the backend has the node's voxels and, converted from its LPS, the node's RAS
+    geometry: the same physical point for every voxel."""
+    import SimpleITK as sitk
+
+    volume, voxels = make_volume(GEOMETRIES[kind])
+    array, matrix = TGatedSegment.TGatedSegmentLogic._volumeData(volume)
+    path = tmp_path / "input.nrrd"
+    glue.exportVolume(array, matrix, path)
+    image = sitk.ReadImage(str(path))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(image), voxels)
+    for ijk in [(0, 0, 0), (21, 0, 0), (0, 17, 0), (0, 0, 13), (5, 9, 11)]:
+        lps = np.array(image.TransformIndexToPhysicalPoint(ijk))
+        ras = (GEOMETRIES[kind] @ np.array([*ijk, 1.0]))[:3]
+        np.testing.assert_allclose(lps * [-1, -1, 1], ras, atol=1e-9)
+
+
+@pytest.mark.parametrize("kind", sorted(GEOMETRIES))
+def test_segments_land_where_the_backend_put_them_in_physical_space(fake_logic, kind):
+    """Round trip through the backend: "patient left" must be exactly the voxels on the patient's left
+    (RAS R below the centre's) whatever the voxel order; "bright" exactly the bright box, overlapping it."""
+    volume, voxels = make_volume(GEOMETRIES[kind])
+    node = fake_logic.segment(volume, "patient left, bright")
+    left = segment_array(node, "patient left", volume)
+    bright = segment_array(node, "bright", volume)
+
+    k, j, i = np.indices(voxels.shape)
+    ras = np.tensordot(GEOMETRIES[kind][:3, :3], np.stack([i, j, k]).astype(float), axes=1)
+    centre = GEOMETRIES[kind][:3, :3] @ (np.array(voxels.shape[::-1]) - 1) / 2
+    np.testing.assert_array_equal(left, ras[0] < centre[0])
+    np.testing.assert_array_equal(bright, voxels > 500)
+    assert (left & bright).any(), "the two prompts' segments overlap, and both keep the shared voxels"
+    assert 0 < left.sum() < left.size
+
+
+def test_volume_under_a_transform_gets_its_segmentation_under_the_same_transform(fake_logic):
+    volume, voxels = make_volume(OBLIQUE)
+    transform = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "registration")
+    volume.SetAndObserveTransformNodeID(transform.GetID())
+    node = fake_logic.segment(volume, "bright")
+    assert node.GetTransformNodeID() == transform.GetID()
+    np.testing.assert_array_equal(segment_array(node, "bright", volume), voxels > 500)
+
+
+# --------------------------------------------------------------------------------------------------
+# The real backend
+
+
+def test_real_backend_two_prompts_non_blocking(logic, tiny_checkpoint, slicer_tmp):
+    """The panel's path: wait=False, a QTimer polls the real backend; a new segmentation named after
+    the volume, next to it in the data tree, one segment per prompt with table colour and terminology."""
+    volume, voxels = make_volume(OBLIQUE, name="abdomen CT")
+    sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
+    study = sh.CreateFolderItem(sh.GetSceneItemID(), "Study")
+    sh.SetItemParent(sh.GetItemByDataNode(volume), study)
+    events, completed = [], []
+
+    job = logic.segment(volume, "liver\nleft kidney", checkpoint=str(tiny_checkpoint), device="cpu",
+                        showIn3D=True, progressCallback=events.append, completedCallback=completed.append, wait=False)
+    assert isinstance(job, TGatedSegment.SegmentationJob) and job.running
+    assert logic.segmentationJob is job
+    run_until_done(job)
+
+    assert job.state == "done", job.error
+    assert completed == [job] and logic.segmentationJob is None
+    node = job.result
+    assert node.GetName() == "abdomen CT segmentation"
+    assert sh.GetItemParent(sh.GetItemByDataNode(node)) == study
+    assert node.GetSegmentation().ContainsRepresentation("Closed surface")
+    segmentation = node.GetSegmentation()
+    assert [segmentation.GetSegment(segmentation.GetNthSegmentID(n)).GetName() for n in range(2)] == \
+        ["liver", "left kidney"]
+    done = next(e for e in events if e["event"] == "done")
+    for name in ("liver", "left kidney"):
+        segment = segmentation.GetSegment(segmentation.GetSegmentIdBySegmentName(name))
+        organ = lookup(name)
+        np.testing.assert_allclose(segment.GetColor(), np.array(organ.color) / 255.0)
+        assert tag(segment, TERMINOLOGY_TAG) == organ.terminology()
+        assert tag(segment, "TGatedSegment.Prompt") == name
+        assert not segment.GetNameAutoGenerated() and not segment.GetColorAutoGenerated()
+        mask = segment_array(node, name, volume)
+        assert mask.shape == voxels.shape
+        assert int(mask.sum()) == next(r["voxels"] for r in done["segments"] if r["name"] == name)
+        matrix = np.eye(4)
+        import vtk
+
+        vmatrix = vtk.vtkMatrix4x4()
+        segment.GetRepresentation("Binary labelmap").GetImageToWorldMatrix(vmatrix)
+        vmatrix.DeepCopy(matrix.ravel(), vmatrix)
+        np.testing.assert_allclose(matrix, OBLIQUE, atol=1e-9)
+    left = tag(segmentation.GetSegment(segmentation.GetSegmentIdBySegmentName("left kidney")), TERMINOLOGY_TAG)
+    parts = left.split("~")
+    assert len(parts) == 7 and parts[2] == "SCT^64033007^Kidney" and parts[3] == "SCT^7771000^Left"
+
+    # Progress: stages in order, percent never goes back, ends at 100; the device actually used.
+    stages = [e["stage"] for e in events if e["event"] == "progress"]
+    assert stages[0] == "export" and stages[-1] == "import"
+    assert {"load", "segment", "write"} <= set(stages)
+    percents = [e["percent"] for e in events]
+    assert percents == sorted(percents) and percents[-1] == 100
+    assert any(e["text"].startswith("Segmenting: slice") for e in events)
+    assert job.device == "cpu" and next(e for e in events if e["event"] == "info")["device"] == "cpu"
+    assert os.listdir(slicer_tmp) == []
+    assert job.process.process.poll() is not None
+
+
+def test_cancel_mid_run_stops_the_backend_and_changes_nothing(logic, tiny_checkpoint, slicer_tmp):
+    """Cancel while the real backend is segmenting: process gone within seconds (clean SIGTERM exit),
+    scene exactly as before (including a chosen output segmentation), temporary files gone."""
+    volume, voxels = make_volume(AXIAL, shape=(160, 40, 40))
+    output = existing_segmentation(volume, {"liver": ((0.2, 0.3, 0.4), voxels > 500)})
+    before = scene_snapshot()
+    events, completed = [], []
+    job = logic.segment(volume, "liver, spleen", checkpoint=str(tiny_checkpoint), outputSegmentationNode=output,
+                        device="cpu", batchSize=1, progressCallback=events.append,
+                        completedCallback=completed.append, wait=False)
+    pump_until(lambda: any(e["event"] == "progress" and e["stage"] == "segment" for e in events) or not job.running,
+               90, "the backend to start segmenting")
+    assert job.running, job.error
+    started = time.monotonic()
+    logic.cancel()  # what the panel's Cancel button calls
+    stopped_in = time.monotonic() - started
+
+    assert job.state == "cancelled" and completed == [job]
+    assert stopped_in < 5.0
+    assert job.process.process.poll() is not None
+    assert job.process.returncode == glue.EXIT_CANCELLED  # stopped cleanly by SIGTERM, not killed
+    assert not any(e["event"] == "done" for e in events)
+    assert scene_snapshot() == before
+    assert os.listdir(slicer_tmp) == []
+    assert logic.segmentationJob is None
+    with pytest.raises(glue.Cancelled):  # waiting on a cancelled job says so, it returns no result
+        job.wait()
+
+
+def test_backend_failure_is_a_plain_error_with_details(logic, slicer_tmp, tmp_path):
+    volume, _ = make_volume(AXIAL)
+    before = scene_snapshot()
+    missing = tmp_path / "no-such-checkpoint"
+    with pytest.raises(glue.BackendError) as caught:
+        logic.segment(volume, "liver", checkpoint=str(missing), device="cpu")
+    error = caught.value
+    assert error.kind == "CheckpointError"
+    assert error.message.startswith("The model could not be loaded: checkpoint")
+    assert str(missing) in error.message and error.hint
+    assert "Exit code: 2" in error.details and "segment" in error.details
+    assert scene_snapshot() == before
+    assert os.listdir(slicer_tmp) == []
+    assert logic.segmentationJob is None
+
+
+def test_module_self_test_passes_against_the_stand_in(slicer_tmp):
+    """TGatedSegmentTest as Slicer runs it (instantiation, helpers, tiny-checkpoint inference)."""
+    TGatedSegment.TGatedSegmentTest().runTest()
+
+
+# --------------------------------------------------------------------------------------------------
+# Keep / replace rules, cancel from a callback, failures (fast stand-in backend)
+
+
+def test_existing_segments_are_kept_and_new_ones_suffixed(fake_logic):
+    volume, voxels = make_volume(SAGITTAL)
+    liver_mask = np.zeros(voxels.shape, bool)
+    liver_mask[1:3, 1:3, 1:3] = True
+    output = existing_segmentation(volume, {"Liver": ((0.1, 0.2, 0.3), liver_mask),
+                                            "bright": ((0.9, 0.9, 0.1), liver_mask)})
+    segmentation = output.GetSegmentation()
+    before = scene_snapshot()
+
+    result = fake_logic.segment(volume, "liver, bright", outputSegmentationNode=output)
+    assert result is output
+    after = scene_snapshot()
+    seg_entry_before = next(e for e in before if e[0] == output.GetID())
+    seg_entry_after = next(e for e in after if e[0] == output.GetID())
+    assert seg_entry_after[:5] == seg_entry_before[:5]  # both old segments: same id, name, colour, tags, voxels
+    names = [segmentation.GetSegment(segmentation.GetNthSegmentID(n)).GetName() for n in range(4)]
+    assert names == ["Liver", "bright", "liver (2)", "bright (2)"]
+    np.testing.assert_array_equal(segment_array(output, "bright (2)", volume), voxels > 500)
+
+
+def test_replace_ticked_replaces_only_the_same_name(fake_logic):
+    volume, voxels = make_volume(OBLIQUE)
+    small = np.zeros(voxels.shape, bool)
+    small[0, 0, 0] = True
+    output = existing_segmentation(volume, {"Bright": ((0.9, 0.9, 0.1), small), "liver": ((0.1, 0.2, 0.3), small)})
+    segmentation = output.GetSegmentation()
+    bright_id = segmentation.GetSegmentIdBySegmentName("Bright")
+    liver_before = next(e for e in scene_snapshot() if e[0] == output.GetID())[4]
+
+    fake_logic.segment(volume, "bright", outputSegmentationNode=output, replaceExisting=True)
+    assert segmentation.GetNumberOfSegments() == 2
+    assert segmentation.GetSegmentIdBySegmentName("bright") == bright_id  # same segment, same place
+    assert segmentation.GetSegment(bright_id).GetName() == "Bright"  # the user's spelling stays
+    np.testing.assert_array_equal(segment_array(output, "Bright", volume), voxels > 500)
+    assert next(e for e in scene_snapshot() if e[0] == output.GetID())[4] == liver_before  # untouched
+
+
+def test_cancel_from_a_progress_callback_in_a_blocking_call(fake_logic, slicer_tmp, monkeypatch):
+    monkeypatch.setenv("FAKE_BACKEND_SLEEP", "60")
+    volume, _ = make_volume(AXIAL)
+    before = scene_snapshot()
+
+    def cancel_when_segmenting(event):
+        if event["event"] == "progress" and event["stage"] == "segment":
+            fake_logic.cancel()
+
+    started = time.monotonic()
+    with pytest.raises(glue.Cancelled):
+        fake_logic.segment(volume, "bright", progressCallback=cancel_when_segmenting, wait=True)
+    assert time.monotonic() - started < 30
+    assert scene_snapshot() == before
+    assert os.listdir(slicer_tmp) == []
+    assert fake_logic.segmentationJob is None
+
+
+@pytest.mark.parametrize("mode, kind, start", [
+    ("crash", "Crash", "Segmentation stopped unexpectedly (exit code 1): RuntimeError: boom in the backend"),
+    ("missing-torch", "MissingDependency", "Segmentation needs the Python package 'torch'"),
+    ("error", "InputError", "Segmentation cannot use this input: the volume is constant"),
+])
+def test_backend_failures_in_plain_words(fake_logic, slicer_tmp, monkeypatch, mode, kind, start):
+    monkeypatch.setenv("FAKE_BACKEND_FAIL", mode)
+    volume, _ = make_volume(AXIAL)
+    output = existing_segmentation(volume, {})
+    before = scene_snapshot()
+    completed = []
+    job = fake_logic.segment(volume, "bright", outputSegmentationNode=output, completedCallback=completed.append,
+                             wait=False)
+    run_until_done(job)
+    assert job.state == "failed" and completed == [job]
+    assert job.error.kind == kind and job.error.message.startswith(start), job.error.message
+    assert job.error.hint and "Command:" in job.error.details
+    assert scene_snapshot() == before
+    assert os.listdir(slicer_tmp) == []
+
+
+def test_arguments_reach_the_backend(fake_logic, tiny_checkpoint):
+    volume, _ = make_volume(AXIAL)
+    sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
+    sh.SetItemAttribute(sh.GetItemByDataNode(volume), "DICOM.Modality", "MR")
+    fake_logic.segment(volume, ["bright", "liver"], checkpoint=str(tiny_checkpoint), device="cpu", threshold=0.3,
+                       batchSize=2)
+    argv = fake_logic.argv()
+    assert argv[0] == "segment" and argv[1].endswith("input.nrrd")
+    options = {flag: argv[n + 1] for n, flag in enumerate(argv[:-1]) if flag.startswith("--")}
+    assert options["--prompts"] == "bright, liver"
+    assert options["--modality"] == "mr"  # from the volume's DICOM Modality, panel on "auto"
+    assert options["--checkpoint"] == str(tiny_checkpoint)
+    assert options["--threshold"] == "0.3" and options["--batch-size"] == "2" and options["--device"] == "cpu"
+    assert options["--progress"] == "json"
+
+
+def test_refuses_bad_requests_before_starting_anything(fake_logic, slicer_tmp):
+    volume, _ = make_volume(AXIAL)
+    with pytest.raises(ValueError):
+        fake_logic.segment(volume, " , \n")
+    with pytest.raises(ValueError):
+        fake_logic.segment(None, "liver")
+    with pytest.raises(ValueError):
+        fake_logic.segment(volume, "liver", device="tpu")
+    surfaces = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "surfaces")
+    surfaces.GetSegmentation().SetSourceRepresentationName("Closed surface")
+    surfaces.GetSegmentation().AddEmptySegment("", "x")
+    with pytest.raises(ValueError, match="Closed surface"):
+        fake_logic.segment(volume, "liver", outputSegmentationNode=surfaces)
+    assert os.listdir(slicer_tmp) == [] and fake_logic.segmentationJob is None
+
+
+# --------------------------------------------------------------------------------------------------
+# Training
+
+
+def test_train_blocking_returns_the_best_checkpoint(fake_logic, tmp_path):
+    events = []
+    best = fake_logic.train(tmp_path / "dataset", tmp_path / "run", wait=True, progressCallback=events.append,
+                            epochs=3, batch_size=4, freezeEncoders=True, noTemporal=False, seed=7)
+    assert best == str(tmp_path / "run" / "best") and os.path.isdir(best)
+    argv = fake_logic.argv()
+    assert argv[:5] == ["train", "--data", str(tmp_path / "dataset"), "--output", str(tmp_path / "run")]
+    assert "--freeze-encoders" in argv and "--no-temporal" not in argv
+    assert argv[argv.index("--epochs") + 1] == "3" and argv[argv.index("--batch-size") + 1] == "4"
+    assert [e["text"] for e in events if e["event"] == "progress"][-1] == "Training: epoch 3 of 3"
+    assert events[-1]["event"] == "done" and events[-1]["percent"] == 100
+    assert fake_logic.trainingJob is None
+
+
+def test_train_in_background_can_be_stopped(fake_logic, tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_BACKEND_SLEEP", "60")
+    events, completed = [], []
+    folder = fake_logic.train(tmp_path / "dataset", tmp_path / "run", epochs=5, progressCallback=events.append,
+                              completedCallback=completed.append)
+    assert folder == str(tmp_path / "run" / "best")
+    job = fake_logic.trainingJob
+    pump_until(lambda: events, 30, "the first training event")
+    fake_logic.stopTraining()
+    assert job.state == "cancelled" and completed == [job]
+    assert job.process.process.poll() is not None and job.process.returncode == glue.EXIT_CANCELLED
+    assert fake_logic.trainingJob is None
+
+
+def test_train_failure_and_bad_options(fake_logic, tmp_path, monkeypatch):
+    with pytest.raises(TypeError, match="learningRate"):
+        fake_logic.train(tmp_path / "d", tmp_path / "r", learningRate=1e-3)
+    monkeypatch.setenv("FAKE_BACKEND_FAIL", "error")
+    with pytest.raises(glue.BackendError, match="^Training cannot use this input"):
+        fake_logic.train(tmp_path / "d", tmp_path / "r", wait=True)
+
+
+def test_dependencies_are_checked_without_importing(logic):
+    assert logic.missingDependencies() == []
+    assert [glue.requirementName(r) for r in logic.requirements()][0] == "torch"
+
+
+def test_volume_removed_during_the_run_is_reported_not_imported(fake_logic, slicer_tmp, monkeypatch):
+    monkeypatch.setenv("FAKE_BACKEND_SLEEP", "0.3")
+    volume, _ = make_volume(AXIAL)
+    job = fake_logic.segment(volume, "bright", wait=False)
+    slicer.mrmlScene.RemoveNode(volume)
+    run_until_done(job)
+    assert job.state == "failed" and job.error.kind == "NodeRemoved"
+    assert slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLSegmentationNode") is None
+    assert os.listdir(slicer_tmp) == []
+
+
+def test_console_use_logs_progress_without_a_callback(fake_logic, caplog):
+    volume, _ = make_volume(AXIAL)
+    with caplog.at_level("INFO"):
+        fake_logic.segment(volume, "bright")
+    messages = [r.getMessage() for r in caplog.records if r.getMessage().startswith("TGatedSegment: ")]
+    assert messages[1].startswith("TGatedSegment: running ")
+    texts = [m for m in messages if m.endswith("%)")]
+    assert texts[0] == "TGatedSegment: Preparing the volume (3%)"
+    assert texts[-1] == "TGatedSegment: Importing segments: 1 of 1 (100%)"
+    assert any("Segmenting: slice" in m for m in texts)
