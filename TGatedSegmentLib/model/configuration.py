@@ -12,7 +12,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..vocabulary import Organ
-from .peft import PeftConfig
 
 FORMAT_NAME = "tgated-segment"
 FORMAT_VERSION = 1
@@ -101,6 +100,31 @@ class PreprocessConfig:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
+@dataclass
+class PeftConfig:
+    """VLSM-style bottleneck adapters in the CLIP encoders (see ``peft.py``)."""
+
+    variant: str = "dense"  # "dense" or "shallow"
+    vision: bool = True
+    text: bool = True
+    conditional: bool = True
+    dim: int | None = None  # bottleneck width; default 64 (dense) or 512 (shallow), as in VLSM-Adapter
+    conditional_dim: int = 256
+
+    def __post_init__(self) -> None:
+        if self.variant not in ("dense", "shallow"):
+            raise ValueError(f"PEFT variant must be 'dense' or 'shallow', got {self.variant!r}")
+        if self.dim is None:
+            self.dim = 64 if self.variant == "dense" else 512
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PeftConfig":
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
 # The layout the authors' checkpoints saw (FLARE22 NIfTIs stored in LPS voxel order, sliced [:, :, z]).
 REFERENCE_SLICE_LAYOUT = ("L", "P")
 
@@ -116,7 +140,7 @@ class TGatedConfig:
     vocabulary: list[Organ] = field(default_factory=list)
     threshold: float = 0.5
     training: dict | None = None  # metadata written by the trainer
-    peft: "PeftConfig | None" = None  # VLSM-style bottleneck adapters in the CLIP encoders, if any
+    peft: PeftConfig | None = None  # VLSM-style bottleneck adapters in the CLIP encoders, if any
 
     @property
     def temporal(self) -> bool:

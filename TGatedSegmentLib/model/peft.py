@@ -18,33 +18,10 @@ encode-once-per-slice and embed-once-per-prompt properties hold.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import torch
 from torch import nn
 
-
-@dataclass
-class PeftConfig:
-    variant: str = "dense"  # "dense" or "shallow"
-    vision: bool = True
-    text: bool = True
-    conditional: bool = True
-    dim: int | None = None  # bottleneck width; default 64 (dense) or 512 (shallow), as in VLSM-Adapter
-    conditional_dim: int = 256
-
-    def __post_init__(self) -> None:
-        if self.variant not in ("dense", "shallow"):
-            raise ValueError(f"PEFT variant must be 'dense' or 'shallow', got {self.variant!r}")
-        if self.dim is None:
-            self.dim = 64 if self.variant == "dense" else 512
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "PeftConfig":
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+from .configuration import PeftConfig
 
 
 class Bottleneck(nn.Module):
