@@ -244,9 +244,11 @@ class SegmentationJob(BackendJob):
     stages = glue.SEGMENT_STAGES
 
     def __init__(self, logic, args, tempDir, outputPath, geometry, volumeNode, outputSegmentationNode,
-                 replaceExisting, showIn3D, progressCallback=None, completedCallback=None):
+                 replaceExisting, showIn3D, progressCallback=None, completedCallback=None, uncertaintyDir=None):
         super().__init__(logic, args, progressCallback, completedCallback)
         self.tempDir = tempDir
+        self.uncertaintyDir = uncertaintyDir
+        self.uncertaintyVolume = None  # the entropy map's volume node, when asked for
         self.outputPath = outputPath
         self.geometry = geometry
         self.volumeNode = volumeNode
@@ -257,7 +259,10 @@ class SegmentationJob(BackendJob):
 
     def onSuccess(self, doneEvent):
         self.segments = doneEvent.get("segments") or []
-        return self.logic.importResult(self, doneEvent)
+        segmentationNode = self.logic.importResult(self, doneEvent)
+        if self.uncertaintyDir:
+            self.uncertaintyVolume = self.logic.importUncertainty(self, doneEvent.get("uncertainty") or {})
+        return segmentationNode
 
     def cleanup(self):
         shutil.rmtree(self.tempDir, ignore_errors=True)
@@ -372,7 +377,7 @@ class TGatedSegmentLogic(ScriptedLoadableModuleLogic):
 
     def segment(self, volumeNode, prompts, checkpoint=None, outputSegmentationNode=None, device="auto",
                 modality="auto", threshold=None, batchSize=None, replaceExisting=False, showIn3D=False,
-                progressCallback=None, completedCallback=None, wait=True):
+                uncertainty=0, progressCallback=None, completedCallback=None, wait=True):
         """Segment the organs named by ``prompts`` in ``volumeNode``; one segment per prompt.
 
         :param prompts: text ("liver, left kidney", comma or newline separated) or a list of names.
@@ -386,6 +391,10 @@ class TGatedSegmentLogic(ScriptedLoadableModuleLogic):
         :param threshold: probability threshold; None: the checkpoint's.
         :param batchSize: slices per batch; None: the backend's default.
         :param showIn3D: also build the 3D surfaces.
+        :param uncertainty: N >= 2: also compute an uncertainty map from N stochastic passes of the temporal
+          adapter per slice (the image is still encoded once); it is added as a scalar volume ("<volume>
+          uncertainty", entropy in nats, 0 = certain) overlaid on the slice views, and returned as
+          ``job.uncertaintyVolume``. Needs a T-Gated checkpoint.
         :param progressCallback: called with each event dict (keys ``event``, ``stage``, ``done``,
           ``total``, ... plus ``percent`` and ``text``); None: progress goes to the log.
         :param completedCallback: called with the :class:`SegmentationJob` when it ends (any outcome).
@@ -410,11 +419,13 @@ class TGatedSegmentLogic(ScriptedLoadableModuleLogic):
         try:
             inputPath = os.path.join(tempDir, "input.nrrd")
             outputPath = os.path.join(tempDir, "result.seg.nrrd")
+            uncertaintyDir = os.path.join(tempDir, "uncertainty") if uncertainty else None
             args = self.backendPrefix() + glue.segmentArguments(inputPath, outputPath, prompts, checkpoint, device,
-                                                                modality, threshold, batchSize)
+                                                                modality, threshold, batchSize, uncertainty,
+                                                                uncertaintyDir)
             geometry = glue.exportVolume(arrayKJI, ijkToRAS, inputPath)
             job = SegmentationJob(self, args, tempDir, outputPath, geometry, volumeNode, outputSegmentationNode,
-                                  replaceExisting, showIn3D, progressCallback, completedCallback)
+                                  replaceExisting, showIn3D, progressCallback, completedCallback, uncertaintyDir)
             job.report({"event": "progress", "stage": "export", "done": 1, "total": 1})
             job.start(wait)
         except BaseException:
@@ -546,6 +557,29 @@ class TGatedSegmentLogic(ScriptedLoadableModuleLogic):
         if job.showIn3D:
             segmentationNode.CreateClosedSurfaceRepresentation()
         return segmentationNode
+
+    def importUncertainty(self, job, info):
+        """Add the combined entropy map as a scalar volume beside the volume, overlaid on the slice views."""
+        volumeNode = job.volumeNode
+        array = glue.readUncertainty(job.uncertaintyDir, job.geometry)
+        ijkToRAS = vtk.vtkMatrix4x4()
+        volumeNode.GetIJKToRASMatrix(ijkToRAS)
+        name = slicer.mrmlScene.GenerateUniqueName(f"{volumeNode.GetName()} uncertainty")
+        node = slicer.util.addVolumeFromArray(array, ijkToRAS, name, "vtkMRMLScalarVolumeNode")
+        node.SetAndObserveTransformNodeID(volumeNode.GetTransformNodeID())
+        node.SetAttribute("TGatedSegment.Uncertainty", info.get("method") or "")
+        display = node.GetDisplayNode()
+        display.SetAndObserveColorNodeID(glue.UNCERTAINTY_COLORS)
+        display.AutoWindowLevelOff()
+        display.SetWindowLevelMinMax(0.0, glue.UNCERTAINTY_MAX)
+        display.SetLowerThreshold(glue.UNCERTAINTY_SHOWN_FROM)  # certain voxels stay see-through
+        display.SetApplyThreshold(1)
+        shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
+        volumeItem = shNode.GetItemByDataNode(volumeNode)
+        if volumeItem:
+            shNode.SetItemParent(shNode.GetItemByDataNode(node), shNode.GetItemParent(volumeItem))
+        slicer.util.setSliceViewerLayers(background=volumeNode, foreground=node, foregroundOpacity=0.5)
+        return node
 
     # ---------------------------------------------------------------------------------------------
     # Training
@@ -744,6 +778,7 @@ class TGatedSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 batchSize=self.ui.batchSizeSpinBox.value,
                 replaceExisting=self.ui.replaceCheckBox.checked,
                 showIn3D=self.ui.show3DCheckBox.checked,
+                uncertainty=self.ui.uncertaintySamplesSpinBox.value if self.ui.uncertaintyCheckBox.checked else 0,
                 progressCallback=self.onProgress, completedCallback=self.onCompleted, wait=False)
         except Exception as exc:
             self.ui.progressBar.setVisible(False)
@@ -772,6 +807,9 @@ class TGatedSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.log(f"{row.get('name')}: {row.get('volume_ml', 0):.1f} ml{empty}")
             self.log(_("Done on {device}: {count} segment(s) in '{name}'.").format(
                 device=job.device or "?", count=len(job.segments), name=segmentationNode.GetName()))
+            if job.uncertaintyVolume is not None:
+                self.log(_("Uncertainty map: '{name}' (bright = unsure), overlaid on the slice views.").format(
+                    name=job.uncertaintyVolume.GetName()))
         elif job.state == "cancelled":
             self.log(_("Cancelled; nothing was changed."))
         else:

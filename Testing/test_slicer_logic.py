@@ -505,3 +505,39 @@ def test_console_use_logs_progress_without_a_callback(fake_logic, caplog):
     assert texts[0] == "TGatedSegment: Preparing the volume (3%)"
     assert texts[-1] == "TGatedSegment: Importing segments: 1 of 1 (100%)"
     assert any("Segmenting: slice" in m for m in texts)
+
+
+def test_uncertainty_map_is_added_as_an_overlay_volume(logic, tiny_checkpoint, slicer_tmp):
+    """uncertainty=N: the backend's combined entropy map comes back as a scalar volume on the volume's
+    grid, beside it in the data tree, coloured and overlaid on the slice views."""
+    volume, voxels = make_volume(OBLIQUE, shape=(6, 18, 22), name="abdomen CT")
+    node = logic.segment(volume, "liver, spleen", checkpoint=str(tiny_checkpoint), device="cpu", uncertainty=3)
+    assert node.GetSegmentation().GetNumberOfSegments() == 2
+    maps = [n for n in (slicer.mrmlScene.GetNthNode(i) for i in range(slicer.mrmlScene.GetNumberOfNodes()))
+            if n.GetName() == "abdomen CT uncertainty"]
+    assert len(maps) == 1
+    entropy = maps[0]
+    array = slicer.util.arrayFromVolume(entropy)
+    assert array.shape == voxels.shape
+    assert 0.0 <= array.min() and array.max() <= np.log(2) + 1e-5 and array.max() > 0
+    import vtk
+
+    matrix = vtk.vtkMatrix4x4()
+    entropy.GetIJKToRASMatrix(matrix)
+    np.testing.assert_allclose(slicer.util.arrayFromVTKMatrix(matrix), OBLIQUE, atol=1e-9)
+    display = entropy.GetDisplayNode()
+    assert display.GetColorNodeID() == "vtkMRMLColorTableNodeFileInferno.txt"
+    assert display.GetApplyThreshold() and display.GetLowerThreshold() > 0
+    assert slicer.util.sliceViewerLayers["foreground"] == entropy.GetID()
+    assert slicer.util.sliceViewerLayers["background"] == volume.GetID()
+    assert "dropout" in entropy.GetAttribute("TGatedSegment.Uncertainty")
+    assert os.listdir(slicer_tmp) == []
+
+
+def test_uncertainty_with_a_slice_wise_checkpoint_is_a_plain_error(logic, tiny_baseline_checkpoint, slicer_tmp):
+    volume, _ = make_volume(AXIAL, shape=(4, 10, 12))
+    before = scene_snapshot()
+    with pytest.raises(glue.BackendError) as info:
+        logic.segment(volume, "liver", checkpoint=str(tiny_baseline_checkpoint), device="cpu", uncertainty=3)
+    assert "stochastic" in str(info.value.message)
+    assert scene_snapshot() == before and os.listdir(slicer_tmp) == []

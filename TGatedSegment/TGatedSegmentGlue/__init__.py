@@ -272,6 +272,8 @@ def segmentArguments(
     modality: str = "auto",
     threshold: float | None = None,
     batchSize: int | None = None,
+    uncertainty: int = 0,
+    uncertaintyOutput: str | Path | None = None,
 ) -> list[str]:
     """Arguments after ``python -m TGatedSegmentLib``: the same ``segment`` command users run in a shell."""
     prompts = list(prompts)
@@ -295,7 +297,34 @@ def segmentArguments(
         if int(batchSize) < 1:
             raise ValueError(f"batch size {batchSize} must be at least 1")
         args += ["--batch-size", str(int(batchSize))]
+    if uncertainty:
+        if int(uncertainty) < 2 or uncertaintyOutput is None:
+            raise ValueError(f"an uncertainty map needs at least 2 samples and a folder, got {uncertainty}")
+        args += ["--uncertainty", str(int(uncertainty)), "--uncertainty-output", str(uncertaintyOutput)]
     return args
+
+
+# The uncertainty map shown in Slicer: predictive entropy of the most uncertain prompt (nats).
+UNCERTAINTY_FILE = "entropy_combined.nii.gz"
+UNCERTAINTY_MAX = 0.6931  # ln 2: a probability of 0.5
+UNCERTAINTY_SHOWN_FROM = 0.05  # lower values are drawn transparent in the overlay
+UNCERTAINTY_COLORS = "vtkMRMLColorTableNodeFileInferno.txt"
+
+
+def readUncertainty(folder: str | Path, expectedGeometry):
+    """The combined entropy map (k, j, i) from the backend's uncertainty folder, refused off the grid."""
+    import SimpleITK as sitk
+
+    from TGatedSegmentLib.io.volume import Geometry
+
+    path = Path(folder) / UNCERTAINTY_FILE
+    image = sitk.ReadImage(str(path))
+    geometry = Geometry.from_image(image)
+    if not geometry.matches(expectedGeometry):
+        raise BackendError("The uncertainty map does not lie on the volume's voxel grid, so it was not imported",
+                           "Report this as a bug, with the details.",
+                           f"volume: {expectedGeometry.to_dict()}\nmap: {geometry.to_dict()}", "GeometryMismatch")
+    return sitk.GetArrayFromImage(image)
 
 
 # Options of `tgated train` (issue 3) that train(...) accepts, as Python keyword -> (flag, kind).

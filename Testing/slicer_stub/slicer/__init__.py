@@ -132,7 +132,47 @@ class vtkMRMLDisplayNode(vtkMRMLNode):
 
 
 class vtkMRMLScalarVolumeDisplayNode(vtkMRMLDisplayNode):
-    pass
+    """Colour table, window/level and display threshold (vtkMRMLScalarVolumeDisplayNode.h)."""
+
+    def __init__(self):
+        super().__init__()
+        self._colorNodeId = "vtkMRMLColorTableNodeGrey"
+        self._autoWindowLevel = 1
+        self._windowLevelMinMax = (0.0, 0.0)
+        self._lowerThreshold, self._upperThreshold, self._applyThreshold = 0.0, 0.0, 0
+
+    def SetAndObserveColorNodeID(self, colorNodeId):
+        self._colorNodeId = colorNodeId
+
+    def GetColorNodeID(self):
+        return self._colorNodeId
+
+    def AutoWindowLevelOff(self):
+        self._autoWindowLevel = 0
+
+    def GetAutoWindowLevel(self):
+        return self._autoWindowLevel
+
+    def SetWindowLevelMinMax(self, minimum, maximum):
+        self._windowLevelMinMax = (float(minimum), float(maximum))
+
+    def GetWindowLevelMin(self):
+        return self._windowLevelMinMax[0]
+
+    def GetWindowLevelMax(self):
+        return self._windowLevelMinMax[1]
+
+    def SetLowerThreshold(self, value):
+        self._lowerThreshold = float(value)
+
+    def GetLowerThreshold(self):
+        return self._lowerThreshold
+
+    def SetApplyThreshold(self, apply):
+        self._applyThreshold = int(apply)
+
+    def GetApplyThreshold(self):
+        return self._applyThreshold
 
 
 class vtkMRMLLabelMapVolumeDisplayNode(vtkMRMLDisplayNode):

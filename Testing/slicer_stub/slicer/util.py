@@ -141,6 +141,19 @@ def launchConsoleProcess(args, useStartupEnvironment=True, updateEnvironment=Non
                             cwd=cwd)
 
 
+# What the slice views show, as setSliceViewerLayers last set it (node IDs and foreground opacity).
+sliceViewerLayers: dict = {}
+
+
+def setSliceViewerLayers(background="keep-current", foreground="keep-current", label="keep-current",
+                         foregroundOpacity=None, labelOpacity=None, fit=False, rotateToVolumePlane=False):
+    for role, node in (("background", background), ("foreground", foreground), ("label", label)):
+        if node != "keep-current":
+            sliceViewerLayers[role] = node.GetID() if hasattr(node, "GetID") else node
+    if foregroundOpacity is not None:
+        sliceViewerLayers["foregroundOpacity"] = float(foregroundOpacity)
+
+
 def toBool(value):
     if isinstance(value, str):
         return value.lower() in ("true", "1", "on", "yes")
