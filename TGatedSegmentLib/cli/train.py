@@ -123,8 +123,16 @@ def _install_cancel(token) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
+
     from ..training.preflight import preflight
 
+    main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 talks
+    if not main_rank:
+        import logging
+
+        logging.getLogger("TGatedSegmentLib").setLevel(logging.ERROR)
+        args.progress = "none"
     config = build_config(args)
     plan = preflight(config)  # fails here, before torch is imported and before anything is written
 
@@ -142,10 +150,13 @@ def run(args: argparse.Namespace) -> int:
                    f"(continue with: tgated train --resume {config.run_dir})")
         if args.progress == "json":
             print(json.dumps({"event": "cancelled", "run_dir": str(config.run_dir)}), flush=True)
-        print(f"tgated: {message}", file=sys.stderr)
+        if main_rank:
+            print(f"tgated: {message}", file=sys.stderr)
         return EXIT_CANCELLED
     finally:
         progress.close()
+    if not main_rank:
+        return 0
     if args.progress == "json":
         print(json.dumps({"event": "done", "run_dir": str(run_dir), "best": str(run_dir / "best"),
                           "last": str(run_dir / "last")}), flush=True)

@@ -230,14 +230,19 @@ def checkpoint_names(sources: Sequence[str]) -> list[str]:
 
 
 def evaluate(checkpoints: Sequence[str], data, tolerance_mm: float = 2.0, device: str = "auto", batch_size: int = 4,
-             amp: str | None = None, progress: Progress | None = None, cancel: CancelToken | None = None
-             ) -> EvaluationReport:
-    """Score every checkpoint on every case of ``data`` (a dataset folder or a loaded Dataset)."""
+             amp: str | None = None, progress: Progress | None = None, cancel: CancelToken | None = None,
+             names: Sequence[str] | None = None) -> EvaluationReport:
+    """Score every checkpoint on every case of ``data`` (a dataset folder or a loaded Dataset).
+
+    ``names``: display names (default: the folder names, made unique).
+    """
     from ..inference.api import Segmenter
     from ..training.dataset import Dataset, load_dataset
 
     dataset = data if isinstance(data, Dataset) else load_dataset(data)
-    names = checkpoint_names(checkpoints)
+    names = list(names) if names is not None else checkpoint_names(checkpoints)
+    if len(names) != len(checkpoints) or len(set(names)) != len(names):
+        raise InputError("evaluate needs one distinct name per checkpoint", "Pass unique names, or none.")
     report = EvaluationReport(names, dict(zip(names, map(str, checkpoints))), tolerance_mm=tolerance_mm,
                               dataset=str(dataset.root))
     progress = progress or Progress()

@@ -94,9 +94,21 @@ def setup(device: torch.device) -> tuple[DistContext, torch.device]:
         # generous timeout: rank 0 may spend a while building the cache while the others wait
         dist.init_process_group(backend=backend, timeout=datetime.timedelta(hours=2))
     ctx = DistContext(rank, world, local_rank, backend, device)
+    quiet_unless_main()
     if ctx.is_main:
         log.info("distributed training: %d processes, backend %s", world, backend)
     return ctx, device
+
+
+def process_rank() -> int:
+    """This process's rank as torchrun set it (0 outside torchrun)."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def quiet_unless_main() -> None:
+    """Rank-0-only logging: the other ranks report errors only."""
+    if process_rank() != 0:
+        logging.getLogger("TGatedSegmentLib").setLevel(logging.ERROR)
 
 
 def wrap(model: torch.nn.Module, ctx: DistContext) -> torch.nn.Module:

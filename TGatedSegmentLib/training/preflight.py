@@ -127,7 +127,9 @@ def preflight(config: TrainConfig) -> Plan:
     else:
         val = replace(train)
         val_label = "training cases (no held-out set: an overfitting check, not a validation)"
-        log.warning("no --val given: best/ is chosen on the training volumes themselves")
     present = _check_labels(train)
-    present.update(validate_label_values(val) if val.cases and kind == "path" else {})
+    if kind != "train":
+        present.update(validate_label_values(val))
+    if kind == "train":
+        log.warning("no --val given: best/ is chosen on the training volumes themselves")
     return Plan(config, train, val, val_label, present, state)

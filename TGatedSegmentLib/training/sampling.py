@@ -162,6 +162,7 @@ class WindowSampler(Sampler):
                 "world_size": self.world_size}
 
     def load_state_dict(self, state: dict) -> None:
-        if state.get("seed", self.seed) != self.seed or state.get("epoch_size", self.epoch_size) != self.epoch_size:
-            raise ValueError("the sampler state belongs to a different seed or epoch size")
+        mismatch = [k for k in ("seed", "epoch_size", "world_size") if state.get(k, getattr(self, k)) != getattr(self, k)]
+        if mismatch:
+            raise ValueError(f"the sampler state belongs to a different {', '.join(mismatch)}")
         self.set_epoch(state["epoch"], state["position"])

@@ -139,6 +139,59 @@ def build_training_model(config: TrainConfig, organs: list) -> LoadedModel:
     return loaded
 
 
+class StepRunner:
+    """One optimisation step: forward (through DDP when wrapped), loss, backward, clipping, AdamW.
+
+    The gradient norm is taken after DDP averaged the gradients, so every rank makes the same
+    skip decision for a non-finite step. Used by the trainer and the throughput benchmark.
+    """
+
+    def __init__(self, model: TGatedCLIPSeg, optimizer: torch.optim.Optimizer, config: TrainConfig,
+                 prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, net: torch.nn.Module | None = None,
+                 amp_dtype: torch.dtype | None = None):
+        self.model, self.net = model, net if net is not None else model
+        self.optimizer, self.config = optimizer, config
+        self.prompt_ids, self.prompt_mask = prompt_ids, prompt_mask  # (K, tokens): one row per prompt
+        self.device = prompt_ids.device
+        self.amp_dtype = amp_dtype if self.device.type == "cuda" else None
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        self.trainable = [p for p in model.parameters() if p.requires_grad]
+        self.skipped = 0
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return torch.autocast(self.device.type, enabled=False)
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def __call__(self, batch: dict) -> float:
+        """batch: pixels (B, S, 3, H, W), target (B, H, W), prompt (B,) row of prompt_ids -> loss."""
+        pixels = batch["pixels"].to(self.device, non_blocking=True)
+        target = batch["target"].to(self.device, non_blocking=True)
+        prompt = batch["prompt"].to(self.device)
+        with self._autocast():
+            logits = self.net(pixels, self.prompt_ids[prompt], self.prompt_mask[prompt])  # (B, H, W)
+        loss, _ = segmentation_loss(logits, target, self.model.gate_penalty(), self.config.gate_penalty)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+        else:
+            loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(self.trainable, self.config.grad_clip or float("inf"))
+        if torch.isfinite(norm):
+            if self.scaler is not None:
+                self.scaler.step(self.optimizer)
+            else:
+                self.optimizer.step()
+        else:
+            self.skipped += 1
+            log.warning("optimiser step skipped: non-finite gradient norm")
+        if self.scaler is not None:
+            self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(loss.detach())
+
+
 # --------------------------------------------------------------------------- the run
 
 
@@ -183,7 +236,7 @@ class _Run:
             self.amp_dtype = torch.bfloat16 if self.config.amp == "bf16" else torch.float16
         elif self.config.amp:
             log.warning("mixed precision (--amp %s) needs CUDA; training in float32 on %s", self.config.amp, device)
-        self.epoch = self.position = self.global_step = self.skipped_steps = 0
+        self.epoch = self.position = self.global_step = 0
         self.loss_sum, self.loss_steps = 0.0, 0
         self.history: list[dict] = []
         self.best: dict | None = None
@@ -223,7 +276,6 @@ class _Run:
         self.model: TGatedCLIPSeg = loaded.model.to(self.device)
         if cfg.freeze_encoders:
             freeze_encoders(self.model)
-        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
 
         self.progress.info(message=f"preparing {len(plan.train.cases)} training and {len(plan.val.cases)} validation "
                                    f"volume(s) (cache: {cfg.cache_path})")
@@ -242,14 +294,14 @@ class _Run:
         dataset = WindowDataset(self.train_volumes, self.model_config.preprocessing, self.model.context_size, prompt_of)
         workers = cfg.num_workers if cfg.num_workers is not None else (2 if self.device.type == "cuda" else 0)
         self.loader = make_loader(dataset, self.sampler, workers, pin_memory=self.device.type == "cuda")
-        ids, mask = tokenize(self.tokenizer, [o.prompt for o in self.organs], self.device)
-        self.prompt_ids, self.prompt_mask = ids, mask  # (K, tokens): one row per label id
+        ids, mask = tokenize(self.tokenizer, [o.prompt for o in self.organs], self.device)  # one row per label id
 
         self.optimizer = make_optimizer(self.model, cfg)
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
             self.optimizer, T_0=cfg.restart_epochs, eta_min=cfg.min_lr)
-        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
-        self.net = distributed.wrap(self.model, self.ctx)
+        self.step = StepRunner(self.model, self.optimizer, cfg, ids, mask, net=distributed.wrap(self.model, self.ctx),
+                               amp_dtype=self.amp_dtype)
+        self.scaler = self.step.scaler
         # Dropout / drop-path streams differ per rank; weights are rank 0's (DDP broadcasts them).
         torch.manual_seed(cfg.seed * 1009 + 17 + self.ctx.rank)
         if cfg.resume:
@@ -269,26 +321,32 @@ class _Run:
 
     def _counters(self) -> dict:
         return {"epoch": self.epoch, "position": self.position, "global_step": self.global_step,
-                "skipped_steps": self.skipped_steps, "loss_sum": self.loss_sum, "loss_steps": self.loss_steps,
+                "skipped_steps": self.step.skipped, "loss_sum": self.loss_sum, "loss_steps": self.loss_steps,
                 "history": self.history, "best": self.best}
 
     def _load_state(self) -> None:
         folder = self.run_dir / RESUME_DIR
         state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
         counters = json.loads((folder / RUN_FILE).read_text(encoding="utf-8"))["counters"]
-        for key, value in counters.items():
-            setattr(self, key, value)
+        for key in ("epoch", "position", "global_step", "loss_sum", "loss_steps", "history", "best"):
+            setattr(self, key, counters[key])
+        self.step.skipped = counters["skipped_steps"]
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
-        self.sampler.load_state_dict(state["sampler"])
+        saved_world = int(state["sampler"].get("world_size", 1))
         rngs = state["rng"]
-        if len(rngs) == self.ctx.world_size:
+        if saved_world == self.ctx.world_size and len(rngs) == self.ctx.world_size:
+            self.sampler.load_state_dict(state["sampler"])
             self._set_rng_state(rngs[self.ctx.rank])
         else:
-            log.warning("resumed with %d process(es) instead of %d: dropout streams restart", self.ctx.world_size,
-                        len(rngs))
+            # the same samples done, counted in this world size's batches (at most one batch repeats)
+            self.position = self.position * saved_world // self.ctx.world_size
+            self.sampler.set_epoch(self.epoch, self.position)
+            log.warning("resumed with %d process(es) instead of %d: the epoch continues from sample %d and the "
+                        "dropout streams restart (not bit-identical to an uninterrupted run)", self.ctx.world_size,
+                        saved_world, self.position * self.sampler.batch_size * self.ctx.world_size)
 
     def metadata(self, selected: str) -> dict:
         plan, cfg = self.plan, self.config
@@ -307,7 +365,7 @@ class _Run:
                          "steps_per_epoch": self.sampler.steps_per_epoch, "world_size": self.ctx.world_size},
             "epochs_completed": len(done),
             "step": self.global_step,
-            "skipped_steps": self.skipped_steps,
+            "skipped_steps": self.step.skipped,
             "best": self.best,
             "history": self.history,
         }
@@ -333,40 +391,6 @@ class _Run:
                             extra_files={STATE_FILE: buffer.getvalue(), RUN_FILE: json.dumps(run, indent=1)})
         self._last_save = time.monotonic()
         self.ctx.barrier()
-
-    # -- steps ----------------------------------------------------------------------------------
-    def _autocast(self):
-        if self.amp_dtype is None:
-            return torch.autocast(self.device.type, enabled=False)
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
-
-    def step(self, batch: dict) -> float:
-        pixels = batch["pixels"].to(self.device, non_blocking=True)  # (B, S, 3, H, W)
-        target = batch["target"].to(self.device, non_blocking=True)  # (B, H, W)
-        prompt = batch["prompt"].to(self.device)
-        with self._autocast():
-            logits = self.net(pixels, self.prompt_ids[prompt], self.prompt_mask[prompt])  # (B, H, W)
-        loss, _ = segmentation_loss(logits, target, self.model.gate_penalty(), self.config.gate_penalty)
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-            self.scaler.unscale_(self.optimizer)
-        else:
-            loss.backward()
-        # The norm is taken after DDP averaged the gradients, so every rank makes the same decision.
-        norm = torch.nn.utils.clip_grad_norm_(self.trainable, self.config.grad_clip or float("inf"))
-        if torch.isfinite(norm):
-            if self.scaler is not None:
-                self.scaler.step(self.optimizer)
-            else:
-                self.optimizer.step()
-        else:
-            self.skipped_steps += 1
-            log.warning("step %d skipped: non-finite gradient norm", self.global_step + 1)
-        if self.scaler is not None:
-            self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
-        return float(loss.detach())
 
     # -- validation -----------------------------------------------------------------------------
     def validate(self) -> dict:
