@@ -28,7 +28,7 @@ def test_train_real_ct_quick():
         assert out.stdout.startswith("skipped:")
         return
     assert "| organ | step 0 | trained (best/) |" in out.stdout and "| liver |" in out.stdout
-    assert "an overfitting check" in out.stdout
+    assert "an overfitting check" in out.stdout and "| **mean** |" in out.stdout
 
 
 def test_train_real_ct_exits_cleanly_without_the_data(tmp_path):

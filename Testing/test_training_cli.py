@@ -130,6 +130,17 @@ def test_output_problems_fail_before_training(good, tmp_path):
     out = run_cli("train", "--data", str(good), cwd=tmp_path)
     assert out.returncode == 2 and "missing --output" in out.stderr
 
+    out = run_cli("train", "--data", str(good), "--output", str(tmp_path / "r"), "--base", "builtin:nope",
+                  "--tokenizer", "compact", cwd=tmp_path)
+    assert out.returncode == 2 and "unknown built-in architecture 'builtin:nope'" in out.stderr
+    out = run_cli("train", "--data", str(good), "--output", str(tmp_path / "r"), "--base", "builtin:tiny",
+                  cwd=tmp_path)
+    assert out.returncode == 2 and "--tokenizer" in out.stderr
+    out = run_cli("train", "--data", str(good), "--output", str(tmp_path / "r"), "--base", "./no/such/ckpt",
+                  cwd=tmp_path)
+    assert out.returncode == 2 and "does not exist" in out.stderr
+    assert not (tmp_path / "r").exists()
+
 
 def test_evaluate_rejects_a_non_empty_report_folder(good, tmp_path):
     report = tmp_path / "report"
@@ -138,3 +149,22 @@ def test_evaluate_rejects_a_non_empty_report_folder(good, tmp_path):
     out = run_cli("evaluate", "--checkpoint", "x", "--data", str(good), "--output", str(report), cwd=tmp_path)
     assert out.returncode == 2 and "not empty" in out.stderr
     assert [p.name for p in report.iterdir()] == ["keep.txt"]
+
+
+def test_validation_sets_and_overwrite_in_preflight(good, tmp_path):
+    from TGatedSegmentLib.errors import InputError
+    from TGatedSegmentLib.training.config import TrainConfig
+    from TGatedSegmentLib.training.preflight import preflight
+
+    plan = preflight(TrainConfig(data=good, output=tmp_path / "r", val="split:1", seed=0, base="builtin:tiny",
+                                 tokenizer="compact"))
+    assert len(plan.train.cases) == 1 and len(plan.val.cases) == 1
+    assert plan.train.cases[0].case_id != plan.val.cases[0].case_id and plan.val_label.startswith("split:1")
+    other = make_dataset(tmp_path / "other", cases=1, depth=6, size=16, labels={"background": 0, "liver": 1})
+    with pytest.raises(InputError, match="validation labels differ"):
+        preflight(TrainConfig(data=good, output=tmp_path / "r", val=str(other), base="builtin:tiny",
+                              tokenizer="compact"))
+    earlier = tmp_path / "earlier"
+    (earlier / "last").mkdir(parents=True)
+    plan = preflight(TrainConfig(data=good, output=earlier, overwrite=True, base="builtin:tiny", tokenizer="compact"))
+    assert plan.resume_state is None and (earlier / "last").is_dir()  # preflight itself deletes nothing

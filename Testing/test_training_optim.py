@@ -12,7 +12,7 @@ from TGatedSegmentLib.model.configuration import PreprocessConfig
 from TGatedSegmentLib.model.tokenizer import tokenize
 from TGatedSegmentLib.training.config import TrainConfig
 from TGatedSegmentLib.training.losses import segmentation_loss, soft_dice_loss
-from TGatedSegmentLib.training.trainer import GROUPS, freeze_encoders, make_optimizer, parameter_group
+from TGatedSegmentLib.training.trainer import GROUPS, StepRunner, freeze_encoders, make_optimizer, parameter_group
 
 
 def tiny(temporal: bool = True):
@@ -96,3 +96,22 @@ def test_random_decoder_starts_with_moderate_logits():
     with torch.no_grad():
         logits = loaded.model.eval()(torch.randn(1, 5, 3, 32, 32), ids, mask)
     assert math.isfinite(float(logits.std())) and float(logits.abs().max()) < 20
+
+
+def test_a_non_finite_step_is_skipped_and_changes_nothing():
+    loaded = tiny()
+    model = loaded.model.train()
+    config = TrainConfig(data="d", output="o", lr_decoder=1e-2)
+    ids, mask = tokenize(loaded.tokenizer, ["liver"])
+    step = StepRunner(model, make_optimizer(model, config), config, ids, mask)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    pixels = torch.randn(2, 5, 3, 32, 32)
+    pixels[0, 2, 0, 3, 3] = float("nan")
+    loss = step({"pixels": pixels, "target": torch.zeros(2, 32, 32), "prompt": torch.zeros(2, dtype=torch.long)})
+    assert math.isnan(loss) and step.skipped == 1
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert not step.optimizer.state  # AdamW never stepped: no moments polluted by NaN
+    loss = step({"pixels": torch.randn(2, 5, 3, 32, 32), "target": torch.zeros(2, 32, 32),
+                 "prompt": torch.zeros(2, dtype=torch.long)})
+    assert math.isfinite(loss) and step.skipped == 1
+    assert not torch.equal(before["base_model.decoder.film_mul.weight"], model.base_model.decoder.film_mul.weight)

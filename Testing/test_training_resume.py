@@ -36,7 +36,7 @@ def cache_dir(tmp_path_factory) -> Path:
 
 
 def config(data, cache_dir, output, **kw) -> TrainConfig:
-    return TrainConfig(data=data, output=output, cache_dir=cache_dir, **{**FAST, **kw})
+    return TrainConfig(data=data, output=output, **{**FAST, "cache_dir": cache_dir, **kw})
 
 
 def weights(folder: Path) -> dict:
@@ -197,3 +197,14 @@ def test_killed_and_terminated_runs_leave_loadable_checkpoints_and_resume(data, 
     assert finish.returncode == 0, finish.stderr
     meta = training_meta(run / "last")
     assert [h["epoch"] for h in meta["history"]] == [1, 2, 3, 4, 5] and meta["step"] == 25
+
+
+def test_overwrite_replaces_an_earlier_run_but_keeps_its_cache(data, cache_dir, tmp_path):
+    run = train(config(data, None, tmp_path / "run", steps=2, epochs=1))
+    entries = sorted(p.name for p in (run / "cache").iterdir())
+    (run / "best" / "marker").write_text("old")
+    train(config(data, None, run, steps=3, epochs=1, overwrite=True, seed=1))
+    assert not (run / "best" / "marker").exists()
+    meta = training_meta(run / "last")
+    assert meta["step"] == 3 and meta["settings"]["seed"] == 1 and len(meta["history"]) == 1
+    assert sorted(p.name for p in (run / "cache").iterdir()) == entries

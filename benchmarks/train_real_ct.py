@@ -100,7 +100,11 @@ def main(argv=None) -> int:
         print(f"{steps} steps in {time.perf_counter() - started:.0f} s (validation included)")
         report = evaluate([str(initial), str(run_dir / "best")], dataset, device="cpu",
                           names=["step 0", "trained (best/)"])
-        print(f"\nper-organ metrics on {case} itself (organs present; an overfitting check):\n")
+        absent = sorted({r["organ"] for r in report.rows if r["ref_voxels"] == 0})
+        report.rows = [r for r in report.rows if r["ref_voxels"] > 0]  # score the organs present only
+        not_scored = f" (absent from the label, not scored: {', '.join(absent)})" if absent else ""
+        print(f"\nper-organ metrics on {case} itself (an overfitting check, not a validation), organs present "
+              f"only{not_scored}:\n")
         print(report.to_markdown())
         if args.json:
             Path(args.json).write_text(json.dumps({"case": case, "minutes": minutes, "steps": steps,

@@ -15,6 +15,7 @@ import sys
 
 from ..errors import EXIT_CANCELLED, Cancelled, InputError
 
+PATH_OPTIONS = ("data", "val", "base", "tokenizer", "cache_dir")
 # Options a resumed run may change; everything else comes from the run's own settings.
 RESUME_OVERRIDES = ("epochs", "steps", "max_seconds", "device", "num_workers", "val_batch_size", "save_every_steps",
                     "save_every_minutes")
@@ -83,7 +84,7 @@ def _explicit(args) -> dict:
 
 
 def build_config(args):
-    from ..training.config import TrainConfig
+    from ..training.config import TrainConfig, local_path
     from ..training.preflight import resume_config
 
     given = _explicit(args)
@@ -95,8 +96,11 @@ def build_config(args):
             raise InputError("--resume and --overwrite contradict each other",
                              "Use --resume to continue a run, or --overwrite to start it again.")
         config = resume_config(args.resume, **{k: v for k, v in given.items() if k in RESUME_OVERRIDES})
-        changed = sorted(k for k in given if k not in RESUME_OVERRIDES and k != "output"
-                         and given[k] != getattr(config, k))
+        def same(key, value):
+            saved = getattr(config, key)
+            return local_path(value) == local_path(saved) if key in PATH_OPTIONS else value == saved
+
+        changed = sorted(k for k in given if k not in RESUME_OVERRIDES and k != "output" and not same(k, given[k]))
         if changed:
             raise InputError(f"cannot change {', '.join('--' + k.replace('_', '-') for k in changed)} when resuming",
                              "Resume with the run's own settings (--epochs, --steps, --max-minutes, --device and "

@@ -68,7 +68,12 @@ class TrainConfig:
     overwrite: bool = False
 
     def __post_init__(self) -> None:
-        self.data = str(self.data)
+        # local paths are recorded absolute: the metadata stays meaningful and --resume works from any folder
+        self.data = local_path(self.data)
+        self.val = local_path(self.val) if self.val is not None and not str(self.val).strip().startswith("split") \
+            else self.val
+        self.base = local_path(self.base)
+        self.tokenizer = local_path(self.tokenizer) if self.tokenizer not in (None, "compact") else self.tokenizer
         self.output = str(self.output)
         checks = [
             ("epochs", self.epochs, 1), ("batch_size", self.batch_size, 1), ("restart_epochs", self.restart_epochs, 1),
@@ -113,6 +118,13 @@ class TrainConfig:
     @property
     def cache_path(self) -> Path:
         return Path(self.cache_dir).expanduser() if self.cache_dir else self.run_dir / "cache"
+
+
+def local_path(value) -> str:
+    """An existing local file or folder as an absolute path; anything else (hub id, builtin:) as is."""
+    text = str(value)
+    path = Path(text).expanduser()
+    return str(path.absolute()) if text and path.exists() else text
 
 
 def _flag(name: str) -> str:

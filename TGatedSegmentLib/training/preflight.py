@@ -107,9 +107,31 @@ def _check_labels(dataset: Dataset) -> dict[str, tuple[int, ...]]:
     return present
 
 
+def _check_base(config: TrainConfig) -> None:
+    """What can be told about --base without loading it (a hub id is only tried later, offline-safe)."""
+    from ..model.architectures import ARCHITECTURES, PREFIX, is_builtin
+
+    if config.resume:
+        return  # the model comes from RUN_DIR/resume
+    base = str(config.base)
+    random_base = is_builtin(base) or Path(base).is_file()
+    if is_builtin(base) and base[len(PREFIX):] not in ARCHITECTURES:
+        raise InputError(f"unknown built-in architecture '{base}'",
+                         f"Use one of: {', '.join(PREFIX + k for k in ARCHITECTURES)}.")
+    if random_base and not config.tokenizer:
+        raise InputError(f"the base '{base}' is an architecture with random weights and no tokenizer",
+                         "Pass --tokenizer with a CLIP tokenizer folder or hub id, or --tokenizer compact.")
+    if Path(base).is_dir() and not (Path(base) / "config.json").is_file():
+        raise InputError(f"the base folder '{base}' has no config.json",
+                         "Pass a checkpoint folder (tgated init/train/import), a CLIPSeg model folder or config.")
+    if base.startswith((".", "/", "~")) and not Path(base).expanduser().exists():
+        raise InputError(f"the base '{base}' does not exist", "Check the path given as --base.")
+
+
 def preflight(config: TrainConfig) -> Plan:
     """Load and check the datasets and the run folder; raise a one-line error before anything is written."""
     state = _check_run_dir(config)
+    _check_base(config)
     train = load_dataset(config.data)
     kind, n_val = parse_val(config.val)
     if kind == "split":

@@ -139,6 +139,13 @@ def build_training_model(config: TrainConfig, organs: list) -> LoadedModel:
     return loaded
 
 
+def _grad_scaler():
+    """float16 loss scaling (``torch.amp.GradScaler`` from torch 2.3, ``torch.cuda.amp`` before)."""
+    if hasattr(torch.amp, "GradScaler"):
+        return torch.amp.GradScaler("cuda")
+    return torch.cuda.amp.GradScaler()
+
+
 class StepRunner:
     """One optimisation step: forward (through DDP when wrapped), loss, backward, clipping, AdamW.
 
@@ -154,7 +161,7 @@ class StepRunner:
         self.prompt_ids, self.prompt_mask = prompt_ids, prompt_mask  # (K, tokens): one row per prompt
         self.device = prompt_ids.device
         self.amp_dtype = amp_dtype if self.device.type == "cuda" else None
-        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        self.scaler = _grad_scaler() if self.amp_dtype == torch.float16 else None
         self.trainable = [p for p in model.parameters() if p.requires_grad]
         self.skipped = 0
 
@@ -276,6 +283,7 @@ class _Run:
         self.model: TGatedCLIPSeg = loaded.model.to(self.device)
         if cfg.freeze_encoders:
             freeze_encoders(self.model)
+        self._prepare_folder()  # only now: a base that fails to load leaves an earlier run untouched
 
         self.progress.info(message=f"preparing {len(plan.train.cases)} training and {len(plan.val.cases)} validation "
                                    f"volume(s) (cache: {cfg.cache_path})")
@@ -479,7 +487,6 @@ class _Run:
 
     def run(self) -> Path:
         cfg = self.config
-        self._prepare_folder()
         self._setup()
         self._start = self._last_save = time.monotonic()
         if not cfg.resume:
