@@ -83,7 +83,8 @@ def main(argv=None) -> int:
                              lr_decoder=args.lr, lr_adapter=args.lr, device="cpu", num_workers=0,
                              save_every_minutes=None, overwrite=True)
         print(f"training builtin:tiny (random weights, T-Gated) on {case} for {minutes:g} min, {image_size}x"
-              f"{image_size}, batch 8, lr {args.lr:g} (encoders {args.lr_encoder:g}), CPU ({os.cpu_count()} cores, {platform.machine()}, "
+              f"{image_size}, batch 8, lr {args.lr:g} (encoders {args.lr_encoder:g}), CPU ({os.cpu_count()} cores, "
+              f"{platform.machine()}, "
               f"torch {torch.__version__}, {torch.get_num_threads()} threads)", flush=True)
         epochs = []
         started = time.perf_counter()

@@ -46,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
         if out.exists() and not out.is_dir():
             raise OutputError(f"'{out}' is a file, not a folder", "Pass a folder for the report.")
         if out.is_dir() and any(out.iterdir()) and not args.overwrite:
-            raise OutputError(f"the report folder '{out}' is not empty", "Pass --overwrite, or choose another --output.")
+            raise OutputError(f"the report folder '{out}' is not empty",
+                              "Pass --overwrite, or choose another --output.")
         check_writable(out / "report.json")
     dataset = load_dataset(args.data)
 

@@ -92,7 +92,8 @@ class TrainConfig:
                      "negative_ratio", "max_rotation"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise InputError(f"{name} must be a finite number >= 0, got {value!r}", f"Pass a valid --{_flag(name)}.")
+                raise InputError(f"{name} must be a finite number >= 0, got {value!r}",
+                                 f"Pass a valid --{_flag(name)}.")
         if not 0.0 <= self.flip_probability <= 1.0:
             raise InputError(f"flip_probability must be in [0, 1], got {self.flip_probability}", "Use e.g. 0.5.")
         if self.max_seconds is not None and not self.max_seconds > 0:

@@ -59,8 +59,9 @@ class SampleIndex:
             for label in ids:
                 here = table[:, label] if label < table.shape[1] else np.zeros(depth, bool)
                 for rows, mask in ((pos, here), (neg, ~here)):
-                    if mask.any():
-                        rows.append(np.stack([np.full(int(mask.sum()), v), z[mask], np.full(int(mask.sum()), label)], 1))
+                    n = int(mask.sum())
+                    if n:
+                        rows.append(np.stack([np.full(n, v), z[mask], np.full(n, label)], 1))
         empty = np.zeros((0, 3), np.int64)
         self.positives = np.concatenate(pos).astype(np.int64) if pos else empty  # (n, 3): volume, z, label
         self.negatives = np.concatenate(neg).astype(np.int64) if neg else empty
@@ -162,7 +163,8 @@ class WindowSampler(Sampler):
                 "world_size": self.world_size}
 
     def load_state_dict(self, state: dict) -> None:
-        mismatch = [k for k in ("seed", "epoch_size", "world_size") if state.get(k, getattr(self, k)) != getattr(self, k)]
+        mismatch = [k for k in ("seed", "epoch_size", "world_size")
+                    if state.get(k, getattr(self, k)) != getattr(self, k)]
         if mismatch:
             raise ValueError(f"the sampler state belongs to a different {', '.join(mismatch)}")
         self.set_epoch(state["epoch"], state["position"])

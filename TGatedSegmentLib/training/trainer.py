@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import Cancelled, InputError
+from ..errors import Cancelled
 from ..inference.api import Segmenter, resolve_device
 from ..model.checkpoint import (
     LoadedModel, build_model, load_model, resolve_tokenizer, save_checkpoint,

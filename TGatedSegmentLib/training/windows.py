@@ -59,7 +59,8 @@ def _seed_worker(worker_id: int) -> None:
     torch.set_num_threads(1)  # workers only resize and rotate a few slices; leave the cores to the model
 
 
-def make_loader(dataset: WindowDataset, sampler: WindowSampler, num_workers: int, pin_memory: bool = False) -> DataLoader:
+def make_loader(dataset: WindowDataset, sampler: WindowSampler, num_workers: int,
+                pin_memory: bool = False) -> DataLoader:
     return DataLoader(dataset, batch_size=sampler.batch_size, sampler=sampler, num_workers=num_workers,
                       pin_memory=pin_memory, worker_init_fn=_seed_worker if num_workers else None,
                       persistent_workers=False, drop_last=False,
