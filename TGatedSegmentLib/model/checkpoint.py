@@ -304,24 +304,21 @@ def save_checkpoint(
     return Path(folder)
 
 
-def init_checkpoint(
+def build_model(
     base: str | Path,
-    output: str | Path,
     tokenizer: str | Path | Any | None = None,
     temporal: bool = True,
     adapter: AdapterConfig | None = None,
     preprocessing: PreprocessConfig | None = None,
     vocabulary=None,
     seed: int = 0,
-) -> Path:
-    """An untrained checkpoint: random adapter on a base that is a config (random) or pretrained.
+) -> LoadedModel:
+    """An untrained model in memory: random adapter on a base that is a config (random) or pretrained.
 
     ``tokenizer`` is a folder/hub id, a tokenizer object, ``"compact"`` (offline, built from the
     vocabulary's words) or ``None`` (the base's own, when the base is a model folder or hub id).
     """
     from ..vocabulary import ABDOMEN13
-    from .tokenizer import compact_clip_tokenizer
-
     from .architectures import is_builtin
 
     torch.manual_seed(seed)
@@ -339,8 +336,7 @@ def init_checkpoint(
             raise CheckpointError("a random base from a config file has no tokenizer",
                                   "Pass --tokenizer with a CLIP tokenizer folder or hub id, or --tokenizer compact.")
         tokenizer = base
-    if isinstance(tokenizer, (str, Path)):
-        tokenizer = compact_clip_tokenizer([o.prompt for o in vocabulary]) if str(tokenizer) == "compact" else load_tokenizer(tokenizer)
+    tokenizer = resolve_tokenizer(tokenizer, vocabulary)
     check_tokenizer(tokenizer, clipseg_config)
     hidden = clipseg_config.vision_config.hidden_size
     config = TGatedConfig(
@@ -351,7 +347,47 @@ def init_checkpoint(
         vocabulary=vocabulary,
     )
     model = TGatedCLIPSeg(config, base_model=base_model)
-    return save_checkpoint(model, tokenizer, output, config)
+    if random_base:
+        reset_decoder_init(model.base_model.decoder)
+    return LoadedModel(model, tokenizer, config, base)
+
+
+def reset_decoder_init(decoder: torch.nn.Module) -> None:
+    """PyTorch's default init for a random CLIPSeg decoder's linear and conv layers.
+
+    transformers' generic init draws them from N(0, initializer_factor) = N(0, 1): a random
+    model then starts with logits of +-100, saturated sigmoids and almost no gradient, and does
+    not train in any reasonable time. (Pretrained weights replace all of this.)
+    """
+    for module in decoder.modules():
+        if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+            module.reset_parameters()
+
+
+def resolve_tokenizer(tokenizer: str | Path | Any, vocabulary=()):
+    """A tokenizer object from a folder/hub id, ``"compact"`` (built from the vocabulary's prompts) or as is."""
+    from .tokenizer import compact_clip_tokenizer
+
+    if isinstance(tokenizer, (str, Path)):
+        if str(tokenizer) == "compact":
+            return compact_clip_tokenizer([o.prompt for o in vocabulary])
+        return load_tokenizer(tokenizer)
+    return tokenizer
+
+
+def init_checkpoint(
+    base: str | Path,
+    output: str | Path,
+    tokenizer: str | Path | Any | None = None,
+    temporal: bool = True,
+    adapter: AdapterConfig | None = None,
+    preprocessing: PreprocessConfig | None = None,
+    vocabulary=None,
+    seed: int = 0,
+) -> Path:
+    """Write an untrained checkpoint folder (see :func:`build_model`)."""
+    loaded = build_model(base, tokenizer, temporal, adapter, preprocessing, vocabulary, seed)
+    return save_checkpoint(loaded.model, loaded.tokenizer, output, loaded.config)
 
 
 def import_reference_checkpoint(

@@ -61,6 +61,30 @@ class SliceCodec:
             x = torch.round(x * 255.0) / 255.0
         return ((x.expand(-1, 3, -1, -1) - self.mean) / self.std).to(self.dtype)
 
+    def encode_masks(self, masks: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """(N, Y, X) canonical binary masks -> (N, S, S) float32 training targets in [0, 1].
+
+        The same layout and the same (bilinear, antialiased) resize as :meth:`encode`, so a target
+        lies exactly on its image; shrinking gives soft edges instead of nearest neighbour's
+        dropped thin structures, and :meth:`decode` maps predictions back with the same filter.
+        """
+        x = torch.as_tensor(np.ascontiguousarray(masks) if isinstance(masks, np.ndarray) else masks)
+        x = self._to_layout(x.to(self.device, torch.float32)).unsqueeze(1)  # (N, 1, rows, cols)
+        size = self.config.image_size
+        if tuple(x.shape[-2:]) != (size, size):
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        return x.clamp_(0.0, 1.0).squeeze(1)
+
+    @property
+    def fill(self) -> torch.Tensor:
+        """(3,) the normalised value of a black (0) pixel: what rotations bring in at the corners."""
+        return (-self.mean / self.std).view(3)
+
+    @property
+    def left_right_dim(self) -> int:
+        """The model-input axis (-2 rows, -1 columns) that runs along the patient's left-right."""
+        return -2 if self.config.slice_layout[0] in "LR" else -1
+
     def decode(self, logits: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
         """(..., S, S) model logits -> (..., Y, X) logits on the canonical slice grid."""
         lead = logits.shape[:-2]

@@ -1,0 +1,169 @@
+"""``tgated train``: fine-tune T-Gated CLIPSeg (or the slice-wise baseline) on a labelled dataset.
+
+Data, labels and the run folder are checked before torch is even imported, so mistakes cost a
+second and write nothing. Under ``torchrun --nproc_per_node N -m TGatedSegmentLib train ...``
+the same command trains with DistributedDataParallel. SIGTERM / Ctrl-C stop after the current
+step and save it (a second Ctrl-C aborts at once); ``--resume RUN_DIR`` continues.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+
+from ..errors import EXIT_CANCELLED, Cancelled, InputError
+
+PATH_OPTIONS = ("data", "val", "base", "tokenizer", "cache_dir")
+# Options a resumed run may change; everything else comes from the run's own settings.
+RESUME_OVERRIDES = ("epochs", "steps", "max_seconds", "device", "num_workers", "val_batch_size", "save_every_steps",
+                    "save_every_minutes")
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="fine-tune the model on labelled volumes (nnU-Net/Decathlon dataset folder)",
+        description="Fine-tune CLIPSeg with the T-Gated temporal adapter (or the slice-wise baseline, --no-temporal) "
+        "on labelled CT/MR volumes, with the paper's sampling, augmentation and optimiser. Writes RUN_DIR/best "
+        "(highest mean validation Dice), RUN_DIR/last and RUN_DIR/resume. Multi-GPU: torchrun --nproc_per_node N "
+        "-m TGatedSegmentLib train ...",
+    )
+    p.add_argument("--data", metavar="DATASET", help="dataset folder (dataset.json + imagesTr/ + labelsTr/, or "
+                   "labels.json + image/label pairs)")
+    p.add_argument("--val", metavar="DATASET|split:N", help="validation dataset folder, or split:N to hold out N "
+                   "cases of --data chosen by --seed (default: validate on the training volumes, an overfitting check)")
+    p.add_argument("--output", "-o", metavar="RUN_DIR", help="run folder (best/, last/, resume/, cache/)")
+    p.add_argument("--base", metavar="CKPT_DIR|CONFIG.json|builtin:NAME|HUB_ID",
+                   help="starting model: a checkpoint folder (e.g. from `tgated init`), a CLIPSeg config or built-in "
+                        "architecture (random weights) or a CLIPSeg folder / hub id (pretrained; default "
+                        "CIDAS/clipseg-rd64-refined, needs the network once)")
+    p.add_argument("--tokenizer", metavar="DIR|HUB_ID|compact", help="CLIP tokenizer (default: the base's own)")
+    p.add_argument("--epochs", type=int, help="epochs (default 30)")
+    p.add_argument("--steps", type=int, help="stop after this many optimiser steps in all (a short run)")
+    p.add_argument("--max-minutes", type=float, help="stop after this much training time (then validate and save)")
+    p.add_argument("--batch-size", type=int, help="samples per step and process (default 8)")
+    p.add_argument("--samples-per-epoch", type=int, help="epoch length (default: one draw per positive pair + 1/3)")
+    p.add_argument("--lr-encoder", type=float, help="CLIP vision and text encoders (default 1e-6)")
+    p.add_argument("--lr-decoder", type=float, help="CLIPSeg decoder (default 1e-5)")
+    p.add_argument("--lr-adapter", type=float, help="temporal adapter (default 5e-5)")
+    p.add_argument("--no-temporal", action="store_true", help="train the slice-wise CLIPSeg baseline (ablation)")
+    p.add_argument("--freeze-encoders", action="store_true", help="keep the CLIP vision and text encoders fixed")
+    p.add_argument("--image-size", type=int, help="model input size (default: the base's, 352)")
+    p.add_argument("--amp", choices=["bf16", "fp16"], help="mixed precision on CUDA (default: float32)")
+    p.add_argument("--cache-dir", metavar="DIR", help="preprocessed-volume cache, shareable between runs "
+                   "(default RUN_DIR/cache)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run from its last saved step")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier run in RUN_DIR (keeps its cache)")
+    p.add_argument("--device", help="auto (CUDA if available), cpu or cuda (default auto)")
+    p.add_argument("--num-workers", type=int, help="data loading processes (default: 2 on CUDA, 0 on CPU)")
+    p.add_argument("--seed", type=int, help="seed for initialisation, sampling and the split (default 0)")
+    p.add_argument("--save-every-steps", type=int, help="also save last/ and resume/ every N steps")
+    p.add_argument("--progress", choices=["tqdm", "json", "none"], default="tqdm",
+                   help="progress bars on stderr (tqdm), JSON lines on stdout (json, for Slicer) or none")
+    p.set_defaults(func=run)
+
+
+def _explicit(args) -> dict:
+    """Options given on the command line, as TrainConfig fields."""
+    values = {
+        "data": args.data, "val": args.val, "output": args.output, "base": args.base, "tokenizer": args.tokenizer,
+        "epochs": args.epochs, "steps": args.steps, "batch_size": args.batch_size,
+        "samples_per_epoch": args.samples_per_epoch, "lr_encoder": args.lr_encoder, "lr_decoder": args.lr_decoder,
+        "lr_adapter": args.lr_adapter, "image_size": args.image_size, "amp": args.amp, "cache_dir": args.cache_dir,
+        "device": args.device, "num_workers": args.num_workers, "seed": args.seed,
+        "save_every_steps": args.save_every_steps,
+        "max_seconds": args.max_minutes * 60.0 if args.max_minutes is not None else None,
+    }
+    if args.no_temporal:
+        values["temporal"] = False
+    if args.freeze_encoders:
+        values["freeze_encoders"] = True
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def build_config(args):
+    from ..training.config import TrainConfig, local_path
+    from ..training.preflight import resume_config
+
+    given = _explicit(args)
+    if args.resume:
+        if args.output and args.output != args.resume:
+            raise InputError("--resume and --output name different run folders",
+                             "Pass only --resume RUN_DIR to continue a run.")
+        if args.overwrite:
+            raise InputError("--resume and --overwrite contradict each other",
+                             "Use --resume to continue a run, or --overwrite to start it again.")
+        config = resume_config(args.resume, **{k: v for k, v in given.items() if k in RESUME_OVERRIDES})
+        def same(key, value):
+            saved = getattr(config, key)
+            return local_path(value) == local_path(saved) if key in PATH_OPTIONS else value == saved
+
+        changed = sorted(k for k in given if k not in RESUME_OVERRIDES and k != "output" and not same(k, given[k]))
+        if changed:
+            raise InputError(f"cannot change {', '.join('--' + k.replace('_', '-') for k in changed)} when resuming",
+                             "Resume with the run's own settings (--epochs, --steps, --max-minutes, --device and "
+                             "--num-workers may change), or start a new run.")
+        return config
+    missing = [name for name in ("data", "output") if name not in given]
+    if missing:
+        raise InputError(f"missing {' and '.join('--' + m for m in missing)}",
+                         "Run e.g. tgated train --data DATASET --output RUN_DIR (or --resume RUN_DIR).")
+    return TrainConfig(**given, overwrite=args.overwrite)
+
+
+def _install_cancel(token) -> None:
+    """SIGTERM and the first Ctrl-C ask the trainer to stop after the current step (and save it)."""
+
+    def _stop(signum, frame):
+        if token.cancelled and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now
+        token.cancel()
+
+    signal.signal(signal.SIGINT, _stop)
+    if hasattr(signal, "SIGTERM"):
+        signal.signal(signal.SIGTERM, _stop)
+
+
+def run(args: argparse.Namespace) -> int:
+    import os
+
+    from ..training.preflight import preflight
+
+    main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 talks
+    if not main_rank:
+        import logging
+
+        logging.getLogger("TGatedSegmentLib").setLevel(logging.ERROR)
+        args.progress = "none"
+    config = build_config(args)
+    plan = preflight(config)  # fails here, before torch is imported and before anything is written
+
+    from ..progress import CancelToken, make_progress
+    from ..training.trainer import train
+
+    token = CancelToken()
+    _install_cancel(token)
+    progress = make_progress(None if args.progress == "none" else args.progress)
+    try:
+        run_dir = train(config, progress=progress, cancel=token, plan=plan)
+    except Cancelled:
+        progress.close()
+        message = (f"training stopped; the last complete checkpoints are in {config.run_dir} "
+                   f"(continue with: tgated train --resume {config.run_dir})")
+        if args.progress == "json":
+            print(json.dumps({"event": "cancelled", "run_dir": str(config.run_dir)}), flush=True)
+        if main_rank:
+            print(f"tgated: {message}", file=sys.stderr)
+        return EXIT_CANCELLED
+    finally:
+        progress.close()
+    if not main_rank:
+        return 0
+    if args.progress == "json":
+        print(json.dumps({"event": "done", "run_dir": str(run_dir), "best": str(run_dir / "best"),
+                          "last": str(run_dir / "last")}), flush=True)
+    else:
+        print(f"best checkpoint: {run_dir / 'best'}\nlast checkpoint: {run_dir / 'last'}", file=sys.stderr)
+    return 0

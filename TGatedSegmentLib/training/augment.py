@@ -1,0 +1,61 @@
+"""Training augmentation (paper Sec. 3.5): a small rotation for every organ, a left-right flip only for
+organs without a side, the same transform for all slices of a window and its mask.
+
+Parameters are drawn by the sampler (from its seeded per-epoch generator) and travel with each
+sample, so augmentation is reproducible, resumable and independent of DataLoader workers.
+Validation never augments (the authors' validation did; see README).
+
+The flip runs along the patient's left-right axis of the model input, whatever the checkpoint's
+slice layout (the authors' "horizontal" flip was along whichever image axis came second).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..vocabulary import Organ, laterality_of
+
+
+def flip_allowed(organ: Organ) -> bool:
+    """A left-right flip would turn a left organ into a right one: never for lateral organs."""
+    return organ.lateral is None and laterality_of(organ.prompt) is None and laterality_of(organ.name) is None
+
+
+def draw(rng: np.random.Generator, n: int, flippable: np.ndarray, max_rotation: float,
+         flip_probability: float) -> tuple[np.ndarray, np.ndarray]:
+    """Angles (degrees, uniform in +-max_rotation) and flips (p, only where ``flippable``) for n samples."""
+    angles = rng.uniform(-max_rotation, max_rotation, n) if max_rotation > 0 else np.zeros(n)
+    coins = rng.random(n) < flip_probability
+    return angles, coins & np.asarray(flippable, dtype=bool)
+
+
+def _rotate(x: torch.Tensor, degrees: float) -> torch.Tensor:
+    """Bilinear rotation of (N, C, H, W) about the image centre; zeros come in at the corners."""
+    theta = math.radians(degrees)
+    c, s = math.cos(theta), math.sin(theta)
+    h, w = x.shape[-2:]
+    # affine_grid works in normalised coordinates: correct for a non-square aspect ratio
+    matrix = torch.tensor([[c, -s * h / w, 0.0], [s * w / h, c, 0.0]], dtype=x.dtype, device=x.device)
+    grid = F.affine_grid(matrix.expand(x.shape[0], 2, 3), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def apply(pixels: torch.Tensor, target: torch.Tensor, angle: float, flip: bool, fill: torch.Tensor,
+          lr_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One transform for a whole window and its mask.
+
+    pixels (S, 3, H, W) normalised model input, target (H, W) in [0, 1]; ``fill`` (3,) is the
+    normalised black the rotation brings in (not 0, which is the mean grey); ``lr_dim`` the axis
+    (-2 or -1) along the patient's left-right.
+    """
+    if angle:
+        fill = fill.to(pixels).view(1, 3, 1, 1)
+        pixels = _rotate(pixels - fill, angle) + fill
+        target = _rotate(target[None, None], angle)[0, 0]
+    if flip:
+        pixels, target = pixels.flip(lr_dim), target.flip(lr_dim)
+    return pixels, target

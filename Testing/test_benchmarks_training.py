@@ -1,0 +1,36 @@
+"""The training benchmarks run in --quick mode, so they never rot (timings are printed, never asserted)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from conftest import REPO, SHARED, python_env
+
+
+def _run(script: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "benchmarks" / script), "--quick", *args], cwd=REPO,
+                          env=python_env(), capture_output=True, text=True, timeout=600)
+
+
+def test_train_throughput_quick():
+    out = _run("train_throughput.py")
+    assert out.returncode == 0, out.stderr
+    for name in ("T-Gated", "baseline", "T-Gated frozen enc.", "baseline frozen enc."):
+        assert f"  {name} " in out.stdout
+    assert "T-Gated / baseline, full fine-tuning" in out.stdout and "frozen / full, T-Gated" in out.stdout
+
+
+def test_train_real_ct_quick():
+    out = _run("train_real_ct.py")
+    assert out.returncode == 0, out.stderr
+    if not (SHARED / "data" / "abdomen-sample" / "dataset.json").is_file():
+        assert out.stdout.startswith("skipped:")
+        return
+    assert "| organ | step 0 | trained (best/) |" in out.stdout and "| liver |" in out.stdout
+    assert "an overfitting check" in out.stdout and "| **mean** |" in out.stdout
+
+
+def test_train_real_ct_exits_cleanly_without_the_data(tmp_path):
+    out = _run("train_real_ct.py", "--data", str(tmp_path / "absent"))
+    assert out.returncode == 0 and out.stdout.startswith("skipped:")

@@ -1,0 +1,105 @@
+"""Training throughput (samples/s) of the real-size model: T-Gated vs baseline, full vs frozen encoders.
+
+    python benchmarks/train_throughput.py            # builtin:rd64-refined (ViT-B/16, random weights), 352x352
+    python benchmarks/train_throughput.py --quick    # builtin:tiny, seconds (what the test suite runs)
+
+Each configuration runs the trainer's own optimisation step (``StepRunner``: forward through the
+model, BCE + Dice + gate penalty, backward, clipping, AdamW) on ready batches of the given size,
+so data loading is not part of the figure; a warm-up step comes first, then ``--steps`` timed
+steps. All four configurations run in this one process, one after the other, and are printed
+side by side with their ratios. Random weights cost exactly what the pretrained ones cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import torch  # noqa: E402
+
+CONFIGS = [("T-Gated", True, False), ("baseline", False, False), ("T-Gated frozen enc.", True, True),
+           ("baseline frozen enc.", False, True)]
+
+
+def measure(arch: str, temporal: bool, frozen: bool, batch: int, steps: int, image_size: int | None) -> dict:
+    from TGatedSegmentLib.model.checkpoint import build_model
+    from TGatedSegmentLib.model.configuration import PreprocessConfig
+    from TGatedSegmentLib.model.tokenizer import tokenize
+    from TGatedSegmentLib.training.config import TrainConfig
+    from TGatedSegmentLib.training.trainer import StepRunner, freeze_encoders, make_optimizer, set_train_mode
+
+    preprocessing = PreprocessConfig(image_size=image_size) if image_size else PreprocessConfig()
+    loaded = build_model(arch, "compact", temporal=temporal, preprocessing=preprocessing, seed=0)
+    model = loaded.model
+    config = TrainConfig(data="-", output="-", freeze_encoders=frozen, batch_size=batch)
+    if frozen:
+        freeze_encoders(model)
+    set_train_mode(model, frozen)
+    ids, mask = tokenize(loaded.tokenizer, ["liver", "left kidney", "pancreas"])
+    step = StepRunner(model, make_optimizer(model, config), config, ids, mask)
+    size = preprocessing.image_size
+    generator = torch.Generator().manual_seed(0)
+    batch_data = {"pixels": torch.randn(batch, model.context_size, 3, size, size, generator=generator),
+                  "target": (torch.rand(batch, size, size, generator=generator) > 0.8).float(),
+                  "prompt": torch.arange(batch) % 3}
+    step(batch_data)  # warm-up
+    start = time.perf_counter()
+    for _ in range(steps):
+        step(batch_data)
+    seconds = (time.perf_counter() - start) / steps
+    trainable = sum(p.numel() for p in step.trainable)
+    return {"seconds_per_step": seconds, "samples_per_s": batch / seconds, "trainable_params": trainable,
+            "images_per_sample": model.context_size}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny model, 1 timed step")
+    parser.add_argument("--arch", default=None, help="built-in architecture (default builtin:rd64-refined)")
+    parser.add_argument("--batch-size", type=int, default=None, help="samples per step (default 2; paper 8)")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps per configuration (default 3)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    args = parser.parse_args(argv)
+    arch = args.arch or ("builtin:tiny" if args.quick else "builtin:rd64-refined")
+    batch = args.batch_size or 2
+    steps = args.steps or (1 if args.quick else 3)
+    image_size = 64 if args.quick else None
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+    print(f"training throughput: {arch}, random weights, batch {batch}, "
+          f"{image_size or 352}x{image_size or 352}, float32, {steps} timed step(s) after 1 warm-up")
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU core(s), "
+          f"torch {torch.__version__} ({torch.get_num_threads()} threads), CPU")
+    results = {}
+    for name, temporal, frozen in CONFIGS:
+        results[name] = measure(arch, temporal, frozen, batch, steps, image_size)
+        r = results[name]
+        print(f"  {name:<22} {r['samples_per_s']:8.3f} samples/s  {r['seconds_per_step']:8.2f} s/step  "
+              f"({r['images_per_sample']} encoder image(s) per sample, {r['trainable_params'] / 1e6:.2f} M trainable)",
+              flush=True)
+    t, b = results["T-Gated"], results["baseline"]
+    tf, bf = results["T-Gated frozen enc."], results["baseline frozen enc."]
+    print("ratios (samples/s):")
+    print(f"  T-Gated / baseline, full fine-tuning   : {t['samples_per_s'] / b['samples_per_s']:.3f}")
+    print(f"  T-Gated / baseline, frozen encoders    : {tf['samples_per_s'] / bf['samples_per_s']:.3f}")
+    print(f"  frozen / full, T-Gated                 : {tf['samples_per_s'] / t['samples_per_s']:.3f}")
+    print(f"  frozen / full, baseline                : {bf['samples_per_s'] / b['samples_per_s']:.3f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"arch": arch, "batch": batch, "steps": steps, "results": results},
+                                              indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
