@@ -25,6 +25,27 @@ def _model(peft: PeftConfig | None, temporal: bool = True, base=None) -> TGatedC
 
 
 @pytest.mark.parametrize("variant", ["dense", "shallow"])
+def test_fresh_adapters_receive_gradients(variant):
+    """Identity at init must not mean dead: a loss reaches every adapter at once through its scale,
+    and fc1/fc2 after the scale's first update (a zero-initialised last layer behind ReLU would not)."""
+    model = _model(PeftConfig(variant=variant)).train()
+    model.set_finetune("adapters")
+    tok = compact_clip_tokenizer(["liver"])
+    ids, mask = tokenize(tok, ["liver", "spleen"])
+    pixels = torch.randn(2, model.context_size, 3, 64, 64)
+    model(pixels, ids, mask).sigmoid().mean().backward()
+    scales = [(n, p) for n, p in model.peft.named_parameters() if n.endswith("scale")]
+    assert scales and all(p.grad is not None and p.grad.abs() > 0 for _, p in scales)
+    model.zero_grad()
+    with torch.no_grad():
+        for _, p in scales:
+            p.fill_(0.1)
+    model(pixels, ids, mask).sigmoid().mean().backward()
+    fc2 = [p for n, p in model.peft.named_parameters() if n.endswith("fc2.weight")]
+    assert all(p.grad is not None and p.grad.abs().max() > 0 for p in fc2)
+
+
+@pytest.mark.parametrize("variant", ["dense", "shallow"])
 @pytest.mark.parametrize("temporal", [True, False])
 def test_fresh_adapters_leave_outputs_unchanged(variant, temporal):
     plain = _model(None, temporal)
@@ -46,10 +67,11 @@ def test_real_size_counts_match_vlsm_adapter():
     def count(**kw):
         return sum(p.numel() for p in PeftAdapters(PeftConfig(**kw), clip, temporal=False).parameters())
 
-    assert count(variant="dense", text=False, conditional=False) == 1_784_448  # DA-V
-    assert count(variant="dense") == 3_237_376  # DA-VLC, the paper's "about 3M"
-    assert count(variant="shallow", text=False, conditional=False) == 2_363_136  # SA-V
-    assert count(variant="shallow") == 4_201_984  # SA-VLC
+    # VLSM-Adapter's counts plus one output scale per adapter (18 + 18 + 1 dense, 3 + 3 + 1 shallow)
+    assert count(variant="dense", text=False, conditional=False) == 1_784_448 + 18  # DA-V
+    assert count(variant="dense") == 3_237_376 + 37  # DA-VLC, the paper's "about 3M"
+    assert count(variant="shallow", text=False, conditional=False) == 2_363_136 + 3  # SA-V
+    assert count(variant="shallow") == 4_201_984 + 7  # SA-VLC
 
 
 def test_finetune_modes_select_parameters():

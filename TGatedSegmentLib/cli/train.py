@@ -49,7 +49,22 @@ def add_parser(subparsers) -> None:
     p.add_argument("--lr-decoder", type=float, help="CLIPSeg decoder (default 1e-5)")
     p.add_argument("--lr-adapter", type=float, help="temporal adapter (default 5e-5)")
     p.add_argument("--no-temporal", action="store_true", help="train the slice-wise CLIPSeg baseline (ablation)")
-    p.add_argument("--freeze-encoders", action="store_true", help="keep the CLIP vision and text encoders fixed")
+    p.add_argument("--finetune", choices=["full", "decoder", "adapters"],
+                   help="what trains: full (everything, the paper's default), decoder (CLIPSeg decoder and adapters; "
+                        "CLIP frozen) or adapters (temporal adapter and PEFT adapters only; CLIP and decoder frozen). "
+                        "decoder and adapters save only the trained weights, on top of the base")
+    p.add_argument("--freeze-encoders", action="store_true",
+                   help="keep the CLIP vision and text encoders fixed: the same as --finetune decoder")
+    p.add_argument("--peft", choices=["dense", "shallow"],
+                   help="add VLSM bottleneck adapters to the CLIP encoders (zero-initialised): dense (after attention "
+                        "and MLP of each encoder layer) or shallow (on the encoder outputs and the prompt embedding)")
+    p.add_argument("--peft-dim", type=int, help="bottleneck width of the PEFT adapters (default 64 dense, 512 shallow)")
+    p.add_argument("--peft-parts", metavar="LIST",
+                   help="comma list of vision, text, conditional: where the PEFT adapters go (default all three)")
+    p.add_argument("--lr-peft", type=float, help="PEFT adapters (default 1e-3 dense, 3e-4 shallow, as VLSM-Adapter)")
+    p.add_argument("--probabilistic", action="store_true",
+                   help="probabilistic temporal attention (Gaussian keys/values) for uncertainty maps; a deterministic "
+                        "base initialises its means")
     p.add_argument("--image-size", type=int, help="model input size (default: the base's, 352)")
     p.add_argument("--amp", choices=["bf16", "fp16"], help="mixed precision on CUDA (default: float32)")
     p.add_argument("--cache-dir", metavar="DIR", help="preprocessed-volume cache, shareable between runs "
@@ -79,7 +94,14 @@ def _explicit(args) -> dict:
     if args.no_temporal:
         values["temporal"] = False
     if args.freeze_encoders:
+        if args.finetune == "full":  # with decoder or adapters it is implied (both freeze CLIP)
+            raise InputError("--freeze-encoders (the same as --finetune decoder) contradicts --finetune full",
+                             "Pass only one of them.")
         values["freeze_encoders"] = True
+    if args.probabilistic:
+        values["probabilistic"] = True
+    values.update(finetune=args.finetune, peft=args.peft, peft_dim=args.peft_dim, peft_parts=args.peft_parts,
+                  lr_peft=args.lr_peft)
     return {k: v for k, v in values.items() if v is not None}
 
 

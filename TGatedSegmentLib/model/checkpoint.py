@@ -5,12 +5,15 @@ A checkpoint is a folder that can be pushed to the HuggingFace Hub as is and use
 * ``config.json``: :meth:`TGatedConfig.to_dict` (base architecture and identity, adapter sizes,
   preprocessing, vocabulary, training metadata);
 * ``model.safetensors``: all weights, or only the trained ones when ``partial_weights`` is set
-  (they then load on top of ``base_model_id``);
+  (they then load on top of ``base_model_id``: a CLIPSeg hub id or folder, or a TGatedSegment
+  checkpoint folder whose CLIPSeg weights are meant; ``base_fingerprint``, when recorded, is the
+  SHA-256 of the weights taken from there, checked on loading);
 * the tokenizer's files.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -256,7 +259,10 @@ def _load_tgated(folder: Path, raw: dict, source: str, device) -> LoadedModel:
         raise CheckpointError(f"'{folder / CONFIG_NAME}' is not a valid TGatedSegment config ({exc})",
                               "The checkpoint is corrupt or from an incompatible version.") from None
     partial = bool(raw.get("partial_weights"))
-    base = load_clipseg_base(config.base_model_id) if partial else None
+    if partial and not config.base_model_id:
+        raise CheckpointError(f"'{folder}' holds only part of the weights but names no base model to load them on",
+                              "The checkpoint is incomplete: use one saved with full weights.")
+    base = load_base_model(config.base_model_id) if partial else None
     model = TGatedCLIPSeg(config, base_model=base)
     weights = folder / WEIGHTS_NAME
     if not weights.is_file():
@@ -269,10 +275,45 @@ def _load_tgated(folder: Path, raw: dict, source: str, device) -> LoadedModel:
         raise CheckpointError(f"cannot read '{weights}' ({str(exc).splitlines()[0][:200]})",
                               "The file is corrupt or truncated: copy the checkpoint again.") from None
     load_state_dict_checked(model, state_dict, str(folder), allow_missing_prefix="base_model." if partial else None)
+    expected = raw.get("base_fingerprint") if partial else None
+    if expected and base_fingerprint(model, state_dict.keys()) != expected:
+        raise CheckpointError(
+            f"the base model '{config.base_model_id}' is not the one '{folder}' was trained on (the weights taken "
+            "from it differ)",
+            "Restore that base model (folder or hub revision), or use a checkpoint saved with full weights.")
     has_tokenizer = any((folder / name).is_file() for name in ("tokenizer.json", "vocab.json"))
     tokenizer = load_tokenizer(folder if has_tokenizer else (config.base_model_id or DEFAULT_BASE_MODEL))
     check_tokenizer(tokenizer, model.base_model.config)
     return LoadedModel(model.to(device).eval(), tokenizer, config, source)
+
+
+def load_base_model(source: str | Path):
+    """The CLIPSeg model (``CLIPSegForImageSegmentation``) a partial checkpoint loads on top of:
+    a CLIPSeg folder or hub id, or the CLIPSeg part of a TGatedSegment checkpoint folder."""
+    folder = Path(str(source)).expanduser()
+    if folder.is_dir():
+        raw = _read_config(folder)
+        if raw is not None and raw.get("format") == FORMAT_NAME:
+            inner = load_model(folder).model
+            if inner.peft is not None:
+                inner.peft.detach()  # its hooks must not stay on the base we hand out
+            return inner.base_model
+    return load_clipseg_base(source)
+
+
+def base_fingerprint(model: TGatedCLIPSeg, saved_keys) -> str:
+    """SHA-256 over the ``base_model.`` tensors a partial checkpoint does not store (names, dtypes,
+    shapes, bytes): what loading takes from ``base_model_id``."""
+    saved = set(saved_keys)
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        if not name.startswith("base_model.") or name in saved:
+            continue
+        t = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)};".encode())
+        if t.numel():
+            digest.update(t.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
 
 
 def save_checkpoint(
@@ -283,14 +324,22 @@ def save_checkpoint(
     state_dict: dict | None = None,
     partial_weights: bool = False,
     extra_files: dict[str, bytes | str] | None = None,
+    base_fingerprint: str | None = None,
 ) -> Path:
-    """Write a checkpoint folder atomically (a kill at any moment leaves the previous one intact)."""
+    """Write a checkpoint folder atomically (a kill at any moment leaves the previous one intact).
+
+    ``partial_weights``: ``state_dict`` holds only some weights (the trained ones), the rest load
+    from ``config.base_model_id``; ``base_fingerprint`` (see :func:`base_fingerprint`) is then
+    recorded so that loading notices a changed base.
+    """
     from safetensors.torch import save_file
 
     config = config or model.config
     config.clipseg_config = model.base_model.config.to_dict()
     raw = config.to_dict()
     raw["partial_weights"] = bool(partial_weights)
+    if partial_weights and base_fingerprint:
+        raw["base_fingerprint"] = base_fingerprint
     state_dict = state_dict if state_dict is not None else model.state_dict()
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
     with atomic_dir(folder) as tmp:

@@ -18,6 +18,8 @@ K prompts, P projection dim, H = W = image size.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 
@@ -37,6 +39,8 @@ class TGatedCLIPSeg(nn.Module):
         self.base_model = base_model if base_model is not None else CLIPSegForImageSegmentation(config.clipseg())
         hidden = self.base_model.config.vision_config.hidden_size
         self.adapter = TemporalAdapter(config.adapter, hidden) if config.adapter is not None else None
+        # set by set_finetune: run the vision encoder under no_grad when nothing in it needs gradients
+        self.vision_without_grad = False
         self.peft = None
         if config.peft is not None:
             self.peft = PeftAdapters(config.peft, self.base_model.config, temporal=self.adapter is not None)
@@ -68,11 +72,14 @@ class TGatedCLIPSeg(nn.Module):
     def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) -> (N, L, T, C): what the rest of the model needs from each slice."""
         vision = self.base_model.clip.vision_model
-        if self.temporal:
-            features = vision(pixel_values=pixel_values).last_hidden_state.unsqueeze(1)
-        else:
-            hidden_states = vision(pixel_values=pixel_values, output_hidden_states=True).hidden_states
-            features = torch.stack([hidden_states[i + 1] for i in self.base_model.config.extract_layers], dim=1)
+        # frozen encoder, no dense vision adapter: nothing to backpropagate into, so record nothing
+        no_grad = self.vision_without_grad and torch.is_grad_enabled()
+        with torch.no_grad() if no_grad else contextlib.nullcontext():
+            if self.temporal:
+                features = vision(pixel_values=pixel_values).last_hidden_state.unsqueeze(1)
+            else:
+                hidden_states = vision(pixel_values=pixel_values, output_hidden_states=True).hidden_states
+                features = torch.stack([hidden_states[i + 1] for i in self.base_model.config.extract_layers], dim=1)
         return self.peft.vision_features(features) if self.peft is not None else features
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -156,10 +163,15 @@ class TGatedCLIPSeg(nn.Module):
         return [n for n in names if n.startswith(keep)]
 
     def set_finetune(self, finetune: str = "full") -> list[str]:
-        """Freeze everything outside ``trainable_names(finetune)``; returns the trained names."""
+        """Freeze everything outside ``trainable_names(finetune)``; returns the trained names.
+
+        Also switches the vision encoder to ``no_grad`` when nothing in it needs gradients
+        (``vision_needs_grad`` False: frozen CLIP and no dense vision adapter).
+        """
         trained = set(self.trainable_names(finetune))
         for name, param in self.named_parameters():
             param.requires_grad_(name in trained)
+        self.vision_without_grad = not self.vision_needs_grad
         return sorted(trained)
 
     @property

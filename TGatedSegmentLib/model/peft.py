@@ -1,7 +1,10 @@
 """Parameter-efficient fine-tuning: VLSM-style bottleneck adapters in the CLIP encoders.
 
-``f' = f + act(act(f W1) W2)`` with W2 (and its bias) zero-initialised, so a model with fresh
-adapters computes exactly what its base computes. Two placements (Dhakal et al., MICCAI 2024):
+``f' = f + s * act(act(f W1) W2)`` (VLSM-Adapter's ``f + act(act(f W1) W2)`` with ReLU, times a
+learnable scalar ``s``). ``s`` starts at 0, so a model with fresh adapters computes exactly what its
+base computes, while W1 and W2 keep PyTorch's default initialisation. (Zero-initialising W2
+instead would also start at the identity, but the outer ReLU's gradient at 0 is 0: such adapters
+never receive a gradient and stay the identity forever.) Two placements (Dhakal et al., MICCAI 2024):
 
 * ``dense``: after the self-attention and after the MLP of every encoder layer up to the last
   extracted one (vision and/or text), applied to the sub-block output before the residual add;
@@ -25,17 +28,17 @@ from .configuration import PeftConfig
 
 
 class Bottleneck(nn.Module):
-    """``x + relu(fc2(relu(fc1(x))))``; the identity at initialisation."""
+    """``x + scale * relu(fc2(relu(fc1(x))))``; ``scale`` starts at 0: the identity at initialisation,
+    with non-zero gradients (for ``scale`` at once, for fc1/fc2 from the first update of ``scale``)."""
 
     def __init__(self, dim: int, hidden: int):
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden)
         self.fc2 = nn.Linear(hidden, dim)
-        nn.init.zeros_(self.fc2.weight)
-        nn.init.zeros_(self.fc2.bias)
+        self.scale = nn.Parameter(torch.zeros(()))
 
     def delta(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(self.fc2(torch.relu(self.fc1(x))))
+        return self.scale * torch.relu(self.fc2(torch.relu(self.fc1(x))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.delta(x)
@@ -75,8 +78,9 @@ class PeftAdapters(nn.Module):
         if config.variant == "dense":
             if config.vision:
                 self.vision_dense = nn.ModuleList(Bottleneck(vision_width, dim) for _ in range(2 * depth))
-            if config.text:
-                self.text_dense = nn.ModuleList(Bottleneck(text_width, dim) for _ in range(2 * depth))
+            if config.text:  # (a text tower shallower than the last extract layer: one pair per layer it has)
+                text_depth = min(depth, clipseg_config.text_config.num_hidden_layers)
+                self.text_dense = nn.ModuleList(Bottleneck(text_width, dim) for _ in range(2 * text_depth))
         else:
             if config.vision:  # T-Gated reads one activation per slice, stock CLIPSeg one per extract layer
                 count = 1 if temporal else len(self.extract_layers)

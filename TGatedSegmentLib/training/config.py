@@ -18,7 +18,14 @@ DEFAULT_BASE = "CIDAS/clipseg-rd64-refined"
 # Settings that define what is trained: a resumed run must keep them (the others may change).
 STRUCTURAL = ("data", "val", "base", "tokenizer", "temporal", "freeze_encoders", "batch_size", "samples_per_epoch",
               "lr_encoder", "lr_decoder", "lr_adapter", "weight_decay", "restart_epochs", "min_lr", "grad_clip",
-              "gate_penalty", "negative_ratio", "max_rotation", "flip_probability", "seed", "image_size", "amp")
+              "gate_penalty", "negative_ratio", "max_rotation", "flip_probability", "seed", "image_size", "amp",
+              "finetune", "peft", "peft_dim", "peft_parts", "lr_peft", "probabilistic")
+
+FINETUNE_MODES = ("full", "decoder", "adapters")
+PEFT_VARIANTS = ("dense", "shallow")
+PEFT_PARTS = ("vision", "text", "conditional")
+# VLSM-Adapter's learning rates (scripts/finetune.py): 1e-3 for the dense adapters, 3e-4 for the shallow ones
+DEFAULT_LR_PEFT = {"dense": 1e-3, "shallow": 3e-4}
 
 
 @dataclass
@@ -38,7 +45,13 @@ class TrainConfig:
     base: str = DEFAULT_BASE
     tokenizer: str | None = None
     temporal: bool = True
-    freeze_encoders: bool = False
+    freeze_encoders: bool = False  # the same as finetune="decoder" (kept for compatibility)
+    finetune: str = "full"  # "full" (the paper), "decoder" (CLIP frozen) or "adapters" (CLIP and decoder frozen)
+    peft: str | None = None  # add VLSM bottleneck adapters to a base without them: "dense" or "shallow"
+    peft_dim: int | None = None  # their bottleneck width (default 64 dense, 512 shallow)
+    peft_parts: str | None = None  # comma list of vision, text, conditional (default all three)
+    lr_peft: float | None = None  # the PEFT adapters' learning rate (default 1e-3 dense, 3e-4 shallow)
+    probabilistic: bool = False  # probabilistic temporal attention (a deterministic base initialises its means)
     epochs: int = 30
     steps: int | None = None
     max_seconds: float | None = None
@@ -100,9 +113,47 @@ class TrainConfig:
             raise InputError(f"max_seconds must be > 0, got {self.max_seconds}", "Pass a positive time budget.")
         if self.amp not in (None, "bf16", "fp16"):
             raise InputError(f"unknown mixed precision '{self.amp}'", "Use --amp bf16 or --amp fp16 (CUDA only).")
+        self._check_finetune()
         if self.image_size is not None and self.image_size % 16:
             raise InputError(f"image_size {self.image_size} is not a multiple of 16",
                              "The ViT patch grid must be square and whole: use e.g. 352, 224, 128 or 64.")
+
+    def _check_finetune(self) -> None:
+        if self.finetune not in FINETUNE_MODES:
+            raise InputError(f"unknown fine-tuning mode '{self.finetune}'", "Use --finetune full, decoder or adapters.")
+        if self.freeze_encoders and self.finetune == "full":
+            self.finetune = "decoder"  # --freeze-encoders is the decoder mode under its old name
+        self.freeze_encoders = self.finetune != "full"  # CLIP is frozen in both other modes
+        if self.peft is not None and self.peft not in PEFT_VARIANTS:
+            raise InputError(f"unknown PEFT variant '{self.peft}'", "Use --peft dense or --peft shallow.")
+        if self.peft is None:
+            given = [f"--{_flag(n)}" for n in ("peft_dim", "peft_parts") if getattr(self, n) is not None]
+            if given:
+                raise InputError(f"{' and '.join(given)} without --peft", "Add --peft dense or --peft shallow.")
+        if self.peft_dim is not None and (isinstance(self.peft_dim, bool) or not isinstance(self.peft_dim, int)
+                                          or self.peft_dim < 1):
+            raise InputError(f"peft_dim must be a positive integer, got {self.peft_dim!r}", "Pass a valid --peft-dim.")
+        if self.peft_parts is not None:
+            parts = [p.strip().lower() for p in str(self.peft_parts).split(",") if p.strip()]
+            unknown = [p for p in parts if p not in PEFT_PARTS]
+            if unknown or not parts:
+                raise InputError(f"--peft-parts '{self.peft_parts}' " + (f"names unknown parts ({', '.join(unknown)})"
+                                 if unknown else "names no part"),
+                                 f"Use a comma list of {', '.join(PEFT_PARTS)}, e.g. vision,text.")
+            self.peft_parts = ",".join(p for p in PEFT_PARTS if p in parts)
+        if self.lr_peft is not None and (not isinstance(self.lr_peft, (int, float)) or not math.isfinite(self.lr_peft)
+                                         or self.lr_peft < 0):
+            raise InputError(f"lr_peft must be a finite number >= 0, got {self.lr_peft!r}", "Pass a valid --lr-peft.")
+        if self.probabilistic and not self.temporal:
+            raise InputError("--probabilistic needs the temporal adapter (it makes its attention probabilistic)",
+                             "Drop --no-temporal, or train without --probabilistic.")
+
+    def peft_settings(self) -> dict | None:
+        """The PeftConfig fields of ``--peft`` (None without it)."""
+        if self.peft is None:
+            return None
+        parts = (self.peft_parts or ",".join(PEFT_PARTS)).split(",")
+        return {"variant": self.peft, "dim": self.peft_dim, **{p: p in parts for p in PEFT_PARTS}}
 
     def to_dict(self) -> dict:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
@@ -133,6 +184,14 @@ def _flag(name: str) -> str:
 
 
 def structural_differences(saved: dict, current: TrainConfig) -> list[str]:
-    """Settings a resume may not change (they define the run), as 'name: saved -> now'."""
+    """Settings a resume may not change (they define the run), as 'name: saved -> now'.
+
+    A setting the saved run predates counts as its default (e.g. ``finetune`` of runs made before
+    it existed: ``decoder`` when they froze the encoders, else ``full``).
+    """
+    defaults = {f.name: f.default for f in fields(TrainConfig)}
+    saved = dict(saved)
+    saved.setdefault("finetune", "decoder" if saved.get("freeze_encoders") else "full")
     now = current.to_dict()
-    return [f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in STRUCTURAL if saved.get(k) != now.get(k)]
+    return [f"{k}: {saved.get(k, defaults.get(k))!r} -> {now.get(k)!r}" for k in STRUCTURAL
+            if saved.get(k, defaults.get(k)) != now.get(k)]

@@ -128,10 +128,80 @@ def _check_base(config: TrainConfig) -> None:
         raise InputError(f"the base '{base}' does not exist", "Check the path given as --base.")
 
 
+@dataclass
+class BaseInfo:
+    """What the fine-tuning checks need to know about the starting model (read without torch)."""
+
+    text_width: int
+    projection_dim: int
+    peft: dict | None = None  # the base's own PEFT adapters (PeftConfig fields), if it has some
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def read_base_info(base: str) -> BaseInfo | None:
+    """From a ``builtin:`` name, a CLIPSeg config file or folder, or a checkpoint folder; None for a
+    hub id (known only once loaded: the trainer repeats the checks on the loaded model)."""
+    from ..model.architectures import ARCHITECTURES, PREFIX, is_builtin
+
+    base = str(base)
+    raw = None
+    if is_builtin(base):
+        raw = ARCHITECTURES.get(base[len(PREFIX):])
+    elif Path(base).expanduser().is_file():
+        raw = _read_json(Path(base).expanduser())
+    elif Path(base).expanduser().is_dir():
+        raw = _read_json(Path(base).expanduser() / "config.json")
+    if not isinstance(raw, dict):
+        return None
+    clipseg = raw.get("clipseg_config", raw) if raw.get("format") == "tgated-segment" else raw
+    peft = raw.get("peft") if raw.get("format") == "tgated-segment" else None
+    text = clipseg.get("text_config") or {}
+    return BaseInfo(int(text.get("hidden_size", 512)), int(clipseg.get("projection_dim", 512)), peft or None)
+
+
+def _peft_summary(settings: dict) -> str:
+    parts = ",".join(p for p in ("vision", "text", "conditional") if settings.get(p))
+    return f"{settings.get('variant')} (dim {settings.get('dim')}, parts {parts or 'none'})"
+
+
+def check_finetune(config: TrainConfig, info: BaseInfo | None) -> None:
+    """Reject fine-tuning settings that cannot work with this base, in one line each."""
+    wanted = config.peft_settings()
+    if wanted is not None and wanted["dim"] is None:
+        wanted["dim"] = 64 if wanted["variant"] == "dense" else 512  # PeftConfig's defaults
+    own = info.peft if info is not None else None
+    if own and wanted:
+        keys = ("variant", "dim", "vision", "text", "conditional")
+        if any(own.get(k) != wanted[k] for k in keys):
+            raise InputError(f"the base already has PEFT adapters {_peft_summary(own)}, not the "
+                             f"{_peft_summary(wanted)} asked for",
+                             "Omit --peft (and --peft-dim/--peft-parts) to keep training the base's adapters, or start "
+                             "from a base without them.")
+    effective = wanted or own
+    if info is not None and effective and effective.get("variant") == "shallow" and effective.get("text") and \
+            info.text_width != info.projection_dim:
+        raise InputError(f"--peft shallow with text adapters needs the base's text width ({info.text_width}) to equal "
+                         f"its projection dim ({info.projection_dim}): they add EOT states to the prompt embedding",
+                         "Use --peft-parts vision,conditional, or --peft dense.")
+    if effective is None and config.lr_peft is not None and info is not None:
+        raise InputError("--lr-peft without PEFT adapters", "Add --peft dense|shallow, or drop --lr-peft.")
+    if config.finetune == "adapters" and not config.temporal and effective is None and info is not None:
+        raise InputError("--finetune adapters has nothing to train: no temporal adapter (--no-temporal) and no PEFT "
+                         "adapters", "Add --peft dense|shallow, drop --no-temporal, or use --finetune decoder.")
+
+
 def preflight(config: TrainConfig) -> Plan:
     """Load and check the datasets and the run folder; raise a one-line error before anything is written."""
     state = _check_run_dir(config)
     _check_base(config)
+    if not config.resume:
+        check_finetune(config, read_base_info(config.base))
     train = load_dataset(config.data)
     kind, n_val = parse_val(config.val)
     if kind == "split":

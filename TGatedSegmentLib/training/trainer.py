@@ -16,6 +16,13 @@ and text encoders, 1e-5 for the decoder, 5e-5 for every adapter parameter; cosin
 warm restarts every 5 epochs (evaluated at fractional epochs, so the rate also falls within an
 epoch); gradient clipping at 0.5; non-finite steps skipped. The encoders are called as submodules
 (never HF's ``no_grad`` paths), so the baseline trains them exactly like the T-Gated model.
+
+``finetune`` selects what trains (``TGatedCLIPSeg.set_finetune``): ``full`` everything (the
+paper), ``decoder`` (alias ``freeze_encoders``) the decoder and the adapters with CLIP frozen,
+``adapters`` the temporal adapter and the PEFT bottlenecks only (VLSM-Adapter), which get their
+own optimiser group ``peft``. When the vision encoder needs no gradient it runs under
+``no_grad``. In the two frozen modes ``best/``, ``last/`` and ``resume/`` store only the trained
+parameters, on top of the base model's identity (see :func:`checkpoint_identity`).
 """
 
 from __future__ import annotations
@@ -34,9 +41,9 @@ import torch
 from ..errors import Cancelled
 from ..inference.api import Segmenter, resolve_device
 from ..model.checkpoint import (
-    LoadedModel, build_model, load_model, resolve_tokenizer, save_checkpoint,
+    LoadedModel, base_fingerprint, build_model, load_base_model, load_model, resolve_tokenizer, save_checkpoint,
 )
-from ..model.configuration import AdapterConfig
+from ..model.configuration import FORMAT_NAME, AdapterConfig, PeftConfig
 from ..model.modeling import TGatedCLIPSeg
 from ..model.tokenizer import check_tokenizer, tokenize
 from ..progress import CancelToken, Progress, Throttle
@@ -44,7 +51,10 @@ from . import distributed
 from .cache import CachedVolume, cache_cases
 from .config import TrainConfig
 from .losses import segmentation_loss
-from .preflight import BEST_DIR, LAST_DIR, RESUME_DIR, RUN_FILE, RUN_ITEMS, Plan, preflight
+from .config import DEFAULT_LR_PEFT
+from .preflight import (
+    BEST_DIR, LAST_DIR, RESUME_DIR, RUN_FILE, RUN_ITEMS, BaseInfo, Plan, check_finetune, preflight,
+)
 from .sampling import SampleIndex, WindowSampler
 from .windows import WindowDataset, make_loader
 
@@ -52,6 +62,7 @@ log = logging.getLogger(__name__)
 
 STATE_FILE = "state.pt"
 GROUPS = ("vision", "text", "decoder", "adapter")
+PEFT_GROUP = "peft"  # VLSM bottleneck adapters, when the model has them
 
 
 # --------------------------------------------------------------------------- model and optimiser
@@ -61,6 +72,8 @@ def parameter_group(name: str) -> str:
     """The optimiser group of a parameter; every parameter has one (a new one fails loudly)."""
     if name.startswith("adapter."):
         return "adapter"
+    if name.startswith("peft."):
+        return PEFT_GROUP
     if name.startswith("base_model.decoder."):
         return "decoder"
     if name.startswith(("base_model.clip.vision_model.", "base_model.clip.visual_projection.")):
@@ -71,9 +84,12 @@ def parameter_group(name: str) -> str:
     raise RuntimeError(f"parameter '{name}' belongs to no optimiser group")
 
 
-def group_learning_rates(config: TrainConfig) -> dict[str, float]:
+def group_learning_rates(config: TrainConfig, peft_variant: str | None = None) -> dict[str, float]:
+    """Per group; the PEFT adapters' rate defaults to VLSM-Adapter's for their variant."""
+    variant = peft_variant or config.peft or "dense"
+    lr_peft = config.lr_peft if config.lr_peft is not None else DEFAULT_LR_PEFT[variant]
     return {"vision": config.lr_encoder, "text": config.lr_encoder, "decoder": config.lr_decoder,
-            "adapter": config.lr_adapter}
+            "adapter": config.lr_adapter, PEFT_GROUP: lr_peft}
 
 
 def freeze_encoders(model: TGatedCLIPSeg) -> None:
@@ -84,22 +100,45 @@ def freeze_encoders(model: TGatedCLIPSeg) -> None:
             p.requires_grad_(False)
 
 
-def set_train_mode(model: TGatedCLIPSeg, frozen_encoders: bool) -> None:
+def set_train_mode(model: TGatedCLIPSeg, frozen_encoders: bool, frozen_decoder: bool = False) -> None:
+    """Training mode, except frozen parts (eval: no dropout in what does not train)."""
     model.train()
     if frozen_encoders:
         model.base_model.clip.eval()
+    if frozen_decoder:
+        model.base_model.decoder.eval()
+
+
+def set_train_mode_for(model: TGatedCLIPSeg, finetune: str) -> None:
+    set_train_mode(model, finetune != "full", finetune == "adapters")
 
 
 def make_optimizer(model: TGatedCLIPSeg, config: TrainConfig) -> torch.optim.AdamW:
-    """AdamW with one group per part; all trainable parameters, ``temporal_pos_emb`` included."""
-    lrs = group_learning_rates(config)
-    params: dict[str, list] = {g: [] for g in GROUPS}
+    """AdamW with one group per part; all trainable parameters, ``temporal_pos_emb`` included,
+    frozen ones left out (so every trained parameter is in exactly one group)."""
+    variant = model.peft.config.variant if getattr(model, "peft", None) is not None else None
+    lrs = group_learning_rates(config, variant)
+    params: dict[str, list] = {g: [] for g in GROUPS + (PEFT_GROUP,)}
     for name, p in model.named_parameters():
         group = parameter_group(name)
         if p.requires_grad:
             params[group].append(p)
     groups = [{"name": g, "params": ps, "lr": lrs[g]} for g, ps in params.items() if ps]
     return torch.optim.AdamW(groups, lr=config.lr_decoder, weight_decay=config.weight_decay)
+
+
+def _rebuild(loaded: LoadedModel, config, seed: int) -> LoadedModel:
+    """The model ``config`` describes, on the same CLIPSeg base, with every weight of ``loaded`` that
+    still fits (same name and shape) and fresh initialisation for what is new."""
+    old = loaded.model
+    if old.peft is not None:
+        old.peft.detach()  # the new model attaches its own hooks to the shared base
+    torch.manual_seed(seed)
+    model = TGatedCLIPSeg(config, base_model=old.base_model)
+    new_state = model.state_dict()
+    kept = {k: v for k, v in old.state_dict().items() if k in new_state and new_state[k].shape == v.shape}
+    model.load_state_dict(kept, strict=False)
+    return LoadedModel(model, loaded.tokenizer, config, loaded.source)
 
 
 def _adapter_changed(loaded: LoadedModel, temporal: bool, seed: int) -> LoadedModel:
@@ -110,9 +149,69 @@ def _adapter_changed(loaded: LoadedModel, temporal: bool, seed: int) -> LoadedMo
     config.adapter = AdapterConfig.default_for(hidden) if temporal else None
     log.warning("the base %s; training %s", "has a temporal adapter" if loaded.model.temporal else "has no adapter",
                 "with a new, randomly initialised adapter" if temporal else "the slice-wise baseline without it")
-    torch.manual_seed(seed)
-    return LoadedModel(TGatedCLIPSeg(config, base_model=loaded.model.base_model), loaded.tokenizer, config,
-                       loaded.source)
+    return _rebuild(loaded, config, seed)
+
+
+def extend_for_training(loaded: LoadedModel, config: TrainConfig) -> LoadedModel:
+    """Add what the run asks for and the base lacks: PEFT adapters (zero-initialised: the model
+    starts equal to its base) and probabilistic temporal attention (the base's attention weights
+    become the key/value means, ``var_proj`` starts at its init: equal outputs without sampling)."""
+    model = loaded.model
+    add_peft = config.peft is not None and model.peft is None
+    add_prob = config.probabilistic and model.adapter is not None and not model.adapter.config.probabilistic
+    if not (add_peft or add_prob):
+        return loaded
+    new = copy.deepcopy(loaded.config)
+    if add_peft:
+        new.peft = PeftConfig(**config.peft_settings())
+        log.info("adding %s PEFT adapters (dim %d)", new.peft.variant, new.peft.dim)
+    if add_prob:
+        new.adapter.probabilistic = True
+        log.info("the temporal attention becomes probabilistic (means from the base, variances at their init)")
+    try:
+        extended = _rebuild(loaded, new, config.seed + 1)
+    except ValueError as exc:  # PeftAdapters' own size check (the base is only known now for hub ids)
+        from ..errors import InputError
+
+        raise InputError(f"cannot add PEFT adapters to this base: {exc}", "Use --peft dense.") from None
+    missing = set(extended.model.state_dict()) - set(model.state_dict())
+    assert all(k.startswith("peft.") or ".var_proj." in k for k in missing), sorted(missing)[:5]
+    return extended
+
+
+def checkpoint_identity(config: TrainConfig, loaded: LoadedModel, frozen_keys: set[str]) -> tuple[str | None, str]:
+    """Where a partial checkpoint's left-out (frozen, ``base_model.``) weights can be reloaded from.
+
+    * a CLIPSeg folder or hub id as ``--base``: that (exactly its weights);
+    * a TGatedSegment checkpoint: the CLIPSeg base it names, when the frozen weights equal that
+      base's (e.g. a ``tgated init`` folder, or a run that froze them too); otherwise the checkpoint
+      folder itself;
+    * a random architecture (``builtin:``, a config file): none (the run then saves full weights).
+
+    Returns ``(identity or None, explanation)``.
+    """
+    from ..model.architectures import is_builtin
+
+    base = str(config.base)
+    if is_builtin(base) or Path(base).expanduser().is_file():
+        return None, f"the base '{base}' is an architecture with random weights: nothing to reload them from"
+    if loaded.config.base_model_id == base:  # a plain CLIPSeg (zero-shot load)
+        return base, f"on top of the CLIPSeg base '{base}'"
+    named = loaded.config.base_model_id
+    if named:
+        try:
+            reference = load_base_model(named).state_dict()
+            state = loaded.model.state_dict()
+            same = all(k.removeprefix("base_model.") in reference and
+                       torch.equal(state[k].cpu(), reference[k.removeprefix("base_model.")]) for k in frozen_keys)
+            if same:
+                return named, f"on top of '{named}' (the base of '{base}'; its frozen weights are that base's)"
+            why = f"its frozen weights differ from those of its base '{named}'"
+        except Exception as exc:  # not reachable (offline hub id, moved folder): fall back to the checkpoint itself
+            why = f"its base '{named}' cannot be loaded here ({type(exc).__name__})"
+    else:
+        why = "it names no CLIPSeg base"
+    return base, f"on top of the checkpoint '{base}' ({why})"
 
 
 def build_training_model(config: TrainConfig, organs: list) -> LoadedModel:
@@ -132,6 +231,10 @@ def build_training_model(config: TrainConfig, organs: list) -> LoadedModel:
             loaded.tokenizer = resolve_tokenizer(config.tokenizer, organs)
             check_tokenizer(loaded.tokenizer, loaded.model.base_model.config)
         loaded = _adapter_changed(loaded, config.temporal, config.seed)
+    clip = loaded.model.base_model.config
+    own = loaded.config.peft.to_dict() if loaded.config.peft is not None else None
+    check_finetune(config, BaseInfo(clip.text_config.hidden_size, clip.projection_dim, own))  # again: hub ids
+    loaded = extend_for_training(loaded, config)
     loaded.config.vocabulary = list(organs)
     if config.image_size:
         loaded.config.preprocessing.image_size = config.image_size
@@ -280,9 +383,8 @@ class _Run:
         else:
             loaded = build_training_model(cfg, self.organs)
         self.tokenizer, self.model_config = loaded.tokenizer, loaded.config
+        self._setup_finetune(loaded)
         self.model: TGatedCLIPSeg = loaded.model.to(self.device)
-        if cfg.freeze_encoders:
-            freeze_encoders(self.model)
         self._prepare_folder()  # only now: a base that fails to load leaves an earlier run untouched
 
         self.progress.info(message=f"preparing {len(plan.train.cases)} training and {len(plan.val.cases)} validation "
@@ -314,6 +416,52 @@ class _Run:
         torch.manual_seed(cfg.seed * 1009 + 17 + self.ctx.rank)
         if cfg.resume:
             self._load_state()
+
+    def _setup_finetune(self, loaded: LoadedModel) -> None:
+        """Freeze per ``finetune`` and decide what the checkpoints store (all or the trained weights)."""
+        cfg, model = self.config, loaded.model
+        trained = set(model.set_finetune(cfg.finetune))  # also: vision encoder under no_grad if allowed
+        if not trained:
+            from ..errors import InputError
+
+            raise InputError(f"--finetune {cfg.finetune} leaves nothing to train in this model",
+                             "Add --peft dense|shallow, or use --finetune decoder or full.")
+        state_keys = list(model.state_dict())
+        self.saved_keys = None  # None: full weights
+        self.fingerprint = None
+        note = "all weights"
+        if cfg.finetune != "full":
+            saved = {k for k in state_keys if not k.startswith("base_model.") or k in trained}
+            if cfg.resume:
+                raw = json.loads((self.run_dir / RESUME_DIR / "config.json").read_text(encoding="utf-8"))
+                identity = loaded.config.base_model_id if raw.get("partial_weights") else None
+                note = ((loaded.config.training or {}).get("weights") or {}).get("note", "")
+            else:
+                identity, note = checkpoint_identity(cfg, loaded, set(state_keys) - saved)
+            if identity is None:
+                log.warning("--finetune %s: checkpoints keep all weights, because %s", cfg.finetune, note)
+            else:
+                self.saved_keys = saved
+                self.model_config.base_model_id = identity
+                self.fingerprint = base_fingerprint(model, saved)
+        self.weights_info = {
+            "finetune": cfg.finetune,
+            "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "vision_encoder_no_grad": model.vision_without_grad,
+            "stored": "trained parameters only" if self.saved_keys is not None else "all weights",
+            "base": self.model_config.base_model_id if self.saved_keys is not None else None,
+            "note": note,
+        }
+
+    def _save(self, folder: Path, config, extra_files: dict | None = None) -> None:
+        """A checkpoint folder: all weights, or only the trained ones on top of the base's identity."""
+        if self.saved_keys is None:
+            save_checkpoint(self.model, self.tokenizer, folder, config, extra_files=extra_files)
+            return
+        state = {k: v for k, v in self.model.state_dict().items() if k in self.saved_keys}
+        save_checkpoint(self.model, self.tokenizer, folder, config, state_dict=state, partial_weights=True,
+                        extra_files=extra_files, base_fingerprint=self.fingerprint)
 
     # -- state ----------------------------------------------------------------------------------
     def _rng_state(self) -> dict:
@@ -368,6 +516,7 @@ class _Run:
                      "labels": {str(i): n for i, n in plan.train.label_names.items()}},
             "base": cfg.base,
             "temporal": self.model.temporal,
+            "weights": self.weights_info,
             "settings": settings,
             "sampling": {**self.index.counts(), "epoch_size": self.sampler.epoch_size,
                          "steps_per_epoch": self.sampler.steps_per_epoch, "world_size": self.ctx.world_size},
@@ -387,7 +536,7 @@ class _Run:
         """last/ and resume/ at the current (epoch, position), each swapped in atomically."""
         rngs = self.ctx.all_gather(self._rng_state())
         if self.ctx.is_main:
-            save_checkpoint(self.model, self.tokenizer, self.run_dir / LAST_DIR, self._config_with("last"))
+            self._save(self.run_dir / LAST_DIR, self._config_with("last"))
             state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                      "scaler": self.scaler.state_dict() if self.scaler is not None else None,
                      "sampler": {**self.sampler.state_dict(), "epoch": self.epoch, "position": self.position},
@@ -395,8 +544,8 @@ class _Run:
             buffer = io.BytesIO()
             torch.save(state, buffer)
             run = {"config": self.config.to_dict(), "counters": self._counters()}
-            save_checkpoint(self.model, self.tokenizer, self.run_dir / RESUME_DIR, self._config_with("resume"),
-                            extra_files={STATE_FILE: buffer.getvalue(), RUN_FILE: json.dumps(run, indent=1)})
+            self._save(self.run_dir / RESUME_DIR, self._config_with("resume"),
+                       extra_files={STATE_FILE: buffer.getvalue(), RUN_FILE: json.dumps(run, indent=1)})
         self._last_save = time.monotonic()
         self.ctx.barrier()
 
@@ -424,7 +573,7 @@ class _Run:
             rows = evaluate_segmenter(segmenter, cases(), metrics=("dice",), progress=self.progress, cancel=cancel,
                                       total=len(mine), stage="validate")
         finally:
-            set_train_mode(self.model, self.config.freeze_encoders)
+            set_train_mode_for(self.model, self.config.finetune)
         rows = [r for part in self.ctx.all_gather(rows) for r in part]
         summary = summarize(rows)
         per_organ = {organ: stats["dice"] for organ, stats in summary["per_organ"].items()}
@@ -472,7 +621,7 @@ class _Run:
             self.epoch, self.position = self.epoch + 1, 0
             self.loss_sum, self.loss_steps = 0.0, 0
         if improved and self.ctx.is_main:
-            save_checkpoint(self.model, self.tokenizer, self.run_dir / BEST_DIR, self._config_with("best"))
+            self._save(self.run_dir / BEST_DIR, self._config_with("best"))
         self.save_point()
         self.progress.info(kind="epoch", epoch=entry["epoch"], epochs=self.config.epochs, step=self.global_step,
                            train_loss=loss, val_mean_dice=result["val_mean_dice"], val_dice=result["val_dice"],
@@ -491,6 +640,10 @@ class _Run:
         self._start = self._last_save = time.monotonic()
         if not cfg.resume:
             self.save_point()  # resume/ and last/ exist from the first moment
+        w = self.weights_info
+        self.progress.info(message=f"fine-tuning '{cfg.finetune}': {w['trainable_parameters']:,} of "
+                                   f"{w['parameters']:,} parameters trained; checkpoints store {w['stored']}"
+                                   + (f" ({w['note']})" if cfg.finetune != "full" else ""))
         self.progress.info(message=f"training {'T-Gated' if self.model.temporal else 'baseline'} on {self.device}"
                                    f"{f' x {self.ctx.world_size} processes' if self.ctx.enabled else ''}: "
                                    f"{self.sampler.epoch_size} samples/epoch ({self.index.counts()['positives']} "
@@ -505,7 +658,7 @@ class _Run:
         while self.epoch < cfg.epochs:
             steps = self.sampler.steps_per_epoch
             self.sampler.set_epoch(self.epoch, self.position)
-            set_train_mode(self.model, cfg.freeze_encoders)
+            set_train_mode_for(self.model, cfg.finetune)
             stop = None
             for batch in self.loader:
                 stop = self._stop_requested()
