@@ -93,6 +93,24 @@ def test_entropy_is_zero_where_samples_agree(tmp_path, tiny_config_file, volume)
     assert np.allclose(mc.entropy, binary_entropy(torch.from_numpy(mc.probabilities)).numpy(), atol=1e-5)
 
 
+@pytest.mark.parametrize("direction", [(1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0), (-1.0, 0, 0, 0, -1.0, 0, 0, 0, 1.0)])
+def test_monte_carlo_on_the_model_input_grid(tmp_path, tiny_config_file, direction):
+    """Slices already of the model's input size (no resampling of the outputs): the phantom demo's case."""
+    from TGatedSegmentLib.model.configuration import PreprocessConfig
+
+    ckpt = init_checkpoint(tiny_config_file, tmp_path / "ckpt64", tokenizer="compact",
+                           preprocessing=PreprocessConfig(image_size=64))
+    array = np.random.default_rng(1).normal(40, 30, (5, 64, 64)).astype(np.float32)
+    geometry = Geometry(size=(64, 64, 5), spacing=(1.0, 1.0, 2.0), origin=(0.0, 0.0, 0.0), direction=direction)
+    seg = Segmenter(ckpt, device="cpu")
+    torch.manual_seed(0)
+    result = seg.segment(array, prompts="liver", geometry=geometry, uncertainty=3, modality="ct",
+                         return_probabilities=True)
+    assert result.entropy.shape == result.probabilities.shape == (1, 5, 64, 64)
+    assert 0.0 <= result.probabilities.min() and result.probabilities.max() <= 1.0
+    assert np.allclose(result.entropy, binary_entropy(torch.from_numpy(result.probabilities)).numpy(), atol=1e-5)
+
+
 def test_baseline_has_no_uncertainty(tiny_baseline_checkpoint, volume):
     seg = Segmenter(tiny_baseline_checkpoint, device="cpu")
     with pytest.raises(InputError, match="stochastic"):

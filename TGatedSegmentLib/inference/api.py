@@ -165,7 +165,9 @@ class Segmenter:
         text = self.engine.text_embeddings([o.prompt for o in organs])
         read = lambda idx: canonical[idx]  # noqa: E731
         if uncertainty:
-            batches = ((c, self.codec.decode(p, (rows, cols)).clamp_(0, 1), self.codec.decode(mi, (rows, cols)))
+            # out of place: decode returns its input unchanged when the grid is the model's own, and
+            # that is an inference-mode tensor (in-place updates outside inference mode are refused)
+            batches = ((c, self.codec.decode(p, (rows, cols)).clamp(0, 1), self.codec.decode(mi, (rows, cols)))
                        for c, p, mi in self.engine.run_monte_carlo(read, depth, text, uncertainty, progress, cancel))
         else:
             batches = ((c, torch.sigmoid(self.codec.decode(logits, (rows, cols))), None)
