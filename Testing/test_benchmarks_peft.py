@@ -144,3 +144,27 @@ def test_uncertainty_analysis_helpers():
     assert rows[1]["one_minus_dice"] == 1.0 and abs(rows[1]["fp_ml"] - 0.04) < 1e-9
     corr = bench.correlations(case["rows"])
     assert corr["liver"]["dice"][0] == 2 and corr["pooled"]["fp"][0] == 2
+
+
+def test_uncertainty_benchmark_reuses_only_a_finished_run_with_the_same_settings(tmp_path):
+    from TGatedSegmentLib.training import TrainConfig
+
+    bench = _load("uncertainty_phantom.py")
+    config = TrainConfig(data="-", output=tmp_path / "run", val="split:1", probabilistic=True, image_size=128,
+                         epochs=4, batch_size=8, samples_per_epoch=2400, seed=0)
+    assert bench.finished_run(config, 6) is None  # nothing there
+    (tmp_path / "run" / "last").mkdir(parents=True)
+    (tmp_path / "run" / "best").mkdir()
+    settings = {k: getattr(config, k) for k in ("probabilistic", "image_size", "batch_size", "samples_per_epoch",
+                                                "epochs", "seed", "lr_encoder", "lr_decoder", "lr_adapter", "val")}
+    meta = {"settings": settings, "epochs_completed": 4,
+            "data": {"train_cases": ["a", "b", "c", "d", "e"], "val_cases": ["f"]}}
+    (tmp_path / "run" / "last" / "config.json").write_text(json.dumps({"training": meta}))
+    assert bench.finished_run(config, 6) == tmp_path / "run"
+    assert bench.finished_run(config, 5) is None  # other phantoms
+    meta["epochs_completed"] = 3  # stopped early
+    (tmp_path / "run" / "last" / "config.json").write_text(json.dumps({"training": meta}))
+    assert bench.finished_run(config, 6) is None
+    meta["epochs_completed"], settings["probabilistic"] = 4, False  # the other model
+    (tmp_path / "run" / "last" / "config.json").write_text(json.dumps({"training": meta}))
+    assert bench.finished_run(config, 6) is None

@@ -1,12 +1,19 @@
 """Uncertainty maps on the synthetic phantom: where they light up, how they track errors, what they cost.
 
-    python benchmarks/uncertainty_phantom.py           # tiny model trained for a few CPU minutes; rd64 timing
+    python benchmarks/uncertainty_phantom.py           # tiny model trained on phantoms, N = 10; rd64 timing
+                                                       # (33 min on a 2-core CPU shared with other jobs:
+                                                       # 25 training, 8 Monte Carlo and timing)
+    python benchmarks/uncertainty_phantom.py --work DIR  # keep phantoms and runs; a rerun reuses the model
     python benchmarks/uncertainty_phantom.py --quick   # small phantoms, a few steps (what the test suite runs)
 
-1. Train a tiny probabilistic T-Gated model (``tgated train --probabilistic`` with the settings the
-   demo/learning tests use for random weights: higher learning rates, 128x128 input) on phantom
-   volumes (``write_phantom_dataset``), and, for comparison, the same deterministic model (whose
-   Monte Carlo uncertainty then comes from dropout / drop-path alone).
+1. Train a tiny probabilistic T-Gated model (``tgated train --probabilistic`` with the learning
+   rates the demo and the learning test use for random weights) on phantom volumes
+   (``write_phantom_dataset``); with ``--compare-deterministic`` (always in ``--quick``) also the
+   same deterministic model, whose Monte Carlo uncertainty then comes from dropout / drop-path
+   alone. Defaults: 6 phantoms of 48 x 128 x 128 (one for validation), 1200 steps of 8 at
+   128x128, 2 held-out phantoms. (600 steps at 64x64 left the validation Dice at 0, as did the
+   first 300 at 128x128; a first version with 3 held-out phantoms of 64 slices and always both
+   models was on course for well over an hour on a 2-core CPU shared with other jobs.)
 2. On held-out phantoms, ``Segmenter.segment(..., uncertainty=N)`` for every organ of the phantom,
    then:
    a. mean predictive entropy (and mutual information) per region: organ boundary band (2 voxels
@@ -20,7 +27,8 @@
       real-size architecture (``builtin:rd64-refined``, random weights, a few slices), measured
       side by side, alternating, in one process.
    Variants: the probabilistic model with its default Monte Carlo (value sampling + dropout), the
-   same with sampling only (every dropout off), and the deterministic model with MC dropout.
+   same with sampling only (every dropout off), and (``--compare-deterministic``) the deterministic
+   model with MC dropout.
 """
 
 from __future__ import annotations
@@ -252,17 +260,36 @@ def time_segmenter(seg, volume, geometry, prompts, samples: int, repeats: int) -
 # --------------------------------------------------------------------------- main
 
 
+def finished_run(config, n_cases: int) -> Path | None:
+    """``config.output`` if it holds a run that finished with these settings (``--work``), else None."""
+    try:
+        meta = json.loads((Path(config.output) / "last" / "config.json").read_text())["training"]
+    except (OSError, ValueError, KeyError):
+        return None
+    keys = ("probabilistic", "image_size", "batch_size", "samples_per_epoch", "epochs", "seed", "lr_encoder",
+            "lr_decoder", "lr_adapter", "val")
+    same = all(meta["settings"].get(k) == getattr(config, k) for k in keys)
+    cases = len(meta["data"]["train_cases"]) + len(meta["data"].get("val_cases") or [])
+    done = meta.get("epochs_completed") == config.epochs and (Path(config.output) / "best").is_dir()
+    return Path(config.output) if same and done and cases == n_cases else None
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small phantoms, a few steps, tiny timing only")
-    parser.add_argument("--train-cases", type=int, default=None, help="phantom training volumes (default 6)")
-    parser.add_argument("--test-cases", type=int, default=None, help="held-out phantoms (default 3)")
-    parser.add_argument("--steps", type=int, default=None, help="optimiser steps per model (default 600)")
+    parser.add_argument("--train-cases", type=int, default=None,
+                        help="phantom training volumes, 1 of them for validation (default 6)")
+    parser.add_argument("--test-cases", type=int, default=None, help="held-out phantoms (default 2)")
+    parser.add_argument("--steps", type=int, default=None, help="optimiser steps per model (default 1200)")
     parser.add_argument("--samples", type=int, default=None, help="Monte Carlo samples N (default 10; quick 3)")
-    parser.add_argument("--image-size", type=int, default=None, help="model input size (default 128)")
-    parser.add_argument("--no-deterministic", action="store_true", help="skip the MC-dropout comparison model")
+    parser.add_argument("--image-size", type=int, default=None, help="model input size (default 128; quick 64)")
+    parser.add_argument("--depth", type=int, default=None, help="slices per phantom (default 48; quick 24)")
+    parser.add_argument("--compare-deterministic", action="store_true",
+                        help="also train the deterministic model and score its MC-dropout uncertainty (doubles the "
+                             "training time; --quick always does)")
     parser.add_argument("--timing-slices", type=int, default=8, help="slices for the rd64 timing (default 8)")
-    parser.add_argument("--work", metavar="DIR", help="keep data and runs here (default: a temporary folder)")
+    parser.add_argument("--work", metavar="DIR", help="keep data and runs here (default: a temporary folder); a "
+                        "finished run there with the same settings is reused instead of trained again")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     args = parser.parse_args(argv)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -276,11 +303,11 @@ def main(argv=None) -> int:
     from TGatedSegmentLib.training import TrainConfig, train
 
     quick = args.quick
-    spec = PhantomSpec(shape=(24, 48, 48), spacing=(5.0, 6.0, 6.0), target_slices=(4, 8), n_distractors=4) \
-        if quick else PhantomSpec()
+    spec = PhantomSpec(shape=(args.depth or 24, 48, 48), spacing=(5.0, 6.0, 6.0), target_slices=(4, 8),
+                       n_distractors=4) if quick else PhantomSpec(shape=(args.depth or 48, 128, 128))
     n_train = args.train_cases or (2 if quick else 6)
-    n_test = args.test_cases or (1 if quick else 3)
-    steps = args.steps or (8 if quick else 600)
+    n_test = args.test_cases or (1 if quick else 2)
+    steps = args.steps or (8 if quick else 1200)
     size = args.image_size or (64 if quick else 128)
     samples = args.samples or (3 if quick else 10)
     epochs = 2 if quick else 4
@@ -296,20 +323,26 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="tgated-unc-") as tmp:
         work = Path(args.work) if args.work else Path(tmp)
         data = write_phantom_dataset(work / "phantoms", n_train, seed=1000, spec=spec)
-        models = {"probabilistic": True} if args.no_deterministic else {"probabilistic": True, "deterministic": False}
+        models = {"probabilistic": True}
+        if quick or args.compare_deterministic:
+            models["deterministic"] = False
         runs, train_seconds = {}, {}
         for name, probabilistic in models.items():
             start = time.perf_counter()
-            runs[name] = train(TrainConfig(
+            config = TrainConfig(
                 data=data, output=work / f"run-{name}", val="split:1", base="builtin:tiny", tokenizer="compact",
                 probabilistic=probabilistic, image_size=size, epochs=epochs, restart_epochs=epochs, batch_size=batch,
                 samples_per_epoch=steps * batch // epochs, lr_encoder=1e-3, lr_decoder=3e-3, lr_adapter=3e-3,
-                device="cpu", num_workers=0, save_every_minutes=None, overwrite=True, seed=0))
+                device="cpu", num_workers=0, save_every_minutes=None, overwrite=True, seed=0)
+            reused = finished_run(config, n_train)
+            runs[name] = reused or train(config)
             train_seconds[name] = time.perf_counter() - start
             best = json.loads((runs[name] / "best" / "config.json").read_text())["training"]["best"]
-            print(f"trained {name}: {train_seconds[name]:.0f} s, best validation mean Dice "
-                  f"{fmt(best['val_mean_dice'])} (epoch {best['epoch']})", flush=True)
-            report.setdefault("training", {})[name] = {"seconds": train_seconds[name], "best": best}
+            how = f"reused {reused}" if reused else f"trained in {train_seconds[name]:.0f} s"
+            print(f"{name}: {how}, best validation mean Dice {fmt(best['val_mean_dice'])} (epoch {best['epoch']})",
+                  flush=True)
+            report.setdefault("training", {})[name] = {"seconds": None if reused else train_seconds[name],
+                                                       "reused": bool(reused), "best": best}
 
         tests = [generate_phantom((3000, i), spec) for i in range(n_test)]
         organs = [tests[0].label_names[i] for i in sorted(tests[0].label_names)]
@@ -384,7 +417,7 @@ def main(argv=None) -> int:
                        % samples, "|---|---|---:|---:|---:|---|"]
         ph = tests[0]
         geometry = Geometry(size=ph.image.shape[::-1], spacing=ph.spacing[::-1], origin=ph.origin)
-        tiny = time_segmenter(segmenters["probabilistic"], ph.image, geometry, organs, samples, 1 if quick else 3)
+        tiny = time_segmenter(segmenters["probabilistic"], ph.image, geometry, organs, samples, 1 if quick else 2)
         report["timing"] = {"tiny": tiny}
         timing_rows.append(f"| tiny probabilistic (trained), {size}x{size} | {ph.image.shape[0]} x {len(organs)} | "
                            f"{tiny['deterministic_s']:.2f} | {tiny['mc_s']:.2f} | {tiny['ratio']:.2f} | "
