@@ -152,7 +152,7 @@ def main(argv=None) -> int:
     full = results["full"]
     mb = 1024 * 1024
     print()
-    print("| mode | trainable params | share | full ckpt MB | partial ckpt MB | partial/full | reloads identical | "
+    print("| mode | trainable params | share | full ckpt MiB | partial ckpt MiB | partial/full | reloads identical | "
           "ViT no_grad | samples/s | vs full |")
     print("|---|---:|---:|---:|---:|---:|---|---|---:|---:|")
     for name, r in results.items():
