@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from TGatedSegmentLib.model.architectures import ARCHITECTURES
+
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -21,23 +23,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 
 # The tiny CLIPSeg of ../shared/reference/clipseg-tiny.config.json (same structure as
-# clipseg-rd64-refined, hidden 32), inlined so that tests run without ../shared.
-TINY_CLIPSEG_CONFIG = {
-    "architectures": ["CLIPSegForImageSegmentation"],
-    "model_type": "clipseg",
-    "conditional_layer": 0,
-    "decoder_intermediate_size": 64,
-    "decoder_num_attention_heads": 2,
-    "extract_layers": [1, 2, 3],
-    "projection_dim": 32,
-    "reduce_dim": 16,
-    "use_complex_transposed_convolution": True,
-    "text_config": {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2, "num_hidden_layers": 2,
-                    "max_position_embeddings": 77, "vocab_size": 49408, "bos_token_id": 49406,
-                    "eos_token_id": 49407, "pad_token_id": 1},
-    "vision_config": {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2, "num_hidden_layers": 4,
-                      "patch_size": 16, "image_size": 224},
-}
+# clipseg-rd64-refined, hidden 32), built into the package so that tests run without ../shared.
+TINY_CLIPSEG_CONFIG = ARCHITECTURES["tiny"]
 
 
 def python_env() -> dict:

@@ -169,3 +169,16 @@ def test_encoders_receive_gradients_in_training(tiny):
     assert model.adapter.temporal_pos_emb.grad is not None
     model.zero_grad(set_to_none=True)
     model.eval()
+
+
+@pytest.mark.parametrize("name,file", [("tiny", "clipseg-tiny.config.json"),
+                                       ("rd64-refined", "clipseg-rd64-refined.config.json")])
+def test_builtin_architectures_match_the_reference_configs(shared_dir, name, file):
+    from TGatedSegmentLib.model.architectures import builtin_config
+    from transformers import CLIPSegConfig
+
+    reference = CLIPSegConfig.from_json_file(str(shared_dir / "reference" / file)).to_dict()
+    ours = builtin_config(f"builtin:{name}").to_dict()
+    for key in ("architectures", "transformers_version", "_name_or_path"):
+        reference.pop(key, None), ours.pop(key, None)
+    assert ours == reference
