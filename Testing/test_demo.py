@@ -103,3 +103,13 @@ def test_cancel_during_segmentation_leaves_nothing(tmp_path):
     with pytest.raises(Cancelled):
         run_demo(tmp_path / "demo_output", quick=True, device="cpu", progress=CancelWhenSegmenting(), cancel=cancel)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_demo_can_start_from_given_weights(tmp_path, tiny_checkpoint):
+    """``--base``: fine-tune a checkpoint (here a tiny one) with the paper's learning rates."""
+    result = run_demo(tmp_path / "demo_output", quick=True, base=str(tiny_checkpoint), device="cpu")
+    training = result.metrics["training"]
+    assert training["base"] == str(tiny_checkpoint)
+    assert training["settings"]["base"] == str(tiny_checkpoint)
+    assert (training["settings"]["lr_encoder"], training["settings"]["lr_adapter"]) == (1e-6, 5e-5)
+    assert set(result.dice) == set(result.metrics["organs"])
