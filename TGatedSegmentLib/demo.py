@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import CheckpointError, InputError, OutputError
+from .errors import InputError, OutputError
 from .phantom import PhantomSpec, generate_phantom, write_phantom_dataset
 from .progress import CancelToken, Progress
 

@@ -14,13 +14,11 @@ markdown table and a PNG chart (``--output`` stem).
 
 from __future__ import annotations
 
-import argparse
 import math
 
 import numpy as np
 
-from phantom_runs import (add_arguments, log, machine, mean_std_text, organ_ids, phantom_image, settings,
-                          test_phantoms, trained, write_json, write_text)
+from phantom_runs import describe, log, mean_std_text, organ_ids, parse, phantom_image, report, trained
 
 INITIAL_GATE = 1.0 / (1.0 + math.exp(5.0))
 BODY_HU = -500.0  # voxels above this and outside every label and look-alike are "other body tissue"
@@ -89,28 +87,16 @@ def chart(results: dict, names: list[str], seeds: list[int], path) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser, "ablation_gate")
-    args = parser.parse_args(argv)
-    s = settings(args)
-    recipe, seeds = s["recipe"], s["seeds"]
-    phantoms = test_phantoms(recipe, s["test_cases"])
+    args, s, phantoms = parse(__doc__, "ablation_gate", argv)
     names = list(regions(phantoms[0]))
     results = {}
-    for seed in seeds:
-        results[seed] = score(trained(s["work"], recipe, seed, "tgated"), phantoms)
+    for seed in s["seeds"]:
+        results[seed] = score(trained(s["work"], s["recipe"], seed, "tgated"), phantoms)
         log(f"  seed {seed}: mean gate " + ", ".join(f"{n} {results[seed][n]['mean']:.4f}" for n in names[-3:]))
-    text = table(results, names, seeds)
-    header = (f"Learned gate of the T-Gated model by region (mean ± std over {len(seeds)} seeds; initial value "
-              f"{INITIAL_GATE:.4f}); {recipe.steps} steps x batch {recipe.batch_size} at {recipe.image_size} px, "
-              f"{len(phantoms)} held-out phantoms; {machine()}")
-    print(header + "\n\n" + text)
-    write_text(args.output.with_suffix(".md"), f"{header}\n\n{text}\n")
-    write_json(args.output.with_suffix(".json"), {"settings": {"recipe": recipe.to_dict(), "seeds": seeds,
-                                                               "test_cases": len(phantoms), "machine": machine()},
-                                                  "initial_gate": INITIAL_GATE, "results": results})
-    chart(results, names, seeds, args.output.with_suffix(".png"))
-    log(f"wrote {args.output.with_suffix('.md')}, .json and .png")
+    header = (f"Learned gate of the T-Gated model by region (mean ± std over {len(s['seeds'])} seeds; initial value "
+              f"{INITIAL_GATE:.4f}); {describe(s, phantoms)}")
+    report(args.output, header, table(results, names, s["seeds"]), s, phantoms,
+           {"initial_gate": INITIAL_GATE, "results": results}, lambda png: chart(results, names, s["seeds"], png))
     return 0
 
 

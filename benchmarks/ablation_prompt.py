@@ -12,13 +12,11 @@ that ignores its text would score the same in all three rows.
 
 from __future__ import annotations
 
-import argparse
 import math
 
 import numpy as np
 
-from phantom_runs import (add_arguments, log, machine, mean_std_text, organ_ids, phantom_image, settings,
-                          test_phantoms, trained, write_json, write_text)
+from phantom_runs import describe, log, mean_std_text, organ_ids, parse, phantom_image, report, trained
 
 CONDITIONS = {"correct": "its own prompt", "blank": "blank prompt", "wrong": "another organ's prompt"}
 
@@ -76,27 +74,15 @@ def table(results: dict, organs: list[str], seeds: list[int]) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser, "ablation_prompt")
-    args = parser.parse_args(argv)
-    s = settings(args)
-    recipe, seeds = s["recipe"], s["seeds"]
-    phantoms = test_phantoms(recipe, s["test_cases"])
+    args, s, phantoms = parse(__doc__, "ablation_prompt", argv)
     organs = [phantoms[0].label_names[i] for i in organ_ids(phantoms[0])]
     results = {}
-    for seed in seeds:
-        results[seed] = score(trained(s["work"], recipe, seed, "tgated"), phantoms)
+    for seed in s["seeds"]:
+        results[seed] = score(trained(s["work"], s["recipe"], seed, "tgated"), phantoms)
         log(f"  seed {seed}: mean Dice " + ", ".join(f"{c} {results[seed][c]['mean_dice']:.3f}" for c in CONDITIONS))
-    text = table(results, organs, seeds)
-    header = (f"Phantom prompt ablation, T-Gated: Dice (mean ± std over {len(seeds)} seeds) of each organ's mask when "
-              f"prompted with its own name, a blank prompt, or the next organ's name; {recipe.steps} steps x batch "
-              f"{recipe.batch_size} at {recipe.image_size} px, {len(phantoms)} held-out phantoms; {machine()}")
-    print(header + "\n\n" + text)
-    write_text(args.output.with_suffix(".md"), f"{header}\n\n{text}\n")
-    write_json(args.output.with_suffix(".json"), {"settings": {"recipe": recipe.to_dict(), "seeds": seeds,
-                                                               "test_cases": len(phantoms), "machine": machine()},
-                                                  "results": results})
-    log(f"wrote {args.output.with_suffix('.md')} and .json")
+    header = (f"Phantom prompt ablation, T-Gated: Dice (mean ± std over {len(s['seeds'])} seeds) of each organ's mask "
+              f"when prompted with its own name, a blank prompt, or the next organ's name; {describe(s, phantoms)}")
+    report(args.output, header, table(results, organs, s["seeds"]), s, phantoms, {"results": results})
     return 0
 
 

@@ -14,13 +14,11 @@ PNG chart (``--output`` stem).
 
 from __future__ import annotations
 
-import argparse
 import math
 
 import numpy as np
 
-from phantom_runs import (ARMS, add_arguments, log, machine, mean_std_text, organ_ids, phantom_image, settings,
-                          test_phantoms, trained, write_json, write_text)
+from phantom_runs import ARMS, describe, log, mean_std_text, organ_ids, parse, phantom_image, report, trained
 
 ARM_TITLES = {"baseline": "slice-wise CLIPSeg", "tgated": "T-Gated"}
 FP_MEASURES = {  # key -> (title, organ it is measured on: "target" or "all")
@@ -115,33 +113,21 @@ def chart(results: dict, organs: list[str], target: str, seeds: list[int], path)
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser, "ablation_temporal")
-    args = parser.parse_args(argv)
-    s = settings(args)
-    recipe, seeds = s["recipe"], s["seeds"]
-    phantoms = test_phantoms(recipe, s["test_cases"])
+    args, s, phantoms = parse(__doc__, "ablation_temporal", argv)
+    seeds = s["seeds"]
     target = phantoms[0].target
     organs = [phantoms[0].label_names[i] for i in organ_ids(phantoms[0])]
     results: dict = {arm: {} for arm in ARMS}
     for seed in seeds:
         for arm in ARMS:
-            best = trained(s["work"], recipe, seed, arm)
-            results[arm][seed] = score(best, phantoms)
-            log(f"  {arm} seed {seed}: mean Dice {results[arm][seed]['mean_dice']:.3f}, {target} "
-                f"{results[arm][seed]['dice'][target]:.3f}, look-alike FP {results[arm][seed]['distractor_fp_ml']:.2f} ml")
-    text = table(results, organs, target, seeds)
+            results[arm][seed] = score(trained(s["work"], s["recipe"], seed, arm), phantoms)
+            r = results[arm][seed]
+            log(f"  {arm} seed {seed}: mean Dice {r['mean_dice']:.3f}, {target} {r['dice'][target]:.3f}, "
+                f"look-alike FP {r['distractor_fp_ml']:.2f} ml")
     header = (f"Phantom ablation, slice-wise vs T-Gated: {len(seeds)} seeds ({', '.join(map(str, seeds))}), "
-              f"{recipe.steps} steps x batch {recipe.batch_size} at {recipe.image_size} px on {recipe.n_train} training "
-              f"phantoms {tuple(recipe.spec.shape)} per seed, {len(phantoms)} held-out phantoms; {machine()}")
-    print(header + "\n\n" + text)
-    stem = args.output
-    write_text(stem.with_suffix(".md"), f"{header}\n\n{text}\n")
-    write_json(stem.with_suffix(".json"), {"settings": {"recipe": recipe.to_dict(), "seeds": seeds,
-                                                        "test_cases": len(phantoms), "machine": machine()},
-                                           "target": target, "results": results})
-    chart(results, organs, target, seeds, stem.with_suffix(".png"))
-    log(f"wrote {stem.with_suffix('.md')}, .json and .png")
+              f"{describe(s, phantoms)}")
+    report(args.output, header, table(results, organs, target, seeds), s, phantoms,
+           {"target": target, "results": results}, lambda png: chart(results, organs, target, seeds, png))
     return 0
 
 

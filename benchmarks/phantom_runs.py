@@ -48,6 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser, default_output: str) -> None:
     parser.add_argument("--quick", action="store_true", help="seconds: tiny phantoms, few steps (the test suite's mode)")
     parser.add_argument("--seeds", type=int, nargs="+", help="training seeds (default 0 1 2; quick: 0 1)")
     parser.add_argument("--steps", type=int, help="training steps per model (default: the demo recipe's)")
+    parser.add_argument("--image-size", type=int, help="model input size in px (default: the recipe's, 128)")
     parser.add_argument("--test-cases", type=int, help="held-out phantoms per model (default 4; quick: 1)")
     parser.add_argument("--work", type=Path, default=Path("ablation_work"),
                         help="trained runs and phantoms, reused by the other ablations (default: ./ablation_work)")
@@ -56,11 +57,40 @@ def add_arguments(parser: argparse.ArgumentParser, default_output: str) -> None:
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
 
 
+def parse(doc: str, default_output: str, argv=None):
+    """(args, settings, held-out phantoms) of an ablation script's command line."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser, default_output)
+    args = parser.parse_args(argv)
+    s = settings(args)
+    return args, s, test_phantoms(s["recipe"], s["test_cases"])
+
+
+def describe(s: dict, phantoms) -> str:
+    r = s["recipe"]
+    return (f"{r.steps} steps x batch {r.batch_size} at {r.image_size} px on {r.n_train} training phantoms "
+            f"{tuple(r.spec.shape)} per seed, {len(phantoms)} held-out phantoms; {machine()}")
+
+
+def report(stem: Path, header: str, text: str, s: dict, phantoms, payload: dict, chart=None) -> None:
+    """Print the table; write STEM.md, STEM.json (settings + ``payload``) and, with ``chart``, STEM.png."""
+    print(header + "\n\n" + text)
+    write_text(stem.with_suffix(".md"), f"{header}\n\n{text}\n")
+    settings_ = {"recipe": s["recipe"].to_dict(), "seeds": s["seeds"], "test_cases": len(phantoms),
+                 "machine": machine()}
+    write_json(stem.with_suffix(".json"), {"settings": settings_, **payload})
+    if chart is not None:
+        chart(stem.with_suffix(".png"))
+    log(f"wrote {stem.with_suffix('.md')}, .json" + (" and .png" if chart is not None else ""))
+
+
 def settings(args) -> dict:
     base = QUICK if args.quick else FULL
     recipe = base["recipe"]
     if args.steps:
         recipe = replace(recipe, steps=args.steps)
+    if args.image_size:
+        recipe = replace(recipe, image_size=args.image_size)
     if args.threads:
         import torch
 
