@@ -368,6 +368,30 @@ def test_replace_ticked_replaces_only_the_same_name(fake_logic):
     assert next(e for e in scene_snapshot() if e[0] == output.GetID())[4] == liver_before  # untouched
 
 
+def test_a_failed_import_restores_replaced_segments(fake_logic, monkeypatch):
+    """Replace ticked, and the import fails at the second prompt: the scene is exactly as before."""
+    volume, voxels = make_volume(AXIAL)
+    small = np.zeros(voxels.shape, bool)
+    small[0, 0, 0] = True
+    output = existing_segmentation(volume, {"bright": ((0.9, 0.9, 0.1), small), "liver": ((0.1, 0.2, 0.3), small)})
+    before = scene_snapshot()
+    real_update = slicer.util.updateSegmentBinaryLabelmapFromArray
+    calls = []
+
+    def fail_on_second_import(*args, **kwargs):
+        calls.append(args[2])
+        if len(calls) == 2:
+            raise MemoryError("out of memory while importing")
+        return real_update(*args, **kwargs)
+
+    monkeypatch.setattr(slicer.util, "updateSegmentBinaryLabelmapFromArray", fail_on_second_import)
+    with pytest.raises(MemoryError):
+        fake_logic.segment(volume, "bright, liver", outputSegmentationNode=output, replaceExisting=True)
+    monkeypatch.setattr(slicer.util, "updateSegmentBinaryLabelmapFromArray", real_update)
+    assert len(calls) >= 2  # the first segment really was overwritten before the failure
+    assert scene_snapshot() == before
+
+
 def test_cancel_from_a_progress_callback_in_a_blocking_call(fake_logic, slicer_tmp, monkeypatch):
     monkeypatch.setenv("FAKE_BACKEND_SLEEP", "60")
     volume, _ = make_volume(AXIAL)

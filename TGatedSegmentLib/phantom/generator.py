@@ -371,7 +371,7 @@ class _Canvas:
 
 def _draw_body(cv: _Canvas):
     """Air, body outline with fat and muscle wall, ribs, visceral fat, bowel and lung bases."""
-    rng, spec = cv.rng, cv.spec
+    rng = cv.rng
     nz, ny, nx = cv.shape
     t = cv.t
     phase, freq = rng.uniform(0, 2 * np.pi), rng.uniform(0.6, 1.2)

@@ -1,0 +1,59 @@
+"""Where does the T-Gated model use its neighbouring slices? The learned gate, mapped back onto the volume.
+
+The adapter blends, per token and channel, ``g * temporal + (1 - g) * single_slice`` with
+``g = sigmoid(gate_proj(temporal))`` (paper Sec. 3.4). :func:`gate_volume` runs a model's encoder
+and adapter over a whole volume exactly as inference does (the streaming engine's windows, edges
+replicated) and returns the channel-mean gate of every token, spread over the pixels the token
+covers, on the canonical slice grid: a volume of values in (0, 1) that can be summarised inside
+any mask (:func:`gate_stats`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+PERCENTILES = (10, 50, 90)
+
+
+@torch.inference_mode()
+def gate_volume(segmenter, volume, modality: str = "auto") -> np.ndarray:
+    """(z, y, x) float32 channel-mean gate per canonical voxel (its token's value).
+
+    ``segmenter``: an :class:`inference.api.Segmenter` holding a T-Gated checkpoint; ``volume``:
+    anything it accepts (path, SimpleITK image, :class:`PreparedVolume`). The result is in the
+    canonical frame (for an identity-direction volume such as a phantom, the array's own frame).
+    """
+    from ..errors import InputError
+    from ..preprocessing.volume import PreparedVolume, prepare_volume
+
+    model, engine, codec = segmenter.model, segmenter.engine, segmenter.codec
+    if not model.temporal:
+        raise InputError("the slice-wise baseline has no gate", "Pass a T-Gated checkpoint.")
+    prepared = volume if isinstance(volume, PreparedVolume) else prepare_volume(
+        volume, segmenter.config.preprocessing, modality)
+    canonical = prepared.unit
+    depth, rows, cols = canonical.shape
+    size = segmenter.config.preprocessing.image_size
+    out = np.zeros((depth, rows, cols), np.float32)
+    for centres, window in engine._windows(lambda idx: canonical[idx], depth, None, None, "gate"):
+        _, gate = model.fuse(window, return_gate=True)  # (B, T, C), token 0 is the class token
+        patches = gate[:, 1:].float().mean(dim=-1)  # (B, g*g)
+        grid = int(round(math.sqrt(patches.shape[1])))
+        tokens = patches.view(-1, 1, grid, grid)
+        pixels = F.interpolate(tokens, size=(size, size), mode="nearest")[:, 0]  # each pixel gets its token's gate
+        z0 = int(centres[0])
+        out[z0:z0 + len(centres)] = codec.decode(pixels, (rows, cols)).clamp_(0, 1).cpu().numpy()
+    return out
+
+
+def gate_stats(gate: np.ndarray, mask: np.ndarray) -> dict:
+    """Mean, 10/50/90th percentiles and voxel count of ``gate`` inside ``mask`` (NaN when empty)."""
+    values = np.asarray(gate)[np.asarray(mask, bool)]
+    if values.size == 0:
+        return {"voxels": 0, "mean": math.nan, **{f"p{p}": math.nan for p in PERCENTILES}}
+    q = np.percentile(values, PERCENTILES)
+    return {"voxels": int(values.size), "mean": float(values.mean()), **{f"p{p}": float(v) for p, v in zip(PERCENTILES, q)}}

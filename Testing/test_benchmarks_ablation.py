@@ -1,0 +1,62 @@
+"""The phantom ablations in quick mode: both arms really trained, every table row filled, runs shared."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from test_benchmarks import run_benchmark
+
+
+@pytest.fixture(scope="module")
+def ablations(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ablation")
+    work, out = root / "work", root / "out"
+    outputs, stamps = {}, {}
+    for name in ("ablation_temporal", "ablation_prompt", "ablation_gate"):
+        outputs[name] = run_benchmark(f"{name}.py", "--quick", "--work", str(work), "--output", str(out / name))
+        stamps[name] = {p: p.stat().st_mtime_ns for p in (work / "quick").rglob("model.safetensors")}
+    outputs["stamps"] = stamps
+    return work / "quick", out, outputs
+
+
+def test_temporal_ablation_trains_both_arms_identically(ablations):
+    work, out, outputs = ablations
+    for seed in (0, 1):
+        configs = {arm: json.loads((work / f"seed{seed}" / arm / "best" / "config.json").read_text())
+                   for arm in ("baseline", "tgated")}
+        assert configs["baseline"]["adapter"] is None and configs["tgated"]["adapter"]["context_size"] == 5
+        assert [c["training"]["settings"]["temporal"] for c in configs.values()] == [False, True]
+        settings = [{k: v for k, v in c["training"]["settings"].items() if k not in ("temporal", "output")}
+                    for c in configs.values()]
+        assert settings[0] == settings[1]  # only the adapter differs
+        assert configs["tgated"]["training"]["settings"]["seed"] == seed
+    result = json.loads((out / "ablation_temporal.json").read_text())
+    target = result["target"]
+    text = (out / "ablation_temporal.md").read_text()
+    assert f"**{target}** (has look-alikes)" in text and "**mean**" in text
+    assert "ml predicted inside look-alikes" in text
+    for arm in ("baseline", "tgated"):
+        assert set(result["results"][arm]) == {"0", "1"}
+        assert set(result["results"][arm]["0"]["dice"]) >= {"liver", "left_kidney", "right_kidney", target}
+    assert (out / "ablation_temporal.png").read_bytes()[:4] == b"\x89PNG"
+    assert outputs["ablation_temporal"].count("| liver |") == 1
+
+
+def test_prompt_and_gate_ablations_reuse_the_temporal_runs(ablations):
+    work, out, outputs = ablations
+    prompt = json.loads((out / "ablation_prompt.json").read_text())
+    assert set(prompt["results"]["0"]) == {"correct", "blank", "wrong"}
+    assert "| **mean** |" in (out / "ablation_prompt.md").read_text()
+    gate = json.loads((out / "ablation_gate.json").read_text())
+    regions = gate["results"]["0"]
+    assert {"liver", "other body tissue", "air outside the body"} <= set(regions)
+    look_alikes = next(r for r in regions if r.endswith("look-alikes"))
+    assert regions[look_alikes]["voxels"] > 0
+    for stats in regions.values():  # a quickly trained gate stays near its start, strictly inside (0, 1)
+        if stats["voxels"]:
+            assert 0 < stats["p10"] <= stats["p50"] <= stats["p90"] < 1
+    # nothing was trained twice: the later scripts found the runs of the first and left them untouched
+    stamps = outputs["stamps"]
+    assert stamps["ablation_temporal"] and stamps["ablation_prompt"] == stamps["ablation_gate"] == stamps["ablation_temporal"]

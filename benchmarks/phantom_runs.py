@@ -1,0 +1,176 @@
+"""What the three phantom ablations share: train (or reuse) one model per seed and arm, score it on held-out phantoms.
+
+Not a benchmark itself. ``ablation_temporal.py`` trains the slice-wise baseline and the T-Gated model
+for each seed; ``ablation_prompt.py`` and ``ablation_gate.py`` reuse the T-Gated runs from the same
+``--work`` folder (training whatever is missing), so the full set costs one round of training.
+
+A run is reused only when its recorded recipe, seed and arm equal the ones asked for; anything else
+is trained anew. Every seed trains on its own phantom series (``write_phantom_dataset(seed=seed)``)
+and every model is scored on the same held-out series (:data:`TEST_SERIES`), so the spread over
+seeds is the spread of training, not of the test cases.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from TGatedSegmentLib.demo import DEMO_RECIPE, PhantomRecipe  # noqa: E402
+from TGatedSegmentLib.phantom import PhantomSpec, generate_phantom, write_phantom_dataset  # noqa: E402
+
+TEST_SERIES = 9999  # phantom series of the held-out test cases: no training seed uses it
+ARMS = {"baseline": False, "tgated": True}  # name -> temporal
+
+#: The ablations' full mode: the demo's recipe (the README's ``tgated demo``) run twice as long (2000
+#: steps, 4 validations), 3 seeds, 4 test phantoms.
+FULL = {"recipe": replace(DEMO_RECIPE, steps=2000, epochs=4), "seeds": [0, 1, 2], "test_cases": 4}
+#: Quick mode (the test suite): tiny phantoms, a few steps; checks the harness, not the science.
+QUICK = {
+    "recipe": PhantomRecipe(n_train=2, n_val=1, spec=PhantomSpec(shape=(24, 48, 48), spacing=(5.0, 6.0, 6.0),
+                                                                target_slices=(5, 8), n_distractors=4),
+                            image_size=48, batch_size=4, steps=8, epochs=1),
+    "seeds": [0, 1],
+    "test_cases": 1,
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser, default_output: str) -> None:
+    parser.add_argument("--quick", action="store_true", help="seconds: tiny phantoms, few steps (the test suite's mode)")
+    parser.add_argument("--seeds", type=int, nargs="+", help="training seeds (default 0 1 2; quick: 0 1)")
+    parser.add_argument("--steps", type=int, help="training steps per model (default: the demo recipe's)")
+    parser.add_argument("--image-size", type=int, help="model input size in px (default: the recipe's, 128)")
+    parser.add_argument("--test-cases", type=int, help="held-out phantoms per model (default 4; quick: 1)")
+    parser.add_argument("--work", type=Path, default=Path("ablation_work"),
+                        help="trained runs and phantoms, reused by the other ablations (default: ./ablation_work)")
+    parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "results" / default_output,
+                        help="where the markdown table, JSON and PNG go (stem)")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+
+
+def parse(doc: str, default_output: str, argv=None):
+    """(args, settings, held-out phantoms) of an ablation script's command line."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser, default_output)
+    args = parser.parse_args(argv)
+    s = settings(args)
+    return args, s, test_phantoms(s["recipe"], s["test_cases"])
+
+
+def describe(s: dict, phantoms) -> str:
+    r = s["recipe"]
+    return (f"{r.steps} steps x batch {r.batch_size} at {r.image_size} px on {r.n_train} training phantoms "
+            f"{tuple(r.spec.shape)} per seed, {len(phantoms)} held-out phantoms; {machine()}")
+
+
+def report(stem: Path, header: str, text: str, s: dict, phantoms, payload: dict, chart=None) -> None:
+    """Print the table; write STEM.md, STEM.json (settings + ``payload``) and, with ``chart``, STEM.png."""
+    print(header + "\n\n" + text)
+    write_text(stem.with_suffix(".md"), f"{header}\n\n{text}\n")
+    settings_ = {"recipe": s["recipe"].to_dict(), "seeds": s["seeds"], "test_cases": len(phantoms),
+                 "machine": machine()}
+    write_json(stem.with_suffix(".json"), {"settings": settings_, **payload})
+    if chart is not None:
+        chart(stem.with_suffix(".png"))
+    log(f"wrote {stem.with_suffix('.md')}, .json" + (" and .png" if chart is not None else ""))
+
+
+def settings(args) -> dict:
+    base = QUICK if args.quick else FULL
+    recipe = base["recipe"]
+    if args.steps:
+        recipe = replace(recipe, steps=args.steps)
+    if args.image_size:
+        recipe = replace(recipe, image_size=args.image_size)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    work = args.work / ("quick" if args.quick else "full")
+    return {"recipe": recipe, "seeds": args.seeds or base["seeds"], "test_cases": args.test_cases or base["test_cases"],
+            "work": work}
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def trained(work: Path, recipe: PhantomRecipe, seed: int, arm: str) -> Path:
+    """The ``best/`` checkpoint of ``arm`` trained with ``recipe`` and ``seed``; trains it when missing."""
+    from TGatedSegmentLib.training import train
+
+    root = work / f"seed{seed}"
+    data = root / "data"
+    if not (data / "dataset.json").is_file():
+        write_phantom_dataset(data, recipe.n_train + recipe.n_val, seed=seed, spec=recipe.spec)
+    run = root / arm
+    stamp = json.dumps({"recipe": recipe.to_dict(), "seed": seed, "arm": arm}, sort_keys=True)
+    stamp_file = run / "ablation-recipe.json"
+    if (run / "best" / "config.json").is_file() and stamp_file.is_file() and stamp_file.read_text() == stamp:
+        log(f"  reusing {run}")
+        return run / "best"
+    log(f"  training {arm}, seed {seed}: {recipe.steps} steps x batch {recipe.batch_size}, "
+        f"{recipe.n_train} phantoms, {recipe.image_size} px")
+    started = time.perf_counter()
+    config = recipe.train_config(data, run, temporal=ARMS[arm], seed=seed, device="cpu", overwrite=True)
+    train(config)
+    stamp_file.write_text(stamp)
+    log(f"  trained {arm}, seed {seed} in {time.perf_counter() - started:.0f} s")
+    return run / "best"
+
+
+def test_phantoms(recipe: PhantomRecipe, count: int):
+    return [generate_phantom((TEST_SERIES, i), recipe.spec) for i in range(count)]
+
+
+def phantom_image(phantom):
+    """The phantom as the int16 HU SimpleITK image a user would load."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    image, _ = phantom.to_sitk()
+    ct = sitk.GetImageFromArray(np.clip(np.round(phantom.image), -32768, 32767).astype(np.int16))
+    ct.CopyInformation(image)
+    return ct
+
+
+def organ_ids(phantom) -> list[int]:
+    return sorted(phantom.label_names)
+
+
+def mean_std_text(values, digits: int = 3) -> str:
+    from TGatedSegmentLib.evaluation.phantom import mean_std
+
+    mean, std = mean_std(values)
+    return "n/a" if math.isnan(mean) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def machine() -> str:
+    import torch
+
+    return (f"{platform.machine()}, {os.cpu_count()} CPU core(s), torch {torch.__version__} "
+            f"({torch.get_num_threads()} threads)")
+
+
+def write_json(path: Path, payload: dict) -> None:
+    from TGatedSegmentLib.evaluation.evaluate import jsonable
+    from TGatedSegmentLib.io.atomic import atomic_write_text
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(jsonable(payload), indent=1))
+
+
+def write_text(path: Path, text: str) -> None:
+    from TGatedSegmentLib.io.atomic import atomic_write_text
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, text)
