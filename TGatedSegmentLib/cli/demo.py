@@ -36,15 +36,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..demo import check_base, check_output
-
-    check_output(args.output, args.overwrite)  # a second, not minutes, for a wrong folder
-    if args.minutes is not None and not args.minutes > 0:
-        from ..errors import InputError
-
-        raise InputError(f"--minutes must be > 0, got {args.minutes}", "Pass a positive training time, e.g. 3.")
-    check_base(args.base)
-
+    # run_demo checks --output, --minutes and --base before it generates or trains anything
     from ..demo import run_demo
     from ..progress import make_progress
 
