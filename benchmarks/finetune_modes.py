@@ -36,6 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
+from step_timing import add_arguments, random_batch, resolve  # noqa: E402
 
 MODES = [  # name, finetune, peft, vision encoder under no_grad when allowed
     ("full", "full", None, True),
@@ -96,21 +97,11 @@ def sizes(loaded, trained: set[str], base: Path, folder: Path, check: bool) -> d
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="tiny model, 64x64, 1 timed step")
-    parser.add_argument("--arch", default=None, help="built-in architecture (default builtin:rd64-refined)")
-    parser.add_argument("--batch-size", type=int, default=None, help="samples per step (default 2; paper 8)")
-    parser.add_argument("--steps", type=int, default=None, help="timed steps per mode (default 3)")
+    add_arguments(parser, per="mode")
     parser.add_argument("--image-size", type=int, default=None, help="model input size (default 352)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
-    parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     args = parser.parse_args(argv)
-    arch = args.arch or ("builtin:tiny" if args.quick else "builtin:rd64-refined")
-    batch = args.batch_size or 2
-    steps = args.steps or (1 if args.quick else 3)
+    arch, batch, steps = resolve(args)
     size = args.image_size or (64 if args.quick else 352)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     import logging
 
     logging.getLogger("TGatedSegmentLib").setLevel(logging.ERROR)  # "new adapter on a plain CLIPSeg" x 5
@@ -124,10 +115,7 @@ def main(argv=None) -> int:
         base = Path(tmp) / "base"
         make_base(arch, base)
         runners = {}
-        generator = torch.Generator().manual_seed(0)
-        data = {"pixels": torch.randn(batch, 5, 3, size, size, generator=generator),
-                "target": (torch.rand(batch, size, size, generator=generator) > 0.8).float(),
-                "prompt": torch.arange(batch) % len(PROMPTS)}
+        data = random_batch(batch, 5, size, prompts=len(PROMPTS))
         for name, finetune, peft, no_grad in MODES:
             loaded, trained, step = build(base, finetune, peft, size, batch)
             loaded.model.vision_without_grad = loaded.model.vision_without_grad and no_grad

@@ -24,6 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
+from step_timing import add_arguments, random_batch, resolve  # noqa: E402
 
 CONFIGS = [("T-Gated", True, False), ("baseline", False, False), ("T-Gated frozen enc.", True, True),
            ("baseline frozen enc.", False, True)]
@@ -45,11 +46,7 @@ def measure(arch: str, temporal: bool, frozen: bool, batch: int, steps: int, ima
     set_train_mode(model, frozen)
     ids, mask = tokenize(loaded.tokenizer, ["liver", "left kidney", "pancreas"])
     step = StepRunner(model, make_optimizer(model, config), config, ids, mask)
-    size = preprocessing.image_size
-    generator = torch.Generator().manual_seed(0)
-    batch_data = {"pixels": torch.randn(batch, model.context_size, 3, size, size, generator=generator),
-                  "target": (torch.rand(batch, size, size, generator=generator) > 0.8).float(),
-                  "prompt": torch.arange(batch) % 3}
+    batch_data = random_batch(batch, model.context_size, preprocessing.image_size, prompts=3)
     step(batch_data)  # warm-up
     start = time.perf_counter()
     for _ in range(steps):
@@ -62,20 +59,10 @@ def measure(arch: str, temporal: bool, frozen: bool, batch: int, steps: int, ima
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="tiny model, 1 timed step")
-    parser.add_argument("--arch", default=None, help="built-in architecture (default builtin:rd64-refined)")
-    parser.add_argument("--batch-size", type=int, default=None, help="samples per step (default 2; paper 8)")
-    parser.add_argument("--steps", type=int, default=None, help="timed steps per configuration (default 3)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
-    parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    add_arguments(parser, per="configuration")
     args = parser.parse_args(argv)
-    arch = args.arch or ("builtin:tiny" if args.quick else "builtin:rd64-refined")
-    batch = args.batch_size or 2
-    steps = args.steps or (1 if args.quick else 3)
+    arch, batch, steps = resolve(args)
     image_size = 64 if args.quick else None
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
     print(f"training throughput: {arch}, random weights, batch {batch}, "
           f"{image_size or 352}x{image_size or 352}, float32, {steps} timed step(s) after 1 warm-up")
