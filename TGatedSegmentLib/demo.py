@@ -277,9 +277,7 @@ def _segment_and_write(folder: Path, phantom, device, progress, cancel) -> dict:
     from .io.writers import write_segmentation
     from .vocabulary import Organ, resolve_prompts
 
-    image, _ = phantom.to_sitk()
-    ct = sitk.GetImageFromArray(np.clip(np.round(phantom.image), -32768, 32767).astype(np.int16))
-    ct.CopyInformation(image)
+    ct, _ = phantom.to_sitk(integer_hu=True)
     sitk.WriteImage(ct, str(folder / "ct.nii.gz"), True)
 
     ids = sorted(phantom.label_names)

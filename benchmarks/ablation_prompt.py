@@ -12,11 +12,9 @@ that ignores its text would score the same in all three rows.
 
 from __future__ import annotations
 
-import math
 
-import numpy as np
 
-from phantom_runs import describe, log, mean_std_text, organ_ids, parse, phantom_image, report, trained
+from phantom_runs import average_dice, describe, log, mean_std_text, organ_ids, parse, phantom_image, report, trained
 
 CONDITIONS = {"correct": "its own prompt", "blank": "blank prompt", "wrong": "another organ's prompt"}
 
@@ -54,10 +52,8 @@ def score(best, phantoms) -> dict:
                     dice(mask, phantom.labels == label))
     out = {}
     for condition, organ_scores in scores.items():
-        per_organ = {o: float(np.nanmean(v)) if not all(math.isnan(x) for x in v) else math.nan
-                     for o, v in organ_scores.items()}
-        finite = [v for v in per_organ.values() if not math.isnan(v)]
-        out[condition] = {"dice": per_organ, "mean_dice": float(np.mean(finite)) if finite else math.nan}
+        per_organ, mean_dice = average_dice(organ_scores)
+        out[condition] = {"dice": per_organ, "mean_dice": mean_dice}
     return out
 
 

@@ -14,11 +14,10 @@ PNG chart (``--output`` stem).
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 
-from phantom_runs import ARMS, describe, log, mean_std_text, organ_ids, parse, phantom_image, report, trained
+from phantom_runs import ARMS, average_dice, describe, log, mean_std_text, organ_ids, parse, phantom_image, report, trained
 
 ARM_TITLES = {"baseline": "slice-wise CLIPSeg", "tgated": "T-Gated"}
 FP_MEASURES = {  # key -> (title, organ it is measured on: "target" or "all")
@@ -54,11 +53,8 @@ def score(best, phantoms) -> dict:
                 fp["distractor_fp_ml"].append(row["distractor_fp_ml"])
                 fp["absent_slice_fp_ml"].append(row["absent_slice_fp_ml"])
         fp["absent_slice_fp_ml_all"].append(absent_all)
-    organ_dice = {organ: float(np.nanmean(v)) if not all(math.isnan(x) for x in v) else math.nan
-                  for organ, v in dice.items()}
-    finite = [v for v in organ_dice.values() if not math.isnan(v)]
-    return {"dice": organ_dice, "mean_dice": float(np.mean(finite)) if finite else math.nan,
-            **{key: float(np.mean(v)) for key, v in fp.items()}}
+    organ_dice, mean_dice = average_dice(dice)
+    return {"dice": organ_dice, "mean_dice": mean_dice, **{key: float(np.mean(v)) for key, v in fp.items()}}
 
 
 def table(results: dict, organs: list[str], target: str, seeds: list[int]) -> str:

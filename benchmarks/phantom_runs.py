@@ -134,13 +134,17 @@ def test_phantoms(recipe: PhantomRecipe, count: int):
 
 def phantom_image(phantom):
     """The phantom as the int16 HU SimpleITK image a user would load."""
-    import numpy as np
-    import SimpleITK as sitk
+    return phantom.to_sitk(integer_hu=True)[0]
 
-    image, _ = phantom.to_sitk()
-    ct = sitk.GetImageFromArray(np.clip(np.round(phantom.image), -32768, 32767).astype(np.int16))
-    ct.CopyInformation(image)
-    return ct
+
+def average_dice(scores: dict[str, list[float]]) -> tuple[dict[str, float], float]:
+    """Per-organ mean over test cases (NaN where every case was empty on both sides) and their mean."""
+    import numpy as np
+
+    per_organ = {organ: float(np.nanmean(v)) if not all(math.isnan(x) for x in v) else math.nan
+                 for organ, v in scores.items()}
+    finite = [v for v in per_organ.values() if not math.isnan(v)]
+    return per_organ, float(np.mean(finite)) if finite else math.nan
 
 
 def organ_ids(phantom) -> list[int]:

@@ -181,12 +181,16 @@ class Phantom:
         """Label ids with at least one voxel."""
         return [int(i) for i in np.unique(self.labels) if i != 0]
 
-    def to_sitk(self):
-        """``(image, labels)`` SimpleITK images: identity direction, spacing (x, y, z), this origin."""
+    def to_sitk(self, integer_hu: bool = False):
+        """``(image, labels)`` SimpleITK images: identity direction, spacing (x, y, z), this origin.
+
+        ``integer_hu``: the image rounded to int16 HU, as a scanner stores CT (what files and users get).
+        """
         import SimpleITK as sitk
 
+        image = np.clip(np.round(self.image), -32768, 32767).astype(np.int16) if integer_hu else self.image
         images = []
-        for array in (self.image, self.labels):
+        for array in (image, self.labels):
             img = sitk.GetImageFromArray(array)
             img.SetSpacing(tuple(float(s) for s in self.spacing[::-1]))
             img.SetOrigin(tuple(float(o) for o in self.origin))
@@ -746,10 +750,7 @@ def write_phantom_dataset(folder: str | Path, n_cases: int, seed: int = 0, spec:
     for i in range(n_cases):
         ph = generate_phantom((int(seed), i), spec)
         label_names = ph.label_names
-        image, labels = ph.to_sitk()
-        rounded = sitk.GetImageFromArray(np.clip(np.round(ph.image), -32768, 32767).astype(np.int16))
-        rounded.CopyInformation(image)
-        image = rounded
+        image, labels = ph.to_sitk(integer_hu=True)
         name = case_name(i)
         with atomic_path(images_dir / f"{name}_0000.nii.gz") as tmp:
             sitk.WriteImage(image, str(tmp), True)

@@ -43,7 +43,7 @@ from ..inference.api import Segmenter, resolve_device
 from ..model.checkpoint import (
     LoadedModel, base_fingerprint, build_model, load_base_model, load_model, resolve_tokenizer, save_checkpoint,
 )
-from ..model.configuration import FORMAT_NAME, AdapterConfig, PeftConfig
+from ..model.configuration import AdapterConfig, PeftConfig
 from ..model.modeling import TGatedCLIPSeg
 from ..model.tokenizer import check_tokenizer, tokenize
 from ..progress import CancelToken, Progress, Throttle
