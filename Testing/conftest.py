@@ -71,6 +71,16 @@ def tiny_checkpoint(tmp_path_factory, tiny_config_file) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_reference_checkpoint(tmp_path_factory, tiny_config_file) -> Path:
+    """The same, wired as the authors' adapter (``AdapterConfig.mode == "reference"``)."""
+    from TGatedSegmentLib.model.checkpoint import init_checkpoint
+    from TGatedSegmentLib.model.configuration import AdapterConfig
+
+    return init_checkpoint(tiny_config_file, tmp_path_factory.mktemp("ckpt") / "tiny-reference", tokenizer="compact",
+                           adapter=AdapterConfig.default_for(32, mode="reference"), seed=0)
+
+
+@pytest.fixture(scope="session")
 def tiny_baseline_checkpoint(tmp_path_factory, tiny_config_file) -> Path:
     from TGatedSegmentLib.model.checkpoint import init_checkpoint
 

@@ -30,7 +30,7 @@ from TGatedSegmentLib.training.trainer import (
 from test_training_resume import CancelAfterPolls, assert_same_weights
 from training_helpers import make_dataset
 
-FAST = dict(image_size=32, epochs=2, batch_size=4, samples_per_epoch=20, lr_encoder=1e-3, lr_decoder=1e-3,
+FAST = dict(recipe="paper", image_size=32, epochs=2, batch_size=4, samples_per_epoch=20, lr_encoder=1e-3, lr_decoder=1e-3,
             lr_adapter=1e-3, device="cpu", num_workers=0, save_every_minutes=None)
 ORGANS = ("liver", "spleen", "left kidney")
 
@@ -243,7 +243,7 @@ def test_probabilistic_run_from_a_deterministic_checkpoint(data, cache_dir, tmp_
 
 
 def _model(peft=None, probabilistic=False, finetune="full", lr_peft=None):
-    config = TrainConfig(data="d", output="o", image_size=32, peft=peft, probabilistic=probabilistic,
+    config = TrainConfig(data="d", output="o", recipe="paper", image_size=32, peft=peft, probabilistic=probabilistic,
                          finetune=finetune, lr_peft=lr_peft, tokenizer="compact", base="builtin:tiny")
     from TGatedSegmentLib.vocabulary import lookup
 
@@ -253,7 +253,7 @@ def _model(peft=None, probabilistic=False, finetune="full", lr_peft=None):
 
 
 @pytest.mark.parametrize("finetune,peft,groups", [
-    ("full", "dense", set(GROUPS) | {PEFT_GROUP}),
+    ("full", "dense", (set(GROUPS) - {"refine"}) | {PEFT_GROUP}),  # the paper recipe: no refinement head
     ("decoder", "dense", {"decoder", "adapter", PEFT_GROUP}),
     ("adapters", "shallow", {"adapter", PEFT_GROUP}),
     ("adapters", None, {"adapter"}),

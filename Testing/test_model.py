@@ -79,7 +79,13 @@ class ReferenceTemporalAdapter(nn.Module):
 
 
 @pytest.fixture(scope="module")
-def tiny(tiny_checkpoint):
+def tiny(tiny_reference_checkpoint):
+    """The authors' wiring (the parity tests); ``tiny_residual`` is the default for new models."""
+    return load_model(tiny_reference_checkpoint)
+
+
+@pytest.fixture(scope="module")
+def tiny_residual(tiny_checkpoint):
     return load_model(tiny_checkpoint)
 
 
@@ -109,6 +115,45 @@ def test_gate_initialisation_and_drop_path_schedule(tiny):
     # gate penalty: mean(s(1-s)) with s = sigmoid(-5)
     s = torch.sigmoid(torch.tensor(-5.0))
     assert tiny.model.gate_penalty().item() == pytest.approx((s * (1 - s)).item(), rel=1e-6)
+
+
+def test_residual_gate_starts_open_and_the_branch_at_zero(tiny_residual):
+    adapter = tiny_residual.model.adapter
+    assert adapter.config.mode == "residual" and adapter.residual
+    assert torch.count_nonzero(adapter.gate_proj.weight) == 0
+    assert torch.all(adapter.gate_proj.bias == 0.0)  # sigmoid(0) = 0.5
+    last = adapter.mlp_head[4]
+    assert torch.count_nonzero(last.weight) == 0 and torch.count_nonzero(last.bias) == 0
+
+
+def test_residual_mode_at_initialisation_is_the_slice_wise_baseline(tiny_residual, tiny_baseline_checkpoint):
+    """Same CLIPSeg weights: the fresh residual T-Gated model computes the baseline's logits exactly,
+    reads the same three activations, and its temporal branch gets gradient after one update."""
+    baseline = load_model(tiny_baseline_checkpoint).model.eval()
+    model = tiny_residual.model
+    model.base_model.load_state_dict(baseline.base_model.state_dict())
+    assert model.num_activations == baseline.num_activations == 3
+    torch.manual_seed(3)
+    pixels = torch.randn(2, 5, 3, 64, 64)
+    ids, mask = tokenize(tiny_residual.tokenizer, ["liver", "left kidney"])
+    with torch.no_grad():
+        assert torch.equal(model.eval()(pixels, ids, mask), baseline(pixels[:, 2], ids, mask))
+    model.train()
+    optimizer = torch.optim.SGD(model.adapter.parameters(), lr=0.1)
+    for _ in range(2):
+        optimizer.zero_grad()
+        model(pixels, ids, mask).square().mean().backward()
+        optimizer.step()
+    assert model.adapter.temporal_layers[0].ff[0].weight.grad.abs().sum() > 0
+    model.eval()
+
+
+def test_refinement_head_is_off_in_the_authors_mode():
+    from TGatedSegmentLib.model.configuration import RefineConfig, TGatedConfig
+
+    with pytest.raises(ValueError, match="refinement head"):
+        TGatedConfig(clipseg_config={}, adapter=AdapterConfig(mode="reference"), refine=RefineConfig())
+    assert AdapterConfig.from_dict({"proj_dim": 32, "num_heads": 8}).mode == "reference"  # configs from before modes
 
 
 def test_authors_state_dict_loads_strictly_and_gives_their_logits(tiny):

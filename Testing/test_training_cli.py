@@ -133,8 +133,9 @@ def test_output_problems_fail_before_training(good, tmp_path):
     out = run_cli("train", "--data", str(good), "--output", str(tmp_path / "r"), "--base", "builtin:nope",
                   "--tokenizer", "compact", cwd=tmp_path)
     assert out.returncode == 2 and "unknown built-in architecture 'builtin:nope'" in out.stderr
+    # the cpu recipe brings the compact tokenizer; the paper's expects a pretrained base's own
     out = run_cli("train", "--data", str(good), "--output", str(tmp_path / "r"), "--base", "builtin:tiny",
-                  cwd=tmp_path)
+                  "--recipe", "paper", cwd=tmp_path)
     assert out.returncode == 2 and "--tokenizer" in out.stderr
     out = run_cli("train", "--data", str(good), "--output", str(tmp_path / "r"), "--base", "./no/such/ckpt",
                   cwd=tmp_path)

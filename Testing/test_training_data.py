@@ -123,7 +123,7 @@ def test_negatives_are_absent_organs_including_slices_with_other_organs_at_one_p
     index = SampleIndex(presence, [[1, 2, 8]], ORGANS)
     assert index.counts() == {"positives": 12 + 3 + 6, "negatives": 3 * 20 - 21}
     sampler = WindowSampler(index, batch_size=8, seed=1, epoch_size=4000)
-    samples = sampler.epoch_samples(0)
+    samples = sampler.epoch_items(0)
     positives = [s for s in samples if s.positive]
     negatives = [s for s in samples if not s.positive]
     assert len(samples) == 4000 and len(positives) == 3 * len(negatives) == 3000  # exactly 1 : 3
@@ -140,7 +140,7 @@ def test_class_weighting_follows_the_sampling_weights():
     presence = [_table(30, {1: list(range(10)), 4: list(range(10, 20)), 7: list(range(20, 30))})]
     index = SampleIndex(presence, [[1, 4, 7]], ORGANS)
     sampler = WindowSampler(index, batch_size=8, seed=0, epoch_size=24000)
-    samples = sampler.epoch_samples(3)
+    samples = sampler.epoch_items(3)
     for positive in (True, False):
         labels = np.array([s.label for s in samples if s.positive == positive])
         share = {label: float(np.mean(labels == label)) for label in (1, 4, 7)}
@@ -150,14 +150,14 @@ def test_class_weighting_follows_the_sampling_weights():
     # unequal slice counts: a pair's chance is its organ's weight (liver in 20 slices, adrenal in 2)
     presence = [_table(30, {1: list(range(20)), 8: [3, 4]})]
     labels = np.array([s.label for s in WindowSampler(SampleIndex(presence, [[1, 8]], ORGANS), 8,
-                                                      epoch_size=20000).epoch_samples(0) if s.positive])
+                                                      epoch_size=20000).epoch_items(0) if s.positive])
     assert np.mean(labels == 8) == pytest.approx(16 / 36, abs=0.015)
 
 
 def test_lateral_organs_are_never_flipped_and_others_half_the_time():
     presence = [_table(10, {label: list(range(10)) for label in range(1, 14)})]
     index = SampleIndex(presence, [list(range(1, 14))], ORGANS)
-    samples = WindowSampler(index, batch_size=8, seed=0, epoch_size=26000).epoch_samples(0)
+    samples = WindowSampler(index, batch_size=8, seed=0, epoch_size=26000).epoch_items(0)
     lateral = {2, 7, 8, 13}  # kidneys and adrenals
     assert {o.label for o in ABDOMEN13 if o.lateral} == lateral
     flips_lateral = [s.flip for s in samples if s.label in lateral]
@@ -170,7 +170,7 @@ def test_lateral_organs_are_never_flipped_and_others_half_the_time():
     # unknown labels with a side in their name are not flipped either
     assert not augment.flip_allowed(Organ("lung_left", "lung left"))
     assert augment.flip_allowed(Organ("bladder", "bladder"))
-    validation_like = WindowSampler(index, 8, max_rotation=0.0, flip_probability=0.0).epoch_samples(0)
+    validation_like = WindowSampler(index, 8, max_rotation=0.0, flip_probability=0.0).epoch_items(0)
     assert not any(s.flip or s.angle for s in validation_like)
 
 
@@ -186,8 +186,8 @@ def test_sampler_is_seeded_resumable_and_shards_across_ranks():
     presence = [_table(40, {1: list(range(30)), 3: list(range(10, 25))})]
     index = SampleIndex(presence, [[1, 3]], ORGANS)
     one = WindowSampler(index, batch_size=4, seed=5)
-    assert one.epoch_samples(2) == WindowSampler(index, batch_size=4, seed=5).epoch_samples(2)
-    assert one.epoch_samples(2) != one.epoch_samples(3) != WindowSampler(index, 4, seed=6).epoch_samples(3)
+    assert one.epoch_items(2) == WindowSampler(index, batch_size=4, seed=5).epoch_items(2)
+    assert one.epoch_items(2) != one.epoch_items(3) != WindowSampler(index, 4, seed=6).epoch_items(3)
     full = list(iter(one))
     one.set_epoch(0, position=3)
     assert list(iter(one)) == full[12:] and len(one) == len(full) - 12
@@ -198,7 +198,7 @@ def test_sampler_is_seeded_resumable_and_shards_across_ranks():
     total = one.epoch_size
     assert len(shards[0]) == len(shards[1]) == (total + 1) // 2
     assert ranks[0].steps_per_epoch == ranks[1].steps_per_epoch
-    everything = one.epoch_samples(0)
+    everything = one.epoch_items(0)
     interleaved = [s for pair in zip(*shards) for s in pair]
     assert interleaved[:total] == everything  # disjoint shares that together are the epoch
 

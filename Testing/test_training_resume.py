@@ -21,7 +21,7 @@ from TGatedSegmentLib.training import TrainConfig, resume_config, train
 from conftest import backend_command, python_env
 from training_helpers import make_dataset
 
-FAST = dict(base="builtin:tiny", tokenizer="compact", image_size=32, epochs=3, batch_size=4, samples_per_epoch=20,
+FAST = dict(recipe="paper", base="builtin:tiny", tokenizer="compact", image_size=32, epochs=3, batch_size=4, samples_per_epoch=20,
             lr_encoder=1e-3, lr_decoder=1e-3, lr_adapter=1e-3, device="cpu", num_workers=0, save_every_minutes=None)
 
 
@@ -171,8 +171,8 @@ def _wait_for_epoch(proc, epoch: int) -> list[dict]:
 
 def test_killed_and_terminated_runs_leave_loadable_checkpoints_and_resume(data, tmp_path):
     run = tmp_path / "run"
-    args = ["--data", str(data), "--output", str(run), "--base", "builtin:tiny", "--tokenizer", "compact",
-            "--image-size", "32", "--batch-size", "4", "--samples-per-epoch", "20", "--epochs", "40",
+    args = ["--data", str(data), "--output", str(run), "--recipe", "paper", "--base", "builtin:tiny",
+            "--tokenizer", "compact", "--image-size", "32", "--batch-size", "4", "--samples-per-epoch", "20", "--epochs", "40",
             "--device", "cpu", "--lr-decoder", "1e-3"]
     proc = _start_cli(args, tmp_path)
     _wait_for_epoch(proc, 1)

@@ -43,6 +43,9 @@ def test_probabilistic_adapter_without_sampling_equals_deterministic_adapter():
     torch.manual_seed(0)
     cfg = dict(proj_dim=16, ffn_dim=32, num_heads=4, spatial_heads=4)
     det = TemporalAdapter(AdapterConfig(**cfg), hidden_size=32).eval()
+    with torch.no_grad():  # a trained-looking adapter (a fresh residual one adds exactly nothing)
+        for p in det.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
     prob = TemporalAdapter(AdapterConfig(probabilistic=True, **cfg), hidden_size=32).eval()
     missing = prob.load_state_dict(det.state_dict(), strict=False).missing_keys
     assert missing and all(".var_proj." in k for k in missing)  # a deterministic checkpoint initialises it

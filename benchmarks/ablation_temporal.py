@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from phantom_runs import ARMS, average_dice, describe, log, mean_std_text, organ_ids, parse, phantom_image, report, trained
+from phantom_runs import ARMS, average_dice, training_record, describe, log, mean_std_text, organ_ids, parse, phantom_image, report, trained
 
-ARM_TITLES = {"baseline": "slice-wise CLIPSeg", "tgated": "T-Gated"}
+ARM_TITLES = {"baseline": "slice-wise", "tgated": "T-Gated residual", "reference": "T-Gated authors'",
+              "control": "control (5 x centre)", "baseline_time": "slice-wise, equal time"}
 FP_MEASURES = {  # key -> (title, organ it is measured on: "target" or "all")
     "distractors_hit_fraction": ("look-alikes hit (fraction of blobs)", "target"),
     "distractor_fp_ml": ("ml predicted inside look-alikes", "target"),
@@ -58,21 +59,29 @@ def score(best, phantoms) -> dict:
 
 
 def table(results: dict, organs: list[str], target: str, seeds: list[int]) -> str:
+    """Per-organ Dice of every arm (mean ± std over seeds), each arm's difference to the slice-wise
+    baseline, then the false positives and training times."""
+    arms = [a for a in ARMS if a in results and results[a]]
+    others = [a for a in arms if a != "baseline"]
+
     def cell(arm, get):
         return mean_std_text([get(results[arm][s]) for s in seeds])
 
-    lines = [f"| organ | {ARM_TITLES['baseline']} Dice | {ARM_TITLES['tgated']} Dice | T-Gated − baseline |",
-             "|---|---:|---:|---:|"]
+    lines = ["| organ | " + " | ".join(f"{ARM_TITLES[a]} Dice" for a in arms) + " | "
+             + " | ".join(f"{ARM_TITLES[a]} − slice-wise" for a in others) + " |",
+             "|---|" + "---:|" * (len(arms) + len(others))]
     for organ in organs + ["mean"]:
         get = (lambda r: r["mean_dice"]) if organ == "mean" else (lambda r, o=organ: r["dice"][o])
-        diff = [get(results["tgated"][s]) - get(results["baseline"][s]) for s in seeds]
+        diffs = [mean_std_text([get(results[a][s]) - get(results["baseline"][s]) for s in seeds]) for a in others]
         name = f"**{organ}** (has look-alikes)" if organ == target else ("**mean**" if organ == "mean" else organ)
-        lines.append(f"| {name} | {cell('baseline', get)} | {cell('tgated', get)} | {mean_std_text(diff)} |")
-    lines += ["", f"| false positives (per test phantom) | {ARM_TITLES['baseline']} | {ARM_TITLES['tgated']} |",
-              "|---|---:|---:|"]
+        lines.append(f"| {name} | " + " | ".join(cell(a, get) for a in arms) + " | " + " | ".join(diffs) + " |")
+    lines += ["", "| per test phantom | " + " | ".join(ARM_TITLES[a] for a in arms) + " |",
+              "|---|" + "---:|" * len(arms)]
     for key, (title, organ) in FP_MEASURES.items():
         who = target if organ == "target" else "all organs"
-        lines.append(f"| {who}: {title} | {cell('baseline', lambda r: r[key])} | {cell('tgated', lambda r: r[key])} |")
+        lines.append(f"| {who}: {title} | " + " | ".join(cell(a, lambda r, k=key: r[k]) for a in arms) + " |")
+    lines.append("| training steps | " + " | ".join(cell(a, lambda r: r["steps"]) for a in arms) + " |")
+    lines.append("| training seconds | " + " | ".join(cell(a, lambda r: r["seconds"]) for a in arms) + " |")
     return "\n".join(lines)
 
 
@@ -82,24 +91,26 @@ def chart(results: dict, organs: list[str], target: str, seeds: list[int], path)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2), gridspec_kw={"width_ratios": [3, 1.4]})
+    arms = [a for a in ARMS if a in results and results[a]]
+    width = 0.8 / len(arms)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.2), gridspec_kw={"width_ratios": [3, 1.4]})
     x = np.arange(len(organs) + 1)
-    for i, arm in enumerate(ARMS):
+    for i, arm in enumerate(arms):
         values = np.array([[results[arm][s]["dice"][o] for o in organs] + [results[arm][s]["mean_dice"]]
                            for s in seeds], dtype=float)
-        left.bar(x + (i - 0.5) * 0.38, np.nanmean(values, axis=0), 0.38, yerr=np.nanstd(values, axis=0),
-                 label=ARM_TITLES[arm], capsize=2)
+        left.bar(x + (i - (len(arms) - 1) / 2) * width, np.nanmean(values, axis=0), width,
+                 yerr=np.nanstd(values, axis=0), label=ARM_TITLES[arm], capsize=2)
     left.set_xticks(x, [o.replace("_", " ") + (" *" if o == target else "") for o in organs] + ["mean"],
                     rotation=35, ha="right", fontsize=8)
     left.set_ylabel("Dice (held-out phantoms)")
     left.set_title(f"per-organ Dice, mean ± std over {len(seeds)} seeds (* has look-alikes)", fontsize=9)
-    left.legend(fontsize=8)
+    left.legend(fontsize=7)
     keys = ["distractor_fp_ml", "absent_slice_fp_ml"]
     x = np.arange(len(keys))
-    for i, arm in enumerate(ARMS):
+    for i, arm in enumerate(arms):
         values = np.array([[results[arm][s][k] for k in keys] for s in seeds], dtype=float)
-        right.bar(x + (i - 0.5) * 0.38, values.mean(axis=0), 0.38, yerr=values.std(axis=0), label=ARM_TITLES[arm],
-                  capsize=2)
+        right.bar(x + (i - (len(arms) - 1) / 2) * width, values.mean(axis=0), width, yerr=values.std(axis=0),
+                  label=ARM_TITLES[arm], capsize=2)
     right.set_xticks(x, ["inside look-alikes", "slices without it"], fontsize=8)
     right.set_ylabel(f"{target} false positives (ml)")
     right.set_title(f"{target} false positives per phantom", fontsize=9)
@@ -113,14 +124,16 @@ def main(argv=None) -> int:
     seeds = s["seeds"]
     target = phantoms[0].target
     organs = [phantoms[0].label_names[i] for i in organ_ids(phantoms[0])]
-    results: dict = {arm: {} for arm in ARMS}
+    arms = args.arms or list(ARMS)
+    results: dict = {arm: {} for arm in arms}
     for seed in seeds:
-        for arm in ARMS:
-            results[arm][seed] = score(trained(s["work"], s["recipe"], seed, arm), phantoms)
+        for arm in arms:
+            best = trained(s["work"], s["recipe"], seed, arm)
+            results[arm][seed] = {**score(best, phantoms), **training_record(best)}
             r = results[arm][seed]
             log(f"  {arm} seed {seed}: mean Dice {r['mean_dice']:.3f}, {target} {r['dice'][target]:.3f}, "
                 f"look-alike FP {r['distractor_fp_ml']:.2f} ml")
-    header = (f"Phantom ablation, slice-wise vs T-Gated: {len(seeds)} seeds ({', '.join(map(str, seeds))}), "
+    header = (f"Phantom ablation, {', '.join(ARM_TITLES[a] for a in arms)}: {len(seeds)} seeds ({', '.join(map(str, seeds))}), "
               f"{describe(s, phantoms)}")
     report(args.output, header, table(results, organs, target, seeds), s, phantoms,
            {"target": target, "results": results}, lambda png: chart(results, organs, target, seeds, png))

@@ -29,16 +29,23 @@ from TGatedSegmentLib.demo import DEMO_RECIPE, PhantomRecipe  # noqa: E402
 from TGatedSegmentLib.phantom import PhantomSpec, generate_phantom, write_phantom_dataset  # noqa: E402
 
 TEST_SERIES = 9999  # phantom series of the held-out test cases: no training seed uses it
-ARMS = {"baseline": False, "tgated": True}  # name -> temporal
+#: name -> TrainConfig settings of the arm: the slice-wise baseline, the residual T-Gated adapter (the
+#: default), the authors' wiring, and the equal-capacity control (the residual adapter fed 5 copies
+#: of the centre slice: the same parameters and compute, no context).
+ARMS = {"baseline": {"temporal": False}, "tgated": {"temporal": True, "adapter": "residual"},
+        "reference": {"temporal": True, "adapter": "reference", "refine": 0},
+        "control": {"temporal": True, "adapter": "control"},
+        # the slice-wise baseline given the T-Gated residual run's wall time instead of its steps
+        "baseline_time": {"temporal": False, "equal_time_as": "tgated"}}
 
-#: The ablations' full mode: the demo's recipe (the README's ``tgated demo``) run twice as long (2000
-#: steps, 4 validations), 3 seeds, 4 test phantoms.
-FULL = {"recipe": replace(DEMO_RECIPE, steps=2000, epochs=4), "seeds": [0, 1, 2], "test_cases": 4}
+#: The ablations' full mode: the demo's recipe (the README's ``tgated demo``), 3 seeds, 4 test phantoms.
+FULL = {"recipe": DEMO_RECIPE, "seeds": [0, 1, 2], "test_cases": 4}
 #: Quick mode (the test suite): tiny phantoms, a few steps; checks the harness, not the science.
 QUICK = {
     "recipe": PhantomRecipe(n_train=2, n_val=1, spec=PhantomSpec(shape=(24, 48, 48), spacing=(5.0, 6.0, 6.0),
                                                                 target_slices=(5, 8), n_distractors=4),
-                            image_size=48, batch_size=4, steps=8, epochs=1),
+                            steps=8, epochs=1, max_seconds=None,
+                            settings={"image_size": 48, "batch_size": 4, "chunk_slices": 4, "warmup_steps": 2}),
     "seeds": [0, 1],
     "test_cases": 1,
 }
@@ -55,6 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser, default_output: str) -> None:
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "results" / default_output,
                         help="where the markdown table, JSON and PNG go (stem)")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    parser.add_argument("--arms", nargs="+", choices=list(ARMS), help=f"arms to train and score (default all: "
+                        f"{', '.join(ARMS)})")
 
 
 def parse(doc: str, default_output: str, argv=None):
@@ -68,7 +77,8 @@ def parse(doc: str, default_output: str, argv=None):
 
 def describe(s: dict, phantoms) -> str:
     r = s["recipe"]
-    return (f"{r.steps} steps x batch {r.batch_size} at {r.image_size} px on {r.n_train} training phantoms "
+    c = r.train_config("data", "run")
+    return (f"{r.steps} steps x {c.batch_size} slices ({c.recipe} recipe) at {c.image_size} px on {r.n_train} training phantoms "
             f"{tuple(r.spec.shape)} per seed, {len(phantoms)} held-out phantoms; {machine()}")
 
 
@@ -90,7 +100,7 @@ def settings(args) -> dict:
     if args.steps:
         recipe = replace(recipe, steps=args.steps)
     if args.image_size:
-        recipe = replace(recipe, image_size=args.image_size)
+        recipe = replace(recipe, settings={**recipe.settings, "image_size": args.image_size})
     if args.threads:
         import torch
 
@@ -118,14 +128,25 @@ def trained(work: Path, recipe: PhantomRecipe, seed: int, arm: str) -> Path:
     if (run / "best" / "config.json").is_file() and stamp_file.is_file() and stamp_file.read_text() == stamp:
         log(f"  reusing {run}")
         return run / "best"
-    log(f"  training {arm}, seed {seed}: {recipe.steps} steps x batch {recipe.batch_size}, "
-        f"{recipe.n_train} phantoms, {recipe.image_size} px")
+    log(f"  training {arm}, seed {seed}: {recipe.steps} steps, {recipe.n_train} phantoms")
     started = time.perf_counter()
-    config = recipe.train_config(data, run, temporal=ARMS[arm], seed=seed, device="cpu", overwrite=True)
+    settings = dict(ARMS[arm])
+    reference = settings.pop("equal_time_as", None)
+    if reference is not None:  # as many steps as fit in the reference arm's training time
+        seconds = training_record(trained(work, recipe, seed, reference))["seconds"]
+        settings.update(steps=recipe.steps * 20, max_seconds=seconds)
+    config = recipe.train_config(data, run, seed=seed, device="cpu", overwrite=True, **settings)
     train(config)
     stamp_file.write_text(stamp)
     log(f"  trained {arm}, seed {seed} in {time.perf_counter() - started:.0f} s")
     return run / "best"
+
+
+def training_record(best: Path) -> dict:
+    """Steps and seconds of the whole training run of ``best`` (its ``last/`` checkpoint's metadata)."""
+    last = Path(best).parent / "last"
+    training = json.loads(((last if last.is_dir() else Path(best)) / "config.json").read_text())["training"]
+    return {"steps": training["step"], "seconds": float(training.get("seconds", math.nan))}
 
 
 def test_phantoms(recipe: PhantomRecipe, count: int):

@@ -1,6 +1,6 @@
-"""``tgated demo``: generate phantoms, train a tiny T-Gated model, segment a held-out phantom, write OUTPUT/.
+"""``tgated demo``: generate phantoms, train a small T-Gated model, segment a held-out phantom, write OUTPUT/.
 
-Works offline on a CPU in about three minutes (``--quick``: seconds). The output folder is checked
+Works offline on a CPU in under five minutes (``--quick``: seconds). The output folder is checked
 before anything runs and appears only complete, at the end (Ctrl-C leaves nothing behind).
 """
 
@@ -13,9 +13,9 @@ import sys
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "demo",
-        help="the whole job offline: train a tiny model on synthetic phantoms, segment a held-out one",
-        description="Generate synthetic abdominal CT phantoms, train a tiny T-Gated CLIPSeg on them from random "
-        "weights (CPU, about 3 minutes), segment a phantom it has not seen and write OUTPUT/: the CT, the "
+        help="the whole job offline: train a small model on synthetic phantoms, segment a held-out one",
+        description="Generate synthetic abdominal CT phantoms, train a small T-Gated CLIPSeg on them from random "
+        "weights with the cpu training recipe (under 5 minutes on a 2-core CPU), segment a phantom it has not seen and write OUTPUT/: the CT, the "
         "segmentation (.seg.nrrd and .nii.gz + label table), the reference, a PNG figure, per-organ metrics (JSON) "
         "and the checkpoint. Per-organ Dice is printed at the end.",
     )
@@ -27,8 +27,8 @@ def add_parser(subparsers) -> None:
                         "id, which needs the network once); trained with the paper's learning rates")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda (default: auto)")
     p.add_argument("--seed", type=int, default=0, help="phantoms, initialisation and sampling (default 0)")
-    p.add_argument("--minutes", type=float, metavar="M", help="cap the training time (default: the recipe's steps, "
-                   "about 2.5 minutes on a 2-core CPU)")
+    p.add_argument("--minutes", type=float, metavar="M", help="cap the training time (default: the demo's steps, "
+                   "capped at 4.5 minutes)")
     p.add_argument("--progress", choices=["tqdm", "json", "none"], default="tqdm",
                    help="progress bars on stderr (tqdm), JSON lines on stdout (json) or none")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder (at the end)")

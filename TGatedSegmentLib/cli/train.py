@@ -14,8 +14,44 @@ import signal
 import sys
 
 from ..errors import EXIT_CANCELLED, Cancelled, InputError
+from ..training.recipes import RECIPES
 
 PATH_OPTIONS = ("data", "val", "base", "tokenizer", "cache_dir")
+# TrainConfig fields a recipe sets, as (field, type, help): each becomes --field-name
+RECIPE_OPTIONS = (
+    ("epochs", int, "epochs"),
+    ("steps", int, "stop after this many optimiser steps in all"),
+    ("batching", str, "pairs: one (window, organ) per sample (the paper); slices: chunks of consecutive slices, every "
+                      "annotated organ decoded for every encoded slice"),
+    ("batch_size", int, "pairs, or centre slices, per step and process"),
+    ("chunk_slices", int, "consecutive centre slices per chunk (--batching slices)"),
+    ("samples_per_epoch", int, "epoch length in pairs or chunks"),
+    ("lr_encoder", float, "learning rate of the CLIP vision encoder (and of the text encoder without --lr-text)"),
+    ("lr_text", float, "learning rate of the CLIP text encoder and projection"),
+    ("lr_decoder", float, "learning rate of the CLIPSeg decoder"),
+    ("lr_adapter", float, "learning rate of the temporal adapter and the refinement head"),
+    ("weight_decay", float, "AdamW weight decay"),
+    ("schedule", str, "restarts (the paper's warm restarts) or cosine (warm-up, then one cosine over the budget)"),
+    ("warmup_steps", int, "linear warm-up steps (--schedule cosine)"),
+    ("restart_epochs", int, "epochs per warm restart (--schedule restarts)"),
+    ("min_lr", float, "lowest learning rate of the schedule"),
+    ("grad_clip", float, "gradient-norm clipping"),
+    ("dice", str, "sample (per-sample Dice, the paper) or batch (per prompt over the batch)"),
+    ("gate_penalty", float, "weight of the gate penalty"),
+    ("negative_ratio", float, "negatives per positive (--batching pairs)"),
+    ("max_rotation", float, "in-plane rotation augmentation, degrees"),
+    ("max_zoom", float, "in-plane zoom augmentation, 1 +- this (--batching slices)"),
+    ("intensity", float, "contrast/brightness/gamma jitter (--batching slices)"),
+    ("flip_probability", float, "left-right flips of organs without a side (--batching pairs)"),
+    ("boundary_weight", float, "extra draws of the 2 slices beyond each organ's extent (--batching slices)"),
+    ("hint_weight", float, "extra draws of the slices a dataset lists as hard (--batching slices)"),
+    ("adapter", str, "a new adapter's wiring: residual (zero-initialised addition to the last activation), "
+                     "reference (the authors') or control (the residual adapter fed 5 copies of the centre slice)"),
+    ("refine", int, "channels of a new full-resolution refinement head (0: none)"),
+    ("image_size", int, "model input size in px (a pretrained base: its own, 352)"),
+)
+CHOICES = {"batching": ["pairs", "slices"], "schedule": ["restarts", "cosine"], "dice": ["sample", "batch"],
+           "adapter": ["residual", "reference", "control"]}
 # Options a resumed run may change; everything else comes from the run's own settings.
 RESUME_OVERRIDES = ("epochs", "steps", "max_seconds", "device", "num_workers", "val_batch_size", "save_every_steps",
                     "save_every_minutes")
@@ -40,14 +76,15 @@ def add_parser(subparsers) -> None:
                         "architecture (random weights) or a CLIPSeg folder / hub id (pretrained; default "
                         "CIDAS/clipseg-rd64-refined, needs the network once)")
     p.add_argument("--tokenizer", metavar="DIR|HUB_ID|compact", help="CLIP tokenizer (default: the base's own)")
-    p.add_argument("--epochs", type=int, help="epochs (default 30)")
-    p.add_argument("--steps", type=int, help="stop after this many optimiser steps in all (a short run)")
+    p.add_argument("--recipe", choices=list(RECIPES),
+                   help="a complete set of training settings: cpu (random weights on a CPU in minutes: builtin:cpu, "
+                        "multi-prompt slice batches, one cosine over the budget) or paper (the paper's, for a "
+                        "pretrained base). Default: cpu for a builtin:/config-file base, paper otherwise; any flag "
+                        "below overrides the recipe's value")
     p.add_argument("--max-minutes", type=float, help="stop after this much training time (then validate and save)")
-    p.add_argument("--batch-size", type=int, help="samples per step and process (default 8)")
-    p.add_argument("--samples-per-epoch", type=int, help="epoch length (default: one draw per positive pair + 1/3)")
-    p.add_argument("--lr-encoder", type=float, help="CLIP vision and text encoders (default 1e-6)")
-    p.add_argument("--lr-decoder", type=float, help="CLIPSeg decoder (default 1e-5)")
-    p.add_argument("--lr-adapter", type=float, help="temporal adapter (default 5e-5)")
+    for name, kind, text in RECIPE_OPTIONS:
+        p.add_argument("--" + name.replace("_", "-"), type=kind, **({"choices": CHOICES[name]} if name in CHOICES else {}),
+                       help=f"{text} (default: the recipe's)")
     p.add_argument("--no-temporal", action="store_true", help="train the slice-wise CLIPSeg baseline (ablation)")
     p.add_argument("--finetune", choices=["full", "decoder", "adapters"],
                    help="what trains: full (everything, the paper's default), decoder (CLIPSeg decoder and adapters; "
@@ -65,7 +102,6 @@ def add_parser(subparsers) -> None:
     p.add_argument("--probabilistic", action="store_true",
                    help="probabilistic temporal attention (Gaussian keys/values) for uncertainty maps; a deterministic "
                         "base initialises its means")
-    p.add_argument("--image-size", type=int, help="model input size (default: the base's, 352)")
     p.add_argument("--amp", choices=["bf16", "fp16"], help="mixed precision on CUDA (default: float32)")
     p.add_argument("--cache-dir", metavar="DIR", help="preprocessed-volume cache, shareable between runs "
                    "(default RUN_DIR/cache)")
@@ -84,9 +120,8 @@ def _explicit(args) -> dict:
     """Options given on the command line, as TrainConfig fields."""
     values = {
         "data": args.data, "val": args.val, "output": args.output, "base": args.base, "tokenizer": args.tokenizer,
-        "epochs": args.epochs, "steps": args.steps, "batch_size": args.batch_size,
-        "samples_per_epoch": args.samples_per_epoch, "lr_encoder": args.lr_encoder, "lr_decoder": args.lr_decoder,
-        "lr_adapter": args.lr_adapter, "image_size": args.image_size, "amp": args.amp, "cache_dir": args.cache_dir,
+        "recipe": args.recipe, **{name: getattr(args, name) for name, _, _ in RECIPE_OPTIONS},
+        "amp": args.amp, "cache_dir": args.cache_dir,
         "device": args.device, "num_workers": args.num_workers, "seed": args.seed,
         "save_every_steps": args.save_every_steps,
         "max_seconds": args.max_minutes * 60.0 if args.max_minutes is not None else None,

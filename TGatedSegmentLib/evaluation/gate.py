@@ -39,7 +39,7 @@ def gate_volume(segmenter, volume, modality: str = "auto") -> np.ndarray:
     depth, rows, cols = canonical.shape
     size = segmenter.config.preprocessing.image_size
     out = np.zeros((depth, rows, cols), np.float32)
-    for centres, window in engine._windows(lambda idx: canonical[idx], depth, None, None, "gate"):
+    for centres, window, _ in engine._windows(lambda idx: canonical[idx], depth, None, None, "gate"):
         _, gate = model.fuse(window, return_gate=True)  # (B, T, C), token 0 is the class token
         patches = gate[:, 1:].float().mean(dim=-1)  # (B, g*g)
         grid = int(round(math.sqrt(patches.shape[1])))

@@ -96,16 +96,18 @@ class StreamingEngine:
 
     # -- volume ---------------------------------------------------------------------------------
     def _windows(self, read_slices: SliceReader, depth: int, progress: Progress | None, cancel: CancelToken | None,
-                 stage: str) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
-        """Yields ``(centres, window)`` per batch of centre slices; window: (B, S, L, T, C).
+                 stage: str) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor | None]]:
+        """Yields ``(centres, window, image)`` per batch of centre slices; window: (B, S, L, T, C),
+        image: the refinement head's (B, F, H, W) features of the centre slices (None without one).
 
         Each slice goes through the vision encoder once; only the slices some pending window still
-        needs stay cached.
+        needs stay cached (with their model-input pixels when the refinement head needs them).
         """
         model, stats = self.model, self.stats
         context = model.context_size
         half = context // 2
         cache: dict[int, torch.Tensor] = {}  # slice index -> (L, T, C) encoder features
+        pixel_cache: dict[int, torch.Tensor] = {}  # slice index -> (3, H, W), only with a refinement head
         next_to_encode = 0
         for start in range(0, depth, self.batch_size):
             if cancel is not None:
@@ -121,6 +123,8 @@ class StreamingEngine:
                     features = model.encode_images(pixels)  # (n, L, T, C)
                 for z, feat in zip(idx.tolist(), features):
                     cache[z] = feat
+                if model.refine is not None:
+                    pixel_cache.update(zip(idx.tolist(), pixels))
                 stats.seconds["preprocess"] += t1 - t0
                 stats.seconds["encode"] += time.perf_counter() - t1
                 stats.slices_encoded += len(idx)
@@ -128,13 +132,17 @@ class StreamingEngine:
             stats.peak_cached_slices = max(stats.peak_cached_slices, len(cache))
             window = torch.stack([torch.stack([cache[z] for z in window_indices(int(c), depth, context)])
                                   for c in centres])  # (B, S, L, T, C)
-            yield centres, window
+            image = None
+            if model.refine is not None:
+                with self._autocast():
+                    image = model.image_features(torch.stack([pixel_cache.pop(int(c)) for c in centres]))
+            yield centres, window, image
             for z in [z for z in cache if z < int(centres[-1]) + 1 - half]:  # no later window needs them
                 del cache[z]
             if progress is not None:
                 progress.update(stage, int(centres[-1]) + 1, depth)
 
-    def _fuse_decode(self, window: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    def _fuse_decode(self, window: torch.Tensor, text: torch.Tensor, image: torch.Tensor | None) -> torch.Tensor:
         """(B, S, L, T, C) windows -> (B, K, S, S) logits: adapter once per slice, decoder per prompt."""
         t0 = time.perf_counter()
         with self._autocast():
@@ -143,7 +151,8 @@ class StreamingEngine:
         b, k = fused.shape[0], text.shape[0]
         with self._autocast():
             features = fused.repeat_interleave(k, dim=0)  # (B*K, L, T, C), slice-major
-            logits = self.model.decode(features, text.repeat(b, 1).to(features.dtype))  # (B*K, S, S)
+            image = image.repeat_interleave(k, dim=0) if image is not None else None
+            logits = self.model.decode(features, text.repeat(b, 1).to(features.dtype), image)  # (B*K, S, S)
         self.stats.windows_fused += b
         self.stats.decoder_items += b * k
         self.stats.seconds["fuse"] += t1 - t0
@@ -165,8 +174,8 @@ class StreamingEngine:
         ``logits``: (B, K, S, S) model-resolution logits (float32, on the engine's device) for the
         B centre slices and the K rows of ``text``.
         """
-        for centres, window in self._windows(read_slices, depth, progress, cancel, stage):
-            yield centres, self._fuse_decode(window, text)
+        for centres, window, image in self._windows(read_slices, depth, progress, cancel, stage):
+            yield centres, self._fuse_decode(window, text, image)
 
     @torch.inference_mode()
     def run_monte_carlo(
@@ -191,13 +200,13 @@ class StreamingEngine:
             raise InputError("uncertainty needs a T-Gated checkpoint: the slice-wise baseline has no stochastic layers",
                              "Use a checkpoint with the temporal adapter, or run without --uncertainty.")
         samples = max(1, int(samples))
-        for centres, window in self._windows(read_slices, depth, progress, cancel, stage):
+        for centres, window, image in self._windows(read_slices, depth, progress, cancel, stage):
             mean_p = expected_h = None
             with self.model.adapter.stochastic():
                 for _ in range(samples):
                     if cancel is not None:
                         cancel.check()
-                    p = torch.sigmoid(self._fuse_decode(window, text))
+                    p = torch.sigmoid(self._fuse_decode(window, text, image))
                     h = binary_entropy(p)
                     mean_p = p if mean_p is None else mean_p + p
                     expected_h = h if expected_h is None else expected_h + h

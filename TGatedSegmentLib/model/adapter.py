@@ -5,6 +5,17 @@ adapter part of their state dicts loads with ``strict=True`` (keys outside ``bas
 ``checkpoint.convert_reference_state_dict``). Shapes in comments: B centre slices, S slices per
 window, T tokens per slice (485 = 1 class token + 22x22 patches at 352x352), C encoder width (768),
 D temporal width (256).
+
+Two wirings of the same modules (``AdapterConfig.mode``), with c the centre slice's tokens,
+t the temporal transformer's output at the centre and g = sigmoid(gate_proj(t)):
+
+* ``reference`` (the authors'): ``head(spatial(g * t + (1 - g) * c))``. The gate starts at
+  sigmoid(-5) and the spatial block and head are random and not residual, so a fresh model is a
+  random transform of c, and the temporal branch gets ~1/100 of the spatial block's gradient.
+* ``residual`` (new models): ``c + g * head(spatial(t))`` with the head's last layer at zero, so a
+  fresh adapter is the identity (the model equals the slice-wise baseline exactly), every
+  temporal weight gets gradient from the first update of that layer on, and the gate starts at
+  sigmoid(0) = 0.5, open enough to learn.
 """
 
 from __future__ import annotations
@@ -50,9 +61,21 @@ class TemporalEncoderLayer(nn.Module):
         self.norm2 = nn.LayerNorm(d_model)
         self.drop_path = DropPath(drop_path)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (N, S, D)
+    def forward(self, x: torch.Tensor, centre_only: bool = False) -> torch.Tensor:
+        """(N, S, D) -> (N, S, D); ``centre_only``: just the centre position's output, (N, 1, D).
+
+        The last layer's other outputs are never read, so it computes only the centre query and its
+        feed-forward: the same numbers for a fifth of the work (ordinary attention only: the
+        probabilistic layer attends all to all).
+        """
         h = self.norm1(x)
-        x = x + self.drop_path(self.self_attn(h, h, h, need_weights=False)[0])
+        if centre_only and not isinstance(self.self_attn, ProbabilisticSelfAttention):
+            c = x.shape[1] // 2
+            x = x[:, c:c + 1] + self.drop_path(self.self_attn(h[:, c:c + 1], h, h, need_weights=False)[0])
+        else:
+            x = x + self.drop_path(self.self_attn(h, h, h, need_weights=False)[0])
+            if centre_only:
+                x = x[:, x.shape[1] // 2:x.shape[1] // 2 + 1]
         return x + self.drop_path(self.ff(self.norm2(x)))
 
 
@@ -142,19 +165,27 @@ class TemporalAdapter(nn.Module):
             return "probabilistic temporal attention (sampled Gaussian keys/values) + dropout"
         return "Monte Carlo dropout / drop-path in the temporal adapter"
 
+    @property
+    def residual(self) -> bool:
+        return self.config.mode == "residual"
+
     def reset_parameters(self) -> None:
         nn.init.normal_(self.temporal_pos_emb, std=0.02)
         nn.init.zeros_(self.gate_proj.weight)
         nn.init.constant_(self.gate_proj.bias, self.config.gate_bias_init)
+        if self.residual:  # the branch adds exactly nothing until it has learnt something
+            nn.init.zeros_(self.mlp_head[4].weight)
+            nn.init.zeros_(self.mlp_head[4].bias)
 
     def temporal(self, window: torch.Tensor) -> torch.Tensor:
         """Temporal transformer output at the centre slice: (B, S, T, C) -> (B, T, C)."""
         b, s, t, c = window.shape
         h = window.permute(0, 2, 1, 3).reshape(b * t, s, c)  # one sequence of S slices per token position
         h = self.proj_in(h) + self.temporal_pos_emb  # (B*T, S, D)
-        for layer in self.temporal_layers:
-            h = layer(h)
-        h = self.proj_out(self.transformer_norm(h[:, s // 2]))  # (B*T, C); norm and projection are per-token
+        last = len(self.temporal_layers) - 1
+        for i, layer in enumerate(self.temporal_layers):
+            h = layer(h, centre_only=i == last)  # the last layer: (B*T, 1, D)
+        h = self.proj_out(self.transformer_norm(h[:, 0]))  # (B*T, C); norm and projection are per-token
         return h.reshape(b, t, c)
 
     def gate(self, temporal: torch.Tensor) -> torch.Tensor:
@@ -164,10 +195,15 @@ class TemporalAdapter(nn.Module):
     def forward(self, window: torch.Tensor, return_gate: bool = False):
         """window: (B, S, T, C) encoder tokens, centre at S // 2 -> (B, T, C) decoder tokens."""
         centre = window[:, window.shape[1] // 2]  # (B, T, C) single-slice tokens
+        if self.config.ignore_context:  # the equal-capacity control: no neighbours, same computation
+            window = centre.unsqueeze(1).expand_as(window)
         temporal = self.temporal(window)
         gate = self.gate(temporal)
-        fused = gate * temporal + (1.0 - gate) * centre
-        out = self.mlp_head(self.spatial_context(fused))
+        if self.residual:
+            out = centre + gate * self.mlp_head(self.spatial_context(temporal))
+        else:
+            fused = gate * temporal + (1.0 - gate) * centre
+            out = self.mlp_head(self.spatial_context(fused))
         return (out, gate) if return_gate else out
 
     def gate_penalty(self) -> torch.Tensor:

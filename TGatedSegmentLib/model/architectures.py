@@ -2,7 +2,14 @@
 
 They let a fresh, offline machine build a model with random weights without any file:
 ``rd64-refined`` is the architecture of ``CIDAS/clipseg-rd64-refined`` (ViT-B/16, what users run;
-for benchmarks), ``tiny`` the 1.7 M-parameter model of the same structure used by tests.
+for benchmarks), ``tiny`` the 1.7 M-parameter model of the same structure used by tests, and
+``cpu`` the architecture of the ``cpu`` training recipe: a 64-wide, 4-layer ViT with 8-pixel
+patches at 128 px (16 x 16 tokens: twice the token density of ``tiny``, so small organs span
+several tokens), chosen for what a laptop CPU can train from random weights in minutes.
+
+:data:`ADAPTERS` gives an architecture's temporal adapter where the paper's sizes (narrowed to the
+encoder width) do not fit it: on ``cpu`` the paper's 4-layer, 4x-wide temporal transformer over
+every token of 5 slices would cost more per step than the whole vision encoder.
 """
 
 from __future__ import annotations
@@ -45,6 +52,27 @@ ARCHITECTURES: dict[str, dict] = {
         "vision_config": {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2, "num_hidden_layers": 4,
                           "patch_size": 16, "image_size": 224},
     },
+    "cpu": {
+        "model_type": "clipseg",
+        "conditional_layer": 0,
+        "decoder_intermediate_size": 64,
+        "decoder_num_attention_heads": 2,
+        "extract_layers": [1, 2, 3],
+        "projection_dim": 64,
+        "reduce_dim": 32,
+        "use_complex_transposed_convolution": True,
+        "text_config": {"hidden_size": 64, "intermediate_size": 256, "num_attention_heads": 2, "num_hidden_layers": 2,
+                        **_CLIP_TEXT},
+        "vision_config": {"hidden_size": 64, "intermediate_size": 256, "num_attention_heads": 4,
+                          "num_hidden_layers": 4, "patch_size": 8, "image_size": 128},
+    },
+}
+
+#: Temporal adapter sizes per architecture (AdapterConfig fields); others get the paper's.
+ADAPTERS: dict[str, dict] = {
+    "cpu": {"proj_dim": 32, "num_heads": 2, "num_layers": 2, "ffn_dim": 64, "spatial_heads": 4,
+            "dropout": 0.0, "drop_path_rate": 0.0, "spatial_drop_path": 0.0, "head_dropout": 0.0,
+            "head_out_dropout": 0.0},
 }
 
 
@@ -63,3 +91,9 @@ def builtin_config(name: str):
         raise CheckpointError(f"unknown built-in architecture '{name}'",
                               f"Use one of: {', '.join(PREFIX + k for k in ARCHITECTURES)}.")
     return CLIPSegConfig.from_dict(copy.deepcopy(ARCHITECTURES[key]))
+
+
+def adapter_sizes(name: str) -> dict:
+    """The :data:`ADAPTERS` entry of ``builtin:NAME`` (empty for other bases)."""
+    key = str(name)[len(PREFIX):] if is_builtin(name) else None
+    return dict(ADAPTERS.get(key, {}))

@@ -30,6 +30,7 @@ from .configuration import (
     REFERENCE_SLICE_LAYOUT,
     AdapterConfig,
     PreprocessConfig,
+    RefineConfig,
     TGatedConfig,
 )
 from .modeling import TGatedCLIPSeg
@@ -122,6 +123,7 @@ def reference_adapter_config(state_dict: dict, num_heads: int = 8) -> AdapterCon
         spatial_heads=num_heads,
         spatial_mlp_ratio=state_dict["adapter.spatial_context.mlp.0.weight"].shape[0]
         / state_dict["adapter.spatial_context.mlp.0.weight"].shape[1],
+        mode="reference",
     )
 
 
@@ -361,14 +363,17 @@ def build_model(
     preprocessing: PreprocessConfig | None = None,
     vocabulary=None,
     seed: int = 0,
+    refine: RefineConfig | None = None,
 ) -> LoadedModel:
     """An untrained model in memory: random adapter on a base that is a config (random) or pretrained.
 
     ``tokenizer`` is a folder/hub id, a tokenizer object, ``"compact"`` (offline, built from the
     vocabulary's words) or ``None`` (the base's own, when the base is a model folder or hub id).
+    ``adapter`` defaults to the paper's sizes (or the architecture's own, ``architectures.ADAPTERS``)
+    in residual mode; ``refine`` adds the refinement head.
     """
     from ..vocabulary import ABDOMEN13
-    from .architectures import is_builtin
+    from .architectures import adapter_sizes, is_builtin
 
     torch.manual_seed(seed)
     base = str(base)
@@ -391,9 +396,10 @@ def build_model(
     config = TGatedConfig(
         clipseg_config=clipseg_config.to_dict(),
         base_model_id=base_id,
-        adapter=(adapter or AdapterConfig.default_for(hidden)) if temporal else None,
+        adapter=(adapter or AdapterConfig.default_for(hidden, **adapter_sizes(base))) if temporal else None,
         preprocessing=preprocessing or PreprocessConfig(),
         vocabulary=vocabulary,
+        refine=refine,
     )
     model = TGatedCLIPSeg(config, base_model=base_model)
     if random_base:
@@ -433,9 +439,10 @@ def init_checkpoint(
     preprocessing: PreprocessConfig | None = None,
     vocabulary=None,
     seed: int = 0,
+    refine: RefineConfig | None = None,
 ) -> Path:
     """Write an untrained checkpoint folder (see :func:`build_model`)."""
-    loaded = build_model(base, tokenizer, temporal, adapter, preprocessing, vocabulary, seed)
+    loaded = build_model(base, tokenizer, temporal, adapter, preprocessing, vocabulary, seed, refine)
     return save_checkpoint(loaded.model, loaded.tokenizer, output, loaded.config)
 
 

@@ -18,9 +18,25 @@ FORMAT_VERSION = 1
 DEFAULT_BASE_MODEL = "CIDAS/clipseg-rd64-refined"
 
 
+ADAPTER_MODES = ("residual", "reference")
+
+
 @dataclass
 class AdapterConfig:
-    """Sizes of the temporal adapter. Defaults are the paper's (for a 768-wide ViT-B/16)."""
+    """Sizes and wiring of the temporal adapter. Sizes default to the paper's (for a 768-wide ViT-B/16).
+
+    ``mode`` says how the adapter meets the decoder (see ``adapter.py``):
+
+    * ``"residual"`` (new models): the adapter rewrites only the last of the decoder's extracted
+      activations, as ``c + g * f(window)`` with ``f`` zero-initialised, so a fresh model computes
+      exactly what the slice-wise baseline computes and both use the same three-layer decoder;
+    * ``"reference"`` (the authors' ``CLIPSegTemporalAdapter``, and every checkpoint saved before
+      the residual mode existed): ``head(spatial(g * t + (1 - g) * c))`` on the last encoder state
+      is the decoder's only activation.
+
+    ``ignore_context`` feeds the adapter 5 copies of the centre slice: the equal-capacity control
+    of the ablation (same parameters and compute, no neighbours).
+    """
 
     context_size: int = 5  # slices per window: the centre and its 4 nearest neighbours
     proj_dim: int = 256  # width of the temporal transformer
@@ -34,12 +50,18 @@ class AdapterConfig:
     spatial_drop_path: float = 0.05
     head_dropout: float = 0.1
     head_out_dropout: float = 0.05
-    gate_bias_init: float = -5.0  # sigmoid(-5) ~ 0.007: the gate starts nearly closed
+    gate_bias_init: float | None = None  # None: -5 for "reference" (sigmoid ~ 0.007, the paper), 0 for "residual"
     probabilistic: bool = False  # Gaussian keys/values in the temporal attention (uncertainty, MedCLIPSeg-style)
     prob_beta: float = 2.35  # weight of the key-uncertainty penalty in the attention scores
     prob_init_variance: float = 1e-3
+    mode: str = "residual"
+    ignore_context: bool = False
 
     def __post_init__(self) -> None:
+        if self.mode not in ADAPTER_MODES:
+            raise ValueError(f"adapter mode must be one of {ADAPTER_MODES}, got {self.mode!r}")
+        if self.gate_bias_init is None:
+            self.gate_bias_init = -5.0 if self.mode == "reference" else 0.0
         if self.context_size < 1 or self.context_size % 2 == 0:
             raise ValueError(f"context_size must be a positive odd number, got {self.context_size}")
         if self.proj_dim % self.num_heads:
@@ -58,6 +80,28 @@ class AdapterConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "AdapterConfig":
+        """Configs written before ``mode`` existed describe the authors' wiring."""
+        values = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        values.setdefault("mode", "reference")
+        return cls(**values)
+
+
+@dataclass
+class RefineConfig:
+    """The full-resolution boundary head (``refine.py``): ``channels`` image features per pixel."""
+
+    channels: int = 16
+
+    def __post_init__(self) -> None:
+        if int(self.channels) < 1:
+            raise ValueError(f"refinement channels must be positive, got {self.channels}")
+        self.channels = int(self.channels)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RefineConfig":
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
@@ -141,6 +185,12 @@ class TGatedConfig:
     threshold: float = 0.5
     training: dict | None = None  # metadata written by the trainer
     peft: PeftConfig | None = None  # VLSM-style bottleneck adapters in the CLIP encoders, if any
+    refine: RefineConfig | None = None  # full-resolution boundary head, if any (never with the authors' wiring)
+
+    def __post_init__(self) -> None:
+        if self.refine is not None and self.adapter is not None and self.adapter.mode == "reference":
+            raise ValueError("the refinement head is not part of the authors' model: use adapter mode 'residual' "
+                             "or no refinement head")
 
     @property
     def temporal(self) -> bool:
@@ -167,6 +217,7 @@ class TGatedConfig:
             "threshold": self.threshold,
             "training": self.training,
             "peft": self.peft.to_dict() if self.peft else None,
+            "refine": self.refine.to_dict() if self.refine else None,
         }
 
     @classmethod
@@ -180,4 +231,5 @@ class TGatedConfig:
             threshold=float(d.get("threshold", 0.5)),
             training=d.get("training"),
             peft=PeftConfig.from_dict(d["peft"]) if d.get("peft") else None,
+            refine=RefineConfig.from_dict(d["refine"]) if d.get("refine") else None,
         )

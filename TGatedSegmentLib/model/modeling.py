@@ -1,19 +1,29 @@
 """CLIPSeg with the T-Gated temporal adapter, split into the stages the engine and trainer reuse.
 
 The model is transformers' ``CLIPSegForImageSegmentation`` (kept whole as ``base_model``) plus an
-optional :class:`TemporalAdapter`. Its forward is decomposed into prompt-independent and
-prompt-dependent stages so that a volume can be processed with each slice encoded once:
+optional :class:`TemporalAdapter` and an optional :class:`RefinementHead`. Its forward is
+decomposed into prompt-independent and prompt-dependent stages so that a volume can be processed
+with each slice encoded once:
 
 ``encode_images`` (per slice) -> ``fuse`` (per centre slice, over its window) -> ``decode`` (per
-slice and prompt), with ``encode_text`` run once per prompt.
+slice and prompt), with ``encode_text`` run once per prompt and ``image_features`` (the
+refinement head's image branch) once per centre slice.
 
-* Temporal model (the authors' path): the vision encoder's last hidden state of every window slice
-  goes through the adapter; its output is the decoder's only activation.
 * Slice-wise baseline (``adapter=None``, also the zero-shot CLIPSeg): stock CLIPSeg, whose decoder
   reads the hidden states after the ``extract_layers``.
+* Residual T-Gated (``adapter.mode == "residual"``, new models): the same three activations; the
+  adapter, run over the window's last extracted activation, rewrites that one as
+  ``c + g * f(window)``. A fresh adapter is the identity, so both arms share the same decoder.
+* Reference T-Gated (the authors' path): the vision encoder's last hidden state of every window
+  slice goes through the adapter; its output is the decoder's only activation (the decoder then
+  runs ``layers[0]`` and ``reduces[0]`` alone).
+
+``decode`` always returns logits at the model's input size: CLIPSeg's transposed convolutions
+upsample by ``patch_size`` only for patch 16; with smaller patches the rest is bilinear, or the
+refinement head's full-resolution output.
 
 Shapes: N slices, B centre slices, S window slices, L decoder activations, T tokens, C width,
-K prompts, P projection dim, H = W = image size.
+K prompts, P projection dim, H = W = image size, F refinement channels.
 """
 
 from __future__ import annotations
@@ -26,6 +36,7 @@ from torch import nn
 from .adapter import TemporalAdapter
 from .configuration import TGatedConfig
 from .peft import PeftAdapters
+from .refine import RefinementHead, upsample
 
 
 class TGatedCLIPSeg(nn.Module):
@@ -39,11 +50,14 @@ class TGatedCLIPSeg(nn.Module):
         self.base_model = base_model if base_model is not None else CLIPSegForImageSegmentation(config.clipseg())
         hidden = self.base_model.config.vision_config.hidden_size
         self.adapter = TemporalAdapter(config.adapter, hidden) if config.adapter is not None else None
+        self.refine = (RefinementHead(config.refine, self.base_model.config.reduce_dim)
+                       if config.refine is not None else None)
         # set by set_finetune: run the vision encoder under no_grad when nothing in it needs gradients
         self.vision_without_grad = False
         self.peft = None
         if config.peft is not None:
-            self.peft = PeftAdapters(config.peft, self.base_model.config, temporal=self.adapter is not None)
+            # the shallow vision adapters sit on what the decoder reads: one activation in the authors' wiring
+            self.peft = PeftAdapters(config.peft, self.base_model.config, temporal=self.num_activations == 1)
             self.peft.attach(self.base_model)
 
     # -- properties -----------------------------------------------------------------------------
@@ -56,9 +70,14 @@ class TGatedCLIPSeg(nn.Module):
         return self.adapter.context_size if self.adapter is not None else 1
 
     @property
+    def reference_wiring(self) -> bool:
+        """The authors' adapter path: one activation (the last encoder state) into the decoder."""
+        return self.adapter is not None and not self.adapter.residual
+
+    @property
     def num_activations(self) -> int:
-        """L: encoder activations kept per slice (1 for the adapter path, 3 for stock CLIPSeg)."""
-        return 1 if self.temporal else len(self.base_model.config.extract_layers)
+        """L: encoder activations kept per slice (1 for the authors' adapter path, else the extract layers)."""
+        return 1 if self.reference_wiring else len(self.base_model.config.extract_layers)
 
     @property
     def device(self) -> torch.device:
@@ -75,7 +94,7 @@ class TGatedCLIPSeg(nn.Module):
         # frozen encoder, no dense vision adapter: nothing to backpropagate into, so record nothing
         no_grad = self.vision_without_grad and torch.is_grad_enabled()
         with torch.no_grad() if no_grad else contextlib.nullcontext():
-            if self.temporal:
+            if self.reference_wiring:
                 features = vision(pixel_values=pixel_values).last_hidden_state.unsqueeze(1)
             else:
                 hidden_states = vision(pixel_values=pixel_values, output_hidden_states=True).hidden_states
@@ -104,19 +123,44 @@ class TGatedCLIPSeg(nn.Module):
         return (input_ids == eos).int().argmax(dim=-1)
 
     def fuse(self, window: torch.Tensor, return_gate: bool = False):
-        """(B, S, L, T, C) window features -> (B, L, T, C) decoder input for the centre slices."""
-        if not self.temporal:
-            centre = window[:, window.shape[1] // 2]
-            return (centre, None) if return_gate else centre
-        out = self.adapter(window[:, :, 0], return_gate=return_gate)
-        if return_gate:
-            return out[0].unsqueeze(1), out[1]
-        return out.unsqueeze(1)
+        """(B, S, L, T, C) window features -> (B, L, T, C) decoder input for the centre slices.
 
-    def decode(self, features: torch.Tensor, text_embeddings: torch.Tensor) -> torch.Tensor:
-        """(B, L, T, C) decoder input and (B, P) prompt embeddings -> (B, H, W) logits."""
+        ``return_gate``: also the adapter's gate, (B, T, C) (None for the baseline).
+        """
+        centre = window[:, window.shape[1] // 2]  # (B, L, T, C)
+        if not self.temporal:
+            return (centre, None) if return_gate else centre
+        out, gate = self.adapter(window[:, :, -1], return_gate=True)  # (B, T, C) each
+        if self.reference_wiring:
+            fused = out.unsqueeze(1)
+        else:  # only the last extracted activation is rewritten
+            fused = torch.cat([centre[:, :-1], out.unsqueeze(1)], dim=1)
+        return (fused, gate) if return_gate else fused
+
+    def image_features(self, pixel_values: torch.Tensor) -> torch.Tensor | None:
+        """(B, 3, H, W) centre slices -> (B, F, H, W) for the refinement head (None without one)."""
+        return self.refine.image_features(pixel_values) if self.refine is not None else None
+
+    def decode(self, features: torch.Tensor, text_embeddings: torch.Tensor,
+               image_features: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L, T, C) decoder input, (B, P) prompt embeddings and, with a refinement head, its
+        (B, F, H, W) image features -> (B, H, W) logits at the model's input size."""
         activations = list(features.unbind(dim=1))  # extract-layer order, as CLIPSeg's forward passes them
-        return self.base_model.decoder(hidden_states=activations, conditional_embeddings=text_embeddings).logits
+        decoder = self.base_model.decoder
+        grid = int(round((features.shape[2] - 1) ** 0.5))
+        size = (grid * self.base_model.config.vision_config.patch_size,) * 2
+        if self.refine is None:
+            logits = decoder(hidden_states=activations, conditional_embeddings=text_embeddings).logits
+            return upsample(logits.unsqueeze(1), size).squeeze(1)
+        if image_features is None:
+            raise ValueError("this model has a refinement head: pass image_features(centre pixels) to decode")
+        captured = []  # the FiLM-conditioned token map entering the transposed convolutions, (B, R, g, g)
+        hook = decoder.transposed_convolution.register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
+        try:
+            logits = decoder(hidden_states=activations, conditional_embeddings=text_embeddings).logits
+        finally:
+            hook.remove()
+        return self.refine(logits, captured[0], image_features)
 
     # -- whole model ------------------------------------------------------------------------------
     def forward(
@@ -125,9 +169,21 @@ class TGatedCLIPSeg(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         return_gate: bool = False,
+        windows: torch.Tensor | None = None,
+        items: torch.Tensor | None = None,
     ):
-        """pixel_values (B, S, 3, H, W) windows (or (B, 3, H, W) single slices for the baseline),
-        input_ids (B, tokens) one prompt per sample -> logits (B, H, W)."""
+        """Two ways in (one ``forward``, so that DistributedDataParallel sees every use):
+
+        * one prompt per sample, as the authors' ``CLIPSegTemporalAdapter.forward``: pixel_values
+          (B, S, 3, H, W) windows (or (B, 3, H, W) single slices for the baseline), input_ids
+          (B, tokens) -> logits (B, H, W);
+        * multi-prompt (``windows`` and ``items`` given), as the inference engine runs a volume:
+          pixel_values (U, 3, H, W) distinct slices, each encoded once; windows (B, S) rows of them
+          per centre slice; input_ids (K, tokens) distinct prompts, each encoded once; items (M, 2)
+          (centre, prompt) pairs to decode -> logits (M, H, W).
+        """
+        if windows is not None:
+            return self._forward_items(pixel_values, windows, input_ids, attention_mask, items, return_gate)
         if pixel_values.ndim == 4:
             pixel_values = pixel_values.unsqueeze(1)
         b, s = pixel_values.shape[:2]
@@ -138,13 +194,25 @@ class TGatedCLIPSeg(nn.Module):
                 raise ValueError(f"expected windows of {self.context_size} slices, got {s}")
             pixel_values = pixel_values[:, centre - half : centre + half + 1]
             s = self.context_size
-        features = self.encode_images(pixel_values.flatten(0, 1))  # (B*S, L, T, C)
-        window = features.unflatten(0, (b, s))  # (B, S, L, T, C)
-        fused = self.fuse(window, return_gate=return_gate)
-        gate = None
-        if return_gate:
-            fused, gate = fused
-        logits = self.decode(fused, self.encode_text(input_ids, attention_mask))
+        windows = torch.arange(b * s, device=pixel_values.device).view(b, s)
+        items = torch.arange(b, device=pixel_values.device).unsqueeze(1).expand(b, 2)
+        return self._forward_items(pixel_values.flatten(0, 1), windows, input_ids, attention_mask, items, return_gate)
+
+    def _forward_items(self, pixel_values, windows, input_ids, attention_mask, items, return_gate):
+        if windows.shape[1] != self.context_size:
+            raise ValueError(f"expected windows of {self.context_size} slices, got {windows.shape[1]}")
+        b, s = windows.shape
+        features = self.encode_images(pixel_values)  # (U, L, T, C)
+        window = features.index_select(0, windows.flatten()).unflatten(0, (b, s))  # (B, S, L, T, C)
+        fused, gate = self.fuse(window, return_gate=True)  # (B, L, T, C)
+        image = None
+        if self.refine is not None:
+            image = self.image_features(pixel_values.index_select(0, windows[:, s // 2]))  # (B, F, H, W)
+        text = self.encode_text(input_ids, attention_mask)  # (K, P)
+        centre, prompt = items[:, 0], items[:, 1]
+        # index_select: its backward is a fraction of advanced indexing's on a CPU
+        logits = self.decode(fused.index_select(0, centre), text.index_select(0, prompt),
+                             image.index_select(0, centre) if image is not None else None)  # (M, H, W)
         return (logits, gate) if return_gate else logits
 
     # -- fine-tuning modes ---------------------------------------------------------------------------
@@ -159,7 +227,7 @@ class TGatedCLIPSeg(nn.Module):
         names = [n for n, _ in self.named_parameters()]
         if finetune == "full":
             return names
-        keep = ("adapter.", "peft.") + (("base_model.decoder.",) if finetune == "decoder" else ())
+        keep = ("adapter.", "peft.", "refine.") + (("base_model.decoder.",) if finetune == "decoder" else ())
         return [n for n in names if n.startswith(keep)]
 
     def set_finetune(self, finetune: str = "full") -> list[str]:

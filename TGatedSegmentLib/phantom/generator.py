@@ -26,7 +26,8 @@ Target organ and distractors (the adapter's raison d'etre)
     defined; the pancreas is lobulated and elongated and its look depends on the slice. It hangs in
     the liver's fossa: its top 2-9 slices above the liver's lowest slice, the fundus below the liver.
 
-    Each volume also gets ``spec.n_distractors`` distractor blobs (think hepatic cysts or
+    Each volume also gets up to ``spec.n_distractors`` distractor blobs, as many as fit beside the
+    target (3-8 of the default 8 at the default target size; think hepatic cysts or
     fluid-filled bowel). A distractor is a 1-2 slice *section* of a virtual gallbladder drawn from
     the very same distributions (axial extent and height relative to the liver, in-plane position,
     radii, orientation, tilt, boundary wobble), cut at a uniformly random height inside it, and
@@ -110,6 +111,10 @@ class PhantomSpec:
     n_distractors: int = 8  # target look-alikes, each 1-2 slices thick
     target_slices: tuple[int, int] = (8, 13)  # axial extent of the target organ, inclusive range
     distractor_slices: tuple[int, int] = (1, 2)  # axial extent of a distractor, inclusive range
+    # in-plane size of the target (and its look-alikes): 1.8 makes its widest section 16-23 px across
+    # at 128 px (2-3 tokens of the cpu recipe's 8-px patches, about a real gallbladder's 4-6 cm
+    # against the 320 mm field of view): a blob half a token wide cannot be learnt at all
+    target_scale: float = 1.8
     volume_offset_hu: float = 5.0  # per volume: every tissue shifted by U(-a, a)
     organ_offset_hu: float = 4.0  # per organ and volume: N(0, a), clipped to 2a
     origin: tuple[float, float, float] | None = None  # LPS (x, y, z) mm; None: centred on 0
@@ -136,6 +141,8 @@ class PhantomSpec:
         if not 1 <= dlo <= dhi or dhi >= lo:
             raise InputError(f"distractor_slices {self.distractor_slices} is invalid",
                              "Distractors must be thinner than the target organ (e.g. (1, 2)).")
+        if not self.target_scale > 0:
+            raise InputError(f"target_scale must be positive, got {self.target_scale}")
         if self.noise_hu < 0 or self.n_distractors < 0:
             raise InputError("noise_hu and n_distractors must not be negative")
 
@@ -567,9 +574,9 @@ def _draw_organs(cv: _Canvas):
                         cv.labels[a][b] = 0
 
 
-def _target_look(rng: np.random.Generator) -> dict:
+def _target_look(rng: np.random.Generator, scale: float = 1.0) -> dict:
     """One draw of the target organ's size and shape (shared by the target and its distractors)."""
-    return dict(ru=rng.uniform(0.09, 0.13), rv=rng.uniform(0.065, 0.095), angle=rng.uniform(-0.6, 0.6),
+    return dict(ru=scale * rng.uniform(0.09, 0.13), rv=scale * rng.uniform(0.085, 0.11), angle=rng.uniform(-0.6, 0.6),
                 drift=(rng.uniform(-0.06, 0.06), rng.uniform(-0.06, 0.06)), p=(3.0, 3.0), wobble=0.06)
 
 
@@ -598,7 +605,7 @@ def _draw_target_and_distractors(cv: _Canvas, target_hu: float):
     placed = None
     for _look in range(20):
         extent = int(rng.integers(lo, hi + 1))
-        look = _target_look(rng)
+        look = _target_look(rng, spec.target_scale)
         for _pos in range(40):
             z0, top = virtual_slices(extent)
             params = {**look, **_target_position(rng)}
@@ -636,7 +643,7 @@ def _draw_target_and_distractors(cv: _Canvas, target_hu: float):
             extent = int(rng.integers(lo, hi + 1))
             j = int(rng.integers(0, extent - h + 1))  # which section of the virtual gallbladder
             s = (np.arange(j, j + h) - (extent - 1) / 2.0) / (extent / 2.0)
-            look = _target_look(rng)
+            look = _target_look(rng, spec.target_scale)
             for _pos in range(40):
                 z0 = virtual_slices(extent)[0] + j
                 zs = np.arange(z0, z0 + h)
@@ -768,6 +775,8 @@ def write_phantom_dataset(folder: str | Path, n_cases: int, seed: int = 0, spec:
             "seed": [int(seed), i],
             "target": ph.target,
             "n_distractors": len(ph.distractors),
+            # the look-alikes' slices: hard negatives the "slices" batching draws more often
+            "oversample_slices": sorted({z for d in ph.distractors for z in range(d.z0, d.z1 + 1)}),
             "source": "TGatedSegmentLib.phantom.generate_phantom",
         }
         if progress is not None:

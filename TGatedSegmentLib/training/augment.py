@@ -33,10 +33,11 @@ def draw(rng: np.random.Generator, n: int, flippable: np.ndarray, max_rotation: 
     return angles, coins & np.asarray(flippable, dtype=bool)
 
 
-def _rotate(x: torch.Tensor, degrees: float) -> torch.Tensor:
-    """Bilinear rotation of (N, C, H, W) about the image centre; zeros come in at the corners."""
+def _rotate(x: torch.Tensor, degrees: float, zoom: float = 1.0) -> torch.Tensor:
+    """Bilinear rotation (and scaling by ``zoom``: > 1 enlarges) of (N, C, H, W) about the image
+    centre; zeros come in at the corners."""
     theta = math.radians(degrees)
-    c, s = math.cos(theta), math.sin(theta)
+    c, s = math.cos(theta) / zoom, math.sin(theta) / zoom
     h, w = x.shape[-2:]
     # affine_grid works in normalised coordinates: correct for a non-square aspect ratio
     matrix = torch.tensor([[c, -s * h / w, 0.0], [s * w / h, c, 0.0]], dtype=x.dtype, device=x.device)
@@ -59,3 +60,26 @@ def apply(pixels: torch.Tensor, target: torch.Tensor, angle: float, flip: bool, 
     if flip:
         pixels, target = pixels.flip(lr_dim), target.flip(lr_dim)
     return pixels, target
+
+
+def apply_geometry(pixels: torch.Tensor, targets: torch.Tensor, angle: float, zoom: float,
+                   fill: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One rotation + scaling for a stack of model-input slices (N, 3, H, W) and of their masks
+    (M, H, W) in [0, 1] (soft edges stay soft); ``fill`` (3,) is the normalised black."""
+    if not angle and zoom == 1.0:
+        return pixels, targets
+    fill = fill.to(pixels).view(1, 3, 1, 1)
+    pixels = _rotate(pixels - fill, angle, zoom) + fill
+    targets = _rotate(targets.unsqueeze(1), angle, zoom).squeeze(1)
+    return pixels, targets
+
+
+def apply_intensity(unit: np.ndarray, contrast: float, brightness: float, gamma: float) -> np.ndarray:
+    """Intensity jitter on [0, 1] slices before the slice codec: ``clip(x * contrast + brightness) ** gamma``.
+
+    Scanners and MR sequences differ in gain, offset and curve; the model should not depend on them.
+    """
+    if contrast == 1.0 and brightness == 0.0 and gamma == 1.0:
+        return unit
+    out = np.clip(unit * np.float32(contrast) + np.float32(brightness), 0.0, 1.0)
+    return out ** np.float32(gamma) if gamma != 1.0 else out

@@ -111,6 +111,15 @@ class CachedVolume:
         return PreparedVolume(self.unit_slices(slice(None)), self.geometry, reorientation_for(self.geometry.direction),
                               self.modality)
 
+    def canonical_slices(self, k_indices) -> list[int]:
+        """Canonical z of file slices ``k`` (the image's third array axis), where k runs along z;
+        [] for a volume stored with another slice axis (sagittal, coronal)."""
+        reorientation = reorientation_for(self.geometry.direction)
+        if reorientation.axes[0] != 0:
+            return []
+        depth = self.depth
+        return [depth - 1 - int(k) if reorientation.flips[0] else int(k) for k in k_indices if 0 <= int(k) < depth]
+
     def native_labels(self) -> np.ndarray:
         """Labels back on the file's own (k, j, i) grid."""
         return np.ascontiguousarray(reorientation_for(self.geometry.direction).from_canonical(np.asarray(self.labels)))

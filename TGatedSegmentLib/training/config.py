@@ -1,8 +1,9 @@
 """Training settings: one dataclass shared by ``tgated train`` and Python (Slicer's console).
 
-Defaults are the paper's (Sec. 3.5) and the authors' optimiser; see README "Training" for where
-we depart from their code. Importing this module does not import torch, so the CLI can reject bad
-input in a fraction of a second.
+Settings left at ``None`` come from the run's recipe (``recipes.py``: ``paper`` for a pretrained
+base, ``cpu`` for random weights); see README "Training" for where the paper recipe departs from
+the authors' code. Importing this module does not import torch, so the CLI can reject bad input
+in a fraction of a second.
 """
 
 from __future__ import annotations
@@ -12,14 +13,17 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from ..errors import InputError
-
-DEFAULT_BASE = "CIDAS/clipseg-rd64-refined"
+from .recipes import DEFAULT_BASE, RECIPES, recipe_for
 
 # Settings that define what is trained: a resumed run must keep them (the others may change).
 STRUCTURAL = ("data", "val", "base", "tokenizer", "temporal", "freeze_encoders", "batch_size", "samples_per_epoch",
-              "lr_encoder", "lr_decoder", "lr_adapter", "weight_decay", "restart_epochs", "min_lr", "grad_clip",
+              "lr_encoder", "lr_text", "lr_decoder", "lr_adapter", "weight_decay", "restart_epochs", "min_lr", "grad_clip",
               "gate_penalty", "negative_ratio", "max_rotation", "flip_probability", "seed", "image_size", "amp",
-              "finetune", "peft", "peft_dim", "peft_parts", "lr_peft", "probabilistic")
+              "finetune", "peft", "peft_dim", "peft_parts", "lr_peft", "probabilistic", "recipe", "adapter",
+              "refine", "batching", "chunk_slices", "schedule", "warmup_steps", "dice", "max_zoom", "intensity",
+              "boundary_weight", "hint_weight")
+ADAPTER_CHOICES = ("residual", "reference", "control")  # control: the residual adapter fed 5 copies of the centre
+BATCHINGS = ("pairs", "slices")
 
 FINETUNE_MODES = ("full", "decoder", "adapters")
 PEFT_VARIANTS = ("dense", "shallow")
@@ -42,9 +46,12 @@ class TrainConfig:
     data: str | Path
     output: str | Path
     val: str | None = None
-    base: str = DEFAULT_BASE
+    recipe: str | None = None  # "paper" or "cpu" (None: by the base, see recipes.py)
+    base: str | None = None
     tokenizer: str | None = None
     temporal: bool = True
+    adapter: str | None = None  # a new adapter's wiring: residual (default), reference (the authors') or control
+    refine: int | None = None  # channels of a new refinement head (0: none)
     freeze_encoders: bool = False  # the same as finetune="decoder" (kept for compatibility)
     finetune: str = "full"  # "full" (the paper), "decoder" (CLIP frozen) or "adapters" (CLIP and decoder frozen)
     peft: str | None = None  # add VLSM bottleneck adapters to a base without them: "dense" or "shallow"
@@ -52,22 +59,32 @@ class TrainConfig:
     peft_parts: str | None = None  # comma list of vision, text, conditional (default all three)
     lr_peft: float | None = None  # the PEFT adapters' learning rate (default 1e-3 dense, 3e-4 shallow)
     probabilistic: bool = False  # probabilistic temporal attention (a deterministic base initialises its means)
-    epochs: int = 30
+    epochs: int | None = None
     steps: int | None = None
     max_seconds: float | None = None
-    batch_size: int = 8
-    samples_per_epoch: int | None = None
-    lr_encoder: float = 1e-6  # CLIP vision and text encoders (text projection included)
-    lr_decoder: float = 1e-5  # CLIPSeg decoder
-    lr_adapter: float = 5e-5  # every adapter parameter, temporal position embedding included
-    weight_decay: float = 1e-4
-    restart_epochs: int = 5  # CosineAnnealingWarmRestarts T_0
-    min_lr: float = 1e-7
-    grad_clip: float = 0.5
-    gate_penalty: float = 1e-3
-    negative_ratio: float = 1.0 / 3.0  # negatives per positive
-    max_rotation: float = 5.0  # degrees, uniform in +-max_rotation
-    flip_probability: float = 0.5  # left-right flip, organs without a side only
+    batching: str | None = None  # "pairs": one (window, organ) per sample; "slices": chunks, every organ decoded
+    batch_size: int | None = None  # pairs, or centre slices, per step and process
+    chunk_slices: int | None = None  # consecutive centre slices per chunk ("slices")
+    samples_per_epoch: int | None = None  # pairs or chunks
+    lr_encoder: float | None = None  # CLIP vision encoder, and the text encoder unless lr_text is set
+    lr_text: float | None = None  # CLIP text encoder and projection (None: lr_encoder)
+    lr_decoder: float | None = None  # CLIPSeg decoder
+    lr_adapter: float | None = None  # every adapter parameter (temporal position embedding included), refinement head
+    weight_decay: float | None = None
+    schedule: str | None = None  # "restarts" (the paper) or "cosine" (warm-up + one cosine over the budget)
+    warmup_steps: int | None = None
+    restart_epochs: int | None = None  # CosineAnnealingWarmRestarts T_0
+    min_lr: float | None = None
+    grad_clip: float | None = None
+    dice: str | None = None  # "sample" (the paper's per-sample Dice) or "batch" (per prompt over the batch)
+    gate_penalty: float | None = None
+    negative_ratio: float | None = None  # negatives per positive ("pairs")
+    max_rotation: float | None = None  # degrees, uniform in +-max_rotation
+    max_zoom: float | None = None  # in-plane scale uniform in 1 +- max_zoom ("slices")
+    intensity: float | None = None  # contrast/brightness/gamma jitter ("slices")
+    flip_probability: float | None = None  # left-right flip, organs without a side only ("pairs")
+    boundary_weight: float | None = None  # extra draws of the 2 slices beyond each organ's extent ("slices")
+    hint_weight: float | None = None  # extra draws of the slices a dataset lists as hard ("slices")
     amp: str | None = None  # "bf16" or "fp16" on CUDA; float32 otherwise
     device: str = "auto"
     num_workers: int | None = None  # DataLoader workers (None: 2 on CUDA, 0 on CPU)
@@ -81,6 +98,7 @@ class TrainConfig:
     overwrite: bool = False
 
     def __post_init__(self) -> None:
+        self._apply_recipe()
         # local paths are recorded absolute: the metadata stays meaningful and --resume works from any folder
         self.data = local_path(self.data)
         self.val = local_path(self.val) if self.val is not None and not str(self.val).strip().startswith("split") \
@@ -90,7 +108,8 @@ class TrainConfig:
         self.output = str(self.output)
         checks = [
             ("epochs", self.epochs, 1), ("batch_size", self.batch_size, 1), ("restart_epochs", self.restart_epochs, 1),
-            ("val_batch_size", self.val_batch_size, 1),
+            ("val_batch_size", self.val_batch_size, 1), ("chunk_slices", self.chunk_slices, 1),
+            ("warmup_steps", self.warmup_steps, 0), ("refine", self.refine, 0),
         ]
         for name, value, low in checks:
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -102,21 +121,45 @@ class TrainConfig:
         if self.num_workers is not None and (not isinstance(self.num_workers, int) or self.num_workers < 0):
             raise InputError(f"num_workers must be >= 0, got {self.num_workers!r}", "Pass --num-workers 0 or more.")
         for name in ("lr_encoder", "lr_decoder", "lr_adapter", "weight_decay", "min_lr", "grad_clip", "gate_penalty",
-                     "negative_ratio", "max_rotation"):
+                     "negative_ratio", "max_rotation", "max_zoom", "intensity", "boundary_weight", "hint_weight"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise InputError(f"{name} must be a finite number >= 0, got {value!r}",
                                  f"Pass a valid --{_flag(name)}.")
         if not 0.0 <= self.flip_probability <= 1.0:
             raise InputError(f"flip_probability must be in [0, 1], got {self.flip_probability}", "Use e.g. 0.5.")
+        if self.lr_text is not None and (not isinstance(self.lr_text, (int, float)) or not math.isfinite(self.lr_text)
+                                         or self.lr_text < 0):
+            raise InputError(f"lr_text must be a finite number >= 0, got {self.lr_text!r}", "Pass a valid --lr-text.")
         if self.max_seconds is not None and not self.max_seconds > 0:
             raise InputError(f"max_seconds must be > 0, got {self.max_seconds}", "Pass a positive time budget.")
         if self.amp not in (None, "bf16", "fp16"):
             raise InputError(f"unknown mixed precision '{self.amp}'", "Use --amp bf16 or --amp fp16 (CUDA only).")
+        choices = (("adapter", self.adapter, ADAPTER_CHOICES), ("batching", self.batching, BATCHINGS),
+                   ("schedule", self.schedule, ("restarts", "cosine")), ("dice", self.dice, ("sample", "batch")))
+        for name, value, allowed in choices:
+            if value not in allowed:
+                raise InputError(f"unknown {name.replace('_', ' ')} '{value}'",
+                                 f"Use --{_flag(name)} {' or '.join(allowed)}.")
+        if self.max_zoom >= 1.0 or self.intensity >= 1.0:
+            raise InputError("max_zoom and intensity must be below 1", "Use e.g. --max-zoom 0.1 --intensity 0.2.")
+        if self.adapter == "reference" and self.refine:
+            raise InputError("the refinement head is not part of the authors' model (--adapter reference)",
+                             "Pass --refine 0 with --adapter reference, or use --adapter residual.")
         self._check_finetune()
         if self.image_size is not None and self.image_size % 16:
             raise InputError(f"image_size {self.image_size} is not a multiple of 16",
                              "The ViT patch grid must be square and whole: use e.g. 352, 224, 128 or 64.")
+
+    def _apply_recipe(self) -> None:
+        """Fill every setting left at None from the recipe (named, or chosen by the base)."""
+        self.recipe = recipe_for(self.recipe, self.base)
+        if self.recipe not in RECIPES:
+            raise InputError(f"unknown recipe '{self.recipe}'", f"Use --recipe {' or '.join(RECIPES)}.")
+        for name, value in RECIPES[self.recipe].items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        self.refine = int(self.refine or 0)
 
     def _check_finetune(self) -> None:
         if self.finetune not in FINETUNE_MODES:
@@ -189,7 +232,8 @@ def structural_differences(saved: dict, current: TrainConfig) -> list[str]:
     A setting the saved run predates counts as its default (e.g. ``finetune`` of runs made before
     it existed: ``decoder`` when they froze the encoders, else ``full``).
     """
-    defaults = {f.name: f.default for f in fields(TrainConfig)}
+    # runs saved before recipes existed were the paper's
+    defaults = {**{f.name: f.default for f in fields(TrainConfig)}, **RECIPES["paper"], "recipe": "paper"}
     saved = dict(saved)
     saved.setdefault("finetune", "decoder" if saved.get("freeze_encoders") else "full")
     now = current.to_dict()

@@ -6,7 +6,9 @@ Accepted layouts:
   ``imagesTr/CASE<ending>`` as in the Decathlon archives) and ``labelsTr/CASE<ending>``; the ending
   is dataset.json's ``file_ending`` (default ``.nii.gz``). ``labels`` may be nnU-Net v2's
   ``{name: id}`` or Decathlon's ``{"id": name}``. An optional ``cases`` entry
-  ``{CASE: {"annotated": [ids], "modality": ...}}`` says which organs a case is labelled for at all.
+  ``{CASE: {"annotated": [ids], "modality": ..., "oversample_slices": [k, ...]}}`` says which organs a
+  case is labelled for at all, and which slices (indices along the image's third array axis, ITK's
+  k) are hard and drawn more often by the ``slices`` batching (the phantom lists its look-alikes).
 * a plain folder with ``labels.json`` (``{name: id}``) and either ``CASE_image<ext>`` /
   ``CASE_label<ext>`` pairs or ``images/`` + ``labels/`` subfolders with matching file names.
 
@@ -49,6 +51,7 @@ class Case:
     label: Path
     annotated: tuple[int, ...] | None = None
     modality: str | None = None
+    hard_slices: tuple[int, ...] = ()  # k indices of slices to oversample ("oversample_slices")
 
 
 @dataclass
@@ -231,7 +234,12 @@ def _load_nnunet(root: Path) -> Dataset:
         info = cases_meta.get(case_id) if isinstance(cases_meta.get(case_id), dict) else {}
         annotated = _annotated(info.get("annotated"), case_id, label_names, label_file)
         modality = info.get("modality", default_modality)
-        cases.append(Case(case_id, images[stem], label, annotated, str(modality) if modality else None))
+        hard = info.get("oversample_slices") or ()
+        if not isinstance(hard, (list, tuple)) or not all(isinstance(k, int) and k >= 0 for k in hard):
+            raise InputError(f"case '{case_id}': 'oversample_slices' in {label_file} is not a list of slice indices",
+                             'Write it as e.g. "oversample_slices": [12, 13, 40].')
+        cases.append(Case(case_id, images[stem], label, annotated, str(modality) if modality else None,
+                          tuple(int(k) for k in hard)))
 
     extra_channels, unlabelled = [], []
     for stem in images:

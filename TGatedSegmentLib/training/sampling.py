@@ -78,7 +78,58 @@ class SampleIndex:
         return {"positives": int(len(self.positives)), "negatives": int(len(self.negatives))}
 
 
-class WindowSampler(Sampler):
+class EpochSampler(Sampler):
+    """What every training sampler shares: an epoch is a fixed list drawn from
+    ``default_rng([seed, epoch])`` by :meth:`epoch_items`, split into equal shards for DDP ranks,
+    iterated from ``position`` batches in (the resume state is ``(epoch, position)``)."""
+
+    def __init__(self, batch_size: int, seed: int, epoch_size: int, rank: int = 0, world_size: int = 1):
+        super().__init__()
+        self.batch_size, self.seed, self.epoch_size = int(batch_size), int(seed), int(epoch_size)
+        self.rank, self.world_size = int(rank), int(world_size)
+        self.epoch, self.position = 0, 0
+
+    @property
+    def per_rank(self) -> int:
+        return math.ceil(self.epoch_size / self.world_size)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(self.per_rank / self.batch_size)
+
+    def set_epoch(self, epoch: int, position: int = 0) -> None:
+        """Start ``epoch`` after ``position`` batches of it (0: from the start)."""
+        self.epoch, self.position = int(epoch), int(position)
+
+    def epoch_items(self, epoch: int) -> list:
+        raise NotImplementedError
+
+    def shard(self, items: list) -> list:
+        """This rank's equal share (the list is wrapped around so every rank gets ``per_rank``)."""
+        total = self.per_rank * self.world_size
+        padded = items + items[: total - len(items)]
+        return padded[self.rank:total:self.world_size]
+
+    def __iter__(self) -> Iterator:
+        mine = self.shard(self.epoch_items(self.epoch))
+        return iter(mine[self.position * self.batch_size:])
+
+    def __len__(self) -> int:
+        return max(0, self.per_rank - self.position * self.batch_size)
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "position": self.position, "seed": self.seed, "epoch_size": self.epoch_size,
+                "world_size": self.world_size}
+
+    def load_state_dict(self, state: dict) -> None:
+        mismatch = [k for k in ("seed", "epoch_size", "world_size")
+                    if state.get(k, getattr(self, k)) != getattr(self, k)]
+        if mismatch:
+            raise ValueError(f"the sampler state belongs to a different {', '.join(mismatch)}")
+        self.set_epoch(state["epoch"], state["position"])
+
+
+class WindowSampler(EpochSampler):
     """Yields this rank's :class:`Sample` items of the current epoch, from ``position`` batches in.
 
     ``epoch_size`` samples per epoch over all ranks (default: as many positive draws as there are
@@ -88,16 +139,12 @@ class WindowSampler(Sampler):
     def __init__(self, index: SampleIndex, batch_size: int, seed: int = 0, negative_ratio: float = 1.0 / 3.0,
                  epoch_size: int | None = None, max_rotation: float = 5.0, flip_probability: float = 0.5,
                  rank: int = 0, world_size: int = 1):
-        super().__init__()
         self.index = index
-        self.batch_size = int(batch_size)
-        self.seed = int(seed)
         self.negative_ratio = float(negative_ratio) if len(index.negatives) else 0.0
         n_pos = len(index.positives)
-        self.epoch_size = int(epoch_size) if epoch_size else n_pos + int(round(n_pos * self.negative_ratio))
+        epoch_size = int(epoch_size) if epoch_size else n_pos + int(round(n_pos * self.negative_ratio))
+        super().__init__(batch_size, seed, epoch_size, rank, world_size)
         self.max_rotation, self.flip_probability = float(max_rotation), float(flip_probability)
-        self.rank, self.world_size = int(rank), int(world_size)
-        self.epoch, self.position = 0, 0
         labels = sorted(index.organs)
         self._flippable = {label: augment.flip_allowed(index.organs[label]) for label in labels}
         self._p_pos = self._probabilities(index.positives)
@@ -116,20 +163,8 @@ class WindowSampler(Sampler):
         n_pos = int(round(self.epoch_size / (1.0 + self.negative_ratio)))
         return n_pos, self.epoch_size - n_pos
 
-    @property
-    def per_rank(self) -> int:
-        return math.ceil(self.epoch_size / self.world_size)
-
-    @property
-    def steps_per_epoch(self) -> int:
-        return math.ceil(self.per_rank / self.batch_size)
-
-    def set_epoch(self, epoch: int, position: int = 0) -> None:
-        """Start ``epoch`` after ``position`` batches of it (0: from the start)."""
-        self.epoch, self.position = int(epoch), int(position)
-
     # -- content --------------------------------------------------------------------------------
-    def epoch_samples(self, epoch: int) -> list[Sample]:
+    def epoch_items(self, epoch: int) -> list[Sample]:
         """The whole epoch, all ranks, in training order."""
         rng = np.random.default_rng([self.seed, int(epoch)])
         n_pos, n_neg = self.split
@@ -144,27 +179,3 @@ class WindowSampler(Sampler):
         angles, flips = augment.draw(rng, len(rows), flippable, self.max_rotation, self.flip_probability)
         return [Sample(int(v), int(z), int(label), bool(p), float(a), bool(f))
                 for (v, z, label), p, a, f in zip(rows, positive, angles, flips)]
-
-    def shard(self, samples: list[Sample]) -> list[Sample]:
-        """This rank's equal share (the list is wrapped around so every rank gets ``per_rank``)."""
-        total = self.per_rank * self.world_size
-        padded = samples + samples[: total - len(samples)]
-        return padded[self.rank:total:self.world_size]
-
-    def __iter__(self) -> Iterator[Sample]:
-        mine = self.shard(self.epoch_samples(self.epoch))
-        return iter(mine[self.position * self.batch_size:])
-
-    def __len__(self) -> int:
-        return max(0, self.per_rank - self.position * self.batch_size)
-
-    def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "position": self.position, "seed": self.seed, "epoch_size": self.epoch_size,
-                "world_size": self.world_size}
-
-    def load_state_dict(self, state: dict) -> None:
-        mismatch = [k for k in ("seed", "epoch_size", "world_size")
-                    if state.get(k, getattr(self, k)) != getattr(self, k)]
-        if mismatch:
-            raise ValueError(f"the sampler state belongs to a different {', '.join(mismatch)}")
-        self.set_epoch(state["epoch"], state["position"])

@@ -49,9 +49,10 @@ from ..model.tokenizer import check_tokenizer, tokenize
 from ..progress import CancelToken, Progress, Throttle
 from . import distributed
 from .cache import CachedVolume, cache_cases
-from .config import TrainConfig
+from .chunks import ChunkAugmentation, ChunkDataset, ChunkSampler, make_chunk_loader, slice_weights
+from .config import DEFAULT_LR_PEFT, TrainConfig
 from .losses import segmentation_loss
-from .config import DEFAULT_LR_PEFT
+from .schedule import make_schedule
 from .preflight import (
     BEST_DIR, LAST_DIR, RESUME_DIR, RUN_FILE, RUN_ITEMS, BaseInfo, Plan, check_finetune, preflight,
 )
@@ -61,7 +62,7 @@ from .windows import WindowDataset, make_loader
 log = logging.getLogger(__name__)
 
 STATE_FILE = "state.pt"
-GROUPS = ("vision", "text", "decoder", "adapter")
+GROUPS = ("vision", "text", "decoder", "adapter", "refine")
 PEFT_GROUP = "peft"  # VLSM bottleneck adapters, when the model has them
 
 
@@ -72,6 +73,8 @@ def parameter_group(name: str) -> str:
     """The optimiser group of a parameter; every parameter has one (a new one fails loudly)."""
     if name.startswith("adapter."):
         return "adapter"
+    if name.startswith("refine."):
+        return "refine"
     if name.startswith("peft."):
         return PEFT_GROUP
     if name.startswith("base_model.decoder."):
@@ -88,8 +91,9 @@ def group_learning_rates(config: TrainConfig, peft_variant: str | None = None) -
     """Per group; the PEFT adapters' rate defaults to VLSM-Adapter's for their variant."""
     variant = peft_variant or config.peft or "dense"
     lr_peft = config.lr_peft if config.lr_peft is not None else DEFAULT_LR_PEFT[variant]
-    return {"vision": config.lr_encoder, "text": config.lr_encoder, "decoder": config.lr_decoder,
-            "adapter": config.lr_adapter, PEFT_GROUP: lr_peft}
+    text = config.lr_text if config.lr_text is not None else config.lr_encoder
+    return {"vision": config.lr_encoder, "text": text, "decoder": config.lr_decoder,
+            "adapter": config.lr_adapter, "refine": config.lr_adapter, PEFT_GROUP: lr_peft}
 
 
 def freeze_encoders(model: TGatedCLIPSeg) -> None:
@@ -141,15 +145,26 @@ def _rebuild(loaded: LoadedModel, config, seed: int) -> LoadedModel:
     return LoadedModel(model, loaded.tokenizer, config, loaded.source)
 
 
-def _adapter_changed(loaded: LoadedModel, temporal: bool, seed: int) -> LoadedModel:
+def new_adapter_config(config: TrainConfig, hidden: int, base: str = "") -> AdapterConfig:
+    """A fresh adapter as the run asks: the paper's sizes (or the architecture's), ``config.adapter``'s wiring."""
+    from ..model.architectures import adapter_sizes
+
+    return AdapterConfig.default_for(hidden, **adapter_sizes(base), ignore_context=config.adapter == "control",
+                                     mode="reference" if config.adapter == "reference" else "residual")
+
+
+def _adapter_changed(loaded: LoadedModel, config: TrainConfig) -> LoadedModel:
+    temporal = config.temporal
     if loaded.model.temporal == temporal:
         return loaded
-    config = copy.deepcopy(loaded.config)
+    model_config = copy.deepcopy(loaded.config)
     hidden = loaded.model.base_model.config.vision_config.hidden_size
-    config.adapter = AdapterConfig.default_for(hidden) if temporal else None
+    model_config.adapter = new_adapter_config(config, hidden) if temporal else None
+    if model_config.adapter is not None and model_config.adapter.mode == "reference":
+        model_config.refine = None
     log.warning("the base %s; training %s", "has a temporal adapter" if loaded.model.temporal else "has no adapter",
                 "with a new, randomly initialised adapter" if temporal else "the slice-wise baseline without it")
-    return _rebuild(loaded, config, seed)
+    return _rebuild(loaded, model_config, config.seed)
 
 
 def extend_for_training(loaded: LoadedModel, config: TrainConfig) -> LoadedModel:
@@ -159,9 +174,15 @@ def extend_for_training(loaded: LoadedModel, config: TrainConfig) -> LoadedModel
     model = loaded.model
     add_peft = config.peft is not None and model.peft is None
     add_prob = config.probabilistic and model.adapter is not None and not model.adapter.config.probabilistic
-    if not (add_peft or add_prob):
+    add_refine = bool(config.refine) and model.refine is None and not model.reference_wiring
+    if not (add_peft or add_prob or add_refine):
         return loaded
     new = copy.deepcopy(loaded.config)
+    if add_refine:
+        from ..model.configuration import RefineConfig
+
+        new.refine = RefineConfig(config.refine)
+        log.info("adding a refinement head (%d channels)", config.refine)
     if add_peft:
         new.peft = PeftConfig(**config.peft_settings())
         log.info("adding %s PEFT adapters (dim %d)", new.peft.variant, new.peft.dim)
@@ -175,7 +196,7 @@ def extend_for_training(loaded: LoadedModel, config: TrainConfig) -> LoadedModel
 
         raise InputError(f"cannot add PEFT adapters to this base: {exc}", "Use --peft dense.") from None
     missing = set(extended.model.state_dict()) - set(model.state_dict())
-    assert all(k.startswith("peft.") or ".var_proj." in k for k in missing), sorted(missing)[:5]
+    assert all(k.startswith(("peft.", "refine.")) or ".var_proj." in k for k in missing), sorted(missing)[:5]
     return extended
 
 
@@ -220,17 +241,23 @@ def build_training_model(config: TrainConfig, organs: list) -> LoadedModel:
     from ..model.architectures import is_builtin
     from ..model.configuration import PreprocessConfig
 
+    from ..model.checkpoint import load_clipseg_config
+    from ..model.configuration import RefineConfig
+
     base = str(config.base)
     if is_builtin(base) or Path(base).expanduser().is_file():
         preprocessing = PreprocessConfig(image_size=config.image_size) if config.image_size else None
-        loaded = build_model(base, tokenizer=config.tokenizer, temporal=config.temporal, preprocessing=preprocessing,
-                             vocabulary=organs, seed=config.seed)
+        hidden = load_clipseg_config(base).vision_config.hidden_size
+        adapter = new_adapter_config(config, hidden, base) if config.temporal else None
+        refine = RefineConfig(config.refine) if config.refine and config.adapter != "reference" else None
+        loaded = build_model(base, tokenizer=config.tokenizer, temporal=config.temporal, adapter=adapter,
+                             preprocessing=preprocessing, vocabulary=organs, seed=config.seed, refine=refine)
     else:
         loaded = load_model(base)
         if config.tokenizer:
             loaded.tokenizer = resolve_tokenizer(config.tokenizer, organs)
             check_tokenizer(loaded.tokenizer, loaded.model.base_model.config)
-        loaded = _adapter_changed(loaded, config.temporal, config.seed)
+        loaded = _adapter_changed(loaded, config)
     clip = loaded.model.base_model.config
     own = loaded.config.peft.to_dict() if loaded.config.peft is not None else None
     check_finetune(config, BaseInfo(clip.text_config.hidden_size, clip.projection_dim, own))  # again: hub ids
@@ -273,14 +300,34 @@ class StepRunner:
             return torch.autocast(self.device.type, enabled=False)
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
-    def __call__(self, batch: dict) -> float:
-        """batch: pixels (B, S, 3, H, W), target (B, H, W), prompt (B,) row of prompt_ids -> loss."""
-        pixels = batch["pixels"].to(self.device, non_blocking=True)
-        target = batch["target"].to(self.device, non_blocking=True)
-        prompt = batch["prompt"].to(self.device)
+    def logits(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(logits, targets, prompt of each item) of a batch of either kind:
+
+        * pairs: pixels (B, S, 3, H, W), target (B, H, W), prompt (B,) rows of prompt_ids;
+        * slices (``chunks.collate_chunks``): pixels (U, 3, H, W), windows (B, S), items (M, 2),
+          targets (M, H, W); every prompt is encoded once.
+        """
+        device = self.device
+        pixels = batch["pixels"].to(device, non_blocking=True)
+        if "items" in batch:
+            items = batch["items"].to(device)
+            with self._autocast():
+                logits = self.net(pixels, self.prompt_ids, self.prompt_mask, windows=batch["windows"].to(device),
+                                  items=items)  # (M, H, W)
+            return logits, batch["targets"].to(device, non_blocking=True), items[:, 1]
+        prompt = batch["prompt"].to(device)
         with self._autocast():
             logits = self.net(pixels, self.prompt_ids[prompt], self.prompt_mask[prompt])  # (B, H, W)
-        loss, _ = segmentation_loss(logits, target, self.model.gate_penalty(), self.config.gate_penalty)
+        return logits, batch["target"].to(device, non_blocking=True), prompt
+
+    def loss(self, batch: dict) -> torch.Tensor:
+        logits, target, prompt = self.logits(batch)
+        return segmentation_loss(logits, target, self.model.gate_penalty(), self.config.gate_penalty,
+                                 self.config.dice, prompt)[0]
+
+    def __call__(self, batch: dict) -> float:
+        """One optimisation step on a batch (see :meth:`logits`) -> its loss."""
+        loss = self.loss(batch)
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -347,6 +394,7 @@ class _Run:
         elif self.config.amp:
             log.warning("mixed precision (--amp %s) needs CUDA; training in float32 on %s", self.config.amp, device)
         self.epoch = self.position = self.global_step = 0
+        self.seconds_before = 0.0  # wall time of the run's earlier sessions (a resumed run continues its budget)
         self.loss_sum, self.loss_steps = 0.0, 0
         self.history: list[dict] = []
         self.best: dict | None = None
@@ -394,21 +442,27 @@ class _Run:
         self.train_volumes = [cached[c.case_id] for c in plan.train.cases]
         self.val_volumes = [(c, cached[c.case_id]) for c in plan.val.cases]
 
-        index = SampleIndex([v.presence for v in self.train_volumes],
-                            [[i for i in plan.train.scored_ids(c) if i in plan.train.organs] for c in plan.train.cases],
-                            plan.train.organs)
-        self.index = index
-        self.sampler = WindowSampler(index, cfg.batch_size, cfg.seed, cfg.negative_ratio, cfg.samples_per_epoch,
-                                     cfg.max_rotation, cfg.flip_probability, self.ctx.rank, self.ctx.world_size)
+        trained_ids = [[i for i in plan.train.scored_ids(c) if i in plan.train.organs] for c in plan.train.cases]
+        self.index = SampleIndex([v.presence for v in self.train_volumes], trained_ids, plan.train.organs)
         prompt_of = {label: n for n, label in enumerate(self.label_ids)}
-        dataset = WindowDataset(self.train_volumes, self.model_config.preprocessing, self.model.context_size, prompt_of)
         workers = cfg.num_workers if cfg.num_workers is not None else (2 if self.device.type == "cuda" else 0)
-        self.loader = make_loader(dataset, self.sampler, workers, pin_memory=self.device.type == "cuda")
+        pin = self.device.type == "cuda"
+        if cfg.batching == "slices":
+            self.sampler = self._chunk_sampler(trained_ids)
+            dataset = ChunkDataset(self.train_volumes, self.model_config.preprocessing, self.model.context_size,
+                                   trained_ids, prompt_of)
+            self.loader = make_chunk_loader(dataset, self.sampler, workers, pin_memory=pin)
+        else:
+            self.sampler = WindowSampler(self.index, cfg.batch_size, cfg.seed, cfg.negative_ratio,
+                                         cfg.samples_per_epoch, cfg.max_rotation, cfg.flip_probability,
+                                         self.ctx.rank, self.ctx.world_size)
+            dataset = WindowDataset(self.train_volumes, self.model_config.preprocessing, self.model.context_size,
+                                    prompt_of)
+            self.loader = make_loader(dataset, self.sampler, workers, pin_memory=pin)
         ids, mask = tokenize(self.tokenizer, [o.prompt for o in self.organs], self.device)  # one row per label id
 
         self.optimizer = make_optimizer(self.model, cfg)
-        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
-            self.optimizer, T_0=cfg.restart_epochs, eta_min=cfg.min_lr)
+        self.scheduler = make_schedule(self.optimizer, cfg)
         self.step = StepRunner(self.model, self.optimizer, cfg, ids, mask, net=distributed.wrap(self.model, self.ctx),
                                amp_dtype=self.amp_dtype)
         self.scaler = self.step.scaler
@@ -416,6 +470,19 @@ class _Run:
         torch.manual_seed(cfg.seed * 1009 + 17 + self.ctx.rank)
         if cfg.resume:
             self._load_state()
+
+    def _chunk_sampler(self, trained_ids: list[list[int]]) -> ChunkSampler:
+        """Chunks of ``chunk_slices`` centres, ``batch_size // chunk_slices`` a step; anchors weighted
+        towards organ boundaries and the dataset's hard slices (``chunks.slice_weights``)."""
+        cfg = self.config
+        weights = [slice_weights(v.presence, ids, 2, cfg.boundary_weight, v.canonical_slices(case.hard_slices),
+                                 cfg.hint_weight)
+                   for v, ids, case in zip(self.train_volumes, trained_ids, self.plan.train.cases)]
+        depths = [v.depth for v in self.train_volumes]
+        epoch = cfg.samples_per_epoch or max(1, math.ceil(sum(depths) / cfg.chunk_slices))  # each slice once, on average
+        augmentation = ChunkAugmentation(cfg.max_rotation, cfg.max_zoom, cfg.intensity)
+        return ChunkSampler(depths, weights, cfg.chunk_slices, max(1, cfg.batch_size // cfg.chunk_slices), epoch,
+                            cfg.seed, augmentation, self.ctx.rank, self.ctx.world_size)
 
     def _setup_finetune(self, loaded: LoadedModel) -> None:
         """Freeze per ``finetune`` and decide what the checkpoints store (all or the trained weights)."""
@@ -478,7 +545,11 @@ class _Run:
     def _counters(self) -> dict:
         return {"epoch": self.epoch, "position": self.position, "global_step": self.global_step,
                 "skipped_steps": self.step.skipped, "loss_sum": self.loss_sum, "loss_steps": self.loss_steps,
-                "history": self.history, "best": self.best}
+                "history": self.history, "best": self.best, "seconds": round(self.seconds(), 3)}
+
+    def seconds(self) -> float:
+        """Wall time of the run so far, over all its sessions: what ``max_seconds`` and the cosine budget count."""
+        return self.seconds_before + time.monotonic() - self._start
 
     def _load_state(self) -> None:
         folder = self.run_dir / RESUME_DIR
@@ -486,6 +557,7 @@ class _Run:
         counters = json.loads((folder / RUN_FILE).read_text(encoding="utf-8"))["counters"]
         for key in ("epoch", "position", "global_step", "loss_sum", "loss_steps", "history", "best"):
             setattr(self, key, counters[key])
+        self.seconds_before = float(counters.get("seconds", 0.0))
         self.step.skipped = counters["skipped_steps"]
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -511,6 +583,7 @@ class _Run:
         return {
             "producer": "tgated train",
             "selected": selected,
+            "recipe": cfg.recipe,
             "data": {"train": str(plan.train.root), "train_cases": [c.case_id for c in plan.train.cases],
                      "val": plan.val_label, "val_cases": [c.case_id for c in plan.val.cases],
                      "labels": {str(i): n for i, n in plan.train.label_names.items()}},
@@ -522,6 +595,7 @@ class _Run:
                          "steps_per_epoch": self.sampler.steps_per_epoch, "world_size": self.ctx.world_size},
             "epochs_completed": len(done),
             "step": self.global_step,
+            "seconds": round(self.seconds(), 1),  # wall time of the run when this was saved (all sessions)
             "skipped_steps": self.step.skipped,
             "best": self.best,
             "history": self.history,
@@ -585,7 +659,7 @@ class _Run:
         reasons = {
             "cancel": self.cancel.cancelled,
             "steps": cfg.steps is not None and self.global_step >= cfg.steps,
-            "time": cfg.max_seconds is not None and time.monotonic() - self._start >= cfg.max_seconds,
+            "time": cfg.max_seconds is not None and self.seconds() >= cfg.max_seconds,
         }
         flags = self.ctx.any_of(list(reasons.values()))  # one collective: all ranks stop together
         return next((name for name, flag in zip(reasons, flags) if flag), None)
@@ -664,7 +738,7 @@ class _Run:
                 stop = self._stop_requested()
                 if stop:
                     break
-                self.scheduler.step(self.epoch + self.position / steps)
+                self.scheduler.step(self.epoch + self.position / steps, self.global_step, self.seconds())
                 loss = self.step(batch)
                 self.position += 1
                 self.global_step += 1

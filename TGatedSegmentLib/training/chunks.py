@@ -1,0 +1,199 @@
+"""Multi-prompt training batches: runs of consecutive slices, each decoded for all its organs.
+
+The paper's sample is one (5-slice window, organ) pair: 5 slice encodings buy one mask. Here a
+sample is a :class:`Chunk`: ``n`` consecutive centre slices of one volume. Their windows overlap,
+so the chunk encodes ``n + 4`` slices once (edges replicated, as inference does), runs the adapter
+once per centre, and decodes every centre for every organ the volume is annotated for, positives
+and negatives alike, exactly as the inference engine runs a volume. Per encoded slice this
+supervises ``K`` masks instead of 1/5 of one.
+
+Sampling weights choose *which* slices a chunk covers (never how often a slice is re-encoded):
+an anchor slice is drawn per chunk with probability proportional to :func:`slice_weights`
+(extra weight on the slices just outside each organ's axial extent, where "is it still there?"
+is decided, and on slices a dataset marks as hard, such as the phantom's look-alikes), and the
+chunk is placed around it at a random offset. Augmentation parameters are drawn with the chunk
+and applied identically to all its slices and masks.
+
+Shapes: U unique slices of a batch, B centre slices, S window slices, M (centre, prompt) items.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ..inference.engine import window_indices
+from ..model.configuration import PreprocessConfig
+from ..preprocessing.slices import SliceCodec
+from . import augment
+from .cache import CachedVolume
+from .sampling import EpochSampler
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Centre slices ``start..stop-1`` of volume ``volume`` and the augmentation drawn for them."""
+
+    volume: int
+    start: int
+    stop: int
+    angle: float = 0.0  # rotation, degrees
+    zoom: float = 1.0  # in-plane scale (> 1 enlarges)
+    contrast: float = 1.0
+    brightness: float = 0.0
+    gamma: float = 1.0
+
+
+@dataclass(frozen=True)
+class ChunkAugmentation:
+    """Ranges of the per-chunk augmentation (0 switches a part off)."""
+
+    max_rotation: float = 0.0  # degrees, uniform in +-max_rotation
+    max_zoom: float = 0.0  # zoom uniform in [1 - max_zoom, 1 + max_zoom]
+    intensity: float = 0.0  # contrast 1 +- a, brightness +- a / 2, gamma exp(+- a)
+
+
+def slice_weights(presence: np.ndarray, organ_ids: Sequence[int], boundary_margin: int = 2,
+                  boundary_weight: float = 0.0, hints: Sequence[int] = (), hint_weight: float = 0.0) -> np.ndarray:
+    """(depth,) anchor weights of one volume: 1 per slice, plus ``boundary_weight`` on the
+    ``boundary_margin`` slices just beyond each organ's first and last slice, plus ``hint_weight``
+    on the slices ``hints`` names (canonical z)."""
+    depth = presence.shape[0]
+    weights = np.ones(depth, dtype=np.float64)
+    for label in organ_ids:
+        if label >= presence.shape[1] or not presence[:, label].any():
+            continue
+        z = np.flatnonzero(presence[:, label])
+        near = np.zeros(depth, dtype=bool)
+        near[max(0, z[0] - boundary_margin):z[0]] = True
+        near[z[-1] + 1:z[-1] + 1 + boundary_margin] = True
+        weights[near] += boundary_weight
+    for z in hints:
+        if 0 <= int(z) < depth:
+            weights[int(z)] += hint_weight
+    return weights
+
+
+class ChunkSampler(EpochSampler):
+    """Yields this rank's :class:`Chunk` items of the current epoch (``batch_size`` chunks a step).
+
+    ``weights[v]`` is volume v's (depth,) anchor weights; ``epoch_size`` counts chunks.
+    """
+
+    def __init__(self, depths: Sequence[int], weights: Sequence[np.ndarray], chunk_slices: int, batch_size: int,
+                 epoch_size: int, seed: int = 0, augmentation: ChunkAugmentation = ChunkAugmentation(),
+                 rank: int = 0, world_size: int = 1):
+        super().__init__(batch_size, seed, epoch_size, rank, world_size)
+        self.depths = [int(d) for d in depths]
+        self.chunk_slices = int(chunk_slices)
+        self.augmentation = augmentation
+        flat = np.concatenate([np.asarray(w, np.float64) for w in weights])
+        self._anchors = np.concatenate([np.stack([np.full(d, v), np.arange(d)], 1)
+                                        for v, d in enumerate(self.depths)])  # (sum depth, 2): volume, z
+        self._p = flat / flat.sum()
+
+    def epoch_items(self, epoch: int) -> list[Chunk]:
+        rng = np.random.default_rng([self.seed, int(epoch)])
+        n = self.epoch_size
+        anchors = self._anchors[rng.choice(len(self._anchors), n, p=self._p)]
+        offsets = rng.integers(0, self.chunk_slices, n)
+        a = self.augmentation
+        angles = rng.uniform(-a.max_rotation, a.max_rotation, n) if a.max_rotation else np.zeros(n)
+        zooms = rng.uniform(1 - a.max_zoom, 1 + a.max_zoom, n) if a.max_zoom else np.ones(n)
+        if a.intensity:
+            contrast = rng.uniform(1 - a.intensity, 1 + a.intensity, n)
+            brightness = rng.uniform(-a.intensity / 2, a.intensity / 2, n)
+            gamma = np.exp(rng.uniform(-a.intensity, a.intensity, n))
+        else:
+            contrast, brightness, gamma = np.ones(n), np.zeros(n), np.ones(n)
+        chunks = []
+        for i, (v, z) in enumerate(anchors):
+            depth = self.depths[int(v)]
+            length = min(self.chunk_slices, depth)
+            start = int(np.clip(int(z) - int(offsets[i]) % length, 0, depth - length))
+            chunks.append(Chunk(int(v), start, start + length, float(angles[i]), float(zooms[i]), float(contrast[i]),
+                                float(brightness[i]), float(gamma[i])))
+        return chunks
+
+
+class ChunkDataset(Dataset):
+    """``dataset[chunk]`` -> {"pixels": (U, 3, H, W), "windows": (n, S) rows of pixels,
+    "targets": (n, K_v, H, W), "prompts": (K_v,) prompt rows}.
+
+    ``organs[v]`` lists the label ids volume v is trained on; ``prompts`` maps a label id to its
+    row in the trainer's prompt list.
+    """
+
+    def __init__(self, volumes: list[CachedVolume], preprocessing: PreprocessConfig, context_size: int,
+                 organs: Sequence[Sequence[int]], prompts: dict[int, int]):
+        self.volumes = volumes
+        self.preprocessing = preprocessing
+        self.context_size = int(context_size)
+        self.organs = [np.asarray(list(ids), dtype=np.int64) for ids in organs]
+        self.prompts = dict(prompts)
+        self._codec: SliceCodec | None = None
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_codec"] = None
+        return state
+
+    @property
+    def codec(self) -> SliceCodec:
+        if self._codec is None:
+            self._codec = SliceCodec(self.preprocessing, "cpu")
+        return self._codec
+
+    def __len__(self) -> int:
+        raise TypeError("ChunkDataset is indexed by Chunk objects from a ChunkSampler")
+
+    def __getitem__(self, chunk: Chunk) -> dict:
+        volume = self.volumes[chunk.volume]
+        centres = range(chunk.start, chunk.stop)
+        windows = [window_indices(c, volume.depth, self.context_size) for c in centres]
+        needed = sorted({z for w in windows for z in w})
+        row = {z: i for i, z in enumerate(needed)}
+        unit = augment.apply_intensity(volume.unit_slices(needed), chunk.contrast, chunk.brightness, chunk.gamma)
+        codec = self.codec
+        pixels = codec.encode(unit)  # (U, 3, H, W)
+        ids = self.organs[chunk.volume]
+        labels = np.asarray(volume.labels[chunk.start:chunk.stop])  # (n, Y, X)
+        masks = labels[:, None] == ids[None, :, None, None]  # (n, K_v, Y, X)
+        n, k = masks.shape[:2]
+        targets = codec.encode_masks(masks.reshape(n * k, *masks.shape[2:]))  # (n*K_v, H, W)
+        pixels, targets = augment.apply_geometry(pixels, targets, chunk.angle, chunk.zoom, codec.fill)
+        return {"pixels": pixels, "windows": torch.tensor([[row[z] for z in w] for w in windows]),
+                "targets": targets.view(n, k, *targets.shape[-2:]),
+                "prompts": torch.tensor([self.prompts[int(i)] for i in ids], dtype=torch.long)}
+
+
+def collate_chunks(chunks: list[dict]) -> dict:
+    """Chunks -> one batch: {"pixels": (U, 3, H, W), "windows": (B, S), "items": (M, 2) rows of
+    (centre, prompt), "targets": (M, H, W)}; items are centre-major."""
+    pixels, windows, items, targets = [], [], [], []
+    offset = centre = 0
+    for chunk in chunks:
+        n, k = chunk["targets"].shape[:2]
+        pixels.append(chunk["pixels"])
+        windows.append(chunk["windows"] + offset)
+        b = torch.arange(centre, centre + n).repeat_interleave(k)
+        items.append(torch.stack([b, chunk["prompts"].repeat(n)], dim=1))
+        targets.append(chunk["targets"].flatten(0, 1))
+        offset += chunk["pixels"].shape[0]
+        centre += n
+    return {"pixels": torch.cat(pixels), "windows": torch.cat(windows), "items": torch.cat(items),
+            "targets": torch.cat(targets)}
+
+
+def make_chunk_loader(dataset: ChunkDataset, sampler: ChunkSampler, num_workers: int,
+                      pin_memory: bool = False) -> DataLoader:
+    from .windows import _seed_worker
+
+    return DataLoader(dataset, batch_size=sampler.batch_size, sampler=sampler, num_workers=num_workers,
+                      pin_memory=pin_memory, collate_fn=collate_chunks,
+                      worker_init_fn=_seed_worker if num_workers else None, persistent_workers=False,
+                      drop_last=False, generator=torch.Generator().manual_seed(0))

@@ -1,0 +1,116 @@
+"""Multi-prompt slice batches ("slices" batching): the same data, the same loss as one prompt per sample.
+
+A chunk encodes each slice once and decodes every centre for every organ; these tests check that
+this is an implementation detail: its targets and inputs are the paper pipeline's, its logits are
+those of one forward per (window, prompt) pair, and its loss is the same function of those items.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from TGatedSegmentLib.model.checkpoint import build_model
+from TGatedSegmentLib.model.configuration import PreprocessConfig, RefineConfig
+from TGatedSegmentLib.model.tokenizer import tokenize
+from TGatedSegmentLib.training import cache
+from TGatedSegmentLib.training.chunks import (
+    Chunk, ChunkAugmentation, ChunkDataset, ChunkSampler, collate_chunks, slice_weights,
+)
+from TGatedSegmentLib.training.dataset import load_dataset
+from TGatedSegmentLib.training.losses import batch_dice_loss, segmentation_loss
+from TGatedSegmentLib.training.sampling import Sample
+from TGatedSegmentLib.training.windows import WindowDataset
+from training_helpers import make_dataset
+
+PP = PreprocessConfig(image_size=32)
+
+
+@pytest.fixture(scope="module")
+def volumes(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mp")
+    data = load_dataset(make_dataset(root / "ds", cases=2))
+    return data, cache.cache_cases(data.cases, PP, root / "cache")
+
+
+def _datasets(volumes, context):
+    data, cached = volumes
+    ids = sorted(data.organs)
+    prompts = {label: n for n, label in enumerate(ids)}
+    chunks = ChunkDataset(cached, PP, context, [ids, ids], prompts)
+    pairs = WindowDataset(cached, PP, context, prompts)
+    return ids, chunks, pairs
+
+
+def test_a_chunk_holds_the_paper_pipelines_windows_and_targets(volumes):
+    ids, chunks, pairs = _datasets(volumes, 5)
+    item = chunks[Chunk(1, 0, 4)]  # centres 0..3: windows reach slices 0..5, edges replicated
+    assert item["pixels"].shape[0] == 6 and item["targets"].shape == (4, len(ids), 32, 32)
+    for b, z in enumerate(range(4)):
+        for k, label in enumerate(ids):
+            sample = pairs[Sample(1, z, label, True)]
+            assert torch.equal(item["pixels"][item["windows"][b]], sample["pixels"])
+            assert torch.equal(item["targets"][b, k], sample["target"])
+            assert item["prompts"][k] == sample["prompt"]
+
+
+@pytest.mark.parametrize("temporal,refine", [(True, True), (True, False), (False, True)])
+def test_multi_prompt_loss_equals_the_single_prompt_batches_of_the_same_items(volumes, temporal, refine):
+    torch.manual_seed(0)
+    loaded = build_model("builtin:tiny", tokenizer="compact", temporal=temporal, preprocessing=PP,
+                         refine=RefineConfig(4) if refine else None)
+    model = loaded.model.eval()
+    with torch.no_grad():  # a model whose every part matters (fresh residual branches add zero)
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    ids, chunks, _ = _datasets(volumes, model.context_size)
+    batch = collate_chunks([chunks[Chunk(0, 2, 5)], chunks[Chunk(1, 7, 9)]])
+    prompt_ids, prompt_mask = tokenize(loaded.tokenizer, ["liver", "spleen", "left kidney"])  # rows of ids 1, 2, 3
+    assert ids == [1, 2, 3] and batch["items"].shape == (5 * 3, 2)
+
+    with torch.no_grad():
+        multi = model(batch["pixels"], prompt_ids, prompt_mask, windows=batch["windows"], items=batch["items"])
+        single = torch.cat([
+            model(batch["pixels"][batch["windows"][b]].unsqueeze(0), prompt_ids[k:k + 1], prompt_mask[k:k + 1])
+            for b, k in batch["items"].tolist()])
+    assert torch.allclose(multi, single, atol=1e-4, rtol=1e-4)
+    for dice in ("batch", "sample"):
+        a = segmentation_loss(multi, batch["targets"], model.gate_penalty(), 1e-3, dice, batch["items"][:, 1])[0]
+        b = segmentation_loss(single, batch["targets"], model.gate_penalty(), 1e-3, dice, batch["items"][:, 1])[0]
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_batch_dice_pools_each_prompt_and_ignores_prompts_without_target():
+    logits = torch.full((4, 2, 2), 10.0)
+    target = torch.zeros(4, 2, 2)
+    target[0, 0] = 1.0  # prompt 5: 2 of its 8 predicted pixels are true
+    groups = torch.tensor([5, 5, 9, 9])  # prompt 9 has no target pixel: BCE alone teaches it
+    expected = 1 - (2 * 2 + 1) / (8 + 2 + 1)
+    assert batch_dice_loss(logits, target, groups).item() == pytest.approx(expected, rel=1e-4)
+    order = torch.tensor([2, 0, 3, 1])  # a set of items: their order does not matter
+    assert batch_dice_loss(logits[order], target[order], groups[order]).item() == pytest.approx(expected, rel=1e-4)
+    assert batch_dice_loss(logits, torch.zeros_like(target), groups).item() == 0.0
+
+
+def test_slice_weights_favour_organ_boundaries_and_hard_slices():
+    presence = np.zeros((12, 3), bool)
+    presence[4:8, 1] = True  # organ 1 in slices 4..7
+    w = slice_weights(presence, [1, 2], boundary_margin=2, boundary_weight=3.0, hints=[10], hint_weight=5.0)
+    assert w.tolist() == [1, 1, 4, 4, 1, 1, 1, 1, 4, 4, 6, 1]
+
+
+def test_chunk_sampler_is_reproducible_and_places_chunks_inside_the_volume():
+    weights = [np.ones(10), np.r_[np.zeros(15), np.ones(5)]]
+    sampler = ChunkSampler([10, 20], weights, chunk_slices=4, batch_size=2, epoch_size=50, seed=3,
+                           augmentation=ChunkAugmentation(max_rotation=5.0, max_zoom=0.1, intensity=0.2))
+    chunks = sampler.epoch_items(0)
+    assert chunks == ChunkSampler([10, 20], weights, 4, 2, 50, seed=3,
+                                  augmentation=ChunkAugmentation(5.0, 0.1, 0.2)).epoch_items(0)
+    assert len(chunks) == 50 and sampler.steps_per_epoch == 25
+    for c in chunks:
+        depth = (10, 20)[c.volume]
+        assert 0 <= c.start < c.stop <= depth and c.stop - c.start == 4
+        if c.volume == 1:
+            assert c.stop > 15  # the anchor (a slice >= 15) lies inside the chunk
+        assert abs(c.angle) <= 5 and 0.9 <= c.zoom <= 1.1 and 0.8 <= c.contrast <= 1.2
