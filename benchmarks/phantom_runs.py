@@ -135,7 +135,9 @@ def trained(work: Path, recipe: PhantomRecipe, seed: int, arm: str) -> Path:
     if reference is not None:  # as many steps as fit in the reference arm's training time
         seconds = training_record(trained(work, recipe, seed, reference))["seconds"]
         settings.update(steps=recipe.steps * 20, max_seconds=seconds)
-    config = recipe.train_config(data, run, seed=seed, device="cpu", overwrite=True, **settings)
+    # equal steps for every arm: no time cap (a busy machine would otherwise cut arms short unequally)
+    config = replace(recipe, max_seconds=None).train_config(data, run, seed=seed, device="cpu", overwrite=True,
+                                                            **settings)
     train(config)
     stamp_file.write_text(stamp)
     log(f"  trained {arm}, seed {seed} in {time.perf_counter() - started:.0f} s")

@@ -24,14 +24,14 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from ..inference.engine import window_indices
 from ..model.configuration import PreprocessConfig
-from ..preprocessing.slices import SliceCodec
 from . import augment
 from .cache import CachedVolume
 from .sampling import EpochSampler
+from .windows import SliceDataset, _seed_worker
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,7 @@ class ChunkSampler(EpochSampler):
         return chunks
 
 
-class ChunkDataset(Dataset):
+class ChunkDataset(SliceDataset):
     """``dataset[chunk]`` -> {"pixels": (U, 3, H, W), "windows": (n, S) rows of pixels,
     "targets": (n, K_v, H, W), "prompts": (K_v,) prompt rows}.
 
@@ -130,23 +130,8 @@ class ChunkDataset(Dataset):
 
     def __init__(self, volumes: list[CachedVolume], preprocessing: PreprocessConfig, context_size: int,
                  organs: Sequence[Sequence[int]], prompts: dict[int, int]):
-        self.volumes = volumes
-        self.preprocessing = preprocessing
-        self.context_size = int(context_size)
+        super().__init__(volumes, preprocessing, context_size, prompts)
         self.organs = [np.asarray(list(ids), dtype=np.int64) for ids in organs]
-        self.prompts = dict(prompts)
-        self._codec: SliceCodec | None = None
-
-    def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        state["_codec"] = None
-        return state
-
-    @property
-    def codec(self) -> SliceCodec:
-        if self._codec is None:
-            self._codec = SliceCodec(self.preprocessing, "cpu")
-        return self._codec
 
     def __len__(self) -> int:
         raise TypeError("ChunkDataset is indexed by Chunk objects from a ChunkSampler")
@@ -191,7 +176,6 @@ def collate_chunks(chunks: list[dict]) -> dict:
 
 def make_chunk_loader(dataset: ChunkDataset, sampler: ChunkSampler, num_workers: int,
                       pin_memory: bool = False) -> DataLoader:
-    from .windows import _seed_worker
 
     return DataLoader(dataset, batch_size=sampler.batch_size, sampler=sampler, num_workers=num_workers,
                       pin_memory=pin_memory, collate_fn=collate_chunks,

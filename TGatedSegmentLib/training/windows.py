@@ -16,11 +16,10 @@ from .cache import CachedVolume
 from .sampling import Sample, WindowSampler
 
 
-class WindowDataset(Dataset):
-    """``dataset[sample]`` -> {"pixels": (S, 3, H, W), "target": (H, W), "prompt": prompt index}.
-
-    ``prompts`` maps a label id to the index of its prompt in the trainer's prompt list.
-    """
+class SliceDataset(Dataset):
+    """What the training datasets share: cached volumes read through inference's :class:`SliceCodec`
+    (made per DataLoader worker, never pickled). ``prompts`` maps a label id to its prompt's index
+    in the trainer's prompt list."""
 
     def __init__(self, volumes: list[CachedVolume], preprocessing: PreprocessConfig, context_size: int,
                  prompts: dict[int, int]):
@@ -40,6 +39,10 @@ class WindowDataset(Dataset):
         if self._codec is None:
             self._codec = SliceCodec(self.preprocessing, "cpu")
         return self._codec
+
+
+class WindowDataset(SliceDataset):
+    """``dataset[sample]`` -> {"pixels": (S, 3, H, W), "target": (H, W), "prompt": prompt index}."""
 
     def __len__(self) -> int:  # samples come from the sampler, not from an index range
         raise TypeError("WindowDataset is indexed by Sample objects from a WindowSampler")
