@@ -84,7 +84,7 @@ class PhantomRecipe:
             settings.update(base=base, recipe="paper")
         settings.update(overrides)
         config = TrainConfig(**settings)
-        if config.samples_per_epoch is None or "samples_per_epoch" not in {**self.settings, **overrides}:
+        if "samples_per_epoch" not in {**self.settings, **overrides}:
             # an epoch is a validation interval: steps / epochs steps of pairs or of chunks
             per_step = config.batch_size // config.chunk_slices if config.batching == "slices" else config.batch_size
             config = replace(config, samples_per_epoch=max(1, self.steps * max(1, per_step) // self.epochs))

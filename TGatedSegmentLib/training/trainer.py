@@ -211,10 +211,10 @@ def checkpoint_identity(config: TrainConfig, loaded: LoadedModel, frozen_keys: s
 
     Returns ``(identity or None, explanation)``.
     """
-    from ..model.architectures import is_builtin
+    from .recipes import random_weights
 
     base = str(config.base)
-    if is_builtin(base) or Path(base).expanduser().is_file():
+    if random_weights(base):
         return None, f"the base '{base}' is an architecture with random weights: nothing to reload them from"
     if loaded.config.base_model_id == base:  # a plain CLIPSeg (zero-shot load)
         return base, f"on top of the CLIPSeg base '{base}'"
@@ -238,18 +238,17 @@ def checkpoint_identity(config: TrainConfig, loaded: LoadedModel, frozen_keys: s
 def build_training_model(config: TrainConfig, organs: list) -> LoadedModel:
     """The starting model: a checkpoint folder, a CLIPSeg folder or hub id (pretrained), or a
     CLIPSeg config / ``builtin:`` architecture (random weights)."""
-    from ..model.architectures import is_builtin
-    from ..model.configuration import PreprocessConfig
-
     from ..model.checkpoint import load_clipseg_config
-    from ..model.configuration import RefineConfig
+    from ..model.configuration import PreprocessConfig, RefineConfig
+    from .recipes import random_weights
 
     base = str(config.base)
-    if is_builtin(base) or Path(base).expanduser().is_file():
+    if random_weights(base):
         preprocessing = PreprocessConfig(image_size=config.image_size) if config.image_size else None
         hidden = load_clipseg_config(base).vision_config.hidden_size
         adapter = new_adapter_config(config, hidden, base) if config.temporal else None
-        refine = RefineConfig(config.refine) if config.refine and config.adapter != "reference" else None
+        # (TrainConfig already refuses a refinement head with the authors' wiring)
+        refine = RefineConfig(config.refine) if config.refine else None
         loaded = build_model(base, tokenizer=config.tokenizer, temporal=config.temporal, adapter=adapter,
                              preprocessing=preprocessing, vocabulary=organs, seed=config.seed, refine=refine)
     else:
