@@ -19,7 +19,7 @@ from TGatedSegmentLib.training.chunks import (
     Chunk, ChunkAugmentation, ChunkDataset, ChunkSampler, collate_chunks, slice_weights,
 )
 from TGatedSegmentLib.training.dataset import load_dataset
-from TGatedSegmentLib.training.losses import batch_dice_loss, segmentation_loss
+from TGatedSegmentLib.training.losses import batch_dice_loss, exclusive_loss, segmentation_loss
 from TGatedSegmentLib.training.sampling import Sample
 from TGatedSegmentLib.training.windows import WindowDataset
 from training_helpers import make_dataset
@@ -91,6 +91,31 @@ def test_batch_dice_pools_each_prompt_and_ignores_prompts_without_target():
     order = torch.tensor([2, 0, 3, 1])  # a set of items: their order does not matter
     assert batch_dice_loss(logits[order], target[order], groups[order]).item() == pytest.approx(expected, rel=1e-4)
     assert batch_dice_loss(logits, torch.zeros_like(target), groups).item() == 0.0
+
+
+def test_exclusive_loss_is_one_softmax_per_slice_pixel_over_its_prompts_and_a_zero_background():
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(5, 4, 4, generator=generator) * 3  # items: slice 7 x 3 prompts, slice 2 x 2 prompts
+    target = torch.zeros(5, 4, 4)
+    target[0, :2] = 1
+    target[1, 2:] = 0.6  # a soft edge: the background takes the remaining 0.4
+    target[4, :, 1] = 1
+    slices = torch.tensor([7, 7, 7, 2, 2])
+    expected = 0.0
+    for rows in ([0, 1, 2], [3, 4]):
+        z = torch.cat([torch.zeros(1, 4, 4), logits[rows]])
+        t = target[rows]
+        q = torch.cat([(1 - t.sum(0, keepdim=True)).clamp_min(0), t])
+        expected += -(q * torch.log_softmax(z, 0)).sum()
+    assert float(exclusive_loss(logits, target, slices)) == pytest.approx(float(expected) / 32, rel=1e-5)
+    # the items' order does not matter, and huge logits stay finite
+    order = torch.tensor([4, 2, 0, 3, 1])
+    assert float(exclusive_loss(logits[order], target[order], slices[order])) == pytest.approx(float(expected) / 32,
+                                                                                               rel=1e-5)
+    assert torch.isfinite(exclusive_loss(logits * 1e3, target, slices))
+    # a confident, correct, exclusive prediction costs almost nothing
+    right = torch.where(target > 0.5, 20.0, -20.0)
+    assert float(exclusive_loss(right, (target > 0.5).float(), slices)) < 1e-6
 
 
 def test_slice_weights_favour_organ_boundaries_and_hard_slices():

@@ -37,6 +37,7 @@ RECIPE_OPTIONS = (
     ("min_lr", float, "lowest learning rate of the schedule"),
     ("grad_clip", float, "gradient-norm clipping"),
     ("dice", str, "sample (per-sample Dice, the paper) or batch (per prompt over the batch)"),
+    ("exclusive", float, "weight of the one-organ-per-pixel softmax over each slice's prompts (--batching slices)"),
     ("gate_penalty", float, "weight of the gate penalty"),
     ("negative_ratio", float, "negatives per positive (--batching pairs)"),
     ("max_rotation", float, "in-plane rotation augmentation, degrees"),

@@ -21,7 +21,7 @@ STRUCTURAL = ("data", "val", "base", "tokenizer", "temporal", "freeze_encoders",
               "gate_penalty", "negative_ratio", "max_rotation", "flip_probability", "seed", "image_size", "amp",
               "finetune", "peft", "peft_dim", "peft_parts", "lr_peft", "probabilistic", "recipe", "adapter",
               "refine", "batching", "chunk_slices", "schedule", "warmup_steps", "dice", "max_zoom", "intensity",
-              "boundary_weight", "hint_weight")
+              "boundary_weight", "hint_weight", "exclusive")
 ADAPTER_CHOICES = ("residual", "reference", "control")  # control: the residual adapter fed 5 copies of the centre
 BATCHINGS = ("pairs", "slices")
 
@@ -77,6 +77,7 @@ class TrainConfig:
     min_lr: float | None = None
     grad_clip: float | None = None
     dice: str | None = None  # "sample" (the paper's per-sample Dice) or "batch" (per prompt over the batch)
+    exclusive: float | None = None  # weight of the one-organ-per-pixel softmax over a slice's prompts ("slices")
     gate_penalty: float | None = None
     negative_ratio: float | None = None  # negatives per positive ("pairs")
     max_rotation: float | None = None  # degrees, uniform in +-max_rotation
@@ -121,7 +122,8 @@ class TrainConfig:
         if self.num_workers is not None and (not isinstance(self.num_workers, int) or self.num_workers < 0):
             raise InputError(f"num_workers must be >= 0, got {self.num_workers!r}", "Pass --num-workers 0 or more.")
         for name in ("lr_encoder", "lr_decoder", "lr_adapter", "weight_decay", "min_lr", "grad_clip", "gate_penalty",
-                     "negative_ratio", "max_rotation", "max_zoom", "intensity", "boundary_weight", "hint_weight"):
+                     "negative_ratio", "max_rotation", "max_zoom", "intensity", "boundary_weight", "hint_weight",
+                     "exclusive"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise InputError(f"{name} must be a finite number >= 0, got {value!r}",

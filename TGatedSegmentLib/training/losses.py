@@ -12,6 +12,13 @@ Targets may be soft (edges of masks resized to the model grid). They differ in t
   items in the batch, for the prompts whose organ is in the batch; negatives are taught by BCE
   and by the false positives they add to their prompt's Dice. A loss over a set of
   (logits, target, prompt) items: how the items were batched does not change it.
+
+Multi-prompt steps may add :func:`exclusive_loss` (weight ``exclusive``): organs do not overlap, so
+the prompts decoded for one slice, with a fixed background logit 0, form one softmax per pixel.
+Independent sigmoids never learn that a pixel which is clearly spleen is therefore not left kidney;
+the softmax teaches it from every pixel of every slice (see README "Recipes" for what it is worth).
+At inference each prompt keeps its sigmoid: with the background at 0, ``softmax_k ~ sigmoid(z_k)``
+wherever one organ dominates, so the two losses agree on what a logit means.
 """
 
 from __future__ import annotations
@@ -57,10 +64,33 @@ def batch_dice_loss(logits: torch.Tensor, target: torch.Tensor, groups: torch.Te
     return (1.0 - dice[scored]).mean()
 
 
+def exclusive_loss(logits: torch.Tensor, target: torch.Tensor, slices: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of one softmax per pixel over a slice's prompts plus a background logit 0.
+
+    logits, target (M, H, W) items; slices (M,) the slice each item decodes (its prompts must be
+    distinct organs of a labelmap). Soft targets: background ``max(0, 1 - sum t)``. Mean over the
+    slices' pixels.
+    """
+    z = logits.float().flatten(1)  # (M, P)
+    t = target.float().flatten(1)
+    _, slice_of = torch.unique(slices, return_inverse=True)
+    n = int(slice_of.max()) + 1
+    index = slice_of.unsqueeze(1).expand_as(z)
+    # log(1 + sum_k exp z_k) per slice pixel, stabilised by the larger of 0 and the slice's max logit
+    top = torch.zeros(n, z.shape[1], dtype=z.dtype, device=z.device).scatter_reduce(0, index, z.detach(), "amax")
+    total = torch.zeros_like(top).index_add_(0, slice_of, torch.exp(z - top.index_select(0, slice_of)))
+    lse = top + torch.log(torch.exp(-top) + total)  # (n, P)
+    mass = torch.zeros_like(top).index_add_(0, slice_of, t)  # sum of the organ targets
+    mass = mass + (1.0 - mass).clamp_min(0.0)  # + the background's
+    return ((mass * lse).sum() - (t * z).sum()) / lse.numel()
+
+
 def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, gate_penalty: torch.Tensor | None = None,
-                      gate_weight: float = 1e-3, dice: str = "sample",
-                      groups: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-    """(total loss, its parts as floats for logging). ``groups``: each item's prompt (``dice="batch"``)."""
+                      gate_weight: float = 1e-3, dice: str = "sample", groups: torch.Tensor | None = None,
+                      slices: torch.Tensor | None = None,
+                      exclusive: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
+    """(total loss, its parts as floats for logging). ``groups``: each item's prompt (``dice="batch"``);
+    ``slices``: each item's slice (``exclusive`` > 0)."""
     bce = F.binary_cross_entropy_with_logits(logits.float(), target.float())
     if dice == "batch":
         if groups is None:
@@ -72,6 +102,12 @@ def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, gate_penalty: 
         raise ValueError(f"dice must be one of {DICE_KINDS}, got {dice!r}")
     total = bce + dice_term
     parts = {"bce": float(bce.detach()), "dice": float(dice_term.detach())}
+    if exclusive:
+        if slices is None:
+            raise ValueError("the exclusive loss needs each item's slice (multi-prompt batches)")
+        term = exclusive_loss(logits, target, slices)
+        total = total + exclusive * term
+        parts["exclusive"] = float(term.detach())
     if gate_penalty is not None and gate_weight:
         total = total + gate_weight * gate_penalty
         parts["gate"] = float(gate_penalty.detach())

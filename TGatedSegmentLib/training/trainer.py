@@ -299,8 +299,8 @@ class StepRunner:
             return torch.autocast(self.device.type, enabled=False)
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
-    def logits(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(logits, targets, prompt of each item) of a batch of either kind:
+    def logits(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(logits, targets, prompt of each item, slice of each item or None) of a batch of either kind:
 
         * pairs: pixels (B, S, 3, H, W), target (B, H, W), prompt (B,) rows of prompt_ids;
         * slices (``chunks.collate_chunks``): pixels (U, 3, H, W), windows (B, S), items (M, 2),
@@ -313,16 +313,17 @@ class StepRunner:
             with self._autocast():
                 logits = self.net(pixels, self.prompt_ids, self.prompt_mask, windows=batch["windows"].to(device),
                                   items=items)  # (M, H, W)
-            return logits, batch["targets"].to(device, non_blocking=True), items[:, 1]
+            return logits, batch["targets"].to(device, non_blocking=True), items[:, 1], items[:, 0]
         prompt = batch["prompt"].to(device)
         with self._autocast():
             logits = self.net(pixels, self.prompt_ids[prompt], self.prompt_mask[prompt])  # (B, H, W)
-        return logits, batch["target"].to(device, non_blocking=True), prompt
+        return logits, batch["target"].to(device, non_blocking=True), prompt, None
 
     def loss(self, batch: dict) -> torch.Tensor:
-        logits, target, prompt = self.logits(batch)
+        logits, target, prompt, slices = self.logits(batch)
+        exclusive = self.config.exclusive if slices is not None else 0.0
         return segmentation_loss(logits, target, self.model.gate_penalty(), self.config.gate_penalty,
-                                 self.config.dice, prompt)[0]
+                                 self.config.dice, prompt, slices, exclusive)[0]
 
     def __call__(self, batch: dict) -> float:
         """One optimisation step on a batch (see :meth:`logits`) -> its loss."""
