@@ -1,8 +1,8 @@
 """TGatedSegment: type organ names, get a 3D segmentation of the loaded CT or MR volume.
 
 The model runs in a separate process (``PythonSlicer -m TGatedSegmentLib segment ...``, the same
-command users run in a shell), so Slicer stays responsive, Cancel stops it at once, and a crash of
-the model cannot take Slicer down. This file is the Slicer-specific part only; every decision that
+command users run in a shell), so Slicer stays responsive, Cancel stops it at once (the launcher and
+the interpreter it starts: the whole process tree), and a crash of the model cannot take Slicer down. This file is the Slicer-specific part only; every decision that
 can be made without Slicer lives in ``TGatedSegmentGlue`` and is tested outside Slicer.
 
 No torch or transformers import here, at module load or in the widget's setup: Slicer's generic
@@ -48,6 +48,7 @@ _makeBackendImportable()
 
 import TGatedSegmentLib  # noqa: E402
 import TGatedSegmentGlue as glue  # noqa: E402
+from TGatedSegmentGlue import processtree  # noqa: E402
 
 
 #
@@ -100,14 +101,22 @@ class BackendJob:
     (``wait=False``) or by :meth:`wait`, stopped by :meth:`cancel`.
 
     ``state`` is "running", then "done" (``result`` set), "failed" (``error`` set, a
-    :class:`TGatedSegmentGlue.BackendError` in plain words with details) or "cancelled".
+    :class:`TGatedSegmentGlue.BackendError` in plain words with details) or "cancelled". Between
+    :meth:`cancel` and "cancelled" it is "cancelling" for as long as some process of the backend's
+    tree is still running (at most ``cancelGraceS`` plus a poll): the GUI thread never waits for it,
+    the job's timer (or :meth:`wait`) finishes the job once the tree is gone.
     ``completedCallback(job)`` is called once, whatever the outcome; ``progressCallback(event)``
     gets each backend event with ``percent`` (0-100) and ``text`` added.
     """
 
     what = "The backend"
     stages = None
-    cancelTimeout = 5.0
+    # Seconds from Cancel (SIGTERM to the whole tree) to SIGKILL. Segmentation only writes to its
+    # temporary folder, so a short grace is enough: no process of the run outlives Cancel by much more.
+    cancelGraceS = 1.5
+    # What cancel() itself may wait on the GUI thread for the tree to end (the usual case: it stops
+    # at once on SIGTERM, and the job ends within the call).
+    cancelWaitS = 0.25
     logIntervalS = 5.0
 
     def __init__(self, logic, args, progressCallback=None, completedCallback=None):
@@ -129,7 +138,8 @@ class BackendJob:
 
     @property
     def running(self):
-        return self.state == "running"
+        """Started and not ended: "running", or "cancelling" while the backend's processes stop."""
+        return self.state in ("running", "cancelling")
 
     def start(self, wait):
         self.process = glue.BackendProcess(self.args, env=self.logic.backendEnvironment(),
@@ -158,7 +168,7 @@ class BackendJob:
                 logging.info("TGatedSegment: %s (%d%%)", event["text"], event["percent"])
 
     def _onEvent(self, event):
-        if not self.running:
+        if self.state != "running":  # after Cancel, what the backend still prints changes nothing
             return
         if event.get("device") and event["event"] in ("info", "done"):
             self.device = event["device"]
@@ -177,22 +187,28 @@ class BackendJob:
             ended = self.process.poll()
         finally:
             self._polling = False
-        if self._cancelRequested:
+        if self._cancelRequested and self.state == "running":
             self.cancel()
-            return True
-        if ended:
+        elif ended:
             self._finish()
         return not self.running
 
-    def cancel(self):
-        """Stop the backend (within a few seconds) and leave the scene as it was."""
+    def cancel(self, kill=False):
+        """Stop the backend and every process it started, and leave the scene as it was.
+
+        Returns at once (after at most ``cancelWaitS``): SIGTERM reaches the whole process tree now,
+        SIGKILL follows after ``cancelGraceS`` (``kill=True``: now), and the job ends ("cancelled",
+        ``completedCallback``, temporary files removed) as soon as no process of the tree is left.
+        """
         if not self.running:
             return
         if self._polling:  # called from a progress callback: stop right after this poll
             self._cancelRequested = True
             return
-        self.process.cancel(self.cancelTimeout)
-        self._finish()
+        self._cancelRequested = True
+        self.state = "cancelling"
+        if self.process.cancel(0.0 if kill else self.cancelGraceS, self.cancelWaitS):
+            self._finish()
 
     def wait(self):
         """Block (keeping Slicer's window painted) until the job ends; returns the result or raises."""
@@ -272,7 +288,9 @@ class TrainingJob(BackendJob):
     """``train``: the backend's training in a separate process; ``result`` is the best checkpoint folder."""
 
     what = "Training"
-    cancelTimeout = 30.0  # the trainer finishes its atomic checkpoint write before it stops
+    # SIGTERM makes the trainer stop after the current step and save it (checkpoints are written
+    # atomically): it gets that long before the tree is killed. The GUI does not wait for it.
+    cancelGraceS = 30.0
 
     def __init__(self, logic, args, outputFolder, progressCallback=None, completedCallback=None):
         super().__init__(logic, args, progressCallback, completedCallback)
@@ -329,8 +347,14 @@ class TGatedSegmentLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def launchProcess(args, env, cwd):
-        # Slicer's launcher: hidden console window on Windows, output and errors on one pipe.
-        return slicer.util.launchConsoleProcess(args, useStartupEnvironment=True, updateEnvironment=env, cwd=cwd)
+        """Start the backend from Slicer's startup environment (plus ``env``) as
+        ``slicer.util.launchConsoleProcess`` does (hidden console window on Windows, output and errors
+        on one pipe), but as the root of a process group of its own: PythonSlicer is a launcher whose
+        child is the real interpreter, and only a signal to the whole group stops both.
+        launchConsoleProcess cannot start a new group, hence ``processtree``."""
+        environment = slicer.util.startupEnvironment()
+        environment.update(env or {})
+        return processtree.startProcessTree(args, environment, cwd)
 
     def runBackendCommand(self, args):
         """Run ``python -m TGatedSegmentLib <args>`` and wait; returns its output lines.
@@ -404,6 +428,8 @@ class TGatedSegmentLogic(ScriptedLoadableModuleLogic):
           ``result`` is the segmentation node when ``state == "done"``.
         """
         if self.segmentationJob is not None:
+            if self.segmentationJob.state == "cancelling":
+                raise RuntimeError(_("The cancelled segmentation is still stopping; try again in a moment."))
             raise RuntimeError(_("A segmentation is already running; cancel it first."))
         prompts = glue.parsePrompts(prompts)
         if not prompts:
@@ -434,10 +460,11 @@ class TGatedSegmentLogic(ScriptedLoadableModuleLogic):
         self.segmentationJob = job
         return job.wait() if wait else job
 
-    def cancel(self):
-        """Stop the running segmentation, if any; the scene is left as it was."""
+    def cancel(self, kill=False):
+        """Stop the running segmentation, if any; the scene is left as it was. Returns at once; the
+        job ends when the backend's processes are gone (``kill=True``: no grace period)."""
         if self.segmentationJob is not None:
-            self.segmentationJob.cancel()
+            self.segmentationJob.cancel(kill)
 
     @staticmethod
     def _volumeData(volumeNode):
@@ -514,9 +541,13 @@ class TGatedSegmentLogic(ScriptedLoadableModuleLogic):
                 name = slicer.mrmlScene.GenerateUniqueName(glue.defaultSegmentationName(volumeNode.GetName()))
                 segmentationNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
                 segmentationNode.CreateDefaultDisplayNodes()
-                segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
-                # The masks are in the volume's own coordinates: share its parent transform.
+                # The masks are in the volume's own coordinates: share its parent transform. This must
+                # come first: SetReferenceImageGeometryParameterFromVolumeNode maps the volume's geometry
+                # through the transform between the volume and the segmentation *as it is then*
+                # (vtkMRMLSegmentationNode.cxx), so a segmentation not yet under the volume's transform
+                # would get the geometry moved by that transform, and be moved by it again once under it.
                 segmentationNode.SetAndObserveTransformNodeID(volumeNode.GetTransformNodeID())
+                segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
             segmentation = segmentationNode.GetSegmentation()
             wasModified = segmentationNode.StartModify()
             try:
@@ -634,6 +665,8 @@ class TGatedSegmentLogic(ScriptedLoadableModuleLogic):
         :return: the checkpoint folder (``<outputFolder>/best``), usable as ``checkpoint=`` for segment().
         """
         if self.trainingJob is not None:
+            if self.trainingJob.state == "cancelling":
+                raise RuntimeError(_("The stopped training run is still saving its last step; try again in a moment."))
             raise RuntimeError(_("A training run is already going on; stop it first with stopTraining()."))
         self._checkDependencies()
         outputFolder = os.path.abspath(os.path.expanduser(str(outputFolder)))
@@ -647,7 +680,9 @@ class TGatedSegmentLogic(ScriptedLoadableModuleLogic):
         return job.checkpointFolder
 
     def stopTraining(self):
-        """Stop the training run started with ``wait=False``; its last saved checkpoints stay."""
+        """Stop the training run started with ``wait=False``; its last saved checkpoints stay. Returns
+        at once: the trainer saves its current step and stops, and is killed if it still runs after
+        ``TrainingJob.cancelGraceS``."""
         if self.trainingJob is not None:
             self.trainingJob.cancel()
 
@@ -693,9 +728,11 @@ class TGatedSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.updateApplyButton()
 
     def cleanup(self):
-        """Slicer is closing (or the module is reloaded): stop what this panel's logic started."""
+        """Slicer is closing (or the module is reloaded): stop what this panel's logic started. The
+        segmentation is killed at once (no event loop may be left to kill it after its grace); the
+        training gets SIGTERM, on which the trainer saves its step and stops by itself."""
         if self.logic:
-            self.logic.cancel()
+            self.logic.cancel(kill=True)
             self.logic.stopTraining()
         self.removeObservers()
 
@@ -770,6 +807,11 @@ class TGatedSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.modelLineEdit.text = folder
 
     def updateApplyButton(self, *args):
+        if self.job is not None and self.job.state == "cancelling":
+            self.ui.applyButton.enabled = False
+            self.ui.applyButton.text = _("Stopping...")
+            self.ui.applyButton.toolTip = _("Waiting for the backend's processes to end.")
+            return
         if self.job is not None:
             self.ui.applyButton.enabled = True
             self.ui.applyButton.text = _("Cancel")
@@ -791,7 +833,8 @@ class TGatedSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onApplyButton(self, checked=False):
         if self.job is not None:
             self.log(_("Cancelling..."))
-            self.logic.cancel()
+            self.logic.cancel()  # returns at once; onCompleted follows when the processes are gone
+            self.updateApplyButton()
             return
         prompts = glue.parsePrompts(self.ui.promptsTextEdit.toPlainText())
         if not self.ensureDependencies():
@@ -931,9 +974,16 @@ class TGatedSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
 
 class TGatedSegmentTest(ScriptedLoadableModuleTest):
-    """Self-test: ``Slicer --no-main-window --python-code "slicer.util.selfTest('TGatedSegment')"``,
-    ctest, or Reload and Test in developer mode. Inference runs only when torch and transformers are
-    installed (a tiny untrained checkpoint, made offline, so no download)."""
+    """Self-test. In Slicer's Python console: ``slicer.selfTests['TGatedSegment']()`` (the module's
+    ``runTest``, registered there by ``ScriptedLoadableModule.__init__``); Reload and Test in developer
+    mode; the ctest ``py_TGatedSegment`` of a build; or from a shell, exiting with a failure status if
+    the test fails (``--testing`` implies ``--disable-settings``, hence the module path)::
+
+        Slicer --no-splash --no-main-window --testing --additional-module-paths <repo>/TGatedSegment \\
+            --python-code "slicer.selfTests['TGatedSegment']()"
+
+    Inference runs only when torch and transformers are installed (a tiny untrained checkpoint, made
+    offline, so no download)."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()

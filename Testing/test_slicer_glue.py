@@ -249,19 +249,31 @@ def _started(code: str) -> glue.BackendProcess:
     return process
 
 
+def _poll_until_finished(process: glue.BackendProcess, timeout: float = 20.0) -> None:
+    """What the panel's QTimer does after Cancel: poll until the process tree is reported gone."""
+    end = time.monotonic() + timeout
+    while not process.poll():
+        assert time.monotonic() < end, "the cancelled process was never reported finished"
+        time.sleep(0.01)
+
+
 def test_backend_process_cancel_stops_a_busy_process_quickly():
     process = _started("import time\nprint('busy', flush=True)\nwhile True: time.sleep(0.05)\n")
     started = time.monotonic()
-    process.cancel(timeout=5)
-    assert time.monotonic() - started < 5
+    process.cancel(grace=5)
+    assert time.monotonic() - started < 5  # never blocks: at most its short wait
+    _poll_until_finished(process)
+    assert time.monotonic() - started < 5  # SIGTERM was enough
     assert process.cancelled and process.finished and process.process.poll() is not None
 
 
 def test_backend_process_kills_what_ignores_sigterm():
     process = _started("import signal,time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
                        "print('stubborn', flush=True)\nwhile True: time.sleep(0.05)\n")
-    process.cancel(timeout=0.5)
-    assert process.process.poll() is not None and process.returncode != 0
+    assert process.cancel(grace=1.0) is False  # still running after the short wait: SIGTERM is ignored
+    assert process.stopping and not process.finished
+    _poll_until_finished(process)  # killed once the grace period is over
+    assert process.process.poll() is not None and process.returncode != 0 and not process.stopping
 
 
 # --- dependencies ----------------------------------------------------------------------------------------

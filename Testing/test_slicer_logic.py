@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -215,6 +216,87 @@ def test_volume_under_a_transform_gets_its_segmentation_under_the_same_transform
     np.testing.assert_array_equal(segment_array(node, "bright", volume), voxels > 500)
 
 
+def reference_geometry(segmentation_node):
+    """The segmentation's reference image geometry (IJK-to-RAS in its own coordinates, extent)."""
+    import vtk
+
+    converter = slicer.vtkSegmentationConverter
+    text = segmentation_node.GetSegmentation().GetConversionParameter(
+        converter.GetReferenceImageGeometryParameterName())
+    matrix, extent = vtk.vtkMatrix4x4(), [0] * 6
+    assert converter.DeserializeImageGeometry(text, matrix, extent), f"no reference geometry: {text!r}"
+    return slicer.util.arrayFromVTKMatrix(matrix), extent
+
+
+def world_bounds(ijk_to_world: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """(min, max) RAS corners of the voxel centres of ``mask`` (k, j, i) placed by ``ijk_to_world``."""
+    k, j, i = np.nonzero(mask)
+    points = ijk_to_world @ np.stack([i, j, k, np.ones(i.size)])
+    return np.stack([points[:3].min(axis=1), points[:3].max(axis=1)])
+
+
+def test_segments_land_on_the_organ_when_the_volume_is_under_a_transform(fake_logic):
+    """A volume under a non-identity linear transform (rotation + shift): the new segmentation gets
+    the transform *before* its reference geometry, so that geometry is the volume's own (local)
+    IJK-to-RAS, and segment and organ coincide in world coordinates. Set the other way round, Slicer
+    maps the geometry through the transform once at the call and again as the segmentation's parent."""
+    import vtk
+
+    volume, voxels = make_volume(OBLIQUE)
+    to_world = np.eye(4)
+    to_world[:3, :3] = rotation(2, 30) @ rotation(0, -12)
+    to_world[:3, 3] = [25.0, -40.0, 12.5]
+    transform = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "registration")
+    transform.SetMatrixTransformToParent(slicer.util.vtkMatrixFromArray(to_world))
+    volume.SetAndObserveTransformNodeID(transform.GetID())
+
+    node = fake_logic.segment(volume, "bright")
+    assert node.GetTransformNodeID() == transform.GetID()
+    geometry, extent = reference_geometry(node)
+    np.testing.assert_allclose(geometry, OBLIQUE, atol=1e-9)  # the volume's local geometry
+    assert extent == [0, voxels.shape[2] - 1, 0, voxels.shape[1] - 1, 0, voxels.shape[0] - 1]
+
+    seg_to_world = vtk.vtkMatrix4x4()
+    node.GetParentTransformNode().GetMatrixTransformToWorld(seg_to_world)
+    seg_to_world = slicer.util.arrayFromVTKMatrix(seg_to_world)
+    mask = segment_array(node, "bright", volume)
+    np.testing.assert_array_equal(mask, voxels > 500)
+    organ = world_bounds(to_world @ OBLIQUE, voxels > 500)
+    np.testing.assert_allclose(world_bounds(seg_to_world @ geometry, mask), organ, atol=1e-6)
+    image_to_world = vtk.vtkMatrix4x4()
+    segment = node.GetSegmentation().GetSegment(node.GetSegmentation().GetSegmentIdBySegmentName("bright"))
+    segment.GetRepresentation("Binary labelmap").GetImageToWorldMatrix(image_to_world)
+    np.testing.assert_allclose(seg_to_world @ slicer.util.arrayFromVTKMatrix(image_to_world), to_world @ OBLIQUE,
+                               atol=1e-9)
+
+
+def test_stand_in_maps_reference_geometry_through_the_transform_between_the_nodes(slicer_tmp):
+    """The stand-in does what vtkMRMLSegmentationNode::SetReferenceImageGeometryParameterFromVolumeNode
+    does: a volume under T and a segmentation under nothing get the geometry T @ IJK-to-RAS; both
+    under T (or both under nothing) get IJK-to-RAS unchanged; nested transforms compose."""
+    volume, _ = make_volume(AXIAL)
+    outer = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "outer")
+    inner = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "inner")
+    outer_matrix = np.eye(4)
+    outer_matrix[:3, :3], outer_matrix[:3, 3] = rotation(1, 25), [5.0, 0.0, -3.0]
+    inner_matrix = np.eye(4)
+    inner_matrix[:3, 3] = [0.0, 10.0, 0.0]
+    outer.SetMatrixTransformToParent(slicer.util.vtkMatrixFromArray(outer_matrix))
+    inner.SetMatrixTransformToParent(slicer.util.vtkMatrixFromArray(inner_matrix))
+    inner.SetAndObserveTransformNodeID(outer.GetID())
+    volume.SetAndObserveTransformNodeID(inner.GetID())
+    segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "s")
+
+    segmentation.SetReferenceImageGeometryParameterFromVolumeNode(volume)
+    np.testing.assert_allclose(reference_geometry(segmentation)[0], outer_matrix @ inner_matrix @ AXIAL, atol=1e-9)
+    segmentation.SetAndObserveTransformNodeID(outer.GetID())
+    segmentation.SetReferenceImageGeometryParameterFromVolumeNode(volume)
+    np.testing.assert_allclose(reference_geometry(segmentation)[0], inner_matrix @ AXIAL, atol=1e-9)
+    segmentation.SetAndObserveTransformNodeID(inner.GetID())
+    segmentation.SetReferenceImageGeometryParameterFromVolumeNode(volume)
+    np.testing.assert_allclose(reference_geometry(segmentation)[0], AXIAL, atol=1e-9)
+
+
 # --------------------------------------------------------------------------------------------------
 # The real backend
 
@@ -291,11 +373,13 @@ def test_cancel_mid_run_stops_the_backend_and_changes_nothing(logic, tiny_checkp
                90, "the backend to start segmenting")
     assert job.running, job.error
     started = time.monotonic()
-    logic.cancel()  # what the panel's Cancel button calls
+    logic.cancel()  # what the panel's Cancel button calls: returns at once, the timer ends the job
+    returned_in = time.monotonic() - started
+    run_until_done(job, 10)
     stopped_in = time.monotonic() - started
 
     assert job.state == "cancelled" and completed == [job]
-    assert stopped_in < 5.0
+    assert returned_in < 2.0 and stopped_in < 5.0
     assert job.process.process.poll() is not None
     assert job.process.returncode == glue.EXIT_CANCELLED  # stopped cleanly by SIGTERM, not killed
     assert not any(e["event"] == "done" for e in events)
@@ -323,8 +407,13 @@ def test_backend_failure_is_a_plain_error_with_details(logic, slicer_tmp, tmp_pa
 
 
 def test_module_self_test_passes_against_the_stand_in(slicer_tmp):
-    """TGatedSegmentTest as Slicer runs it (instantiation, helpers, tiny-checkpoint inference)."""
-    TGatedSegment.TGatedSegmentTest().runTest()
+    """TGatedSegmentTest as Slicer runs it (instantiation, helpers, tiny-checkpoint inference), through
+    the documented entry point: creating the module registers ``slicer.selfTests['TGatedSegment']``."""
+    import types
+
+    TGatedSegment.TGatedSegment(types.SimpleNamespace())
+    assert slicer.selfTests["TGatedSegment"].__self__.moduleName == "TGatedSegment"
+    slicer.selfTests["TGatedSegment"]()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -489,7 +578,8 @@ def test_train_in_background_can_be_stopped(fake_logic, tmp_path, monkeypatch):
     assert folder == str(tmp_path / "run" / "best")
     job = fake_logic.trainingJob
     pump_until(lambda: events, 30, "the first training event")
-    fake_logic.stopTraining()
+    fake_logic.stopTraining()  # returns at once; the job ends when the trainer's processes are gone
+    run_until_done(job, 30)
     assert job.state == "cancelled" and completed == [job]
     assert job.process.process.poll() is not None and job.process.returncode == glue.EXIT_CANCELLED
     assert fake_logic.trainingJob is None
@@ -565,3 +655,71 @@ def test_uncertainty_with_a_slice_wise_checkpoint_is_a_plain_error(logic, tiny_b
         logic.segment(volume, "liver", checkpoint=str(tiny_baseline_checkpoint), device="cpu", uncertainty=3)
     assert "stochastic" in str(info.value.message)
     assert scene_snapshot() == before and os.listdir(slicer_tmp) == []
+
+
+# --------------------------------------------------------------------------------------------------
+# Documented Slicer calls exist in Slicer
+
+
+# Slicer Python names the module's docs and docstrings may tell users to call, each one read in
+# Slicer/Slicer's source (tag v5.10.0 and main at 583e9b37d5) in the file named beside it.
+VERIFIED_SLICER_NAMES = {
+    # Base/Python/slicer/util.py: def getModuleLogic / getNode / launchConsoleProcess / pip_install / exit /
+    # startupEnvironment (there is no def selfTest: slicer.util.selfTest does not exist).
+    "slicer.util", "slicer.util.getModuleLogic", "slicer.util.getNode", "slicer.util.launchConsoleProcess",
+    "slicer.util.pip_install", "slicer.util.exit", "slicer.util.startupEnvironment",
+    # Base/Python/slicer/ScriptedLoadableModule.py, ScriptedLoadableModule.__init__:
+    # "slicer.selfTests[self.moduleName] = self.runTest" (the dict is created there if missing).
+    "slicer.selfTests",
+    # Base/Python/slicer/testing.py: def runUnitTest(path, testname) (what slicer_add_python_unittest runs).
+    "slicer.testing", "slicer.testing.runUnitTest",
+    # Base/Python/slicer/packaging.py (5.12+ only): def pip_ensure.
+    "slicer.packaging.pip_ensure",
+}
+# Slicer command-line options, from the addArgument(...) calls in Base/QTCore/qSlicerCoreCommandOptions.cxx
+# (testing, python-code, python-script, additional-module-paths, disable-settings, disable-cli-modules,
+# ignore-slicerrc) and Base/QTGUI/qSlicerCommandOptions.cxx (no-splash, no-main-window).
+VERIFIED_SLICER_OPTIONS = {
+    "--testing", "--python-code", "--python-script", "--additional-module-paths", "--disable-settings",
+    "--disable-cli-modules", "--ignore-slicerrc", "--no-splash", "--no-main-window",
+}
+SLICER_NAME = re.compile(r"(?<![\w/.])slicer(?:\.[A-Za-z_]\w*)+")
+OPTION = re.compile(r"(?<![\w-])--[a-z][a-z-]*[a-z]")
+
+
+def module_documentation() -> str:
+    """What the module tells users: its docstrings and comments (not its code)."""
+    import ast
+    import io
+    import tokenize
+
+    source = (REPO / "TGatedSegment" / "TGatedSegment.py").read_text(encoding="utf-8")
+    texts = [ast.get_docstring(node) or "" for node in ast.walk(ast.parse(source))
+             if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef))]
+    texts += [token.string for token in tokenize.generate_tokens(io.StringIO(source).readline)
+              if token.type == tokenize.COMMENT]
+    return "\n".join(texts)
+
+
+def test_documented_slicer_calls_exist_in_slicer():
+    """No made-up API in what users are told to type: slicer.util.selfTest is gone everywhere, the
+    self-test is documented as Slicer runs it, and every slicer.* name and Slicer command-line
+    option in the docs and docstrings is one verified in Slicer's source."""
+    docs = (REPO / "docs" / "slicer.md").read_text(encoding="utf-8")
+    documentation = {"docs/slicer.md": docs, "TGatedSegment.py (docstrings, comments)": module_documentation()}
+    for path in [REPO / "TGatedSegment" / "TGatedSegment.py", REPO / "docs" / "slicer.md",
+                 *(REPO / "TGatedSegment" / "TGatedSegmentGlue").glob("*.py")]:
+        assert "slicer.util.selfTest" not in path.read_text(encoding="utf-8"), path
+    for where, text in documentation.items():
+        assert "slicer.selfTests['TGatedSegment']()" in text, where
+        names = set(SLICER_NAME.findall(text))
+        assert names, where
+        assert names <= VERIFIED_SLICER_NAMES, f"{where}: not verified in Slicer's source: {names - VERIFIED_SLICER_NAMES}"
+    self_test = docs[docs.index("## Self-test"):docs.index("\n## ", docs.index("## Self-test") + 1)]
+    # Code spans of the Self-test section, less the backend's own command line (its options are its own).
+    slicer_spans = "\n".join(span for span in self_test.split("`")[1::2] if "TGatedSegmentLib" not in span)
+    test_doc = TGatedSegment.TGatedSegmentTest.__doc__
+    for where, text in (("docs/slicer.md, Self-test", slicer_spans), ("TGatedSegmentTest", test_doc)):
+        options = set(OPTION.findall(text))
+        assert {"--python-code", "--no-main-window"} <= options, where
+        assert options <= VERIFIED_SLICER_OPTIONS, f"{where}: unknown Slicer options {options - VERIFIED_SLICER_OPTIONS}"

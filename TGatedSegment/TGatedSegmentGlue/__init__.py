@@ -5,7 +5,8 @@ not need Slicer, so that the pytest suite can check it without a running Slicer.
 - the backend command lines (``python -m TGatedSegmentLib segment|train ...``) and their environment;
 - :class:`BackendProcess`: runs the backend as a separate process, reads its JSON progress lines on a
   reader thread and hands them to the caller from ``poll()`` (called by a ``qt.QTimer`` in Slicer, so
-  the application stays responsive), stops it on request;
+  the application stays responsive), stops it and every process it started on request, without
+  blocking (``processtree``: PythonSlicer is a launcher whose child is the real interpreter);
 - progress text, and backend failures turned into plain-words errors with the details kept;
 - segment names (the keep/replace rule), colours and terminology;
 - the volume hand-over: a Slicer (k, j, i) array + IJK-to-RAS matrix written as a file with its
@@ -32,6 +33,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from TGatedSegmentLib.errors import EXIT_CANCELLED  # noqa: F401  (re-exported for the module and tests)
+
+from .processtree import ProcessTree, startProcessTree
 from TGatedSegmentLib.model.configuration import DEFAULT_BASE_MODEL, FORMAT_NAME
 from TGatedSegmentLib.vocabulary import (ABDOMEN13, TERMINOLOGY_CONTEXT, generated_color, lookup, normalize,
                                          parse_prompts)
@@ -507,14 +510,14 @@ def errorFromBackend(event: dict | None, returncode: int | None, output: Sequenc
 
 
 def popenLauncher(args: Sequence[str], env: dict | None, cwd: str | None) -> subprocess.Popen:
-    """Stand-alone launcher (Slicer passes ``slicer.util.launchConsoleProcess`` instead): output and
-    errors on one text pipe, as Slicer's launcher does."""
+    """Stand-alone launcher (Slicer passes its own, which starts from Slicer's startup environment):
+    output and errors on one text pipe, as Slicer's launcher does, and the root of a process group of
+    its own so that :meth:`BackendProcess.cancel` reaches everything it starts."""
     environment = None
     if env:
         environment = dict(os.environ)
         environment.update(env)
-    return subprocess.Popen(list(args), env=environment, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            universal_newlines=True)
+    return startProcessTree(args, environment, cwd)
 
 
 class BackendProcess:
@@ -523,7 +526,9 @@ class BackendProcess:
     A reader thread only moves output lines into a queue; :meth:`poll` parses them, calls
     ``onEvent(event)`` for JSON events and ``onLog(line)`` for other lines on the caller's thread
     (in Slicer: the main thread, from a ``qt.QTimer``), and returns True once the process has ended
-    and all its output was handled. :meth:`cancel` stops it (SIGTERM, then kill).
+    and all its output was handled. :meth:`cancel` stops it and every process it started (SIGTERM to
+    the process group, SIGKILL after a grace period; :mod:`processtree`) without blocking the caller:
+    :meth:`poll` reports the end once no process of the tree is left.
     """
 
     def __init__(self, args: Sequence[str], env: dict | None = None, cwd: str | None = None,
@@ -539,12 +544,14 @@ class BackendProcess:
         self.returncode: int | None = None
         self.cancelled = False
         self.process = None
+        self.tree: ProcessTree | None = None
         self._queue: queue.Queue = queue.Queue()
         self._reader: threading.Thread | None = None
         self._eof = False
 
     def start(self) -> "BackendProcess":
         self.process = self.launcher(self.args, self.env, self.cwd)
+        self.tree = ProcessTree(self.process)
         self._reader = threading.Thread(target=self._read, name="TGatedSegment backend output", daemon=True)
         self._reader.start()
         return self
@@ -567,23 +574,48 @@ class BackendProcess:
     def finished(self) -> bool:
         return self.returncode is not None
 
-    def poll(self) -> bool:
-        """Handle the output that arrived; True once the process has ended and everything was handled."""
-        if self.finished:
-            return True
+    @property
+    def stopping(self) -> bool:
+        """Cancelled, and some process of the tree is still running (:meth:`poll` finishes it)."""
+        return self.cancelled and not self.finished
+
+    def _drain(self) -> None:
         while True:
             try:
                 line = self._queue.get_nowait()
             except queue.Empty:
-                break
+                return
             if line is None:
                 self._eof = True
                 continue
             self._handle(line)
+
+    def poll(self) -> bool:
+        """Handle the output that arrived; True once the process has ended and everything was handled
+        (after :meth:`cancel`: once no process of the tree is left, killing it when its grace is over)."""
+        if self.finished:
+            return True
+        self._drain()
+        if self.cancelled:
+            if not self.tree.stopped():
+                return False
+            self._closeOutput()
+            returncode = self.process.poll()
+            self.returncode = returncode if returncode is not None else -9  # abandoned: reported as killed
+            return True
         if self._eof and self.process.poll() is not None:
             self.returncode = self.process.returncode
             return True
         return False
+
+    def _closeOutput(self) -> None:
+        """The tree is gone, so the pipe is at its end: collect the last lines, then close it. A pipe
+        still held open (by a process that left the group) is left to the daemon reader thread."""
+        if self._reader is not None:
+            self._reader.join(0.1)
+        self._drain()
+        if (self._reader is None or not self._reader.is_alive()) and self.process.stdout:
+            self.process.stdout.close()
 
     def _handle(self, line: str) -> None:
         event = parseEventLine(line)
@@ -607,25 +639,21 @@ class BackendProcess:
             time.sleep(interval)
         return self.returncode
 
-    def cancel(self, timeout: float = 5.0) -> None:
-        """Stop the process: SIGTERM (the backend stops cleanly and writes nothing), kill after ``timeout``."""
+    def cancel(self, grace: float = 5.0, wait: float = 0.25) -> bool:
+        """Stop the backend and every process it started: SIGTERM to the whole tree now (the backend
+        stops cleanly and writes nothing), SIGKILL once ``grace`` seconds have passed (0: kill now);
+        on Windows ``taskkill /T /F`` at once.
+
+        Waits at most ``wait`` seconds, so that the GUI thread is never held up; True when the tree is
+        gone by then, else :meth:`poll` (the caller's timer) reports the end later and kills on time.
+        Calling it again shortens the grace period, never lengthens it.
+        """
         if self.process is None or self.finished:
-            return
+            return True
         self.cancelled = True
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        if self._reader is not None:
-            self._reader.join(timeout)
-        self.poll()
-        if self.returncode is None:  # reader did not finish draining: the process is gone regardless
-            self.returncode = self.process.returncode
-        if self.process.stdout:
-            self.process.stdout.close()
+        self.tree.stop(grace)
+        self.tree.waitStopped(wait)
+        return self.poll()
 
 
 # --------------------------------------------------------------------------------------------------

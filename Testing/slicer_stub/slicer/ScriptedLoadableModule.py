@@ -1,10 +1,14 @@
 """Stand-in for slicer.ScriptedLoadableModule (Base/Python/slicer/ScriptedLoadableModule.py).
 
 The logic and test base classes behave as Slicer's (module name from the class name; the test base
-is a unittest.TestCase with delayDisplay). The module and widget bases only exist so that the module
-file imports: modules and widgets are not instantiated outside Slicer.
+is a unittest.TestCase with delayDisplay). The module base does what Slicer's does for self-tests:
+``__init__`` registers ``slicer.selfTests[moduleName] = self.runTest`` (creating the dict if needed)
+and ``runTest(msec=100, **kwargs)`` runs ``<ModuleName>Test().runTest(**kwargs)`` from the module's
+file, an AssertionError if there is no such class. The widget base only exists so that the module
+file imports: widgets are not instantiated outside Slicer.
 """
 
+import importlib
 import logging
 import unittest
 
@@ -15,6 +19,22 @@ class ScriptedLoadableModule:
     def __init__(self, parent):
         self.parent = parent
         self.moduleName = self.__class__.__name__
+        try:
+            slicer.selfTests
+        except AttributeError:
+            slicer.selfTests = {}
+        slicer.selfTests[self.moduleName] = self.runTest
+
+    def runTest(self, msec=100, **kwargs):
+        module = importlib.import_module(self.__module__)
+        className = self.moduleName + "Test"
+        try:
+            TestCaseClass = getattr(module, className)
+        except AttributeError:
+            raise AssertionError(f"Test case class not found: {self.__module__}.{className} ")
+        testCase = TestCaseClass()
+        testCase.messageDelay = msec
+        testCase.runTest(**kwargs)
 
 
 class ScriptedLoadableModuleWidget:

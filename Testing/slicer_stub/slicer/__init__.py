@@ -23,6 +23,17 @@ Mirrored behaviours that the tests rely on:
   (Modules/Loadable/Segmentations/Logic/vtkSlicerSegmentationsModuleLogic.cxx).
 - vtkSlicerVolumesLogic.CreateAndAddLabelVolume(volumeNode, name): same grid, zero voxels, the
   volume's parent transform (Modules/Loadable/Volumes/Logic/vtkSlicerVolumesLogic.cxx).
+- Linear transforms: vtkMRMLLinearTransformNode.SetMatrixTransformToParent / GetMatrixTransformToParent,
+  transforms under transforms, GetMatrixTransformToWorld, and the static
+  vtkMRMLTransformNode.GetMatrixTransformBetweenNodes(source, target, matrix) with None for world
+  (Libs/MRML/Core/vtkMRMLTransformNode.cxx).
+- vtkMRMLSegmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode): the volume's
+  IJK-to-RAS mapped through the transform between the volume's and the segmentation's parent
+  transforms *at the time of the call*, serialized as vtkSegmentationConverter::SerializeImageGeometry
+  does (16 matrix elements, row by row, then the extent, ';' after each), and the
+  reference-geometry node reference (Libs/MRML/Core/vtkMRMLSegmentationNode.cxx);
+  vtkSegmentationConverter.DeserializeImageGeometry reads it back
+  (Libs/vtkSegmentationCore/vtkSegmentationConverter.cxx).
 - vtkSlicerTerminologiesModuleLogic.FindTypeInTerminologyBy3dSlicerLabel (exact match on
   3dSlicerLabel, types then type modifiers) and SerializeTerminologyEntry (7 '~' parts,
   scheme^value^meaning), over a few real entries of the General Anatomy list
@@ -211,7 +222,45 @@ class vtkMRMLTransformableNode(vtkMRMLNode):
 
 
 class vtkMRMLTransformNode(vtkMRMLTransformableNode):
-    pass
+    """Only linear transforms are modelled (the stand-in has no grid or B-spline transform)."""
+
+    def __init__(self):
+        super().__init__()
+        self._toParent = np.eye(4)
+
+    def IsLinear(self):
+        return 1
+
+    def GetMatrixTransformToParent(self, matrix):
+        matrix.DeepCopy(self._toParent.ravel())
+        return 1
+
+    def SetMatrixTransformToParent(self, matrix):
+        self._toParent = _arrayFromMatrix(matrix)
+        return 1
+
+    def _toWorld(self):
+        """This transform's matrix to world: its own, then its parents' (each one's parent applied last)."""
+        matrix, node, seen = np.eye(4), self, set()
+        while node is not None:
+            if id(node) in seen:
+                raise RuntimeError("transform loop")
+            seen.add(id(node))
+            matrix = node._toParent @ matrix
+            node = node.GetParentTransformNode()
+        return matrix
+
+    def GetMatrixTransformToWorld(self, matrix):
+        matrix.DeepCopy(self._toWorld().ravel())
+        return 1
+
+    @staticmethod
+    def GetMatrixTransformBetweenNodes(sourceNode, targetNode, transformSourceToTarget):
+        """Source to target; None is the world. Linear transforms only, so via the world is exact."""
+        sourceToWorld = sourceNode._toWorld() if sourceNode is not None else np.eye(4)
+        targetToWorld = targetNode._toWorld() if targetNode is not None else np.eye(4)
+        transformSourceToTarget.DeepCopy((np.linalg.inv(targetToWorld) @ sourceToWorld).ravel())
+        return 1
 
 
 class vtkMRMLLinearTransformNode(vtkMRMLTransformNode):
@@ -272,12 +321,22 @@ class vtkMRMLSegmentationNode(vtkMRMLTransformableNode):
         self._addDisplayNode("vtkMRMLSegmentationDisplayNode")
 
     def SetReferenceImageGeometryParameterFromVolumeNode(self, volumeNode):
+        """As Slicer's: the volume's IJK-to-RAS, mapped into this segmentation's coordinates through
+        the transform between the two nodes' parent transforms as they are *now* (a segmentation that
+        gets the volume's transform only afterwards keeps a geometry moved by that transform)."""
         if volumeNode is None or volumeNode.GetImageData() is None:
             return
-        dims = volumeNode.GetImageData().GetDimensions()
-        values = [repr(float(v)) for v in volumeNode._ijkToRAS.ravel()]
-        extent = [str(v) for n in dims for v in (0, n - 1)]
-        self._segmentation.SetConversionParameter("Reference image geometry", ";".join(values + extent) + ";")
+        ijkToRAS = volumeNode._ijkToRAS.copy()
+        if volumeNode.GetParentTransformNode() is not self.GetParentTransformNode():
+            volumeToSegmentation = vtk.vtkMatrix4x4()
+            vtkMRMLTransformNode.GetMatrixTransformBetweenNodes(volumeNode.GetParentTransformNode(),
+                                                                self.GetParentTransformNode(), volumeToSegmentation)
+            ijkToRAS = _arrayFromMatrix(volumeToSegmentation) @ ijkToRAS
+        matrix = vtk.vtkMatrix4x4()
+        matrix.DeepCopy(ijkToRAS.ravel())
+        self._segmentation.SetConversionParameter(
+            vtkSegmentationConverter.GetReferenceImageGeometryParameterName(),
+            vtkSegmentationConverter.SerializeImageGeometry(matrix, volumeNode.GetImageData()))
         self.SetNodeReferenceID(self.GetReferenceImageGeometryReferenceRole(), volumeNode.GetID())
 
     def CreateClosedSurfaceRepresentation(self):
@@ -316,6 +375,34 @@ class vtkSegmentationConverter:
     @staticmethod
     def GetSegmentationClosedSurfaceRepresentationName():
         return "Closed surface"
+
+    @staticmethod
+    def GetReferenceImageGeometryParameterName():
+        return "Reference image geometry"
+
+    @staticmethod
+    def SerializeImageGeometry(geometryMatrix, imageData):
+        """16 matrix elements row by row, then the image extent, each followed by ';'."""
+        if imageData is None:
+            return ""
+        values = [repr(float(geometryMatrix.GetElement(i, j))) for i in range(4) for j in range(4)]
+        return "".join(f"{v};" for v in values + [str(e) for e in imageData.GetExtent()])
+
+    @staticmethod
+    def DeserializeImageGeometry(geometryString, geometryMatrix, extent):
+        """Fills ``geometryMatrix`` and the 6-element list ``extent`` (in place, as VTK's Python
+        wrapping does); False for an empty or unreadable string."""
+        parts = geometryString.split(";") if geometryString else []
+        if len(parts) < 22:
+            return False
+        try:
+            values = [float(p) for p in parts[:16]]
+            extent[:] = [int(p) for p in parts[16:22]]
+        except ValueError:
+            return False
+        for index, value in enumerate(values):
+            geometryMatrix.SetElement(index // 4, index % 4, value)
+        return True
 
 
 class vtkOrientedImageData:
