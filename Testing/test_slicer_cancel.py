@@ -15,6 +15,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -38,6 +39,10 @@ pytestmark = pytest.mark.skipif(os.name != "posix", reason="process groups and s
 # Bounds generous enough for a loaded 2-core machine; the measured values are printed (pytest -rP).
 RETURN_BOUND_S = 2.0  # cancel() on the GUI thread
 TREE_GONE_BOUND_S = 3.0  # Cancel -> no process of the tree left (segmentation grace: 1.5 s)
+# A test never hangs: a cancel that blocks on the orphaned child (the old code closed the pipe under
+# a reader thread that waited for the child's output) is freed by killing the child after this long,
+# and the test then fails.
+WATCHDOG_S = 15.0
 
 CHILD = r"""
 import json, os, signal, sys, time
@@ -81,7 +86,8 @@ def process_alive(pid: int) -> bool:
 @pytest.fixture
 def tree(tmp_path, monkeypatch):
     """The stand-in launcher's command line and a way to read its child's PID. Whatever a test leaves
-    running (the old code left the child) is killed afterwards, so that no test leaks a process."""
+    running (the old code left the child) is killed afterwards, so that no test leaks a process, and
+    a watchdog kills the child WATCHDOG_S after it started (``watchdog_fired``), so no test hangs."""
     launcher = tmp_path / "launcher.py"
     launcher.write_text(LAUNCHER)
     pidfile = tmp_path / "child.pid"
@@ -91,6 +97,14 @@ def tree(tmp_path, monkeypatch):
     class Tree:
         command = [sys.executable, str(launcher)]
         pids: list[int] = []
+        watchdogs: list[threading.Timer] = []
+        watchdog_fired = False
+
+        @staticmethod
+        def _watchdog(pid: int) -> None:
+            if process_alive(pid):
+                Tree.watchdog_fired = True
+                os.kill(pid, signal.SIGKILL)
 
         @staticmethod
         def mode(mode: str) -> None:
@@ -106,12 +120,19 @@ def tree(tmp_path, monkeypatch):
                 time.sleep(0.01)
             pid = int(pidfile.read_text())
             Tree.pids.append(pid)
+            watchdog = threading.Timer(WATCHDOG_S, Tree._watchdog, (pid,))
+            watchdog.daemon = True
+            watchdog.start()
+            Tree.watchdogs.append(watchdog)
             return pid
 
     yield Tree
+    for watchdog in Tree.watchdogs:
+        watchdog.cancel()
     for pid in Tree.pids:
         if process_alive(pid):
             os.kill(pid, signal.SIGKILL)
+    assert not Tree.watchdog_fired, f"a backend process outlived Cancel by {WATCHDOG_S:.0f} s (killed by the test)"
 
 
 def wait_gone(pids, started: float, limit: float, pump=None) -> float:
