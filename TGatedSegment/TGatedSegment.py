@@ -2,8 +2,9 @@
 
 The model runs in a separate process (``PythonSlicer -m TGatedSegmentLib segment ...``, the same
 command users run in a shell), so Slicer stays responsive, Cancel stops it at once (the launcher and
-the interpreter it starts: the whole process tree), and a crash of the model cannot take Slicer down. This file is the Slicer-specific part only; every decision that
-can be made without Slicer lives in ``TGatedSegmentGlue`` and is tested outside Slicer.
+the interpreter it starts: the whole process tree), and a crash of the model cannot take Slicer down.
+This file is the Slicer-specific part only; every decision that can be made without Slicer lives in
+``TGatedSegmentGlue`` and is tested outside Slicer.
 
 No torch or transformers import here, at module load or in the widget's setup: Slicer's generic
 module tests load the module without them, and the first-use check offers to install them.

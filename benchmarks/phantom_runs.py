@@ -135,7 +135,8 @@ def trained(work: Path, recipe: PhantomRecipe, seed: int, arm: str) -> Path:
     if reference is not None:  # as many steps as fit in the reference arm's training time
         seconds = training_record(trained(work, recipe, seed, reference))["seconds"]
         settings.update(steps=recipe.steps * 20, max_seconds=seconds)
-    # equal steps for every arm: no time cap (a busy machine would otherwise cut arms short unequally)
+    # equal steps for every arm: not the demo's 270 s cap (a busy machine would cut arms short unequally);
+    # only the recipe's own 10-minute cap remains
     config = replace(recipe, max_seconds=None).train_config(data, run, seed=seed, device="cpu", overwrite=True,
                                                             **settings)
     train(config)

@@ -33,11 +33,11 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from TGatedSegmentLib.errors import EXIT_CANCELLED  # noqa: F401  (re-exported for the module and tests)
-
-from .processtree import ProcessTree, startProcessTree
 from TGatedSegmentLib.model.configuration import DEFAULT_BASE_MODEL, FORMAT_NAME
 from TGatedSegmentLib.vocabulary import (ABDOMEN13, TERMINOLOGY_CONTEXT, generated_color, lookup, normalize,
                                          parse_prompts)
+
+from .processtree import ProcessTree, startProcessTree
 
 BACKEND_PACKAGE = "TGatedSegmentLib"
 SETTINGS_GROUP = "TGatedSegment"

@@ -157,10 +157,6 @@ class ProcessTree:
 
     # --- stopping without blocking -----------------------------------------------------------------
 
-    @property
-    def stopping(self) -> bool:
-        return self._deadline is not None
-
     def stop(self, grace: float = 5.0) -> None:
         """Begin stopping: :meth:`terminate` now, :meth:`kill` once ``grace`` seconds have passed
         (``grace <= 0``: kill now). Returns at once; :meth:`stopped` tells when it is over."""
