@@ -62,7 +62,7 @@ class PhantomRecipe:
     n_val: int = 1  # validation phantoms (best/ is chosen on them)
     spec: PhantomSpec = field(default_factory=PhantomSpec)
     recipe: str = "cpu"
-    steps: int = 300
+    steps: int = 500
     epochs: int = 2  # validations (the last one at the end)
     max_seconds: float | None = 270.0
     settings: dict = field(default_factory=dict)

@@ -34,3 +34,11 @@ def test_train_real_ct_quick():
 def test_train_real_ct_exits_cleanly_without_the_data(tmp_path):
     out = _run("train_real_ct.py", "--data", str(tmp_path / "absent"))
     assert out.returncode == 0 and out.stdout.startswith("skipped:")
+
+
+def test_token_cache_speed_quick():
+    out = _run("token_cache_speed.py")
+    assert out.returncode == 0, out.stderr
+    for name in ("full fine-tuning", "frozen encoder", "frozen encoder + token cache"):
+        assert f"  {name} " in out.stdout
+    assert "(0 slices encoded" in out.stdout and "full / token cache" in out.stdout

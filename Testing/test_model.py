@@ -227,3 +227,53 @@ def test_builtin_architectures_match_the_reference_configs(shared_dir, name, fil
     for key in ("architectures", "transformers_version", "_name_or_path"):
         reference.pop(key, None), ours.pop(key, None)
     assert ours == reference
+
+
+@pytest.mark.parametrize("conditional_layer", [0, 2])
+def test_decode_shares_the_prompt_free_decoder_layers_and_equals_stock_clipseg(conditional_layer):
+    """``decode`` runs the layers before the FiLM once per slice and the rest per (slice, prompt):
+    the same logits as CLIPSeg's decoder run on every pair."""
+    from TGatedSegmentLib.model.architectures import builtin_config
+    from TGatedSegmentLib.model.configuration import TGatedConfig
+    from TGatedSegmentLib.model.modeling import TGatedCLIPSeg
+    from transformers import CLIPSegForImageSegmentation
+
+    clipseg = builtin_config("builtin:cpu")
+    clipseg.conditional_layer = conditional_layer
+    torch.manual_seed(0)
+    model = TGatedCLIPSeg(TGatedConfig(clipseg_config=clipseg.to_dict()), CLIPSegForImageSegmentation(clipseg)).eval()
+    features = torch.randn(3, 3, 257, 64)  # (B, L, T, C)
+    text = torch.randn(4, 64)  # (K, P)
+    items = torch.tensor([[0, 0], [0, 3], [1, 1], [2, 0], [2, 2], [1, 3]])
+    with torch.no_grad():
+        ours = model.decode(features, text, items=items)
+        stock = model.base_model.decoder(hidden_states=list(features[items[:, 0]].unbind(1)),
+                                         conditional_embeddings=text[items[:, 1]]).logits
+    stock = torch.nn.functional.interpolate(stock.unsqueeze(1), size=(128, 128), mode="bilinear").squeeze(1)
+    assert ours.shape == (6, 128, 128)
+    torch.testing.assert_close(ours, stock, rtol=1e-4, atol=1e-5)
+
+
+def test_loading_a_checkpoint_initialises_nothing_and_rebuilds_the_position_ids(tiny_baseline_checkpoint, monkeypatch):
+    """Full checkpoints are built on the meta device and adopt the file's tensors (issue 12's fixed cost)."""
+    calls = []
+    monkeypatch.setattr(nn.Linear, "reset_parameters", lambda self: calls.append(self.weight.is_meta))
+    loaded = load_model(tiny_baseline_checkpoint)
+    assert not any(t.is_meta for t in list(loaded.model.parameters()) + list(loaded.model.buffers()))
+    assert calls and all(calls)  # the initialisers saw meta tensors only: no memory, no random numbers
+    for name, buffer in loaded.model.named_buffers():
+        if name.endswith("position_ids"):
+            assert torch.equal(buffer, torch.arange(buffer.shape[-1]).expand(buffer.shape))
+
+
+def test_the_authors_wiring_on_a_late_conditioning_architecture_still_reads_the_prompt():
+    """builtin:cpu conditions before its last decoder layer; the authors' wiring runs only the first."""
+    from TGatedSegmentLib.model.checkpoint import build_model
+
+    adapter = AdapterConfig.default_for(64, mode="reference", num_heads=2, num_layers=1)
+    loaded = build_model("builtin:cpu", "compact", adapter=adapter, seed=0)
+    model = loaded.model.eval()
+    features = torch.randn(2, 1, 257, 64)
+    with torch.no_grad():
+        logits = model.decode(features, torch.randn(3, 64), items=torch.tensor([[0, 0], [0, 1], [1, 2]]))
+    assert logits.shape == (3, 128, 128) and not torch.equal(logits[0], logits[1])

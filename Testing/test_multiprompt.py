@@ -139,3 +139,14 @@ def test_chunk_sampler_is_reproducible_and_places_chunks_inside_the_volume():
         if c.volume == 1:
             assert c.stop > 15  # the anchor (a slice >= 15) lies inside the chunk
         assert abs(c.angle) <= 5 and 0.9 <= c.zoom <= 1.1 and 0.8 <= c.contrast <= 1.2
+
+
+def test_exclusive_term_is_for_slice_batches_only():
+    """The cpu recipe's exclusive term lapses with --batching pairs; asked for explicitly, it is an error."""
+    from TGatedSegmentLib.errors import InputError
+    from TGatedSegmentLib.training.config import TrainConfig
+
+    assert TrainConfig(data="d", output="o", recipe="cpu").exclusive == 1.0
+    assert TrainConfig(data="d", output="o", recipe="cpu", batching="pairs").exclusive == 0.0
+    with pytest.raises(InputError, match="--exclusive needs multi-prompt slice batches"):
+        TrainConfig(data="d", output="o", recipe="cpu", batching="pairs", exclusive=0.5)

@@ -65,7 +65,7 @@ def test_real_size_counts_match_vlsm_adapter():
     clip = builtin_config("builtin:rd64-refined")
 
     def count(**kw):
-        return sum(p.numel() for p in PeftAdapters(PeftConfig(**kw), clip, temporal=False).parameters())
+        return sum(p.numel() for p in PeftAdapters(PeftConfig(**kw), clip, one_activation=False).parameters())
 
     # VLSM-Adapter's counts plus one output scale per adapter (18 + 18 + 1 dense, 3 + 3 + 1 shallow)
     assert count(variant="dense", text=False, conditional=False) == 1_784_448 + 18  # DA-V

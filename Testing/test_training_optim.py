@@ -12,7 +12,8 @@ from TGatedSegmentLib.model.configuration import PreprocessConfig
 from TGatedSegmentLib.model.tokenizer import tokenize
 from TGatedSegmentLib.training.config import TrainConfig
 from TGatedSegmentLib.training.losses import segmentation_loss, soft_dice_loss
-from TGatedSegmentLib.training.trainer import GROUPS, StepRunner, freeze_encoders, make_optimizer, parameter_group
+from TGatedSegmentLib.training.trainer import (GROUPS, StepRunner, freeze_encoders, freeze_zero_rate_parts, make_optimizer,
+                                               parameter_group)
 
 
 def tiny(temporal: bool = True):
@@ -68,6 +69,21 @@ def test_baseline_has_no_adapter_group_and_frozen_encoders_are_left_out():
     model = tiny().model
     freeze_encoders(model)
     assert {g["name"] for g in make_optimizer(model, config).param_groups} == {"decoder", "adapter"}
+
+
+def test_a_zero_learning_rate_freezes_its_part_and_the_optimiser_is_fused():
+    """--lr-text 0 (the cpu recipe): no gradients for the text encoder, no AdamW group for it."""
+    config = TrainConfig(data="d", output="o", lr_text=0.0)
+    model = tiny().model
+    frozen = freeze_zero_rate_parts(model, config)
+    assert frozen == {n for n in frozen if parameter_group(n) == "text"} and "base_model.clip.text_projection.weight" in frozen
+    optimizer = make_optimizer(model, config)
+    assert {g["name"] for g in optimizer.param_groups} == {"vision", "decoder", "adapter"}
+    assert optimizer.defaults["fused"]
+    ids, mask = tokenize(tiny().tokenizer, ["liver"])
+    model(torch.randn(1, 5, 3, 32, 32), ids, mask).mean().backward()
+    assert all(p.grad is None for n, p in model.named_parameters() if n in frozen)
+    assert model.base_model.clip.vision_model.encoder.layers[0].mlp.fc1.weight.grad is not None
 
 
 @pytest.mark.parametrize("temporal", [True, False])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import platform
 
 import torch
 
@@ -34,3 +35,9 @@ def random_batch(batch: int, context: int, size: int, prompts: int) -> dict:
     return {"pixels": torch.randn(batch, context, 3, size, size, generator=generator),
             "target": (torch.rand(batch, size, size, generator=generator) > 0.8).float(),
             "prompt": torch.arange(batch) % prompts}
+
+
+def machine_line() -> str:
+    """What every benchmark prints about the machine it measured on."""
+    return (f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU core(s), "
+            f"torch {torch.__version__} ({torch.get_num_threads()} threads), CPU")

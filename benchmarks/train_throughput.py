@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -24,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
-from step_timing import add_arguments, random_batch, resolve  # noqa: E402
+from step_timing import add_arguments, random_batch, machine_line, resolve  # noqa: E402
 
 CONFIGS = [("T-Gated", True, False), ("baseline", False, False), ("T-Gated frozen enc.", True, True),
            ("baseline frozen enc.", False, True)]
@@ -66,8 +64,7 @@ def main(argv=None) -> int:
 
     print(f"training throughput: {arch}, random weights, batch {batch}, "
           f"{image_size or 352}x{image_size or 352}, float32, {steps} timed step(s) after 1 warm-up")
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU core(s), "
-          f"torch {torch.__version__} ({torch.get_num_threads()} threads), CPU")
+    print(machine_line())
     results = {}
     for name, temporal, frozen in CONFIGS:
         results[name] = measure(arch, temporal, frozen, batch, steps, image_size)

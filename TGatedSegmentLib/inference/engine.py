@@ -149,10 +149,10 @@ class StreamingEngine:
             fused = self.model.fuse(window)  # (B, L, T, C)
         t1 = time.perf_counter()
         b, k = fused.shape[0], text.shape[0]
+        items = torch.stack([torch.arange(b, device=fused.device).repeat_interleave(k),
+                             torch.arange(k, device=fused.device).repeat(b)], dim=1)  # (B*K, 2), slice-major
         with self._autocast():
-            features = fused.repeat_interleave(k, dim=0)  # (B*K, L, T, C), slice-major
-            image = image.repeat_interleave(k, dim=0) if image is not None else None
-            logits = self.model.decode(features, text.repeat(b, 1).to(features.dtype), image)  # (B*K, S, S)
+            logits = self.model.decode(fused, text.to(fused.dtype), image, items)  # (B*K, S, S)
         self.stats.windows_fused += b
         self.stats.decoder_items += b * k
         self.stats.seconds["fuse"] += t1 - t0

@@ -113,7 +113,8 @@ class TemporalAdapter(nn.Module):
         self.proj_in = nn.Sequential(nn.Linear(c, d, bias=False), nn.LayerNorm(d))
         self.proj_out = nn.Linear(d, c, bias=False)
         self.temporal_pos_emb = nn.Parameter(torch.zeros(1, s, d))
-        rates = torch.linspace(0.0, config.drop_path_rate, config.num_layers).tolist() if config.num_layers > 1 else [0.0]
+        rates = torch.linspace(0.0, config.drop_path_rate, config.num_layers, device="cpu").tolist() \
+            if config.num_layers > 1 else [0.0]  # (on cpu: the model may be built on the meta device)
         self.temporal_layers = nn.ModuleList(
             TemporalEncoderLayer(d, config.num_heads, config.ffn_dim, config.dropout, rate, self._attention(d))
             for rate in rates

@@ -5,7 +5,8 @@ They let a fresh, offline machine build a model with random weights without any 
 for benchmarks), ``tiny`` the 1.7 M-parameter model of the same structure used by tests, and
 ``cpu`` the architecture of the ``cpu`` training recipe: a 64-wide, 4-layer ViT with 8-pixel
 patches at 128 px (16 x 16 tokens: twice the token density of ``tiny``, so small organs span
-several tokens), chosen for what a laptop CPU can train from random weights in minutes.
+several tokens) whose prompt conditioning enters before the last decoder layer, chosen for what a
+laptop CPU can train from random weights in minutes.
 
 :data:`ADAPTERS` gives an architecture's temporal adapter where the paper's sizes (narrowed to the
 encoder width) do not fit it: on ``cpu`` the paper's 4-layer, 4x-wide temporal transformer over
@@ -54,7 +55,10 @@ ARCHITECTURES: dict[str, dict] = {
     },
     "cpu": {
         "model_type": "clipseg",
-        "conditional_layer": 0,
+        # the FiLM before the last decoder layer, not the first: the first two then see no prompt and
+        # run once per slice instead of once per (slice, prompt) (TGatedCLIPSeg.decode); 13% less
+        # time per 9-prompt training step, the same Dice at equal steps within a seed's noise
+        "conditional_layer": 2,
         "decoder_intermediate_size": 64,
         "decoder_num_attention_heads": 2,
         "extract_layers": [1, 2, 3],

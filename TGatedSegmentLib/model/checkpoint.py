@@ -64,7 +64,8 @@ def _describe(keys, limit: int = 6) -> str:
     return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
-def load_state_dict_checked(model: torch.nn.Module, state_dict: dict, source: str, allow_missing_prefix: str | None = None) -> None:
+def load_state_dict_checked(model: torch.nn.Module, state_dict: dict, source: str, allow_missing_prefix: str | None = None,
+                            assign: bool = False) -> None:
     """``load_state_dict(strict=True)`` with an error that names the offending keys and shapes."""
     expected = model.state_dict()
     missing = [k for k in expected if k not in state_dict and not (allow_missing_prefix and k.startswith(allow_missing_prefix))]
@@ -87,7 +88,7 @@ def load_state_dict_checked(model: torch.nn.Module, state_dict: dict, source: st
             "Make sure config.json and model.safetensors come from the same checkpoint, and that --base-config "
             "names the architecture the weights were trained with.",
         )
-    model.load_state_dict(state_dict, strict=allow_missing_prefix is None)
+    model.load_state_dict(state_dict, strict=allow_missing_prefix is None, assign=assign)
 
 
 def _is_base_key(key: str) -> bool:
@@ -264,8 +265,11 @@ def _load_tgated(folder: Path, raw: dict, source: str, device) -> LoadedModel:
     if partial and not config.base_model_id:
         raise CheckpointError(f"'{folder}' holds only part of the weights but names no base model to load them on",
                               "The checkpoint is incomplete: use one saved with full weights.")
-    base = load_base_model(config.base_model_id) if partial else None
-    model = TGatedCLIPSeg(config, base_model=base)
+    if partial:
+        model = TGatedCLIPSeg(config, base_model=load_base_model(config.base_model_id))
+    else:  # every weight comes from the file: build without allocating or initialising any (see _materialise)
+        with torch.device("meta"):
+            model = TGatedCLIPSeg(config)
     weights = folder / WEIGHTS_NAME
     if not weights.is_file():
         raise CheckpointError(f"'{folder}' has no {WEIGHTS_NAME}", "The checkpoint is incomplete: copy it again.")
@@ -276,7 +280,10 @@ def _load_tgated(folder: Path, raw: dict, source: str, device) -> LoadedModel:
     except Exception as exc:  # safetensors raises its own error types for truncated/corrupt files
         raise CheckpointError(f"cannot read '{weights}' ({str(exc).splitlines()[0][:200]})",
                               "The file is corrupt or truncated: copy the checkpoint again.") from None
-    load_state_dict_checked(model, state_dict, str(folder), allow_missing_prefix="base_model." if partial else None)
+    if partial:
+        load_state_dict_checked(model, state_dict, str(folder), allow_missing_prefix="base_model.")
+    else:
+        _materialise(model, state_dict, str(folder))
     expected = raw.get("base_fingerprint") if partial else None
     if expected and base_fingerprint(model, state_dict.keys()) != expected:
         raise CheckpointError(
@@ -287,6 +294,26 @@ def _load_tgated(folder: Path, raw: dict, source: str, device) -> LoadedModel:
     tokenizer = load_tokenizer(folder if has_tokenizer else (config.base_model_id or DEFAULT_BASE_MODEL))
     check_tokenizer(tokenizer, model.base_model.config)
     return LoadedModel(model.to(device).eval(), tokenizer, config, source)
+
+
+def _materialise(model: TGatedCLIPSeg, state_dict: dict, source: str) -> None:
+    """Give a model built on the meta device the checkpoint's tensors, in place of its empty ones.
+
+    Random initialisation of a model whose every weight is then overwritten is most of the fixed
+    cost of loading (issue 12): construction on ``meta`` allocates nothing and initialises nothing,
+    and ``assign=True`` adopts the loaded tensors without a copy. The only state a checkpoint does
+    not hold are CLIP's non-persistent ``position_ids`` buffers (0..n-1), rebuilt here.
+    """
+    dtypes = {k: v.dtype for k, v in model.state_dict().items()}
+    state_dict = {k: v.to(dtypes[k]) if k in dtypes and v.is_floating_point() else v for k, v in state_dict.items()}
+    load_state_dict_checked(model, state_dict, source, assign=True)
+    for name, buffer in list(model.named_buffers()):
+        if buffer.is_meta:
+            if not name.endswith("position_ids"):
+                raise CheckpointError(f"'{source}' leaves the model's buffer {name} unset",
+                                      "This checkpoint's model has state this version cannot rebuild: re-save it.")
+            owner = model.get_submodule(name.rsplit(".", 1)[0])
+            owner.register_buffer("position_ids", torch.arange(buffer.shape[-1]).expand(buffer.shape), persistent=False)
 
 
 def load_base_model(source: str | Path):

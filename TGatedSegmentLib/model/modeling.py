@@ -6,8 +6,9 @@ decomposed into prompt-independent and prompt-dependent stages so that a volume 
 with each slice encoded once:
 
 ``encode_images`` (per slice) -> ``fuse`` (per centre slice, over its window) -> ``decode`` (per
-slice and prompt), with ``encode_text`` run once per prompt and ``image_features`` (the
-refinement head's image branch) once per centre slice.
+slice and prompt; its decoder layers before the FiLM conditioning once per slice), with
+``encode_text`` run once per prompt and ``image_features`` (the refinement head's image branch)
+once per centre slice.
 
 * Slice-wise baseline (``adapter=None``, also the zero-shot CLIPSeg): stock CLIPSeg, whose decoder
   reads the hidden states after the ``extract_layers``.
@@ -57,7 +58,7 @@ class TGatedCLIPSeg(nn.Module):
         self.peft = None
         if config.peft is not None:
             # the shallow vision adapters sit on what the decoder reads: one activation in the authors' wiring
-            self.peft = PeftAdapters(config.peft, self.base_model.config, temporal=self.num_activations == 1)
+            self.peft = PeftAdapters(config.peft, self.base_model.config, one_activation=self.num_activations == 1)
             self.peft.attach(self.base_model)
 
     # -- properties -----------------------------------------------------------------------------
@@ -90,16 +91,28 @@ class TGatedCLIPSeg(nn.Module):
     # -- stages ---------------------------------------------------------------------------------
     def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) -> (N, L, T, C): what the rest of the model needs from each slice."""
+        return self.adapt_tokens(self.vision_tokens(pixel_values))
+
+    @property
+    def token_layers(self) -> list[int] | str:
+        """Which vision hidden states :meth:`vision_tokens` keeps: the extract layers, or "last"."""
+        return "last" if self.reference_wiring else list(self.base_model.config.extract_layers)
+
+    def vision_tokens(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) -> (N, L, T, C) vision-encoder states, before any shallow PEFT adapter
+        (what ``--token-cache`` stores)."""
         vision = self.base_model.clip.vision_model
         # frozen encoder, no dense vision adapter: nothing to backpropagate into, so record nothing
         no_grad = self.vision_without_grad and torch.is_grad_enabled()
         with torch.no_grad() if no_grad else contextlib.nullcontext():
             if self.reference_wiring:
-                features = vision(pixel_values=pixel_values).last_hidden_state.unsqueeze(1)
-            else:
-                hidden_states = vision(pixel_values=pixel_values, output_hidden_states=True).hidden_states
-                features = torch.stack([hidden_states[i + 1] for i in self.base_model.config.extract_layers], dim=1)
-        return self.peft.vision_features(features) if self.peft is not None else features
+                return vision(pixel_values=pixel_values).last_hidden_state.unsqueeze(1)
+            hidden_states = vision(pixel_values=pixel_values, output_hidden_states=True).hidden_states
+            return torch.stack([hidden_states[i + 1] for i in self.base_model.config.extract_layers], dim=1)
+
+    def adapt_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(N, L, T, C) vision states -> the same through the shallow PEFT vision adapters, if any."""
+        return self.peft.vision_features(tokens) if self.peft is not None else tokens
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """(K, tokens) -> (K, P) conditional embeddings (pooled EOS state x text projection).
@@ -142,25 +155,58 @@ class TGatedCLIPSeg(nn.Module):
         return self.refine.image_features(pixel_values) if self.refine is not None else None
 
     def decode(self, features: torch.Tensor, text_embeddings: torch.Tensor,
-               image_features: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, L, T, C) decoder input, (B, P) prompt embeddings and, with a refinement head, its
-        (B, F, H, W) image features -> (B, H, W) logits at the model's input size."""
-        activations = list(features.unbind(dim=1))  # extract-layer order, as CLIPSeg's forward passes them
+               image_features: torch.Tensor | None = None, items: torch.Tensor | None = None) -> torch.Tensor:
+        """Decoder input (B, L, T, C), prompt embeddings (K, P) and, with a refinement head, its
+        (B, F, H, W) image features -> (M, H, W) logits at the model's input size.
+
+        ``items`` (M, 2): the (row of ``features``, row of ``text_embeddings``) pairs to decode;
+        without it row i of the features goes with row i of the prompts (M = B = K).
+        """
+        if items is None:
+            if features.shape[0] != text_embeddings.shape[0]:
+                raise ValueError("decode without items pairs feature and prompt rows one to one")
+            items = torch.arange(features.shape[0], device=features.device).unsqueeze(1).expand(-1, 2)
+        centre, prompt = items[:, 0], items[:, 1]
+        tokens = self._decoder_tokens(features, text_embeddings, centre, prompt)  # (M, R, g, g)
         decoder = self.base_model.decoder
-        grid = int(round((features.shape[2] - 1) ** 0.5))
-        size = (grid * self.base_model.config.vision_config.patch_size,) * 2
+        logits = decoder.transposed_convolution(tokens).squeeze(1)  # (M, h, w)
+        size = (tokens.shape[-1] * self.base_model.config.vision_config.patch_size,) * 2
         if self.refine is None:
-            logits = decoder(hidden_states=activations, conditional_embeddings=text_embeddings).logits
             return upsample(logits.unsqueeze(1), size).squeeze(1)
         if image_features is None:
             raise ValueError("this model has a refinement head: pass image_features(centre pixels) to decode")
-        captured = []  # the FiLM-conditioned token map entering the transposed convolutions, (B, R, g, g)
-        hook = decoder.transposed_convolution.register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
-        try:
-            logits = decoder(hidden_states=activations, conditional_embeddings=text_embeddings).logits
-        finally:
-            hook.remove()
-        return self.refine(logits, captured[0], image_features)
+        return self.refine(logits, tokens, image_features.index_select(0, centre))
+
+    def _decoder_tokens(self, features: torch.Tensor, text: torch.Tensor, centre: torch.Tensor,
+                        prompt: torch.Tensor) -> torch.Tensor:
+        """CLIPSeg's decoder up to its transposed convolutions, run with its own modules, where the
+        work belongs: the layers before the FiLM conditioning (``conditional_layer``) see no prompt
+        and run once per slice (B rows); the FiLM and the layers after it run per item (M rows).
+
+        The same numbers as ``CLIPSegDecoder.forward`` (tested); what it saves grows with the
+        conditional layer (0 for the published CLIPSeg: only the skip projections are shared).
+        (B, L, T, C) features, (K, P) text, (M,) centre and prompt rows -> (M, R, g, g).
+        """
+        decoder = self.base_model.decoder
+        activations = features.unbind(dim=1)[::-1]  # deepest first, as CLIPSeg's decoder reads them
+        # the authors' one-activation wiring runs only the first layer: an architecture that conditions
+        # later (builtin:cpu) gets its FiLM there (stock CLIPSeg would silently apply none)
+        conditional = min(decoder.conditional_layer, len(activations) - 1)
+        out = None
+        for i, (activation, layer, reduce) in enumerate(zip(activations, decoder.layers, decoder.reduces)):
+            skip = reduce(activation)  # (B, T, R)
+            if i > conditional:
+                skip = skip.index_select(0, centre)  # (M, T, R)
+            out = skip if out is None else skip + out
+            if i == conditional:  # from here on, one row per (slice, prompt)
+                # index_select: its backward is a fraction of advanced indexing's on a CPU
+                out = out.index_select(0, centre)
+                cond = text.index_select(0, prompt)  # (M, P)
+                out = decoder.film_mul(cond).unsqueeze(1) * out + decoder.film_add(cond).unsqueeze(1)
+            out = layer(out, attention_mask=None)
+            out = out[0] if isinstance(out, tuple) else out
+        grid = int(round((out.shape[1] - 1) ** 0.5))
+        return out[:, 1:].transpose(1, 2).reshape(out.shape[0], -1, grid, grid)  # drop CLS: (M, R, g, g)
 
     # -- whole model ------------------------------------------------------------------------------
     def forward(
@@ -171,6 +217,7 @@ class TGatedCLIPSeg(nn.Module):
         return_gate: bool = False,
         windows: torch.Tensor | None = None,
         items: torch.Tensor | None = None,
+        tokens: torch.Tensor | None = None,
     ):
         """Two ways in (one ``forward``, so that DistributedDataParallel sees every use):
 
@@ -180,10 +227,12 @@ class TGatedCLIPSeg(nn.Module):
         * multi-prompt (``windows`` and ``items`` given), as the inference engine runs a volume:
           pixel_values (U, 3, H, W) distinct slices, each encoded once; windows (B, S) rows of them
           per centre slice; input_ids (K, tokens) distinct prompts, each encoded once; items (M, 2)
-          (centre, prompt) pairs to decode -> logits (M, H, W).
+          (centre, prompt) pairs to decode -> logits (M, H, W). ``tokens`` (U, L, T, C): those
+          slices' :meth:`vision_tokens`, already computed (``--token-cache``); the pixels then only
+          feed the refinement head.
         """
         if windows is not None:
-            return self._forward_items(pixel_values, windows, input_ids, attention_mask, items, return_gate)
+            return self._forward_items(pixel_values, windows, input_ids, attention_mask, items, return_gate, tokens)
         if pixel_values.ndim == 4:
             pixel_values = pixel_values.unsqueeze(1)
         b, s = pixel_values.shape[:2]
@@ -198,21 +247,18 @@ class TGatedCLIPSeg(nn.Module):
         items = torch.arange(b, device=pixel_values.device).unsqueeze(1).expand(b, 2)
         return self._forward_items(pixel_values.flatten(0, 1), windows, input_ids, attention_mask, items, return_gate)
 
-    def _forward_items(self, pixel_values, windows, input_ids, attention_mask, items, return_gate):
+    def _forward_items(self, pixel_values, windows, input_ids, attention_mask, items, return_gate, tokens=None):
         if windows.shape[1] != self.context_size:
             raise ValueError(f"expected windows of {self.context_size} slices, got {windows.shape[1]}")
         b, s = windows.shape
-        features = self.encode_images(pixel_values)  # (U, L, T, C)
+        features = self.encode_images(pixel_values) if tokens is None else self.adapt_tokens(tokens)  # (U, L, T, C)
         window = features.index_select(0, windows.flatten()).unflatten(0, (b, s))  # (B, S, L, T, C)
         fused, gate = self.fuse(window, return_gate=True)  # (B, L, T, C)
         image = None
         if self.refine is not None:
             image = self.image_features(pixel_values.index_select(0, windows[:, s // 2]))  # (B, F, H, W)
         text = self.encode_text(input_ids, attention_mask)  # (K, P)
-        centre, prompt = items[:, 0], items[:, 1]
-        # index_select: its backward is a fraction of advanced indexing's on a CPU
-        logits = self.decode(fused.index_select(0, centre), text.index_select(0, prompt),
-                             image.index_select(0, centre) if image is not None else None)  # (M, H, W)
+        logits = self.decode(fused, text, image, items)  # (M, H, W)
         return (logits, gate) if return_gate else logits
 
     # -- fine-tuning modes ---------------------------------------------------------------------------

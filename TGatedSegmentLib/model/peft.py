@@ -61,10 +61,12 @@ def _mlp_hook(adapter: Bottleneck):
 class PeftAdapters(nn.Module):
     """All bottleneck adapters of one model; ``attach`` wires the dense ones into the encoders."""
 
-    def __init__(self, config: PeftConfig, clipseg_config, temporal: bool):
+    def __init__(self, config: PeftConfig, clipseg_config, one_activation: bool):
+        """``one_activation``: the decoder reads one encoder activation per slice (the authors'
+        T-Gated wiring), not one per extract layer (stock CLIPSeg and the residual T-Gated mode)."""
         super().__init__()
         self.config = config
-        self.temporal = temporal
+        self.one_activation = one_activation
         vision_width = clipseg_config.vision_config.hidden_size
         text_width = clipseg_config.text_config.hidden_size
         projection = clipseg_config.projection_dim
@@ -82,8 +84,8 @@ class PeftAdapters(nn.Module):
                 text_depth = min(depth, clipseg_config.text_config.num_hidden_layers)
                 self.text_dense = nn.ModuleList(Bottleneck(text_width, dim) for _ in range(2 * text_depth))
         else:
-            if config.vision:  # T-Gated reads one activation per slice, stock CLIPSeg one per extract layer
-                count = 1 if temporal else len(self.extract_layers)
+            if config.vision:  # one bottleneck per activation the decoder reads
+                count = 1 if one_activation else len(self.extract_layers)
                 self.vision_shallow = nn.ModuleList(Bottleneck(vision_width, dim) for _ in range(count))
             if config.text:
                 if text_width != projection:

@@ -129,9 +129,21 @@ class ChunkDataset(SliceDataset):
     """
 
     def __init__(self, volumes: list[CachedVolume], preprocessing: PreprocessConfig, context_size: int,
-                 organs: Sequence[Sequence[int]], prompts: dict[int, int]):
+                 organs: Sequence[Sequence[int]], prompts: dict[int, int], tokens: Sequence | None = None):
         super().__init__(volumes, preprocessing, context_size, prompts)
         self.organs = [np.asarray(list(ids), dtype=np.int64) for ids in organs]
+        self.token_files = list(tokens) if tokens is not None else None  # token_cache.build_token_cache
+        self._tokens: dict = {}
+
+    def __getstate__(self) -> dict:  # memory maps are reopened in the worker, not pickled
+        state = super().__getstate__()
+        state["_tokens"] = {}
+        return state
+
+    def _token_array(self, v: int) -> np.ndarray:
+        if v not in self._tokens:
+            self._tokens[v] = np.load(self.token_files[v], mmap_mode="r")
+        return self._tokens[v]
 
     def __len__(self) -> int:
         raise TypeError("ChunkDataset is indexed by Chunk objects from a ChunkSampler")
@@ -151,16 +163,21 @@ class ChunkDataset(SliceDataset):
         n, k = masks.shape[:2]
         targets = codec.encode_masks(masks.reshape(n * k, *masks.shape[2:]))  # (n*K_v, H, W)
         pixels, targets = augment.apply_geometry(pixels, targets, chunk.angle, chunk.zoom, codec.fill)
-        return {"pixels": pixels, "windows": torch.tensor([[row[z] for z in w] for w in windows]),
-                "targets": targets.view(n, k, *targets.shape[-2:]),
-                "prompts": torch.tensor([self.prompts[int(i)] for i in ids], dtype=torch.long)}
+        out = {"pixels": pixels, "windows": torch.tensor([[row[z] for z in w] for w in windows]),
+               "targets": targets.view(n, k, *targets.shape[-2:]),
+               "prompts": torch.tensor([self.prompts[int(i)] for i in ids], dtype=torch.long)}
+        if self.token_files is not None:  # (U, L, T, C): the encoder's output for the same slices
+            out["tokens"] = torch.from_numpy(np.asarray(self._token_array(chunk.volume)[needed], dtype=np.float32))
+        return out
 
 
 def collate_chunks(chunks: list[dict]) -> dict:
     """Chunks -> one batch: {"pixels": (U, 3, H, W), "windows": (B, S), "items": (M, 2) rows of
-    (centre, prompt), "targets": (M, H, W)}; items are centre-major."""
+    (centre, prompt), "targets": (M, H, W)} and, from a token cache, "tokens" (U, L, T, C); items
+    are centre-major."""
     pixels, windows, items, targets = [], [], [], []
     offset = centre = 0
+    tokens = [chunk["tokens"] for chunk in chunks if "tokens" in chunk]
     for chunk in chunks:
         n, k = chunk["targets"].shape[:2]
         pixels.append(chunk["pixels"])
@@ -170,8 +187,11 @@ def collate_chunks(chunks: list[dict]) -> dict:
         targets.append(chunk["targets"].flatten(0, 1))
         offset += chunk["pixels"].shape[0]
         centre += n
-    return {"pixels": torch.cat(pixels), "windows": torch.cat(windows), "items": torch.cat(items),
-            "targets": torch.cat(targets)}
+    batch = {"pixels": torch.cat(pixels), "windows": torch.cat(windows), "items": torch.cat(items),
+             "targets": torch.cat(targets)}
+    if tokens:
+        batch["tokens"] = torch.cat(tokens)  # (U, L, T, C)
+    return batch
 
 
 def make_chunk_loader(dataset: ChunkDataset, sampler: ChunkSampler, num_workers: int,

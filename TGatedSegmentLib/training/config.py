@@ -59,6 +59,7 @@ class TrainConfig:
     peft_parts: str | None = None  # comma list of vision, text, conditional (default all three)
     lr_peft: float | None = None  # the PEFT adapters' learning rate (default 1e-3 dense, 3e-4 shallow)
     probabilistic: bool = False  # probabilistic temporal attention (a deterministic base initialises its means)
+    token_cache: bool = False  # train from the frozen vision encoder's cached output (token_cache.py)
     epochs: int | None = None
     steps: int | None = None
     max_seconds: float | None = None
@@ -149,19 +150,40 @@ class TrainConfig:
             raise InputError("the refinement head is not part of the authors' model (--adapter reference)",
                              "Pass --refine 0 with --adapter reference, or use --adapter residual.")
         self._check_finetune()
+        if self.token_cache:
+            self._check_token_cache()
         if self.image_size is not None and self.image_size % 16:
             raise InputError(f"image_size {self.image_size} is not a multiple of 16",
                              "The ViT patch grid must be square and whole: use e.g. 352, 224, 128 or 64.")
+
+    def _check_token_cache(self) -> None:
+        """Cached tokens are the encoder's output for unaugmented slices of a frozen encoder."""
+        if self.batching != "slices":
+            raise InputError("--token-cache works with multi-prompt slice batches", "Add --batching slices.")
+        if self.finetune == "full" and self.lr_encoder > 0:
+            raise InputError("--token-cache needs a frozen vision encoder (cached tokens cannot train it)",
+                             "Add --finetune decoder or --finetune adapters.")
+        augmented = [f"--{_flag(n)} 0" for n in ("max_rotation", "max_zoom", "intensity") if getattr(self, n)]
+        if augmented:
+            raise InputError("--token-cache stores the tokens of unaugmented slices, so pixel augmentation is off",
+                             f"Add {' '.join(augmented)}.")
 
     def _apply_recipe(self) -> None:
         """Fill every setting left at None from the recipe (named, or chosen by the base)."""
         self.recipe = recipe_for(self.recipe, self.base)
         if self.recipe not in RECIPES:
             raise InputError(f"unknown recipe '{self.recipe}'", f"Use --recipe {' or '.join(RECIPES)}.")
+        given = {name for name in RECIPES[self.recipe] if getattr(self, name) is not None}
         for name, value in RECIPES[self.recipe].items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
         self.refine = int(self.refine or 0)
+        if self.batching == "pairs" and self.exclusive:
+            # the exclusive term compares the prompts decoded for one slice: pair batches have one
+            if "exclusive" in given:
+                raise InputError("--exclusive needs multi-prompt slice batches (each pair batch decodes one prompt "
+                                 "per slice)", "Add --batching slices, or leave --exclusive out.")
+            self.exclusive = 0.0
 
     def _check_finetune(self) -> None:
         if self.finetune not in FINETUNE_MODES:
