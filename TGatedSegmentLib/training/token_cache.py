@@ -63,8 +63,9 @@ def build_token_cache(model: TGatedCLIPSeg, volumes: list[CachedVolume], codec: 
 def _write_entry(model: TGatedCLIPSeg, volume: CachedVolume, codec: SliceCodec, folder: Path, batch_size: int,
                  cancel) -> None:
     device = model.device
-    was_training = model.training
-    model.eval()  # the frozen encoder as validation runs it: no dropout
+    vision = model.base_model.clip.vision_model
+    was_training = vision.training  # (uniform: set_train_mode sets the whole encoder)
+    vision.eval()  # the frozen encoder as validation runs it: no dropout
     try:
         with atomic_dir(folder) as tmp, torch.inference_mode():
             tokens = None
@@ -81,4 +82,4 @@ def _write_entry(model: TGatedCLIPSeg, volume: CachedVolume, codec: SliceCodec, 
             tokens.flush()
             del tokens
     finally:
-        model.train(was_training)
+        vision.train(was_training)

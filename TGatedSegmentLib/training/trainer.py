@@ -106,12 +106,17 @@ def freeze_encoders(model: TGatedCLIPSeg) -> None:
             p.requires_grad_(False)
 
 
+def model_learning_rates(model: TGatedCLIPSeg, config: TrainConfig) -> dict[str, float]:
+    """:func:`group_learning_rates` for this model (its PEFT variant, if it has adapters)."""
+    variant = model.peft.config.variant if getattr(model, "peft", None) is not None else None
+    return group_learning_rates(config, variant)
+
+
 def freeze_zero_rate_parts(model: TGatedCLIPSeg, config: TrainConfig) -> set[str]:
     """A part whose learning rate is 0 (the ``cpu`` recipe's text encoder) does not train: no
     gradients for it, so backward and AdamW skip it (the same weights as stepping it at lr 0,
     where AdamW's decoupled weight decay is lr x decay = 0 too). Returns the frozen names."""
-    variant = model.peft.config.variant if getattr(model, "peft", None) is not None else None
-    lrs = group_learning_rates(config, variant)
+    lrs = model_learning_rates(model, config)
     frozen = set()
     for name, p in model.named_parameters():
         if p.requires_grad and lrs[parameter_group(name)] == 0:
@@ -137,8 +142,7 @@ def set_train_mode_for(model: TGatedCLIPSeg, finetune: str) -> None:
 def make_optimizer(model: TGatedCLIPSeg, config: TrainConfig) -> torch.optim.AdamW:
     """AdamW with one group per part; all trainable parameters, ``temporal_pos_emb`` included,
     frozen ones left out (so every trained parameter is in exactly one group)."""
-    variant = model.peft.config.variant if getattr(model, "peft", None) is not None else None
-    lrs = group_learning_rates(config, variant)
+    lrs = model_learning_rates(model, config)
     params: dict[str, list] = {g: [] for g in GROUPS + (PEFT_GROUP,)}
     for name, p in model.named_parameters():
         group = parameter_group(name)
@@ -432,14 +436,20 @@ class _Run:
                 elif name != "cache" and item.exists():
                     item.unlink()
 
-    def _volumes(self, cases) -> list[CachedVolume]:
-        preprocessing = self.model_config.preprocessing
+    def _main_rank_first(self, build):
+        """``build(progress, cancel)`` on the main rank (which writes the cache entries, with progress
+        and Cancel), then on the others, which find every entry written and only open it."""
         if self.ctx.is_main:
-            volumes = cache_cases(cases, preprocessing, self.config.cache_path, self.progress, self.cancel)
+            out = build(self.progress, self.cancel)
         self.ctx.barrier()
         if not self.ctx.is_main:
-            volumes = cache_cases(cases, preprocessing, self.config.cache_path)
-        return volumes
+            out = build(None, None)
+        return out
+
+    def _volumes(self, cases) -> list[CachedVolume]:
+        preprocessing = self.model_config.preprocessing
+        return self._main_rank_first(lambda progress, cancel: cache_cases(
+            cases, preprocessing, self.config.cache_path, progress, cancel))
 
     def _setup(self) -> None:
         cfg, plan = self.config, self.plan
@@ -512,13 +522,8 @@ class _Run:
                              "--token-cache out.")
         codec = SliceCodec(self.model_config.preprocessing, self.device, self.model.dtype)
         self.progress.info(message="caching the frozen encoder's tokens of every training slice (once)")
-        if self.ctx.is_main:
-            files = build_token_cache(self.model, self.train_volumes, codec, self.config.val_batch_size,
-                                      self.progress, self.cancel)
-        self.ctx.barrier()
-        if not self.ctx.is_main:
-            files = build_token_cache(self.model, self.train_volumes, codec, self.config.val_batch_size)
-        return files
+        return self._main_rank_first(lambda progress, cancel: build_token_cache(
+            self.model, self.train_volumes, codec, self.config.val_batch_size, progress, cancel))
 
     def _setup_finetune(self, loaded: LoadedModel) -> None:
         """Freeze per ``finetune`` and decide what the checkpoints store (all or the trained weights)."""
