@@ -18,9 +18,8 @@ import tempfile
 import time
 
 import qt
-import vtk
-
 import slicer
+import vtk
 from slicer.i18n import tr as _
 from slicer.i18n import translate
 from slicer.ScriptedLoadableModule import (
@@ -33,24 +32,43 @@ from slicer.util import VTKObservationMixin
 
 
 def _makeBackendImportable():
-    """A built extension ships TGatedSegmentLib next to this file; a source checkout (module path
-    ``<repo>/TGatedSegment`` added in Application Settings) has it one folder up."""
+    """Put the extension's own TGatedSegmentLib first on ``sys.path``: a built extension ships it next
+    to this file, a source checkout (module path ``<repo>/TGatedSegment`` added in Application
+    Settings) one folder up. A copy pip-installed into Slicer's Python then cannot shadow it
+    silently (the module logs which copy it runs, see ``glue.backendReport``)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    for parent in (here, os.path.dirname(here)):
+        if os.path.isfile(os.path.join(parent, "TGatedSegmentLib", "__init__.py")):
+            if parent in sys.path:
+                sys.path.remove(parent)
+            sys.path.insert(0, parent)
+            return
+
+
+def _installedBackend():
+    """(version, package folder) of a tgated-segment installed as a regular package, else None
+    (an editable install points back at a checkout and is not a second copy)."""
     try:
-        import TGatedSegmentLib  # noqa: F401
-        return
+        from importlib.metadata import PackageNotFoundError, distribution
     except ImportError:
-        pass
-    repoRoot = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    if os.path.isfile(os.path.join(repoRoot, "TGatedSegmentLib", "__init__.py")) and repoRoot not in sys.path:
-        sys.path.insert(0, repoRoot)
+        return None
+    try:
+        dist = distribution("tgated-segment")
+    except PackageNotFoundError:
+        return None
+    folder = str(dist.locate_file("TGatedSegmentLib"))
+    return (dist.version, folder) if os.path.isfile(os.path.join(folder, "__init__.py")) else None
 
 
 _makeBackendImportable()
 
-import TGatedSegmentLib  # noqa: E402
 import TGatedSegmentGlue as glue  # noqa: E402
+import TGatedSegmentLib  # noqa: E402
 from TGatedSegmentGlue import processtree  # noqa: E402
 
+BACKEND_SHADOWED, BACKEND_REPORT = glue.backendReport(os.path.dirname(TGatedSegmentLib.__file__),
+                                                      TGatedSegmentLib.__version__, _installedBackend())
+(logging.warning if BACKEND_SHADOWED else logging.info)(BACKEND_REPORT)
 
 #
 # TGatedSegment
@@ -509,11 +527,19 @@ class TGatedSegmentLogic(ScriptedLoadableModuleLogic):
         return terminologies.SerializeTerminologyEntry(entry), rgb
 
     def importResult(self, job, doneEvent):
-        """Add each prompt's mask of the finished ``job`` as its own segment (overlaps allowed)."""
+        """Add each prompt's mask of the finished ``job`` as a named, coded segment.
+
+        Non-overlapping segments share one labelmap layer, as the backend's ``.seg.nrrd`` already
+        packs them (one byte per voxel for 13 organs instead of 13); prompts that overlap (an organ
+        and a lesion in it) keep separate layers. Each layer goes in through Slicer's own labelmap
+        import and its numpy copy is let go before the next one, so the scene and the import add
+        at most about the volume's own size in memory.
+        """
         import numpy as np
 
         from TGatedSegmentLib.io.writers import PROMPT_TAG
 
+        result = glue.readResult(job.outputPath, job.geometry)
         volumeNode = job.volumeNode
         segmentationNode = job.outputSegmentationNode
         for node in (volumeNode, segmentationNode):
@@ -521,7 +547,7 @@ class TGatedSegmentLogic(ScriptedLoadableModuleLogic):
                 raise glue.BackendError(_("'{name}' was removed from the scene while segmenting; nothing was "
                                           "imported").format(name=node.GetName()), _("Run the segmentation again."),
                                         kind="NodeRemoved")
-        masks, names = glue.readResult(job.outputPath, job.geometry)
+        names = [name for name, _, _ in result.segments]
         prompts = {row.get("name"): row.get("prompt") for row in doneEvent.get("segments") or []}
         created = segmentationNode is None
         existingNames = []
@@ -552,20 +578,25 @@ class TGatedSegmentLogic(ScriptedLoadableModuleLogic):
             segmentation = segmentationNode.GetSegmentation()
             wasModified = segmentationNode.StartModify()
             try:
-                for index, (mask, (segmentName, replace), look) in enumerate(zip(masks, plan, looks)):
-                    job.report({"event": "progress", "stage": "import", "done": index, "total": len(plan)})
+                segmentIds = {}
+                # A replaced segment keeps its ID (and its place in the list): it gets its voxels alone.
+                for index, (segmentName, replace) in enumerate(plan):
                     if replace:
                         segmentId = segmentation.GetSegmentIdBySegmentName(segmentName)
                         replaced[segmentId] = self._segmentBackup(segmentationNode, segmentId, volumeNode)
-                    else:
-                        segmentId = segmentation.AddEmptySegment("", segmentName, look.color)
-                        added.append(segmentId)
-                    # Each call gives the segment a layer of its own, so segments of different prompts may overlap.
-                    slicer.util.updateSegmentBinaryLabelmapFromArray(mask.astype(np.uint8), segmentationNode, segmentId,
-                                                                     volumeNode)
-                    segment = segmentation.GetSegment(segmentId)
+                        slicer.util.updateSegmentBinaryLabelmapFromArray(result.mask(index).astype(np.uint8),
+                                                                         segmentationNode, segmentId, volumeNode)
+                        segmentIds[index] = segmentId
+                    else:  # created now, in prompt order; the voxels follow layer by layer
+                        segmentIds[index] = segmentation.AddEmptySegment("", segmentName, looks[index].color)
+                        added.append(segmentIds[index])
+                newIds = {index: segmentIds[index] for index, (_, replace) in enumerate(plan) if not replace}
+                self._importLayers(result, newIds, segmentationNode, volumeNode, job.report)
+                for index, (segmentName, replace) in enumerate(plan):
+                    segment = segmentation.GetSegment(segmentIds[index])
                     if not replace:  # a replaced segment keeps its name as the user wrote it
                         segment.SetName(segmentName)
+                    look = looks[index]
                     segment.SetColor(*look.color)
                     segment.SetNameAutoGenerated(False)
                     segment.SetColorAutoGenerated(False)
@@ -593,6 +624,44 @@ class TGatedSegmentLogic(ScriptedLoadableModuleLogic):
         if job.showIn3D:
             segmentationNode.CreateClosedSurfaceRepresentation()
         return segmentationNode
+
+    @staticmethod
+    def _importLayers(result, segmentIds, segmentationNode, volumeNode, report):
+        """The voxels of ``result``'s segments {index: segment ID}, one layer at a time, through Slicer's
+        labelmap import with a list of segment IDs (label value v goes to the v-th ID): the segments of
+        a layer then share one image, with their label values.
+
+        The temporary labelmap node gets the volume's grid and parent transform, so Slicer neither
+        resamples nor moves it; each layer's numpy copy is dropped once it is in that node.
+        """
+        import numpy as np
+
+        layerIndices = sorted({result.segments[i][1] for i in segmentIds})
+        for done, layerIndex in enumerate(layerIndices):
+            report({"event": "progress", "stage": "import", "done": done, "total": len(layerIndices)})
+            inLayer = [(label, i) for i, (_name, where, label) in enumerate(result.segments) if where == layerIndex]
+            byLabel = {label: segmentIds[i] for label, i in inLayer if i in segmentIds}
+            layer = result.layers[layerIndex]
+            others = [label for label, i in inLayer if i not in segmentIds]
+            if others:  # the layer also holds segments that replaced existing ones (imported alone): not here
+                layer = np.where(np.isin(layer, others), 0, layer).astype(np.uint8)
+            result.layers[layerIndex] = None  # its only copy is now the one going into the scene
+            ids = vtk.vtkStringArray()
+            for label in range(1, max(label for label, _index in inLayer) + 1):
+                ids.InsertNextValue(byLabel.get(label, ""))
+            labelmapNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__temp__")
+            try:
+                ijkToRAS = vtk.vtkMatrix4x4()
+                volumeNode.GetIJKToRASMatrix(ijkToRAS)
+                labelmapNode.SetIJKToRASMatrix(ijkToRAS)
+                labelmapNode.SetAndObserveTransformNodeID(volumeNode.GetTransformNodeID())
+                slicer.util.updateVolumeFromArray(labelmapNode, layer)
+                del layer
+                if not slicer.modules.segmentations.logic().ImportLabelmapToSegmentationNode(labelmapNode,
+                                                                                            segmentationNode, ids):
+                    raise RuntimeError("Slicer could not import the result's labelmap")
+            finally:
+                slicer.mrmlScene.RemoveNode(labelmapNode)
 
     @staticmethod
     def _segmentBackup(segmentationNode, segmentId, volumeNode):
@@ -1090,13 +1159,15 @@ class TGatedSegmentTest(ScriptedLoadableModuleTest):
                 tag = vtk.reference("")
                 self.assertTrue(segment.GetTag(terminologyTag, tag))
                 self.assertIn(code, str(tag))
-                # Geometry: the segment lies on the volume's voxel grid, voxel for voxel what the backend found.
-                imageToWorld = vtk.vtkMatrix4x4()
-                segment.GetRepresentation(binary).GetImageToWorldMatrix(imageToWorld)
-                np.testing.assert_allclose(slicer.util.arrayFromVTKMatrix(imageToWorld), ijkToRAS, atol=1e-6)
+                # Geometry: the segment lies on the volume's voxel grid, voxel for voxel what the backend found
+                # (an empty segment has an empty image of its own, without geometry).
+                voxelCount = next(row["voxels"] for row in done["segments"] if row["name"] == prompt)
+                if voxelCount:
+                    imageToWorld = vtk.vtkMatrix4x4()
+                    segment.GetRepresentation(binary).GetImageToWorldMatrix(imageToWorld)
+                    np.testing.assert_allclose(slicer.util.arrayFromVTKMatrix(imageToWorld), ijkToRAS, atol=1e-6)
                 mask = slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, segmentId, volumeNode)
                 self.assertEqual(mask.shape, voxels.shape)
-                voxelCount = next(row["voxels"] for row in done["segments"] if row["name"] == prompt)
                 self.assertEqual(int(mask.sum()), voxelCount)
         finally:
             shutil.rmtree(workDir, ignore_errors=True)

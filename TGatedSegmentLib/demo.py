@@ -62,7 +62,7 @@ class PhantomRecipe:
     n_val: int = 1  # validation phantoms (best/ is chosen on them)
     spec: PhantomSpec = field(default_factory=PhantomSpec)
     recipe: str = "cpu"
-    steps: int = 500
+    steps: int = 750
     epochs: int = 2  # validations (the last one at the end)
     max_seconds: float | None = 270.0
     settings: dict = field(default_factory=dict)
@@ -96,7 +96,7 @@ class PhantomRecipe:
         return d
 
 
-#: ``tgated demo``: under 5 minutes on a 2-core CPU (see README "Embedded default and ablations").
+#: ``tgated demo``: under 5 minutes on a 2-core CPU (see docs/results.md).
 DEMO_RECIPE = PhantomRecipe()
 #: ``tgated demo --quick``: seconds; shows the pipeline works, not that the model learns.
 QUICK_RECIPE = PhantomRecipe(n_train=2, n_val=1, spec=PhantomSpec(shape=(32, 64, 64), spacing=(5.0, 5.0, 5.0),
@@ -152,21 +152,21 @@ def check_base(base: str | None) -> None:
     """A local folder must hold config.json; a hub id must be reachable (one clear line offline)."""
     if base is None:
         return
-    from .model.checkpoint import _download, _looks_like_hub_id
+    from .model.source import SourceKind, classify_source, download
 
-    path = Path(str(base)).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file():
+    source = classify_source(base)
+    if source.is_folder:
+        if not (source.path / "config.json").is_file():
             raise InputError(f"the base folder '{base}' has no config.json",
                              "Pass a checkpoint folder (tgated train/init, or a demo's OUTPUT/checkpoint) or a "
                              "CLIPSeg model folder.")
         return
-    if path.exists():
+    if source.is_local:
         raise InputError(f"the base '{base}' is a file", "Pass a checkpoint or CLIPSeg model folder, or a hub id.")
-    if not _looks_like_hub_id(str(base)):
+    if source.kind is not SourceKind.HUB_ID:
         raise InputError(f"the base '{base}' does not exist", "Pass a local folder or a hub id such as "
                          "CIDAS/clipseg-rd64-refined.")
-    _download(str(base), config_only=True)  # CheckpointError with the offline hint when it cannot
+    download(str(base), config_only=True)  # CheckpointError with the offline hint when it cannot
 
 
 # --------------------------------------------------------------------------------------------------

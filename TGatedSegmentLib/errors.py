@@ -11,6 +11,7 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_INTERNAL = 1
 EXIT_USAGE = 2
+EXIT_SOME_FAILED = 3  # a batch (`tgated segment --output-dir`) where some cases failed and the others were written
 EXIT_CANCELLED = 130
 
 

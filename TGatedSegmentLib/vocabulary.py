@@ -2,15 +2,21 @@
 
 The ``abdomen13`` preset holds the 13 FLARE22 organs (label ids in FLARE22 order) with the
 sampling weights of the T-Gated paper's Table 1 and the SNOMED CT codes Slicer's "General Anatomy"
-terminology uses. Free-text prompts that are not in the table still work: they get a generated
-colour and no terminology code.
+terminology uses. :data:`EXTENDED` adds every other class of the public datasets that
+``tgated prepare`` converts (TotalSegmentator, AMOS22, FLARE22, BTCV, CHAOS), read from
+``vocabulary.json`` so that the facts (codes, aliases) stay data, not code. Extended organs have a
+canonical prompt, aliases and SNOMED codes but no ``color`` (their recommended display colour is
+:func:`recommended_color`), so that Slicer keeps colouring them from its own terminology. Free-text
+prompts that are in neither table still work: they get a generated colour and no terminology code.
 """
 
 from __future__ import annotations
 
 import colorsys
+import json
 import re
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
 from .errors import InputError
 
@@ -22,7 +28,12 @@ LATERALITY_CODES = {"right": ("SCT", "24028007", "Right"), "left": ("SCT", "7771
 
 @dataclass(frozen=True)
 class Organ:
-    """One entry of the vocabulary. ``label`` is the FLARE22 id for preset organs, else 0."""
+    """One entry of the vocabulary. ``label`` is the FLARE22 id for preset organs, else 0.
+
+    ``snomed_category`` (default Anatomical Structure) and ``snomed_region`` (the anatomic region,
+    e.g. Kidney for a kidney cyst) are only set where the coding needs them; laterality then
+    qualifies the region instead of the type.
+    """
 
     name: str
     prompt: str
@@ -32,34 +43,41 @@ class Organ:
     snomed_type: tuple[str, str] | None = None  # (code, meaning)
     color: tuple[int, int, int] | None = None  # 0..255
     aliases: tuple[str, ...] = field(default=(), compare=False)
+    snomed_category: tuple[str, str] | None = None  # (code, meaning); None: Anatomical Structure
+    snomed_region: tuple[str, str] | None = None  # (code, meaning) of the anatomic region, if any
 
     def terminology(self) -> str | None:
         """Slicer's 7-part ``TerminologyEntry`` tag, or None when the organ has no SNOMED code."""
         if self.snomed_type is None:
             return None
         code, meaning = self.snomed_type
-        modifier = "^".join(LATERALITY_CODES[self.lateral]) if self.lateral else "^^"
+        side = "^".join(LATERALITY_CODES[self.lateral]) if self.lateral else "^^"
+        category = ("SCT", *self.snomed_category) if self.snomed_category else ANATOMICAL_STRUCTURE
+        region = f"SCT^{self.snomed_region[0]}^{self.snomed_region[1]}" if self.snomed_region else "^^"
         return "~".join(
             [
                 TERMINOLOGY_CONTEXT,
-                "^".join(ANATOMICAL_STRUCTURE),
+                "^".join(category),
                 f"SCT^{code}^{meaning}",
-                modifier,
+                "^^" if self.snomed_region else side,
                 REGION_CONTEXT,
-                "^^",
-                "^^",
+                region,
+                side if self.snomed_region else "^^",
             ]
         )
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["aliases"] = list(self.aliases)
+        for key in ("snomed_category", "snomed_region"):  # absent when unset: older readers see no change
+            if d[key] is None:
+                del d[key]
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "Organ":
         d = dict(d)
-        for key in ("snomed_type", "color", "aliases"):
+        for key in ("snomed_type", "color", "aliases", "snomed_category", "snomed_region"):
             if d.get(key) is not None:
                 d[key] = tuple(d[key])
         d.setdefault("aliases", ())
@@ -96,6 +114,25 @@ ABDOMEN13: tuple[Organ, ...] = (
 
 PRESETS: dict[str, tuple[Organ, ...]] = {"abdomen13": ABDOMEN13}
 
+VOCABULARY_FILE = Path(__file__).with_name("vocabulary.json")
+
+
+def _load_extended(path: Path = VOCABULARY_FILE) -> tuple[tuple[Organ, ...], dict[str, tuple[int, int, int]]]:
+    """The organs of ``vocabulary.json`` and their recommended display colours (by name)."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    organs, colors = [], {}
+    for entry in data["organs"]:
+        organs.append(Organ.from_dict({k: v for k, v in entry.items() if k != "color"}))
+        if entry.get("color"):
+            colors[entry["name"]] = tuple(entry["color"])
+    return tuple(organs), colors
+
+
+#: Every class of the converted public datasets beyond abdomen13 (``label`` 0, no ``color``).
+EXTENDED, _RECOMMENDED_COLORS = _load_extended()
+#: All known organs; abdomen13 first, so that its names and aliases win any clash.
+VOCABULARY: tuple[Organ, ...] = ABDOMEN13 + EXTENDED
+
 
 def normalize(text: str) -> str:
     """Case-, underscore- and whitespace-insensitive key for matching names and aliases."""
@@ -110,7 +147,7 @@ def _build_index(organs) -> dict[str, Organ]:
     return index
 
 
-_INDEX = _build_index(ABDOMEN13)
+_INDEX = _build_index(VOCABULARY)
 
 
 def laterality_of(text: str) -> str | None:
@@ -124,8 +161,16 @@ def laterality_of(text: str) -> str | None:
 
 
 def lookup(name: str) -> Organ | None:
-    """The preset organ a label name or prompt refers to (aliases included), else None."""
+    """The vocabulary organ a label name or prompt refers to (aliases included), else None."""
     return _INDEX.get(normalize(name))
+
+
+def recommended_color(name: str) -> tuple[int, int, int] | None:
+    """The table colour of a known organ, else its recommended display colour (TotalSegmentator's), else None."""
+    organ = lookup(name)
+    if organ is None:
+        return None
+    return organ.color or _RECOMMENDED_COLORS.get(organ.name)
 
 
 def generated_color(index: int) -> tuple[int, int, int]:

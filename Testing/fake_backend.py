@@ -56,11 +56,11 @@ def fail_if_asked() -> None:
 
 def segment(args) -> int:
     import numpy as np
+    import SimpleITK as sitk
 
     from TGatedSegmentLib.io.volume import Geometry, read_image
     from TGatedSegmentLib.io.writers import write_segmentation
     from TGatedSegmentLib.vocabulary import resolve_prompts
-    import SimpleITK as sitk
 
     emit({"event": "progress", "stage": "load", "done": 0, "total": 1})
     fail_if_asked()

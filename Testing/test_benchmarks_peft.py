@@ -19,7 +19,6 @@ import sys
 from types import SimpleNamespace
 
 import numpy as np
-
 from conftest import REPO, python_env
 
 LN2 = math.log(2.0)

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from conftest import backend_command, python_env
 from safetensors.torch import load_file, save_file
 
-from conftest import backend_command, python_env
 from TGatedSegmentLib.io.volume import Geometry
 from TGatedSegmentLib.io.writers import read_segmentation
 

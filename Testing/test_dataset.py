@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from TGatedSegmentLib.data.checks import validate_label_values
+from TGatedSegmentLib.data.dataset import Case, Dataset, load_dataset
 from TGatedSegmentLib.errors import InputError
-from TGatedSegmentLib.training.dataset import (
-    Case, Dataset, load_dataset, split_dataset, validate_label_values,
-)
+from TGatedSegmentLib.training.dataset import split_dataset
 from TGatedSegmentLib.vocabulary import ABDOMEN13
 
 LABELS = {"background": 0, "liver": 1, "kidney_left": 2}
@@ -99,7 +99,7 @@ def test_file_ending_from_dataset_json(tmp_path, ending):
 def test_extra_channels_are_ignored_with_a_warning(tmp_path, caplog):
     root = make_nnunet(tmp_path / "ds")
     write_volume(root / "imagesTr" / "a_0001.nii.gz", 5)
-    with caplog.at_level(logging.WARNING, logger="TGatedSegmentLib.training.dataset"):
+    with caplog.at_level(logging.WARNING, logger="TGatedSegmentLib.data"):
         ds = load_dataset(root)
     assert len(ds.cases) == 3 and "a_0001.nii.gz" in caplog.text
 
@@ -130,7 +130,7 @@ def test_plain_image_and_label_folders(tmp_path):
 
 def test_unknown_names_are_prompted_verbatim_with_a_warning(tmp_path, caplog):
     root = make_nnunet(tmp_path / "ds", labels={"background": 0, "kidney_left": 1, "tumour_core": 2, "cyst_right": 3})
-    with caplog.at_level(logging.WARNING, logger="TGatedSegmentLib.training.dataset"):
+    with caplog.at_level(logging.WARNING, logger="TGatedSegmentLib.data"):
         ds = load_dataset(root)
     assert ds.organs[1].prompt == "left kidney"
     assert ds.organs[2].prompt == "tumour core" and ds.organs[2].label == 0 and ds.organs[2].lateral is None
@@ -316,7 +316,8 @@ def test_modules_import_without_torch_or_simpleitk():
     import subprocess
     import sys
 
-    code = ("import sys, TGatedSegmentLib.training.dataset, TGatedSegmentLib.evaluation.metrics; "
+    code = ("import sys, TGatedSegmentLib.training.dataset, TGatedSegmentLib.data.dataset, TGatedSegmentLib.data.checks, "
+            "TGatedSegmentLib.data.modality, TGatedSegmentLib.evaluation.metrics; "
             "print(sorted({'torch', 'SimpleITK'} & set(sys.modules)))")
     repo = Path(__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, check=True)

@@ -10,11 +10,11 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from conftest import backend_command, python_env
+from training_helpers import make_dataset
 
 from TGatedSegmentLib.evaluation.evaluate import EvaluationReport, ScoredCase, evaluate_segmenter
 from TGatedSegmentLib.vocabulary import ABDOMEN13
-from conftest import backend_command, python_env
-from training_helpers import make_dataset
 
 LIVER, RK, SPLEEN = ABDOMEN13[0], ABDOMEN13[1], ABDOMEN13[2]
 SPACING = (3.0, 1.0, 1.0)  # (k, j, i) mm
@@ -82,8 +82,9 @@ def test_scores_match_hand_computed_values_and_follow_the_annotated_and_empty_ru
 
     written, note = report.write(tmp_path / "report")
     names = sorted(p.name for p in written)
-    assert names == ["dice.png", "metrics.csv", "report.json", "report.md", "summary.csv"]
+    assert names == ["dice.png", "dice_box.png", "metrics.csv", "report.json", "report.md", "summary.csv"]
     assert note is None and (tmp_path / "report" / "dice.png").stat().st_size > 1000
+    assert (tmp_path / "report" / "dice_box.png").stat().st_size > 1000
     with open(tmp_path / "report" / "metrics.csv", newline="") as f:
         table = list(csv.DictReader(f))
     assert len(table) == 8 and {r["checkpoint"] for r in table} == {"A", "B"}
@@ -91,7 +92,8 @@ def test_scores_match_hand_computed_values_and_follow_the_annotated_and_empty_ru
     data = json.loads((tmp_path / "report" / "report.json").read_text())
     assert data["summary"]["A"]["per_organ"]["right_kidney"]["dice"] is None  # NaN -> null, valid JSON
     markdown = report.to_markdown()
-    assert "| organ | A | B |" in markdown and "| liver | 0.833 | 0.500 |" in markdown
+    # liver: A scores 2/3 and 1 on the two cases, B 0 and 1 (mean ± std over the cases)
+    assert "| organ | A | B |" in markdown and "| liver | 0.833 ± 0.167 | 0.500 ± 0.500 |" in markdown
     assert "| **mean** |" in markdown and "### HD95 (mm)" in markdown
 
 

@@ -7,6 +7,7 @@ import ast
 import re
 import subprocess
 import sys
+
 try:
     import tomllib
 except ImportError:  # Python 3.10
@@ -139,3 +140,10 @@ def test_module_loads_without_torch_or_transformers():
     names = {alias.name.split(".")[0] for node in top_level for alias in node.names} | \
         {node.module.split(".")[0] for node in top_level if isinstance(node, ast.ImportFrom) and node.module}
     assert not names & {"torch", "transformers", "SimpleITK", "numpy"}
+
+
+def test_the_extension_ships_the_licence_its_metadata_names():
+    """Slicer's ExtensionsIndex and pip both expect the licence text beside the metadata."""
+    licence = (REPO / "LICENSE").read_text(encoding="utf-8")
+    declared = re.search(r'^license = "([^"]+)"', (REPO / "pyproject.toml").read_text(encoding="utf-8"), re.M)
+    assert declared and declared.group(1) == "Apache-2.0" and "Apache License" in licence and "Version 2.0, January 2004" in licence

@@ -11,10 +11,11 @@ import re
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_training_resume import CancelAfterPolls, assert_same_weights
+from training_helpers import make_dataset
 
 from TGatedSegmentLib.errors import Cancelled, CheckpointError, InputError
 from TGatedSegmentLib.inference.api import Segmenter
@@ -24,11 +25,9 @@ from TGatedSegmentLib.model.probabilistic import ProbabilisticSelfAttention
 from TGatedSegmentLib.model.tokenizer import tokenize
 from TGatedSegmentLib.training import TrainConfig, resume_config, train
 from TGatedSegmentLib.training.config import structural_differences
-from TGatedSegmentLib.training.trainer import (
-    GROUPS, PEFT_GROUP, StepRunner, build_training_model, make_optimizer, set_train_mode_for,
-)
-from test_training_resume import CancelAfterPolls, assert_same_weights
-from training_helpers import make_dataset
+from TGatedSegmentLib.training.optim import GROUPS, PEFT_GROUP, make_optimizer, set_train_mode_for
+from TGatedSegmentLib.training.starting_model import build_training_model
+from TGatedSegmentLib.training.step import StepRunner
 
 FAST = dict(recipe="paper", image_size=32, epochs=2, batch_size=4, samples_per_epoch=20, lr_encoder=1e-3, lr_decoder=1e-3,
             lr_adapter=1e-3, device="cpu", num_workers=0, save_every_minutes=None)
@@ -408,8 +407,9 @@ def test_cli_rejects_bad_combinations_in_one_line(data, tmp_path):
 
 
 def test_cli_options_reach_the_run(data, clipseg_base, tmp_path):
-    from conftest import backend_command, python_env
     import subprocess
+
+    from conftest import backend_command, python_env
 
     run = tmp_path / "run"
     out = subprocess.run(backend_command(

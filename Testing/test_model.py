@@ -9,10 +9,10 @@ import torch
 from torch import nn
 
 from TGatedSegmentLib.model.adapter import TemporalAdapter
-from TGatedSegmentLib.model.checkpoint import convert_reference_state_dict, load_model, load_state_dict_checked
+from TGatedSegmentLib.model.checkpoint import load_model, load_state_dict_checked
 from TGatedSegmentLib.model.configuration import AdapterConfig
+from TGatedSegmentLib.model.convert_reference import convert_reference_state_dict
 from TGatedSegmentLib.model.tokenizer import tokenize
-
 
 # --- an independent statement of the authors' CLIPSegTemporalAdapter, from its documented layout ----
 # (../shared/reference/README.md and docs/model-notes.md section 1): written separately from the
@@ -219,8 +219,9 @@ def test_encoders_receive_gradients_in_training(tiny):
 @pytest.mark.parametrize("name,file", [("tiny", "clipseg-tiny.config.json"),
                                        ("rd64-refined", "clipseg-rd64-refined.config.json")])
 def test_builtin_architectures_match_the_reference_configs(shared_dir, name, file):
-    from TGatedSegmentLib.model.architectures import builtin_config
     from transformers import CLIPSegConfig
+
+    from TGatedSegmentLib.model.architectures import builtin_config
 
     reference = CLIPSegConfig.from_json_file(str(shared_dir / "reference" / file)).to_dict()
     ours = builtin_config(f"builtin:{name}").to_dict()
@@ -233,10 +234,11 @@ def test_builtin_architectures_match_the_reference_configs(shared_dir, name, fil
 def test_decode_shares_the_prompt_free_decoder_layers_and_equals_stock_clipseg(conditional_layer):
     """``decode`` runs the layers before the FiLM once per slice and the rest per (slice, prompt):
     the same logits as CLIPSeg's decoder run on every pair."""
+    from transformers import CLIPSegForImageSegmentation
+
     from TGatedSegmentLib.model.architectures import builtin_config
     from TGatedSegmentLib.model.configuration import TGatedConfig
     from TGatedSegmentLib.model.modeling import TGatedCLIPSeg
-    from transformers import CLIPSegForImageSegmentation
 
     clipseg = builtin_config("builtin:cpu")
     clipseg.conditional_layer = conditional_layer

@@ -10,19 +10,24 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from training_helpers import make_dataset
 
+from TGatedSegmentLib.data.dataset import load_dataset
 from TGatedSegmentLib.model.checkpoint import build_model
 from TGatedSegmentLib.model.configuration import PreprocessConfig, RefineConfig
 from TGatedSegmentLib.model.tokenizer import tokenize
 from TGatedSegmentLib.training import cache
 from TGatedSegmentLib.training.chunks import (
-    Chunk, ChunkAugmentation, ChunkDataset, ChunkSampler, collate_chunks, slice_weights,
+    Chunk,
+    ChunkAugmentation,
+    ChunkDataset,
+    ChunkSampler,
+    collate_chunks,
+    slice_weights,
 )
-from TGatedSegmentLib.training.dataset import load_dataset
 from TGatedSegmentLib.training.losses import batch_dice_loss, exclusive_loss, segmentation_loss
 from TGatedSegmentLib.training.sampling import Sample
 from TGatedSegmentLib.training.windows import WindowDataset
-from training_helpers import make_dataset
 
 PP = PreprocessConfig(image_size=32)
 

@@ -9,8 +9,12 @@ import pytest
 import torch
 
 from TGatedSegmentLib.evaluation.gate import gate_stats, gate_volume
-from TGatedSegmentLib.evaluation.phantom import (absent_slice_false_positives, distractor_false_positives, mean_std,
-                                                 phantom_organ_measures)
+from TGatedSegmentLib.evaluation.phantom import (
+    absent_slice_false_positives,
+    distractor_false_positives,
+    mean_std,
+    phantom_organ_measures,
+)
 
 
 def test_distractor_false_positives_count_blobs_and_volume():

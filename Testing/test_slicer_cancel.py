@@ -28,11 +28,11 @@ for folder in (TESTING / "slicer_stub", REPO / "TGatedSegment"):
         sys.path.insert(0, str(folder))
 
 import slicer  # noqa: E402  (the stand-in)
+from test_slicer_logic import AXIAL, make_volume, pump_until, scene_snapshot, slicer_tmp  # noqa: E402,F401
+
 import TGatedSegment  # noqa: E402
 import TGatedSegmentGlue as glue  # noqa: E402
 from TGatedSegmentGlue import processtree  # noqa: E402
-
-from test_slicer_logic import AXIAL, make_volume, pump_until, scene_snapshot, slicer_tmp  # noqa: E402,F401
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="process groups and signals as on Linux/macOS")
 

@@ -15,10 +15,8 @@ if str(REPO / "TGatedSegment") not in sys.path:
     sys.path.insert(0, str(REPO / "TGatedSegment"))
 
 import TGatedSegmentGlue as glue  # noqa: E402
-
 from TGatedSegmentLib.io.volume import Geometry  # noqa: E402
 from TGatedSegmentLib.vocabulary import ABDOMEN13, generated_color  # noqa: E402
-
 
 # --- prompts, history, names ----------------------------------------------------------------------
 
@@ -301,8 +299,8 @@ def test_result_on_another_grid_is_refused(tmp_path):
     masks = np.zeros((1, 4, 5, 6), bool)
     masks[0, 1, 2, 3] = True
     write_segmentation(tmp_path / "ok.seg.nrrd", masks, resolve_prompts("liver"), geometry)
-    read, names = glue.readResult(tmp_path / "ok.seg.nrrd", geometry)
-    assert names == ["liver"] and np.array_equal(read, masks)
+    read = glue.readResult(tmp_path / "ok.seg.nrrd", geometry)
+    assert [name for name, _, _ in read.segments] == ["liver"] and np.array_equal(read.mask(0), masks[0])
     shifted = Geometry(geometry.size, geometry.spacing, (1.0, 0.0, 0.0), geometry.direction)
     write_segmentation(tmp_path / "moved.seg.nrrd", masks, resolve_prompts("liver"), shifted)
     with pytest.raises(glue.BackendError, match="voxel grid") as caught:
@@ -310,3 +308,12 @@ def test_result_on_another_grid_is_refused(tmp_path):
     assert caught.value.kind == "GeometryMismatch"
     with pytest.raises(ValueError):
         glue.exportVolume(np.zeros((3, 4)), matrix, tmp_path / "flat.nrrd")
+
+
+def test_the_backend_report_names_the_copy_in_use_and_an_ignored_installed_one(tmp_path):
+    bundled, installed = tmp_path / "ext" / "TGatedSegmentLib", tmp_path / "site" / "TGatedSegmentLib"
+    shadowed, line = glue.backendReport(bundled, "0.1.0")
+    assert not shadowed and line.endswith(f"TGatedSegmentLib 0.1.0 from {bundled.resolve()}")
+    assert glue.backendReport(bundled, "0.1.0", ("0.1.0", str(bundled)))[0] is False  # the same copy
+    shadowed, line = glue.backendReport(bundled, "0.1.0", ("0.0.9", str(installed)))
+    assert shadowed and "0.0.9" in line and str(installed) in line and "not used" in line

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from training_helpers import make_dataset
 
 from TGatedSegmentLib.errors import InputError
 from TGatedSegmentLib.training import TrainConfig, train
-from training_helpers import make_dataset
 
 FAST = dict(recipe="cpu", base="builtin:tiny", image_size=32, epochs=1, steps=4, batch_size=4, chunk_slices=4,
             max_rotation=0.0, max_zoom=0.0, intensity=0.0, finetune="decoder", device="cpu", num_workers=0,

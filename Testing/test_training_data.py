@@ -9,18 +9,18 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+from training_helpers import make_dataset, phantom
 
+from TGatedSegmentLib.data.dataset import load_dataset
 from TGatedSegmentLib.errors import InputError
 from TGatedSegmentLib.io.volume import read_image
 from TGatedSegmentLib.model.configuration import REFERENCE_SLICE_LAYOUT, PreprocessConfig
 from TGatedSegmentLib.preprocessing.slices import SliceCodec
 from TGatedSegmentLib.preprocessing.volume import prepare_volume
 from TGatedSegmentLib.training import augment, cache
-from TGatedSegmentLib.training.dataset import load_dataset
 from TGatedSegmentLib.training.sampling import Sample, SampleIndex, WindowSampler
 from TGatedSegmentLib.training.windows import WindowDataset
 from TGatedSegmentLib.vocabulary import ABDOMEN13, Organ
-from training_helpers import make_dataset, phantom
 
 PP = PreprocessConfig(image_size=32)
 

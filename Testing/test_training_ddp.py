@@ -6,9 +6,10 @@ import json
 import subprocess
 import sys
 
-from TGatedSegmentLib.model.checkpoint import load_model
 from conftest import python_env
 from training_helpers import make_dataset
+
+from TGatedSegmentLib.model.checkpoint import load_model
 
 
 def test_torchrun_two_cpu_processes_train_an_epoch_and_write_one_checkpoint(tmp_path):
@@ -22,7 +23,7 @@ def test_torchrun_two_cpu_processes_train_an_epoch_and_write_one_checkpoint(tmp_
     out = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
 
-    assert sorted(p.name for p in run.iterdir()) == ["best", "cache", "last", "resume"]
+    assert sorted(p.name for p in run.iterdir()) == ["best", "cache", "last", "logs", "resume"]
     assert not [p for p in run.iterdir() if p.name.startswith(".")]  # no leftover temporary folders
     meta = json.loads((run / "best" / "config.json").read_text())["training"]
     assert meta["sampling"]["world_size"] == 2

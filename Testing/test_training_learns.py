@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 
+from training_helpers import make_dataset
+
+from TGatedSegmentLib.data.dataset import load_dataset
 from TGatedSegmentLib.evaluation.evaluate import evaluate
 from TGatedSegmentLib.model.checkpoint import init_checkpoint
 from TGatedSegmentLib.model.configuration import PreprocessConfig
 from TGatedSegmentLib.training import TrainConfig, train
-from TGatedSegmentLib.training.dataset import load_dataset
-from training_helpers import make_dataset
 
 
 def test_tiny_model_learns_the_phantom(tmp_path):

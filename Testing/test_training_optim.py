@@ -12,8 +12,14 @@ from TGatedSegmentLib.model.configuration import PreprocessConfig
 from TGatedSegmentLib.model.tokenizer import tokenize
 from TGatedSegmentLib.training.config import TrainConfig
 from TGatedSegmentLib.training.losses import segmentation_loss, soft_dice_loss
-from TGatedSegmentLib.training.trainer import (GROUPS, StepRunner, freeze_encoders, freeze_zero_rate_parts, make_optimizer,
-                                               parameter_group)
+from TGatedSegmentLib.training.optim import (
+    GROUPS,
+    freeze_encoders,
+    freeze_zero_rate_parts,
+    make_optimizer,
+    parameter_group,
+)
+from TGatedSegmentLib.training.step import StepRunner
 
 
 def tiny(temporal: bool = True):

@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import backend_command, python_env
 from safetensors.torch import load_file
+from training_helpers import make_dataset
 
 from TGatedSegmentLib.errors import Cancelled
 from TGatedSegmentLib.model.checkpoint import init_checkpoint, load_model
 from TGatedSegmentLib.model.configuration import PreprocessConfig
 from TGatedSegmentLib.progress import CancelToken
 from TGatedSegmentLib.training import TrainConfig, resume_config, train
-from conftest import backend_command, python_env
-from training_helpers import make_dataset
 
 FAST = dict(recipe="paper", base="builtin:tiny", tokenizer="compact", image_size=32, epochs=3, batch_size=4, samples_per_epoch=20,
             lr_encoder=1e-3, lr_decoder=1e-3, lr_adapter=1e-3, device="cpu", num_workers=0, save_every_minutes=None)

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+from conftest import backend_command, python_env
 from torch import nn
 
-from conftest import backend_command, python_env
 from TGatedSegmentLib.errors import InputError
 from TGatedSegmentLib.inference.api import Segmenter
 from TGatedSegmentLib.inference.engine import binary_entropy

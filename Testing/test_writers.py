@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import slicerio
+from test_volume_io import GEOMETRIES, physical_point
 
 from TGatedSegmentLib.errors import OutputError
 from TGatedSegmentLib.io import writers
@@ -23,8 +24,6 @@ from TGatedSegmentLib.io.writers import (
     write_segmentation,
 )
 from TGatedSegmentLib.vocabulary import Organ, generated_color, lookup, resolve_prompts
-
-from test_volume_io import GEOMETRIES, physical_point
 
 LABELMAP_FORMATS = [".nii.gz", ".nii", ".nrrd", ".mha"]
 ALL_FORMATS = [".seg.nrrd"] + LABELMAP_FORMATS

@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-
 from phantom_runs import describe, log, mean_std_text, organ_ids, parse, phantom_image, report, trained
 
 INITIAL_GATE = 1.0 / (1.0 + math.exp(5.0))

@@ -12,8 +12,6 @@ that ignores its text would score the same in all three rows.
 
 from __future__ import annotations
 
-
-
 from phantom_runs import average_dice, describe, log, mean_std_text, organ_ids, parse, phantom_image, report, trained
 
 CONDITIONS = {"correct": "its own prompt", "blank": "blank prompt", "wrong": "another organ's prompt"}

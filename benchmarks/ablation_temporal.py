@@ -14,10 +14,20 @@ PNG chart (``--output`` stem).
 
 from __future__ import annotations
 
-
 import numpy as np
-
-from phantom_runs import ARMS, average_dice, training_record, describe, log, mean_std_text, organ_ids, parse, phantom_image, report, trained
+from phantom_runs import (
+    ARMS,
+    average_dice,
+    describe,
+    log,
+    mean_std_text,
+    organ_ids,
+    parse,
+    phantom_image,
+    report,
+    trained,
+    training_record,
+)
 
 ARM_TITLES = {"baseline": "slice-wise", "tgated": "T-Gated residual", "reference": "T-Gated authors'",
               "control": "control (5 x centre)", "baseline_time": "slice-wise, equal time"}

@@ -60,7 +60,9 @@ def make_base(arch: str, folder: Path):
 def build(base: Path, finetune: str, peft: str | None, image_size: int, batch: int):
     from TGatedSegmentLib.model.tokenizer import tokenize
     from TGatedSegmentLib.training.config import TrainConfig
-    from TGatedSegmentLib.training.trainer import StepRunner, build_training_model, make_optimizer, set_train_mode_for
+    from TGatedSegmentLib.training.optim import make_optimizer, set_train_mode_for
+    from TGatedSegmentLib.training.starting_model import build_training_model
+    from TGatedSegmentLib.training.step import StepRunner
     from TGatedSegmentLib.vocabulary import lookup
 
     config = TrainConfig(data="-", output="-", base=str(base), finetune=finetune, peft=peft, batch_size=batch,

@@ -50,7 +50,8 @@ def measure(arch: str, finetune: str, cached: bool, centres: int, steps: int, im
     from TGatedSegmentLib.model.configuration import PreprocessConfig
     from TGatedSegmentLib.model.tokenizer import tokenize
     from TGatedSegmentLib.training.config import TrainConfig
-    from TGatedSegmentLib.training.trainer import StepRunner, make_optimizer, set_train_mode_for
+    from TGatedSegmentLib.training.optim import make_optimizer, set_train_mode_for
+    from TGatedSegmentLib.training.step import StepRunner
 
     preprocessing = PreprocessConfig(image_size=image_size) if image_size else PreprocessConfig()
     loaded = build_model(arch, "compact", temporal=True, preprocessing=preprocessing, seed=0)

@@ -64,11 +64,11 @@ def main(argv=None) -> int:
 
     import torch
 
+    from TGatedSegmentLib.data.dataset import load_dataset
     from TGatedSegmentLib.evaluation.evaluate import evaluate
     from TGatedSegmentLib.model.checkpoint import init_checkpoint
     from TGatedSegmentLib.model.configuration import PreprocessConfig
     from TGatedSegmentLib.training import TrainConfig, train
-    from TGatedSegmentLib.training.dataset import load_dataset
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

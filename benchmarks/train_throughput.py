@@ -21,8 +21,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import torch  # noqa: E402
-from step_timing import add_arguments, random_batch, machine_line, resolve  # noqa: E402
+from step_timing import add_arguments, machine_line, random_batch, resolve  # noqa: E402
 
 CONFIGS = [("T-Gated", True, False), ("baseline", False, False), ("T-Gated frozen enc.", True, True),
            ("baseline frozen enc.", False, True)]
@@ -33,7 +32,8 @@ def measure(arch: str, temporal: bool, frozen: bool, batch: int, steps: int, ima
     from TGatedSegmentLib.model.configuration import PreprocessConfig
     from TGatedSegmentLib.model.tokenizer import tokenize
     from TGatedSegmentLib.training.config import TrainConfig
-    from TGatedSegmentLib.training.trainer import StepRunner, freeze_encoders, make_optimizer, set_train_mode
+    from TGatedSegmentLib.training.optim import freeze_encoders, make_optimizer, set_train_mode
+    from TGatedSegmentLib.training.step import StepRunner
 
     preprocessing = PreprocessConfig(image_size=image_size) if image_size else PreprocessConfig()
     loaded = build_model(arch, "compact", temporal=temporal, preprocessing=preprocessing, seed=0)

@@ -34,8 +34,14 @@ from typing import Callable, Sequence
 
 from TGatedSegmentLib.errors import EXIT_CANCELLED  # noqa: F401  (re-exported for the module and tests)
 from TGatedSegmentLib.model.configuration import DEFAULT_BASE_MODEL, FORMAT_NAME
-from TGatedSegmentLib.vocabulary import (ABDOMEN13, TERMINOLOGY_CONTEXT, generated_color, lookup, normalize,
-                                         parse_prompts)
+from TGatedSegmentLib.vocabulary import (  # noqa: F401 (TERMINOLOGY_CONTEXT: for the module)
+    ABDOMEN13,
+    TERMINOLOGY_CONTEXT,
+    generated_color,
+    lookup,
+    normalize,
+    parse_prompts,
+)
 
 from .processtree import ProcessTree, startProcessTree
 
@@ -207,6 +213,22 @@ def modalityFromDicom(value: str | None) -> str | None:
 
 # --------------------------------------------------------------------------------------------------
 # Dependencies
+
+
+def backendReport(usedPackage: str | Path, usedVersion: str, installed: tuple[str, str] | None = None) -> tuple[bool, str]:
+    """Which TGatedSegmentLib the module runs, in one line, and whether another copy is being ignored.
+
+    ``installed``: (version, package folder) of a ``tgated-segment`` pip-installed into Slicer's
+    Python, if any. The module puts its bundled copy first on ``sys.path``, so such a copy never
+    silently replaces the one the extension was built with; this says so instead of hiding it.
+    Returns (another copy is ignored, the line).
+    """
+    used = Path(usedPackage).resolve()
+    line = f"TGatedSegment backend: TGatedSegmentLib {usedVersion} from {used}"
+    if installed is None or Path(installed[1]).resolve() == used:
+        return False, line
+    return True, (f"{line}; the tgated-segment {installed[0]} installed in Slicer's Python ({installed[1]}) is not "
+                  f"used (uninstall it with pip, or remove the extension, to use that one)")
 
 
 def readRequirements(path: str | Path) -> list[str]:
@@ -681,13 +703,15 @@ def exportVolume(arrayKJI, ijkToRAS, path: str | Path):
 
 
 def readResult(path: str | Path, expectedGeometry):
-    """Masks (K, k, j, i) and names from the backend's ``.seg.nrrd``, refused unless it is on exactly
-    the exported grid (a result on another grid would land in the wrong place)."""
-    from TGatedSegmentLib.io.writers import read_segmentation
+    """The backend's ``.seg.nrrd`` as shared layers (``SegmentLayers``: uint8 (L, k, j, i) and each
+    segment's layer and label value), refused unless it is on exactly the exported grid (a result on
+    another grid would land in the wrong place). Kept as layers, not one mask per segment: 13 organs
+    then cost one byte per voxel on their way into the scene, not 13."""
+    from TGatedSegmentLib.io.seg_nrrd import read_segmentation_layers
 
-    masks, names, geometry = read_segmentation(path)
-    if not geometry.matches(expectedGeometry):
+    result = read_segmentation_layers(path)
+    if not result.geometry.matches(expectedGeometry):
         raise BackendError("The result does not lie on the volume's voxel grid, so it was not imported",
                            "Report this as a bug, with the details.",
-                           f"volume: {expectedGeometry.to_dict()}\nresult: {geometry.to_dict()}", "GeometryMismatch")
-    return masks, names
+                           f"volume: {expectedGeometry.to_dict()}\nresult: {result.geometry.to_dict()}", "GeometryMismatch")
+    return result

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from ..errors import OutputError
+from .common import refuse_existing_output
 
 
 def add_parser(subparsers) -> None:
@@ -30,7 +29,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--probabilistic", action="store_true",
                    help="Gaussian keys/values in the temporal attention, for uncertainty maps (MedCLIPSeg-style)")
     p.add_argument("--slice-layout", choices=["radiological", "reference"], default="radiological",
-                   help="in-plane orientation of model input slices (see README, 'Orientation')")
+                   help="in-plane orientation of model input slices (see docs/usage.md, 'Orientation')")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", required=True, metavar="CKPT_DIR")
     p.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint folder")
@@ -47,28 +46,26 @@ def add_parser(subparsers) -> None:
                    help="the CLIPSeg architecture the weights were trained on (e.g. CIDAS/clipseg-rd64-refined)")
     p.add_argument("--tokenizer", metavar="DIR|HUB_ID", help="CLIP tokenizer (default: the base's own)")
     p.add_argument("--slice-layout", choices=["reference", "radiological"], default="reference",
-                   help="in-plane orientation their model saw (default: theirs, see README)")
+                   help="in-plane orientation their model saw (default: theirs, see docs/usage.md)")
     p.add_argument("--output", required=True, metavar="CKPT_DIR")
     p.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint folder")
     p.set_defaults(func=run_import)
 
 
 def _layout(name: str) -> tuple[str, str]:
-    from ..model.configuration import REFERENCE_SLICE_LAYOUT, PreprocessConfig
+    from ..model.configuration import REFERENCE_SLICE_LAYOUT
+    from ..preprocessing.config import PreprocessConfig
 
     return REFERENCE_SLICE_LAYOUT if name == "reference" else PreprocessConfig().slice_layout
 
 
-def _check_output(path: str, overwrite: bool) -> None:
-    if Path(path).exists() and not overwrite:
-        raise OutputError(f"'{path}' already exists", "Pass --overwrite to replace it, or choose another --output.")
-
-
 def run_init(args: argparse.Namespace) -> int:
-    from ..model.checkpoint import init_checkpoint, load_clipseg_config
-    from ..model.configuration import AdapterConfig, PreprocessConfig
+    from ..model.checkpoint import init_checkpoint
+    from ..model.clipseg_base import load_clipseg_config
+    from ..model.configuration import AdapterConfig
+    from ..preprocessing.config import PreprocessConfig
 
-    _check_output(args.output, args.overwrite)
+    refuse_existing_output(args.output, args.overwrite)
     adapter = None
     overrides = {k: v for k, v in {"proj_dim": args.adapter_dim, "num_layers": args.adapter_layers,
                                    "num_heads": args.adapter_heads, "context_size": args.context}.items() if v}
@@ -86,9 +83,9 @@ def run_init(args: argparse.Namespace) -> int:
 
 
 def run_import(args: argparse.Namespace) -> int:
-    from ..model.checkpoint import import_reference_checkpoint
+    from ..model.convert_reference import import_reference_checkpoint
 
-    _check_output(args.output, args.overwrite)
+    refuse_existing_output(args.output, args.overwrite)
     path = import_reference_checkpoint(args.weights, args.base_config, args.output, tokenizer=args.tokenizer,
                                        slice_layout=_layout(args.slice_layout))
     print(f"wrote checkpoint {path}", file=sys.stderr)

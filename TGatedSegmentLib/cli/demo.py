@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .common import add_progress_option
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -29,8 +31,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="phantoms, initialisation and sampling (default 0)")
     p.add_argument("--minutes", type=float, metavar="M", help="cap the training time (default: the demo's steps, "
                    "capped at 4.5 minutes)")
-    p.add_argument("--progress", choices=["tqdm", "json", "none"], default="tqdm",
-                   help="progress bars on stderr (tqdm), JSON lines on stdout (json) or none")
+    add_progress_option(p)
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder (at the end)")
     p.set_defaults(func=run)
 

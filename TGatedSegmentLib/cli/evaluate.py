@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from ..errors import InputError, OutputError
+from .common import add_progress_option
 
 
 def add_parser(subparsers) -> None:
@@ -30,14 +31,13 @@ def add_parser(subparsers) -> None:
     p.add_argument("--amp", choices=["fp16", "bf16"], help="mixed precision on CUDA (default float32)")
     p.add_argument("--no-chart", action="store_true", help="do not draw dice.png")
     p.add_argument("--overwrite", action="store_true", help="replace the files of an existing report folder")
-    p.add_argument("--progress", choices=["tqdm", "json", "none"], default="tqdm",
-                   help="progress bars on stderr (tqdm), JSON lines on stdout (json) or none")
+    add_progress_option(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..data.dataset import load_dataset
     from ..io.atomic import check_writable
-    from ..training.dataset import load_dataset
 
     if not args.tolerance >= 0:
         raise InputError(f"--tolerance must be >= 0 mm, got {args.tolerance}", "Pass e.g. --tolerance 2.")

@@ -15,6 +15,7 @@ import sys
 
 from ..errors import EXIT_CANCELLED, Cancelled, InputError
 from ..training.recipes import RECIPES
+from .common import add_progress_option
 
 PATH_OPTIONS = ("data", "val", "base", "tokenizer", "cache_dir")
 # TrainConfig fields a recipe sets, as (field, type, help): each becomes --field-name
@@ -116,8 +117,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--num-workers", type=int, help="data loading processes (default: 2 on CUDA, 0 on CPU)")
     p.add_argument("--seed", type=int, help="seed for initialisation, sampling and the split (default 0)")
     p.add_argument("--save-every-steps", type=int, help="also save last/ and resume/ every N steps")
-    p.add_argument("--progress", choices=["tqdm", "json", "none"], default="tqdm",
-                   help="progress bars on stderr (tqdm), JSON lines on stdout (json, for Slicer) or none")
+    add_progress_option(p, "json, for Slicer")
     p.set_defaults(func=run)
 
 

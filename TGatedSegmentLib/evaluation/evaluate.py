@@ -20,10 +20,11 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from ..errors import InputError
-from ..io.atomic import atomic_write_text, atomic_path
+from ..io.atomic import atomic_path, atomic_write_text
 from ..progress import CancelToken, Progress
 from ..vocabulary import Organ
-from .metrics import METRICS, dice as dice_score, organ_metrics, summarize, _status
+from .metrics import METRICS, _status, organ_metrics, summarize
+from .metrics import dice as dice_score
 
 METRIC_TITLES = {"dice": "Dice", "nsd": "NSD", "hd95": "HD95 (mm)"}
 
@@ -69,9 +70,9 @@ def score_case(segmenter, case: ScoredCase, tolerance_mm: float = 2.0, metrics: 
 
 
 def dataset_cases(dataset, cases=None) -> Iterator[ScoredCase]:
-    """:class:`ScoredCase` for each case of a :class:`training.dataset.Dataset`, read lazily from disk."""
+    """:class:`ScoredCase` for each case of a :class:`data.dataset.Dataset`, read lazily from disk."""
+    from ..data.modality import modality_hint
     from ..io.volume import array_from_image, read_image
-    from ..training.cache import modality_hint
 
     for case in (cases if cases is not None else dataset.cases):
         image = read_image(case.image)
@@ -118,7 +119,8 @@ class EvaluationReport:
         return list(dict.fromkeys(r["organ"] for r in self.rows))
 
     def to_markdown(self) -> str:
-        """One table per metric: organs down, checkpoints across, the macro mean last."""
+        """One table per metric: organs down (mean ± std over the cases), checkpoints across, the
+        macro mean last."""
         summaries = {name: self.summary(name) for name in self.checkpoints}
         out = []
         for metric in METRICS:
@@ -127,7 +129,7 @@ class EvaluationReport:
             out.append("| organ | " + " | ".join(self.checkpoints) + " |")
             out.append("|---|" + "---:|" * len(self.checkpoints))
             for organ in self.organs:
-                cells = [_fmt(summaries[n]["per_organ"].get(organ, {}).get(metric), metric) for n in self.checkpoints]
+                cells = [_fmt_spread(summaries[n]["per_organ"].get(organ, {}), metric) for n in self.checkpoints]
                 out.append(f"| {organ} | " + " | ".join(cells) + " |")
             cells = [_fmt(summaries[n]["overall"].get(metric), metric) for n in self.checkpoints]
             out.append("| **mean** | " + " | ".join(f"**{c}**" for c in cells) + " |\n")
@@ -148,7 +150,8 @@ class EvaluationReport:
                                    "HD95 = volume diagonal"}
 
     def write(self, folder: str | Path, chart: bool = True) -> tuple[list[Path], str | None]:
-        """metrics.csv (per case and organ), summary.csv, report.json, report.md and dice.png.
+        """metrics.csv (per case and organ), summary.csv, report.json, report.md, dice.png (means)
+        and dice_box.png (each organ's per-case Dice, one box per checkpoint).
 
         Returns the written files and a note when the chart was skipped.
         """
@@ -163,34 +166,75 @@ class EvaluationReport:
         if chart:
             try:
                 written.append(self.bar_chart(folder / "dice.png"))
+                written.append(self.box_plot(folder / "dice_box.png"))
             except ImportError:
-                note = "matplotlib is not installed: no dice.png (pip install matplotlib)"
+                note = "matplotlib is not installed: no dice.png or dice_box.png (pip install matplotlib)"
         return written, note
 
     def bar_chart(self, path: Path) -> Path:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
+        """Mean Dice per organ (and the macro mean), one bar per checkpoint."""
         organs = self.organs + ["mean"]
-        width = 0.8 / max(1, len(self.checkpoints))
-        fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(organs) * max(1, len(self.checkpoints)) ** 0.5), 4.0))
+        fig, ax, width, plt = _organ_axes(len(organs), len(self.checkpoints), 0.7)
         for n, name in enumerate(self.checkpoints):
             summary = self.summary(name)
             values = [summary["per_organ"].get(o, {}).get("dice", math.nan) for o in self.organs]
             values.append(summary["overall"]["dice"])
-            xs = np.arange(len(organs)) + (n - (len(self.checkpoints) - 1) / 2) * width
-            ax.bar(xs, np.nan_to_num(values), width, label=name)
-        ax.set_xticks(np.arange(len(organs)), organs, rotation=45, ha="right")
-        ax.set_ylim(0, 1)
-        ax.set_ylabel("volumetric Dice")
-        ax.legend(fontsize="small")
-        fig.tight_layout()
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=120, format="png")
-        plt.close(fig)
-        return path
+            ax.bar(_offsets(len(organs), n, len(self.checkpoints), width), np.nan_to_num(values), width, label=name)
+        return _save_organ_axes(fig, ax, plt, organs, "volumetric Dice", path)
+
+    def box_plot(self, path: Path) -> Path:
+        """Per organ, the per-case Dice of each checkpoint as a box (cases as dots over it)."""
+        organs = self.organs
+        fig, ax, width, plt = _organ_axes(len(organs), len(self.checkpoints), 0.8)
+        for n, name in enumerate(self.checkpoints):
+            xs = _offsets(len(organs), n, len(self.checkpoints), width)
+            values = [[float(r["dice"]) for r in self.rows if r["checkpoint"] == name and r["organ"] == organ
+                       and not math.isnan(float(r["dice"]))] for organ in organs]
+            boxes = ax.boxplot([v if v else [math.nan] for v in values], positions=xs, widths=width * 0.8,
+                               patch_artist=True, showfliers=False)
+            for box in boxes["boxes"]:
+                box.set_facecolor(f"C{n}")
+                box.set_alpha(0.5)
+            for x, v in zip(xs, values):
+                ax.plot([x] * len(v), v, ".", color=f"C{n}", markersize=4)
+            ax.plot([], [], "s", color=f"C{n}", label=name)
+        return _save_organ_axes(fig, ax, plt, organs, "volumetric Dice per case", path)
+
+
+def _organ_axes(n_organs: int, n_checkpoints: int, inches_per_organ: float):
+    """A figure with one slot per organ, wide enough for ``n_checkpoints`` marks in each slot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    count = max(1, n_checkpoints)
+    fig, ax = plt.subplots(figsize=(max(6.0, inches_per_organ * n_organs * count ** 0.5), 4.0))
+    return fig, ax, 0.8 / count, plt
+
+
+def _offsets(n_organs: int, index: int, n_checkpoints: int, width: float) -> np.ndarray:
+    return np.arange(n_organs) + (index - (max(1, n_checkpoints) - 1) / 2) * width
+
+
+def _save_organ_axes(fig, ax, plt, organs: list[str], ylabel: str, path: Path) -> Path:
+    ax.set_xticks(np.arange(len(organs)), organs, rotation=45, ha="right")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+    return path
+
+
+def _fmt_spread(stats: dict, metric: str) -> str:
+    """"mean ± std" over the cases (the mean alone when there is one case or none)."""
+    mean, std = stats.get(metric), stats.get(f"{metric}_std")
+    if stats.get("n", 0) > 1 and std is not None and not math.isnan(std) and not math.isnan(mean):
+        return f"{_fmt(mean, metric)} ± {_fmt(std, metric)}"
+    return _fmt(mean, metric)
 
 
 def _fmt(value, metric: str) -> str:
@@ -236,8 +280,8 @@ def evaluate(checkpoints: Sequence[str], data, tolerance_mm: float = 2.0, device
 
     ``names``: display names (default: the folder names, made unique).
     """
+    from ..data.dataset import Dataset, load_dataset
     from ..inference.api import Segmenter
-    from ..training.dataset import Dataset, load_dataset
 
     dataset = data if isinstance(data, Dataset) else load_dataset(data)
     names = list(names) if names is not None else checkpoint_names(checkpoints)

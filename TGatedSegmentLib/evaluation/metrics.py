@@ -188,8 +188,18 @@ def _aggregate(rows: list[Mapping]) -> dict:
     for status in STATUSES:
         out[f"n_{status}"] = sum(1 for r in rows if r.get("status") == status)
     for metric in METRICS:
-        out[metric] = _nanmean([float(r[metric]) for r in rows if metric in r])
+        values = [float(r[metric]) for r in rows if metric in r]
+        out[metric] = _nanmean(values)
+        out[f"{metric}_std"] = _nanstd(values)  # over the cases: how much one case's score says
     return out
+
+
+def _nanstd(values: list[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    if not finite:
+        return float("nan")
+    mean = sum(finite) / len(finite)
+    return float(math.sqrt(sum((v - mean) ** 2 for v in finite) / len(finite)))
 
 
 def summarize(rows: Iterable[Mapping]) -> dict:

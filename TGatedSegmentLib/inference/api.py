@@ -63,6 +63,7 @@ class SegmentationResult:
     entropy: np.ndarray | None = None  # (K, k, j, i) predictive entropy H(mean p), nats; with uncertainty=N
     mutual_information: np.ndarray | None = None  # (K, k, j, i) the part due to disagreement between samples
     uncertainty: dict | None = None  # method, samples
+    source: str | Path | None = None  # the input path when segment() got one: a DICOM-SEG references its series
 
     @property
     def combined_entropy(self) -> np.ndarray | None:
@@ -76,11 +77,13 @@ class SegmentationResult:
             for i, (o, m) in enumerate(zip(self.organs, self.masks))
         ]
 
-    def write(self, path: str | Path, overwrite: bool = False) -> list[Path]:
-        """``.seg.nrrd`` (Slicer segmentation, overlaps kept in layers) or ``.nii.gz`` + JSON label table."""
+    def write(self, path: str | Path, overwrite: bool = False, source: str | Path | None = None) -> list[Path]:
+        """``.seg.nrrd`` (Slicer segmentation, overlaps kept in layers), ``.nii.gz`` + JSON label table,
+        or ``.dcm`` (DICOM-SEG on ``source``, the DICOM series folder; default: the input path)."""
         from ..io.writers import write_segmentation
 
-        return write_segmentation(path, self.masks, self.organs, self.geometry, labelmap=self.labelmap, overwrite=overwrite)
+        return write_segmentation(path, self.masks, self.organs, self.geometry, labelmap=self.labelmap,
+                                  overwrite=overwrite, source=source if source is not None else self.source)
 
     def write_uncertainty(self, folder: str | Path, overwrite: bool = False) -> list[Path]:
         """One float32 volume per prompt (entropy and mutual information), the combined entropy, and
@@ -200,6 +203,7 @@ class Segmenter:
             entropy=None if entropy is None else prepared.from_canonical(entropy),
             mutual_information=None if mutual is None else prepared.from_canonical(mutual),
             uncertainty={"samples": int(uncertainty), "method": self.model.adapter.method} if uncertainty else None,
+            source=volume if isinstance(volume, (str, Path)) else None,
         )
         log.debug("segmented %d slices x %d prompts in %.1f s", depth, k, result.seconds)
         return result

@@ -195,7 +195,20 @@ def _warn_single_dicom_slice(path: Path, image: sitk.Image) -> None:
                     path.name, len(files), path.parent)
 
 
-def _read_dicom_folder(folder: Path) -> sitk.Image:
+def dicom_series_files(folder: str | Path) -> list[str]:
+    """The files of the series :func:`read_image` reads from ``folder``, in its slice order.
+
+    File ``k`` holds slice ``k`` of the volume, so writers that must reference the source images
+    (DICOM-SEG) pair masks with files through this very list.
+    """
+    return _dicom_series(Path(folder))[1]
+
+
+def _dicom_series(folder: Path) -> tuple[str, list[str], int]:
+    """(chosen series id, its files in slice order, number of series in the folder).
+
+    The series with most files wins: a folder with a scout next to the CT means the CT.
+    """
     try:
         with _quiet_itk():
             series_ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
@@ -205,10 +218,15 @@ def _read_dicom_folder(folder: Path) -> sitk.Image:
         raise InputError(f"no DICOM series found in folder '{folder}'",
                          "Select the folder that directly holds one series' DICOM files, or a volume file "
                          "(.nii.gz, .nrrd, .mha).")
-    files = {sid: sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), sid) for sid in series_ids}
+    files = {sid: list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), sid)) for sid in series_ids}
     chosen = max(series_ids, key=lambda sid: len(files[sid]))
+    return chosen, files[chosen], len(series_ids)
+
+
+def _read_dicom_folder(folder: Path) -> sitk.Image:
+    chosen, files, series_count = _dicom_series(folder)
     reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(files[chosen])
+    reader.SetFileNames(files)
     reader.MetaDataDictionaryArrayUpdateOn()
     try:
         image = reader.Execute()
@@ -222,12 +240,12 @@ def _read_dicom_folder(folder: Path) -> sitk.Image:
     def tag(key: str) -> str:
         return reader.GetMetaData(0, key).strip() if reader.HasMetaDataKey(0, key) else ""
 
-    if len(series_ids) > 1:
+    if series_count > 1:
         description = tag(_SERIES_DESCRIPTION_TAG)
         log.warning("'%s' holds %d DICOM series; reading series %s%s (%d files), the one with most files. "
                     "Put the series you want in a folder of its own to choose another.",
-                    folder, len(series_ids), chosen or "(no Series Instance UID)",
-                    f" '{description}'" if description else "", len(files[chosen]))
+                    folder, series_count, chosen or "(no Series Instance UID)",
+                    f" '{description}'" if description else "", len(files))
     if tag(MODALITY_TAG):
         image.SetMetaData(MODALITY_TAG, tag(MODALITY_TAG))
     return image

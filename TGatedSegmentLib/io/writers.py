@@ -1,6 +1,6 @@
 """Writing segmentations and probability maps onto the input's exact voxel grid.
 
-Two segmentation formats, chosen by the output's extension:
+Three segmentation formats, chosen by the output's extension:
 
 * ``.seg.nrrd``: a Slicer segmentation (via slicerio) with one named, coloured segment per prompt
   and its SNOMED terminology, so Slicer shows "left kidney" in the right colour with no mapping
@@ -9,6 +9,9 @@ Two segmentation formats, chosen by the output's extension:
 * ``.nii.gz`` / ``.nii`` / ``.nrrd`` / ``.mha``: one multi-label volume (value i+1 = organ i) for
   nnU-Net-style tools, plus a ``<stem>.json`` sidecar naming the labels, since the volume alone
   cannot.
+* ``.dcm``: a DICOM Segmentation (BINARY, one segment per prompt with its SNOMED codes and colour)
+  that references the source series; only for volumes read from a DICOM series folder
+  (:mod:`.dicom_seg`, needs the optional highdicom).
 
 Every file goes through :func:`atomic_path`: a cancelled or failed run never leaves a half-written
 output, and an existing output is only replaced with ``overwrite=True``.
@@ -28,6 +31,7 @@ import SimpleITK as sitk
 from ..errors import InputError, OutputError
 from ..vocabulary import Organ, generated_color
 from .atomic import atomic_path, split_suffixes
+from .dicom_seg import DICOM_SEG_SUFFIX  # highdicom itself loads only when a .dcm is written
 from .volume import Geometry, image_from_array, read_image
 
 SEG_SUFFIX = ".seg.nrrd"
@@ -35,7 +39,7 @@ VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
 PROBABILITIES_INDEX = "probabilities.json"
 PROMPT_TAG = "TGatedSegment.Prompt"
 _TERMINOLOGY_TAG = "TerminologyEntry"
-_FORMATS_HINT = "Use .seg.nrrd (Slicer segmentation) or .nii.gz (labelmap + JSON sidecar)."
+_FORMATS_HINT = "Use .seg.nrrd (Slicer segmentation), .nii.gz (labelmap + JSON sidecar) or .dcm (DICOM-SEG)."
 _OVERWRITE_HINT = "Pass --overwrite to replace it, or choose another --output."
 _REFERENCE_GEOMETRY_DESCRIPTION = (
     "Image geometry description string determining the geometry of the labelmap that is created in course "
@@ -51,6 +55,8 @@ def _suffix(path: Path) -> str:
     name = path.name.lower()
     if name.endswith(SEG_SUFFIX):
         return SEG_SUFFIX
+    if name.endswith(DICOM_SEG_SUFFIX):
+        return DICOM_SEG_SUFFIX
     return next((s for s in VOLUME_SUFFIXES if name.endswith(s)), "")
 
 
@@ -106,12 +112,15 @@ def write_segmentation(
     geometry: Geometry,
     labelmap: np.ndarray | None = None,
     overwrite: bool = False,
+    source: str | Path | None = None,
 ) -> list[Path]:
     """Write one segment per organ; returns the files written (with the sidecar, if any).
 
     ``masks`` is bool (K, k, j, i) on the input grid. ``labelmap`` (k, j, i), if given, is used
     as is for the labelmap formats (callers with probabilities resolve overlaps by argmax);
-    without it the first organ in order wins where masks overlap. ``.seg.nrrd`` keeps overlaps.
+    without it the first organ in order wins where masks overlap. ``.seg.nrrd`` and ``.dcm``
+    keep overlaps. ``source`` is the DICOM series folder the volume was read from; only ``.dcm``
+    needs it (a DICOM-SEG references its source images).
     """
     path = Path(path)
     masks = np.asarray(masks).astype(bool, copy=False)
@@ -125,6 +134,8 @@ def write_segmentation(
         with atomic_path(path) as tmp, _writing(path):
             slicerio.write_segmentation(str(tmp), segmentation)
         return [path]
+    if suffix == DICOM_SEG_SUFFIX:
+        return _write_dicom_seg(path, masks, organs, geometry, source, overwrite)
     if not suffix:
         raise OutputError(f"cannot tell the output format of '{path.name}'", _FORMATS_HINT)
 
@@ -136,6 +147,18 @@ def write_segmentation(
         _write_image(image, tmp_image)
         _write_json(tmp_json, _labelmap_sidecar(organs))
     return [path, sidecar]
+
+
+def _write_dicom_seg(path: Path, masks: np.ndarray, organs: Sequence[Organ], geometry: Geometry,
+                     source: str | Path | None, overwrite: bool) -> list[Path]:
+    from .dicom_seg import build_dicom_seg
+
+    _refuse_existing([path], overwrite)
+    colors = [_color(organ, index) for index, organ in enumerate(organs)]
+    dataset = build_dicom_seg(masks, organs, colors, geometry, source)
+    with atomic_path(path) as tmp, _writing(path):
+        dataset.save_as(str(tmp))
+    return [path]
 
 
 def labelmap_from_masks(masks: np.ndarray) -> np.ndarray:
@@ -269,22 +292,12 @@ def read_segmentation(path: str | Path) -> tuple[np.ndarray, list[str], Geometry
 
 
 def _read_seg_nrrd(path: Path) -> tuple[np.ndarray, list[str], Geometry]:
-    import slicerio
+    from .seg_nrrd import read_segmentation_layers
 
-    try:
-        segmentation = slicerio.read_segmentation(str(path))
-        voxels = segmentation["voxels"]
-        geometry = Geometry.from_ijk_to_lps(segmentation["ijkToLPS"], voxels.shape[-3:])
-    except Exception as exc:  # nrrd, slicerio and numpy raise a zoo of types for a bad file
-        raise InputError(f"cannot read '{path}' as a Slicer segmentation ({str(exc).strip()[:200]})",
-                         "Check that it is a .seg.nrrd saved by 3D Slicer or TGatedSegment.") from None
-    masks, names = [], []
-    for segment in segmentation["segments"]:
-        layer = voxels[segment.get("layer", 0)] if voxels.ndim == 4 else voxels
-        masks.append((layer == segment.get("labelValue", 1)).transpose(2, 1, 0))
-        names.append(segment.get("name", segment["id"]))
-    stack = np.stack(masks) if masks else np.zeros((0,) + geometry.array_shape, bool)
-    return np.ascontiguousarray(stack), names, geometry
+    read = read_segmentation_layers(path)
+    masks = [read.mask(n) for n in range(len(read.segments))]
+    stack = np.stack(masks) if masks else np.zeros((0,) + read.geometry.array_shape, bool)
+    return stack, [name for name, _, _ in read.segments], read.geometry
 
 
 # --------------------------------------------------------------------------------------------------
@@ -329,8 +342,8 @@ def write_probabilities(
     if len(set(names)) != len(names):
         raise ValueError(f"probability names must be unique, got {names}")
     suffix = _suffix(path)
-    if suffix == SEG_SUFFIX:
-        raise OutputError(f"'{path.name}': probabilities cannot be a Slicer segmentation (.seg.nrrd)",
+    if suffix in (SEG_SUFFIX, DICOM_SEG_SUFFIX):
+        raise OutputError(f"'{path.name}': probabilities cannot be a segmentation file ({suffix})",
                           "Use a .nii.gz name for one multi-component file, or a folder name for one file per prompt.")
     if suffix:
         return _write_probability_volume(path, probabilities, names, geometry, overwrite)

@@ -1,4 +1,4 @@
-"""Checkpoint folders: save, load (local, hub, zero-shot CLIPSeg), create untrained, import the authors'.
+"""Checkpoint folders: save, load (local, hub, zero-shot CLIPSeg), create untrained.
 
 A checkpoint is a folder that can be pushed to the HuggingFace Hub as is and used offline:
 
@@ -9,6 +9,9 @@ A checkpoint is a folder that can be pushed to the HuggingFace Hub as is and use
   checkpoint folder whose CLIPSeg weights are meant; ``base_fingerprint``, when recorded, is the
   SHA-256 of the weights taken from there, checked on loading);
 * the tokenizer's files.
+
+Which kind of source a text names is :mod:`.source`'s answer; converting the authors' weights
+(``tgated import``) is :mod:`.convert_reference`.
 """
 
 from __future__ import annotations
@@ -22,28 +25,19 @@ from typing import Any
 
 import torch
 
+from ..compat import moved_names
 from ..errors import CheckpointError
 from ..io.atomic import atomic_dir, recover_dir
-from .configuration import (
-    DEFAULT_BASE_MODEL,
-    FORMAT_NAME,
-    REFERENCE_SLICE_LAYOUT,
-    AdapterConfig,
-    PreprocessConfig,
-    RefineConfig,
-    TGatedConfig,
-)
+from ..preprocessing.config import PreprocessConfig
+from .clipseg_base import load_clipseg_base, load_clipseg_config
+from .configuration import DEFAULT_BASE_MODEL, FORMAT_NAME, AdapterConfig, RefineConfig, TGatedConfig
 from .modeling import TGatedCLIPSeg
+from .source import CONFIG_NAME, SourceKind, classify_source, download
 from .tokenizer import check_tokenizer, load_tokenizer
 
 log = logging.getLogger(__name__)
 
-CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
-OFFLINE_HINT = (
-    "This machine cannot download it: pass a local folder instead (a checkpoint made by `tgated init`, "
-    "`tgated train` or `tgated import`, or a CLIPSeg model folder copied from a machine with internet)."
-)
 
 
 @dataclass
@@ -91,102 +85,6 @@ def load_state_dict_checked(model: torch.nn.Module, state_dict: dict, source: st
     model.load_state_dict(state_dict, strict=allow_missing_prefix is None, assign=assign)
 
 
-def _is_base_key(key: str) -> bool:
-    return key.startswith("base_model.")
-
-
-def convert_reference_state_dict(state_dict: dict) -> dict:
-    """The authors' ``CLIPSegTemporalAdapter`` layout (adapter keys at top level) -> ours (``adapter.``)."""
-    if "model_state_dict" in state_dict and isinstance(state_dict["model_state_dict"], dict):
-        state_dict = state_dict["model_state_dict"]
-    converted = {}
-    for key, value in state_dict.items():
-        if not isinstance(value, torch.Tensor):
-            continue
-        key = key.removeprefix("module.")  # DataParallel / DDP wrappers
-        if key.endswith("position_ids"):  # a buffer older transformers versions saved
-            continue
-        converted[key if _is_base_key(key) else f"adapter.{key}"] = value
-    return converted
-
-
-def reference_adapter_config(state_dict: dict, num_heads: int = 8) -> AdapterConfig | None:
-    """Adapter sizes read off the weight shapes of an (already converted) state dict."""
-    if "adapter.proj_in.0.weight" not in state_dict:
-        return None
-    layers = {int(k.split(".")[2]) for k in state_dict if k.startswith("adapter.temporal_layers.")}
-    return AdapterConfig(
-        context_size=int(state_dict["adapter.temporal_pos_emb"].shape[1]),
-        proj_dim=int(state_dict["adapter.proj_in.0.weight"].shape[0]),
-        num_heads=num_heads,
-        num_layers=len(layers),
-        ffn_dim=int(state_dict["adapter.temporal_layers.0.ff.0.weight"].shape[0]),
-        spatial_heads=num_heads,
-        spatial_mlp_ratio=state_dict["adapter.spatial_context.mlp.0.weight"].shape[0]
-        / state_dict["adapter.spatial_context.mlp.0.weight"].shape[1],
-        mode="reference",
-    )
-
-
-# -- base models ---------------------------------------------------------------------------------
-
-def _is_local(source: str | Path) -> bool:
-    return Path(source).exists()
-
-
-def _looks_like_hub_id(source: str) -> bool:
-    parts = str(source).split("/")
-    return len(parts) == 2 and all(parts) and not str(source).startswith((".", "~")) and "\\" not in str(source)
-
-
-def _hub_error(source: str, exc: Exception, what: str = "checkpoint") -> CheckpointError:
-    if not _looks_like_hub_id(source):
-        return CheckpointError(f"{what} '{source}' does not exist", "Check the path, or pass a hub id such as "
-                               f"{DEFAULT_BASE_MODEL}.")
-    return CheckpointError(
-        f"'{source}' is not a local folder and could not be loaded from the HuggingFace Hub "
-        f"({type(exc).__name__}: {str(exc).splitlines()[0][:160]})",
-        OFFLINE_HINT,
-    )
-
-
-def load_clipseg_config(source: str | Path):
-    """A CLIPSegConfig from a JSON file, a model folder or a hub id."""
-    from transformers import CLIPSegConfig
-
-    from .architectures import builtin_config, is_builtin
-
-    source = str(source)
-    if is_builtin(source):
-        return builtin_config(source)
-    path = Path(source)
-    try:
-        if path.is_file():
-            return CLIPSegConfig.from_json_file(source)
-        if path.is_dir() or _looks_like_hub_id(source):
-            return CLIPSegConfig.from_pretrained(source)
-    except (OSError, ValueError, json.JSONDecodeError) as exc:
-        if path.exists():
-            raise CheckpointError(f"cannot read a CLIPSeg config from '{source}' ({exc})",
-                                  "Pass a CLIPSeg config.json, a CLIPSeg model folder or a hub id.") from None
-        raise _hub_error(source, exc, "base model") from None
-    raise CheckpointError(f"base model '{source}' does not exist",
-                          "Pass a CLIPSeg config.json, a CLIPSeg model folder or a hub id.")
-
-
-def load_clipseg_base(source: str | Path):
-    """Pretrained ``CLIPSegForImageSegmentation`` from a folder or hub id (clear error offline)."""
-    from transformers import CLIPSegForImageSegmentation
-
-    try:
-        return CLIPSegForImageSegmentation.from_pretrained(str(source))
-    except (OSError, ValueError) as exc:
-        if _is_local(source):
-            raise CheckpointError(f"cannot load CLIPSeg weights from '{source}' ({str(exc).splitlines()[0][:200]})",
-                                  "Pass a folder saved with save_pretrained(), or a hub id.") from None
-        raise _hub_error(str(source), exc, "base model") from None
-
-
 def _read_config(folder: Path) -> dict | None:
     file = folder / CONFIG_NAME
     if not file.is_file():
@@ -195,18 +93,6 @@ def _read_config(folder: Path) -> dict | None:
         return json.loads(file.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"'{file}' is not valid JSON ({exc})", "The checkpoint is corrupt: copy it again.") from None
-
-
-def _download(source: str, config_only: bool = False) -> Path:
-    """Fetch a hub repo's config (to tell the formats apart) or the files a checkpoint needs."""
-    try:
-        from huggingface_hub import hf_hub_download, snapshot_download
-
-        if config_only:
-            return Path(hf_hub_download(source, CONFIG_NAME)).parent
-        return Path(snapshot_download(source, allow_patterns=["*.json", "*.safetensors", "*.txt"]))
-    except Exception as exc:  # network, auth, missing repo: all mean "not available here"
-        raise _hub_error(source, exc) from None
 
 
 # -- public API ----------------------------------------------------------------------------------
@@ -228,8 +114,8 @@ def load_model(source: str | Path | None = None, device: str | torch.device = "c
     recover_dir(path)
     if path.is_dir():
         folder = path
-    elif _looks_like_hub_id(source):
-        folder = _download(source, config_only=True)
+    elif classify_source(source).kind is SourceKind.HUB_ID:
+        folder = download(source, config_only=True)
     else:
         raise CheckpointError(f"checkpoint '{source}' does not exist", "Check the path, or pass a hub id.")
     raw = _read_config(folder)
@@ -242,7 +128,7 @@ def load_model(source: str | Path | None = None, device: str | torch.device = "c
         raise CheckpointError(f"'{folder}' is neither a TGatedSegment checkpoint nor a CLIPSeg model",
                               "Pass a folder made by `tgated init`, `tgated train` or `tgated import`.")
     if not path.is_dir():
-        folder = _download(source)
+        folder = download(source)
     return _load_tgated(folder, raw, source, device)
 
 
@@ -400,11 +286,11 @@ def build_model(
     in residual mode; ``refine`` adds the refinement head.
     """
     from ..vocabulary import ABDOMEN13
-    from .architectures import adapter_sizes, is_builtin
+    from .architectures import adapter_sizes
 
     torch.manual_seed(seed)
     base = str(base)
-    random_base = Path(base).is_file() or is_builtin(base)
+    random_base = classify_source(base).random_weights
     if random_base:
         clipseg_config = load_clipseg_config(base)
         base_model, base_id = None, None
@@ -473,50 +359,13 @@ def init_checkpoint(
     return save_checkpoint(loaded.model, loaded.tokenizer, output, loaded.config)
 
 
-def import_reference_checkpoint(
-    weights: str | Path,
-    base: str | Path,
-    output: str | Path,
-    tokenizer: str | Path | None = None,
-    slice_layout: tuple[str, str] = REFERENCE_SLICE_LAYOUT,
-) -> Path:
-    """Convert a checkpoint saved by the authors' code (bare state dict or training dict)."""
-    from ..vocabulary import ABDOMEN13
-
-    weights = Path(weights)
-    if not weights.is_file():
-        raise CheckpointError(f"'{weights}' does not exist", "Pass the .pt/.pth file saved by the authors' training script.")
-    try:
-        raw = torch.load(str(weights), map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle/zip errors for corrupt or foreign files
-        raise CheckpointError(f"cannot read '{weights}' as a PyTorch checkpoint ({str(exc).splitlines()[0][:200]})",
-                              "Pass the file written by torch.save(model.state_dict(), ...) in the authors' code.") from None
-    if not isinstance(raw, dict):
-        raise CheckpointError(f"'{weights}' holds a {type(raw).__name__}, not a state dict",
-                              "Save the model with torch.save(model.state_dict(), path) and import that file.")
-    state_dict = convert_reference_state_dict(raw)
-    if not any(_is_base_key(k) for k in state_dict):
-        raise CheckpointError(f"'{weights}' has no 'base_model.' weights",
-                              "Import the full model state dict of CLIPSegTemporalAdapter, not the adapter alone.")
-    from .architectures import is_builtin
-
-    clipseg_config = load_clipseg_config(base)
-    config_only = Path(str(base)).is_file() or is_builtin(str(base))
-    if tokenizer is None:
-        if config_only:
-            raise CheckpointError("the base is a config file, so there is no tokenizer to copy",
-                                  "Pass --tokenizer with a CLIP tokenizer folder or hub id.")
-        tokenizer = base
-    tok = load_tokenizer(tokenizer)
-    check_tokenizer(tok, clipseg_config)
-    config = TGatedConfig(
-        clipseg_config=clipseg_config.to_dict(),
-        base_model_id=None if config_only else str(base),
-        adapter=reference_adapter_config(state_dict),
-        preprocessing=PreprocessConfig(slice_layout=tuple(slice_layout)),
-        vocabulary=list(ABDOMEN13),
-        training={"imported_from": weights.name, "source": "authors' CLIPSegTemporalAdapter"},
-    )
-    model = TGatedCLIPSeg(config)
-    load_state_dict_checked(model, state_dict, str(weights))
-    return save_checkpoint(model, tok, output, config)
+# Names that moved; the old imports keep working with a DeprecationWarning.
+__getattr__ = moved_names(__name__, {
+    "convert_reference_state_dict": "TGatedSegmentLib.model.convert_reference",
+    "reference_adapter_config": "TGatedSegmentLib.model.convert_reference",
+    "import_reference_checkpoint": "TGatedSegmentLib.model.convert_reference",
+    "_looks_like_hub_id": "TGatedSegmentLib.model.source:looks_like_hub_id",
+    "_hub_error": "TGatedSegmentLib.model.source:hub_error",
+    "_download": "TGatedSegmentLib.model.source:download",
+    "OFFLINE_HINT": "TGatedSegmentLib.model.source",
+})

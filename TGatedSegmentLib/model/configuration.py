@@ -1,4 +1,4 @@
-"""Configuration objects for the T-Gated CLIPSeg model and its input preprocessing.
+"""Configuration objects for the T-Gated CLIPSeg model (its input preprocessing: ``preprocessing.config``).
 
 A checkpoint's ``config.json`` is ``TGatedConfig.to_dict()``: it names the CLIPSeg base (hub id
 and full architecture), the adapter sizes (``None`` for the slice-wise baseline), the image
@@ -11,6 +11,7 @@ import copy
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..preprocessing.config import PreprocessConfig  # noqa: F401  (part of TGatedConfig; old import path)
 from ..vocabulary import Organ
 
 FORMAT_NAME = "tgated-segment"
@@ -102,45 +103,6 @@ class RefineConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "RefineConfig":
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
-
-
-@dataclass
-class PreprocessConfig:
-    """How a volume becomes model input. Recorded in every checkpoint so inference matches training.
-
-    ``slice_layout`` names the patient directions that the rows and the columns of a model input
-    slice run towards, in the canonical LPS volume (see ``preprocessing/orientation.py``):
-    ``("P", "L")`` is the radiological axial view (anterior at the top, patient's right on the
-    left of the image); ``("L", "P")`` is its transpose, which is what the authors' code fed when it
-    took ``nifti_array[:, :, z]`` from a volume stored in LPS order.
-    """
-
-    image_size: int = 352
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
-    ct_window: tuple[float, float] = (-125.0, 275.0)
-    mr_percentiles: tuple[float, float] = (1.0, 99.0)
-    quantize_8bit: bool = True  # the CLIPSeg processor (and the authors) saw 8-bit grey images
-    slice_layout: tuple[str, str] = ("P", "L")
-
-    def __post_init__(self) -> None:
-        self.mean, self.std = tuple(self.mean), tuple(self.std)
-        self.ct_window, self.mr_percentiles = tuple(self.ct_window), tuple(self.mr_percentiles)
-        self.slice_layout = tuple(s.upper() for s in self.slice_layout)
-        axes = {d: a for a, pair in enumerate(("LR", "PA")) for d in pair}
-        if len(self.slice_layout) != 2 or any(d not in axes for d in self.slice_layout) or (
-            axes[self.slice_layout[0]] == axes[self.slice_layout[1]]
-        ):
-            raise ValueError(
-                f"slice_layout must name one left/right and one anterior/posterior direction, got {self.slice_layout}"
-            )
-
-    def to_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "PreprocessConfig":
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 

@@ -11,7 +11,7 @@ import logging
 import numpy as np
 
 from ..errors import InputError
-from ..model.configuration import PreprocessConfig
+from .config import PreprocessConfig
 
 log = logging.getLogger(__name__)
 

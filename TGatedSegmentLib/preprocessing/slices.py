@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..model.configuration import PreprocessConfig
+from .config import PreprocessConfig
 
 # Canonical in-plane frame: rows toward P, columns toward L.
 _CANONICAL = ("P", "L")

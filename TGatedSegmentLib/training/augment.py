@@ -3,7 +3,7 @@ organs without a side, the same transform for all slices of a window and its mas
 
 Parameters are drawn by the sampler (from its seeded per-epoch generator) and travel with each
 sample, so augmentation is reproducible, resumable and independent of DataLoader workers.
-Validation never augments (the authors' validation did; see README).
+Validation never augments (the authors' validation did; see docs/training.md).
 
 The flip runs along the patient's left-right axis of the model input, whatever the checkpoint's
 slice layout (the authors' "horizontal" flip was along whichever image axis came second).

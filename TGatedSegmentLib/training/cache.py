@@ -22,24 +22,18 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.dataset import Case
+from ..data.modality import modality_hint
 from ..errors import Cancelled, InputError
 from ..io.atomic import atomic_dir, recover_dir
 from ..io.volume import Geometry, array_from_image, read_image
-from ..model.configuration import PreprocessConfig
+from ..preprocessing.config import PreprocessConfig
 from ..preprocessing.orientation import reorientation_for
 from ..preprocessing.volume import PreparedVolume, prepare_volume
-from .dataset import Case
 
 CACHE_VERSION = 1
 IMAGE_SCALE = 65535.0
 _META = "meta.json"
-
-
-def modality_hint(text: str | None) -> str:
-    """dataset.json's modality text -> "ct", "mr" or "auto" ("CT or MR" and unknown texts -> auto)."""
-    words = set(re.findall(r"[a-z]+", (text or "").lower()))
-    ct, mr = "ct" in words, bool(words & {"mr", "mri"})
-    return "ct" if ct and not mr else "mr" if mr and not ct else "auto"
 
 
 def _stamp(path: Path) -> list:

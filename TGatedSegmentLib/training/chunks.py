@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..inference.engine import window_indices
-from ..model.configuration import PreprocessConfig
+from ..preprocessing.config import PreprocessConfig
 from . import augment
 from .cache import CachedVolume
 from .sampling import EpochSampler

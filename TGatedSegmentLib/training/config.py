@@ -1,7 +1,7 @@
 """Training settings: one dataclass shared by ``tgated train`` and Python (Slicer's console).
 
 Settings left at ``None`` come from the run's recipe (``recipes.py``: ``paper`` for a pretrained
-base, ``cpu`` for random weights); see README "Training" for where the paper recipe departs from
+base, ``cpu`` for random weights); see docs/training.md for where the paper recipe departs from
 the authors' code. Importing this module does not import torch, so the CLI can reject bad input
 in a fraction of a second.
 """
@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from ..errors import InputError
-from .recipes import DEFAULT_BASE, RECIPES, recipe_for
+from .recipes import RECIPES, recipe_for
 
 # Settings that define what is trained: a resumed run must keep them (the others may change).
 STRUCTURAL = ("data", "val", "base", "tokenizer", "temporal", "freeze_encoders", "batch_size", "samples_per_epoch",

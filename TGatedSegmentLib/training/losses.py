@@ -16,7 +16,7 @@ Targets may be soft (edges of masks resized to the model grid). They differ in t
 Multi-prompt steps may add :func:`exclusive_loss` (weight ``exclusive``): organs do not overlap, so
 the prompts decoded for one slice, with a fixed background logit 0, form one softmax per pixel.
 Independent sigmoids never learn that a pixel which is clearly spleen is therefore not left kidney;
-the softmax teaches it from every pixel of every slice (see README "Recipes" for what it is worth).
+the softmax teaches it from every pixel of every slice (see docs/training.md, "Recipes", for what it is worth).
 At inference each prompt keeps its sigmoid: with the background at 0, ``softmax_k ~ sigmoid(z_k)``
 wherever one organ dominates, so the two losses agree on what a logit means.
 """

@@ -12,16 +12,18 @@ import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from ..data.checks import validate_label_values
+from ..data.dataset import Dataset, load_dataset
 from ..errors import InputError, OutputError
 from ..io.atomic import check_writable, recover_dir
 from .config import TrainConfig, structural_differences
-from .dataset import Dataset, load_dataset, split_dataset, validate_label_values
+from .dataset import split_dataset
 
 log = logging.getLogger(__name__)
 
 RESUME_DIR, BEST_DIR, LAST_DIR = "resume", "best", "last"
 RUN_FILE = "run.json"  # in resume/: the settings and counters, readable without torch
-RUN_ITEMS = (RESUME_DIR, BEST_DIR, LAST_DIR, "cache")
+RUN_ITEMS = (RESUME_DIR, BEST_DIR, LAST_DIR, "cache", "logs")  # logs: training/run_log.py
 
 
 @dataclass
@@ -109,22 +111,23 @@ def _check_labels(dataset: Dataset) -> dict[str, tuple[int, ...]]:
 
 def _check_base(config: TrainConfig) -> None:
     """What can be told about --base without loading it (a hub id is only tried later, offline-safe)."""
-    from ..model.architectures import ARCHITECTURES, PREFIX, is_builtin
+    from ..model.architectures import ARCHITECTURES, PREFIX
+    from ..model.source import SourceKind, classify_source
 
     if config.resume:
         return  # the model comes from RUN_DIR/resume
     base = str(config.base)
-    random_base = is_builtin(base) or Path(base).is_file()
-    if is_builtin(base) and base[len(PREFIX):] not in ARCHITECTURES:
+    source = classify_source(base)
+    if source.kind is SourceKind.BUILTIN and base[len(PREFIX):] not in ARCHITECTURES:
         raise InputError(f"unknown built-in architecture '{base}'",
                          f"Use one of: {', '.join(PREFIX + k for k in ARCHITECTURES)}.")
-    if random_base and not config.tokenizer:
+    if source.random_weights and not config.tokenizer:
         raise InputError(f"the base '{base}' is an architecture with random weights and no tokenizer",
                          "Pass --tokenizer with a CLIP tokenizer folder or hub id, or --tokenizer compact.")
-    if Path(base).is_dir() and not (Path(base) / "config.json").is_file():
+    if source.is_folder and not (source.path / "config.json").is_file():
         raise InputError(f"the base folder '{base}' has no config.json",
                          "Pass a checkpoint folder (tgated init/train/import), a CLIPSeg model folder or config.")
-    if base.startswith((".", "/", "~")) and not Path(base).expanduser().exists():
+    if base.startswith((".", "/", "~")) and source.kind is SourceKind.MISSING:
         raise InputError(f"the base '{base}' does not exist", "Check the path given as --base.")
 
 
@@ -147,16 +150,18 @@ def _read_json(path: Path) -> dict | None:
 def read_base_info(base: str) -> BaseInfo | None:
     """From a ``builtin:`` name, a CLIPSeg config file or folder, or a checkpoint folder; None for a
     hub id (known only once loaded: the trainer repeats the checks on the loaded model)."""
-    from ..model.architectures import ARCHITECTURES, PREFIX, is_builtin
+    from ..model.architectures import ARCHITECTURES, PREFIX
+    from ..model.source import SourceKind, classify_source
 
     base = str(base)
+    source = classify_source(base)
     raw = None
-    if is_builtin(base):
+    if source.kind is SourceKind.BUILTIN:
         raw = ARCHITECTURES.get(base[len(PREFIX):])
-    elif Path(base).expanduser().is_file():
-        raw = _read_json(Path(base).expanduser())
-    elif Path(base).expanduser().is_dir():
-        raw = _read_json(Path(base).expanduser() / "config.json")
+    elif source.kind is SourceKind.CONFIG_FILE:
+        raw = _read_json(source.path)
+    elif source.is_folder:
+        raw = _read_json(source.path / "config.json")
     if not isinstance(raw, dict):
         return None
     clipseg = raw.get("clipseg_config", raw) if raw.get("format") == "tgated-segment" else raw

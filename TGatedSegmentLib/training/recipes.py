@@ -10,7 +10,7 @@
   learning rate for everything with a short warm-up and one cosine decay over the time budget,
   batch Dice plus a one-organ-per-pixel softmax over each slice's prompts, no left-right flips (the
   side is an organ's strongest cue), oversampling of the slices just outside each organ and of the
-  slices a dataset marks as hard. README "Training", "Recipes" gives the measurements behind each
+  slices a dataset marks as hard. docs/training.md, "Recipes", gives the measurements behind each
   choice.
 
 A :class:`TrainConfig` field left at ``None`` takes its recipe's value; any explicit value wins.
@@ -85,7 +85,7 @@ CPU: dict = {
     "dice": "batch",
     # organs do not overlap: one softmax per pixel over a slice's prompts (+ background) next to the
     # sigmoids; 300 phantom steps: kidneys .38/.39 -> .60/.66, spleen .54 -> .70, organ-absent-slice
-    # false positives 96 -> 14 ml, mean .467 -> .550 (README "Recipes")
+    # false positives 96 -> 14 ml, mean .467 -> .550 (docs/training.md, "Recipes")
     "exclusive": 1.0,
     "max_rotation": 5.0,
     "max_zoom": 0.1,

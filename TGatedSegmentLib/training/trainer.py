@@ -10,7 +10,7 @@ both checkpoint folders with the training metadata in ``config.json`` ("training
 kill at any moment leaves complete ``best/``, ``last/`` and ``resume/``; cancelling (CancelToken,
 SIGTERM / Ctrl-C in the CLI) saves ``last/`` and ``resume/`` at the last completed step.
 
-Optimisation follows the paper and the authors' optimiser (README "Training" lists where we
+Optimisation follows the paper and the authors' optimiser (docs/training.md lists where we
 depart from their code): AdamW (weight decay 1e-4) with learning rates 1e-6 for the CLIP vision
 and text encoders, 1e-5 for the decoder, 5e-5 for every adapter parameter; cosine annealing with
 warm restarts every 5 epochs (evaluated at fractional epochs, so the rate also falls within an
@@ -22,355 +22,46 @@ paper), ``decoder`` (alias ``freeze_encoders``) the decoder and the adapters wit
 ``adapters`` the temporal adapter and the PEFT bottlenecks only (VLSM-Adapter), which get their
 own optimiser group ``peft``. When the vision encoder needs no gradient it runs under
 ``no_grad``. In the two frozen modes ``best/``, ``last/`` and ``resume/`` store only the trained
-parameters, on top of the base model's identity (see :func:`checkpoint_identity`).
+parameters, on top of the base model's identity (see :func:`run_folder.checkpoint_identity`).
+
+This module is the loop; the other jobs have their own modules: :mod:`.optim` (parameter groups,
+AdamW, learning rates), :mod:`.step` (one optimisation step), :mod:`.starting_model` (the model
+``--base`` gives, extended for the run), :mod:`.run_folder` (``best/``, ``last/``, ``resume/``).
 """
 
 from __future__ import annotations
 
-import copy
-import io
-import json
 import logging
 import math
-import shutil
 import time
 from pathlib import Path
 
 import torch
 
+from ..compat import moved_names
 from ..errors import Cancelled, InputError
 from ..inference.api import Segmenter, resolve_device
-from ..model.checkpoint import (
-    LoadedModel, base_fingerprint, build_model, load_base_model, load_model, resolve_tokenizer, save_checkpoint,
-)
-from ..model.configuration import AdapterConfig, PeftConfig
+from ..model.checkpoint import LoadedModel, load_model
 from ..model.modeling import TGatedCLIPSeg
-from ..model.tokenizer import check_tokenizer, tokenize
+from ..model.tokenizer import tokenize
 from ..preprocessing.slices import SliceCodec
 from ..progress import CancelToken, Progress, Throttle
 from . import distributed
 from .cache import CachedVolume, cache_cases
 from .chunks import ChunkAugmentation, ChunkDataset, ChunkSampler, make_chunk_loader, slice_weights
-from .config import DEFAULT_LR_PEFT, TrainConfig
-from .losses import segmentation_loss
-from .schedule import make_schedule
-from .token_cache import build_token_cache
-from .preflight import (
-    BEST_DIR, LAST_DIR, RESUME_DIR, RUN_FILE, RUN_ITEMS, BaseInfo, Plan, check_finetune, preflight,
-)
+from .config import TrainConfig
+from .optim import make_optimizer, set_train_mode_for
+from .preflight import BEST_DIR, RESUME_DIR, Plan, preflight
+from .run_folder import RunFolderMixin
+from .run_log import RunLog
 from .sampling import SampleIndex, WindowSampler
+from .schedule import make_schedule
+from .starting_model import build_training_model
+from .step import StepRunner
+from .token_cache import build_token_cache
 from .windows import WindowDataset, make_loader
 
 log = logging.getLogger(__name__)
-
-STATE_FILE = "state.pt"
-GROUPS = ("vision", "text", "decoder", "adapter", "refine")
-PEFT_GROUP = "peft"  # VLSM bottleneck adapters, when the model has them
-
-
-# --------------------------------------------------------------------------- model and optimiser
-
-
-def parameter_group(name: str) -> str:
-    """The optimiser group of a parameter; every parameter has one (a new one fails loudly)."""
-    if name.startswith("adapter."):
-        return "adapter"
-    if name.startswith("refine."):
-        return "refine"
-    if name.startswith("peft."):
-        return PEFT_GROUP
-    if name.startswith("base_model.decoder."):
-        return "decoder"
-    if name.startswith(("base_model.clip.vision_model.", "base_model.clip.visual_projection.")):
-        return "vision"
-    if name.startswith(("base_model.clip.text_model.", "base_model.clip.text_projection.")) or \
-            name == "base_model.clip.logit_scale":
-        return "text"
-    raise RuntimeError(f"parameter '{name}' belongs to no optimiser group")
-
-
-def group_learning_rates(config: TrainConfig, peft_variant: str | None = None) -> dict[str, float]:
-    """Per group; the PEFT adapters' rate defaults to VLSM-Adapter's for their variant."""
-    variant = peft_variant or config.peft or "dense"
-    lr_peft = config.lr_peft if config.lr_peft is not None else DEFAULT_LR_PEFT[variant]
-    text = config.lr_text if config.lr_text is not None else config.lr_encoder
-    return {"vision": config.lr_encoder, "text": text, "decoder": config.lr_decoder,
-            "adapter": config.lr_adapter, "refine": config.lr_adapter, PEFT_GROUP: lr_peft}
-
-
-def freeze_encoders(model: TGatedCLIPSeg) -> None:
-    """Vision and text encoders fixed: no gradients, so autograd records nothing through them
-    (the same as running them under ``no_grad``), and eval mode."""
-    for name, p in model.named_parameters():
-        if parameter_group(name) in ("vision", "text"):
-            p.requires_grad_(False)
-
-
-def model_learning_rates(model: TGatedCLIPSeg, config: TrainConfig) -> dict[str, float]:
-    """:func:`group_learning_rates` for this model (its PEFT variant, if it has adapters)."""
-    variant = model.peft.config.variant if getattr(model, "peft", None) is not None else None
-    return group_learning_rates(config, variant)
-
-
-def freeze_zero_rate_parts(model: TGatedCLIPSeg, config: TrainConfig) -> set[str]:
-    """A part whose learning rate is 0 (the ``cpu`` recipe's text encoder) does not train: no
-    gradients for it, so backward and AdamW skip it (the same weights as stepping it at lr 0,
-    where AdamW's decoupled weight decay is lr x decay = 0 too). Returns the frozen names."""
-    lrs = model_learning_rates(model, config)
-    frozen = set()
-    for name, p in model.named_parameters():
-        if p.requires_grad and lrs[parameter_group(name)] == 0:
-            p.requires_grad_(False)
-            frozen.add(name)
-    model.vision_without_grad = not model.vision_needs_grad
-    return frozen
-
-
-def set_train_mode(model: TGatedCLIPSeg, frozen_encoders: bool, frozen_decoder: bool = False) -> None:
-    """Training mode, except frozen parts (eval: no dropout in what does not train)."""
-    model.train()
-    if frozen_encoders:
-        model.base_model.clip.eval()
-    if frozen_decoder:
-        model.base_model.decoder.eval()
-
-
-def set_train_mode_for(model: TGatedCLIPSeg, finetune: str) -> None:
-    set_train_mode(model, finetune != "full", finetune == "adapters")
-
-
-def make_optimizer(model: TGatedCLIPSeg, config: TrainConfig) -> torch.optim.AdamW:
-    """AdamW with one group per part; all trainable parameters, ``temporal_pos_emb`` included,
-    frozen ones left out (so every trained parameter is in exactly one group)."""
-    lrs = model_learning_rates(model, config)
-    params: dict[str, list] = {g: [] for g in GROUPS + (PEFT_GROUP,)}
-    for name, p in model.named_parameters():
-        group = parameter_group(name)
-        if p.requires_grad:
-            params[group].append(p)
-    groups = [{"name": g, "params": ps, "lr": lrs[g]} for g, ps in params.items() if ps]
-    # one fused kernel for all parameters: on a CPU a fifth of the per-tensor loop's time
-    fused = all(p.dtype.is_floating_point and p.device.type in ("cpu", "cuda") for g in groups for p in g["params"])
-    return torch.optim.AdamW(groups, lr=config.lr_decoder, weight_decay=config.weight_decay, fused=fused or None)
-
-
-def _rebuild(loaded: LoadedModel, config, seed: int) -> LoadedModel:
-    """The model ``config`` describes, on the same CLIPSeg base, with every weight of ``loaded`` that
-    still fits (same name and shape) and fresh initialisation for what is new."""
-    old = loaded.model
-    if old.peft is not None:
-        old.peft.detach()  # the new model attaches its own hooks to the shared base
-    torch.manual_seed(seed)
-    model = TGatedCLIPSeg(config, base_model=old.base_model)
-    new_state = model.state_dict()
-    kept = {k: v for k, v in old.state_dict().items() if k in new_state and new_state[k].shape == v.shape}
-    model.load_state_dict(kept, strict=False)
-    return LoadedModel(model, loaded.tokenizer, config, loaded.source)
-
-
-def new_adapter_config(config: TrainConfig, hidden: int, base: str = "") -> AdapterConfig:
-    """A fresh adapter as the run asks: the paper's sizes (or the architecture's), ``config.adapter``'s wiring."""
-    from ..model.architectures import adapter_sizes
-
-    return AdapterConfig.default_for(hidden, **adapter_sizes(base), ignore_context=config.adapter == "control",
-                                     mode="reference" if config.adapter == "reference" else "residual")
-
-
-def _adapter_changed(loaded: LoadedModel, config: TrainConfig) -> LoadedModel:
-    temporal = config.temporal
-    if loaded.model.temporal == temporal:
-        return loaded
-    model_config = copy.deepcopy(loaded.config)
-    hidden = loaded.model.base_model.config.vision_config.hidden_size
-    model_config.adapter = new_adapter_config(config, hidden) if temporal else None
-    if model_config.adapter is not None and model_config.adapter.mode == "reference":
-        model_config.refine = None
-    log.warning("the base %s; training %s", "has a temporal adapter" if loaded.model.temporal else "has no adapter",
-                "with a new, randomly initialised adapter" if temporal else "the slice-wise baseline without it")
-    return _rebuild(loaded, model_config, config.seed)
-
-
-def extend_for_training(loaded: LoadedModel, config: TrainConfig) -> LoadedModel:
-    """Add what the run asks for and the base lacks: PEFT adapters (zero-initialised: the model
-    starts equal to its base) and probabilistic temporal attention (the base's attention weights
-    become the key/value means, ``var_proj`` starts at its init: equal outputs without sampling)."""
-    model = loaded.model
-    add_peft = config.peft is not None and model.peft is None
-    add_prob = config.probabilistic and model.adapter is not None and not model.adapter.config.probabilistic
-    add_refine = bool(config.refine) and model.refine is None and not model.reference_wiring
-    if not (add_peft or add_prob or add_refine):
-        return loaded
-    new = copy.deepcopy(loaded.config)
-    if add_refine:
-        from ..model.configuration import RefineConfig
-
-        new.refine = RefineConfig(config.refine)
-        log.info("adding a refinement head (%d channels)", config.refine)
-    if add_peft:
-        new.peft = PeftConfig(**config.peft_settings())
-        log.info("adding %s PEFT adapters (dim %d)", new.peft.variant, new.peft.dim)
-    if add_prob:
-        new.adapter.probabilistic = True
-        log.info("the temporal attention becomes probabilistic (means from the base, variances at their init)")
-    try:
-        extended = _rebuild(loaded, new, config.seed + 1)
-    except ValueError as exc:  # PeftAdapters' own size check (the base is only known now for hub ids)
-        from ..errors import InputError
-
-        raise InputError(f"cannot add PEFT adapters to this base: {exc}", "Use --peft dense.") from None
-    missing = set(extended.model.state_dict()) - set(model.state_dict())
-    assert all(k.startswith(("peft.", "refine.")) or ".var_proj." in k for k in missing), sorted(missing)[:5]
-    return extended
-
-
-def checkpoint_identity(config: TrainConfig, loaded: LoadedModel, frozen_keys: set[str]) -> tuple[str | None, str]:
-    """Where a partial checkpoint's left-out (frozen, ``base_model.``) weights can be reloaded from.
-
-    * a CLIPSeg folder or hub id as ``--base``: that (exactly its weights);
-    * a TGatedSegment checkpoint: the CLIPSeg base it names, when the frozen weights equal that
-      base's (e.g. a ``tgated init`` folder, or a run that froze them too); otherwise the checkpoint
-      folder itself;
-    * a random architecture (``builtin:``, a config file): none (the run then saves full weights).
-
-    Returns ``(identity or None, explanation)``.
-    """
-    from .recipes import random_weights
-
-    base = str(config.base)
-    if random_weights(base):
-        return None, f"the base '{base}' is an architecture with random weights: nothing to reload them from"
-    if loaded.config.base_model_id == base:  # a plain CLIPSeg (zero-shot load)
-        return base, f"on top of the CLIPSeg base '{base}'"
-    named = loaded.config.base_model_id
-    if named:
-        try:
-            reference = load_base_model(named).state_dict()
-            state = loaded.model.state_dict()
-            same = all(k.removeprefix("base_model.") in reference and
-                       torch.equal(state[k].cpu(), reference[k.removeprefix("base_model.")]) for k in frozen_keys)
-            if same:
-                return named, f"on top of '{named}' (the base of '{base}'; its frozen weights are that base's)"
-            why = f"its frozen weights differ from those of its base '{named}'"
-        except Exception as exc:  # not reachable (offline hub id, moved folder): fall back to the checkpoint itself
-            why = f"its base '{named}' cannot be loaded here ({type(exc).__name__})"
-    else:
-        why = "it names no CLIPSeg base"
-    return base, f"on top of the checkpoint '{base}' ({why})"
-
-
-def build_training_model(config: TrainConfig, organs: list) -> LoadedModel:
-    """The starting model: a checkpoint folder, a CLIPSeg folder or hub id (pretrained), or a
-    CLIPSeg config / ``builtin:`` architecture (random weights)."""
-    from ..model.checkpoint import load_clipseg_config
-    from ..model.configuration import PreprocessConfig, RefineConfig
-    from .recipes import random_weights
-
-    base = str(config.base)
-    if random_weights(base):
-        preprocessing = PreprocessConfig(image_size=config.image_size) if config.image_size else None
-        hidden = load_clipseg_config(base).vision_config.hidden_size
-        adapter = new_adapter_config(config, hidden, base) if config.temporal else None
-        # (TrainConfig already refuses a refinement head with the authors' wiring)
-        refine = RefineConfig(config.refine) if config.refine else None
-        loaded = build_model(base, tokenizer=config.tokenizer, temporal=config.temporal, adapter=adapter,
-                             preprocessing=preprocessing, vocabulary=organs, seed=config.seed, refine=refine)
-    else:
-        loaded = load_model(base)
-        if config.tokenizer:
-            loaded.tokenizer = resolve_tokenizer(config.tokenizer, organs)
-            check_tokenizer(loaded.tokenizer, loaded.model.base_model.config)
-        loaded = _adapter_changed(loaded, config)
-    clip = loaded.model.base_model.config
-    own = loaded.config.peft.to_dict() if loaded.config.peft is not None else None
-    check_finetune(config, BaseInfo(clip.text_config.hidden_size, clip.projection_dim, own))  # again: hub ids
-    loaded = extend_for_training(loaded, config)
-    loaded.config.vocabulary = list(organs)
-    if config.image_size:
-        loaded.config.preprocessing.image_size = config.image_size
-    loaded.config.training = None
-    return loaded
-
-
-def _grad_scaler():
-    """float16 loss scaling (``torch.amp.GradScaler`` from torch 2.3, ``torch.cuda.amp`` before)."""
-    if hasattr(torch.amp, "GradScaler"):
-        return torch.amp.GradScaler("cuda")
-    return torch.cuda.amp.GradScaler()
-
-
-class StepRunner:
-    """One optimisation step: forward (through DDP when wrapped), loss, backward, clipping, AdamW.
-
-    The gradient norm is taken after DDP averaged the gradients, so every rank makes the same
-    skip decision for a non-finite step. Used by the trainer and the throughput benchmark.
-    """
-
-    def __init__(self, model: TGatedCLIPSeg, optimizer: torch.optim.Optimizer, config: TrainConfig,
-                 prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, net: torch.nn.Module | None = None,
-                 amp_dtype: torch.dtype | None = None):
-        self.model, self.net = model, net if net is not None else model
-        self.optimizer, self.config = optimizer, config
-        self.prompt_ids, self.prompt_mask = prompt_ids, prompt_mask  # (K, tokens): one row per prompt
-        self.device = prompt_ids.device
-        self.amp_dtype = amp_dtype if self.device.type == "cuda" else None
-        self.scaler = _grad_scaler() if self.amp_dtype == torch.float16 else None
-        self.trainable = [p for p in model.parameters() if p.requires_grad]
-        self.skipped = 0
-
-    def _autocast(self):
-        if self.amp_dtype is None:
-            return torch.autocast(self.device.type, enabled=False)
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
-
-    def logits(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """(logits, targets, prompt of each item, slice of each item or None) of a batch of either kind:
-
-        * pairs: pixels (B, S, 3, H, W), target (B, H, W), prompt (B,) rows of prompt_ids;
-        * slices (``chunks.collate_chunks``): pixels (U, 3, H, W), windows (B, S), items (M, 2),
-          targets (M, H, W); every prompt is encoded once.
-        """
-        device = self.device
-        pixels = batch["pixels"].to(device, non_blocking=True)
-        if "items" in batch:
-            items = batch["items"].to(device)
-            tokens = batch["tokens"].to(device, non_blocking=True) if "tokens" in batch else None
-            with self._autocast():
-                logits = self.net(pixels, self.prompt_ids, self.prompt_mask, windows=batch["windows"].to(device),
-                                  items=items, tokens=tokens)  # (M, H, W)
-            return logits, batch["targets"].to(device, non_blocking=True), items[:, 1], items[:, 0]
-        prompt = batch["prompt"].to(device)
-        with self._autocast():
-            logits = self.net(pixels, self.prompt_ids[prompt], self.prompt_mask[prompt])  # (B, H, W)
-        return logits, batch["target"].to(device, non_blocking=True), prompt, None
-
-    def loss(self, batch: dict) -> torch.Tensor:
-        logits, target, prompt, slices = self.logits(batch)
-        exclusive = self.config.exclusive if slices is not None else 0.0
-        return segmentation_loss(logits, target, self.model.gate_penalty(), self.config.gate_penalty,
-                                 self.config.dice, prompt, slices, exclusive)[0]
-
-    def __call__(self, batch: dict) -> float:
-        """One optimisation step on a batch (see :meth:`logits`) -> its loss."""
-        loss = self.loss(batch)
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-            self.scaler.unscale_(self.optimizer)
-        else:
-            loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(self.trainable, self.config.grad_clip or float("inf"))
-        if torch.isfinite(norm):
-            if self.scaler is not None:
-                self.scaler.step(self.optimizer)
-            else:
-                self.optimizer.step()
-        else:
-            self.skipped += 1
-            log.warning("optimiser step skipped: non-finite gradient norm")
-        if self.scaler is not None:
-            self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
-        return float(loss.detach())
 
 
 # --------------------------------------------------------------------------- the run
@@ -401,12 +92,16 @@ def train(config: TrainConfig, progress=None, cancel: CancelToken | None = None,
     try:
         plan = plan or preflight(config)
         ctx.barrier()  # every rank has checked the run folder before rank 0 writes to it
-        return _Run(plan, device, ctx, progress if ctx.is_main else Progress(), cancel).run()
+        run_dir = _Run(plan, device, ctx, progress if ctx.is_main else Progress(), cancel).run()
+        ctx.barrier()  # no rank leaves the group while another is still in a collective
+        return run_dir
     finally:
         distributed.teardown(ctx)
 
 
-class _Run:
+class _Run(RunFolderMixin):
+    """One training session: setup, the loop, validation (the run folder's side: :class:`RunFolderMixin`)."""
+
     def __init__(self, plan: Plan, device: torch.device, ctx: distributed.DistContext, progress: Progress,
                  cancel: CancelToken):
         self.plan, self.config, self.device, self.ctx = plan, plan.config, device, ctx
@@ -424,18 +119,6 @@ class _Run:
         self.best: dict | None = None
 
     # -- setup --------------------------------------------------------------------------------
-    def _prepare_folder(self) -> None:
-        if not self.ctx.is_main:
-            return
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        if self.config.overwrite and not self.config.resume:
-            for name in RUN_ITEMS:
-                item = self.run_dir / name
-                if name != "cache" and item.is_dir():
-                    shutil.rmtree(item)
-                elif name != "cache" and item.exists():
-                    item.unlink()
-
     def _main_rank_first(self, build):
         """``build(progress, cancel)`` on the main rank (which writes the cache entries, with progress
         and Cancel), then on the others, which find every entry written and only open it."""
@@ -524,151 +207,9 @@ class _Run:
         self.progress.info(message="caching the frozen encoder's tokens of every training slice (once)")
         return self._main_rank_first(lambda progress, cancel: build_token_cache(
             self.model, self.train_volumes, codec, self.config.val_batch_size, progress, cancel))
-
-    def _setup_finetune(self, loaded: LoadedModel) -> None:
-        """Freeze per ``finetune`` and decide what the checkpoints store (all or the trained weights)."""
-        cfg, model = self.config, loaded.model
-        trained = set(model.set_finetune(cfg.finetune))  # also: vision encoder under no_grad if allowed
-        trained -= freeze_zero_rate_parts(model, cfg)
-        if not trained:
-            from ..errors import InputError
-
-            raise InputError(f"--finetune {cfg.finetune} leaves nothing to train in this model",
-                             "Add --peft dense|shallow, or use --finetune decoder or full.")
-        state_keys = list(model.state_dict())
-        self.saved_keys = None  # None: full weights
-        self.fingerprint = None
-        note = "all weights"
-        if cfg.finetune != "full":
-            saved = {k for k in state_keys if not k.startswith("base_model.") or k in trained}
-            if cfg.resume:
-                raw = json.loads((self.run_dir / RESUME_DIR / "config.json").read_text(encoding="utf-8"))
-                identity = loaded.config.base_model_id if raw.get("partial_weights") else None
-                note = ((loaded.config.training or {}).get("weights") or {}).get("note", "")
-            else:
-                identity, note = checkpoint_identity(cfg, loaded, set(state_keys) - saved)
-            if identity is None:
-                log.warning("--finetune %s: checkpoints keep all weights, because %s", cfg.finetune, note)
-            else:
-                self.saved_keys = saved
-                self.model_config.base_model_id = identity
-                self.fingerprint = base_fingerprint(model, saved)
-        self.weights_info = {
-            "finetune": cfg.finetune,
-            "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
-            "parameters": sum(p.numel() for p in model.parameters()),
-            "vision_encoder_no_grad": model.vision_without_grad,
-            "stored": "trained parameters only" if self.saved_keys is not None else "all weights",
-            "base": self.model_config.base_model_id if self.saved_keys is not None else None,
-            "note": note,
-        }
-
-    def _save(self, folder: Path, config, extra_files: dict | None = None) -> None:
-        """A checkpoint folder: all weights, or only the trained ones on top of the base's identity."""
-        if self.saved_keys is None:
-            save_checkpoint(self.model, self.tokenizer, folder, config, extra_files=extra_files)
-            return
-        state = {k: v for k, v in self.model.state_dict().items() if k in self.saved_keys}
-        save_checkpoint(self.model, self.tokenizer, folder, config, state_dict=state, partial_weights=True,
-                        extra_files=extra_files, base_fingerprint=self.fingerprint)
-
-    # -- state ----------------------------------------------------------------------------------
-    def _rng_state(self) -> dict:
-        state = {"torch": torch.get_rng_state()}
-        if self.device.type == "cuda":
-            state["cuda"] = torch.cuda.get_rng_state(self.device)
-        return state
-
-    def _set_rng_state(self, state: dict) -> None:
-        torch.set_rng_state(state["torch"])
-        if "cuda" in state and self.device.type == "cuda":
-            torch.cuda.set_rng_state(state["cuda"], self.device)
-
-    def _counters(self) -> dict:
-        return {"epoch": self.epoch, "position": self.position, "global_step": self.global_step,
-                "skipped_steps": self.step.skipped, "loss_sum": self.loss_sum, "loss_steps": self.loss_steps,
-                "history": self.history, "best": self.best, "seconds": round(self.seconds(), 3)}
-
     def seconds(self) -> float:
         """Wall time of the run so far, over all its sessions: what ``max_seconds`` and the cosine budget count."""
         return self.seconds_before + time.monotonic() - self._start
-
-    def _load_state(self) -> None:
-        folder = self.run_dir / RESUME_DIR
-        state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
-        counters = json.loads((folder / RUN_FILE).read_text(encoding="utf-8"))["counters"]
-        for key in ("epoch", "position", "global_step", "loss_sum", "loss_steps", "history", "best"):
-            setattr(self, key, counters[key])
-        self.seconds_before = float(counters.get("seconds", 0.0))
-        self.step.skipped = counters["skipped_steps"]
-        try:
-            self.optimizer.load_state_dict(state["optimizer"])
-        except ValueError as exc:  # e.g. a run saved before zero-rate parts were frozen had one group more
-            raise InputError(f"the optimiser state in '{folder}' does not fit this version's parameter groups ({exc})",
-                             "Resume it with the version that started it, or start the run again.") from None
-        self.scheduler.load_state_dict(state["scheduler"])
-        if self.scaler is not None and state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-        saved_world = int(state["sampler"].get("world_size", 1))
-        rngs = state["rng"]
-        if saved_world == self.ctx.world_size and len(rngs) == self.ctx.world_size:
-            self.sampler.load_state_dict(state["sampler"])
-            self._set_rng_state(rngs[self.ctx.rank])
-        else:
-            # the same samples done, counted in this world size's batches (at most one batch repeats)
-            self.position = self.position * saved_world // self.ctx.world_size
-            self.sampler.set_epoch(self.epoch, self.position)
-            log.warning("resumed with %d process(es) instead of %d: the epoch continues from sample %d and the "
-                        "dropout streams restart (not bit-identical to an uninterrupted run)", self.ctx.world_size,
-                        saved_world, self.position * self.sampler.batch_size * self.ctx.world_size)
-
-    def metadata(self, selected: str) -> dict:
-        plan, cfg = self.plan, self.config
-        settings = {k: v for k, v in cfg.to_dict().items() if k not in ("output", "resume", "overwrite", "cache_dir")}
-        done = [h for h in self.history if not h.get("partial")]
-        return {
-            "producer": "tgated train",
-            "selected": selected,
-            "recipe": cfg.recipe,
-            "data": {"train": str(plan.train.root), "train_cases": [c.case_id for c in plan.train.cases],
-                     "val": plan.val_label, "val_cases": [c.case_id for c in plan.val.cases],
-                     "labels": {str(i): n for i, n in plan.train.label_names.items()}},
-            "base": cfg.base,
-            "temporal": self.model.temporal,
-            "weights": self.weights_info,
-            "settings": settings,
-            "sampling": {**self.index.counts(), "epoch_size": self.sampler.epoch_size,
-                         "steps_per_epoch": self.sampler.steps_per_epoch, "world_size": self.ctx.world_size},
-            "epochs_completed": len(done),
-            "step": self.global_step,
-            "seconds": round(self.seconds(), 1),  # wall time of the run when this was saved (all sessions)
-            "skipped_steps": self.step.skipped,
-            "best": self.best,
-            "history": self.history,
-        }
-
-    def _config_with(self, selected: str):
-        config = copy.deepcopy(self.model_config)
-        config.training = self.metadata(selected)
-        return config
-
-    def save_point(self) -> None:
-        """last/ and resume/ at the current (epoch, position), each swapped in atomically."""
-        rngs = self.ctx.all_gather(self._rng_state())
-        if self.ctx.is_main:
-            self._save(self.run_dir / LAST_DIR, self._config_with("last"))
-            state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                     "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-                     "sampler": {**self.sampler.state_dict(), "epoch": self.epoch, "position": self.position},
-                     "rng": rngs}
-            buffer = io.BytesIO()
-            torch.save(state, buffer)
-            run = {"config": self.config.to_dict(), "counters": self._counters()}
-            self._save(self.run_dir / RESUME_DIR, self._config_with("resume"),
-                       extra_files={STATE_FILE: buffer.getvalue(), RUN_FILE: json.dumps(run, indent=1)})
-        self._last_save = time.monotonic()
-        self.ctx.barrier()
-
     # -- validation -----------------------------------------------------------------------------
     def validate(self) -> dict:
         """Per-organ volumetric Dice on whole validation volumes (streaming engine, native grid)."""
@@ -731,6 +272,7 @@ class _Run:
         if partial:
             entry["partial"] = True
         self.history.append(entry)
+        self.run_log.validation(entry)
         score = result["val_mean_dice"]
         score = score if isinstance(score, float) and math.isfinite(score) else -1.0
         improved = self.best is None or score > self.best["score"]
@@ -774,6 +316,24 @@ class _Run:
                                f"{self.epoch} of {cfg.epochs} epochs and {self.global_step} steps done (raise --epochs "
                                f"or --steps to continue)")
             return self.run_dir
+        self.run_log = RunLog(self.run_dir, [g["name"] for g in self.optimizer.param_groups],
+                              [organ.name for organ in self.plan.val.organs.values()],
+                              resume_step=self.global_step if cfg.resume else None, enabled=self.ctx.is_main)
+        try:
+            self._loop()
+        finally:
+            self.run_log.close()
+        best = self.best or {}
+        self.progress.info(kind="done", run_dir=str(self.run_dir), best_epoch=best.get("epoch"),
+                           best_val_mean_dice=best.get("val_mean_dice"), step=self.global_step,
+                           message=f"finished after {self.global_step} steps; best epoch {best.get('epoch')} "
+                                   f"(validation mean Dice {_fmt(best.get('val_mean_dice'))}); "
+                                   f"checkpoints in {self.run_dir}")
+        return self.run_dir
+
+    def _loop(self) -> None:
+        """Epochs of steps until the budget, a stop or Cancel (raised after the state is saved)."""
+        cfg = self.config
         throttle = Throttle(self.progress, 0.25)
         while self.epoch < cfg.epochs:
             steps = self.sampler.steps_per_epoch
@@ -790,6 +350,8 @@ class _Run:
                 self.global_step += 1
                 self.loss_sum += loss
                 self.loss_steps += 1
+                self.run_log.step(self.global_step, self.epoch + 1, loss,
+                                  {g["name"]: g["lr"] for g in self.optimizer.param_groups})
                 throttle.update("train", self.position, steps, epoch=self.epoch + 1, epochs=cfg.epochs,
                                 step=self.global_step, loss=round(loss, 5))
                 if self.position < steps and self._save_due():
@@ -802,14 +364,19 @@ class _Run:
                 stop = "budget"
             if stop is not None:
                 break
-        best = self.best or {}
-        self.progress.info(kind="done", run_dir=str(self.run_dir), best_epoch=best.get("epoch"),
-                           best_val_mean_dice=best.get("val_mean_dice"), step=self.global_step,
-                           message=f"finished after {self.global_step} steps; best epoch {best.get('epoch')} "
-                                   f"(validation mean Dice {_fmt(best.get('val_mean_dice'))}); "
-                                   f"checkpoints in {self.run_dir}")
-        return self.run_dir
 
 
 def _fmt(value) -> str:
     return f"{value:.4f}" if isinstance(value, float) and math.isfinite(value) else "n/a"
+
+
+# Names that moved to the modules above; the old imports keep working with a DeprecationWarning.
+__getattr__ = moved_names(__name__, {
+    **dict.fromkeys(("GROUPS", "PEFT_GROUP", "parameter_group", "group_learning_rates", "freeze_encoders",
+                     "model_learning_rates", "freeze_zero_rate_parts", "set_train_mode"),
+                    "TGatedSegmentLib.training.optim"),
+    **dict.fromkeys(("new_adapter_config", "extend_for_training", "_rebuild", "_adapter_changed"),
+                    "TGatedSegmentLib.training.starting_model"),
+    **dict.fromkeys(("checkpoint_identity", "STATE_FILE"), "TGatedSegmentLib.training.run_folder"),
+    "_grad_scaler": "TGatedSegmentLib.training.step",
+})

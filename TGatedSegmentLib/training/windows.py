@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..inference.engine import window_indices
-from ..model.configuration import PreprocessConfig
+from ..preprocessing.config import PreprocessConfig
 from ..preprocessing.slices import SliceCodec
 from . import augment
 from .cache import CachedVolume

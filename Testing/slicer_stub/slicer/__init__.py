@@ -17,10 +17,12 @@ Mirrored behaviours that the tests rely on:
 - vtkSegment tags: SetTag(tag, value), GetTag(tag, vtk.reference) -> bool; GetTerminologyEntryTagName()
   is "TerminologyEntry" (Libs/vtkSegmentationCore/vtkSegment.h).
 - vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(labelmapNode, segmentationNode,
-  vtkStringArray): label i+1 goes to segment IDs[i], a missing ID becomes a segment named by the ID,
-  the segment is cleared and gets the labelmap (its own layer) as binary labelmap; fails unless the
-  segmentation's source representation is binary labelmap
-  (Modules/Loadable/Segmentations/Logic/vtkSlicerSegmentationsModuleLogic.cxx).
+  vtkStringArray): label i+1 goes to segment IDs[i] (an empty ID is skipped), a missing ID becomes a
+  segment named by the ID, each segment is cleared and then gets label value i+1 and the one copy of
+  the labelmap that all the IDs share (a shared layer); fails unless the segmentation's source
+  representation is binary labelmap (Modules/Loadable/Segmentations/Logic/vtkSlicerSegmentationsModuleLogic.cxx).
+  vtkSegmentation.ClearSegment on a shared layer zeroes only that segment's label value; a segment
+  added without data gets an empty image of its own (Libs/vtkSegmentationCore/vtkSegmentation.cxx).
 - vtkSlicerVolumesLogic.CreateAndAddLabelVolume(volumeNode, name): same grid, zero voxels, the
   volume's parent transform (Modules/Loadable/Volumes/Logic/vtkSlicerVolumesLogic.cxx).
 - Linear transforms: vtkMRMLLinearTransformNode.SetMatrixTransformToParent / GetMatrixTransformToParent,
@@ -48,10 +50,8 @@ import tempfile
 import uuid
 
 import numpy as np
-import vtk
-
 import qt
-
+import vtk
 
 # --------------------------------------------------------------------------------------------------
 # Application
@@ -534,7 +534,9 @@ class vtkSegmentation:
             if candidate not in self._segments:
                 return candidate
 
-    def AddSegment(self, segment, segmentId=""):
+    def AddSegment(self, segment, segmentId="", insertBeforeSegmentId=""):
+        if insertBeforeSegmentId:
+            raise NotImplementedError("the stand-in appends segments only")
         segmentId = self.GenerateUniqueSegmentID(segmentId)
         self._segments[segmentId] = segment
         return True
@@ -545,6 +547,8 @@ class vtkSegmentation:
             segment.SetColor(*color)
         names = {s.GetName() for s in self._segments.values()}
         segment.SetName(segmentName or next(f"Segment_{n}" for n in itertools.count(1) if f"Segment_{n}" not in names))
+        # AddSegment gives a segment without data an empty source representation of its own
+        segment.AddRepresentation(self._sourceRepresentationName, vtkOrientedImageData(np.zeros((0, 0, 0)), np.eye(4)))
         segmentId = self.GenerateUniqueSegmentID(segmentId)
         self._segments[segmentId] = segment
         return segmentId
@@ -576,7 +580,11 @@ class vtkSegmentation:
         segment = self._segments.get(segmentId)
         if segment is not None:
             data = segment.GetRepresentation(self._sourceRepresentationName)
-            if data is not None:
+            sharing = [s for i, s in self._segments.items() if i != segmentId
+                       and s.GetRepresentation(self._sourceRepresentationName) is data]
+            if data is not None and sharing:  # a shared layer: only this segment's label goes
+                data._voxels[data._voxels == segment.GetLabelValue()] = 0
+            elif data is not None:
                 segment.AddRepresentation(self._sourceRepresentationName,
                                           vtkOrientedImageData(np.zeros_like(data._voxels), data._imageToWorld))
 
@@ -757,6 +765,7 @@ class vtkSlicerSegmentationsModuleLogic:
         from . import util
 
         labels = util.arrayFromVolume(labelmapNode)
+        shared = vtkOrientedImageData(labels, labelmapNode._ijkToRAS)  # one image for all the IDs: a shared layer
         for index in range(updatedSegmentIDs.GetNumberOfValues()):
             segmentId = updatedSegmentIDs.GetValue(index)
             if not segmentId:
@@ -768,7 +777,7 @@ class vtkSlicerSegmentationsModuleLogic:
                 segmentation.AddSegment(segment, segmentId)
             segmentation.ClearSegment(segmentId)
             segment.SetLabelValue(index + 1)
-            segment.AddRepresentation(binary, vtkOrientedImageData(labels == index + 1, labelmapNode._ijkToRAS))
+            segment.AddRepresentation(binary, shared)
         return True
 
     @staticmethod
@@ -782,11 +791,11 @@ class vtkSlicerSegmentationsModuleLogic:
         for index in range(segmentIDs.GetNumberOfValues()):
             segment = segmentationNode.GetSegmentation().GetSegment(segmentIDs.GetValue(index))
             data = segment.GetRepresentation(binary) if segment else None
-            if data is None:
+            if data is None or data._voxels.size == 0:  # no data or an empty image: nothing to export
                 continue
             if data._voxels.shape != labels.shape or not np.allclose(data._imageToWorld, reference._ijkToRAS):
                 raise NotImplementedError("the stand-in exports segments only on their own voxel grid")
-            labels[data._voxels > 0] = index + 1
+            labels[data._voxels == segment.GetLabelValue()] = index + 1
         util.updateVolumeFromArray(labelmapNode, labels)
         labelmapNode._ijkToRAS = reference._ijkToRAS.copy()
         return True

@@ -1,0 +1,83 @@
+"""RUN/logs/: the step and validation CSV files, the curves, and how a resumed run continues them."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+from training_helpers import make_dataset
+
+from TGatedSegmentLib.progress import CancelToken
+from TGatedSegmentLib.training import TrainConfig, resume_config, train
+from TGatedSegmentLib.training.run_log import RunLog
+
+FAST = dict(recipe="paper", base="builtin:tiny", tokenizer="compact", image_size=32, epochs=2, batch_size=4,
+            samples_per_epoch=12, lr_encoder=1e-3, lr_decoder=1e-3, lr_adapter=1e-3, device="cpu", num_workers=0,
+            save_every_minutes=None)
+
+
+def rows(path: Path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("runlog") / "ds", cases=1, depth=10, size=24)
+
+
+def test_a_training_writes_step_and_validation_logs_and_curves(data, tmp_path):
+    run = train(TrainConfig(data=data, output=tmp_path / "run", **FAST))
+    steps = rows(run / "logs" / "steps.csv")
+    assert [int(r["step"]) for r in steps] == list(range(1, 7))  # 12 samples / 4 = 3 steps x 2 epochs
+    assert all(float(r["loss"]) > 0 and float(r["lr_decoder"]) > 0 for r in steps)
+    assert {int(r["epoch"]) for r in steps} == {1, 2}
+    val = rows(run / "logs" / "validation.csv")
+    assert [int(r["step"]) for r in val] == [3, 6]
+    organs = [name[5:] for name in val[0] if name.startswith("dice_")]
+    assert organs == ["liver", "spleen", "left_kidney"]  # the phantom dataset's organs, every one scored
+    assert all(r[f"dice_{o}"] != "" for r in val for o in organs)
+    assert (run / "logs" / "curves.png").stat().st_size > 1000
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "logs" / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == list(range(1, 7))
+    assert [e.step for e in events.Scalars("val/mean_dice")] == [3, 6]
+
+
+def test_a_resumed_run_continues_the_logs_without_repeating_steps(data, tmp_path):
+    token = CancelToken()
+
+    def cancel_after_four(event):
+        if event.get("stage") == "train" and event.get("step") == 4:
+            token.cancel()
+
+    from TGatedSegmentLib.errors import Cancelled
+
+    with pytest.raises(Cancelled):
+        train(TrainConfig(data=data, output=tmp_path / "run", **FAST), progress=cancel_after_four, cancel=token)
+    assert [int(r["step"]) for r in rows(tmp_path / "run" / "logs" / "steps.csv")] == [1, 2, 3, 4]
+    train(resume_config(tmp_path / "run"))
+    steps = rows(tmp_path / "run" / "logs" / "steps.csv")
+    assert [int(r["step"]) for r in steps] == list(range(1, 7))
+    assert [int(r["step"]) for r in rows(tmp_path / "run" / "logs" / "validation.csv")] == [3, 6]
+
+
+def test_rows_past_the_resumed_step_are_dropped(tmp_path):
+    log = RunLog(tmp_path, ["decoder"], ["liver"], resume_step=None)
+    for step in range(1, 6):
+        log.step(step, 1, 0.5, {"decoder": 1e-3})
+    log.close()
+    RunLog(tmp_path, ["decoder"], ["liver"], resume_step=3).close()  # the run resumes from its step-3 save point
+    assert [int(r["step"]) for r in rows(tmp_path / "logs" / "steps.csv")] == [1, 2, 3]
+
+
+def test_other_ranks_write_nothing(tmp_path):
+    log = RunLog(tmp_path, ["decoder"], ["liver"], resume_step=None, enabled=False)
+    log.step(1, 1, 0.5, {"decoder": 1e-3})
+    log.validation({"step": 1, "epoch": 1, "train_loss": 0.5, "val_mean_dice": 0.1, "val_dice": {"liver": 0.1}})
+    log.close()
+    assert not (tmp_path / "logs").exists()
