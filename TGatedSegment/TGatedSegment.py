@@ -632,7 +632,9 @@ class TGatedSegmentLogic(ScriptedLoadableModuleLogic):
         a layer then share one image, with their label values.
 
         The temporary labelmap node gets the volume's grid and parent transform, so Slicer neither
-        resamples nor moves it; each layer's numpy copy is dropped once it is in that node.
+        resamples nor moves it; each layer's numpy copy is dropped once it is in that node. (Not
+        ``CreateAndAddLabelVolume``, which ``updateSegmentBinaryLabelmapFromArray`` uses: it first
+        allocates a zero image of the volume's size that the layer then replaces.)
         """
         import numpy as np
 

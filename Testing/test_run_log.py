@@ -6,9 +6,8 @@ import csv
 from pathlib import Path
 
 import pytest
-from training_helpers import make_dataset
+from training_helpers import CancelAfterPolls, make_dataset
 
-from TGatedSegmentLib.progress import CancelToken
 from TGatedSegmentLib.training import TrainConfig, resume_config, train
 from TGatedSegmentLib.training.run_log import RunLog
 
@@ -49,16 +48,11 @@ def test_a_training_writes_step_and_validation_logs_and_curves(data, tmp_path):
 
 
 def test_a_resumed_run_continues_the_logs_without_repeating_steps(data, tmp_path):
-    token = CancelToken()
-
-    def cancel_after_four(event):
-        if event.get("stage") == "train" and event.get("step") == 4:
-            token.cancel()
-
     from TGatedSegmentLib.errors import Cancelled
 
+    # polls: 1 while caching, 1 before each step, 1 after each epoch: the 7th is before step 5
     with pytest.raises(Cancelled):
-        train(TrainConfig(data=data, output=tmp_path / "run", **FAST), progress=cancel_after_four, cancel=token)
+        train(TrainConfig(data=data, output=tmp_path / "run", **FAST), cancel=CancelAfterPolls(1 + 3 + 1 + 1))
     assert [int(r["step"]) for r in rows(tmp_path / "run" / "logs" / "steps.csv")] == [1, 2, 3, 4]
     train(resume_config(tmp_path / "run"))
     steps = rows(tmp_path / "run" / "logs" / "steps.csv")

@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import backend_command, python_env
 from safetensors.torch import load_file
-from training_helpers import make_dataset
+from training_helpers import CancelAfterPolls, make_dataset
 
 from TGatedSegmentLib.errors import Cancelled
 from TGatedSegmentLib.model.checkpoint import init_checkpoint, load_model
@@ -57,21 +57,6 @@ def assert_same_weights(a: Path, b: Path) -> None:
 @pytest.fixture(scope="module")
 def uninterrupted(data, cache_dir, tmp_path_factory) -> Path:
     return train(config(data, cache_dir, tmp_path_factory.mktemp("full") / "run"))
-
-
-class CancelAfterPolls(CancelToken):
-    """Cancels at poll n + 1 (the trainer polls before every step, after each epoch and per cached case)."""
-
-    def __init__(self, polls: int):
-        super().__init__()
-        self.polls = polls
-
-    @property
-    def cancelled(self) -> bool:
-        self.polls -= 1
-        if self.polls < 0:
-            self.cancel()
-        return super().cancelled
 
 
 def test_uninterrupted_run_layout_and_metadata(uninterrupted):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import sys
 from pathlib import Path
 
 from ..errors import OutputError
@@ -20,3 +22,26 @@ def refuse_existing_output(path: str | Path, overwrite: bool, hint: str = OVERWR
     """The one "output exists, use --overwrite" error, before any work is done."""
     if Path(path).exists() and not overwrite:
         raise OutputError(f"'{path}' already exists", hint)
+
+
+def install_cancel(token, message: str | None = None, immediate: tuple[str, ...] = ("SIGINT",)):
+    """SIGINT and SIGTERM cancel ``token`` (the work stops at its next safe point and keeps what it
+    must); a second signal named in ``immediate`` raises KeyboardInterrupt at once. ``message`` is
+    printed on the first signal. Returns a function that puts the previous handlers back; outside
+    the main thread (an embedding application) there are no signals to catch and nothing changes."""
+
+    def _stop(signum, frame):
+        if token.cancelled and signal.Signals(signum).name in immediate:
+            raise KeyboardInterrupt
+        token.cancel()
+        if message:
+            print(message, file=sys.stderr, flush=True)
+
+    previous = {}
+    for name in ("SIGINT", "SIGTERM"):
+        if hasattr(signal, name):
+            try:
+                previous[name] = signal.signal(getattr(signal, name), _stop)
+            except ValueError:
+                pass
+    return lambda: [signal.signal(getattr(signal, name), handler) for name, handler in previous.items()]

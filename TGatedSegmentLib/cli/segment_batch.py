@@ -17,11 +17,11 @@ from __future__ import annotations
 import argparse
 import glob
 import os
-import signal
 import sys
 from pathlib import Path
 
 from ..errors import EXIT_CANCELLED, EXIT_INTERNAL, EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, InputError, OutputError
+from .common import install_cancel
 
 SUMMARY_FILE = "summary.json"
 _GLOB_CHARS = set("*?[")
@@ -154,25 +154,6 @@ def _refuse_existing(cases, summary: Path, overwrite: bool) -> None:
 # Running
 
 
-def _install_cancel(token):
-    """First SIGINT/SIGTERM: finish the current case, then stop. A second: stop now. Returns the undo."""
-
-    def _stop(signum, frame):
-        if token.cancelled:
-            raise KeyboardInterrupt
-        token.cancel()
-        print("tgated: stopping after the current case (press Ctrl-C again to stop now)", file=sys.stderr, flush=True)
-
-    previous = {}
-    for name in ("SIGINT", "SIGTERM"):
-        if hasattr(signal, name):
-            try:
-                previous[name] = signal.signal(getattr(signal, name), _stop)
-            except ValueError:  # not the main thread (an embedding application): no signals to catch
-                pass
-    return lambda: [signal.signal(getattr(signal, name), handler) for name, handler in previous.items()]
-
-
 def run(args: argparse.Namespace) -> int:
     from ..inference.batch import CaseResult, iter_batch, plan_cases, write_summary
     from ..io.atomic import check_writable
@@ -193,7 +174,8 @@ def run(args: argparse.Namespace) -> int:
 
     progress = make_progress(None if args.progress == "none" else args.progress)
     token = CancelToken()
-    restore = _install_cancel(token)
+    restore = install_cancel(token, "tgated: stopping after the current case (press Ctrl-C again to stop now)",
+                             immediate=("SIGINT", "SIGTERM"))
     results: list[CaseResult] = []
     options = {"prompts": organs, "modality": args.modality, "threshold": args.threshold}  # resolved as in single mode
     try:

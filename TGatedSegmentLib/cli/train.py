@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 
 from ..errors import EXIT_CANCELLED, Cancelled, InputError
 from ..training.recipes import RECIPES
-from .common import add_progress_option
+from .common import add_progress_option, install_cancel
 
 PATH_OPTIONS = ("data", "val", "base", "tokenizer", "cache_dir")
 # TrainConfig fields a recipe sets, as (field, type, help): each becomes --field-name
@@ -177,19 +176,6 @@ def build_config(args):
     return TrainConfig(**given, overwrite=args.overwrite)
 
 
-def _install_cancel(token) -> None:
-    """SIGTERM and the first Ctrl-C ask the trainer to stop after the current step (and save it)."""
-
-    def _stop(signum, frame):
-        if token.cancelled and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl-C: stop now
-        token.cancel()
-
-    signal.signal(signal.SIGINT, _stop)
-    if hasattr(signal, "SIGTERM"):
-        signal.signal(signal.SIGTERM, _stop)
-
-
 def run(args: argparse.Namespace) -> int:
     import os
 
@@ -208,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
     from ..training.trainer import train
 
     token = CancelToken()
-    _install_cancel(token)
+    install_cancel(token)  # SIGTERM and the first Ctrl-C: stop after the current step, saved
     progress = make_progress(None if args.progress == "none" else args.progress)
     try:
         run_dir = train(config, progress=progress, cancel=token, plan=plan)

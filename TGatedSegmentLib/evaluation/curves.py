@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..io.atomic import atomic_path
+
 
 def _columns(path: Path) -> dict[str, np.ndarray]:
     with open(path, newline="", encoding="utf-8") as handle:
@@ -59,7 +61,6 @@ def render_training_curves(steps_csv: Path, validation_csv: Path, output: Path) 
     bottom.set_xlabel("step")
     bottom.set_ylabel("validation Dice")
     figure.tight_layout()
-    tmp = Path(output).with_name(Path(output).name + ".tmp.png")
-    figure.savefig(tmp, dpi=100)
+    with atomic_path(output) as tmp:
+        figure.savefig(tmp, dpi=100, format="png")
     plt.close(figure)
-    tmp.replace(output)

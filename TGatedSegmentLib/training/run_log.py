@@ -16,9 +16,12 @@ Logging never stops a training: a failure to write is reported once and logging 
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import math
 from pathlib import Path
+
+from ..io.atomic import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -128,10 +131,9 @@ def _start_csv(path: Path, header: list[str], resume_step: int | None) -> None:
 
 
 def _write(path: Path, rows: list[list]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as handle:
-        csv.writer(handle).writerows(rows)
-    tmp.replace(path)
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows(rows)
+    atomic_write_bytes(path, buffer.getvalue().encode("utf-8"))  # bytes: the rows keep csv's line ends
 
 
 def _tensorboard_writer(folder: Path, resume_step: int | None):
