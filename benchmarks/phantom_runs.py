@@ -28,6 +28,7 @@ sys.path.insert(0, str(REPO))
 from TGatedSegmentLib.demo import DEMO_RECIPE, PhantomRecipe  # noqa: E402
 from TGatedSegmentLib.phantom import PhantomSpec, generate_phantom, write_phantom_dataset  # noqa: E402
 
+EQUAL_STEPS_CAP = 36000.0  # s: a time cap no equal-steps arm reaches, so the steps alone end it
 TEST_SERIES = 9999  # phantom series of the held-out test cases: no training seed uses it
 #: name -> TrainConfig settings of the arm: the slice-wise baseline, the residual T-Gated adapter (the
 #: default), the authors' wiring, and the equal-capacity control (the residual adapter fed 5 copies
@@ -135,8 +136,9 @@ def trained(work: Path, recipe: PhantomRecipe, seed: int, arm: str) -> Path:
     if reference is not None:  # as many steps as fit in the reference arm's training time
         seconds = training_record(trained(work, recipe, seed, reference))["seconds"]
         settings.update(steps=recipe.steps * 20, max_seconds=seconds)
-    # equal steps for every arm: not the demo's 270 s cap (a busy machine would cut arms short unequally);
-    # only the recipe's own 10-minute cap remains
+    # equal steps for every arm: neither the demo's 270 s cap nor the recipe's 10 minutes (a busy machine would
+    # cut arms short unequally, and the schedule would anneal over the time instead of the steps)
+    settings.setdefault("max_seconds", EQUAL_STEPS_CAP)
     config = replace(recipe, max_seconds=None).train_config(data, run, seed=seed, device="cpu", overwrite=True,
                                                             **settings)
     train(config)

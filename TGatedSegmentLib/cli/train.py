@@ -43,6 +43,8 @@ RECIPE_OPTIONS = (
     ("max_rotation", float, "in-plane rotation augmentation, degrees"),
     ("max_zoom", float, "in-plane zoom augmentation, 1 +- this (--batching slices)"),
     ("intensity", float, "contrast/brightness/gamma jitter (--batching slices)"),
+    ("organ_intensity", float, "move each labelled organ's intensity level by up to +- this, one organ at a time "
+                               "(0-1 scale; for MR from few patients; --batching slices)"),
     ("flip_probability", float, "left-right flips of organs without a side (--batching pairs)"),
     ("boundary_weight", float, "extra draws of the 2 slices beyond each organ's extent (--batching slices)"),
     ("hint_weight", float, "extra draws of the slices a dataset lists as hard (--batching slices)"),

@@ -21,7 +21,7 @@ STRUCTURAL = ("data", "val", "base", "tokenizer", "temporal", "freeze_encoders",
               "gate_penalty", "negative_ratio", "max_rotation", "flip_probability", "seed", "image_size", "amp",
               "finetune", "peft", "peft_dim", "peft_parts", "lr_peft", "probabilistic", "recipe", "adapter",
               "refine", "batching", "chunk_slices", "schedule", "warmup_steps", "dice", "max_zoom", "intensity",
-              "boundary_weight", "hint_weight", "exclusive")
+              "boundary_weight", "hint_weight", "exclusive", "organ_intensity")
 ADAPTER_CHOICES = ("residual", "reference", "control")  # control: the residual adapter fed 5 copies of the centre
 BATCHINGS = ("pairs", "slices")
 
@@ -84,6 +84,7 @@ class TrainConfig:
     max_rotation: float | None = None  # degrees, uniform in +-max_rotation
     max_zoom: float | None = None  # in-plane scale uniform in 1 +- max_zoom ("slices")
     intensity: float | None = None  # contrast/brightness/gamma jitter ("slices")
+    organ_intensity: float | None = None  # each organ's level moved by up to +- this ("slices", augment.py)
     flip_probability: float | None = None  # left-right flip, organs without a side only ("pairs")
     boundary_weight: float | None = None  # extra draws of the 2 slices beyond each organ's extent ("slices")
     hint_weight: float | None = None  # extra draws of the slices a dataset lists as hard ("slices")
@@ -124,7 +125,7 @@ class TrainConfig:
             raise InputError(f"num_workers must be >= 0, got {self.num_workers!r}", "Pass --num-workers 0 or more.")
         for name in ("lr_encoder", "lr_decoder", "lr_adapter", "weight_decay", "min_lr", "grad_clip", "gate_penalty",
                      "negative_ratio", "max_rotation", "max_zoom", "intensity", "boundary_weight", "hint_weight",
-                     "exclusive"):
+                     "exclusive", "organ_intensity"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise InputError(f"{name} must be a finite number >= 0, got {value!r}",
@@ -144,8 +145,9 @@ class TrainConfig:
             if value not in allowed:
                 raise InputError(f"unknown {name.replace('_', ' ')} '{value}'",
                                  f"Use --{_flag(name)} {' or '.join(allowed)}.")
-        if self.max_zoom >= 1.0 or self.intensity >= 1.0:
-            raise InputError("max_zoom and intensity must be below 1", "Use e.g. --max-zoom 0.1 --intensity 0.2.")
+        if self.max_zoom >= 1.0 or self.intensity >= 1.0 or self.organ_intensity >= 1.0:
+            raise InputError("max_zoom, intensity and organ_intensity must be below 1",
+                             "Use e.g. --max-zoom 0.1 --intensity 0.2 --organ-intensity 0.3.")
         if self.adapter == "reference" and self.refine:
             raise InputError("the refinement head is not part of the authors' model (--adapter reference)",
                              "Pass --refine 0 with --adapter reference, or use --adapter residual.")
@@ -163,7 +165,8 @@ class TrainConfig:
         if self.finetune == "full" and self.lr_encoder > 0:
             raise InputError("--token-cache needs a frozen vision encoder (cached tokens cannot train it)",
                              "Add --finetune decoder or --finetune adapters.")
-        augmented = [f"--{_flag(n)} 0" for n in ("max_rotation", "max_zoom", "intensity") if getattr(self, n)]
+        augmented = [f"--{_flag(n)} 0" for n in ("max_rotation", "max_zoom", "intensity", "organ_intensity")
+                     if getattr(self, n)]
         if augmented:
             raise InputError("--token-cache stores the tokens of unaugmented slices, so pixel augmentation is off",
                              f"Add {' '.join(augmented)}.")

@@ -54,6 +54,7 @@ PAPER: dict = {
     "max_rotation": 5.0,
     "max_zoom": 0.0,
     "intensity": 0.0,
+    "organ_intensity": 0.0,
     "flip_probability": 0.5,
     "boundary_weight": 0.0,
     "hint_weight": 0.0,

@@ -163,7 +163,8 @@ class _Run(RunFolderMixin):
         if cfg.batching == "slices":
             self.sampler = self._chunk_sampler(trained_ids)
             dataset = ChunkDataset(self.train_volumes, self.model_config.preprocessing, self.model.context_size,
-                                   trained_ids, prompt_of, self._token_cache() if cfg.token_cache else None)
+                                   trained_ids, prompt_of, self._token_cache() if cfg.token_cache else None,
+                                   cfg.organ_intensity)
             self.loader = make_chunk_loader(dataset, self.sampler, workers, pin_memory=pin)
         else:
             self.sampler = WindowSampler(self.index, cfg.batch_size, cfg.seed, cfg.negative_ratio,
@@ -193,7 +194,7 @@ class _Run(RunFolderMixin):
                    for v, ids, case in zip(self.train_volumes, trained_ids, self.plan.train.cases)]
         depths = [v.depth for v in self.train_volumes]
         epoch = cfg.samples_per_epoch or max(1, math.ceil(sum(depths) / cfg.chunk_slices))  # each slice once, on average
-        augmentation = ChunkAugmentation(cfg.max_rotation, cfg.max_zoom, cfg.intensity)
+        augmentation = ChunkAugmentation(cfg.max_rotation, cfg.max_zoom, cfg.intensity, cfg.organ_intensity)
         return ChunkSampler(depths, weights, cfg.chunk_slices, max(1, cfg.batch_size // cfg.chunk_slices), epoch,
                             cfg.seed, augmentation, self.ctx.rank, self.ctx.world_size)
 
