@@ -10,6 +10,7 @@ import shutil
 import sys
 import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -166,13 +167,16 @@ def test_sources_that_are_not_models_are_refused_with_the_fix(home, tmp_path, ti
 def test_a_name_is_a_checkpoint_for_the_classifier_loaders_and_segmenter(home, tiny_checkpoint, tmp_path, monkeypatch):
     import SimpleITK as sitk
 
+    from TGatedSegmentLib.demo import check_base
     from TGatedSegmentLib.inference.api import Segmenter
-    from TGatedSegmentLib.training.preflight import read_base_info
+    from TGatedSegmentLib.training.preflight import _check_base, read_base_info
 
     import_model(tiny_checkpoint, name="liver-v1")
     source = classify_source("Liver-V1")
     assert source.kind is SourceKind.STORED and source.path == home / "liver-v1" and source.is_checkpoint
     assert read_base_info("liver-v1") is not None
+    _check_base(SimpleNamespace(resume=None, base="liver-v1", tokenizer=None))  # tgated train --base NAME
+    check_base("liver-v1")  # tgated demo --base NAME
     volume = sitk.GetImageFromArray(np.random.default_rng(0).normal(size=(4, 24, 24)).astype(np.float32))
     by_name = Segmenter("liver-v1", device="cpu").segment(volume, prompts="liver", modality="mr")
     by_path = Segmenter(str(tiny_checkpoint), device="cpu").segment(volume, prompts="liver", modality="mr")

@@ -95,7 +95,6 @@ def importModel(runBackendCommand: Callable[[Sequence[str]], list], source: str 
                 overwrite: bool = False) -> dict:
     """Import ``source`` through the backend (``runBackendCommand``: the module logic's, which raises
     its ``BackendError`` with the backend's message and fix) and return the model's facts."""
-    args = importArguments(source, name, overwrite)
-    runBackendCommand(args)
-    chosen = args[4]
-    return card.model_facts(store.models_dir() / store.normalize_name(chosen), store.normalize_name(chosen))
+    name = store.normalize_name(name or suggestedName(source))
+    runBackendCommand(importArguments(source, name, overwrite))
+    return card.model_facts(store.models_dir() / name, name)

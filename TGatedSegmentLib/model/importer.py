@@ -174,6 +174,8 @@ def _assemble_safetensors(weights: Path, into: Path, config: str | Path | None, 
     if config_file is None:
         raise InputError(f"'{weights}' is a bare weights file: the model it belongs to is not described",
                          "Pass --config with the config.json of the checkpoint it came from.")
+    if not config_file.is_file():
+        raise InputError(f"the config '{config_file}' does not exist", "Check the path given as --config.")
     if raw is None or raw.get("format") != FORMAT_NAME:
         raise InputError(f"'{config_file}' is not a TGatedSegment config.json",
                          "Pass the config.json of the checkpoint the weights came from.")
