@@ -1,14 +1,18 @@
 """Shared fixtures: tiny random-weight models, an offline tokenizer, and the optional ../shared data.
 
 Tests never touch the network (HF_HUB_OFFLINE is forced) and never need ../shared to run: what
-needs real data skips cleanly when it is absent.
+needs real data skips cleanly when it is absent. They never see the user's model folder either:
+``TGATED_HOME`` points at a fresh temporary folder for the session (subprocesses inherit it).
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -18,6 +22,8 @@ from TGatedSegmentLib.model.architectures import ARCHITECTURES
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ["TGATED_HOME"] = tempfile.mkdtemp(prefix="tgated-home-")
+atexit.register(shutil.rmtree, os.environ["TGATED_HOME"], True)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

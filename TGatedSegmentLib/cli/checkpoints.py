@@ -39,7 +39,8 @@ def add_parser(subparsers) -> None:
         "import",
         help="convert a checkpoint saved by the authors' T-Gated code",
         description="Convert a .pt/.pth saved by the authors' CLIPSegTemporalAdapter (a bare state dict or their "
-        "training dict with 'model_state_dict') into a checkpoint folder.",
+        "training dict with 'model_state_dict') into a checkpoint folder. (`tgated models import FILE` converts it "
+        "into the model folder instead, to use as --checkpoint NAME.)",
     )
     p.add_argument("weights", metavar="AUTHORS.pt")
     p.add_argument("--base-config", required=True, metavar="CONFIG.json|HUB_ID",

@@ -18,7 +18,8 @@ def add_parser(subparsers) -> None:
         description="Segment every case of a labelled dataset with each checkpoint (whole volumes, native "
         "resolution) and score the organs each case is annotated for: volumetric Dice, normalised surface Dice at "
         "--tolerance mm and HD95 in mm. Prints markdown tables; with --output also writes metrics.csv, "
-        "summary.csv, report.json, report.md and dice.png (if matplotlib is installed). Empty masks: both empty "
+        "summary.csv, report.json, report.md, dice.png and dice_box.png (if matplotlib is installed) and "
+        "worst_slices/ORGAN.png (each checkpoint's worst slice per organ, linked from report.md). Empty masks: both empty "
         "is not scored; one empty gives Dice 0, NSD 0 and HD95 = the volume's diagonal.",
     )
     p.add_argument("--checkpoint", action="append", required=True, metavar="CKPT",
@@ -29,7 +30,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda (default auto)")
     p.add_argument("--batch-size", type=int, default=4, help="slices per encoder batch (default 4)")
     p.add_argument("--amp", choices=["fp16", "bf16"], help="mixed precision on CUDA (default float32)")
-    p.add_argument("--no-chart", action="store_true", help="do not draw dice.png")
+    p.add_argument("--no-chart", action="store_true", help="do not draw dice.png and dice_box.png")
+    p.add_argument("--no-overlays", action="store_true",
+                   help="do not draw worst_slices/ (per organ, each checkpoint's slice with the most wrong area)")
     p.add_argument("--overwrite", action="store_true", help="replace the files of an existing report folder")
     add_progress_option(p)
     p.set_defaults(func=run)
@@ -57,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
     progress = make_progress(None if args.progress == "none" else args.progress)
     try:
         report = evaluate(args.checkpoint, dataset, tolerance_mm=args.tolerance, device=args.device,
-                          batch_size=args.batch_size, amp=args.amp, progress=progress)
+                          batch_size=args.batch_size, amp=args.amp, progress=progress,
+                          worst_slices=bool(args.output) and not args.no_overlays)
     finally:
         progress.close()
     written, note = report.write(args.output, chart=not args.no_chart) if args.output else ([], None)

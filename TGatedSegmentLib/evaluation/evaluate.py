@@ -25,6 +25,8 @@ from ..progress import CancelToken, Progress
 from ..vocabulary import Organ
 from .metrics import METRICS, _status, organ_metrics, summarize
 from .metrics import dice as dice_score
+from .worst_slices import FOLDER as WORST_FOLDER
+from .worst_slices import WorstSlices
 
 METRIC_TITLES = {"dice": "Dice", "nsd": "NSD", "hd95": "HD95 (mm)"}
 
@@ -46,12 +48,21 @@ class ScoredCase:
 
 
 def score_case(segmenter, case: ScoredCase, tolerance_mm: float = 2.0, metrics: Sequence[str] = METRICS,
-               progress: Progress | None = None, cancel: CancelToken | None = None) -> list[dict]:
-    """Segment one volume with every scored prompt and return one metrics row per organ."""
+               progress: Progress | None = None, cancel: CancelToken | None = None, worst=None) -> list[dict]:
+    """Segment one volume with every scored prompt and return one metrics row per organ.
+
+    ``worst``: called with (case, organ, prepared volume, prediction, reference) per organ, e.g.
+    :meth:`worst_slices.WorstSlices.collector` (the volume is then prepared here, once).
+    """
+    from ..preprocessing.volume import PreparedVolume, prepare_volume
+
     ids = list(case.organs)
     if not ids:
         return []
-    result = segmenter.segment(case.volume, prompts=[case.organs[i] for i in ids], modality=case.modality,
+    volume = case.volume
+    if worst is not None and not isinstance(volume, PreparedVolume):
+        volume = prepare_volume(volume, segmenter.config.preprocessing, case.modality)
+    result = segmenter.segment(volume, prompts=[case.organs[i] for i in ids], modality=case.modality,
                                progress=progress, cancel=cancel)
     if result.masks.shape[1:] != case.labels.shape:
         raise InputError(f"case '{case.case_id}': the segmentation grid {result.masks.shape[1:]} differs from the "
@@ -65,6 +76,8 @@ def score_case(segmenter, case: ScoredCase, tolerance_mm: float = 2.0, metrics: 
         else:
             row = organ_metrics(pred, ref, case.spacing, tolerance_mm)
         organ = case.organs[label_id]
+        if worst is not None:
+            worst(case.case_id, organ.name, volume, pred, ref)
         rows.append({"case": case.case_id, "label": int(label_id), "organ": organ.name, "prompt": organ.prompt, **row})
     return rows
 
@@ -88,11 +101,11 @@ def dataset_cases(dataset, cases=None) -> Iterator[ScoredCase]:
 def evaluate_segmenter(segmenter, cases: Iterable[ScoredCase], tolerance_mm: float = 2.0,
                        metrics: Sequence[str] = METRICS, progress: Progress | None = None,
                        cancel: CancelToken | None = None, total: int | None = None,
-                       stage: str = "evaluate") -> list[dict]:
+                       stage: str = "evaluate", worst=None) -> list[dict]:
     """Rows of :func:`score_case` for every case; progress (``stage``) per case."""
     rows: list[dict] = []
     for n, case in enumerate(cases):
-        rows.extend(score_case(segmenter, case, tolerance_mm, metrics, cancel=cancel))
+        rows.extend(score_case(segmenter, case, tolerance_mm, metrics, cancel=cancel, worst=worst))
         if progress is not None:
             progress.update(stage, n + 1, total or n + 1, case=case.case_id)
     return rows
@@ -110,6 +123,7 @@ class EvaluationReport:
     rows: list[dict] = field(default_factory=list)
     tolerance_mm: float = 2.0
     dataset: str = ""
+    worst: WorstSlices | None = None  # each checkpoint's worst slice per organ, when collected
 
     def summary(self, name: str) -> dict:
         return summarize(r for r in self.rows if r["checkpoint"] == name)
@@ -150,17 +164,21 @@ class EvaluationReport:
                                    "HD95 = volume diagonal"}
 
     def write(self, folder: str | Path, chart: bool = True) -> tuple[list[Path], str | None]:
-        """metrics.csv (per case and organ), summary.csv, report.json, report.md, dice.png (means)
-        and dice_box.png (each organ's per-case Dice, one box per checkpoint).
+        """metrics.csv (per case and organ), summary.csv, report.json, report.md, dice.png (means),
+        dice_box.png (each organ's per-case Dice, one box per checkpoint) and, when collected,
+        worst_slices/ORGAN.png (linked from report.md).
 
         Returns the written files and a note when the chart was skipped.
         """
         folder = Path(folder)
+        overlays = self.worst.write(folder / WORST_FOLDER) if self.worst is not None else []
+        markdown = self.to_markdown() + ("\n" + self.worst.markdown(overlays) if self.worst is not None else "")
         written = [
             atomic_write_text(folder / "metrics.csv", _csv(self.rows)),
             atomic_write_text(folder / "summary.csv", _csv(self.summary_rows())),
             atomic_write_text(folder / "report.json", json.dumps(jsonable(self.to_json()), indent=1)),
-            atomic_write_text(folder / "report.md", self.to_markdown()),
+            atomic_write_text(folder / "report.md", markdown),
+            *overlays,
         ]
         note = None
         if chart:
@@ -275,10 +293,11 @@ def checkpoint_names(sources: Sequence[str]) -> list[str]:
 
 def evaluate(checkpoints: Sequence[str], data, tolerance_mm: float = 2.0, device: str = "auto", batch_size: int = 4,
              amp: str | None = None, progress: Progress | None = None, cancel: CancelToken | None = None,
-             names: Sequence[str] | None = None) -> EvaluationReport:
+             names: Sequence[str] | None = None, worst_slices: bool = False) -> EvaluationReport:
     """Score every checkpoint on every case of ``data`` (a dataset folder or a loaded Dataset).
 
-    ``names``: display names (default: the folder names, made unique).
+    ``names``: display names (default: the folder names, made unique); ``worst_slices``: also
+    collect each checkpoint's worst slice per organ (the report then writes their overlays).
     """
     from ..data.dataset import Dataset, load_dataset
     from ..inference.api import Segmenter
@@ -288,13 +307,14 @@ def evaluate(checkpoints: Sequence[str], data, tolerance_mm: float = 2.0, device
     if len(names) != len(checkpoints) or len(set(names)) != len(names):
         raise InputError("evaluate needs one distinct name per checkpoint", "Pass unique names, or none.")
     report = EvaluationReport(names, dict(zip(names, map(str, checkpoints))), tolerance_mm=tolerance_mm,
-                              dataset=str(dataset.root))
+                              dataset=str(dataset.root), worst=WorstSlices() if worst_slices else None)
     progress = progress or Progress()
     for name, source in zip(names, checkpoints):
         progress.info(message=f"evaluating {name} on {len(dataset.cases)} case(s)", checkpoint=name)
         segmenter = Segmenter(source, device=device, batch_size=batch_size, amp=amp)
         rows = evaluate_segmenter(segmenter, dataset_cases(dataset), tolerance_mm, progress=progress, cancel=cancel,
-                                  total=len(dataset.cases))
+                                  total=len(dataset.cases),
+                                  worst=report.worst.collector(name) if report.worst is not None else None)
         report.rows.extend({"checkpoint": name, **row} for row in rows)
         del segmenter
     return report

@@ -32,7 +32,7 @@ from ..preprocessing.config import PreprocessConfig
 from .clipseg_base import load_clipseg_base, load_clipseg_config
 from .configuration import DEFAULT_BASE_MODEL, FORMAT_NAME, AdapterConfig, RefineConfig, TGatedConfig
 from .modeling import TGatedCLIPSeg
-from .source import CONFIG_NAME, SourceKind, classify_source, download
+from .source import CONFIG_NAME, SourceKind, classify_source, download, missing_error
 from .tokenizer import check_tokenizer, load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -98,26 +98,30 @@ def _read_config(folder: Path) -> dict | None:
 # -- public API ----------------------------------------------------------------------------------
 
 def load_model(source: str | Path | None = None, device: str | torch.device = "cpu") -> LoadedModel:
-    """Load a TGatedSegment checkpoint folder, a hub id of one, or a plain CLIPSeg (zero-shot).
+    """Load a TGatedSegment checkpoint (a folder, an imported model's name, a hub id) or a plain
+    CLIPSeg (zero-shot).
 
     ``None`` means the zero-shot default, ``CIDAS/clipseg-rd64-refined``.
     """
     source = str(source or DEFAULT_BASE_MODEL)
-    path = Path(source).expanduser()
+    resolved = classify_source(source)
+    path = resolved.path or Path(source).expanduser()  # an imported model's NAME: its folder
     if path.suffix.lower() in {".pt", ".pth", ".bin", ".ckpt"} and path.is_file():
         raise CheckpointError(
             f"'{source}' is a single weights file, not a checkpoint folder",
-            f"Convert it once with: tgated import {source} --base-config {DEFAULT_BASE_MODEL} --output CKPT_DIR",
+            f"Import it once with `tgated models import {source} --name NAME` (the authors' format), then pass NAME.",
         )
     if path.exists() and not path.is_dir():
-        raise CheckpointError(f"'{source}' is a file, not a checkpoint folder", "Pass the folder that holds config.json.")
+        raise CheckpointError(f"'{source}' is a file, not a checkpoint folder",
+                              "Pass the folder that holds config.json, or import the file once with `tgated models "
+                              "import FILE --name NAME` (a .zip, or a .safetensors with --config) and pass NAME.")
     recover_dir(path)
     if path.is_dir():
         folder = path
-    elif classify_source(source).kind is SourceKind.HUB_ID:
+    elif resolved.kind is SourceKind.HUB_ID:
         folder = download(source, config_only=True)
     else:
-        raise CheckpointError(f"checkpoint '{source}' does not exist", "Check the path, or pass a hub id.")
+        raise missing_error(source)
     raw = _read_config(folder)
     if raw is None:
         raise CheckpointError(f"'{folder}' has no config.json", "Pass a checkpoint folder or a CLIPSeg model folder.")
@@ -204,8 +208,8 @@ def _materialise(model: TGatedCLIPSeg, state_dict: dict, source: str) -> None:
 
 def load_base_model(source: str | Path):
     """The CLIPSeg model (``CLIPSegForImageSegmentation``) a partial checkpoint loads on top of:
-    a CLIPSeg folder or hub id, or the CLIPSeg part of a TGatedSegment checkpoint folder."""
-    folder = Path(str(source)).expanduser()
+    a CLIPSeg folder or hub id, or the CLIPSeg part of a TGatedSegment checkpoint (folder or name)."""
+    folder = classify_source(source).path or Path(str(source)).expanduser()
     if folder.is_dir():
         raw = _read_config(folder)
         if raw is not None and raw.get("format") == FORMAT_NAME:

@@ -213,8 +213,10 @@ class _Run(RunFolderMixin):
         return self.seconds_before + time.monotonic() - self._start
     # -- validation -----------------------------------------------------------------------------
     def validate(self) -> dict:
-        """Per-organ volumetric Dice on whole validation volumes (streaming engine, native grid)."""
+        """Per-organ volumetric Dice on whole validation volumes (streaming engine, native grid), and
+        the adapter's gate over them (mean and percentiles: how much the neighbours are used)."""
         from ..evaluation.evaluate import ScoredCase, evaluate_segmenter
+        from ..evaluation.gate import GateRecorder
         from ..evaluation.metrics import summarize
 
         organs = self.plan.val.organs
@@ -232,14 +234,16 @@ class _Run(RunFolderMixin):
         # in DDP a cancel must not leave the other ranks waiting in all_gather: finish, then stop
         cancel = self.cancel if not self.ctx.enabled else None
         try:
-            rows = evaluate_segmenter(segmenter, cases(), metrics=("dice",), progress=self.progress, cancel=cancel,
-                                      total=len(mine), stage="validate")
+            with GateRecorder(self.model) as gates:
+                rows = evaluate_segmenter(segmenter, cases(), metrics=("dice",), progress=self.progress, cancel=cancel,
+                                          total=len(mine), stage="validate")
         finally:
             set_train_mode_for(self.model, self.config.finetune)
         rows = [r for part in self.ctx.all_gather(rows) for r in part]
         summary = summarize(rows)
         per_organ = {organ: stats["dice"] for organ, stats in summary["per_organ"].items()}
-        return {"val_dice": per_organ, "val_mean_dice": summary["overall"]["dice"], "val_cases": len(self.val_volumes)}
+        return {"val_dice": per_organ, "val_mean_dice": summary["overall"]["dice"], "val_cases": len(self.val_volumes),
+                "gate": GateRecorder.summarize(self.ctx.all_gather(gates.state()))}
 
     # -- loop -----------------------------------------------------------------------------------
     def _stop_requested(self) -> str | None:
@@ -288,7 +292,7 @@ class _Run(RunFolderMixin):
         self.save_point()
         self.progress.info(kind="epoch", epoch=entry["epoch"], epochs=self.config.epochs, step=self.global_step,
                            train_loss=loss, val_mean_dice=result["val_mean_dice"], val_dice=result["val_dice"],
-                           best_epoch=self.best["epoch"], partial=partial,
+                           gate=result["gate"], best_epoch=self.best["epoch"], partial=partial,
                            message=f"epoch {entry['epoch']}/{self.config.epochs}{' (partial)' if partial else ''}: "
                                    f"loss {loss:.4f}, validation mean Dice {_fmt(result['val_mean_dice'])}"
                                    f"{' (best)' if improved else ''}")
