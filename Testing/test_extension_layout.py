@@ -107,12 +107,14 @@ def test_ui_has_every_widget_the_module_uses():
     expected = {"inputVolumeSelector": "qMRMLNodeComboBox", "outputSegmentationSelector": "qMRMLNodeComboBox",
                 "promptsTextEdit": "QPlainTextEdit", "applyButton": "QPushButton", "progressBar": "QProgressBar",
                 "replaceCheckBox": "QCheckBox", "show3DCheckBox": "QCheckBox", "deviceComboBox": "QComboBox",
-                "modalityComboBox": "QComboBox", "thresholdSpinBox": "QDoubleSpinBox", "batchSizeSpinBox": "QSpinBox"}
+                "modalityComboBox": "QComboBox", "thresholdSpinBox": "QDoubleSpinBox", "batchSizeSpinBox": "QSpinBox",
+                "roiSelector": "qMRMLNodeComboBox", "cropToBodyCheckBox": "QCheckBox", "presetComboBox": "QComboBox",
+                "modelsFolderLineEdit": "ctkPathLineEdit", "recentModelsComboBox": "QComboBox"}
     assert {name: widgets[name] for name in expected} == expected
-    # Both node selectors get the scene from the top widget.
+    # Every node selector gets the scene from the top widget.
     receivers = {c.findtext("receiver") for c in tree.iter("connection")
                  if c.findtext("slot") == "setMRMLScene(vtkMRMLScene*)"}
-    assert receivers == {"inputVolumeSelector", "outputSegmentationSelector"}
+    assert receivers == {name for name, cls in widgets.items() if cls == "qMRMLNodeComboBox"}
 
 
 def test_module_file_has_the_classes_slicer_looks_up():

@@ -58,6 +58,11 @@ import vtk
 
 
 class _Application:
+    """qSlicerCoreApplication's properties and slots that the module uses (Base/QTCore/qSlicerCoreApplication.h)."""
+
+    majorVersion = 5
+    minorVersion = 10
+
     def __init__(self):
         self.temporaryPath = tempfile.gettempdir()
 
@@ -66,6 +71,10 @@ class _Application:
 
     def testingEnabled(self):
         return True
+
+    def translate(self, context, sourceText):
+        """QCoreApplication::translate: no translation is loaded in the stand-in (tests may replace this)."""
+        return sourceText
 
 
 app = _Application()
@@ -109,10 +118,32 @@ class vtkMRMLNode:
         return self._attributes.get(name)
 
     def SetNodeReferenceID(self, role, nodeId):
-        self._references[role] = nodeId
+        if nodeId:
+            self._references[role] = nodeId
+        else:  # None or "" removes the reference (vtkMRMLNode::SetNodeReferenceID)
+            self._references.pop(role, None)
+        self.Modified()
+
+    def RemoveNodeReferenceIDs(self, role):
+        self._references.pop(role, None)
+        self.Modified()
 
     def GetNodeReferenceID(self, role):
         return self._references.get(role)
+
+    def SetSingletonTag(self, tag):
+        self._singletonTag = tag
+
+    def GetSingletonTag(self):
+        return getattr(self, "_singletonTag", None)
+
+    def Reset(self, defaultNode):
+        """Back to the state after construction (attributes and references gone), keeping ID, name and singleton tag."""
+        self._attributes.clear()
+        self._references.clear()
+
+    def UnRegister(self, owner):
+        """VTK reference counting: nothing to do in Python."""
 
     def GetNodeReference(self, role):
         nodeId = self._references.get(role)
@@ -124,10 +155,29 @@ class vtkMRMLNode:
 
     def EndModify(self, previous):
         self._modifyDepth = previous
+        if previous == 0 and getattr(self, "_modifiedWhileBlocked", False):
+            self._modifiedWhileBlocked = False
+            self.Modified()
         return previous
 
+    def AddObserver(self, event, callback, priority=0.0):
+        """vtkObject::AddObserver: ``callback(caller, event)``; returns the tag for RemoveObserver."""
+        observers = self.__dict__.setdefault("_observers", {})
+        tag = len(observers) + 1 + max(observers, default=0)
+        observers[tag] = (event, callback)
+        return tag
+
+    def RemoveObserver(self, tag):
+        self.__dict__.setdefault("_observers", {}).pop(tag, None)
+
     def Modified(self):
-        pass
+        """vtkObject::Modified: ModifiedEvent to the observers, once at EndModify when modifications are blocked."""
+        if self._modifyDepth:
+            self._modifiedWhileBlocked = True
+            return
+        for event, callback in list(self.__dict__.get("_observers", {}).values()):
+            if event == vtk.vtkCommand.ModifiedEvent:
+                callback(self, "ModifiedEvent")
 
 
 class vtkMRMLDisplayNode(vtkMRMLNode):
@@ -344,9 +394,81 @@ class vtkMRMLSegmentationNode(vtkMRMLTransformableNode):
         return True
 
 
+class vtkMRMLScriptedModuleNode(vtkMRMLNode):
+    """A module's parameter node: string parameters (Libs/MRML/Core/vtkMRMLScriptedModuleNode.h);
+    node references come from vtkMRMLNode."""
+
+    def __init__(self):
+        super().__init__()
+        self._parameters = {}
+
+    def HasParameter(self, name):
+        return name in self._parameters
+
+    def SetParameter(self, name, value):
+        if self._parameters.get(name) != value or name not in self._parameters:
+            self._parameters[name] = str(value)
+            self.Modified()
+
+    def GetParameter(self, name):
+        return self._parameters.get(name, "")
+
+    def UnsetParameter(self, name):
+        if self._parameters.pop(name, None) is not None:
+            self.Modified()
+
+    def GetParameterNames(self):
+        return sorted(self._parameters)  # std::map order
+
+    def GetParameterCount(self):
+        return len(self._parameters)
+
+    def Reset(self, defaultNode):
+        super().Reset(defaultNode)
+        self._parameters.clear()
+
+
+class vtkMRMLDisplayableNode(vtkMRMLTransformableNode):
+    pass
+
+
+class vtkMRMLMarkupsNode(vtkMRMLDisplayableNode):
+    pass
+
+
+class vtkMRMLMarkupsROINode(vtkMRMLMarkupsNode):
+    """A box ROI: side lengths and an object-to-node matrix (centre and axes), in the coordinates of
+    its parent transform (Libs/MRML/Core/vtkMRMLMarkupsROINode.h). Only the box type is modelled."""
+
+    def __init__(self):
+        super().__init__()
+        self._size = (0.0, 0.0, 0.0)
+        self._objectToNode = vtk.vtkMatrix4x4()
+
+    def GetSize(self):
+        return self._size
+
+    def SetSize(self, x, y, z):
+        self._size = (float(x), float(y), float(z))
+        self.Modified()
+
+    def SetCenter(self, x, y, z):
+        for row, value in enumerate((x, y, z)):
+            self._objectToNode.SetElement(row, 3, float(value))
+        self.Modified()
+
+    def GetObjectToNodeMatrix(self):
+        return self._objectToNode
+
+    def SetAndObserveObjectToNodeMatrix(self, objectToNodeMatrix):
+        self._objectToNode.DeepCopy(objectToNodeMatrix)
+        self.Modified()
+
+
 _NODE_CLASSES = {cls.__name__: cls for cls in (
     vtkMRMLScalarVolumeNode, vtkMRMLLabelMapVolumeNode, vtkMRMLSegmentationNode, vtkMRMLLinearTransformNode,
-    vtkMRMLScalarVolumeDisplayNode, vtkMRMLLabelMapVolumeDisplayNode, vtkMRMLSegmentationDisplayNode)}
+    vtkMRMLScalarVolumeDisplayNode, vtkMRMLLabelMapVolumeDisplayNode, vtkMRMLSegmentationDisplayNode,
+    vtkMRMLScriptedModuleNode, vtkMRMLMarkupsROINode)}
 
 
 def _arrayFromMatrix(matrix):
@@ -498,6 +620,10 @@ class vtkSegment:
         return self._representations.get(name)
 
 
+def _asciiLower(text):
+    return "".join(chr(ord(c) + 32) if "A" <= c <= "Z" else c for c in text)
+
+
 class vtkSegmentation:
     def __init__(self):
         self._segments = {}  # id -> vtkSegment, in order
@@ -566,8 +692,9 @@ class vtkSegmentation:
         return tuple(self._segments)
 
     def GetSegmentIdBySegmentName(self, name):
+        """Case-insensitive for ASCII letters only, as Slicer's (std::transform with ::tolower)."""
         for segmentId, segment in self._segments.items():
-            if segment.GetName().lower() == name.lower():
+            if _asciiLower(segment.GetName()) == _asciiLower(name):
                 return segmentId
         return ""
 
@@ -601,6 +728,21 @@ class vtkMRMLScene:
         self._nodes = {}
         self._counters = {}
         self._subjectHierarchy = vtkMRMLSubjectHierarchyNode(self)
+        self._url = ""
+        self._rootDirectory = "."
+
+    def GetURL(self):
+        """The scene file (.mrml) last saved or loaded; "" for a scene never saved."""
+        return self._url
+
+    def SetURL(self, url):
+        self._url = url
+
+    def GetRootDirectory(self):
+        return self._rootDirectory
+
+    def SetRootDirectory(self, directory):
+        self._rootDirectory = directory
 
     def CreateNodeByClass(self, className):
         if className not in _NODE_CLASSES:
@@ -621,7 +763,7 @@ class vtkMRMLScene:
             node.SetName(self.GenerateUniqueName(className.replace("vtkMRML", "").replace("Node", "")))
         node._scene = self
         self._nodes[node._id] = node
-        if not isinstance(node, vtkMRMLDisplayNode):
+        if not isinstance(node, (vtkMRMLDisplayNode, vtkMRMLScriptedModuleNode)):  # no subject hierarchy item
             self._subjectHierarchy._addDataNode(node)
         return node
 
@@ -648,6 +790,16 @@ class vtkMRMLScene:
     def GetFirstNodeByClass(self, className):
         return next((n for n in self._nodes.values() if n.IsA(className)), None)
 
+    def GetNumberOfNodesByClass(self, className):
+        return sum(1 for n in self._nodes.values() if n.IsA(className))
+
+    def GetNthNodeByClass(self, n, className):
+        nodes = [node for node in self._nodes.values() if node.IsA(className)]
+        return nodes[n] if 0 <= n < len(nodes) else None
+
+    def GetSingletonNode(self, singletonTag, className):
+        return next((n for n in self._nodes.values() if n.IsA(className) and n.GetSingletonTag() == singletonTag), None)
+
     def GenerateUniqueName(self, baseName):
         names = {n.GetName() for n in self._nodes.values()}
         if baseName not in names:
@@ -655,9 +807,15 @@ class vtkMRMLScene:
         return next(f"{baseName}_{n}" for n in itertools.count(1) if f"{baseName}_{n}" not in names)
 
     def Clear(self, removeSingletons=False):
+        """Removes every node, except singletons (a module's parameter node) unless ``removeSingletons``:
+        those are kept and Reset, as Slicer's closing a scene does (vtkMRMLScene::Clear, ResetNodes)."""
         for node in list(self._nodes.values()):
-            self.RemoveNode(node)
+            if removeSingletons or not node.GetSingletonTag():
+                self.RemoveNode(node)
+        for node in self._nodes.values():
+            node.Reset(None)
         self._subjectHierarchy = vtkMRMLSubjectHierarchyNode(self)
+        self._url, self._rootDirectory = "", "."
 
 
 class vtkMRMLSubjectHierarchyNode:

@@ -160,6 +160,33 @@ def toBool(value):
     return bool(value)
 
 
+def confirmOkCancelDisplay(text, windowTitle=None, parent=None, **kwargs):
+    """Slicer's: logs ``text``; in testing mode (``slicer.app.testingEnabled()``) returns True without a
+    popup. The stand-in has no popup: outside testing mode it raises."""
+    logging.info(text)
+    if slicer.app.testingEnabled():
+        return True
+    raise NotImplementedError("the stand-in shows no dialogs; tests replace confirmOkCancelDisplay")
+
+
+class WaitCursor:
+    """A context manager that shows a wait cursor in Slicer; nothing to show here."""
+
+    def __init__(self, show=True):
+        self.show = show
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc_value, traceback):
+        return False
+
+
+def pip_install(requirements):
+    """Slicer 5.10's blocking ``PythonSlicer -m pip install``; the stand-in never installs (tests replace it)."""
+    raise NotImplementedError("the stand-in does not install packages; tests replace pip_install")
+
+
 def delayDisplay(message, autoCloseMsec=1000, parent=None, **kwargs):
     """In Slicer a short-lived popup; in testing mode (and here) a log line."""
     logging.info(message)
