@@ -723,7 +723,7 @@ class TGatedSegmentLogic(ScriptedLoadableModuleLogic):
                 del layer
                 if not slicer.modules.segmentations.logic().ImportLabelmapToSegmentationNode(labelmapNode,
                                                                                             segmentationNode, ids):
-                    raise RuntimeError("Slicer could not import the result's labelmap")
+                    raise RuntimeError(_("Slicer could not import the result's labelmap."))
             finally:
                 slicer.mrmlScene.RemoveNode(labelmapNode)
 
@@ -1194,7 +1194,7 @@ class TGatedSegmentTest(ScriptedLoadableModuleTest):
         self.assertTrue(os.path.isfile(os.path.join(logic.backendLibraryParent(), "TGatedSegmentLib", "__main__.py")))
         self.assertTrue(any(glue.requirementName(r) == "torch" for r in logic.requirements()))
         logic.cancel()  # nothing running: a no-op
-        self.delayDisplay("Instantiation test passed")
+        self.delayDisplay(_("Instantiation test passed"))
 
     def test_ParameterNode(self):
         """The panel's state lives in the scene's parameter node, and a preset fills it in."""
@@ -1209,7 +1209,7 @@ class TGatedSegmentTest(ScriptedLoadableModuleTest):
         self.assertEqual(glue.parsePrompts(again.prompts), list(glue.PRESETS["abdomen13"].prompts))
         self.assertTrue(again.cropToBody)
         self.assertEqual((again.preset, again.device, again.batchSize), ("abdomen13", "cpu", 2))
-        self.delayDisplay("Parameter node test passed")
+        self.delayDisplay(_("Parameter node test passed"))
 
     def _readyLogic(self):
         """A logic whose dependencies were checked as Apply checks them; skips (with the reason) when
@@ -1232,15 +1232,15 @@ class TGatedSegmentTest(ScriptedLoadableModuleTest):
         self.assertIn("cpu", report.ids)
         self.assertIs(logic.deviceReport, report)
         self.assertEqual(report.choices()[0][1], "auto")
-        self.delayDisplay("Dependencies and devices test passed")
+        self.delayDisplay(_("Dependencies and devices test passed"))
 
     def test_TrainSegmentAndCancel(self):
+        logic = self._readyLogic()
         import numpy as np
 
         from TGatedSegmentLib.io.volume import Geometry
         from TGatedSegmentLib.phantom import PhantomSpec, generate_phantom, write_phantom_dataset
 
-        logic = self._readyLogic()
         workDir = tempfile.mkdtemp(prefix="TGatedSegmentTest-", dir=slicer.app.temporaryPath)
         try:
             # Train for a few seconds on generated phantoms, from the Python console's API.
@@ -1307,10 +1307,10 @@ class TGatedSegmentTest(ScriptedLoadableModuleTest):
             done = [e for e in events if e["event"] == "done"][-1]
             self.assertEqual(done["device"], "cpu")
             self.assertEqual(events[-1]["percent"], 100)
-            self._checkSegments(segmentationNode, userId, userMask, volumeNode, ijkToRAS, done, phantom)
+            dice = self._checkSegments(segmentationNode, userId, userMask, volumeNode, ijkToRAS, done, phantom)
         finally:
             shutil.rmtree(workDir, ignore_errors=True)
-        self.delayDisplay("Train, segment and cancel test passed")
+        self.delayDisplay(_("Train, segment and cancel test passed (liver Dice {dice}).").format(dice=f"{dice:.2f}"))
 
     def _checkSegments(self, segmentationNode, userId, userMask, volumeNode, ijkToRAS, done, phantom):
         import numpy as np
@@ -1351,3 +1351,4 @@ class TGatedSegmentTest(ScriptedLoadableModuleTest):
         self.assertTrue(liver.any(), "the liver segment is empty")
         dice = 2.0 * (liver & truth).sum() / (liver.sum() + truth.sum())
         self.assertGreater(dice, 0.5, f"the liver segment does not lie on the phantom's liver (Dice {dice:.2f})")
+        return dice

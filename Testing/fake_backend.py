@@ -12,6 +12,7 @@ check where the segments land:
 ``devices``: the device report of FAKE_BACKEND_DEVICES (JSON), by default a CPU-only one.
 
 Environment switches (set by the tests): FAKE_BACKEND_ARGV (file to record argv in JSON),
+FAKE_BACKEND_INPUT (file to record the input's array shape and IJK-to-RAS in JSON),
 FAKE_BACKEND_SLEEP (seconds to sleep after the first progress event, SIGTERM stops it cleanly with
 exit 130 like the real CLI), FAKE_BACKEND_ANY ("bright": every prompt gets the "bright" rule, for
 name tests), FAKE_BACKEND_FAIL ("crash": traceback and exit 1, no JSON;
@@ -69,6 +70,9 @@ def segment(args) -> int:
     image = read_image(args.input)
     geometry = Geometry.from_image(image)
     voxels = sitk.GetArrayFromImage(image)
+    if os.environ.get("FAKE_BACKEND_INPUT"):  # what the module handed over: its grid in RAS
+        Path(os.environ["FAKE_BACKEND_INPUT"]).write_text(json.dumps(
+            {"shape": list(voxels.shape), "ijk_to_ras": geometry.ijk_to_ras().tolist()}))
     organs = resolve_prompts(args.prompts)
     emit({"event": "progress", "stage": "load", "done": 1, "total": 1})
     emit({"event": "info", "device": "cpu", "modality": args.modality, "orientation": "fake",

@@ -62,7 +62,8 @@ class CropBox:
     def paste(self, blockKJI: np.ndarray, fill=0) -> np.ndarray:
         """The block's values at their place in a full-size array (``fill`` elsewhere)."""
         if tuple(blockKJI.shape) != self.shape:
-            raise ValueError(f"a block of shape {blockKJI.shape} does not fit the crop {self.shape}")
+            raise ValueError(_("A block of shape {block} does not fit the crop {crop}.").format(
+                block=tuple(blockKJI.shape), crop=self.shape))
         full = np.full(self.fullShape, fill, dtype=blockKJI.dtype)
         full[self.slices] = blockKJI
         return full
