@@ -655,6 +655,8 @@ def test_uncertainty_map_is_added_as_an_overlay_volume(logic, tiny_checkpoint, s
     display = entropy.GetDisplayNode()
     assert display.GetColorNodeID() == "vtkMRMLColorTableNodeFileInferno.txt"
     assert display.GetApplyThreshold() and display.GetLowerThreshold() > 0
+    assert not display.GetAutoWindowLevel()  # 0 .. ln 2 whatever the map holds, so that runs compare
+    assert (display.GetWindowLevelMin(), display.GetWindowLevelMax()) == (0.0, pytest.approx(np.log(2), abs=1e-4))
     assert slicer.util.sliceViewerLayers["foreground"] == entropy.GetID()
     assert slicer.util.sliceViewerLayers["background"] == volume.GetID()
     assert "dropout" in entropy.GetAttribute("TGatedSegment.Uncertainty")

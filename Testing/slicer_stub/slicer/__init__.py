@@ -11,9 +11,18 @@ Mirrored behaviours that the tests rely on:
 - vtkMRMLScene.AddNewNodeByClass(className, nodeBaseName="") / AddNode / RemoveNode (also removes the
   node's display nodes) / GenerateUniqueName / GetNumberOfNodes / GetNthNode / GetFirstNodeByClass
   (Libs/MRML/Core/vtkMRMLScene.h).
+- vtkMRMLScene.Clear(removeSingletons=False) keeps singleton nodes and Resets them; GetSingletonNode;
+  GetURL/SetURL (the scene file; "" for a scene never saved).
+- vtkMRMLNode observers (AddObserver/RemoveObserver, ModifiedEvent from Modified, held back between
+  StartModify and EndModify), node references (an empty ID removes one), singleton tags.
+- vtkMRMLScriptedModuleNode string parameters (HasParameter, SetParameter, GetParameter,
+  GetParameterNames) and ScriptedLoadableModuleLogic.getParameterNode (ScriptedLoadableModule.py);
+  slicer.parameterNodeWrapper in its own file.
+- vtkMRMLMarkupsROINode: a box from GetSize() and GetObjectToNodeMatrix() (centre and axes) in its
+  parent transform's coordinates (Libs/MRML/Core/vtkMRMLMarkupsROINode.h).
 - vtkSegmentation.AddEmptySegment(segmentId="", segmentName="", color=None) returns a generated ID
-  that is not the name; GetSegmentIdBySegmentName is case-insensitive; RemoveSegment; GetNthSegmentID
-  (Libs/vtkSegmentationCore/vtkSegmentation.cxx).
+  that is not the name; GetSegmentIdBySegmentName is case-insensitive for ASCII letters only (C++
+  ::tolower); RemoveSegment; GetNthSegmentID (Libs/vtkSegmentationCore/vtkSegmentation.cxx).
 - vtkSegment tags: SetTag(tag, value), GetTag(tag, vtk.reference) -> bool; GetTerminologyEntryTagName()
   is "TerminologyEntry" (Libs/vtkSegmentationCore/vtkSegment.h).
 - vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(labelmapNode, segmentationNode,
@@ -25,6 +34,8 @@ Mirrored behaviours that the tests rely on:
   added without data gets an empty image of its own (Libs/vtkSegmentationCore/vtkSegmentation.cxx).
 - vtkSlicerVolumesLogic.CreateAndAddLabelVolume(volumeNode, name): same grid, zero voxels, the
   volume's parent transform (Modules/Loadable/Volumes/Logic/vtkSlicerVolumesLogic.cxx).
+- qSlicerCoreApplication: temporaryPath, processEvents (fires the stand-in's QTimers), testingEnabled
+  (True, as under --testing), majorVersion/minorVersion, translate (no translation loaded).
 - Linear transforms: vtkMRMLLinearTransformNode.SetMatrixTransformToParent / GetMatrixTransformToParent,
   transforms under transforms, GetMatrixTransformToWorld, and the static
   vtkMRMLTransformNode.GetMatrixTransformBetweenNodes(source, target, matrix) with None for world
@@ -124,10 +135,6 @@ class vtkMRMLNode:
             self._references.pop(role, None)
         self.Modified()
 
-    def RemoveNodeReferenceIDs(self, role):
-        self._references.pop(role, None)
-        self.Modified()
-
     def GetNodeReferenceID(self, role):
         return self._references.get(role)
 
@@ -181,15 +188,9 @@ class vtkMRMLNode:
 
 
 class vtkMRMLDisplayNode(vtkMRMLNode):
-    def __init__(self):
-        super().__init__()
-        self._visibility = True
+    pass
 
-    def SetVisibility(self, visible):
-        self._visibility = bool(visible)
 
-    def GetVisibility(self):
-        return self._visibility
 
 
 class vtkMRMLScalarVolumeDisplayNode(vtkMRMLDisplayNode):
@@ -262,9 +263,6 @@ class vtkMRMLTransformableNode(vtkMRMLNode):
     def GetDisplayNode(self):
         return self._scene.GetNodeByID(self._displayNodeIds[0]) if self._scene and self._displayNodeIds else None
 
-    def SetAndObserveDisplayNodeID(self, displayNodeId):
-        self._displayNodeIds = [displayNodeId]
-
     def _addDisplayNode(self, className):
         if not self._displayNodeIds and self._scene is not None:
             display = self._scene.AddNewNodeByClass(className)
@@ -277,9 +275,6 @@ class vtkMRMLTransformNode(vtkMRMLTransformableNode):
     def __init__(self):
         super().__init__()
         self._toParent = np.eye(4)
-
-    def IsLinear(self):
-        return 1
 
     def GetMatrixTransformToParent(self, matrix):
         matrix.DeepCopy(self._toParent.ravel())
@@ -328,12 +323,6 @@ class vtkMRMLVolumeNode(vtkMRMLTransformableNode):
 
     def GetIJKToRASMatrix(self, matrix):
         matrix.DeepCopy(self._ijkToRAS.ravel())
-
-    def GetSpacing(self):
-        return tuple(np.linalg.norm(self._ijkToRAS[:3, :3], axis=0))
-
-    def GetOrigin(self):
-        return tuple(self._ijkToRAS[:3, 3])
 
     def SetAndObserveImageData(self, imageData):
         self._imageData = imageData
@@ -413,15 +402,8 @@ class vtkMRMLScriptedModuleNode(vtkMRMLNode):
     def GetParameter(self, name):
         return self._parameters.get(name, "")
 
-    def UnsetParameter(self, name):
-        if self._parameters.pop(name, None) is not None:
-            self.Modified()
-
     def GetParameterNames(self):
         return sorted(self._parameters)  # std::map order
-
-    def GetParameterCount(self):
-        return len(self._parameters)
 
     def Reset(self, defaultNode):
         super().Reset(defaultNode)
@@ -450,11 +432,6 @@ class vtkMRMLMarkupsROINode(vtkMRMLMarkupsNode):
 
     def SetSize(self, x, y, z):
         self._size = (float(x), float(y), float(z))
-        self.Modified()
-
-    def SetCenter(self, x, y, z):
-        for row, value in enumerate((x, y, z)):
-            self._objectToNode.SetElement(row, 3, float(value))
         self.Modified()
 
     def GetObjectToNodeMatrix(self):
@@ -487,15 +464,7 @@ class vtkSegmentationConverter:
         return "Binary labelmap"
 
     @staticmethod
-    def GetSegmentationBinaryLabelmapRepresentationName():
-        return "Binary labelmap"
-
-    @staticmethod
     def GetClosedSurfaceRepresentationName():
-        return "Closed surface"
-
-    @staticmethod
-    def GetSegmentationClosedSurfaceRepresentationName():
         return "Closed surface"
 
     @staticmethod
@@ -537,9 +506,6 @@ class vtkOrientedImageData:
     def GetImageToWorldMatrix(self, matrix):
         matrix.DeepCopy(self._imageToWorld.ravel())
 
-    def GetExtent(self):
-        k, j, i = self._voxels.shape
-        return (0, i - 1, 0, j - 1, 0, k - 1)
 
 
 class vtkSegment:
@@ -583,17 +549,8 @@ class vtkSegment:
         value.set(self._tags[tag])
         return True
 
-    def HasTag(self, tag):
-        return tag in self._tags
-
     def RemoveTag(self, tag):
         self._tags.pop(tag, None)
-
-    def GetTerminology(self):
-        return self._tags.get(self.GetTerminologyEntryTagName(), "")
-
-    def SetTerminology(self, entry):
-        self._tags[self.GetTerminologyEntryTagName()] = entry
 
     def GetNameAutoGenerated(self):
         return self._nameAutoGenerated
@@ -688,9 +645,6 @@ class vtkSegmentation:
     def GetNthSegmentID(self, index):
         return list(self._segments)[index] if 0 <= index < len(self._segments) else ""
 
-    def GetSegmentIDs(self):
-        return tuple(self._segments)
-
     def GetSegmentIdBySegmentName(self, name):
         """Case-insensitive for ASCII letters only, as Slicer's (std::transform with ::tolower)."""
         for segmentId, segment in self._segments.items():
@@ -729,7 +683,6 @@ class vtkMRMLScene:
         self._counters = {}
         self._subjectHierarchy = vtkMRMLSubjectHierarchyNode(self)
         self._url = ""
-        self._rootDirectory = "."
 
     def GetURL(self):
         """The scene file (.mrml) last saved or loaded; "" for a scene never saved."""
@@ -737,12 +690,6 @@ class vtkMRMLScene:
 
     def SetURL(self, url):
         self._url = url
-
-    def GetRootDirectory(self):
-        return self._rootDirectory
-
-    def SetRootDirectory(self, directory):
-        self._rootDirectory = directory
 
     def CreateNodeByClass(self, className):
         if className not in _NODE_CLASSES:
@@ -790,13 +737,6 @@ class vtkMRMLScene:
     def GetFirstNodeByClass(self, className):
         return next((n for n in self._nodes.values() if n.IsA(className)), None)
 
-    def GetNumberOfNodesByClass(self, className):
-        return sum(1 for n in self._nodes.values() if n.IsA(className))
-
-    def GetNthNodeByClass(self, n, className):
-        nodes = [node for node in self._nodes.values() if node.IsA(className)]
-        return nodes[n] if 0 <= n < len(nodes) else None
-
     def GetSingletonNode(self, singletonTag, className):
         return next((n for n in self._nodes.values() if n.IsA(className) and n.GetSingletonTag() == singletonTag), None)
 
@@ -815,7 +755,7 @@ class vtkMRMLScene:
         for node in self._nodes.values():
             node.Reset(None)
         self._subjectHierarchy = vtkMRMLSubjectHierarchyNode(self)
-        self._url, self._rootDirectory = "", "."
+        self._url = ""
 
 
 class vtkMRMLSubjectHierarchyNode:
@@ -856,9 +796,6 @@ class vtkMRMLSubjectHierarchyNode:
             return self.INVALID_ITEM_ID
         return next((item for item, nodeId in self._dataNodes.items() if nodeId == node.GetID()), self.INVALID_ITEM_ID)
 
-    def GetItemDataNode(self, item):
-        return self._scene.GetNodeByID(self._dataNodes.get(item))
-
     def GetItemParent(self, item):
         return self._parents.get(item, self.INVALID_ITEM_ID)
 
@@ -871,9 +808,6 @@ class vtkMRMLSubjectHierarchyNode:
         self._parents[item] = parent
         self._names[item] = name
         return item
-
-    def GetItemName(self, item):
-        return self._names.get(item, "")
 
     def SetItemAttribute(self, item, name, value):
         self._attributes.setdefault(item, {})[name] = value
@@ -975,8 +909,6 @@ class _CodedEntry:
     def GetRecommendedDisplayRGBValue(self):
         return self._rgb
 
-    def GetSlicerLabel(self):
-        return self._label
 
 
 class vtkSlicerTerminologyEntry:
