@@ -690,6 +690,11 @@ VERIFIED_SLICER_NAMES = {
     "slicer.testing", "slicer.testing.runUnitTest",
     # Base/Python/slicer/packaging.py (5.12+ only): def pip_ensure.
     "slicer.packaging.pip_ensure",
+    # Base/Python/slicer/slicerqt.py: setattr(slicer, "mrmlScene", slicer.app.mrmlScene());
+    # Libs/MRML/Core/vtkMRMLScene.h: AddNewNodeByClass(className, nodeBaseName).
+    "slicer.mrmlScene", "slicer.mrmlScene.AddNewNodeByClass",
+    # Base/Python/slicer/i18n.py (tr, translate, getContext); Base/Python/slicer/parameterNodeWrapper/.
+    "slicer.i18n", "slicer.i18n.tr", "slicer.parameterNodeWrapper",
 }
 # Slicer command-line options, from the addArgument(...) calls in Base/QTCore/qSlicerCoreCommandOptions.cxx
 # (testing, python-code, python-script, additional-module-paths, disable-settings, disable-cli-modules,
