@@ -81,7 +81,7 @@ def test_push_and_pull_without_network_say_how_to_move_a_zip(tmp_path, tiny_chec
 
 
 def test_the_slicer_glue_sees_the_same_folder_and_imports_through_the_backend(tmp_path, tiny_checkpoint, monkeypatch):
-    from TGatedSegmentGlue import models as glue_models
+    from TGatedSegmentGlue import modelstore as glue_models
 
     home = tmp_path / "shared-home"
     monkeypatch.setenv("TGATED_HOME", str(home))
@@ -100,15 +100,15 @@ def test_the_slicer_glue_sees_the_same_folder_and_imports_through_the_backend(tm
     assert facts["name"] == "tiny-tgated" and glue_models.nameTaken("Tiny-TGated")
     assert [name for name, _ in glue_models.modelChoices()] == ["from-shell", "tiny-tgated"]
     assert glue_models.isImportedModel("tiny-tgated") and not glue_models.isImportedModel("nope")
-    assert "Imported model 'tiny-tgated'" in glue_models.modelNote("tiny-tgated")
-    assert glue_models.modelNote(str(tiny_checkpoint)) is None
+    assert "Imported model 'tiny-tgated'" in glue_models.importedModelNote("tiny-tgated")
+    assert glue_models.importedModelNote(str(tiny_checkpoint)) is None
     assert glue_models.modelCard("from-shell").startswith("---\nlibrary_name: tgated-segment")
     with pytest.raises(RuntimeError, match="already imported"):
         glue_models.importModel(run_backend, tiny_checkpoint)
 
 
 def test_the_glue_module_and_the_card_import_no_torch():
-    code = ("import sys; sys.path.insert(0, 'TGatedSegment'); import TGatedSegmentGlue.models; "
+    code = ("import sys; sys.path.insert(0, 'TGatedSegment'); import TGatedSegmentGlue.modelstore; "
             "import TGatedSegmentLib.model.card, TGatedSegmentLib.model.store; "
             "print(sorted({'torch', 'transformers', 'SimpleITK'} & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)

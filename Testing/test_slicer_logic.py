@@ -364,7 +364,8 @@ def test_real_backend_two_prompts_non_blocking(logic, tiny_checkpoint, slicer_tm
 
 
 def test_cancel_mid_run_stops_the_backend_and_changes_nothing(logic, tiny_checkpoint, slicer_tmp):
-    """Cancel while the real backend is segmenting: process gone within seconds (clean SIGTERM exit),
+    """Cancel while the real backend is segmenting: the backend stops cleanly on SIGTERM (exit 130, given
+    a grace long enough for a loaded machine: what a kill after the grace does is test_slicer_cancel's),
     scene exactly as before (including a chosen output segmentation), temporary files gone."""
     volume, voxels = make_volume(AXIAL, shape=(160, 40, 40))
     output = existing_segmentation(volume, {"liver": ((0.2, 0.3, 0.4), voxels > 500)})
@@ -376,14 +377,14 @@ def test_cancel_mid_run_stops_the_backend_and_changes_nothing(logic, tiny_checkp
     pump_until(lambda: any(e["event"] == "progress" and e["stage"] == "segment" for e in events) or not job.running,
                90, "the backend to start segmenting")
     assert job.running, job.error
+    job.cancelGraceS = 60.0
     started = time.monotonic()
     logic.cancel()  # what the panel's Cancel button calls: returns at once, the timer ends the job
     returned_in = time.monotonic() - started
-    run_until_done(job, 10)
-    stopped_in = time.monotonic() - started
+    run_until_done(job, 90)
+    print(f"cancel returned in {returned_in:.2f} s, the job ended {time.monotonic() - started:.2f} s after Cancel")
 
     assert job.state == "cancelled" and completed == [job]
-    assert returned_in < 2.0 and stopped_in < 5.0
     assert job.process.process.poll() is not None
     assert job.process.returncode == glue.EXIT_CANCELLED  # stopped cleanly by SIGTERM, not killed
     assert not any(e["event"] == "done" for e in events)
@@ -410,14 +411,22 @@ def test_backend_failure_is_a_plain_error_with_details(logic, slicer_tmp, tmp_pa
     assert logic.segmentationJob is None
 
 
-def test_module_self_test_passes_against_the_stand_in(slicer_tmp):
-    """TGatedSegmentTest as Slicer runs it (instantiation, helpers, tiny-checkpoint inference), through
-    the documented entry point: creating the module registers ``slicer.selfTests['TGatedSegment']``."""
+def test_module_self_test_passes_against_the_stand_in(slicer_tmp, caplog):
+    """TGatedSegmentTest as Slicer runs it, through the documented entry point (creating the module
+    registers ``slicer.selfTests['TGatedSegment']``): the dependency check, device detection, a few
+    seconds of real training on phantoms, a real segmentation and a Cancel. Nothing may be skipped
+    here: the backend's packages are installed, so a skip would hide a broken self-test."""
     import types
 
     TGatedSegment.TGatedSegment(types.SimpleNamespace())
     assert slicer.selfTests["TGatedSegment"].__self__.moduleName == "TGatedSegment"
-    slicer.selfTests["TGatedSegment"]()
+    with caplog.at_level("INFO"):
+        slicer.selfTests["TGatedSegment"]()
+    messages = [record.getMessage() for record in caplog.records]
+    assert not [m for m in messages if "skipped" in m.lower()]
+    for passed in ("Instantiation test passed", "Parameter node test passed", "Dependencies and devices test passed",
+                   "Train, segment and cancel test passed (liver Dice"):
+        assert any(m.startswith(passed) for m in messages), passed
 
 
 # --------------------------------------------------------------------------------------------------
@@ -646,6 +655,8 @@ def test_uncertainty_map_is_added_as_an_overlay_volume(logic, tiny_checkpoint, s
     display = entropy.GetDisplayNode()
     assert display.GetColorNodeID() == "vtkMRMLColorTableNodeFileInferno.txt"
     assert display.GetApplyThreshold() and display.GetLowerThreshold() > 0
+    assert not display.GetAutoWindowLevel()  # 0 .. ln 2 whatever the map holds, so that runs compare
+    assert (display.GetWindowLevelMin(), display.GetWindowLevelMax()) == (0.0, pytest.approx(np.log(2), abs=1e-4))
     assert slicer.util.sliceViewerLayers["foreground"] == entropy.GetID()
     assert slicer.util.sliceViewerLayers["background"] == volume.GetID()
     assert "dropout" in entropy.GetAttribute("TGatedSegment.Uncertainty")
@@ -679,6 +690,11 @@ VERIFIED_SLICER_NAMES = {
     "slicer.testing", "slicer.testing.runUnitTest",
     # Base/Python/slicer/packaging.py (5.12+ only): def pip_ensure.
     "slicer.packaging.pip_ensure",
+    # Base/Python/slicer/slicerqt.py: setattr(slicer, "mrmlScene", slicer.app.mrmlScene());
+    # Libs/MRML/Core/vtkMRMLScene.h: AddNewNodeByClass(className, nodeBaseName).
+    "slicer.mrmlScene", "slicer.mrmlScene.AddNewNodeByClass",
+    # Base/Python/slicer/i18n.py (tr, translate, getContext); Base/Python/slicer/parameterNodeWrapper/.
+    "slicer.i18n", "slicer.i18n.tr", "slicer.parameterNodeWrapper",
 }
 # Slicer command-line options, from the addArgument(...) calls in Base/QTCore/qSlicerCoreCommandOptions.cxx
 # (testing, python-code, python-script, additional-module-paths, disable-settings, disable-cli-modules,
@@ -762,8 +778,9 @@ def _import(tmp_path, volume, voxels, masks, prompts, traced=None):
     organs = resolve_prompts(prompts)
     geometry = glue.exportVolume(voxels, OBLIQUE, tmp_path / "in.nrrd")
     write_segmentation(tmp_path / "out.seg.nrrd", masks, organs, geometry, overwrite=True)
-    job = types.SimpleNamespace(volumeNode=volume, outputSegmentationNode=None, outputPath=tmp_path / "out.seg.nrrd",
-                                geometry=geometry, replaceExisting=False, showIn3D=False, report=lambda event: None)
+    request = TGatedSegment.SegmentationRequest(volume, None, replaceExisting=False, showIn3D=False, crop=None)
+    job = types.SimpleNamespace(request=request, outputPath=tmp_path / "out.seg.nrrd", geometry=geometry,
+                                report=lambda event: None)
     logic = TGatedSegment.TGatedSegmentLogic()
     tracemalloc.start()
     try:

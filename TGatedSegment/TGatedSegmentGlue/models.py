@@ -1,100 +1,100 @@
-"""The shared model folder, for the Slicer panel: list the imported models, show a card, import one.
+"""The model choice: what the text in the panel's model box means, and where a relative path points.
 
-``tgated models import`` in a shell and this panel use the same folder (``$TGATED_HOME/models``, else
-``tgated-segment/models`` in the user cache folder), so a model imported on either side appears on
-both, and its NAME works in the panel's model field as it does for ``--checkpoint``: the backend
-resolves it.
-
-Listing and cards are read here, in Slicer's own Python (``TGatedSegmentLib.model.store`` and
-``card`` import no torch), so a model menu fills at once; importing checks the model by loading it,
-which needs torch, so it runs in the backend process. The panel's side (wired by the module):
-
-* ``listModels()`` / ``modelChoices()``: the models, e.g. for a combo box;
-* ``modelCard(name)``: the model card (markdown) for a details view;
-* ``modelNote(text)``: the line under the model field when it holds an imported name (None otherwise);
-* "Import model...": a file dialog with ``IMPORT_FILE_FILTER`` (or a folder dialog), then
-  ``importModel(logic.runBackendCommand, path)``, which returns the imported model's facts.
+The authors of T-Gated publish no trained weights, so a user without a checkpoint gets the zero-shot
+CLIPSeg base (``CIDAS/clipseg-rd64-refined``), a model of natural photos that was never shown a CT:
+:func:`modelNote` says so, and where to get or how to train a model, whenever no trained model is
+chosen. A relative path is looked up in the scene's folder, then in the models folder the user chose
+(:func:`resolveCheckpoint`), never in the extension's folder (where the backend process starts). A
+model imported into the shared models folder (``modelstore``, ``tgated models import``) is chosen by
+its name.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Callable, Sequence
+import json
+import os
+from typing import Sequence
 
-from TGatedSegmentLib.errors import TGatedError
-from TGatedSegmentLib.model import card, store
-from TGatedSegmentLib.model.importer import default_name
+from TGatedSegmentLib.model.configuration import DEFAULT_BASE_MODEL, FORMAT_NAME
+from TGatedSegmentLib.model.source import looks_like_hub_id
 
-IMPORT_FILE_FILTER = "Models (*.zip *.safetensors *.pt *.pth);;All files (*)"
+from .i18n import tr as _
+from .modelstore import importedModelNote, isImportedModel
 
-
-def modelsFolder() -> str:
-    """Where the imported models are (it may not exist yet)."""
-    return str(store.models_dir())
-
-
-def listModels() -> list[dict]:
-    """Facts of every imported model (``card.model_facts``: name, architecture, parameters,
-    size_bytes, recipe, dice, ...), sorted by name."""
-    return [card.model_facts(store.models_dir() / name, name) for name in store.model_names()]
+# Where the documentation says how to get or train a model (docs/slicer.md, section "Getting a model").
+MODEL_HELP = "docs/slicer.md#getting-a-model"
 
 
-def modelChoices() -> list[tuple[str, str]]:
-    """(name, label) per imported model: the label adds the architecture and the measured Dice."""
-    return [(f["name"], f"{f['name']}  ({f['architecture_short']}, Dice {card.dice_summary(f)})")
-            for f in listModels()]
+def looksLikeHubId(text: str) -> bool:
+    """``owner/name`` that is not a path: the backend's rule (``model.source.looks_like_hub_id``)."""
+    return looks_like_hub_id(text)
 
 
-def isImportedModel(text: str | None) -> bool:
-    """Whether the model field's text is an imported model's name (and not a folder of that name)."""
+def noTrainedModelNote() -> str:
+    """What the panel says while no trained model is chosen."""
+    return _("No trained model chosen: the authors of T-Gated publish no trained weights, so this runs zero-shot "
+             "with {base}, a CLIPSeg model of natural photos, not of CT or MR (downloaded once, about 600 MB): "
+             "expect rough or empty segments. Train a model (logic.train in the Python console) or choose a "
+             "checkpoint folder someone trained; see {help}.").format(base=DEFAULT_BASE_MODEL, help=MODEL_HELP)
+
+
+def resolveCheckpoint(text: str | None, searchFolders: Sequence[str | None] = ()) -> str | None:
+    """The checkpoint to pass to the backend: None (zero-shot), an absolute folder, or a hub id.
+
+    ``~`` is expanded; a relative path is looked up in each of ``searchFolders`` in turn (the
+    scene's folder, then the user's models folder), and an ``owner/name`` found in none of them is a
+    hub id. Anything else is a ValueError that says where it looked.
+    """
     text = (text or "").strip()
-    return bool(text) and not Path(text).expanduser().exists() and store.find_model(text) is not None
-
-
-def modelCard(name: str) -> str:
-    """The model card (markdown) of an imported model; ValueError if there is none of that name."""
-    folder = store.find_model(name)
-    if folder is None:
-        raise ValueError(f"No imported model named '{name}'. {store.unknown_model_hint(name)}")
-    return card.render_card(card.model_facts(folder, folder.name))
-
-
-def modelNote(text: str | None) -> str | None:
-    """One line for the model field when it names an imported model; None for anything else (the
-    module's own note covers folders, hub ids and the zero-shot default)."""
-    if not isImportedModel(text):
+    if not text:
         return None
-    facts = card.model_facts(store.find_model(text))
-    dice = card.dice_summary(facts)
-    measured = f"mean Dice {dice}" if dice != "-" else "Dice not measured"
-    trained = "trained" if facts["trained"] else "untrained (random adapter: for tests only)"
-    return f"Imported model '{facts['name']}': {facts['architecture_short']}, {trained}, {measured}."
+    if isImportedModel(text):  # a name of the shared models folder: the backend resolves it
+        return text
+    path = os.path.expanduser(text)
+    if os.path.isabs(path):
+        return os.path.normpath(path)
+    folders = [os.path.abspath(os.path.expanduser(f)) for f in searchFolders if f]
+    for folder in folders:
+        candidate = os.path.join(folder, path)
+        if os.path.exists(candidate):
+            return os.path.normpath(candidate)
+    if looksLikeHubId(text):
+        return text
+    where = ", ".join(folders) if folders else _("(no scene folder and no models folder set)")
+    raise ValueError(_("The model '{model}' was not found: a relative path is looked up in the scene's folder and "
+                       "then in the models folder ({where}). Choose the checkpoint folder with Browse..., or give "
+                       "its full path.").format(model=text, where=where))
 
 
-def importArguments(source: str | Path, name: str | None = None, overwrite: bool = False) -> list[str]:
-    """The backend command line (after ``-m TGatedSegmentLib``) that imports ``source`` as ``name``
-    (default: the name the backend would choose, computed here so the caller knows it)."""
-    args = ["models", "import", str(source), "--name", name or suggestedName(source)]
-    return args + (["--overwrite"] if overwrite else [])
-
-
-def suggestedName(source: str | Path) -> str:
-    """The name a model gets when none is given (``runs/liver/best`` -> ``liver-best``; a zip: its model's name)."""
+def modelNote(text: str | None, searchFolders: Sequence[str | None] = ()) -> str:
+    """One line under the model picker saying what the current choice means."""
+    if not (text or "").strip():
+        return noTrainedModelNote()
+    imported = importedModelNote(text)
+    if imported is not None:
+        return imported
     try:
-        return default_name(Path(source).expanduser())
-    except TGatedError as exc:  # an unreadable zip: the import itself reports it
-        raise ValueError(exc.one_line()) from None
-
-
-def nameTaken(name: str) -> bool:
-    """Whether importing under ``name`` needs overwrite (ask the user before passing it)."""
-    return (store.models_dir() / store.normalize_name(name)).exists()
-
-
-def importModel(runBackendCommand: Callable[[Sequence[str]], list], source: str | Path, name: str | None = None,
-                overwrite: bool = False) -> dict:
-    """Import ``source`` through the backend (``runBackendCommand``: the module logic's, which raises
-    its ``BackendError`` with the backend's message and fix) and return the model's facts."""
-    name = store.normalize_name(name or suggestedName(source))
-    runBackendCommand(importArguments(source, name, overwrite))
-    return card.model_facts(store.models_dir() / name, name)
+        resolved = resolveCheckpoint(text, searchFolders)
+    except ValueError:
+        return _("Not found: give a checkpoint folder or a hub id (owner/name); leave empty for zero-shot.")
+    name = os.path.basename(resolved.rstrip("/\\")) if resolved else ""
+    if os.path.isdir(resolved):
+        try:
+            with open(os.path.join(resolved, "config.json"), encoding="utf-8") as handle:
+                raw = json.load(handle)
+        except (OSError, ValueError):
+            return _("'{name}' has no readable config.json: not a checkpoint folder.").format(name=name)
+        if raw.get("format") == FORMAT_NAME:
+            kind = _("T-Gated (reads 5 neighbouring slices)") if raw.get("adapter") else _("slice-wise baseline")
+            if raw.get("training"):
+                return _("Checkpoint folder: {kind}, trained.").format(kind=kind)
+            return _("Checkpoint folder: {kind}, untrained (random adapter: for tests only).").format(kind=kind)
+        if raw.get("model_type") == "clipseg":
+            return _("A plain CLIPSeg model folder: zero-shot, no organ training.")
+        return _("'{name}' is not a TGatedSegment checkpoint folder.").format(name=name)
+    if os.path.exists(resolved):
+        return _("A single file: choose the checkpoint folder that holds config.json.")
+    if looksLikeHubId(resolved):
+        return _("Hugging Face Hub model '{model}': downloaded once into the local cache, then used offline.").format(
+            model=resolved)
+    return _("Not found: give a checkpoint folder or a hub id (owner/name); leave empty for zero-shot.")

@@ -28,22 +28,10 @@ from ..preprocessing.slices import SliceCodec
 from ..preprocessing.volume import PreparedVolume, prepare_volume
 from ..progress import CancelToken, Progress
 from ..vocabulary import Organ, resolve_prompts
+from .devices import resolve_device
 from .engine import EngineStats, StreamingEngine, binary_entropy
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """``auto`` picks CUDA when PyTorch sees a GPU; asking for CUDA without one is a clear error."""
-    name = str(device or "auto").lower()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError("CUDA was requested but PyTorch sees no CUDA GPU on this machine",
-                         "Use --device cpu (or auto), or install a CUDA build of PyTorch.")
-    if name not in ("cpu",) and not name.startswith("cuda") and name != "mps":
-        raise InputError(f"unknown device '{device}'", "Use auto, cpu or cuda.")
-    return torch.device(name)
 
 
 @dataclass

@@ -32,6 +32,7 @@ from ..errors import InputError, OutputError
 from ..vocabulary import Organ, generated_color
 from .atomic import atomic_path, split_suffixes
 from .dicom_seg import DICOM_SEG_SUFFIX  # highdicom itself loads only when a .dcm is written
+from .nrrd_text import ascii_placeholders, put_utf8_text
 from .volume import Geometry, image_from_array, read_image
 
 SEG_SUFFIX = ".seg.nrrd"
@@ -129,10 +130,12 @@ def write_segmentation(
     if suffix == SEG_SUFFIX:
         _refuse_existing([path], overwrite)
         segmentation = _slicer_segmentation(masks, organs, geometry)
+        segmentation["segments"], utf8 = ascii_placeholders(segmentation["segments"])
         import slicerio
 
         with atomic_path(path) as tmp, _writing(path):
             slicerio.write_segmentation(str(tmp), segmentation)
+            put_utf8_text(tmp, utf8)  # names such as "肝臓" as UTF-8, as Slicer writes them
         return [path]
     if suffix == DICOM_SEG_SUFFIX:
         return _write_dicom_seg(path, masks, organs, geometry, source, overwrite)

@@ -75,7 +75,7 @@ class ModelSource:
 
 
 def looks_like_hub_id(source: str) -> bool:
-    """``owner/name`` that is not a path (the Slicer glue restates this rule: keep them equal)."""
+    """``owner/name`` that is not a path (the Slicer glue uses this rule too: this module loads no torch)."""
     parts = str(source).split("/")
     return len(parts) == 2 and all(parts) and not str(source).startswith((".", "~")) and "\\" not in str(source)
 
