@@ -25,7 +25,9 @@ from TGatedSegmentLib.errors import TGatedError
 from TGatedSegmentLib.model import card, store
 from TGatedSegmentLib.model.importer import default_name
 
-IMPORT_FILE_FILTER = "Models (*.zip *.safetensors *.pt *.pth);;All files (*)"
+from .i18n import tr as _
+
+IMPORT_FILE_FILTER = _("Models (*.zip *.safetensors *.pt *.pth);;All files (*)")
 
 
 def modelsFolder() -> str:
@@ -55,7 +57,7 @@ def modelCard(name: str) -> str:
     """The model card (markdown) of an imported model; ValueError if there is none of that name."""
     folder = store.find_model(name)
     if folder is None:
-        raise ValueError(f"No imported model named '{name}'. {store.unknown_model_hint(name)}")
+        raise ValueError(_("No imported model named '{name}'. {hint}").format(name=name, hint=store.unknown_model_hint(name)))
     return card.render_card(card.model_facts(folder, folder.name))
 
 
@@ -66,9 +68,10 @@ def importedModelNote(text: str | None) -> str | None:
         return None
     facts = card.model_facts(store.find_model(text))
     dice = card.dice_summary(facts)
-    measured = f"mean Dice {dice}" if dice != "-" else "Dice not measured"
-    trained = "trained" if facts["trained"] else "untrained (random adapter: for tests only)"
-    return f"Imported model '{facts['name']}': {facts['architecture_short']}, {trained}, {measured}."
+    measured = _("mean Dice {dice}").format(dice=dice) if dice != "-" else _("Dice not measured")
+    trained = _("trained") if facts["trained"] else _("untrained (random adapter: for tests only)")
+    return _("Imported model '{name}': {architecture}, {trained}, {measured}.").format(
+        name=facts["name"], architecture=facts["architecture_short"], trained=trained, measured=measured)
 
 
 def importArguments(source: str | Path, name: str | None = None, overwrite: bool = False) -> list[str]:
