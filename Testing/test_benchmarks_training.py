@@ -42,3 +42,18 @@ def test_token_cache_speed_quick():
     for name in ("full fine-tuning", "frozen encoder", "frozen encoder + token cache"):
         assert f"  {name} " in out.stdout
     assert "(0 slices encoded" in out.stdout and "full / token cache" in out.stdout
+
+
+def test_chaos_folds_quick():
+    out = _run("chaos_folds.py")
+    assert out.returncode == 0, out.stderr
+    if not (SHARED / "data" / "chaos-t2" / "dataset.json").is_file():
+        assert out.stdout.startswith("skipped:")
+        return
+    assert "| fold (test patients) | best step | liver | right kidney | left kidney | spleen |" in out.stdout
+    assert "| **mean of 1 folds** |" in out.stdout
+
+
+def test_chaos_folds_exits_cleanly_without_the_data(tmp_path):
+    out = _run("chaos_folds.py", "--data", str(tmp_path / "absent"))
+    assert out.returncode == 0 and out.stdout.startswith("skipped:")
