@@ -38,6 +38,7 @@ RECIPE_OPTIONS = (
     ("grad_clip", float, "gradient-norm clipping"),
     ("dice", str, "sample (per-sample Dice, the paper) or batch (per prompt over the batch)"),
     ("exclusive", float, "weight of the one-organ-per-pixel softmax over each slice's prompts (--batching slices)"),
+    ("hard_pixels", float, "weight of the BCE of each item's hardest 1 % of pixels (hard example mining)"),
     ("gate_penalty", float, "weight of the gate penalty"),
     ("negative_ratio", float, "negatives per positive (--batching pairs)"),
     ("max_rotation", float, "in-plane rotation augmentation, degrees"),

@@ -40,6 +40,19 @@ from .peft import PeftAdapters
 from .refine import RefinementHead, upsample
 
 
+def conditioned_activation(clipseg_config) -> int:
+    """Index (encoder order) of the extracted activation that CLIPSeg's decoder adds in at its FiLM
+    layer (``conditional_layer``; the decoder reads the activations deepest first).
+
+    The residual adapter rewrites this one in new models: it is the activation the prompt-conditioned
+    decoder cannot route around. With ``builtin:cpu`` (FiLM before the last decoder layer) a decoder
+    trained 750 steps ignored the deepest activation entirely (zeroing it changed no organ's Dice),
+    so context written there changed nothing.
+    """
+    n = len(clipseg_config.extract_layers)
+    return n - 1 - min(int(clipseg_config.conditional_layer), n - 1)
+
+
 class TGatedCLIPSeg(nn.Module):
     """T-Gated CLIPSeg. ``forward`` matches the authors' ``CLIPSegTemporalAdapter.forward``."""
 
@@ -143,11 +156,12 @@ class TGatedCLIPSeg(nn.Module):
         centre = window[:, window.shape[1] // 2]  # (B, L, T, C)
         if not self.temporal:
             return (centre, None) if return_gate else centre
-        out, gate = self.adapter(window[:, :, -1], return_gate=True)  # (B, T, C) each
         if self.reference_wiring:
-            fused = out.unsqueeze(1)
-        else:  # only the last extracted activation is rewritten
-            fused = torch.cat([centre[:, :-1], out.unsqueeze(1)], dim=1)
+            out, gate = self.adapter(window[:, :, -1], return_gate=True)  # (B, T, C) each
+            return (out.unsqueeze(1), gate) if return_gate else out.unsqueeze(1)
+        a = self.adapter.config.activation % centre.shape[1]  # only this activation is rewritten
+        out, gate = self.adapter(window[:, :, a], return_gate=True)  # (B, T, C) each
+        fused = torch.cat([centre[:, :a], out.unsqueeze(1), centre[:, a + 1:]], dim=1)
         return (fused, gate) if return_gate else fused
 
     def image_features(self, pixel_values: torch.Tensor) -> torch.Tensor | None:

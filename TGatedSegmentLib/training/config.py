@@ -21,7 +21,10 @@ STRUCTURAL = ("data", "val", "base", "tokenizer", "temporal", "freeze_encoders",
               "gate_penalty", "negative_ratio", "max_rotation", "flip_probability", "seed", "image_size", "amp",
               "finetune", "peft", "peft_dim", "peft_parts", "lr_peft", "probabilistic", "recipe", "adapter",
               "refine", "batching", "chunk_slices", "schedule", "warmup_steps", "dice", "max_zoom", "intensity",
-              "boundary_weight", "hint_weight", "exclusive", "organ_intensity")
+              "boundary_weight", "hint_weight", "exclusive", "organ_intensity", "hard_pixels")
+# Settings added after runs were saved without them: the value those runs trained with. A resumed
+# run keeps it (a recipe's newer default must not change a run half way).
+PREDATING = {"organ_intensity": 0.0, "hard_pixels": 0.0}
 ADAPTER_CHOICES = ("residual", "reference", "control")  # control: the residual adapter fed 5 copies of the centre
 BATCHINGS = ("pairs", "slices")
 
@@ -79,6 +82,7 @@ class TrainConfig:
     grad_clip: float | None = None
     dice: str | None = None  # "sample" (the paper's per-sample Dice) or "batch" (per prompt over the batch)
     exclusive: float | None = None  # weight of the one-organ-per-pixel softmax over a slice's prompts ("slices")
+    hard_pixels: float | None = None  # weight of the BCE of each item's hardest 1 % of pixels (losses.py)
     gate_penalty: float | None = None
     negative_ratio: float | None = None  # negatives per positive ("pairs")
     max_rotation: float | None = None  # degrees, uniform in +-max_rotation
@@ -125,7 +129,7 @@ class TrainConfig:
             raise InputError(f"num_workers must be >= 0, got {self.num_workers!r}", "Pass --num-workers 0 or more.")
         for name in ("lr_encoder", "lr_decoder", "lr_adapter", "weight_decay", "min_lr", "grad_clip", "gate_penalty",
                      "negative_ratio", "max_rotation", "max_zoom", "intensity", "boundary_weight", "hint_weight",
-                     "exclusive", "organ_intensity"):
+                     "exclusive", "organ_intensity", "hard_pixels"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise InputError(f"{name} must be a finite number >= 0, got {value!r}",
@@ -260,7 +264,7 @@ def structural_differences(saved: dict, current: TrainConfig) -> list[str]:
     it existed: ``decoder`` when they froze the encoders, else ``full``).
     """
     # runs saved before recipes existed were the paper's
-    defaults = {**{f.name: f.default for f in fields(TrainConfig)}, **RECIPES["paper"], "recipe": "paper"}
+    defaults = {**{f.name: f.default for f in fields(TrainConfig)}, **RECIPES["paper"], "recipe": "paper", **PREDATING}
     saved = dict(saved)
     saved.setdefault("finetune", "decoder" if saved.get("freeze_encoders") else "full")
     now = current.to_dict()

@@ -16,7 +16,7 @@ from ..data.checks import validate_label_values
 from ..data.dataset import Dataset, load_dataset
 from ..errors import InputError, OutputError
 from ..io.atomic import check_writable, recover_dir
-from .config import TrainConfig, structural_differences
+from .config import PREDATING, TrainConfig, structural_differences
 from .dataset import split_dataset
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ def resume_config(run_dir: str | Path, **overrides) -> TrainConfig:
     if state is None:
         raise InputError(f"'{run_dir}' has no resume state ({RESUME_DIR}/{RUN_FILE})",
                          "Pass the run folder of a run started by `tgated train` (its --output).")
-    values = dict(state["config"])
+    values = {**PREDATING, **state["config"]}
     values.update({k: v for k, v in overrides.items() if v is not None})
     values.update(output=str(run_dir), resume=True, overwrite=False)
     return TrainConfig.from_dict(values)

@@ -69,7 +69,7 @@ class StepRunner:
         logits, target, prompt, slices = self.logits(batch)
         exclusive = self.config.exclusive if slices is not None else 0.0
         return segmentation_loss(logits, target, self.model.gate_penalty(), self.config.gate_penalty,
-                                 self.config.dice, prompt, slices, exclusive)[0]
+                                 self.config.dice, prompt, slices, exclusive, self.config.hard_pixels)[0]
 
     def __call__(self, batch: dict) -> float:
         """One optimisation step on a batch (see :meth:`logits`) -> its loss."""
