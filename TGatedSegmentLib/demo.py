@@ -137,13 +137,12 @@ def _num(value) -> str:
 
 
 def check_output(output: str | Path, overwrite: bool) -> Path:
-    from .io.atomic import check_writable
+    from .io.atomic import check_writable, refuse_existing
 
     output = Path(output).expanduser()
     if output.exists() and not output.is_dir():
         raise OutputError(f"'{output}' is a file", "Choose a folder name for --output.")
-    if output.exists() and not overwrite:
-        raise OutputError(f"'{output}' already exists", "Pass --overwrite to replace it, or choose another --output.")
+    refuse_existing(output, overwrite)
     check_writable(output)
     return output
 

@@ -4,24 +4,16 @@ from __future__ import annotations
 
 import signal
 import sys
-from pathlib import Path
 
-from ..errors import OutputError
+from ..compat import moved_names
 
 PROGRESS_CHOICES = ["tqdm", "json", "none"]
-OVERWRITE_HINT = "Pass --overwrite to replace it, or choose another --output."
 
 
 def add_progress_option(parser, json_note: str = "json") -> None:
     """``--progress tqdm|json|none``; ``json_note`` says who reads the JSON lines (e.g. "json, for Slicer")."""
     parser.add_argument("--progress", choices=PROGRESS_CHOICES, default="tqdm",
                         help=f"progress bars on stderr (tqdm), JSON lines on stdout ({json_note}) or none")
-
-
-def refuse_existing_output(path: str | Path, overwrite: bool, hint: str = OVERWRITE_HINT) -> None:
-    """The one "output exists, use --overwrite" error, before any work is done."""
-    if Path(path).exists() and not overwrite:
-        raise OutputError(f"'{path}' already exists", hint)
 
 
 def install_cancel(token, message: str | None = None, immediate: tuple[str, ...] = ("SIGINT",)):
@@ -45,3 +37,10 @@ def install_cancel(token, message: str | None = None, immediate: tuple[str, ...]
             except ValueError:
                 pass
     return lambda: [signal.signal(getattr(signal, name), handler) for name, handler in previous.items()]
+
+
+# The overwrite rule moved down to io.atomic, where the writers use it too.
+__getattr__ = moved_names(__name__, {
+    "OVERWRITE_HINT": "TGatedSegmentLib.io.atomic",
+    "refuse_existing_output": "TGatedSegmentLib.io.atomic:refuse_existing",
+})

@@ -40,7 +40,7 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..data.dataset import load_dataset
-    from ..io.atomic import check_writable
+    from ..io.atomic import check_writable, refuse_non_empty
 
     if not args.tolerance >= 0:
         raise InputError(f"--tolerance must be >= 0 mm, got {args.tolerance}", "Pass e.g. --tolerance 2.")
@@ -48,9 +48,7 @@ def run(args: argparse.Namespace) -> int:
         out = Path(args.output)
         if out.exists() and not out.is_dir():
             raise OutputError(f"'{out}' is a file, not a folder", "Pass a folder for the report.")
-        if out.is_dir() and any(out.iterdir()) and not args.overwrite:
-            raise OutputError(f"the report folder '{out}' is not empty",
-                              "Pass --overwrite, or choose another --output.")
+        refuse_non_empty(out, args.overwrite, "the report folder")
         check_writable(out / "report.json")
     dataset = load_dataset(args.data)
 

@@ -88,13 +88,12 @@ def _single_input(args: argparse.Namespace) -> str:
 
 
 def check_output(path: str, overwrite: bool, suffixes=SEGMENTATION_SUFFIXES) -> None:
-    from ..io.atomic import check_writable
+    from ..io.atomic import check_writable, refuse_existing
 
     if not path.lower().endswith(suffixes):
         raise OutputError(f"unsupported output format '{Path(path).name}'",
                           f"End the output name with one of: {', '.join(suffixes)}.")
-    if Path(path).exists() and not overwrite:
-        raise OutputError(f"'{path}' already exists", "Pass --overwrite to replace it, or choose another --output.")
+    refuse_existing(path, overwrite)
     check_writable(path)
 
 
@@ -112,7 +111,7 @@ def check_dicom_seg_source(output: str, source: str, image) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..io.atomic import check_writable
+    from ..io.atomic import check_writable, overwrite_hint, refuse_existing
     from ..io.volume import read_image
     from ..progress import make_progress
     from ..vocabulary import resolve_prompts
@@ -124,8 +123,7 @@ def run(args: argparse.Namespace) -> int:
     args.input = _single_input(args)
     check_output(args.output, args.overwrite)
     if args.probabilities:
-        if Path(args.probabilities).exists() and not args.overwrite:
-            raise OutputError(f"'{args.probabilities}' already exists", "Pass --overwrite to replace it.")
+        refuse_existing(args.probabilities, args.overwrite, overwrite_hint(None))
         check_writable(args.probabilities)
     uncertainty_dir = None
     if args.uncertainty:
@@ -135,8 +133,7 @@ def run(args: argparse.Namespace) -> int:
 
         stem = split_suffixes(Path(args.output))[0]
         uncertainty_dir = args.uncertainty_output or str(Path(args.output).with_name(f"{stem}_uncertainty"))
-        if Path(uncertainty_dir).exists() and not args.overwrite:
-            raise OutputError(f"'{uncertainty_dir}' already exists", "Pass --overwrite to replace it.")
+        refuse_existing(uncertainty_dir, args.overwrite, overwrite_hint(None))
         check_writable(Path(uncertainty_dir) / "x")
     organs = resolve_prompts(args.prompts, args.preset)
     image = read_image(args.input)

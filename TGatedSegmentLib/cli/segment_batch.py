@@ -141,13 +141,14 @@ def _refuse_non_dicom(inputs: list[Path], suffix: str) -> None:
 
 def _refuse_existing(cases, summary: Path, overwrite: bool) -> None:
     from ..inference.batch import existing_outputs
+    from ..io.atomic import overwrite_hint
 
     existing = [] if overwrite else existing_outputs(cases, summary)
     if existing:
         more = f" and {len(existing) - 5} more" if len(existing) > 5 else ""
         names = ", ".join(f"'{p}'" for p in existing[:5]) + more
         raise OutputError(f"{len(existing)} output file(s) already exist: {names}",
-                          "Pass --overwrite to replace them, or choose another --output-dir.")
+                          overwrite_hint("--output-dir", "them"))
 
 
 # --------------------------------------------------------------------------------------------------

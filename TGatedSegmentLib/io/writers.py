@@ -30,7 +30,7 @@ import SimpleITK as sitk
 
 from ..errors import InputError, OutputError
 from ..vocabulary import Organ, generated_color
-from .atomic import atomic_path, split_suffixes
+from .atomic import atomic_path, refuse_existing, split_suffixes
 from .dicom_seg import DICOM_SEG_SUFFIX  # highdicom itself loads only when a .dcm is written
 from .volume import Geometry, image_from_array, read_image
 
@@ -40,7 +40,6 @@ PROBABILITIES_INDEX = "probabilities.json"
 PROMPT_TAG = "TGatedSegment.Prompt"
 _TERMINOLOGY_TAG = "TerminologyEntry"
 _FORMATS_HINT = "Use .seg.nrrd (Slicer segmentation), .nii.gz (labelmap + JSON sidecar) or .dcm (DICOM-SEG)."
-_OVERWRITE_HINT = "Pass --overwrite to replace it, or choose another --output."
 _REFERENCE_GEOMETRY_DESCRIPTION = (
     "Image geometry description string determining the geometry of the labelmap that is created in course "
     "of conversion. Can be copied from a volume, using the button."
@@ -71,8 +70,7 @@ def _refuse_existing(paths: Sequence[Path], overwrite: bool) -> None:
     for path in paths:
         if path.is_dir():
             raise OutputError(f"'{path}' is a folder", "Choose a file name for --output, not a folder.")
-        if path.exists() and not overwrite:
-            raise OutputError(f"'{path}' already exists", _OVERWRITE_HINT)
+        refuse_existing(path, overwrite)
 
 
 @contextlib.contextmanager

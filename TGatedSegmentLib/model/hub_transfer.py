@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import CheckpointError, InputError, OutputError, TGatedError
+from ..io.atomic import refuse_existing
 from . import store
 from .card import CARD_NAME, CONFIG_NAME, model_facts, read_json, render_card
 from .exporter import resolve_checkpoint
@@ -57,9 +58,8 @@ def pull_model(repo_id: str, name: str | None = None, overwrite: bool = False, r
     _check_repo(repo_id)
     name = store.check_name(name) if name else store.name_from(repo_id.split("/")[1])
     target = store.models_dir() / name
-    if target.exists() and not overwrite:  # before any download
-        raise OutputError(f"a model named '{name}' is already imported ({target})",
-                          "Pass --overwrite to replace it, or --name to pull it under another name.")
+    refuse_existing(target, overwrite, "Pass --overwrite to replace it, or --name to pull it under another name.",
+                    f"a model named '{name}' is already imported ({target})")  # before any download
     try:
         from huggingface_hub import snapshot_download
 

@@ -23,8 +23,8 @@ import shutil
 import zipfile
 from pathlib import Path
 
-from ..errors import CheckpointError, InputError, OutputError
-from ..io.atomic import atomic_dir
+from ..errors import CheckpointError, InputError
+from ..io.atomic import atomic_dir, refuse_existing
 from . import store
 from .card import CONFIG_NAME, EVALUATION_NAME, WEIGHTS_NAME, read_json, safetensors_header
 from .configuration import DEFAULT_BASE_MODEL, FORMAT_NAME, REFERENCE_SLICE_LAYOUT
@@ -90,9 +90,8 @@ def import_model(source: str | Path, name: str | None = None, overwrite: bool = 
     kind = source_kind(path)
     name = store.check_name(name) if name else default_name(path)
     target = store.models_dir() / name
-    if target.exists() and not overwrite:
-        raise OutputError(f"a model named '{name}' is already imported ({target})",
-                          "Pass --overwrite to replace it, or --name to import this one under another name.")
+    refuse_existing(target, overwrite, "Pass --overwrite to replace it, or --name to import this one under another name.",
+                    f"a model named '{name}' is already imported ({target})")
     scores = read_evaluation(evaluation, path) if evaluation else None
     if kind == "folder":
         _precheck(path)
