@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from ..errors import OutputError
+from ..modality import MODALITIES
 
 SEGMENTATION_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha", ".dcm")
 
@@ -58,7 +59,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda (default: auto)")
     p.add_argument("--threshold", type=float, help="probability threshold (default: the checkpoint's, 0.5)")
     p.add_argument("--batch-size", type=int, default=4, help="slices per encoder batch (default: 4)")
-    p.add_argument("--modality", default="auto", choices=["auto", "ct", "mr"], help="intensity handling (default: auto)")
+    p.add_argument("--modality", default="auto", choices=MODALITIES, help="intensity handling (default: auto)")
     p.add_argument("--amp", choices=["fp16", "bf16"], help="mixed precision on CUDA (default: float32)")
     p.add_argument("--progress", choices=["tqdm", "json", "none"], default="tqdm",
                    help="progress bar on stderr (tqdm), JSON lines on stdout (json, for Slicer) or none")

@@ -84,8 +84,8 @@ def score_case(segmenter, case: ScoredCase, tolerance_mm: float = 2.0, metrics: 
 
 def dataset_cases(dataset, cases=None) -> Iterator[ScoredCase]:
     """:class:`ScoredCase` for each case of a :class:`data.dataset.Dataset`, read lazily from disk."""
-    from ..data.modality import modality_hint
     from ..io.volume import array_from_image, read_image
+    from ..modality import modality_hint
 
     for case in (cases if cases is not None else dataset.cases):
         image = read_image(case.image)

@@ -22,6 +22,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import InputError
+from ..modality import modality_hint
 
 log = logging.getLogger(__name__)
 
@@ -325,7 +326,8 @@ def image_modality(image: sitk.Image) -> str | None:
     """"ct" or "mr" from the DICOM Modality tag, when the input carried one."""
     if not image.HasMetaDataKey(MODALITY_TAG):
         return None
-    return {"CT": "ct", "MR": "mr"}.get(image.GetMetaData(MODALITY_TAG).strip().upper())
+    hint = modality_hint(image.GetMetaData(MODALITY_TAG))
+    return None if hint == "auto" else hint
 
 
 # --------------------------------------------------------------------------------------------------
