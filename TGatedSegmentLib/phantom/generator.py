@@ -188,22 +188,22 @@ class Phantom:
         """Label ids with at least one voxel."""
         return [int(i) for i in np.unique(self.labels) if i != 0]
 
+    @property
+    def geometry(self):
+        """The volume's grid (:class:`io.volume.Geometry`): identity direction, this spacing and origin."""
+        from ..io.volume import Geometry
+
+        return Geometry(self.image.shape[::-1], self.spacing[::-1], self.origin)
+
     def to_sitk(self, integer_hu: bool = False):
-        """``(image, labels)`` SimpleITK images: identity direction, spacing (x, y, z), this origin.
+        """``(image, labels)`` SimpleITK images on :attr:`geometry`.
 
         ``integer_hu``: the image rounded to int16 HU, as a scanner stores CT (what files and users get).
         """
-        import SimpleITK as sitk
+        from ..io.volume import image_from_array
 
         image = np.clip(np.round(self.image), -32768, 32767).astype(np.int16) if integer_hu else self.image
-        images = []
-        for array in (image, self.labels):
-            img = sitk.GetImageFromArray(array)
-            img.SetSpacing(tuple(float(s) for s in self.spacing[::-1]))
-            img.SetOrigin(tuple(float(o) for o in self.origin))
-            img.SetDirection((1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
-            images.append(img)
-        return images[0], images[1]
+        return image_from_array(image, self.geometry), image_from_array(self.labels, self.geometry)
 
 
 # -- numpy helpers --------------------------------------------------------------------------------
