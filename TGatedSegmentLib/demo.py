@@ -261,10 +261,9 @@ def _run(folder: Path, work: Path, recipe: PhantomRecipe, base, device, seed, mi
                     "processor": platform.machine()},
         "seconds_total": round(time.perf_counter() - started, 1),
     })
-    from .evaluation.evaluate import jsonable
-    from .io.atomic import atomic_write_text
+    from .io.jsonfile import write_json
 
-    atomic_write_text(folder / "metrics.json", json.dumps(jsonable(metrics), indent=1))
+    write_json(folder / "metrics.json", metrics)
     return metrics
 
 

@@ -61,6 +61,7 @@ def test_hub_rule_matches_the_slicer_glue():
     ("TGatedSegmentLib.cli.common", "refuse_existing_output"),
     ("TGatedSegmentLib.data.modality", "modality_hint"),
     ("TGatedSegmentLib.preprocessing.intensity", "check_modality"),
+    ("TGatedSegmentLib.evaluation.evaluate", "jsonable"),
 ])
 def test_moved_names_import_with_a_deprecation_warning(old, name):
     code = (f"import warnings; warnings.simplefilter('error')\n"

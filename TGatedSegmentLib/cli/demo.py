@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         progress.close()
     if args.progress == "json":
-        from ..evaluation.evaluate import jsonable
+        from ..io.jsonfile import jsonable
 
         progress.emit(jsonable({"event": "done", "output": str(result.output), "seconds": round(result.seconds, 1),
                                 "dice": result.dice, "mean_dice": result.metrics["mean_dice"]}))

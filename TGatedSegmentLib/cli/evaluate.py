@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: {note}", file=sys.stderr)
     if args.progress == "json":
         summary = {name: report.summary(name) for name in report.checkpoints}
-        from ..evaluation.evaluate import jsonable
+        from ..io.jsonfile import jsonable
 
         print(json.dumps({"event": "done", "outputs": [str(p) for p in written], "summary": jsonable(summary)}),
               flush=True)

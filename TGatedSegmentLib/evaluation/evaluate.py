@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +18,10 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from ..compat import moved_names
 from ..errors import InputError
 from ..io.atomic import atomic_path, atomic_write_text
+from ..io.jsonfile import write_json
 from ..progress import CancelToken, Progress
 from ..vocabulary import Organ
 from .metrics import METRICS, _status, organ_metrics, summarize
@@ -176,7 +177,7 @@ class EvaluationReport:
         written = [
             atomic_write_text(folder / "metrics.csv", _csv(self.rows)),
             atomic_write_text(folder / "summary.csv", _csv(self.summary_rows())),
-            atomic_write_text(folder / "report.json", json.dumps(jsonable(self.to_json()), indent=1)),
+            write_json(folder / "report.json", self.to_json()),
             atomic_write_text(folder / "report.md", markdown),
             *overlays,
         ]
@@ -261,18 +262,6 @@ def _fmt(value, metric: str) -> str:
     return f"{value:.1f}" if metric == "hd95" else f"{value:.3f}"
 
 
-def jsonable(obj):
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return jsonable(obj.item())
-    return obj
-
-
 def _csv(rows: list[dict]) -> str:
     columns = list(dict.fromkeys(k for r in rows for k in r))
     buffer = io.StringIO()
@@ -318,3 +307,7 @@ def evaluate(checkpoints: Sequence[str], data, tolerance_mm: float = 2.0, device
         report.rows.extend({"checkpoint": name, **row} for row in rows)
         del segmenter
     return report
+
+
+# The JSON-safe conversion moved down to io.jsonfile (the demo and the CLI write JSON through it too).
+__getattr__ = moved_names(__name__, {"jsonable": "TGatedSegmentLib.io.jsonfile"})

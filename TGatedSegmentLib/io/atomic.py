@@ -122,6 +122,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     return Path(path)
 
 
+
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yields an empty temporary folder; on success it replaces ``path`` as a whole.

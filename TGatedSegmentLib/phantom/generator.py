@@ -45,7 +45,6 @@ Target organ and distractors (the adapter's raison d'etre)
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -55,7 +54,8 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import InputError
-from ..io.atomic import atomic_path, atomic_write_text, ensure_writable_dir
+from ..io.atomic import atomic_path, ensure_writable_dir
+from ..io.jsonfile import write_json
 from ..vocabulary import lookup
 
 TARGET_ORGAN = "gallbladder"
@@ -793,7 +793,7 @@ def write_phantom_dataset(folder: str | Path, n_cases: int, seed: int = 0, spec:
                     "target_label": LABEL_IDS[TARGET_ORGAN]},
         "cases": cases,
     }
-    atomic_write_text(folder / "dataset.json", json.dumps(dataset, indent=1))
+    write_json(folder / "dataset.json", dataset)
     return folder
 
 
