@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -30,3 +30,17 @@ def jsonable(obj: Any) -> Any:
 def write_json(path: str | Path, payload: Any, indent: int = 1) -> Path:
     """:func:`jsonable` ``payload`` as indented JSON, written atomically."""
     return atomic_write_text(path, json.dumps(jsonable(payload), indent=indent))
+
+
+def read_json(path: str | Path, invalid: Callable[[Exception], Exception] | None = None) -> Any:
+    """The JSON in ``path``, or None when there is no such file. A file that cannot be read or is not
+    JSON raises ``invalid(the error)`` (an error with the fix), or gives None when ``invalid`` is None."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        if invalid is None:
+            return None
+        raise invalid(exc) from None

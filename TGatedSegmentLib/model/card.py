@@ -16,16 +16,16 @@ import math
 import struct
 from pathlib import Path
 
+from ..io import jsonfile
+
 CONFIG_NAME, WEIGHTS_NAME, EVALUATION_NAME, CARD_NAME = "config.json", "model.safetensors", "evaluation.json", "README.md"
 
 
 # -- reading ---------------------------------------------------------------------------------------
 
 def read_json(path: Path) -> dict | None:
-    try:
-        raw = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+    """The JSON object in ``path``; None when it is missing, unreadable or not an object."""
+    raw = jsonfile.read_json(path)
     return raw if isinstance(raw, dict) else None
 
 
