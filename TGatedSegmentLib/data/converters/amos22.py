@@ -11,12 +11,11 @@ from __future__ import annotations
 import json
 import logging
 import re
-from functools import partial
 from pathlib import Path
 
 from ...vocabulary import normalize
-from .pairs import find_root, pair_files
-from .writer import Source, SourceCase, label_table, read_label_values
+from .pairs import find_root, pair_files, paired_case
+from .writer import Source, label_table
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +58,6 @@ def find(root: Path, modality: str = "all", split: str = "all") -> Source:
     root = find_root(root, TITLE, ("", "amos22", "AMOS22"), ("imagesTr", "labelsTr"), HINT)
     _check_declared(root)
     labels = label_table(LABELS)
-    allowed = {spec.value for spec in labels}
     cases, skipped = [], []
     for part, tag in (("Tr", "train"), ("Va", "val")):
         if split not in ("all", tag) or not (root / f"images{part}").is_dir():
@@ -71,8 +69,7 @@ def find(root: Path, modality: str = "all", split: str = "all") -> Source:
             if modality != "all" and (modality == "mr") != is_mr:
                 skipped.append(key)
                 continue
-            read = partial(_read, image, label, key, allowed)
-            cases.append(SourceCase(key, "MR" if is_mr else "CT", read, tag, f"images{part}/{image.name}"))
+            cases.append(paired_case(key, "MR" if is_mr else "CT", image, label, labels, tag, f"images{part}/{image.name}"))
     channel = {"ct": "CT", "mr": "MR"}.get(modality) or (
         "CT or MR" if len({c.modality for c in cases}) > 1 else (cases[0].modality if cases else "CT"))
     notes = {"label 15": "prostate (men) or uterus (women): one AMOS id, no single SNOMED CT code",
@@ -81,7 +78,3 @@ def find(root: Path, modality: str = "all", split: str = "all") -> Source:
     if skipped:
         source.skipped.append(f"{len(skipped)} case(s) of the other modality (--modality {modality})")
     return source
-
-
-def _read(image: Path, label: Path, key: str, allowed: set[int]):
-    return image, read_label_values(label, key, allowed)
