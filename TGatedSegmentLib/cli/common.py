@@ -16,6 +16,18 @@ def add_progress_option(parser, json_note: str = "json") -> None:
                         help=f"progress bars on stderr (tqdm), JSON lines on stdout ({json_note}) or none")
 
 
+def add_compute_options(parser, batch_size: bool = True, amp: bool = True, device_default: str | None = "auto") -> None:
+    """``--device`` and, for the commands that run a model, ``--batch-size`` and ``--amp``.
+
+    ``device_default`` None: the command fills it in later (a resumed run keeps its own device).
+    """
+    parser.add_argument("--device", default=device_default, help="auto (CUDA if available), cpu or cuda (default: auto)")
+    if batch_size:
+        parser.add_argument("--batch-size", type=int, default=4, help="slices per encoder batch (default: 4)")
+    if amp:
+        parser.add_argument("--amp", choices=["fp16", "bf16"], help="mixed precision on CUDA (default: float32)")
+
+
 def install_cancel(token, message: str | None = None, immediate: tuple[str, ...] = ("SIGINT",)):
     """SIGINT and SIGTERM cancel ``token`` (the work stops at its next safe point and keeps what it
     must); a second signal named in ``immediate`` raises KeyboardInterrupt at once. ``message`` is

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from ..errors import InputError, OutputError
-from .common import add_progress_option
+from .common import add_compute_options, add_progress_option
 
 
 def add_parser(subparsers) -> None:
@@ -27,9 +27,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--data", required=True, metavar="DATASET", help="labelled dataset folder (as for tgated train)")
     p.add_argument("--output", "-o", metavar="REPORT_DIR", help="write the report files here")
     p.add_argument("--tolerance", type=float, default=2.0, help="surface Dice tolerance in mm (default 2)")
-    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda (default auto)")
-    p.add_argument("--batch-size", type=int, default=4, help="slices per encoder batch (default 4)")
-    p.add_argument("--amp", choices=["fp16", "bf16"], help="mixed precision on CUDA (default float32)")
+    add_compute_options(p)
     p.add_argument("--no-chart", action="store_true", help="do not draw dice.png and dice_box.png")
     p.add_argument("--no-overlays", action="store_true",
                    help="do not draw worst_slices/ (per organ, each checkpoint's slice with the most wrong area)")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..errors import OutputError
 from ..modality import MODALITIES
+from .common import add_compute_options, add_progress_option
 
 SEGMENTATION_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha", ".dcm")
 
@@ -56,13 +57,10 @@ def add_parser(subparsers) -> None:
                    help="N Monte Carlo passes of adapter + decoder per slice (encoder once): writes entropy maps")
     p.add_argument("--uncertainty-output", metavar="DIR",
                    help="folder for the uncertainty maps (default: next to --output, named OUTPUT_uncertainty)")
-    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda (default: auto)")
     p.add_argument("--threshold", type=float, help="probability threshold (default: the checkpoint's, 0.5)")
-    p.add_argument("--batch-size", type=int, default=4, help="slices per encoder batch (default: 4)")
     p.add_argument("--modality", default="auto", choices=MODALITIES, help="intensity handling (default: auto)")
-    p.add_argument("--amp", choices=["fp16", "bf16"], help="mixed precision on CUDA (default: float32)")
-    p.add_argument("--progress", choices=["tqdm", "json", "none"], default="tqdm",
-                   help="progress bar on stderr (tqdm), JSON lines on stdout (json, for Slicer) or none")
+    add_compute_options(p)
+    add_progress_option(p, "json, for Slicer")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.set_defaults(func=run)
 
