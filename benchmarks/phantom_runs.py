@@ -22,13 +22,12 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from TGatedSegmentLib.demo import DEMO_RECIPE, PhantomRecipe
+from TGatedSegmentLib.io.atomic import atomic_write_text
+from TGatedSegmentLib.io.jsonfile import write_json
+from TGatedSegmentLib.phantom import PhantomSpec, generate_phantom, write_phantom_dataset
 
-from TGatedSegmentLib.demo import DEMO_RECIPE, PhantomRecipe  # noqa: E402
-from TGatedSegmentLib.io.atomic import atomic_write_text  # noqa: E402
-from TGatedSegmentLib.io.jsonfile import write_json  # noqa: E402
-from TGatedSegmentLib.phantom import PhantomSpec, generate_phantom, write_phantom_dataset  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 EQUAL_STEPS_CAP = 36000.0  # s: a time cap no equal-steps arm reaches, so the steps alone end it
 TEST_SERIES = 9999  # phantom series of the held-out test cases: no training seed uses it

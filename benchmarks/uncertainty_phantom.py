@@ -1,10 +1,10 @@
 """Uncertainty maps on the synthetic phantom: where they light up, how they track errors, what they cost.
 
-    python benchmarks/uncertainty_phantom.py           # tiny model trained on phantoms, N = 10; rd64 timing
+    python -m benchmarks.uncertainty_phantom           # tiny model trained on phantoms, N = 10; rd64 timing
                                                        # (33 min on a 2-core CPU shared with other jobs:
                                                        # 25 training, 8 Monte Carlo and timing)
-    python benchmarks/uncertainty_phantom.py --work DIR  # keep phantoms and runs; a rerun reuses the model
-    python benchmarks/uncertainty_phantom.py --quick   # small phantoms, a few steps (what the test suite runs)
+    python -m benchmarks.uncertainty_phantom --work DIR  # keep phantoms and runs; a rerun reuses the model
+    python -m benchmarks.uncertainty_phantom --quick   # small phantoms, a few steps (what the test suite runs)
 
 1. Train a tiny probabilistic T-Gated model (``tgated train --probabilistic`` with the learning
    rates the demo and the learning test use for random weights) on phantom volumes
@@ -47,11 +47,8 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
 BAND = 2  # voxels in-plane on either side of a contour
 
