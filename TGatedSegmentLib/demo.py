@@ -28,6 +28,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -74,7 +75,7 @@ class PhantomRecipe:
 
         from .training import TrainConfig
 
-        settings = dict(
+        settings: dict[str, Any] = dict(
             data=str(data), output=str(output), val=f"split:{self.n_val}", recipe=self.recipe, temporal=temporal,
             epochs=self.epochs, steps=self.steps, device=device, num_workers=0, seed=seed, save_every_minutes=None,
             max_seconds=max_seconds if max_seconds is not None else self.max_seconds,

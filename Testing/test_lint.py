@@ -1,5 +1,5 @@
-"""The project's lint rules (``[tool.ruff]`` in pyproject.toml) hold for every file: ruff as a real subprocess;
-tests and benchmarks keep their import habits."""
+"""The project's lint and type rules hold: ruff (``[tool.ruff]``) on every file and mypy (``[tool.mypy]``) on
+the backend, each as a real subprocess; tests and benchmarks keep their import habits."""
 
 from __future__ import annotations
 
@@ -19,6 +19,12 @@ def test_ruff_finds_nothing():
     if not Path(ruff).exists():
         pytest.skip("ruff is not installed (it is in the test extra: pip install -e '.[test]')")
     out = subprocess.run([str(ruff), "check", "--no-cache", "."], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-1000:]
+
+
+def test_mypy_finds_nothing():
+    pytest.importorskip("mypy", reason="mypy is not installed (it is in the test extra: pip install -e '.[test]')")
+    out = subprocess.run([sys.executable, "-m", "mypy"], cwd=REPO, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-1000:]
 
 

@@ -53,7 +53,7 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run_import)
 
 
-def _layout(name: str) -> tuple[str, str]:
+def _layout(name: str) -> tuple[str, ...]:
     from ..model.configuration import REFERENCE_SLICE_LAYOUT
     from ..preprocessing.config import PreprocessConfig
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from ..errors import OutputError
 from ..modality import MODALITIES
@@ -157,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         progress.close()
     summary = result.summary()
-    done = {"event": "done", "outputs": [str(p) for p in written], "device": result.device,
+    done: dict[str, Any] = {"event": "done", "outputs": [str(p) for p in written], "device": result.device,
             "modality": result.modality, "seconds": round(result.seconds, 2), "segments": summary,
             "uncertainty": result.uncertainty}
     if args.progress == "json":

@@ -19,6 +19,7 @@ import glob
 import os
 import sys
 from pathlib import Path
+from typing import Sequence
 
 from ..errors import EXIT_CANCELLED, EXIT_INTERNAL, EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, InputError, OutputError
 from .common import install_cancel
@@ -33,7 +34,7 @@ _SINGLE_ONLY = (("probabilities", "--probabilities"), ("uncertainty", "--uncerta
 # Inputs
 
 
-def expand_inputs(items: list[str], lists: list[str] = ()) -> list[Path]:
+def expand_inputs(items: list[str], lists: Sequence[str] = ()) -> list[Path]:
     """Paths from positional items (paths, globs, ``@LIST``) and ``--inputs-from`` files, in order.
 
     Globs are expanded here (not by the shell) so that they work the same on Windows. Every

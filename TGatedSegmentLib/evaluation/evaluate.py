@@ -251,7 +251,7 @@ def _save_organ_axes(fig, ax, plt, organs: list[str], ylabel: str, path: Path) -
 def _fmt_spread(stats: dict, metric: str) -> str:
     """"mean ± std" over the cases (the mean alone when there is one case or none)."""
     mean, std = stats.get(metric), stats.get(f"{metric}_std")
-    if stats.get("n", 0) > 1 and std is not None and not math.isnan(std) and not math.isnan(mean):
+    if stats.get("n", 0) > 1 and mean is not None and std is not None and not math.isnan(std) and not math.isnan(mean):
         return f"{_fmt(mean, metric)} ± {_fmt(std, metric)}"
     return _fmt(mean, metric)
 

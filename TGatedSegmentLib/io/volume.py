@@ -93,7 +93,8 @@ class Geometry:
         if not np.all(np.isfinite(matrix)) or np.any(spacing <= 0):
             raise ValueError(f"invalid voxel-to-physical matrix (zero or non-finite voxel size):\n{matrix}")
         direction = columns / spacing[None, :]
-        return cls(tuple(size), tuple(spacing), tuple(matrix[:3, 3]), tuple(direction.ravel()))
+        i, j, k = (int(n) for n in size)
+        return cls((i, j, k), tuple(spacing), tuple(matrix[:3, 3]), tuple(direction.ravel()))
 
     @classmethod
     def from_ijk_to_ras(cls, matrix: np.ndarray | Sequence, size: Sequence[int]) -> "Geometry":

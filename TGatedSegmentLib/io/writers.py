@@ -168,7 +168,7 @@ def labelmap_from_masks(masks: np.ndarray) -> np.ndarray:
     return labels
 
 
-def _label_dtype(count: int) -> type:
+def _label_dtype(count: int) -> type[np.unsignedinteger]:
     if count > np.iinfo(np.uint16).max:
         raise ValueError(f"{count} organs do not fit a uint16 labelmap")
     return np.uint8 if count <= np.iinfo(np.uint8).max else np.uint16
@@ -237,8 +237,9 @@ def _slicer_segmentation(masks: np.ndarray, organs: Sequence[Organ], geometry: G
     segments = []
     for index, (organ, (layer, label)) in enumerate(zip(organs, placement)):
         tags = {PROMPT_TAG: organ.prompt.replace("|", "/")}
-        if organ.terminology() is not None:
-            tags = {_TERMINOLOGY_TAG: organ.terminology(), **tags}
+        terminology = organ.terminology()
+        if terminology is not None:
+            tags = {_TERMINOLOGY_TAG: terminology, **tags}
         segments.append({
             "id": f"segment_{index + 1}",
             "name": organ.name,

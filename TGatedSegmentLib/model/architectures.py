@@ -95,5 +95,6 @@ def builtin_config(name: str):
 
 def adapter_sizes(name: str) -> dict:
     """The :data:`ADAPTERS` entry of ``builtin:NAME`` (empty for other bases)."""
-    key = str(name)[len(PREFIX):] if is_builtin(name) else None
-    return dict(ADAPTERS.get(key, {}))
+    if not is_builtin(name):
+        return {}
+    return dict(ADAPTERS.get(str(name)[len(PREFIX):], {}))

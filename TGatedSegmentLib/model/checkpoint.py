@@ -149,10 +149,10 @@ def _load_tgated(folder: Path, raw: dict, source: str, device) -> LoadedModel:
         raise CheckpointError(f"'{folder / CONFIG_NAME}' is not a valid TGatedSegment config ({exc})",
                               "The checkpoint is corrupt or from an incompatible version.") from None
     partial = bool(raw.get("partial_weights"))
-    if partial and not config.base_model_id:
-        raise CheckpointError(f"'{folder}' holds only part of the weights but names no base model to load them on",
-                              "The checkpoint is incomplete: use one saved with full weights.")
     if partial:
+        if not config.base_model_id:
+            raise CheckpointError(f"'{folder}' holds only part of the weights but names no base model to load them "
+                                  "on", "The checkpoint is incomplete: use one saved with full weights.")
         model = TGatedCLIPSeg(config, base_model=load_base_model(config.base_model_id))
     else:  # every weight comes from the file: build without allocating or initialising any (see _materialise)
         with torch.device("meta"):

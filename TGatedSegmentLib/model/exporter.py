@@ -30,7 +30,7 @@ def resolve_checkpoint(source: str) -> tuple[Path, str]:
     resolved = classify_source(source)
     if resolved.kind is SourceKind.MISSING:
         raise missing_error(str(source), "model")
-    if not resolved.is_checkpoint:
+    if not resolved.is_checkpoint or resolved.path is None:
         raise InputError(f"'{source}' is not a TGatedSegment checkpoint ({resolved.kind.value})",
                          "Pass an imported model's name (`tgated models list`) or a checkpoint folder.")
     name = normalize_name(source) if resolved.kind is SourceKind.STORED else default_name(resolved.path)

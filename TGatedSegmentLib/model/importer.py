@@ -79,7 +79,7 @@ def default_name(path: Path) -> str:
 
 def import_model(source: str | Path, name: str | None = None, overwrite: bool = False, config: str | Path | None = None,
                  tokenizer: str | None = None, base_config: str | None = None, evaluation: str | Path | None = None,
-                 slice_layout: tuple[str, str] = REFERENCE_SLICE_LAYOUT) -> Path:
+                 slice_layout: tuple[str, ...] = REFERENCE_SLICE_LAYOUT) -> Path:
     """Import ``source`` as ``name`` and return the model's folder (see the module docstring).
 
     ``config``/``tokenizer``: for a bare ``.safetensors``; ``base_config``/``tokenizer``/``slice_layout``:

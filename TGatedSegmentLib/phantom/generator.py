@@ -92,7 +92,14 @@ TISSUE_HU: dict[str, float] = {
 }
 
 #: FLARE22 label ids (those of :data:`TGatedSegmentLib.vocabulary.ABDOMEN13`), by organ name.
-LABEL_IDS: dict[str, int] = {name: lookup(name).label for name in ORGAN_TABLE}
+def _label_id(name: str) -> int:
+    organ = lookup(name)
+    if organ is None:
+        raise KeyError(f"the phantom organ '{name}' is not in the organ vocabulary")
+    return organ.label
+
+
+LABEL_IDS: dict[str, int] = {name: _label_id(name) for name in ORGAN_TABLE}
 
 
 @dataclass(frozen=True)
@@ -172,8 +179,8 @@ class Phantom:
     labels: np.ndarray  # uint8, FLARE22 ids (see label_names)
     label_names: dict[int, str]  # every organ the generator draws, present in this volume or not
     distractor_mask: np.ndarray  # bool, never labelled
-    spacing: tuple[float, float, float]  # (z, y, x) mm
-    origin: tuple[float, float, float]  # LPS (x, y, z) mm of voxel (0, 0, 0)
+    spacing: tuple[float, ...]  # (z, y, x) mm
+    origin: tuple[float, ...]  # LPS (x, y, z) mm of voxel (0, 0, 0)
     target: str = TARGET_ORGAN
     distractors: list[Distractor] = field(default_factory=list)
     seed: object = None
@@ -274,6 +281,15 @@ def blob_extents(mask: np.ndarray, fully_connected: bool = True) -> list[tuple[i
 
 class _Canvas:
     """Geometry and arrays of one volume while it is being drawn."""
+
+    # set while drawing: the body and its inside, the per-slice body half-axes (the body's step),
+    # where organs may still go and the liver's lowest slice (the organs' step)
+    body: np.ndarray
+    interior: np.ndarray
+    A: np.ndarray
+    B: np.ndarray
+    allowed: np.ndarray
+    liver_z0: int
 
     def __init__(self, spec: PhantomSpec, rng: np.random.Generator):
         self.spec, self.rng = spec, rng
@@ -718,7 +734,7 @@ def generate_phantom(seed: int | Sequence[int] = 0, spec: PhantomSpec = PhantomS
     return Phantom(
         image=image.astype(np.float32, copy=False),
         labels=cv.labels,
-        label_names={LABEL_IDS[n]: n for n in sorted(LABEL_IDS, key=LABEL_IDS.get)},
+        label_names={LABEL_IDS[n]: n for n in sorted(LABEL_IDS, key=LABEL_IDS.__getitem__)},
         distractor_mask=cv.distractors,
         spacing=tuple(spec.spacing),
         origin=tuple(float(o) for o in origin),

@@ -33,7 +33,7 @@ class PreparedVolume:
         return tuple(self.unit.shape)
 
     @property
-    def spacing(self) -> tuple[float, float, float]:
+    def spacing(self) -> tuple[float, ...]:
         """Canonical (z, y, x) voxel spacing in mm."""
         return tuple(self.reorientation.canonical_spacing(self.geometry.spacing))
 

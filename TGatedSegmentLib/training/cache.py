@@ -89,7 +89,7 @@ class CachedVolume:
         return self._array("presence")
 
     @property
-    def spacing(self) -> tuple[float, float, float]:
+    def spacing(self) -> tuple[float, ...]:
         """Canonical (z, y, x) spacing in mm."""
         return tuple(reorientation_for(self.geometry.direction).canonical_spacing(self.geometry.spacing))
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from pathlib import Path
 
 from ...vocabulary import normalize
@@ -65,7 +64,7 @@ def find(root: Path, modality: str = "all", split: str = "all") -> Source:
         pattern = r"(amos_\d+)\.nii\.gz"
         for key, image, label in pair_files(root / f"images{part}", root / f"labels{part}", pattern, pattern,
                                             "amos_0001.nii.gz"):
-            is_mr = int(re.search(r"\d+", key).group()) >= MR_FROM
+            is_mr = int(key.removeprefix("amos_")) >= MR_FROM
             if modality != "all" and (modality == "mr") != is_mr:
                 skipped.append(key)
                 continue
