@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         check_writable(out / "report.json")
     dataset = load_dataset(args.data)
 
-    from ..evaluation.evaluate import evaluate
+    from ..evaluation.evaluate import WrittenReport, evaluate
     from ..progress import make_progress
 
     progress = make_progress(None if args.progress == "none" else args.progress)
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
                           worst_slices=bool(args.output) and not args.no_overlays)
     finally:
         progress.close()
-    written, note = report.write(args.output, chart=not args.no_chart) if args.output else ([], None)
+    written, note = report.write(args.output, chart=not args.no_chart) if args.output else WrittenReport([])
     if note:
         print(f"note: {note}", file=sys.stderr)
     if args.progress == "json":

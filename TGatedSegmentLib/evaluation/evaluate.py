@@ -14,7 +14,7 @@ import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
@@ -30,6 +30,13 @@ from .worst_slices import FOLDER as WORST_FOLDER
 from .worst_slices import WorstSlices
 
 METRIC_TITLES = {"dice": "Dice", "nsd": "NSD", "hd95": "HD95 (mm)"}
+
+
+class WrittenReport(NamedTuple):
+    """What :meth:`EvaluationReport.write` wrote, and why a chart is missing (None: nothing is)."""
+
+    files: list[Path]
+    note: str | None = None
 
 
 @dataclass
@@ -164,12 +171,12 @@ class EvaluationReport:
                 "empty_mask_rule": "both empty: not scored (NaN, left out of means); one empty: Dice 0, NSD 0, "
                                    "HD95 = volume diagonal"}
 
-    def write(self, folder: str | Path, chart: bool = True) -> tuple[list[Path], str | None]:
+    def write(self, folder: str | Path, chart: bool = True) -> WrittenReport:
         """metrics.csv (per case and organ), summary.csv, report.json, report.md, dice.png (means),
         dice_box.png (each organ's per-case Dice, one box per checkpoint) and, when collected,
         worst_slices/ORGAN.png (linked from report.md).
 
-        Returns the written files and a note when the chart was skipped.
+        Returns the written files and a note when the charts could not be drawn.
         """
         folder = Path(folder)
         overlays = self.worst.write(folder / WORST_FOLDER) if self.worst is not None else []
@@ -188,7 +195,7 @@ class EvaluationReport:
                 written.append(self.box_plot(folder / "dice_box.png"))
             except ImportError:
                 note = "matplotlib is not installed: no dice.png or dice_box.png (pip install matplotlib)"
-        return written, note
+        return WrittenReport(written, note)
 
     def bar_chart(self, path: Path) -> Path:
         """Mean Dice per organ (and the macro mean), one bar per checkpoint."""
