@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 
-from conftest import REPO, SHARED, python_env
+from helpers.benchmarks import benchmark
+from helpers.env import SHARED
 
 
 def _run(script: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "benchmarks" / script), "--quick", *args], cwd=REPO,
-                          env=python_env(), capture_output=True, text=True, timeout=600)
+    return benchmark(script, "--quick", *args)
 
 
 def test_train_throughput_quick():

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 import torch
-from conftest import backend_command, python_env
+from helpers.env import backend_command, python_env
 
 from TGatedSegmentLib.errors import DeviceError, InputError
 from TGatedSegmentLib.inference import devices

@@ -10,8 +10,8 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import backend_command, python_env
-from training_helpers import make_dataset
+from helpers.datasets import make_dataset
+from helpers.env import backend_command, python_env
 
 from TGatedSegmentLib.evaluation.evaluate import EvaluationReport, ScoredCase, evaluate_segmenter
 from TGatedSegmentLib.vocabulary import ABDOMEN13

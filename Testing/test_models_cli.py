@@ -12,15 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import REPO, backend_command, python_env
+from helpers.env import REPO, run_cli
 
 if str(REPO / "TGatedSegment") not in sys.path:
     sys.path.insert(0, str(REPO / "TGatedSegment"))
 
 
-def run_cli(*args: str, home: Path, **env_extra: str) -> subprocess.CompletedProcess:
-    env = {**python_env(), "TGATED_HOME": str(home), **env_extra}
-    return subprocess.run(backend_command(*args), capture_output=True, text=True, env=env, timeout=300)
+def run_models_cli(*args: str, home: Path, **env: str) -> subprocess.CompletedProcess:
+    return run_cli(*args, timeout=300, TGATED_HOME=str(home), **env)
 
 
 def digest(path: Path) -> str:
@@ -29,25 +28,25 @@ def digest(path: Path) -> str:
 
 def test_import_list_export_and_segment_with_a_name(tmp_path, tiny_checkpoint):
     home = tmp_path / "home"
-    proc = run_cli("models", "import", str(tiny_checkpoint), "--name", "liver-v1", home=home)
+    proc = run_models_cli("models", "import", str(tiny_checkpoint), "--name", "liver-v1", home=home)
     assert proc.returncode == 0, proc.stderr
     assert (home / "models" / "liver-v1" / "config.json").is_file()  # the folder TGATED_HOME names
-    again = run_cli("models", "import", str(tiny_checkpoint), "--name", "liver-v1", home=home)
+    again = run_models_cli("models", "import", str(tiny_checkpoint), "--name", "liver-v1", home=home)
     assert again.returncode == 2 and "already imported" in again.stderr and "--overwrite" in again.stderr
 
-    listed = run_cli("models", "list", "--json", home=home)
+    listed = run_models_cli("models", "list", "--json", home=home)
     payload = json.loads(listed.stdout)
     assert payload["folder"] == str(home / "models")
     (model,) = payload["models"]
     assert model["name"] == "liver-v1" and model["architecture_short"].startswith("T-Gated residual")
     assert model["parameters"] > 1_000_000 and model["size_bytes"] > 0 and model["dice"] is None
-    table = run_cli("models", "list", home=home)
+    table = run_models_cli("models", "list", home=home)
     assert "liver-v1" in table.stdout and "NAME" in table.stdout
 
     zipped = tmp_path / "liver.zip"
-    assert run_cli("models", "export", "liver-v1", "-o", str(zipped), home=home).returncode == 0
+    assert run_models_cli("models", "export", "liver-v1", "-o", str(zipped), home=home).returncode == 0
     other = tmp_path / "other-home"
-    proc = run_cli("models", "import", str(zipped), "--json", home=other)
+    proc = run_models_cli("models", "import", str(zipped), "--json", home=other)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.splitlines()[-1])["model"]["name"] == "liver-v1"
     assert digest(other / "models" / "liver-v1" / "model.safetensors") == digest(tiny_checkpoint / "model.safetensors")
@@ -55,11 +54,11 @@ def test_import_list_export_and_segment_with_a_name(tmp_path, tiny_checkpoint):
     ct = tmp_path / "ct.nii.gz"
     sitk.WriteImage(sitk.GetImageFromArray(np.random.default_rng(0).normal(40, 20, (4, 24, 24)).astype(np.float32)),
                     str(ct))
-    proc = run_cli("segment", str(ct), "--prompts", "liver", "--checkpoint", "liver-v1", "-o",
+    proc = run_models_cli("segment", str(ct), "--prompts", "liver", "--checkpoint", "liver-v1", "-o",
                    str(tmp_path / "s.seg.nrrd"), "--progress", "none", home=other)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "s.seg.nrrd").is_file()
-    missing = run_cli("segment", str(ct), "--prompts", "liver", "--checkpoint", "liver-v2", "-o",
+    missing = run_models_cli("segment", str(ct), "--prompts", "liver", "--checkpoint", "liver-v2", "-o",
                       str(tmp_path / "t.seg.nrrd"), "--progress", "none", home=other)
     assert missing.returncode == 2 and "Imported models: liver-v1" in missing.stderr
 
@@ -70,12 +69,12 @@ def test_import_list_export_and_segment_with_a_name(tmp_path, tiny_checkpoint):
                          ids=["offline-mode", "connection-refused"])
 def test_push_and_pull_without_network_say_how_to_move_a_zip(tmp_path, tiny_checkpoint, env):
     home = tmp_path / "home"
-    assert run_cli("models", "import", str(tiny_checkpoint), "--name", "m", home=home).returncode == 0
-    pull = run_cli("models", "pull", "lab/liver-ct", home=home, **env)
+    assert run_models_cli("models", "import", str(tiny_checkpoint), "--name", "m", home=home).returncode == 0
+    pull = run_models_cli("models", "pull", "lab/liver-ct", home=home, **env)
     assert pull.returncode == 2, pull.stderr
     assert "no network" in pull.stderr and "tgated models import liver-ct.zip" in pull.stderr
     assert "Traceback" not in pull.stderr and not (home / "models" / "liver-ct").exists()
-    push = run_cli("models", "push", "m", "lab/liver-ct", home=home, **env)
+    push = run_models_cli("models", "push", "m", "lab/liver-ct", home=home, **env)
     assert push.returncode == 2, push.stderr
     assert "no network" in push.stderr and "tgated models export m -o m.zip" in push.stderr
 
@@ -86,11 +85,11 @@ def test_the_slicer_glue_sees_the_same_folder_and_imports_through_the_backend(tm
     home = tmp_path / "shared-home"
     monkeypatch.setenv("TGATED_HOME", str(home))
     assert glue_models.listModels() == [] and glue_models.modelsFolder() == str(home / "models")
-    assert run_cli("models", "import", str(tiny_checkpoint), "--name", "from-shell", home=home).returncode == 0
+    assert run_models_cli("models", "import", str(tiny_checkpoint), "--name", "from-shell", home=home).returncode == 0
     assert [m["name"] for m in glue_models.listModels()] == ["from-shell"]
 
     def run_backend(args):  # what the module's logic.runBackendCommand does, without Slicer
-        proc = run_cli(*args, home=home)
+        proc = run_models_cli(*args, home=home)
         if proc.returncode:
             raise RuntimeError(proc.stderr)
         return proc.stdout.splitlines()

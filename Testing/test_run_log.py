@@ -6,7 +6,8 @@ import csv
 from pathlib import Path
 
 import pytest
-from training_helpers import CancelAfterPolls, make_dataset
+from helpers.datasets import make_dataset
+from helpers.training import CancelAfterPolls
 
 from TGatedSegmentLib.training import TrainConfig, resume_config, train
 from TGatedSegmentLib.training.run_log import RunLog

@@ -17,7 +17,7 @@ for folder in (TESTING / "slicer_stub", REPO / "TGatedSegment"):
         sys.path.insert(0, str(folder))
 
 import slicer  # noqa: E402  (the stand-in)
-from test_slicer_logic import (  # noqa: E402,F401
+from helpers.slicer import (  # noqa: E402,F401
     AXIAL,
     OBLIQUE,
     existing_segmentation,

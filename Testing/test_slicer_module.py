@@ -26,7 +26,7 @@ for folder in (TESTING / "slicer_stub", MODULE):
         sys.path.insert(0, str(folder))
 
 import slicer  # noqa: E402  (the stand-in)
-from test_slicer_logic import AXIAL, FAKE_BACKEND, fake_logic, logic, make_volume, slicer_tmp  # noqa: E402,F401
+from helpers.slicer import AXIAL, FAKE_BACKEND, fake_logic, logic, make_volume, slicer_tmp  # noqa: E402,F401
 
 import TGatedSegment  # noqa: E402
 import TGatedSegmentGlue as glue  # noqa: E402
@@ -213,7 +213,7 @@ def test_a_gpu_list_from_the_backend(fake_logic, monkeypatch):
     completed = []
     job = fake_logic.detectDevices(wait=False, completedCallback=completed.append)
     assert isinstance(job, glue.DevicesJob)
-    from test_slicer_logic import run_until_done
+    from helpers.slicer import run_until_done
 
     run_until_done(job)
     assert completed == [job] and job.result.choices()[-1] == ("GPU cuda:0: L4 (22.2 GB)", "cuda:0")

@@ -22,8 +22,8 @@ for folder in (TESTING / "slicer_stub", REPO / "TGatedSegment"):
         sys.path.insert(0, str(folder))
 
 import slicer  # noqa: E402  (the stand-in)
+from helpers.slicer import AXIAL, fake_logic, make_volume, slicer_tmp  # noqa: E402,F401
 from slicer.parameterNodeWrapper import WithinRange  # noqa: E402
-from test_slicer_logic import AXIAL, fake_logic, make_volume, slicer_tmp  # noqa: E402,F401
 
 import TGatedSegment  # noqa: E402
 import TGatedSegmentGlue as glue  # noqa: E402

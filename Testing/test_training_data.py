@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from training_helpers import make_dataset, phantom
+from helpers.datasets import make_dataset, phantom
 
 from TGatedSegmentLib.data.dataset import load_dataset
 from TGatedSegmentLib.errors import InputError

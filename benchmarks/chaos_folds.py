@@ -1,8 +1,8 @@
 """Unseen patients: 4-fold cross-validation of a training recipe on the 8 CHAOS T2 MRs.
 
-    python benchmarks/chaos_folds.py                          # --recipe cpu, 10 minutes per fold
-    python benchmarks/chaos_folds.py --folds 4 --set organ_intensity=0.3
-    python benchmarks/chaos_folds.py --quick                  # seconds: one fold, a few steps (the test suite)
+    python -m benchmarks.chaos_folds                          # --recipe cpu, 10 minutes per fold
+    python -m benchmarks.chaos_folds --folds 4 --set organ_intensity=0.3
+    python -m benchmarks.chaos_folds --quick                  # seconds: one fold, a few steps (the test suite)
 
 Each fold trains on 6 patients (``tgated train --recipe cpu --max-minutes 10``, validation on the
 training volumes as the CLI does without ``--val``) and scores the other 2 with ``evaluate`` (liver,
@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "chaos-t2"
 ORGANS = ("liver", "right_kidney", "left_kidney", "spleen")
 

@@ -1,7 +1,7 @@
 """Inference speed: streaming engine vs the naive scheme vs the compute floor, measured in one run.
 
-    python benchmarks/inference_speed.py            # real-size CLIPSeg rd64-refined (random weights)
-    python benchmarks/inference_speed.py --quick    # tiny model, seconds (what the test suite runs)
+    python -m benchmarks.inference_speed            # real-size CLIPSeg rd64-refined (random weights)
+    python -m benchmarks.inference_speed --quick    # tiny model, seconds (what the test suite runs)
 
 * engine: ``Segmenter.segment`` on a synthetic CT of D slices (512x512), end to end from the HU
   array to native-resolution masks.
@@ -29,7 +29,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402

@@ -22,11 +22,12 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from TGatedSegmentLib.demo import DEMO_RECIPE, PhantomRecipe
+from TGatedSegmentLib.io.atomic import atomic_write_text
+from TGatedSegmentLib.io.jsonfile import write_json
+from TGatedSegmentLib.phantom import PhantomSpec, generate_phantom, write_phantom_dataset
 
-from TGatedSegmentLib.demo import DEMO_RECIPE, PhantomRecipe  # noqa: E402
-from TGatedSegmentLib.phantom import PhantomSpec, generate_phantom, write_phantom_dataset  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 EQUAL_STEPS_CAP = 36000.0  # s: a time cap no equal-steps arm reaches, so the steps alone end it
 TEST_SERIES = 9999  # phantom series of the held-out test cases: no training seed uses it
@@ -86,7 +87,7 @@ def describe(s: dict, phantoms) -> str:
 def report(stem: Path, header: str, text: str, s: dict, phantoms, payload: dict, chart=None) -> None:
     """Print the table; write STEM.md, STEM.json (settings + ``payload``) and, with ``chart``, STEM.png."""
     print(header + "\n\n" + text)
-    write_text(stem.with_suffix(".md"), f"{header}\n\n{text}\n")
+    atomic_write_text(stem.with_suffix(".md"), f"{header}\n\n{text}\n")
     settings_ = {"recipe": s["recipe"].to_dict(), "seeds": s["seeds"], "test_cases": len(phantoms),
                  "machine": machine()}
     write_json(stem.with_suffix(".json"), {"settings": settings_, **payload})
@@ -189,18 +190,3 @@ def machine() -> str:
 
     return (f"{platform.machine()}, {os.cpu_count()} CPU core(s), torch {torch.__version__} "
             f"({torch.get_num_threads()} threads)")
-
-
-def write_json(path: Path, payload: dict) -> None:
-    from TGatedSegmentLib.evaluation.evaluate import jsonable
-    from TGatedSegmentLib.io.atomic import atomic_write_text
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(jsonable(payload), indent=1))
-
-
-def write_text(path: Path, text: str) -> None:
-    from TGatedSegmentLib.io.atomic import atomic_write_text
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, text)

@@ -1,7 +1,7 @@
 """Train on the one labelled real CT with the ``cpu`` recipe, then score it on that CT and on another CT scan.
 
-    python benchmarks/train_real_ct.py               # 10 minutes of --recipe cpu on ts_ct (../shared/data)
-    python benchmarks/train_real_ct.py --quick       # seconds on the small ts_ct_sm (what the test suite runs)
+    python -m benchmarks.train_real_ct               # 10 minutes of --recipe cpu on ts_ct (../shared/data)
+    python -m benchmarks.train_real_ct --quick       # seconds on the small ts_ct_sm (what the test suite runs)
 
 What a user gets from ``tgated train --recipe cpu`` on the only labelled CT there is here (``ts_ct``,
 TotalSegmentator's own output as pseudo labels): the product's recipe and architecture
@@ -32,7 +32,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "abdomen-sample"
 DICOM_SERIES = REPO.parent / "shared" / "data" / "dicom-series"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import refuse_existing_output
+from ..io.atomic import refuse_existing
 
 
 def add_parser(subparsers) -> None:
@@ -53,7 +53,7 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run_import)
 
 
-def _layout(name: str) -> tuple[str, str]:
+def _layout(name: str) -> tuple[str, ...]:
     from ..model.configuration import REFERENCE_SLICE_LAYOUT
     from ..preprocessing.config import PreprocessConfig
 
@@ -66,7 +66,7 @@ def run_init(args: argparse.Namespace) -> int:
     from ..model.configuration import AdapterConfig
     from ..preprocessing.config import PreprocessConfig
 
-    refuse_existing_output(args.output, args.overwrite)
+    refuse_existing(args.output, args.overwrite)
     adapter = None
     overrides = {k: v for k, v in {"proj_dim": args.adapter_dim, "num_layers": args.adapter_layers,
                                    "num_heads": args.adapter_heads, "context_size": args.context}.items() if v}
@@ -86,7 +86,7 @@ def run_init(args: argparse.Namespace) -> int:
 def run_import(args: argparse.Namespace) -> int:
     from ..model.convert_reference import import_reference_checkpoint
 
-    refuse_existing_output(args.output, args.overwrite)
+    refuse_existing(args.output, args.overwrite)
     path = import_reference_checkpoint(args.weights, args.base_config, args.output, tokenizer=args.tokenizer,
                                        slice_layout=_layout(args.slice_layout))
     print(f"wrote checkpoint {path}", file=sys.stderr)

@@ -24,21 +24,20 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=lambda args: _usage(p))
     sub = p.add_subparsers(dest="action", metavar="ACTION")
 
-    a = sub.add_parser("list", help="the imported models", description="Name, architecture, size, recipe and the "
-                       "measured Dice (an attached evaluation, else the trainer's validation) of every imported model.")
+    a = _action(sub, "list", run_list, help="the imported models", description="Name, architecture, size, recipe "
+                "and the measured Dice (an attached evaluation, else the trainer's validation) of every imported model.")
     _json_option(a)
-    a.set_defaults(func=run_list)
 
-    a = sub.add_parser("show", help="a model's card", description="Print the model card of an imported model (or a "
-                       "checkpoint folder): architecture, parameters, training data, recipe, measured Dice.")
+    a = _action(sub, "show", run_show, help="a model's card", description="Print the model card of an imported model "
+                "(or a checkpoint folder): architecture, parameters, training data, recipe, measured Dice.")
     a.add_argument("name", metavar="NAME|FOLDER")
     _json_option(a)
-    a.set_defaults(func=run_show)
 
-    a = sub.add_parser("import", help="import a checkpoint folder, exported zip, safetensors file or authors' .pt",
-                       description="Check a model and copy it into the model folder under NAME. SRC: a checkpoint "
-                       "folder, a .zip from `tgated models export`, a .safetensors file (with --config, and --tokenizer "
-                       "if none lies beside it) or the authors' .pt/.pth (converted; --base-config).")
+    a = _action(sub, "import", run_import,
+                help="import a checkpoint folder, exported zip, safetensors file or authors' .pt",
+                description="Check a model and copy it into the model folder under NAME. SRC: a checkpoint "
+                "folder, a .zip from `tgated models export`, a .safetensors file (with --config, and --tokenizer "
+                "if none lies beside it) or the authors' .pt/.pth (converted; --base-config).")
     a.add_argument("source", metavar="SRC")
     a.add_argument("--name", help="the model's name (default: from SRC's file or folder name)")
     a.add_argument("--overwrite", action="store_true", help="replace an imported model of the same name")
@@ -52,32 +51,34 @@ def add_parser(subparsers) -> None:
     a.add_argument("--evaluation", metavar="REPORT_DIR",
                    help="attach a `tgated evaluate --output` report of this checkpoint: the card shows its Dice")
     _json_option(a)
-    a.set_defaults(func=run_import)
 
-    a = sub.add_parser("export", help="write a model as a zip (weights, tokenizer, config, model card)")
+    a = _action(sub, "export", run_export, help="write a model as a zip (weights, tokenizer, config, model card)")
     a.add_argument("name", metavar="NAME|FOLDER")
     a.add_argument("-o", "--output", required=True, metavar="MODEL.zip")
     a.add_argument("--overwrite", action="store_true", help="replace an existing zip")
-    a.set_defaults(func=run_export)
 
-    a = sub.add_parser("push", help="upload a model to the Hugging Face Hub (needs the network and a login)")
+    a = _action(sub, "push", run_push, help="upload a model to the Hugging Face Hub (needs the network and a login)")
     a.add_argument("name", metavar="NAME|FOLDER")
     a.add_argument("repo", metavar="OWNER/REPO")
     a.add_argument("--private", action="store_true", help="create the repository as private")
     a.add_argument("--revision", help="branch to commit to (default: main)")
-    a.set_defaults(func=run_push)
 
-    a = sub.add_parser("pull", help="download a model from the Hugging Face Hub and import it (needs the network)")
+    a = _action(sub, "pull", run_pull, help="download a model from the Hugging Face Hub and import it (needs the network)")
     a.add_argument("repo", metavar="OWNER/REPO")
     a.add_argument("--name", help="the model's name (default: the repository's name)")
     a.add_argument("--overwrite", action="store_true", help="replace an imported model of the same name")
     a.add_argument("--revision", help="branch, tag or commit (default: main)")
     _json_option(a)
-    a.set_defaults(func=run_pull)
 
-    a = sub.add_parser("remove", help="delete an imported model from the model folder")
+    a = _action(sub, "remove", run_remove, help="delete an imported model from the model folder")
     a.add_argument("name", metavar="NAME")
-    a.set_defaults(func=run_remove)
+
+
+def _action(sub, name: str, func, **kwargs) -> argparse.ArgumentParser:
+    """One ``tgated models ACTION`` parser that runs ``func``."""
+    parser = sub.add_parser(name, **kwargs)
+    parser.set_defaults(func=func)
+    return parser
 
 
 def _json_option(parser) -> None:

@@ -14,7 +14,7 @@ import sys
 
 from ..errors import EXIT_CANCELLED, Cancelled, InputError
 from ..training.recipes import RECIPES
-from .common import add_progress_option, install_cancel
+from .common import add_compute_options, add_progress_option, install_cancel
 
 PATH_OPTIONS = ("data", "val", "base", "tokenizer", "cache_dir")
 # TrainConfig fields a recipe sets, as (field, type, help): each becomes --field-name
@@ -110,12 +110,11 @@ def add_parser(subparsers) -> None:
                    help="with a frozen vision encoder (--finetune decoder|adapters) and no pixel augmentation: encode "
                         "every training slice once, store the tokens beside the volume cache and train from them "
                         "(several times faster on a CPU at the real model size)")
-    p.add_argument("--amp", choices=["bf16", "fp16"], help="mixed precision on CUDA (default: float32)")
     p.add_argument("--cache-dir", metavar="DIR", help="preprocessed-volume cache, shareable between runs "
                    "(default RUN_DIR/cache)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run from its last saved step")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier run in RUN_DIR (keeps its cache)")
-    p.add_argument("--device", help="auto (CUDA if available), cpu or cuda (default auto)")
+    add_compute_options(p, batch_size=False, device_default=None)
     p.add_argument("--num-workers", type=int, help="data loading processes (default: 2 on CUDA, 0 on CPU)")
     p.add_argument("--seed", type=int, help="seed for initialisation, sampling and the split (default 0)")
     p.add_argument("--save-every-steps", type=int, help="also save last/ and resume/ every N steps")

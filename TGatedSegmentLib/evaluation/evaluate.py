@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
+from ..compat import moved_names
 from ..errors import InputError
 from ..io.atomic import atomic_path, atomic_write_text
+from ..io.jsonfile import write_json
 from ..progress import CancelToken, Progress
 from ..vocabulary import Organ
 from .metrics import METRICS, _status, organ_metrics, summarize
@@ -29,6 +30,13 @@ from .worst_slices import FOLDER as WORST_FOLDER
 from .worst_slices import WorstSlices
 
 METRIC_TITLES = {"dice": "Dice", "nsd": "NSD", "hd95": "HD95 (mm)"}
+
+
+class WrittenReport(NamedTuple):
+    """What :meth:`EvaluationReport.write` wrote, and why a chart is missing (None: nothing is)."""
+
+    files: list[Path]
+    note: str | None = None
 
 
 @dataclass
@@ -84,8 +92,8 @@ def score_case(segmenter, case: ScoredCase, tolerance_mm: float = 2.0, metrics: 
 
 def dataset_cases(dataset, cases=None) -> Iterator[ScoredCase]:
     """:class:`ScoredCase` for each case of a :class:`data.dataset.Dataset`, read lazily from disk."""
-    from ..data.modality import modality_hint
     from ..io.volume import array_from_image, read_image
+    from ..modality import modality_hint
 
     for case in (cases if cases is not None else dataset.cases):
         image = read_image(case.image)
@@ -163,12 +171,12 @@ class EvaluationReport:
                 "empty_mask_rule": "both empty: not scored (NaN, left out of means); one empty: Dice 0, NSD 0, "
                                    "HD95 = volume diagonal"}
 
-    def write(self, folder: str | Path, chart: bool = True) -> tuple[list[Path], str | None]:
+    def write(self, folder: str | Path, chart: bool = True) -> WrittenReport:
         """metrics.csv (per case and organ), summary.csv, report.json, report.md, dice.png (means),
         dice_box.png (each organ's per-case Dice, one box per checkpoint) and, when collected,
         worst_slices/ORGAN.png (linked from report.md).
 
-        Returns the written files and a note when the chart was skipped.
+        Returns the written files and a note when the charts could not be drawn.
         """
         folder = Path(folder)
         overlays = self.worst.write(folder / WORST_FOLDER) if self.worst is not None else []
@@ -176,7 +184,7 @@ class EvaluationReport:
         written = [
             atomic_write_text(folder / "metrics.csv", _csv(self.rows)),
             atomic_write_text(folder / "summary.csv", _csv(self.summary_rows())),
-            atomic_write_text(folder / "report.json", json.dumps(jsonable(self.to_json()), indent=1)),
+            write_json(folder / "report.json", self.to_json()),
             atomic_write_text(folder / "report.md", markdown),
             *overlays,
         ]
@@ -187,7 +195,7 @@ class EvaluationReport:
                 written.append(self.box_plot(folder / "dice_box.png"))
             except ImportError:
                 note = "matplotlib is not installed: no dice.png or dice_box.png (pip install matplotlib)"
-        return written, note
+        return WrittenReport(written, note)
 
     def bar_chart(self, path: Path) -> Path:
         """Mean Dice per organ (and the macro mean), one bar per checkpoint."""
@@ -250,7 +258,7 @@ def _save_organ_axes(fig, ax, plt, organs: list[str], ylabel: str, path: Path) -
 def _fmt_spread(stats: dict, metric: str) -> str:
     """"mean ± std" over the cases (the mean alone when there is one case or none)."""
     mean, std = stats.get(metric), stats.get(f"{metric}_std")
-    if stats.get("n", 0) > 1 and std is not None and not math.isnan(std) and not math.isnan(mean):
+    if stats.get("n", 0) > 1 and mean is not None and std is not None and not math.isnan(std) and not math.isnan(mean):
         return f"{_fmt(mean, metric)} ± {_fmt(std, metric)}"
     return _fmt(mean, metric)
 
@@ -259,18 +267,6 @@ def _fmt(value, metric: str) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     return f"{value:.1f}" if metric == "hd95" else f"{value:.3f}"
-
-
-def jsonable(obj):
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return jsonable(obj.item())
-    return obj
 
 
 def _csv(rows: list[dict]) -> str:
@@ -318,3 +314,7 @@ def evaluate(checkpoints: Sequence[str], data, tolerance_mm: float = 2.0, device
         report.rows.extend({"checkpoint": name, **row} for row in rows)
         del segmenter
     return report
+
+
+# The JSON-safe conversion moved down to io.jsonfile (the demo and the CLI write JSON through it too).
+__getattr__ = moved_names(__name__, {"jsonable": "TGatedSegmentLib.io.jsonfile"})

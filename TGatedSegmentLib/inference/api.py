@@ -119,7 +119,7 @@ class Segmenter:
     def segment(
         self,
         volume,
-        prompts: str | list[str] | None = None,
+        prompts: str | list | None = None,
         preset: str | None = None,
         geometry: Geometry | None = None,
         modality: str = "auto",

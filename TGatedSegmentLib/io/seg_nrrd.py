@@ -85,7 +85,7 @@ def _inflate(path: Path) -> np.ndarray | None:
         flat = out.reshape(-1)
         encoding = header.get("encoding")
         if encoding == "raw":
-            count = handle.readinto(memoryview(flat))
+            count = handle.readinto(flat.data)
         elif encoding in ("gzip", "gz"):
             count = _gunzip_into(handle, flat)
         else:

@@ -16,16 +16,16 @@ import math
 import struct
 from pathlib import Path
 
+from ..io import jsonfile
+
 CONFIG_NAME, WEIGHTS_NAME, EVALUATION_NAME, CARD_NAME = "config.json", "model.safetensors", "evaluation.json", "README.md"
 
 
 # -- reading ---------------------------------------------------------------------------------------
 
 def read_json(path: Path) -> dict | None:
-    try:
-        raw = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+    """The JSON object in ``path``; None when it is missing, unreadable or not an object."""
+    raw = jsonfile.read_json(path)
     return raw if isinstance(raw, dict) else None
 
 
@@ -161,10 +161,11 @@ def dice_summary(facts: dict) -> str:
 def human_size(size: int | None) -> str:
     if size is None:
         return "?"
+    value = float(size)
     for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
     return "?"
 
 

@@ -28,6 +28,7 @@ import torch
 from ..compat import moved_names
 from ..errors import CheckpointError
 from ..io.atomic import atomic_dir, recover_dir
+from ..io.jsonfile import read_json
 from ..preprocessing.config import PreprocessConfig
 from .clipseg_base import load_clipseg_base, load_clipseg_config
 from .configuration import DEFAULT_BASE_MODEL, FORMAT_NAME, AdapterConfig, RefineConfig, TGatedConfig
@@ -87,12 +88,8 @@ def load_state_dict_checked(model: torch.nn.Module, state_dict: dict, source: st
 
 def _read_config(folder: Path) -> dict | None:
     file = folder / CONFIG_NAME
-    if not file.is_file():
-        return None
-    try:
-        return json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"'{file}' is not valid JSON ({exc})", "The checkpoint is corrupt: copy it again.") from None
+    return read_json(file, lambda exc: CheckpointError(f"'{file}' is not valid JSON ({exc})",
+                                                       "The checkpoint is corrupt: copy it again."))
 
 
 # -- public API ----------------------------------------------------------------------------------
@@ -152,10 +149,10 @@ def _load_tgated(folder: Path, raw: dict, source: str, device) -> LoadedModel:
         raise CheckpointError(f"'{folder / CONFIG_NAME}' is not a valid TGatedSegment config ({exc})",
                               "The checkpoint is corrupt or from an incompatible version.") from None
     partial = bool(raw.get("partial_weights"))
-    if partial and not config.base_model_id:
-        raise CheckpointError(f"'{folder}' holds only part of the weights but names no base model to load them on",
-                              "The checkpoint is incomplete: use one saved with full weights.")
     if partial:
+        if not config.base_model_id:
+            raise CheckpointError(f"'{folder}' holds only part of the weights but names no base model to load them "
+                                  "on", "The checkpoint is incomplete: use one saved with full weights.")
         model = TGatedCLIPSeg(config, base_model=load_base_model(config.base_model_id))
     else:  # every weight comes from the file: build without allocating or initialising any (see _materialise)
         with torch.device("meta"):
@@ -347,19 +344,11 @@ def resolve_tokenizer(tokenizer: str | Path | Any, vocabulary=()):
     return tokenizer
 
 
-def init_checkpoint(
-    base: str | Path,
-    output: str | Path,
-    tokenizer: str | Path | Any | None = None,
-    temporal: bool = True,
-    adapter: AdapterConfig | None = None,
-    preprocessing: PreprocessConfig | None = None,
-    vocabulary=None,
-    seed: int = 0,
-    refine: RefineConfig | None = None,
-) -> Path:
-    """Write an untrained checkpoint folder (see :func:`build_model`)."""
-    loaded = build_model(base, tokenizer, temporal, adapter, preprocessing, vocabulary, seed, refine)
+def init_checkpoint(base: str | Path, output: str | Path, tokenizer: str | Path | Any | None = None,
+                    **options: Any) -> Path:
+    """Write an untrained checkpoint folder: :func:`build_model` (``options``: temporal, adapter,
+    preprocessing, vocabulary, seed, refine) saved to ``output``."""
+    loaded = build_model(base, tokenizer, **options)
     return save_checkpoint(loaded.model, loaded.tokenizer, output, loaded.config)
 
 

@@ -15,8 +15,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from ..errors import InputError, OutputError
-from ..io.atomic import atomic_path
+from ..errors import InputError
+from ..io.atomic import atomic_path, overwrite_hint, refuse_existing
 from .card import CARD_NAME, CONFIG_NAME, EVALUATION_NAME, WEIGHTS_NAME, model_facts, read_json, render_card
 from .importer import MODEL_FILES, default_name
 from .source import SourceKind, classify_source, missing_error
@@ -30,7 +30,7 @@ def resolve_checkpoint(source: str) -> tuple[Path, str]:
     resolved = classify_source(source)
     if resolved.kind is SourceKind.MISSING:
         raise missing_error(str(source), "model")
-    if not resolved.is_checkpoint:
+    if not resolved.is_checkpoint or resolved.path is None:
         raise InputError(f"'{source}' is not a TGatedSegment checkpoint ({resolved.kind.value})",
                          "Pass an imported model's name (`tgated models list`) or a checkpoint folder.")
     name = normalize_name(source) if resolved.kind is SourceKind.STORED else default_name(resolved.path)
@@ -43,8 +43,7 @@ def export_model(source: str, output: str | Path, overwrite: bool = False) -> Pa
     output = Path(output).expanduser()
     if output.suffix.lower() != ".zip":
         raise InputError(f"'{output}' does not end in .zip", f"Name the export file e.g. {name}.zip.")
-    if output.exists() and not overwrite:
-        raise OutputError(f"'{output}' already exists", "Pass --overwrite to replace it, or choose another -o.")
+    refuse_existing(output, overwrite, overwrite_hint("-o"))
     if not (read_json(folder / CONFIG_NAME) or {}).get("partial_weights"):
         return _write_zip(folder, name, output)
     from .checkpoint import load_model, save_checkpoint

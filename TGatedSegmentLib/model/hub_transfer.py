@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import CheckpointError, InputError, OutputError, TGatedError
+from ..io.atomic import refuse_existing
 from . import store
 from .card import CARD_NAME, CONFIG_NAME, model_facts, read_json, render_card
 from .exporter import resolve_checkpoint
@@ -57,9 +58,8 @@ def pull_model(repo_id: str, name: str | None = None, overwrite: bool = False, r
     _check_repo(repo_id)
     name = store.check_name(name) if name else store.name_from(repo_id.split("/")[1])
     target = store.models_dir() / name
-    if target.exists() and not overwrite:  # before any download
-        raise OutputError(f"a model named '{name}' is already imported ({target})",
-                          "Pass --overwrite to replace it, or --name to pull it under another name.")
+    refuse_existing(target, overwrite, "Pass --overwrite to replace it, or --name to pull it under another name.",
+                    f"a model named '{name}' is already imported ({target})")  # before any download
     try:
         from huggingface_hub import snapshot_download
 
@@ -69,20 +69,24 @@ def pull_model(repo_id: str, name: str | None = None, overwrite: bool = False, r
     return import_model(folder, name=name, overwrite=overwrite)
 
 
+def _hub_error(error: type[TGatedError], exc: Exception, failed: str,
+               known: dict[str, tuple[str, str]]) -> TGatedError:
+    """The one-line error for a Hub failure: ``known[failure_kind(exc)]`` (message, hint), else ``failed``."""
+    message, hint = known.get(failure_kind(exc), (f"{failed} ({_first_line(exc)})", "Try again; see --debug."))
+    return error(message, hint)
+
+
 def _pull_error(repo_id: str, name: str, exc: Exception) -> TGatedError:
-    kind = failure_kind(exc)
-    if kind == "offline":
-        return CheckpointError(
-            f"no network: cannot reach the Hugging Face Hub to download '{repo_id}' ({_first_line(exc)})",
-            f"Download it on a machine with internet (`tgated models pull {repo_id} --name {name}`, then `tgated "
-            f"models export {name} -o {name}.zip`), copy the zip here and run `tgated models import {name}.zip`.")
-    if kind == "auth":
-        return CheckpointError(f"the Hub refused access to '{repo_id}' ({_first_line(exc)})",
-                               "Log in with `hf auth login` (or set HF_TOKEN) with an account that may read it.")
-    if kind == "missing":
-        return CheckpointError(f"there is no model '{repo_id}' on the Hugging Face Hub (or it is private)",
-                               "Check the repository id and revision, or log in if it is private.")
-    return CheckpointError(f"downloading '{repo_id}' failed ({_first_line(exc)})", "Try again; see --debug.")
+    return _hub_error(CheckpointError, exc, f"downloading '{repo_id}' failed", {
+        "offline": (f"no network: cannot reach the Hugging Face Hub to download '{repo_id}' ({_first_line(exc)})",
+                    f"Download it on a machine with internet (`tgated models pull {repo_id} --name {name}`, then "
+                    f"`tgated models export {name} -o {name}.zip`), copy the zip here and run `tgated models import "
+                    f"{name}.zip`."),
+        "auth": (f"the Hub refused access to '{repo_id}' ({_first_line(exc)})",
+                 "Log in with `hf auth login` (or set HF_TOKEN) with an account that may read it."),
+        "missing": (f"there is no model '{repo_id}' on the Hugging Face Hub (or it is private)",
+                    "Check the repository id and revision, or log in if it is private."),
+    })
 
 
 def push_model(source: str, repo_id: str, private: bool = False, revision: str | None = None) -> str:
@@ -110,13 +114,13 @@ def push_model(source: str, repo_id: str, private: bool = False, revision: str |
 
 
 def _push_error(repo_id: str, name: str, exc: Exception) -> TGatedError:
-    kind = failure_kind(exc)
-    if kind == "offline":
-        return OutputError(
-            f"no network: cannot reach the Hugging Face Hub to upload '{name}' to '{repo_id}' ({_first_line(exc)})",
-            f"Export it (`tgated models export {name} -o {name}.zip`), copy the zip to a machine with internet and "
-            f"there run `tgated models import {name}.zip` and `tgated models push {name} {repo_id}`.")
-    if kind in ("auth", "missing"):
-        return OutputError(f"the Hub refused the upload to '{repo_id}' ({_first_line(exc)})",
-                           "Log in with `hf auth login` (or set HF_TOKEN) with a write token for that owner.")
-    return OutputError(f"uploading '{name}' to '{repo_id}' failed ({_first_line(exc)})", "Try again; see --debug.")
+    refused = (f"the Hub refused the upload to '{repo_id}' ({_first_line(exc)})",
+               "Log in with `hf auth login` (or set HF_TOKEN) with a write token for that owner.")
+    return _hub_error(OutputError, exc, f"uploading '{name}' to '{repo_id}' failed", {
+        "offline": (f"no network: cannot reach the Hugging Face Hub to upload '{name}' to '{repo_id}' "
+                    f"({_first_line(exc)})",
+                    f"Export it (`tgated models export {name} -o {name}.zip`), copy the zip to a machine with internet "
+                    f"and there run `tgated models import {name}.zip` and `tgated models push {name} {repo_id}`."),
+        "auth": refused,
+        "missing": refused,
+    })

@@ -23,8 +23,8 @@ import shutil
 import zipfile
 from pathlib import Path
 
-from ..errors import CheckpointError, InputError, OutputError
-from ..io.atomic import atomic_dir
+from ..errors import CheckpointError, InputError
+from ..io.atomic import atomic_dir, refuse_existing
 from . import store
 from .card import CONFIG_NAME, EVALUATION_NAME, WEIGHTS_NAME, read_json, safetensors_header
 from .configuration import DEFAULT_BASE_MODEL, FORMAT_NAME, REFERENCE_SLICE_LAYOUT
@@ -79,7 +79,7 @@ def default_name(path: Path) -> str:
 
 def import_model(source: str | Path, name: str | None = None, overwrite: bool = False, config: str | Path | None = None,
                  tokenizer: str | None = None, base_config: str | None = None, evaluation: str | Path | None = None,
-                 slice_layout: tuple[str, str] = REFERENCE_SLICE_LAYOUT) -> Path:
+                 slice_layout: tuple[str, ...] = REFERENCE_SLICE_LAYOUT) -> Path:
     """Import ``source`` as ``name`` and return the model's folder (see the module docstring).
 
     ``config``/``tokenizer``: for a bare ``.safetensors``; ``base_config``/``tokenizer``/``slice_layout``:
@@ -90,9 +90,8 @@ def import_model(source: str | Path, name: str | None = None, overwrite: bool = 
     kind = source_kind(path)
     name = store.check_name(name) if name else default_name(path)
     target = store.models_dir() / name
-    if target.exists() and not overwrite:
-        raise OutputError(f"a model named '{name}' is already imported ({target})",
-                          "Pass --overwrite to replace it, or --name to import this one under another name.")
+    refuse_existing(target, overwrite, "Pass --overwrite to replace it, or --name to import this one under another name.",
+                    f"a model named '{name}' is already imported ({target})")
     scores = read_evaluation(evaluation, path) if evaluation else None
     if kind == "folder":
         _precheck(path)

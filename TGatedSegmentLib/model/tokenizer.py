@@ -54,7 +54,8 @@ def compact_clip_tokenizer(words: list[str] | tuple[str, ...] = ()):
                 vocab.setdefault(pair[0] + pair[1], len(vocab))
                 symbols = [pair[0] + pair[1]] + symbols[2:]
     vocab[BOS], vocab[EOS] = CLIP_BOS_ID, CLIP_EOS_ID
-    return CLIPTokenizer(vocab=vocab, merges=merges)
+    # transformers annotates merges as list[str]; its BPE takes (left, right) pairs, as given here
+    return CLIPTokenizer(vocab=vocab, merges=merges)  # type: ignore[arg-type]
 
 
 def check_tokenizer(tokenizer, clipseg_config) -> None:

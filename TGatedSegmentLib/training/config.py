@@ -145,9 +145,9 @@ class TrainConfig:
             raise InputError(f"unknown mixed precision '{self.amp}'", "Use --amp bf16 or --amp fp16 (CUDA only).")
         choices = (("adapter", self.adapter, ADAPTER_CHOICES), ("batching", self.batching, BATCHINGS),
                    ("schedule", self.schedule, ("restarts", "cosine")), ("dice", self.dice, ("sample", "batch")))
-        for name, value, allowed in choices:
-            if value not in allowed:
-                raise InputError(f"unknown {name.replace('_', ' ')} '{value}'",
+        for name, choice, allowed in choices:
+            if choice not in allowed:
+                raise InputError(f"unknown {name.replace('_', ' ')} '{choice}'",
                                  f"Use --{_flag(name)} {' or '.join(allowed)}.")
         if self.max_zoom >= 1.0 or self.intensity >= 1.0 or self.organ_intensity >= 1.0:
             raise InputError("max_zoom, intensity and organ_intensity must be below 1",
