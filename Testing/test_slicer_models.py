@@ -27,8 +27,8 @@ for folder in (TESTING / "slicer_stub", MODULE):
         sys.path.insert(0, str(folder))
 
 import slicer  # noqa: E402  (the stand-in)
-from conftest import backend_command, python_env  # noqa: E402
-from test_slicer_logic import AXIAL, fake_logic, logic, make_volume, slicer_tmp  # noqa: E402,F401
+from helpers.env import backend_command, python_env  # noqa: E402
+from helpers.slicer import AXIAL, fake_logic, logic, make_volume, slicer_tmp  # noqa: E402,F401
 
 import TGatedSegment  # noqa: E402
 import TGatedSegmentGlue as glue  # noqa: E402
