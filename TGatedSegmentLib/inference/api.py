@@ -118,7 +118,7 @@ class Segmenter:
     def __init__(self, checkpoint: str | Path | None = None, device: str | torch.device = "auto", batch_size: int = 4,
                  amp: str | None = None, loaded: LoadedModel | None = None):
         self.device = resolve_device(device)
-        self.loaded = loaded or load_model(checkpoint, device=self.device)
+        self.loaded = loaded or load_model(checkpoint, device=self.device, native=True)
         self.loaded.model.to(self.device).eval()
         self.config = self.loaded.config
         self.codec = SliceCodec(self.config.preprocessing, self.device, dtype=self.loaded.model.dtype)

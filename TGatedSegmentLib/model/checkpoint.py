@@ -30,7 +30,9 @@ from ..errors import CheckpointError
 from ..io.atomic import atomic_dir, recover_dir
 from ..preprocessing.config import PreprocessConfig
 from .clipseg_base import load_clipseg_base, load_clipseg_config
+from .clipseg_native import NativeCLIPSeg
 from .configuration import DEFAULT_BASE_MODEL, FORMAT_NAME, AdapterConfig, RefineConfig, TGatedConfig
+from .empty_init import empty_weights
 from .modeling import TGatedCLIPSeg
 from .source import CONFIG_NAME, SourceKind, classify_source, download
 from .tokenizer import check_tokenizer, load_tokenizer
@@ -97,10 +99,12 @@ def _read_config(folder: Path) -> dict | None:
 
 # -- public API ----------------------------------------------------------------------------------
 
-def load_model(source: str | Path | None = None, device: str | torch.device = "cpu") -> LoadedModel:
+def load_model(source: str | Path | None = None, device: str | torch.device = "cpu", native: bool = False) -> LoadedModel:
     """Load a TGatedSegment checkpoint folder, a hub id of one, or a plain CLIPSeg (zero-shot).
 
-    ``None`` means the zero-shot default, ``CIDAS/clipseg-rd64-refined``.
+    ``None`` means the zero-shot default, ``CIDAS/clipseg-rd64-refined``. ``native`` (inference):
+    a checkpoint with all its weights gets the plain-PyTorch CLIPSeg and tokenizer
+    (:mod:`.clipseg_native`), which load without importing transformers; others are unchanged.
     """
     source = str(source or DEFAULT_BASE_MODEL)
     path = Path(source).expanduser()
@@ -129,7 +133,7 @@ def load_model(source: str | Path | None = None, device: str | torch.device = "c
                               "Pass a folder made by `tgated init`, `tgated train` or `tgated import`.")
     if not path.is_dir():
         folder = download(source)
-    return _load_tgated(folder, raw, source, device)
+    return _load_tgated(folder, raw, source, device, native)
 
 
 def _load_zero_shot(folder: Path | str, source: str, device) -> LoadedModel:
@@ -141,7 +145,7 @@ def _load_zero_shot(folder: Path | str, source: str, device) -> LoadedModel:
     return LoadedModel(model.to(device).eval(), tokenizer, config, source)
 
 
-def _load_tgated(folder: Path, raw: dict, source: str, device) -> LoadedModel:
+def _load_tgated(folder: Path, raw: dict, source: str, device, native: bool = False) -> LoadedModel:
     try:
         config = TGatedConfig.from_dict(raw)
     except (KeyError, TypeError, ValueError) as exc:
@@ -154,8 +158,8 @@ def _load_tgated(folder: Path, raw: dict, source: str, device) -> LoadedModel:
     if partial:
         model = TGatedCLIPSeg(config, base_model=load_base_model(config.base_model_id))
     else:  # every weight comes from the file: build without allocating or initialising any (see _materialise)
-        with torch.device("meta"):
-            model = TGatedCLIPSeg(config)
+        with empty_weights():
+            model = TGatedCLIPSeg(config, base_model=NativeCLIPSeg(config.clipseg_config) if native else None)
     weights = folder / WEIGHTS_NAME
     if not weights.is_file():
         raise CheckpointError(f"'{folder}' has no {WEIGHTS_NAME}", "The checkpoint is incomplete: copy it again.")
@@ -177,7 +181,8 @@ def _load_tgated(folder: Path, raw: dict, source: str, device) -> LoadedModel:
             "from it differ)",
             "Restore that base model (folder or hub revision), or use a checkpoint saved with full weights.")
     has_tokenizer = any((folder / name).is_file() for name in ("tokenizer.json", "vocab.json"))
-    tokenizer = load_tokenizer(folder if has_tokenizer else (config.base_model_id or DEFAULT_BASE_MODEL))
+    tokenizer = load_tokenizer(folder if has_tokenizer else (config.base_model_id or DEFAULT_BASE_MODEL),
+                               native=native and not partial)
     check_tokenizer(tokenizer, model.base_model.config)
     return LoadedModel(model.to(device).eval(), tokenizer, config, source)
 

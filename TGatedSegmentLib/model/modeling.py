@@ -45,10 +45,12 @@ class TGatedCLIPSeg(nn.Module):
 
     def __init__(self, config: TGatedConfig, base_model: nn.Module | None = None):
         super().__init__()
-        from transformers import CLIPSegForImageSegmentation
+        if base_model is None:  # imported only here: inference passes a native base (clipseg_native.py)
+            from transformers import CLIPSegForImageSegmentation
 
+            base_model = CLIPSegForImageSegmentation(config.clipseg())
         self.config = config
-        self.base_model = base_model if base_model is not None else CLIPSegForImageSegmentation(config.clipseg())
+        self.base_model = base_model
         hidden = self.base_model.config.vision_config.hidden_size
         self.adapter = TemporalAdapter(config.adapter, hidden) if config.adapter is not None else None
         self.refine = (RefinementHead(config.refine, self.base_model.config.reduce_dim)

@@ -20,8 +20,16 @@ CLIP_BOS_ID, CLIP_EOS_ID = 49406, 49407
 MAX_TOKENS = 77
 
 
-def load_tokenizer(source: str | Path):
-    """A tokenizer from a folder or hub id, or a :class:`CheckpointError` that says what to pass."""
+def load_tokenizer(source: str | Path, native: bool = False):
+    """A tokenizer from a folder or hub id, or a :class:`CheckpointError` that says what to pass.
+
+    ``native``: a folder's CLIP tokenizer through the ``tokenizers`` library alone
+    (:class:`NativeClipTokenizer`: the same ids, without importing transformers), where it has one.
+    """
+    if native:
+        tokenizer = NativeClipTokenizer.from_folder(source)
+        if tokenizer is not None:
+            return tokenizer
     from transformers import AutoTokenizer
 
     try:
@@ -32,6 +40,64 @@ def load_tokenizer(source: str | Path):
             "Pass --tokenizer with a folder holding the CLIP tokenizer files (vocab.json and merges.txt, "
             "or tokenizer.json), or a hub id reachable from this machine.",
         ) from None
+
+
+class NativeClipTokenizer:
+    """A checkpoint's CLIP tokenizer (``tokenizer.json``) run by the ``tokenizers`` library directly.
+
+    transformers' ``CLIPTokenizer`` is this same ``tokenizers`` object behind a class whose import
+    costs about a second (issue 12); inference only needs what :func:`tokenize` and
+    :func:`check_tokenizer` call, with the same ids and masks (``Testing/test_fast_load.py``).
+    """
+
+    def __init__(self, backend, eos_token: str, pad_token: str):
+        self._backend = backend
+        self.eos_token_id = backend.token_to_id(eos_token)
+        self.pad_token_id = backend.token_to_id(pad_token)
+        backend.no_truncation()
+        backend.no_padding()
+
+    @classmethod
+    def from_folder(cls, folder: str | Path) -> "NativeClipTokenizer | None":
+        """The folder's tokenizer, or None where it is not a plain CLIP one (transformers then loads it)."""
+        import json
+
+        folder = Path(folder)
+        try:
+            config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        tokens = [config.get(name) for name in ("eos_token", "pad_token")]
+        if config.get("tokenizer_class") not in ("CLIPTokenizer", "CLIPTokenizerFast") or not all(
+                isinstance(t, str) for t in tokens) or not (folder / "tokenizer.json").is_file():
+            return None
+        from tokenizers import Tokenizer
+
+        backend = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        if any(backend.token_to_id(t) is None for t in tokens):
+            return None
+        return cls(backend, *tokens)
+
+    def get_vocab(self) -> dict[str, int]:
+        return self._backend.get_vocab(with_added_tokens=True)
+
+    def __call__(self, texts: list[str], padding: bool = True, truncation: bool = True, max_length: int = MAX_TOKENS,
+                 return_tensors: str = "pt") -> dict[str, torch.Tensor]:
+        """``tokenizer(texts, padding=True, truncation=True, max_length=77, return_tensors="pt")``."""
+        encodings = self._encode(texts, max_length, truncation)
+        longest = max(len(e.ids) for e in encodings)
+        if not padding and any(len(e.ids) != longest for e in encodings):
+            raise ValueError("prompts of different lengths need padding=True to make one tensor")
+        ids = [e.ids + [self.pad_token_id] * (longest - len(e.ids)) for e in encodings]
+        mask = [[1] * len(e.ids) + [0] * (longest - len(e.ids)) for e in encodings]
+        return {"input_ids": torch.tensor(ids, dtype=torch.long), "attention_mask": torch.tensor(mask, dtype=torch.long)}
+
+    def _encode(self, texts, max_length: int, truncation: bool):
+        if truncation:
+            self._backend.enable_truncation(max_length)
+        else:
+            self._backend.no_truncation()
+        return self._backend.encode_batch(list(texts))
 
 
 def compact_clip_tokenizer(words: list[str] | tuple[str, ...] = ()):
