@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from ..errors import OutputError
+from ..inference.precision import PRECISIONS
 
 SEGMENTATION_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha", ".dcm")
 
@@ -57,9 +58,12 @@ def add_parser(subparsers) -> None:
                    help="folder for the uncertainty maps (default: next to --output, named OUTPUT_uncertainty)")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda (default: auto)")
     p.add_argument("--threshold", type=float, help="probability threshold (default: the checkpoint's, 0.5)")
-    p.add_argument("--batch-size", type=int, default=4, help="slices per encoder batch (default: 4)")
+    p.add_argument("--batch-size", type=int, help="slices per encoder batch (default: 4 on a CPU, 16 on CUDA)")
     p.add_argument("--modality", default="auto", choices=["auto", "ct", "mr"], help="intensity handling (default: auto)")
-    p.add_argument("--amp", choices=["fp16", "bf16"], help="mixed precision on CUDA (default: float32)")
+    p.add_argument("--precision", choices=list(PRECISIONS), default="auto",
+                   help="arithmetic: auto (default: int8 on a CPU, or bf16 where the CPU has native bfloat16; "
+                   "fp32 on CUDA), fp32 (the reference numbers), int8 (CPU), bf16, fp16 (CUDA)")
+    p.add_argument("--amp", choices=["fp16", "bf16"], help="mixed precision on CUDA (the same as --precision)")
     p.add_argument("--progress", choices=["tqdm", "json", "none"], default="tqdm",
                    help="progress bar on stderr (tqdm), JSON lines on stdout (json, for Slicer) or none")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
@@ -146,7 +150,8 @@ def run(args: argparse.Namespace) -> int:
     progress = make_progress(None if args.progress == "none" else args.progress)
     try:
         progress.update("load", 0, 1)
-        segmenter = Segmenter(args.checkpoint, device=args.device, batch_size=args.batch_size, amp=args.amp)
+        segmenter = Segmenter(args.checkpoint, device=args.device, batch_size=args.batch_size, amp=args.amp,
+                              precision=None if args.precision == "auto" else args.precision)
         progress.update("load", 1, 1)
         result = segmenter.segment(image, prompts=organs, modality=args.modality,
                                    threshold=args.threshold, return_probabilities=bool(args.probabilities),

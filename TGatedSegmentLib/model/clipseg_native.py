@@ -51,10 +51,13 @@ class NativeConfig(SimpleNamespace):
             merged["text_config"] = NativeConfig(values.get("text_config") or {}, _TEXT_DEFAULTS)
             merged["vision_config"] = NativeConfig(values.get("vision_config") or {}, _VISION_DEFAULTS)
         super().__init__(**merged)
-        self._values = values
+        self._values, self._defaults = values, defaults
 
     def to_dict(self) -> dict:
         return copy.deepcopy(self._values)
+
+    def __reduce__(self):  # copy.deepcopy / pickle: rebuilt from what it was made of
+        return NativeConfig, (self._values, self._defaults)
 
 
 def _activation(name: str):
