@@ -19,7 +19,7 @@ from .. import __version__
 from ..errors import EXIT_CANCELLED, EXIT_INTERNAL, EXIT_USAGE, Cancelled, TGatedError
 
 # Subcommand modules, in the order `tgated --help` lists them.
-COMMAND_MODULES = ["segment", "train", "evaluate", "prepare", "checkpoints", "demo"]
+COMMAND_MODULES = ["segment", "serve", "train", "evaluate", "prepare", "checkpoints", "demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -153,7 +153,9 @@ class Segmenter:
             return False
         key = content_key(canonical, self.config.preprocessing.to_dict(), self.engine.quantized, str(self.device),
                           self.precision, id(self.model))
-        return cache.bind(key)
+        held = cache.bind(key)
+        cache.hits = 0  # counted per request
+        return held
 
     def segment(
         self,
