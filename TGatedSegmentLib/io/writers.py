@@ -35,6 +35,7 @@ from .dicom_seg import DICOM_SEG_SUFFIX  # highdicom itself loads only when a .d
 from .volume import Geometry, image_from_array, read_image
 
 SEG_SUFFIX = ".seg.nrrd"
+SEG_NRRD_GZIP_LEVEL = 6
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
 PROBABILITIES_INDEX = "probabilities.json"
 PROMPT_TAG = "TGatedSegment.Prompt"
@@ -132,7 +133,9 @@ def write_segmentation(
         import slicerio
 
         with atomic_path(path) as tmp, _writing(path):
-            slicerio.write_segmentation(str(tmp), segmentation)
+            # gzip level 6, not slicerio's 9: 5-10 % larger files, 7x faster on
+            # speckled ones (an untrained model's 13 prompts spent seconds here; issue 12)
+            slicerio.write_segmentation(str(tmp), segmentation, compression_level=SEG_NRRD_GZIP_LEVEL)
         return [path]
     if suffix == DICOM_SEG_SUFFIX:
         return _write_dicom_seg(path, masks, organs, geometry, source, overwrite)
