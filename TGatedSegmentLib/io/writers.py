@@ -134,7 +134,7 @@ def write_segmentation(
 
         with atomic_path(path) as tmp, _writing(path):
             # gzip level 6, not slicerio's 9: 5-10 % larger files, 7x faster on
-            # speckled ones (an untrained model's 13 prompts spent seconds here; issue 12)
+            # speckled masks (an untrained model's 13 prompts spent seconds here; issue 12)
             slicerio.write_segmentation(str(tmp), segmentation, compression_level=SEG_NRRD_GZIP_LEVEL)
         return [path]
     if suffix == DICOM_SEG_SUFFIX:
