@@ -16,8 +16,9 @@
 5. batch mode's per-volume overhead (``--output-dir``: time per case beyond the engine);
 6. the warm backend (``tgated serve``): a first request, then one new prompt on the same volume.
 
-Random weights cost the same as trained ones (same architecture, same code path). The naive
-scheme (one forward per slice-prompt) is no longer timed here: see docs/usage.md for its figures.
+Random weights cost the same as trained ones (same architecture, same code path).
+``--naive-pairs N`` also times the authors' scheme (one full forward per slice-prompt pair, timed on
+N pairs and scaled: each pair costs the same).
 """
 
 from __future__ import annotations
@@ -131,6 +132,18 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
     return int(out.stdout.strip().splitlines()[-1]) / 1024.0
 
 
+def naive_per_pair(checkpoint: Path, depth: int, size: int, prompts: list[str], pairs: int) -> float:
+    from TGatedSegmentLib.inference.api import Segmenter
+    from TGatedSegmentLib.inference.reference import naive_logits
+
+    seg = Segmenter(checkpoint, device="cpu", precision="fp32")
+    unit = np.clip((synthetic_ct(depth, size) + 125) / 400, 0, 1)
+    start = time.perf_counter()
+    for n in range(pairs):
+        naive_logits(seg.model, seg.loaded.tokenizer, seg.codec, unit, [prompts[n % len(prompts)]], centres=[n % depth])
+    return (time.perf_counter() - start) / pairs
+
+
 def reference_masks(path: Path, labels_json: Path | None) -> dict[str, np.ndarray]:
     from TGatedSegmentLib.io.writers import read_segmentation
 
@@ -214,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
                         "../shared/data, else a synthetic 100-slice CT)")
     parser.add_argument("--warm-image-size", type=int, default=224, help="model input size of the warm run "
                         "(default 224: the real-size model on smaller slices, so that 100 slices fit the run)")
+    parser.add_argument("--naive-pairs", type=int, default=0, help="time the naive scheme on N pairs (default 0: not)")
     parser.add_argument("--skip", nargs="*", default=[], choices=["rss", "warm", "batch", "trained"])
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     args = parser.parse_args(argv)
@@ -273,6 +287,13 @@ def main(argv: list[str] | None = None) -> int:
         results["fast_path"] = {"process_speedup": speedup, "engine_speedup": engine_speedup}
         print(f"\nfast path ({runs[('auto', depth)]['ran']}) vs fp32 at {depth} slices: process {speedup:.2f}x, "
               f"engine {engine_speedup:.2f}x")
+
+        if args.naive_pairs:
+            per_pair = naive_per_pair(ckpt, depth, size, prompts, args.naive_pairs)
+            naive_s = per_pair * depth * len(prompts)
+            results["naive"] = {"per_pair_s": per_pair, "scaled_s": naive_s}
+            print(f"\nnaive scheme (fp32): {per_pair:.2f} s per slice-prompt pair, {naive_s:.0f} s for {depth} x "
+                  f"{len(prompts)} pairs: {naive_s / runs[('fp32', depth)]['engine_s']:.0f}x the fp32 engine")
 
         if "trained" not in args.skip:
             trained = list(args.trained)
