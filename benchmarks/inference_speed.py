@@ -36,6 +36,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from TGatedSegmentLib.inference.precision import passive_waiting_threads  # noqa: E402
+
+passive_waiting_threads()  # as the tgated command does, so that the floors here run like its processes
+
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
