@@ -8,7 +8,10 @@
   int8 weights per tensor, activations quantised per call). The text encoder (run once per prompt)
   and the small decoder stay float32, so prompt embeddings are unchanged. Quantising costs about as
   much as encoding two slices, so volumes of fewer than :data:`INT8_MIN_SLICES` slices run in
-  float32 (a one-slice ``tgated segment`` would only get slower).
+  float32 (a one-slice ``tgated segment`` would only get slower). An activation's int8 scale is
+  taken over the whole batch of slices, so results depend (slightly) on ``batch_size`` too; the
+  model is quantised in place, so ``Segmenter.model`` then holds int8 layers (ask for ``fp32`` to
+  inspect or change float weights).
 * ``bf16``: bfloat16 autocast, on CPUs with native bfloat16 arithmetic (AMX or AVX512-BF16; elsewhere
   it is emulated and slower than float32) and on CUDA.
 * ``fp16``: float16 autocast (CUDA).
