@@ -46,7 +46,7 @@ class NativeClipTokenizer:
     """A checkpoint's CLIP tokenizer (``tokenizer.json``) run by the ``tokenizers`` library directly.
 
     transformers' ``CLIPTokenizer`` is this same ``tokenizers`` object behind a class whose import
-    costs about a second (issue 12); inference only needs what :func:`tokenize` and
+    pulls in all of transformers (seconds; issue 12); inference only needs what :func:`tokenize` and
     :func:`check_tokenizer` call, with the same ids and masks (``Testing/test_fast_load.py``).
     """
 
