@@ -3,11 +3,18 @@
 The model runs in a separate process (``PythonSlicer -m TGatedSegmentLib segment ...``, the same
 command users run in a shell), so Slicer stays responsive, Cancel stops it at once (the launcher and
 the interpreter it starts: the whole process tree), and a crash of the model cannot take Slicer down.
-This file is the Slicer-specific part only; every decision that can be made without Slicer lives in
-``TGatedSegmentGlue`` and is tested outside Slicer.
+That process is the only one that imports torch.
+
+This file is the Slicer-specific part only, in three layers that call one way, down:
+- the widget: the panel, wired to the parameter node (the panel's state, saved with the scene);
+- the logic: everything a Python-console user calls (segment, cancel, train, stop, check and
+  install the dependencies, detect the devices), and the scene work (volume out, segments in);
+- ``TGatedSegmentGlue``: every decision that needs no Slicer, tested outside Slicer.
 
 No torch or transformers import here, at module load or in the widget's setup: Slicer's generic
-module tests load the module without them, and the first-use check offers to install them.
+module tests load the module without them, and the first Apply offers to install them. The file
+itself only needs Python 3.9 (Slicer 5.8), so that on an old Slicer it loads and says which Slicer
+is needed instead of failing to import.
 """
 
 import logging
@@ -15,13 +22,16 @@ import os
 import shutil
 import sys
 import tempfile
-import time
+import unittest
+from typing import Annotated
 
 import qt
 import slicer
 import vtk
+from slicer import vtkMRMLMarkupsROINode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
+from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -29,6 +39,24 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModuleWidget,
 )
 from slicer.util import VTKObservationMixin
+
+MINIMUM_PYTHON = (3, 10)  # the backend's (pyproject.toml requires-python)
+RECOMMENDED_SLICER = "5.10"  # the first Slicer with Python 3.12 (5.8 has 3.9)
+
+
+def pythonVersionProblem(versionInfo=None):
+    """Why this Slicer cannot run the module (its Python is too old for the backend), or None."""
+    versionInfo = versionInfo or sys.version_info
+    if tuple(versionInfo[:2]) >= MINIMUM_PYTHON:
+        return None
+    slicerVersion = f"{getattr(slicer.app, 'majorVersion', '?')}.{getattr(slicer.app, 'minorVersion', '?')}"
+    return _("TGatedSegment needs Python {needed} or newer, and this 3D Slicer ({slicer}) runs Python {python}. "
+             "Install 3D Slicer {recommended} or newer (recommended) from download.slicer.org, then install the "
+             "extension there.").format(needed=".".join(map(str, MINIMUM_PYTHON)), slicer=slicerVersion,
+                                        python=".".join(map(str, versionInfo[:3])), recommended=RECOMMENDED_SLICER)
+
+
+PYTHON_PROBLEM = pythonVersionProblem()
 
 
 def _makeBackendImportable():
@@ -48,10 +76,8 @@ def _makeBackendImportable():
 def _installedBackend():
     """(version, package folder) of a tgated-segment installed as a regular package, else None
     (an editable install points back at a checkout and is not a second copy)."""
-    try:
-        from importlib.metadata import PackageNotFoundError, distribution
-    except ImportError:
-        return None
+    from importlib.metadata import PackageNotFoundError, distribution
+
     try:
         dist = distribution("tgated-segment")
     except PackageNotFoundError:
@@ -60,15 +86,20 @@ def _installedBackend():
     return (dist.version, folder) if os.path.isfile(os.path.join(folder, "__init__.py")) else None
 
 
-_makeBackendImportable()
+if PYTHON_PROBLEM:
+    glue = None
+    BACKEND_SHADOWED, BACKEND_REPORT = False, PYTHON_PROBLEM
+    logging.error(PYTHON_PROBLEM)
+else:
+    _makeBackendImportable()
+    import TGatedSegmentGlue as glue
+    import TGatedSegmentLib
 
-import TGatedSegmentGlue as glue  # noqa: E402
-import TGatedSegmentLib  # noqa: E402
-from TGatedSegmentGlue import processtree  # noqa: E402
-
-BACKEND_SHADOWED, BACKEND_REPORT = glue.backendReport(os.path.dirname(TGatedSegmentLib.__file__),
-                                                      TGatedSegmentLib.__version__, _installedBackend())
-(logging.warning if BACKEND_SHADOWED else logging.info)(BACKEND_REPORT)
+    BACKEND_SHADOWED, BACKEND_REPORT = glue.backendReport(os.path.dirname(TGatedSegmentLib.__file__),
+                                                          TGatedSegmentLib.__version__, _installedBackend())
+    (logging.warning if BACKEND_SHADOWED else logging.info)(BACKEND_REPORT)
+    # The glue's job classes, where the module's users have always found them.
+    SegmentationJob, TrainingJob, DevicesJob = glue.SegmentationJob, glue.TrainingJob, glue.DevicesJob
 
 #
 # TGatedSegment
@@ -86,11 +117,11 @@ class TGatedSegment(ScriptedLoadableModule):
         self.parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]
         self.parent.dependencies = []
         self.parent.contributors = ["TGatedSegment developers"]
-        self.parent.helpText = _("""
+        self.parent.helpText = (PYTHON_PROBLEM + "\n" if PYTHON_PROBLEM else "") + _("""
 Type organ names (for example "liver, pancreas, left kidney") and get one segment per name for the
 selected CT or MR volume. The model (CLIPSeg with the T-Gated temporal adapter) runs in a separate
-process; the panel stays responsive and Apply turns into Cancel while it runs.
-More: docs/slicer.md in the extension's source.
+process; the panel stays responsive and Apply turns into Cancel while it runs. No trained model is
+published by the authors: see docs/slicer.md in the extension's source for how to get or train one.
 """)
         self.parent.acknowledgementText = _("""
 Built on CLIPSeg (Lüddecke and Ecker, CVPR 2022) and the T-Gated temporal adapter for volumetric
@@ -99,236 +130,61 @@ text-prompted segmentation. Organ terminology follows Slicer's General Anatomy l
 
 
 #
+# TGatedSegmentParameterNode
+#
+
+
+@parameterNodeWrapper
+class TGatedSegmentParameterNode:
+    """The panel's state: saved with the scene, restored with it, and scriptable
+    (``logic.getParameterNode().prompts = "liver"``; ``logic.segmentFromParameterNode()`` runs it).
+
+    inputVolume: the CT or MR volume. prompts: organ names, comma or newline separated. preset: the
+    preset last applied ("" or a key of ``TGatedSegmentGlue.PRESETS``). checkpoint: a checkpoint
+    folder (relative: to the scene's folder, then the models folder) or a hub id; "" is zero-shot.
+    device: auto, cpu, cuda, cuda:N or mps. modality: auto, ct or mr. threshold: 0 is the model's own.
+    roi: crop to this box before inference; cropToBody: without an ROI, crop to the body (CT).
+    outputSegmentation: None creates a new segmentation.
+    """
+
+    inputVolume: vtkMRMLScalarVolumeNode
+    prompts: str = ""
+    preset: str = ""
+    checkpoint: str = ""
+    device: str = "auto"
+    modality: str = "auto"
+    threshold: Annotated[float, WithinRange(0.0, 0.99)] = 0.0
+    batchSize: Annotated[int, WithinRange(1, 64)] = 4
+    roi: vtkMRMLMarkupsROINode
+    cropToBody: bool = False
+    outputSegmentation: vtkMRMLSegmentationNode
+    replaceExisting: bool = False
+    showIn3D: bool = True
+    uncertainty: bool = False
+    uncertaintySamples: Annotated[int, WithinRange(2, 50)] = 10
+
+
+#
 # TGatedSegmentLogic
 #
 
 
-def startBackend(process):
-    """Start a :class:`TGatedSegmentGlue.BackendProcess`, with a plain-words error if it cannot start."""
-    logging.info("TGatedSegment: running %s", " ".join(process.args))
-    try:
-        process.start()
-    except OSError as exc:
-        raise glue.BackendError(_("Could not start the backend ({error})").format(error=exc),
-                                _("Check that 3D Slicer's PythonSlicer is installed next to Slicer."),
-                                " ".join(process.args), "StartFailed") from None
-    return process
+class SegmentationRequest:
+    """What the import of a segmentation's result needs to know, decided before the run starts."""
 
-
-class BackendJob:
-    """One run of the backend in a separate process: started by the logic, polled by a ``qt.QTimer``
-    (``wait=False``) or by :meth:`wait`, stopped by :meth:`cancel`.
-
-    ``state`` is "running", then "done" (``result`` set), "failed" (``error`` set, a
-    :class:`TGatedSegmentGlue.BackendError` in plain words with details) or "cancelled". Between
-    :meth:`cancel` and "cancelled" it is "cancelling" for as long as some process of the backend's
-    tree is still running (at most ``cancelGraceS`` plus a poll): the GUI thread never waits for it,
-    the job's timer (or :meth:`wait`) finishes the job once the tree is gone.
-    ``completedCallback(job)`` is called once, whatever the outcome; ``progressCallback(event)``
-    gets each backend event with ``percent`` (0-100) and ``text`` added.
-    """
-
-    what = "The backend"
-    stages = None
-    # Seconds from Cancel (SIGTERM to the whole tree) to SIGKILL. Segmentation only writes to its
-    # temporary folder, so a short grace is enough: no process of the run outlives Cancel by much more.
-    cancelGraceS = 1.5
-    # What cancel() itself may wait on the GUI thread for the tree to end (the usual case: it stops
-    # at once on SIGTERM, and the job ends within the call).
-    cancelWaitS = 0.25
-    logIntervalS = 5.0
-
-    def __init__(self, logic, args, progressCallback=None, completedCallback=None):
-        self.logic = logic
-        self.args = list(args)
-        self.progressCallback = progressCallback
-        self.completedCallback = completedCallback
-        self.tracker = glue.ProgressTracker(self.stages)
-        self.state = "new"
-        self.result = None
-        self.error = None
-        self.device = None
-        self.process = None
-        self._timer = None
-        self._polling = False
-        self._cancelRequested = False
-        self._lastStage = None
-        self._lastLogTime = 0.0
-
-    @property
-    def running(self):
-        """Started and not ended: "running", or "cancelling" while the backend's processes stop."""
-        return self.state in ("running", "cancelling")
-
-    def start(self, wait):
-        self.process = glue.BackendProcess(self.args, env=self.logic.backendEnvironment(),
-                                           cwd=self.logic.backendLibraryParent(), launcher=self.logic.launchProcess,
-                                           onEvent=self._onEvent, onLog=self._onLog)
-        startBackend(self.process)
-        self.state = "running"
-        if not wait:
-            self._timer = qt.QTimer()
-            self._timer.setInterval(self.logic.pollIntervalMs)
-            self._timer.connect("timeout()", self.poll)
-            self._timer.start()
-        return self
-
-    def report(self, event):
-        """Pass an event (from the backend or the logic's own stages) to the callback or the log."""
-        event = self.tracker.update(event)
-        if self.progressCallback:
-            self.progressCallback(event)
-        elif event["text"]:
-            # Console use: a line per stage and at most one every few seconds within a stage.
-            now = time.monotonic()
-            if event["event"] != "progress" or event.get("stage") != self._lastStage \
-                    or event.get("done") == event.get("total") or now - self._lastLogTime >= self.logIntervalS:
-                self._lastStage, self._lastLogTime = event.get("stage"), now
-                logging.info("TGatedSegment: %s (%d%%)", event["text"], event["percent"])
-
-    def _onEvent(self, event):
-        if self.state != "running":  # after Cancel, what the backend still prints changes nothing
-            return
-        if event.get("device") and event["event"] in ("info", "done"):
-            self.device = event["device"]
-        if event["event"] in ("progress", "info", "done"):
-            self.report(event)
-
-    def _onLog(self, line):
-        logging.info("TGatedSegment backend: %s", line)
-
-    def poll(self):
-        """Handle what the backend printed; True once the job has finished (any outcome)."""
-        if not self.running or self._polling:
-            return not self.running
-        self._polling = True
-        try:
-            ended = self.process.poll()
-        finally:
-            self._polling = False
-        if self._cancelRequested and self.state == "running":
-            self.cancel()
-        elif ended:
-            self._finish()
-        return not self.running
-
-    def cancel(self, kill=False):
-        """Stop the backend and every process it started, and leave the scene as it was.
-
-        Returns at once (after at most ``cancelWaitS``): SIGTERM reaches the whole process tree now,
-        SIGKILL follows after ``cancelGraceS`` (``kill=True``: now), and the job ends ("cancelled",
-        ``completedCallback``, temporary files removed) as soon as no process of the tree is left.
-        """
-        if not self.running:
-            return
-        if self._polling:  # called from a progress callback: stop right after this poll
-            self._cancelRequested = True
-            return
-        self._cancelRequested = True
-        self.state = "cancelling"
-        if self.process.cancel(0.0 if kill else self.cancelGraceS, self.cancelWaitS):
-            self._finish()
-
-    def wait(self):
-        """Block (keeping Slicer's window painted) until the job ends; returns the result or raises."""
-        while not self.poll():
-            slicer.app.processEvents()
-            time.sleep(0.02)
-        if self.state == "failed":
-            raise self.error
-        if self.state == "cancelled":
-            raise glue.Cancelled(_("Cancelled; nothing was changed."))
-        return self.result
-
-    def onSuccess(self, doneEvent):
-        return doneEvent
-
-    def cleanup(self):
-        pass
-
-    def _finish(self):
-        try:
-            if self.process.cancelled or self._cancelRequested:
-                self.state = "cancelled"
-            elif self.process.returncode == 0 and self.process.doneEvent is not None:
-                self.result = self.onSuccess(self.process.doneEvent)
-                self.state = "done"
-            else:
-                raise glue.errorFromBackend(self.process.lastError, self.process.returncode, list(self.process.output),
-                                            self.args, self.what)
-        except Exception as exc:
-            self.state = "failed"
-            self.error = exc
-            logging.error("TGatedSegment: %s", exc)
-            if getattr(exc, "details", ""):
-                logging.info("TGatedSegment details:\n%s", exc.details)
-        finally:
-            if self._timer is not None:
-                self._timer.stop()
-                self._timer = None
-            self.cleanup()
-            self.logic.jobEnded(self)
-            if self.completedCallback:
-                self.completedCallback(self)
-
-
-class SegmentationJob(BackendJob):
-    """``segment``: export the volume, run the backend, import each prompt's mask as a segment."""
-
-    what = "Segmentation"
-    stages = glue.SEGMENT_STAGES
-
-    def __init__(self, logic, args, tempDir, outputPath, geometry, volumeNode, outputSegmentationNode,
-                 replaceExisting, showIn3D, progressCallback=None, completedCallback=None, uncertaintyDir=None):
-        super().__init__(logic, args, progressCallback, completedCallback)
-        self.tempDir = tempDir
-        self.uncertaintyDir = uncertaintyDir
-        self.uncertaintyVolume = None  # the entropy map's volume node, when asked for
-        self.outputPath = outputPath
-        self.geometry = geometry
+    def __init__(self, volumeNode, outputSegmentationNode, replaceExisting, showIn3D, crop):
         self.volumeNode = volumeNode
         self.outputSegmentationNode = outputSegmentationNode
         self.replaceExisting = replaceExisting
         self.showIn3D = showIn3D
-        self.segments = []  # the done event's per-prompt summary (name, prompt, voxels, volume_ml)
-
-    def onSuccess(self, doneEvent):
-        self.segments = doneEvent.get("segments") or []
-        segmentationNode = self.logic.importResult(self, doneEvent)
-        if self.uncertaintyDir:
-            self.uncertaintyVolume = self.logic.importUncertainty(self, doneEvent.get("uncertainty") or {})
-        return segmentationNode
-
-    def cleanup(self):
-        shutil.rmtree(self.tempDir, ignore_errors=True)
-
-
-class TrainingJob(BackendJob):
-    """``train``: the backend's training in a separate process; ``result`` is the best checkpoint folder."""
-
-    what = "Training"
-    # SIGTERM makes the trainer stop after the current step and save it (checkpoints are written
-    # atomically): it gets that long before the tree is killed. The GUI does not wait for it.
-    cancelGraceS = 30.0
-
-    def __init__(self, logic, args, outputFolder, progressCallback=None, completedCallback=None):
-        super().__init__(logic, args, progressCallback, completedCallback)
-        self.outputFolder = outputFolder
-        self.checkpointFolder = os.path.join(outputFolder, "best")
-
-    def onSuccess(self, doneEvent):
-        folder = doneEvent.get("best") or self.checkpointFolder
-        if not os.path.isdir(folder):
-            raise glue.BackendError(
-                _("Training finished but wrote no checkpoint folder '{folder}'").format(folder=folder),
-                _("See the Python console for the trainer's output."))
-        return folder
+        self.crop = crop  # glue.CropBox of the volume that was segmented, or None (the whole volume)
 
 
 class TGatedSegmentLogic(ScriptedLoadableModuleLogic):
-    """Segmentation and training for the panel and for the Python console (no widget needed):
+    """Everything the panel does, for the Python console too (no widget needed):
 
     >>> logic = slicer.util.getModuleLogic("TGatedSegment")  # or TGatedSegment.TGatedSegmentLogic()
+    >>> logic.installDependencies()                          # asks, then installs what is missing
     >>> seg = logic.segment(volumeNode, "liver, left kidney")
     >>> best = logic.train("/data/FLARE22", "/runs/flare", epochs=5, wait=True)
     """
@@ -341,6 +197,18 @@ class TGatedSegmentLogic(ScriptedLoadableModuleLogic):
         self.pollIntervalMs = 100
         self.segmentationJob = None
         self.trainingJob = None
+        self.devicesJob = None
+        self.deviceReport = None  # glue.DeviceReport of the last detectDevices(), or None
+        # The user's models folder: a relative checkpoint path is looked up in the scene's folder, then here.
+        self.modelsFolder = ""
+
+    def getParameterNode(self):
+        return TGatedSegmentParameterNode(super().getParameterNode())
+
+    @staticmethod
+    def _requireBackend():
+        if PYTHON_PROBLEM:
+            raise RuntimeError(PYTHON_PROBLEM)
 
     # ---------------------------------------------------------------------------------------------
     # Backend process
@@ -371,26 +239,39 @@ class TGatedSegmentLogic(ScriptedLoadableModuleLogic):
         on one pipe), but as the root of a process group of its own: PythonSlicer is a launcher whose
         child is the real interpreter, and only a signal to the whole group stops both.
         launchConsoleProcess cannot start a new group, hence ``processtree``."""
+        from TGatedSegmentGlue import processtree
+
         environment = slicer.util.startupEnvironment()
         environment.update(env or {})
         return processtree.startProcessTree(args, environment, cwd)
 
-    def runBackendCommand(self, args):
-        """Run ``python -m TGatedSegmentLib <args>`` and wait; returns its output lines.
+    def _jobOptions(self, progressCallback, completedCallback):
+        return dict(env=self.backendEnvironment(), cwd=self.backendLibraryParent(), launcher=self.launchProcess,
+                    progressCallback=progressCallback, completedCallback=completedCallback)
 
-        For short commands such as ``["init", "--base-config", "builtin:tiny", "--tokenizer", "compact",
-        "--output", folder]`` (an untrained checkpoint, made offline).
-        """
-        command = self.backendPrefix() + [str(a) for a in args]
-        process = glue.BackendProcess(command, env=self.backendEnvironment(), cwd=self.backendLibraryParent(),
-                                      launcher=self.launchProcess,
-                                      onLog=lambda line: logging.info("TGatedSegment backend: %s", line))
-        startBackend(process)
-        process.wait(idle=slicer.app.processEvents)
-        if process.returncode != 0:
-            raise glue.errorFromBackend(process.lastError, process.returncode, list(process.output), command,
-                                        _("The backend command"))
-        return list(process.output)
+    def _run(self, job, wait):
+        """Start ``job``; ``wait``: block (keeping Slicer's window painted) and return its result,
+        else poll it from a QTimer and return the job at once."""
+        job.endedCallbacks.append(self._jobEnded)
+        job.start()
+        if wait:
+            return job
+        timer = qt.QTimer()
+        timer.setInterval(self.pollIntervalMs)
+        timer.connect("timeout()", job.poll)
+        job.endedCallbacks.insert(0, lambda ended: timer.stop())  # the closure keeps the timer alive
+        timer.start()
+        return job
+
+    def _jobEnded(self, job):
+        for name in ("segmentationJob", "trainingJob", "devicesJob"):
+            if getattr(self, name) is job:
+                setattr(self, name, None)
+        if isinstance(job, glue.DevicesJob) and job.state == "done":
+            self.deviceReport = job.result
+
+    # ---------------------------------------------------------------------------------------------
+    # Dependencies and devices
 
     def requirements(self):
         path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "Resources", "requirements.txt")
@@ -398,6 +279,7 @@ class TGatedSegmentLogic(ScriptedLoadableModuleLogic):
 
     def missingDependencies(self):
         """Requirements not installed in Slicer's Python (checked without importing anything)."""
+        self._requireBackend()
         return glue.missingRequirements(self.requirements())
 
     def _checkDependencies(self):
@@ -406,30 +288,129 @@ class TGatedSegmentLogic(ScriptedLoadableModuleLogic):
             raise glue.BackendError(
                 _("TGatedSegment needs these Python packages, which are not installed: {names}").format(
                     names=", ".join(glue.requirementName(r) for r in missing)),
-                _("Open the TGatedSegment module and press Apply: it offers to install them (PyTorch through the "
-                  "PyTorch extension)."), kind="MissingDependency")
+                _("Open the TGatedSegment module and press Apply, or run logic.installDependencies() in the Python "
+                  "console: it offers to install them (PyTorch through the PyTorch extension)."),
+                kind="MissingDependency")
 
-    def jobEnded(self, job):
-        if self.segmentationJob is job:
-            self.segmentationJob = None
-        if self.trainingJob is job:
-            self.trainingJob = None
+    def installDependencies(self, confirm=True):
+        """Install what the backend needs into Slicer's Python: PyTorch through the PyTorch extension
+        (the build that matches the GPU driver), the rest with pip. Asks first unless ``confirm`` is
+        False; returns True when everything is there (at once when nothing is missing). Raises
+        ``TGatedSegmentGlue.InstallError`` (what failed, what to do) otherwise; never at module load."""
+        missing = self.missingDependencies()
+        if not missing:
+            return True
+        plan = glue.installPlan(missing)
+        if plan.bundled:
+            raise glue.InstallError(_("Slicer's own {names} is missing or too old").format(
+                names=", ".join(glue.requirementName(r) for r in plan.bundled)), _("Reinstall 3D Slicer."))
+        names = ", ".join(plan.names)
+        if confirm and not slicer.util.confirmOkCancelDisplay(
+                _("TGatedSegment needs these Python packages: {names}.\n\nInstall them now? This downloads about "
+                  "2 GB the first time and may take several minutes.").format(names=names),
+                windowTitle=_("TGatedSegment: install dependencies")):
+            raise glue.InstallError(_("Not installed: {names}").format(names=names),
+                                    _("TGatedSegment cannot run without them; press Apply again to install them."))
+        try:
+            with slicer.util.WaitCursor():
+                if plan.torch:
+                    self._installTorch(plan.torch)
+                if plan.pip:
+                    self._pipInstall(plan.pip)
+        except glue.InstallError:
+            raise
+        except Exception as exc:
+            raise glue.InstallError(_("Installing the Python packages failed: {error}").format(error=exc),
+                                    _("Check the network connection, restart Slicer and try again.")) from None
+        still = self.missingDependencies()
+        if still:
+            raise glue.InstallError(_("Still missing after the installation: {names}").format(names=", ".join(still)),
+                                    _("Restart Slicer and try again."))
+        return True
+
+    @staticmethod
+    def _installTorch(requirement):
+        try:
+            import PyTorchUtils
+        except ImportError:
+            raise glue.InstallError(_("The PyTorch extension is not installed"),
+                                    _("Install 'PyTorch' from the Extensions Manager and restart Slicer.")) from None
+        torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(
+            askConfirmation=False, torchVersionRequirement=glue.torchVersionRequirement(requirement))
+        if torch is None:
+            raise glue.InstallError(_("PyTorch was not installed"),
+                                    _("Install it from the PyTorch Utils module, restart Slicer and try again."))
+
+    @staticmethod
+    def _pipInstall(requirements):
+        try:
+            import slicer.packaging as packaging  # Slicer 5.12+: checks, installs, offers a restart if needed
+        except ImportError:
+            packaging = None
+        if packaging is not None and hasattr(packaging, "pip_ensure"):
+            packaging.pip_ensure(requirements, prompt_install=False, requester="TGatedSegment")
+        else:  # Slicer 5.10: blocking install, output in the Python console
+            slicer.util.pip_install(requirements)
+
+    def detectDevices(self, wait=True, completedCallback=None):
+        """The devices the backend's PyTorch can use, detected in a backend process (``tgated devices``)
+        so that torch is never imported in Slicer's own. ``wait``: return the ``DeviceReport`` (also
+        kept as ``logic.deviceReport``, which segment() then checks the device against); else return
+        the running job, whose ``completedCallback(job)`` gets it as ``job.result``."""
+        self._requireBackend()
+        if self.devicesJob is not None:
+            return self.devicesJob.wait(idle=slicer.app.processEvents) if wait else self.devicesJob
+        self._checkDependencies()
+        job = glue.DevicesJob(self.backendPrefix() + glue.devicesArguments(),
+                              **self._jobOptions(None, completedCallback))
+        self._run(job, wait)
+        self.devicesJob = job if job.running else None
+        return job.wait(idle=slicer.app.processEvents) if wait else job
+
+    # ---------------------------------------------------------------------------------------------
+    # Paths
+
+    @staticmethod
+    def sceneFolder():
+        """The folder of the scene file, or None for a scene never saved."""
+        url = slicer.mrmlScene.GetURL()
+        return os.path.dirname(os.path.abspath(url)) if url else None
+
+    def resolveCheckpoint(self, checkpoint):
+        """The checkpoint as the backend gets it: None (zero-shot), an absolute folder or a hub id. A
+        relative path is looked up in the scene's folder, then in ``modelsFolder``; never in the
+        extension's folder (where the backend process starts)."""
+        return glue.resolveCheckpoint(checkpoint, [self.sceneFolder(), self.modelsFolder])
+
+    def resolveFolder(self, folder):
+        """An absolute folder: ``~`` expanded, a relative one taken from the scene's folder, else the
+        models folder, else Slicer's working folder (the same places as for checkpoints)."""
+        folder = os.path.expanduser(str(folder))
+        if os.path.isabs(folder):
+            return os.path.normpath(folder)
+        base = self.sceneFolder() or (os.path.expanduser(self.modelsFolder) if self.modelsFolder else os.getcwd())
+        return os.path.normpath(os.path.join(base, folder))
 
     # ---------------------------------------------------------------------------------------------
     # Segmentation
 
-    def segment(self, volumeNode, prompts, checkpoint=None, outputSegmentationNode=None, device="auto",
-                modality="auto", threshold=None, batchSize=None, replaceExisting=False, showIn3D=False,
-                uncertainty=0, progressCallback=None, completedCallback=None, wait=True):
+    def segment(self, volumeNode, prompts, checkpoint=None, outputSegmentationNode=None, roiNode=None,
+                cropToBody=False, device="auto", modality="auto", threshold=None, batchSize=None,
+                replaceExisting=False, showIn3D=False, uncertainty=0, progressCallback=None, completedCallback=None,
+                wait=True):
         """Segment the organs named by ``prompts`` in ``volumeNode``; one segment per prompt.
 
         :param prompts: text ("liver, left kidney", comma or newline separated) or a list of names.
-        :param checkpoint: checkpoint folder or hub id; None: the zero-shot CLIPSeg base model.
-        :param outputSegmentationNode: segmentation to add to; None: a new one named after the volume,
-          placed next to the volume in the data tree. Existing segments are never removed; a segment with
-          the same name is replaced only with ``replaceExisting``, otherwise the new one is added as
-          "name (2)".
-        :param device: "auto" (CUDA when available), "cpu" or "cuda".
+        :param checkpoint: checkpoint folder or hub id; None: the zero-shot CLIPSeg base model. A
+          relative path is looked up in the scene's folder, then in ``logic.modelsFolder``.
+        :param outputSegmentationNode: segmentation to add to (its reference geometry is kept); None:
+          a new one named after the volume, next to it in the data tree. Existing segments are never
+          removed; a segment with the same name is replaced only with ``replaceExisting``, otherwise
+          the new one is added as "name (2)".
+        :param roiNode: a markups ROI: only the voxels it touches are segmented (less time and memory);
+          the result is pasted back on the volume's full grid.
+        :param cropToBody: without ``roiNode``, segment only the block that holds the body (CT).
+        :param device: "auto" (CUDA when available), "cpu", "cuda", "cuda:N" or "mps".
         :param modality: "auto" (the volume's DICOM modality if known, else guessed), "ct" or "mr".
         :param threshold: probability threshold; None: the checkpoint's.
         :param batchSize: slices per batch; None: the backend's default.
@@ -446,6 +427,7 @@ class TGatedSegmentLogic(ScriptedLoadableModuleLogic):
           callback cancelled it). False: return the running :class:`SegmentationJob` at once; its
           ``result`` is the segmentation node when ``state == "done"``.
         """
+        self._requireBackend()
         if self.segmentationJob is not None:
             if self.segmentationJob.state == "cancelling":
                 raise RuntimeError(_("The cancelled segmentation is still stopping; try again in a moment."))
@@ -456,9 +438,15 @@ class TGatedSegmentLogic(ScriptedLoadableModuleLogic):
         arrayKJI, ijkToRAS = self._volumeData(volumeNode)
         if outputSegmentationNode is not None:
             self._checkSegmentationNode(outputSegmentationNode)
+        device = glue.checkedDevice(device)
+        problem = self.deviceReport.problem(device) if self.deviceReport is not None else None
+        if problem:
+            raise ValueError(problem)
+        checkpoint = self.resolveCheckpoint(checkpoint)
         self._checkDependencies()
         if (modality or "auto").lower() == "auto":
             modality = glue.modalityFromDicom(self._dicomModality(volumeNode)) or "auto"
+        crop = self._cropBox(volumeNode, arrayKJI, ijkToRAS, roiNode, cropToBody)
 
         tempDir = tempfile.mkdtemp(prefix="TGatedSegment-", dir=slicer.app.temporaryPath)
         try:
@@ -468,16 +456,46 @@ class TGatedSegmentLogic(ScriptedLoadableModuleLogic):
             args = self.backendPrefix() + glue.segmentArguments(inputPath, outputPath, prompts, checkpoint, device,
                                                                 modality, threshold, batchSize, uncertainty,
                                                                 uncertaintyDir)
-            geometry = glue.exportVolume(arrayKJI, ijkToRAS, inputPath)
-            job = SegmentationJob(self, args, tempDir, outputPath, geometry, volumeNode, outputSegmentationNode,
-                                  replaceExisting, showIn3D, progressCallback, completedCallback, uncertaintyDir)
+            if crop is not None:
+                geometry = glue.exportVolume(crop.crop(arrayKJI), crop.ijkToRAS(ijkToRAS), inputPath)
+                logging.info("TGatedSegment: segmenting only %s", crop.describe())
+            else:
+                geometry = glue.exportVolume(arrayKJI, ijkToRAS, inputPath)
+            del arrayKJI
+            request = SegmentationRequest(volumeNode, outputSegmentationNode, replaceExisting, showIn3D, crop)
+            job = glue.SegmentationJob(args, tempDir, outputPath, geometry, request, self.importJobResult,
+                                       uncertaintyDir, **self._jobOptions(progressCallback, completedCallback))
             job.report({"event": "progress", "stage": "export", "done": 1, "total": 1})
-            job.start(wait)
+            self._run(job, wait)
         except BaseException:
             shutil.rmtree(tempDir, ignore_errors=True)
             raise
         self.segmentationJob = job
-        return job.wait() if wait else job
+        return job.wait(idle=slicer.app.processEvents) if wait else job
+
+    def segmentFromParameterNode(self, parameterNode=None, progressCallback=None, completedCallback=None, wait=False):
+        """segment() with the panel's settings (the module's parameter node, or ``parameterNode``)."""
+        p = parameterNode or self.getParameterNode()
+        return self.segment(
+            p.inputVolume, p.prompts, checkpoint=p.checkpoint or None, outputSegmentationNode=p.outputSegmentation,
+            roiNode=p.roi, cropToBody=p.cropToBody, device=p.device, modality=p.modality,
+            threshold=p.threshold if p.threshold > 0 else None, batchSize=p.batchSize,
+            replaceExisting=p.replaceExisting, showIn3D=p.showIn3D,
+            uncertainty=p.uncertaintySamples if p.uncertainty else 0, progressCallback=progressCallback,
+            completedCallback=completedCallback, wait=wait)
+
+    def applyPreset(self, name, parameterNode=None):
+        """Fill in a preset's prompts and its default crop (``TGatedSegmentGlue.PRESETS``; "" clears the preset)."""
+        p = parameterNode or self.getParameterNode()
+        wasModified = p.StartModify()
+        try:
+            if name:
+                preset = glue.preset(name)
+                p.prompts = glue.promptsText(preset.prompts)
+                p.cropToBody = preset.cropToBody
+            p.preset = name
+        finally:
+            p.EndModify(wasModified)
 
     def cancel(self, kill=False):
         """Stop the running segmentation, if any; the scene is left as it was. Returns at once; the
@@ -512,6 +530,26 @@ class TGatedSegmentLogic(ScriptedLoadableModuleLogic):
         item = shNode.GetItemByDataNode(volumeNode)
         return shNode.GetItemAttribute(item, "DICOM.Modality") if item else ""
 
+    def _cropBox(self, volumeNode, arrayKJI, ijkToRAS, roiNode, cropToBody):
+        """The block of the volume to segment (``TGatedSegmentGlue.CropBox``), or None for all of it."""
+        if roiNode is not None:
+            if not roiNode.IsA("vtkMRMLMarkupsROINode"):
+                raise ValueError(_("The region of interest must be a markups ROI."))
+            # The ROI's coordinates (its parent transform's) into the volume's own RAS.
+            roiToVolume = vtk.vtkMatrix4x4()
+            if not slicer.vtkMRMLTransformNode.GetMatrixTransformBetweenNodes(
+                    roiNode.GetParentTransformNode(), volumeNode.GetParentTransformNode(), roiToVolume):
+                raise ValueError(_("The region of interest or the volume is under a non-linear transform; harden "
+                                   "that transform first (Data module, right-click: Harden transform)."))
+            corners = glue.roiCorners(slicer.util.arrayFromVTKMatrix(roiNode.GetObjectToNodeMatrix()),
+                                      roiNode.GetSize(), slicer.util.arrayFromVTKMatrix(roiToVolume))
+            crop = glue.cropBoxFromCorners(corners, ijkToRAS, arrayKJI.shape)
+        elif cropToBody:
+            crop = glue.bodyCropBox(arrayKJI)
+        else:
+            crop = None
+        return None if crop is None or crop.isFull else crop
+
     def terminologyLookup(self, label):
         """Slicer's General Anatomy terminology entry for a 3dSlicerLabel: (serialized entry, RGB) or None."""
         try:
@@ -526,38 +564,55 @@ class TGatedSegmentLogic(ScriptedLoadableModuleLogic):
         rgb = tuple(int(c) for c in coded.GetRecommendedDisplayRGBValue()) if coded is not None else None
         return terminologies.SerializeTerminologyEntry(entry), rgb
 
+    @staticmethod
+    def _segmentList(segmentation):
+        return [(segmentation.GetNthSegmentID(i), segmentation.GetSegment(segmentation.GetNthSegmentID(i)).GetName())
+                for i in range(segmentation.GetNumberOfSegments())]
+
+    def importJobResult(self, job, doneEvent):
+        """A finished segmentation job's result into the scene (its ``importer``): the segments, then
+        the uncertainty map when one was asked for."""
+        segmentationNode = self.importResult(job, doneEvent)
+        if job.uncertaintyDir:
+            job.uncertaintyVolume = self.importUncertainty(job, doneEvent.get("uncertainty") or {})
+        return segmentationNode
+
     def importResult(self, job, doneEvent):
         """Add each prompt's mask of the finished ``job`` as a named, coded segment.
 
-        Non-overlapping segments share one labelmap layer, as the backend's ``.seg.nrrd`` already
-        packs them (one byte per voxel for 13 organs instead of 13); prompts that overlap (an organ
-        and a lesion in it) keep separate layers. Each layer goes in through Slicer's own labelmap
-        import and its numpy copy is let go before the next one, so the scene and the import add
-        at most about the volume's own size in memory.
+        Names come from the backend's done event (JSON, so any script survives), in the file's
+        order. Non-overlapping segments share one labelmap layer, as the backend's ``.seg.nrrd``
+        already packs them (one byte per voxel for 13 organs instead of 13); prompts that overlap (an
+        organ and a lesion in it) keep separate layers. Each layer goes in through Slicer's own
+        labelmap import and its numpy copy is let go before the next one, so the scene and the import
+        add at most about the volume's own size in memory. A cropped run's layers are pasted back on
+        the volume's full grid first. An existing segmentation keeps its reference geometry.
         """
         import numpy as np
 
         from TGatedSegmentLib.io.writers import PROMPT_TAG
 
+        request = job.request
         result = glue.readResult(job.outputPath, job.geometry)
-        volumeNode = job.volumeNode
-        segmentationNode = job.outputSegmentationNode
+        volumeNode = request.volumeNode
+        segmentationNode = request.outputSegmentationNode
         for node in (volumeNode, segmentationNode):
             if node is not None and node.GetScene() is None:
                 raise glue.BackendError(_("'{name}' was removed from the scene while segmenting; nothing was "
                                           "imported").format(name=node.GetName()), _("Run the segmentation again."),
                                         kind="NodeRemoved")
-        names = [name for name, _, _ in result.segments]
-        prompts = {row.get("name"): row.get("prompt") for row in doneEvent.get("segments") or []}
+        if request.crop is not None:
+            for n in range(len(result.layers)):
+                result.layers[n] = request.crop.paste(result.layers[n])
+        rows = doneEvent.get("segments") or []
+        names = [row.get("name") for row in rows] if len(rows) == len(result.segments) and all(
+            row.get("name") for row in rows) else [name for name, _layer, _label in result.segments]
+        prompts = [row.get("prompt") or name for row, name in zip(rows, names)] if rows else list(names)
         created = segmentationNode is None
-        existingNames = []
-        if not created:
-            segmentation = segmentationNode.GetSegmentation()
-            existingNames = [segmentation.GetSegment(segmentation.GetNthSegmentID(i)).GetName()
-                             for i in range(segmentation.GetNumberOfSegments())]
+        existing = [] if created else self._segmentList(segmentationNode.GetSegmentation())
         # Decide everything before the scene changes.
-        plan = glue.planSegmentNames(names, existingNames, job.replaceExisting)
-        looks = [glue.segmentAppearance(name, len(existingNames) + i, self.terminologyLookup)
+        plan = glue.planSegmentNames(names, [name for _id, name in existing], request.replaceExisting)
+        looks = [glue.segmentAppearance(name, len(existing) + i, self.terminologyLookup)
                  for i, name in enumerate(names)]
         terminologyTag = slicer.vtkSegment.GetTerminologyEntryTagName()
 
@@ -568,12 +623,14 @@ class TGatedSegmentLogic(ScriptedLoadableModuleLogic):
                 name = slicer.mrmlScene.GenerateUniqueName(glue.defaultSegmentationName(volumeNode.GetName()))
                 segmentationNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
                 segmentationNode.CreateDefaultDisplayNodes()
+            if created or not self._hasReferenceGeometry(segmentationNode):
                 # The masks are in the volume's own coordinates: share its parent transform. This must
                 # come first: SetReferenceImageGeometryParameterFromVolumeNode maps the volume's geometry
                 # through the transform between the volume and the segmentation *as it is then*
                 # (vtkMRMLSegmentationNode.cxx), so a segmentation not yet under the volume's transform
                 # would get the geometry moved by that transform, and be moved by it again once under it.
-                segmentationNode.SetAndObserveTransformNodeID(volumeNode.GetTransformNodeID())
+                if created:
+                    segmentationNode.SetAndObserveTransformNodeID(volumeNode.GetTransformNodeID())
                 segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
             segmentation = segmentationNode.GetSegmentation()
             wasModified = segmentationNode.StartModify()
@@ -582,7 +639,7 @@ class TGatedSegmentLogic(ScriptedLoadableModuleLogic):
                 # A replaced segment keeps its ID (and its place in the list): it gets its voxels alone.
                 for index, (segmentName, replace) in enumerate(plan):
                     if replace:
-                        segmentId = segmentation.GetSegmentIdBySegmentName(segmentName)
+                        segmentId = glue.segmentIdByName(existing, segmentName)
                         replaced[segmentId] = self._segmentBackup(segmentationNode, segmentId, volumeNode)
                         slicer.util.updateSegmentBinaryLabelmapFromArray(result.mask(index).astype(np.uint8),
                                                                          segmentationNode, segmentId, volumeNode)
@@ -590,7 +647,7 @@ class TGatedSegmentLogic(ScriptedLoadableModuleLogic):
                     else:  # created now, in prompt order; the voxels follow layer by layer
                         segmentIds[index] = segmentation.AddEmptySegment("", segmentName, looks[index].color)
                         added.append(segmentIds[index])
-                newIds = {index: segmentIds[index] for index, (_, replace) in enumerate(plan) if not replace}
+                newIds = {index: segmentIds[index] for index, (_name, replace) in enumerate(plan) if not replace}
                 self._importLayers(result, newIds, segmentationNode, volumeNode, job.report)
                 for index, (segmentName, replace) in enumerate(plan):
                     segment = segmentation.GetSegment(segmentIds[index])
@@ -602,7 +659,7 @@ class TGatedSegmentLogic(ScriptedLoadableModuleLogic):
                     segment.SetColorAutoGenerated(False)
                     if look.terminology:
                         segment.SetTag(terminologyTag, look.terminology)
-                    segment.SetTag(PROMPT_TAG, prompts.get(names[index]) or names[index])
+                    segment.SetTag(PROMPT_TAG, prompts[index])
             finally:
                 segmentationNode.EndModify(wasModified)
         except BaseException:
@@ -621,9 +678,14 @@ class TGatedSegmentLogic(ScriptedLoadableModuleLogic):
             volumeItem = shNode.GetItemByDataNode(volumeNode)
             if volumeItem:
                 shNode.SetItemParent(shNode.GetItemByDataNode(segmentationNode), shNode.GetItemParent(volumeItem))
-        if job.showIn3D:
+        if request.showIn3D:
             segmentationNode.CreateClosedSurfaceRepresentation()
         return segmentationNode
+
+    @staticmethod
+    def _hasReferenceGeometry(segmentationNode):
+        name = slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName()
+        return bool(segmentationNode.GetSegmentation().GetConversionParameter(name))
 
     @staticmethod
     def _importLayers(result, segmentIds, segmentationNode, volumeNode, report):
@@ -661,7 +723,7 @@ class TGatedSegmentLogic(ScriptedLoadableModuleLogic):
                 del layer
                 if not slicer.modules.segmentations.logic().ImportLabelmapToSegmentationNode(labelmapNode,
                                                                                             segmentationNode, ids):
-                    raise RuntimeError("Slicer could not import the result's labelmap")
+                    raise RuntimeError(_("Slicer could not import the result's labelmap."))
             finally:
                 slicer.mrmlScene.RemoveNode(labelmapNode)
 
@@ -699,8 +761,10 @@ class TGatedSegmentLogic(ScriptedLoadableModuleLogic):
 
     def importUncertainty(self, job, info):
         """Add the combined entropy map as a scalar volume beside the volume, overlaid on the slice views."""
-        volumeNode = job.volumeNode
+        volumeNode = job.request.volumeNode
         array = glue.readUncertainty(job.uncertaintyDir, job.geometry)
+        if job.request.crop is not None:
+            array = job.request.crop.paste(array)  # 0 (certain) outside the region that was segmented
         ijkToRAS = vtk.vtkMatrix4x4()
         volumeNode.GetIJKToRASMatrix(ijkToRAS)
         name = slicer.mrmlScene.GenerateUniqueName(f"{volumeNode.GetName()} uncertainty")
@@ -728,27 +792,28 @@ class TGatedSegmentLogic(ScriptedLoadableModuleLogic):
 
         :param datasetFolder: nnU-Net v2 / Decathlon style folder (imagesTr/, labelsTr/, dataset.json).
         :param outputFolder: run folder; the best checkpoint is written to ``<outputFolder>/best``.
-        :param options: the trainer's options as keywords: val, base, tokenizer, epochs, steps,
-          batchSize, noTemporal, freezeEncoders, resume (True: continue the run in outputFolder),
-          device, seed (snake_case spellings work too).
+          Relative folders are taken from the scene's folder (else ``modelsFolder``).
+        :param options: the trainer's options as keywords: val, base, tokenizer, recipe, maxMinutes,
+          epochs, steps, batchSize, chunkSlices, imageSize, warmupSteps, noTemporal, freezeEncoders,
+          resume (True: continue the run in outputFolder), device, seed (snake_case spellings work too).
         :param wait: False (default): return at once, training goes on in the background (progress in
           the Python console or to ``progressCallback``; stop it with :meth:`stopTraining`). True: block
           until it ends and raise if it failed.
         :return: the checkpoint folder (``<outputFolder>/best``), usable as ``checkpoint=`` for segment().
         """
+        self._requireBackend()
         if self.trainingJob is not None:
             if self.trainingJob.state == "cancelling":
                 raise RuntimeError(_("The stopped training run is still saving its last step; try again in a moment."))
             raise RuntimeError(_("A training run is already going on; stop it first with stopTraining()."))
         self._checkDependencies()
-        outputFolder = os.path.abspath(os.path.expanduser(str(outputFolder)))
-        args = self.backendPrefix() + glue.trainArguments(os.path.abspath(os.path.expanduser(str(datasetFolder))),
-                                                          outputFolder, **options)
-        job = TrainingJob(self, args, outputFolder, progressCallback, completedCallback)
-        job.start(wait)
+        outputFolder = self.resolveFolder(outputFolder)
+        args = self.backendPrefix() + glue.trainArguments(self.resolveFolder(datasetFolder), outputFolder, **options)
+        job = glue.TrainingJob(args, outputFolder, **self._jobOptions(progressCallback, completedCallback))
+        self._run(job, wait)
         self.trainingJob = job
         if wait:
-            return job.wait()
+            return job.wait(idle=slicer.app.processEvents)
         return job.checkpointFolder
 
     def stopTraining(self):
@@ -765,39 +830,53 @@ class TGatedSegmentLogic(ScriptedLoadableModuleLogic):
 
 
 class TGatedSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
-    """The panel: wiring only, every decision is in the logic or TGatedSegmentGlue."""
+    """The panel: GUI wiring to the parameter node, and the logic's calls behind its buttons."""
 
     def __init__(self, parent=None):
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
         self.logic = None
         self.job = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._updatingPrompts = False
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
+        if PYTHON_PROBLEM:  # an old Slicer: say what is needed instead of a panel that cannot work
+            label = qt.QLabel(PYTHON_PROBLEM)
+            label.wordWrap = True
+            self.layout.addWidget(label)
+            self.layout.addStretch(1)
+            return
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/TGatedSegment.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = TGatedSegmentLogic()
 
-        for text, data in ((_("Auto (GPU if available)"), "auto"), (_("CPU"), "cpu"), (_("GPU (CUDA)"), "cuda")):
-            self.ui.deviceComboBox.addItem(text, data)
+        for name in [""] + list(glue.PRESETS):
+            self.ui.presetComboBox.addItem(glue.presetTitle(name), name)
         for text, data in ((_("Auto"), "auto"), (_("CT"), "ct"), (_("MR"), "mr")):
             self.ui.modalityComboBox.addItem(text, data)
+        self._fillDevices(None)
         self.ui.progressBar.setVisible(False)
         self._restoreSettings()
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
-        self.ui.inputVolumeSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.updateApplyButton)
-        self.ui.promptsTextEdit.connect("textChanged()", self.updateApplyButton)
-        self.ui.presetButton.connect("clicked()", self.onPresetButton)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.ui.promptsTextEdit.connect("textChanged()", self.onPromptsEdited)
+        self.ui.presetComboBox.connect("activated(int)", self.onPreset)
         self.ui.recentPromptsComboBox.connect("activated(int)", self.onRecentPrompts)
+        self.ui.recentModelsComboBox.connect("activated(int)", self.onRecentModel)
         self.ui.modelLineEdit.connect("textChanged(QString)", self.updateModelNote)
         self.ui.modelBrowseButton.connect("clicked()", self.onModelBrowse)
+        self.ui.modelsFolderLineEdit.connect("currentPathChanged(QString)", self.onModelsFolder)
+        self.ui.deviceComboBox.connect("activated(int)", self.onDevice)
+        self.ui.modalityComboBox.connect("activated(int)", self.onModality)
+        self.ui.detectDevicesButton.connect("clicked()", self.onDetectDevices)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
-        self.updateModelNote()
-        self.updateApplyButton()
+        self.initializeParameterNode()
 
     def cleanup(self):
         """Slicer is closing (or the module is reloaded): stop what this panel's logic started. The
@@ -809,74 +888,160 @@ class TGatedSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.removeObservers()
 
     def enter(self):
-        if not self.ui.inputVolumeSelector.currentNode():
-            self.ui.inputVolumeSelector.setCurrentNode(slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode"))
-        self.updateApplyButton()
+        if self.logic:
+            self.initializeParameterNode()
+
+    def exit(self):
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateFromParameterNode)
 
     def onSceneStartClose(self, caller, event):
         if self.logic:
             self.logic.cancel()
+        self.setParameterNode(None)
 
-    # --- settings --------------------------------------------------------------------------------
+    def onSceneEndClose(self, caller, event):
+        if self.parent.isEntered:
+            self.initializeParameterNode()
 
-    def _settingsKey(self, name):
-        return f"{glue.SETTINGS_GROUP}/{name}"
+    # --- parameter node --------------------------------------------------------------------------
+
+    def initializeParameterNode(self):
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.inputVolume:
+            self._parameterNode.inputVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+
+    def setParameterNode(self, parameterNode):
+        """Bind the panel to ``parameterNode``: the widgets with a SlicerParameterName through
+        connectGui; the prompt box (a QPlainTextEdit, which connectGui does not bind) and the combo
+        boxes whose items carry data (device, modality, preset) by hand."""
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateFromParameterNode)
+        self._parameterNode = parameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateFromParameterNode)
+            self.updateFromParameterNode()
+
+    def updateFromParameterNode(self, caller=None, event=None):
+        p = self._parameterNode
+        if p is None:
+            return
+        if glue.parsePrompts(self.ui.promptsTextEdit.toPlainText()) != glue.parsePrompts(p.prompts):
+            self._updatingPrompts = True
+            self.ui.promptsTextEdit.setPlainText(p.prompts)
+            self._updatingPrompts = False
+        for combo, value in ((self.ui.presetComboBox, p.preset), (self.ui.deviceComboBox, p.device),
+                             (self.ui.modalityComboBox, p.modality)):
+            index = combo.findData(value)
+            if index < 0 and combo is self.ui.deviceComboBox:  # a device not detected (yet): keep it listed
+                combo.addItem(value, value)
+                index = combo.findData(value)
+            combo.setCurrentIndex(max(index, 0))
+        self.updateModelNote()
+        self.updateApplyButton()
+
+    def onPromptsEdited(self):
+        if not self._updatingPrompts and self._parameterNode:
+            self._parameterNode.prompts = self.ui.promptsTextEdit.toPlainText()
+
+    def onPreset(self, index):
+        self.logic.applyPreset(self.ui.presetComboBox.itemData(index), self._parameterNode)
+
+    def onDevice(self, index):
+        self._parameterNode.device = self.ui.deviceComboBox.itemData(index)
+
+    def onModality(self, index):
+        self._parameterNode.modality = self.ui.modalityComboBox.itemData(index)
+
+    # --- settings (the user's, not the scene's) ----------------------------------------------------
 
     def _restoreSettings(self):
         settings = qt.QSettings()
-        toBool = slicer.util.toBool
-        self.promptHistory = glue.decodeHistory(settings.value(self._settingsKey("RecentPrompts"), ""))
-        self._fillRecentPrompts()
-        if self.promptHistory:
-            self.ui.promptsTextEdit.setPlainText(glue.promptsText(glue.parsePrompts(self.promptHistory[0])))
-        self.ui.modelLineEdit.text = settings.value(self._settingsKey("Model"), "")
-        self.ui.replaceCheckBox.checked = toBool(settings.value(self._settingsKey("ReplaceSameName"), False))
-        self.ui.show3DCheckBox.checked = toBool(settings.value(self._settingsKey("ShowIn3D"), True))
-        device = settings.value(self._settingsKey("Device"), "auto")
-        self.ui.deviceComboBox.setCurrentIndex(max(self.ui.deviceComboBox.findData(device), 0))
+        self.promptHistory = glue.decodeHistory(settings.value(glue.settingsKey("RecentPrompts"), ""))
+        self.modelHistory = glue.decodeHistory(settings.value(glue.settingsKey("RecentModels"), ""))
+        self.logic.modelsFolder = settings.value(glue.settingsKey("ModelsFolder"), "")
+        self.ui.modelsFolderLineEdit.currentPath = self.logic.modelsFolder
+        self._fillHistory(self.ui.recentPromptsComboBox, _("Recent prompts..."), self.promptHistory)
+        self._fillHistory(self.ui.recentModelsComboBox, _("Recent models..."), self.modelHistory)
 
-    def _saveSettings(self, prompts):
+    def _saveSettings(self, prompts, checkpoint):
         settings = qt.QSettings()
         self.promptHistory = glue.rememberPrompts(self.promptHistory, prompts)
-        settings.setValue(self._settingsKey("RecentPrompts"), glue.encodeHistory(self.promptHistory))
-        settings.setValue(self._settingsKey("Model"), self.ui.modelLineEdit.text.strip())
-        settings.setValue(self._settingsKey("ReplaceSameName"), self.ui.replaceCheckBox.checked)
-        settings.setValue(self._settingsKey("ShowIn3D"), self.ui.show3DCheckBox.checked)
-        settings.setValue(self._settingsKey("Device"), self._comboData(self.ui.deviceComboBox))
-        self._fillRecentPrompts()
-
-    def _fillRecentPrompts(self):
-        combo = self.ui.recentPromptsComboBox
-        combo.clear()
-        combo.addItem(_("Recent prompts..."))
-        for entry in self.promptHistory:
-            combo.addItem(entry)
-        combo.enabled = bool(self.promptHistory)
+        self.modelHistory = glue.rememberCheckpoint(self.modelHistory, checkpoint)
+        settings.setValue(glue.settingsKey("RecentPrompts"), glue.encodeHistory(self.promptHistory))
+        settings.setValue(glue.settingsKey("RecentModels"), glue.encodeHistory(self.modelHistory))
+        self._fillHistory(self.ui.recentPromptsComboBox, _("Recent prompts..."), self.promptHistory)
+        self._fillHistory(self.ui.recentModelsComboBox, _("Recent models..."), self.modelHistory)
 
     @staticmethod
-    def _comboData(combo):
-        return combo.itemData(combo.currentIndex)
+    def _fillHistory(combo, title, history):
+        combo.clear()
+        combo.addItem(title)
+        for entry in history:
+            combo.addItem(entry)
+        combo.enabled = bool(history)
+
+    def onModelsFolder(self, path):
+        self.logic.modelsFolder = path
+        qt.QSettings().setValue(glue.settingsKey("ModelsFolder"), path)
+        self.updateModelNote()
 
     # --- inputs ----------------------------------------------------------------------------------
 
-    def onPresetButton(self):
-        self.ui.promptsTextEdit.setPlainText(glue.ABDOMEN13_PROMPTS)
-
     def onRecentPrompts(self, index):
         if index > 0:
-            self.ui.promptsTextEdit.setPlainText(glue.promptsText(glue.parsePrompts(self.promptHistory[index - 1])))
+            self._parameterNode.prompts = glue.promptsText(glue.parsePrompts(self.promptHistory[index - 1]))
         self.ui.recentPromptsComboBox.setCurrentIndex(0)
 
+    def onRecentModel(self, index):
+        if index > 0:
+            self._parameterNode.checkpoint = self.modelHistory[index - 1]
+        self.ui.recentModelsComboBox.setCurrentIndex(0)
+
     def updateModelNote(self, text=None):
-        self.ui.modelNoteLabel.text = glue.modelNote(self.ui.modelLineEdit.text)
+        self.ui.modelNoteLabel.text = glue.modelNote(self.ui.modelLineEdit.text,
+                                                     [self.logic.sceneFolder(), self.logic.modelsFolder])
 
     def onModelBrowse(self):
         start = self.ui.modelLineEdit.text.strip()
+        start = start if os.path.isdir(start) else (self.logic.modelsFolder or "")
         folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(),
-                                                     _("Checkpoint folder (with config.json)"),
-                                                     start if os.path.isdir(start) else "")
+                                                     _("Checkpoint folder (with config.json)"), start)
         if folder:
-            self.ui.modelLineEdit.text = folder
+            self._parameterNode.checkpoint = folder
+
+    def onDetectDevices(self):
+        self.ui.detectDevicesButton.enabled = False
+        try:
+            self.logic.installDependencies()
+            self.logic.detectDevices(wait=False, completedCallback=self.onDevicesDetected)
+        except Exception as exc:
+            self.ui.detectDevicesButton.enabled = True
+            self.showError(exc)
+
+    def onDevicesDetected(self, job):
+        self.ui.detectDevicesButton.enabled = True
+        if job.state == "done":
+            self._fillDevices(job.result)
+            self.log(_("Devices: {devices} (PyTorch {torch}).").format(
+                devices=", ".join(job.result.ids), torch=job.result.torch))
+            self.updateFromParameterNode()
+        elif job.state == "failed":
+            self.showError(job.error)
+
+    def _fillDevices(self, report):
+        combo = self.ui.deviceComboBox
+        combo.clear()
+        if report is None:  # not detected yet: the names the backend accepts
+            for text, data in ((_("Auto (GPU if available)"), "auto"), (_("CPU"), "cpu"), (_("GPU (CUDA)"), "cuda")):
+                combo.addItem(text, data)
+            return
+        for text, data in report.choices():
+            combo.addItem(text, data)
 
     def updateApplyButton(self, *args):
         if self.job is not None and self.job.state == "cancelling":
@@ -890,8 +1055,9 @@ class TGatedSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.applyButton.toolTip = _("Stop the segmentation; nothing is added to the scene.")
             return
         self.ui.applyButton.text = _("Apply")
-        hasVolume = self.ui.inputVolumeSelector.currentNode() is not None
-        hasPrompts = bool(glue.parsePrompts(self.ui.promptsTextEdit.toPlainText()))
+        p = self._parameterNode
+        hasVolume = p is not None and p.inputVolume is not None
+        hasPrompts = p is not None and bool(glue.parsePrompts(p.prompts))
         self.ui.applyButton.enabled = hasVolume and hasPrompts
         if not hasVolume:
             self.ui.applyButton.toolTip = _("Select a volume to segment.")
@@ -908,39 +1074,34 @@ class TGatedSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.logic.cancel()  # returns at once; onCompleted follows when the processes are gone
             self.updateApplyButton()
             return
-        prompts = glue.parsePrompts(self.ui.promptsTextEdit.toPlainText())
-        if not self.ensureDependencies():
+        p = self._parameterNode
+        try:
+            self.logic.installDependencies()
+        except Exception as exc:
+            self.showError(exc)
             return
-        self._saveSettings(prompts)
-        threshold = self.ui.thresholdSpinBox.value
         self.ui.statusLog.clear()
         self.ui.deviceUsedLabel.text = "-"
         self.ui.progressBar.value = 0
         self.ui.progressBar.setFormat(_("Starting..."))
         self.ui.progressBar.setVisible(True)
+        if not p.checkpoint.strip():
+            self.log(glue.noTrainedModelNote())
         try:
-            self.job = self.logic.segment(
-                self.ui.inputVolumeSelector.currentNode(), prompts,
-                checkpoint=self.ui.modelLineEdit.text.strip() or None,
-                outputSegmentationNode=self.ui.outputSegmentationSelector.currentNode(),
-                device=self._comboData(self.ui.deviceComboBox),
-                modality=self._comboData(self.ui.modalityComboBox),
-                threshold=threshold if threshold > 0 else None,
-                batchSize=self.ui.batchSizeSpinBox.value,
-                replaceExisting=self.ui.replaceCheckBox.checked,
-                showIn3D=self.ui.show3DCheckBox.checked,
-                uncertainty=self.ui.uncertaintySamplesSpinBox.value if self.ui.uncertaintyCheckBox.checked else 0,
-                progressCallback=self.onProgress, completedCallback=self.onCompleted, wait=False)
+            self.job = self.logic.segmentFromParameterNode(p, progressCallback=self.onProgress,
+                                                           completedCallback=self.onCompleted, wait=False)
         except Exception as exc:
             self.ui.progressBar.setVisible(False)
             self.showError(exc)
             return
+        prompts = glue.parsePrompts(p.prompts)
+        self._saveSettings(prompts, p.checkpoint)
         self.log(_("Segmenting {count} prompt(s): {prompts}").format(count=len(prompts), prompts=", ".join(prompts)))
         self.updateApplyButton()
 
     def onProgress(self, event):
         self.ui.progressBar.value = event["percent"]
-        self.ui.progressBar.setFormat(f"{event['text']}  %p%" if event["text"] else "%p%")
+        self.ui.progressBar.setFormat(event["text"] + "  %p%" if event["text"] else "%p%")
         if event["event"] == "info":
             self.ui.deviceUsedLabel.text = event.get("device") or "-"
             self.log(event["text"])
@@ -952,10 +1113,11 @@ class TGatedSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.deviceUsedLabel.text = job.device
         if job.state == "done":
             segmentationNode = job.result
-            self.ui.outputSegmentationSelector.setCurrentNode(segmentationNode)
+            self._parameterNode.outputSegmentation = segmentationNode
             for row in job.segments:
-                empty = "" if row.get("voxels") else _("  (nothing found)")
-                self.log(f"{row.get('name')}: {row.get('volume_ml', 0):.1f} ml{empty}")
+                empty = _("  (nothing found)") if not row.get("voxels") else ""
+                self.log(_("{name}: {volume} ml{empty}").format(name=row.get("name"),
+                                                                volume=f"{row.get('volume_ml', 0):.1f}", empty=empty))
             self.log(_("Done on {device}: {count} segment(s) in '{name}'.").format(
                 device=job.device or "?", count=len(job.segments), name=segmentationNode.GetName()))
             if job.uncertaintyVolume is not None:
@@ -974,70 +1136,8 @@ class TGatedSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def showError(self, exc):
         message = getattr(exc, "message", None) or str(exc)
         hint = getattr(exc, "hint", None)
-        text = f"{message.rstrip('.')}.\n\n{hint}" if hint else message
+        text = message.rstrip(".") + ".\n\n" + hint if hint else message
         slicer.util.errorDisplay(text, windowTitle=_("TGatedSegment"), detailedText=getattr(exc, "details", "") or "")
-
-    # --- first use: dependencies -----------------------------------------------------------------
-
-    def ensureDependencies(self):
-        """Offer to install what the backend needs; True when everything is there."""
-        missing = self.logic.missingDependencies()
-        if not missing:
-            return True
-        names = [glue.requirementName(r) for r in missing]
-        bundled = [n for n in names if n.lower() in ("numpy", "simpleitk")]
-        if bundled:
-            slicer.util.errorDisplay(_("Slicer's own {names} is missing or too old; reinstall 3D Slicer.").format(
-                names=", ".join(bundled)))
-            return False
-        torch = [r for r in missing if glue.requirementName(r).lower() == "torch"]
-        others = [r for r in missing if glue.requirementName(r).lower() != "torch"]
-        if not slicer.util.confirmOkCancelDisplay(
-                _("TGatedSegment needs these Python packages: {names}.\n\nInstall them now? This downloads about "
-                  "2 GB the first time and may take several minutes.").format(names=", ".join(names)),
-                windowTitle=_("TGatedSegment: install dependencies")):
-            self.log(_("Not installed: {names}.").format(names=", ".join(names)))
-            return False
-        try:
-            with slicer.util.WaitCursor():
-                if torch:
-                    self._installTorch(torch[0])
-                if others:
-                    self._pipInstall(others)
-        except Exception as exc:
-            self.showError(glue.BackendError(_("Installing the Python packages failed: {error}").format(error=exc),
-                                             _("Check the network connection, restart Slicer and try again.")))
-            return False
-        still = self.logic.missingDependencies()
-        if still:
-            self.showError(glue.BackendError(_("Still missing after the installation: {names}").format(
-                names=", ".join(still)), _("Restart Slicer and try again.")))
-            return False
-        return True
-
-    @staticmethod
-    def _installTorch(requirement):
-        try:
-            import PyTorchUtils
-        except ImportError:
-            raise RuntimeError(_("the PyTorch extension is not installed: install 'PyTorch' from the Extensions "
-                                 "Manager and restart Slicer")) from None
-        versionRequirement = requirement[len(glue.requirementName(requirement)):].strip() or None
-        torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False,
-                                                               torchVersionRequirement=versionRequirement)
-        if torch is None:
-            raise RuntimeError(_("PyTorch was not installed"))
-
-    @staticmethod
-    def _pipInstall(requirements):
-        try:
-            import slicer.packaging as packaging  # Slicer 5.12+: checks, installs, offers a restart if needed
-        except ImportError:
-            packaging = None
-        if packaging is not None and hasattr(packaging, "pip_ensure"):
-            packaging.pip_ensure(requirements, prompt_install=False, requester="TGatedSegment")
-        else:  # Slicer 5.10: blocking install, output in the Python console
-            slicer.util.pip_install(requirements)
 
 
 #
@@ -1046,131 +1146,209 @@ class TGatedSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
 
 class TGatedSegmentTest(ScriptedLoadableModuleTest):
-    """Self-test. In Slicer's Python console: ``slicer.selfTests['TGatedSegment']()`` (the module's
-    ``runTest``, registered there by ``ScriptedLoadableModule.__init__``); Reload and Test in developer
-    mode; the ctest ``py_TGatedSegment`` of a build; or from a shell, exiting with a failure status if
-    the test fails (``--testing`` implies ``--disable-settings``, hence the module path)::
+    """Self-test: what a user does, for real. In Slicer's Python console:
+    ``slicer.selfTests['TGatedSegment']()`` (the module's ``runTest``, registered there by
+    ``ScriptedLoadableModule.__init__``); Reload and Test in developer mode; the ctest
+    ``py_TGatedSegment`` of a build; or from a shell, exiting with a failure status if the test
+    fails (``--testing`` implies ``--disable-settings``, hence the module path)::
 
         Slicer --no-splash --no-main-window --testing --additional-module-paths <repo>/TGatedSegment \\
             --python-code "slicer.selfTests['TGatedSegment']()"
 
-    Inference runs only when torch and transformers are installed (a tiny untrained checkpoint, made
-    offline, so no download)."""
+    It checks the dependencies the way Apply does (``logic.installDependencies``: in ``--testing``
+    mode a missing package skips the backend tests with the reason, elsewhere it offers to install),
+    detects the devices in a backend process, trains a tiny model for a few seconds on generated
+    phantoms with the project's trainer (``logic.train``), segments a phantom it was not trained on
+    (a volume under a rotating parent transform, into a segmentation that already has a "liver"),
+    checks the segments (named, SNOMED-coded, non-empty, on the volume's grid and on the phantom's
+    liver in physical space) and the untouched user segment, and that Cancel leaves the scene as it
+    was. Offline; about a minute on a CPU.
+    """
+
+    # A tiny phantom series: 3 training volumes (one held out for validation), a 4th to segment.
+    PHANTOM = dict(shape=(32, 64, 64), spacing=(5.0, 5.0, 5.0), target_slices=(6, 9), n_distractors=4)
+    TRAIN = dict(recipe="cpu", steps=50, epochs=1, imageSize=64, batchSize=4, chunkSlices=4, warmupSteps=2,
+                 val="split:1", device="cpu", seed=0)
 
     def setUp(self):
         slicer.mrmlScene.Clear()
 
     def runTest(self):
-        self.setUp()
-        self.test_Instantiation()
-        self.setUp()
-        self.test_Helpers()
-        self.setUp()
-        self.test_SegmentTwoPromptsIfTorchInstalled()
+        """Each test from a clear scene; a skipped one says why (``slicer.testing.runUnitTest`` reports
+        skips itself)."""
+        for test in (self.test_Instantiation, self.test_ParameterNode, self.test_DependenciesAndDevices,
+                     self.test_TrainSegmentAndCancel):
+            self.setUp()
+            try:
+                test()
+            except unittest.SkipTest as skipped:
+                logging.warning("TGatedSegment self-test: %s skipped: %s", test.__name__, skipped)
+                self.delayDisplay(_("Skipped: {reason}").format(reason=skipped))
 
     def test_Instantiation(self):
+        if PYTHON_PROBLEM:
+            raise unittest.SkipTest(PYTHON_PROBLEM)
         logic = TGatedSegmentLogic()
         self.assertIsNone(logic.segmentationJob)
         self.assertIsNone(logic.trainingJob)
         self.assertTrue(os.path.isfile(os.path.join(logic.backendLibraryParent(), "TGatedSegmentLib", "__main__.py")))
         self.assertTrue(any(glue.requirementName(r) == "torch" for r in logic.requirements()))
         logic.cancel()  # nothing running: a no-op
-        self.delayDisplay("Instantiation test passed")
+        self.delayDisplay(_("Instantiation test passed"))
 
-    def test_Helpers(self):
-        self.assertEqual(glue.parsePrompts("liver, left kidney\npancreas,, liver"),
-                         ["liver", "left kidney", "pancreas"])
-        liver = glue.segmentAppearance("liver", 0)
-        self.assertIn("SCT^10200004^Liver", liver.terminology)
-        self.assertEqual(glue.planSegmentNames(["liver"], ["Liver"], replace=False), [("liver (2)", False)])
-        self.assertEqual(glue.planSegmentNames(["liver"], ["Liver"], replace=True), [("liver", True)])
-        args = glue.segmentArguments("in.nrrd", "out.seg.nrrd", ["liver"], device="cpu")
-        self.assertEqual(args[args.index("--progress") + 1], "json")
-        heart = TGatedSegmentLogic().terminologyLookup("heart")
-        if heart is not None:  # Terminologies module loaded
-            self.assertIn("SCT^80891009^Heart", heart[0])
-        self.delayDisplay("Helper test passed")
+    def test_ParameterNode(self):
+        """The panel's state lives in the scene's parameter node, and a preset fills it in."""
+        if PYTHON_PROBLEM:
+            raise unittest.SkipTest(PYTHON_PROBLEM)
+        logic = TGatedSegmentLogic()
+        parameters = logic.getParameterNode()
+        logic.applyPreset("abdomen13", parameters)
+        parameters.device = "cpu"
+        parameters.batchSize = 2
+        again = logic.getParameterNode()  # a new wrapper reads the same node
+        self.assertEqual(glue.parsePrompts(again.prompts), list(glue.PRESETS["abdomen13"].prompts))
+        self.assertTrue(again.cropToBody)
+        self.assertEqual((again.preset, again.device, again.batchSize), ("abdomen13", "cpu", 2))
+        self.delayDisplay(_("Parameter node test passed"))
 
-    def test_SegmentTwoPromptsIfTorchInstalled(self):
-        import importlib.util
+    def _readyLogic(self):
+        """A logic whose dependencies were checked as Apply checks them; skips (with the reason) when
+        they are missing in --testing mode, where nothing may be installed."""
+        if PYTHON_PROBLEM:
+            raise unittest.SkipTest(PYTHON_PROBLEM)
+        logic = TGatedSegmentLogic()
+        missing = logic.missingDependencies()
+        if missing and slicer.app.testingEnabled():
+            raise unittest.SkipTest(_("the backend's Python packages are not installed ({names}); run "
+                                      "logic.installDependencies() or press Apply once, then test again").format(
+                names=", ".join(glue.requirementName(r) for r in missing)))
+        self.assertTrue(logic.installDependencies())  # asks first, as Apply does; nothing to do when all is there
+        return logic
 
+    def test_DependenciesAndDevices(self):
+        logic = self._readyLogic()
+        self.assertEqual(logic.missingDependencies(), [])
+        report = logic.detectDevices()  # in a backend process: torch really imports there
+        self.assertIn("cpu", report.ids)
+        self.assertIs(logic.deviceReport, report)
+        self.assertEqual(report.choices()[0][1], "auto")
+        self.delayDisplay(_("Dependencies and devices test passed"))
+
+    def test_TrainSegmentAndCancel(self):
+        logic = self._readyLogic()
         import numpy as np
 
-        if importlib.util.find_spec("torch") is None or importlib.util.find_spec("transformers") is None:
-            logging.warning("TGatedSegment self-test: torch or transformers is not installed; inference test skipped.")
-            self.delayDisplay("Inference test skipped (no torch/transformers)")
-            return
-        logic = TGatedSegmentLogic()
+        from TGatedSegmentLib.io.volume import Geometry
+        from TGatedSegmentLib.phantom import PhantomSpec, generate_phantom, write_phantom_dataset
+
         workDir = tempfile.mkdtemp(prefix="TGatedSegmentTest-", dir=slicer.app.temporaryPath)
         try:
-            checkpoint = os.path.join(workDir, "tiny")
-            logic.runBackendCommand(["init", "--base-config", "builtin:tiny", "--tokenizer", "compact",
-                                     "--output", checkpoint])
+            # Train for a few seconds on generated phantoms, from the Python console's API.
+            spec = PhantomSpec(**self.PHANTOM)
+            dataset = write_phantom_dataset(os.path.join(workDir, "phantoms"), 3, seed=0, spec=spec)
+            trainingEvents = []
+            checkpoint = logic.train(str(dataset), os.path.join(workDir, "run"), wait=True,
+                                     progressCallback=trainingEvents.append, **self.TRAIN)
+            self.assertTrue(os.path.isfile(os.path.join(checkpoint, "config.json")))
+            self.assertIsNone(logic.trainingJob)
+            self.assertEqual(trainingEvents[-1]["event"], "done")
 
-            # A sagittally stored, obliquely rotated volume: slices along R-L, rows along S-I.
-            rng = np.random.default_rng(0)
-            voxels = (rng.normal(0, 200, (16, 20, 24)) + 40).astype(np.int16)  # (k, j, i)
-            angle = np.deg2rad(15)
-            rotation = np.array([[1, 0, 0], [0, np.cos(angle), -np.sin(angle)], [0, np.sin(angle), np.cos(angle)]])
-            axes = rotation @ np.array([[0, 0, -1], [1, 0, 0], [0, -1, 0]], float)  # columns: I, J, K in RAS
-            ijkToRAS = np.eye(4)
-            ijkToRAS[:3, :3] = axes * np.array([1.5, 1.2, 3.0])
-            ijkToRAS[:3, 3] = [10.0, -20.0, 30.0]
-            volumeNode = slicer.util.addVolumeFromArray(voxels, ijkToRAS, "TGatedSegmentTest volume")
+            # A phantom the model has not seen, as a volume under a rotating, shifting parent transform.
+            phantom = generate_phantom((0, 3), spec)
+            import SimpleITK as sitk
 
-            segmentationNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "existing")
+            image, _labels = phantom.to_sitk(integer_hu=True)  # as a CT file holds it: int16 HU, LPS geometry
+            ijkToRAS = Geometry.from_image(image).ijk_to_ras()
+            volumeNode = slicer.util.addVolumeFromArray(sitk.GetArrayFromImage(image), ijkToRAS, "phantom CT")
+            angle = np.deg2rad(20)
+            toWorld = np.eye(4)
+            toWorld[:3, :3] = [[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]]
+            toWorld[:3, 3] = [15.0, -8.0, 4.0]
+            transform = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "registration")
+            transform.SetMatrixTransformToParent(slicer.util.vtkMatrixFromArray(toWorld))
+            volumeNode.SetAndObserveTransformNodeID(transform.GetID())
+
+            # The user's own segmentation, with a "liver" of their own that must stay as it is.
+            segmentationNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "my segmentation")
             segmentationNode.CreateDefaultDisplayNodes()
+            segmentationNode.SetAndObserveTransformNodeID(transform.GetID())
             segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
-            existingId = segmentationNode.GetSegmentation().AddEmptySegment("", "liver", (0.1, 0.2, 0.3))
-            existingMask = np.zeros(voxels.shape, np.uint8)
-            existingMask[4:8, 5:10, 6:12] = 1
-            slicer.util.updateSegmentBinaryLabelmapFromArray(existingMask, segmentationNode, existingId, volumeNode)
+            userMask = np.zeros(phantom.labels.shape, np.uint8)
+            userMask[10:14, 20:30, 20:30] = 1
+            userId = segmentationNode.GetSegmentation().AddEmptySegment("", "liver", (0.1, 0.2, 0.3))
+            slicer.util.updateSegmentBinaryLabelmapFromArray(userMask, segmentationNode, userId, volumeNode)
 
             def ourTemporaryFolders():
                 return {n for n in os.listdir(slicer.app.temporaryPath) if n.startswith("TGatedSegment-")}
 
+            # Cancel first: the scene must stay exactly as it is.
+            before = (slicer.mrmlScene.GetNumberOfNodes(), segmentationNode.GetSegmentation().GetNumberOfSegments())
             tempBefore = ourTemporaryFolders()
+
+            def cancelWhenSegmenting(event):
+                if event["event"] == "progress" and event["stage"] == "segment":
+                    logic.cancel()
+
+            with self.assertRaises(glue.Cancelled):
+                logic.segment(volumeNode, "liver, left kidney", checkpoint=checkpoint,
+                              outputSegmentationNode=segmentationNode, device="cpu",
+                              progressCallback=cancelWhenSegmenting)
+            self.assertEqual((slicer.mrmlScene.GetNumberOfNodes(),
+                              segmentationNode.GetSegmentation().GetNumberOfSegments()), before)
+            self.assertEqual(ourTemporaryFolders(), tempBefore)
+            self.assertIsNone(logic.segmentationJob)
+
+            # Then the real run.
             events = []
             result = logic.segment(volumeNode, "liver, left kidney", checkpoint=checkpoint,
-                                   outputSegmentationNode=segmentationNode, device="cpu",
-                                   progressCallback=events.append)
+                                   outputSegmentationNode=segmentationNode, device="cpu", progressCallback=events.append)
             self.assertIs(result, segmentationNode)
-            self.assertIsNone(logic.segmentationJob)
             self.assertEqual(ourTemporaryFolders(), tempBefore)  # the run's temporary files are removed
             done = [e for e in events if e["event"] == "done"][-1]
             self.assertEqual(done["device"], "cpu")
             self.assertEqual(events[-1]["percent"], 100)
-
-            # The pre-existing segment is untouched; the new "liver" is added beside it.
-            segmentation = segmentationNode.GetSegmentation()
-            self.assertEqual(segmentation.GetNumberOfSegments(), 3)
-            existing = segmentation.GetSegment(existingId)
-            self.assertEqual(existing.GetName(), "liver")
-            self.assertEqual(tuple(round(c, 3) for c in existing.GetColor()), (0.1, 0.2, 0.3))
-            np.testing.assert_array_equal(
-                slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, existingId, volumeNode), existingMask)
-
-            terminologyTag = slicer.vtkSegment.GetTerminologyEntryTagName()
-            binary = slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName()
-            expected = {"liver (2)": ("liver", "SCT^10200004^Liver~^^"),
-                        "left kidney": ("left kidney", "SCT^64033007^Kidney~SCT^7771000^Left")}
-            for name, (prompt, code) in expected.items():
-                segmentId = segmentation.GetSegmentIdBySegmentName(name)
-                self.assertTrue(segmentId, f"no segment '{name}'")
-                segment = segmentation.GetSegment(segmentId)
-                tag = vtk.reference("")
-                self.assertTrue(segment.GetTag(terminologyTag, tag))
-                self.assertIn(code, str(tag))
-                # Geometry: the segment lies on the volume's voxel grid, voxel for voxel what the backend found
-                # (an empty segment has an empty image of its own, without geometry).
-                voxelCount = next(row["voxels"] for row in done["segments"] if row["name"] == prompt)
-                if voxelCount:
-                    imageToWorld = vtk.vtkMatrix4x4()
-                    segment.GetRepresentation(binary).GetImageToWorldMatrix(imageToWorld)
-                    np.testing.assert_allclose(slicer.util.arrayFromVTKMatrix(imageToWorld), ijkToRAS, atol=1e-6)
-                mask = slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, segmentId, volumeNode)
-                self.assertEqual(mask.shape, voxels.shape)
-                self.assertEqual(int(mask.sum()), voxelCount)
+            dice = self._checkSegments(segmentationNode, userId, userMask, volumeNode, ijkToRAS, done, phantom)
         finally:
             shutil.rmtree(workDir, ignore_errors=True)
-        self.delayDisplay("Segmentation test passed")
+        self.delayDisplay(_("Train, segment and cancel test passed (liver Dice {dice}).").format(dice=f"{dice:.2f}"))
+
+    def _checkSegments(self, segmentationNode, userId, userMask, volumeNode, ijkToRAS, done, phantom):
+        import numpy as np
+
+        from TGatedSegmentLib.phantom import LABEL_IDS
+
+        segmentation = segmentationNode.GetSegmentation()
+        self.assertEqual(segmentation.GetNumberOfSegments(), 3)
+        user = segmentation.GetSegment(userId)
+        self.assertEqual((user.GetName(), tuple(round(c, 3) for c in user.GetColor())), ("liver", (0.1, 0.2, 0.3)))
+        np.testing.assert_array_equal(
+            slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, userId, volumeNode), userMask)
+
+        terminologyTag = slicer.vtkSegment.GetTerminologyEntryTagName()
+        binary = slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName()
+        expected = {"liver (2)": ("liver", "SCT^10200004^Liver~^^"),
+                    "left kidney": ("left kidney", "SCT^64033007^Kidney~SCT^7771000^Left")}
+        for name, (prompt, code) in expected.items():
+            segmentId = glue.segmentIdByName(TGatedSegmentLogic._segmentList(segmentation), name)
+            self.assertTrue(segmentId, f"no segment '{name}'")
+            segment = segmentation.GetSegment(segmentId)
+            tag = vtk.reference("")
+            self.assertTrue(segment.GetTag(terminologyTag, tag))
+            self.assertIn(code, str(tag))
+            voxelCount = next(row["voxels"] for row in done["segments"] if row["name"] == prompt)
+            mask = slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, segmentId, volumeNode)
+            self.assertEqual(mask.shape, phantom.labels.shape)
+            self.assertEqual(int(mask.sum()), voxelCount)
+            if voxelCount:  # on the volume's voxel grid (an empty segment has an empty image of its own)
+                imageToWorld = vtk.vtkMatrix4x4()
+                segment.GetRepresentation(binary).GetImageToWorldMatrix(imageToWorld)
+                np.testing.assert_allclose(slicer.util.arrayFromVTKMatrix(imageToWorld), ijkToRAS, atol=1e-6)
+        # The few-second model learnt the liver: its segment is not empty and lies on the phantom's liver
+        # (a flipped or shifted import would miss it; the liver is on the patient's right only).
+        liverId = glue.segmentIdByName(TGatedSegmentLogic._segmentList(segmentation), "liver (2)")
+        liver = slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, liverId, volumeNode).astype(bool)
+        truth = phantom.labels == LABEL_IDS["liver"]
+        self.assertTrue(liver.any(), "the liver segment is empty")
+        dice = 2.0 * (liver & truth).sum() / (liver.sum() + truth.sum())
+        self.assertGreater(dice, 0.5, f"the liver segment does not lie on the phantom's liver (Dice {dice:.2f})")
+        return dice

@@ -28,6 +28,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -74,7 +75,7 @@ class PhantomRecipe:
 
         from .training import TrainConfig
 
-        settings = dict(
+        settings: dict[str, Any] = dict(
             data=str(data), output=str(output), val=f"split:{self.n_val}", recipe=self.recipe, temporal=temporal,
             epochs=self.epochs, steps=self.steps, device=device, num_workers=0, seed=seed, save_every_minutes=None,
             max_seconds=max_seconds if max_seconds is not None else self.max_seconds,
@@ -137,13 +138,12 @@ def _num(value) -> str:
 
 
 def check_output(output: str | Path, overwrite: bool) -> Path:
-    from .io.atomic import check_writable
+    from .io.atomic import check_writable, refuse_existing
 
     output = Path(output).expanduser()
     if output.exists() and not output.is_dir():
         raise OutputError(f"'{output}' is a file", "Choose a folder name for --output.")
-    if output.exists() and not overwrite:
-        raise OutputError(f"'{output}' already exists", "Pass --overwrite to replace it, or choose another --output.")
+    refuse_existing(output, overwrite)
     check_writable(output)
     return output
 
@@ -262,10 +262,9 @@ def _run(folder: Path, work: Path, recipe: PhantomRecipe, base, device, seed, mi
                     "processor": platform.machine()},
         "seconds_total": round(time.perf_counter() - started, 1),
     })
-    from .evaluation.evaluate import jsonable
-    from .io.atomic import atomic_write_text
+    from .io.jsonfile import write_json
 
-    atomic_write_text(folder / "metrics.json", json.dumps(jsonable(metrics), indent=1))
+    write_json(folder / "metrics.json", metrics)
     return metrics
 
 

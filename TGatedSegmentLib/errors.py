@@ -35,6 +35,10 @@ class InputError(TGatedError):
     """The input volume, dataset or prompt list cannot be used."""
 
 
+class DeviceError(InputError):
+    """The requested compute device (a CUDA GPU, an Apple GPU) is not there; the hint names the ones that are."""
+
+
 class CheckpointError(TGatedError):
     """A checkpoint is missing, unreadable or does not match the model it claims to be."""
 

@@ -77,8 +77,8 @@ class TqdmProgress(Progress):
     def __init__(self, callback: ProgressCallback | None = None, stream: TextIO | None = None):
         super().__init__(callback)
         self.stream = stream or sys.stderr
-        self._bar = None
-        self._stage = None
+        self._bar: Any = None  # the stage's tqdm bar (tqdm is imported on first use)
+        self._stage: str | None = None
 
     def update(self, stage: str, done: int, total: int, **extra: Any) -> None:
         from tqdm.auto import tqdm

@@ -1,43 +1,27 @@
 """Shared fixtures: tiny random-weight models, an offline tokenizer, and the optional ../shared data.
 
 Tests never touch the network (HF_HUB_OFFLINE is forced) and never need ../shared to run: what
-needs real data skips cleanly when it is absent.
+needs real data skips cleanly when it is absent. They never see the user's model folder either:
+``TGATED_HOME`` points at a fresh temporary folder for the session (subprocesses inherit it).
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
-import sys
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
-
-from TGatedSegmentLib.model.architectures import ARCHITECTURES
+from helpers.env import SHARED, TINY_CLIPSEG_CONFIG
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-
-# The tiny CLIPSeg of ../shared/reference/clipseg-tiny.config.json (same structure as
-# clipseg-rd64-refined, hidden 32), built into the package so that tests run without ../shared.
-TINY_CLIPSEG_CONFIG = ARCHITECTURES["tiny"]
-
-
-def python_env() -> dict:
-    """Environment for subprocesses running this checkout's backend (offline, importable)."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    env["HF_HUB_OFFLINE"] = "1"
-    env["TRANSFORMERS_OFFLINE"] = "1"
-    return env
-
-
-def backend_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "TGatedSegmentLib", *args]
+os.environ["TGATED_HOME"] = tempfile.mkdtemp(prefix="tgated-home-")
+atexit.register(shutil.rmtree, os.environ["TGATED_HOME"], True)
 
 
 @pytest.fixture(scope="session")

@@ -9,10 +9,13 @@ check where the segments land:
 - "bright": voxels above 500;
 - anything else: nothing.
 ``train``: progress events, then ``OUTPUT/best/config.json`` and a done event.
+``devices``: the device report of FAKE_BACKEND_DEVICES (JSON), by default a CPU-only one.
 
 Environment switches (set by the tests): FAKE_BACKEND_ARGV (file to record argv in JSON),
+FAKE_BACKEND_INPUT (file to record the input's array shape and IJK-to-RAS in JSON),
 FAKE_BACKEND_SLEEP (seconds to sleep after the first progress event, SIGTERM stops it cleanly with
-exit 130 like the real CLI), FAKE_BACKEND_FAIL ("crash": traceback and exit 1, no JSON;
+exit 130 like the real CLI), FAKE_BACKEND_ANY ("bright": every prompt gets the "bright" rule, for
+name tests), FAKE_BACKEND_FAIL ("crash": traceback and exit 1, no JSON;
 "missing-torch": ModuleNotFoundError as a real missing torch prints it; "error": a JSON error event
 and exit 2).
 """
@@ -67,6 +70,9 @@ def segment(args) -> int:
     image = read_image(args.input)
     geometry = Geometry.from_image(image)
     voxels = sitk.GetArrayFromImage(image)
+    if os.environ.get("FAKE_BACKEND_INPUT"):  # what the module handed over: its grid in RAS
+        Path(os.environ["FAKE_BACKEND_INPUT"]).write_text(json.dumps(
+            {"shape": list(voxels.shape), "ijk_to_ras": geometry.ijk_to_ras().tolist()}))
     organs = resolve_prompts(args.prompts)
     emit({"event": "progress", "stage": "load", "done": 1, "total": 1})
     emit({"event": "info", "device": "cpu", "modality": args.modality, "orientation": "fake",
@@ -81,7 +87,7 @@ def segment(args) -> int:
     for organ in organs:
         if organ.prompt == "patient left":
             masks.append(lps[0] > centre[0])
-        elif organ.prompt == "bright":
+        elif organ.prompt == "bright" or os.environ.get("FAKE_BACKEND_ANY") == "bright":
             masks.append(voxels > 500)
         else:
             masks.append(np.zeros(voxels.shape, bool))
@@ -113,6 +119,16 @@ def train(args) -> int:
     return 0
 
 
+def devices(args) -> int:
+    """``tgated devices --progress json``: the report in FAKE_BACKEND_DEVICES (JSON), else a CPU-only one."""
+    fail_if_asked()
+    report = json.loads(os.environ.get("FAKE_BACKEND_DEVICES") or "{}") or {
+        "python": "3.12.10", "torch": "2.5.1+cpu", "cuda_build": None,
+        "devices": [{"id": "cpu", "kind": "cpu", "name": "CPU"}]}
+    emit({"event": "done", **report})
+    return 0
+
+
 def main() -> int:
     if os.environ.get("FAKE_BACKEND_ARGV"):
         Path(os.environ["FAKE_BACKEND_ARGV"]).write_text(json.dumps(sys.argv[1:]))
@@ -139,6 +155,9 @@ def main() -> int:
     p.add_argument("--no-temporal", action="store_true")
     p.add_argument("--freeze-encoders", action="store_true")
     p.set_defaults(func=train)
+    p = sub.add_parser("devices")
+    p.add_argument("--progress")
+    p.set_defaults(func=devices)
     args = parser.parse_args()
     try:
         return args.func(args)

@@ -22,7 +22,7 @@ NAME = PACKAGE.name
 # the package itself). Units in one layer may import each other.
 LAYERS: list[set[str]] = [
     {"__init__", "errors", "compat"},  # version, error types, the deprecated-import shim
-    {"progress", "vocabulary"},  # progress events and cancel tokens; organ names and prompts
+    {"progress", "vocabulary", "modality"},  # progress events and cancel tokens; organ names and prompts; modality texts
     {"io"},  # reading and writing volumes and segmentation files, atomic writes
     {"data", "phantom"},  # datasets on disk: reading (and converting) labelled folders; the phantom generator
     {"preprocessing"},  # volume -> model input (orientation, intensity, slices) and its config

@@ -2,17 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
-from conftest import REPO, python_env
-
-
-def run_benchmark(name: str, *args: str, timeout: float = 300) -> str:
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / name), *args], capture_output=True, text=True,
-                          env=python_env(), timeout=timeout)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc.stdout
+from helpers.benchmarks import run_benchmark
 
 
 def test_inference_speed_quick(tmp_path):

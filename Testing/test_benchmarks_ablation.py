@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_benchmarks import run_benchmark
+from helpers.benchmarks import run_benchmark
 
 
 @pytest.fixture(scope="module")

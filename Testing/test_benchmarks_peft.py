@@ -10,30 +10,20 @@ are checked on hand-made masks.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import re
 import subprocess
-import sys
 from types import SimpleNamespace
 
 import numpy as np
-from conftest import REPO, python_env
+from helpers.benchmarks import benchmark, load_benchmark
 
 LN2 = math.log(2.0)
 
 
 def _run(script: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "benchmarks" / script), "--quick", *args], cwd=REPO,
-                          env=python_env(), capture_output=True, text=True, timeout=900)
-
-
-def _load(script: str):
-    spec = importlib.util.spec_from_file_location(script.removesuffix(".py"), REPO / "benchmarks" / script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark(script, "--quick", *args, timeout=900)
 
 
 def test_finetune_modes_quick(tmp_path):
@@ -110,7 +100,7 @@ def test_uncertainty_phantom_quick(tmp_path):
 
 
 def test_uncertainty_analysis_helpers():
-    bench = _load("uncertainty_phantom.py")
+    bench = load_benchmark("uncertainty_phantom.py")
     assert list(bench.ranks(np.array([3.0, 1.0, 3.0, 2.0]))) == [2.5, 0.0, 2.5, 1.0]  # ties averaged
     x = np.arange(10.0)
     assert abs(bench.spearman(x, x ** 3) - 1.0) < 1e-12 and abs(bench.pearson(x, -2 * x) + 1.0) < 1e-12
@@ -148,7 +138,7 @@ def test_uncertainty_analysis_helpers():
 def test_uncertainty_benchmark_reuses_only_a_finished_run_with_the_same_settings(tmp_path):
     from TGatedSegmentLib.training import TrainConfig
 
-    bench = _load("uncertainty_phantom.py")
+    bench = load_benchmark("uncertainty_phantom.py")
     config = TrainConfig(data="-", output=tmp_path / "run", val="split:1", probabilistic=True, image_size=128,
                          epochs=4, batch_size=8, samples_per_epoch=2400, seed=0)
     assert bench.finished_run(config, 6) is None  # nothing there

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 
-from conftest import REPO, SHARED, python_env
+from helpers.benchmarks import benchmark
+from helpers.env import SHARED
 
 
 def _run(script: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "benchmarks" / script), "--quick", *args], cwd=REPO,
-                          env=python_env(), capture_output=True, text=True, timeout=600)
+    return benchmark(script, "--quick", *args)
 
 
 def test_train_throughput_quick():
@@ -27,7 +26,7 @@ def test_train_real_ct_quick():
     if not (SHARED / "data" / "abdomen-sample" / "dataset.json").is_file():
         assert out.stdout.startswith("skipped:")
         return
-    assert "| organ | step 0 | trained (best/) |" in out.stdout and "| liver |" in out.stdout
+    assert "| organ | trained (best/) |" in out.stdout and "| liver |" in out.stdout
     assert "an overfitting check" in out.stdout and "| **mean** |" in out.stdout
 
 
@@ -42,3 +41,18 @@ def test_token_cache_speed_quick():
     for name in ("full fine-tuning", "frozen encoder", "frozen encoder + token cache"):
         assert f"  {name} " in out.stdout
     assert "(0 slices encoded" in out.stdout and "full / token cache" in out.stdout
+
+
+def test_chaos_folds_quick():
+    out = _run("chaos_folds.py")
+    assert out.returncode == 0, out.stderr
+    if not (SHARED / "data" / "chaos-t2" / "dataset.json").is_file():
+        assert out.stdout.startswith("skipped:")
+        return
+    assert "| fold (test patients) | best step | liver | right kidney | left kidney | spleen |" in out.stdout
+    assert "| **mean of 1 folds** |" in out.stdout
+
+
+def test_chaos_folds_exits_cleanly_without_the_data(tmp_path):
+    out = _run("chaos_folds.py", "--data", str(tmp_path / "absent"))
+    assert out.returncode == 0 and out.stdout.startswith("skipped:")

@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import backend_command, python_env
+from helpers.env import run_cli
 from safetensors.torch import load_file, save_file
 
 from TGatedSegmentLib.io.volume import Geometry
 from TGatedSegmentLib.io.writers import read_segmentation
-
-
-def run_cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run(backend_command(*args), capture_output=True, text=True, env=python_env(), timeout=timeout)
 
 
 def write_ct(path: Path, shape=(6, 40, 48), direction=None, value=None) -> Path:

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import python_env
+from helpers.env import python_env
 
 from TGatedSegmentLib.demo import OUTPUT_FILES, QUICK_RECIPE, run_demo
 from TGatedSegmentLib.errors import Cancelled, InputError, OutputError

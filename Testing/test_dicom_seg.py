@@ -4,15 +4,14 @@ land on the same voxels as the labelmap output, whatever the series' orientation
 from __future__ import annotations
 
 import random
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import backend_command, python_env
-from test_volume_io import GEOMETRIES
+from helpers.env import run_cli
+from helpers.geometry import GEOMETRIES
 
 from TGatedSegmentLib import __version__
 from TGatedSegmentLib.errors import OutputError
@@ -375,8 +374,6 @@ def test_real_anonymised_series_without_uids_is_refused(tmp_path, shared_data):
 # --- CLI -------------------------------------------------------------------------------------------
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(backend_command(*args), capture_output=True, text=True, env=python_env(), timeout=180)
 
 
 def test_cli_dicom_seg_output_matches_the_labelmap_output(tmp_path, tiny_checkpoint):

@@ -10,8 +10,8 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import backend_command, python_env
-from training_helpers import make_dataset
+from helpers.datasets import make_dataset
+from helpers.env import backend_command, python_env
 
 from TGatedSegmentLib.evaluation.evaluate import EvaluationReport, ScoredCase, evaluate_segmenter
 from TGatedSegmentLib.vocabulary import ABDOMEN13
@@ -134,3 +134,40 @@ def test_evaluate_cli_compares_two_checkpoints(tmp_path, tiny_checkpoint, tiny_b
     summary = json.loads((tmp_path / "report" / "report.json").read_text())["summary"]
     assert set(summary) == {"tiny-tgated", "tiny-baseline"}
     assert all(0.0 <= s["overall"]["dice"] <= 1.0 for s in summary.values())
+    # each organ's worst slices, the two checkpoints side by side, linked from report.md
+    report_md = (tmp_path / "report" / "report.md").read_text()
+    for organ in ("liver", "spleen", "left_kidney"):
+        png = tmp_path / "report" / "worst_slices" / f"{organ}.png"
+        assert png.stat().st_size > 500 and f"(worst_slices/{organ}.png)" in report_md
+    from PIL import Image
+
+    assert Image.open(tmp_path / "report" / "worst_slices" / "liver.png").width > 2 * 256
+
+
+def test_the_worst_slice_is_the_one_with_the_most_wrong_area(tmp_path):
+    import SimpleITK as sitk
+
+    from TGatedSegmentLib.evaluation.worst_slices import WorstSlices
+    from TGatedSegmentLib.preprocessing.config import PreprocessConfig
+    from TGatedSegmentLib.preprocessing.volume import prepare_volume
+
+    image = sitk.GetImageFromArray(np.random.default_rng(0).normal(size=(4, 8, 10)).astype(np.float32))
+    image.SetSpacing((0.5, 2.0, 3.0))  # (i, j, k) mm: a pixel is 1 mm2
+    prepared = prepare_volume(image, PreprocessConfig(), "mr")
+    ref = np.zeros((4, 8, 10), bool)
+    ref[1:3, 2:6, 2:6] = True
+    pred = ref.copy()
+    pred[2, 2:6, 6:9] = True  # 12 false-positive pixels on slice 2, none elsewhere
+    worst = WorstSlices()
+    add = worst.collector("A")
+    add("case1", "liver", prepared, pred, ref)
+    (entry,) = worst.worst.values()
+    assert (entry.case, entry.z, entry.error_mm2) == ("case1", 2, 12.0)
+    assert entry.dice == pytest.approx(2 * 16 / (16 + 28))
+    add("case2", "liver", prepared, pred & False, ref)  # misses 32 pixels on two slices: 16 mm2 on its worst
+    assert worst.worst[("A", "liver")].case == "case2"
+    add("case1", "spleen", prepared, ref & False, ref & False)  # nothing wrong anywhere
+    written = worst.write(tmp_path / "worst")
+    assert [p.name for p in written] == ["liver.png"]
+    text = worst.markdown(written)
+    assert "(worst_slices/liver.png)" in text and "No wrongly labelled pixel on any slice: spleen" in text

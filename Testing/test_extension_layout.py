@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import re
+import shutil
 import subprocess
 import sys
 
@@ -15,6 +16,7 @@ except ImportError:  # Python 3.10
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,8 +69,49 @@ def test_extension_cmake_metadata():
     assert re.search(r'set\(EXTENSION_CATEGORY "Segmentation"\)', text)
     assert "PyTorch" in re.search(r'set\(EXTENSION_DEPENDS "([^"]*)"\)', text).group(1).split()
     assert "add_subdirectory(TGatedSegmentLib)" in text and "add_subdirectory(TGatedSegment)" in text
-    for key in ("EXTENSION_HOMEPAGE", "EXTENSION_DESCRIPTION", "EXTENSION_ICONURL", "EXTENSION_CONTRIBUTORS"):
+    for key in ("EXTENSION_DESCRIPTION", "EXTENSION_CONTRIBUTORS"):
         assert re.search(rf'set\({key} "[^"]+"\)', text), key
+    assert "OWNER" not in text and "TODO" not in text  # no placeholder URL
+
+
+def _metadata_urls(tmp_path, **defines) -> tuple[dict, str]:
+    """The URL block of CMakeLists.txt run by CMake itself, with Slicer's repository macro replaced by
+    one that reports ``WC_URL`` as the checkout's remote (SlicerMacroExtractRepositoryInfo's output)."""
+    text = (REPO / "CMakeLists.txt").read_text()
+    block = text[text.index("# Homepage, icon and screenshot"):text.index("# Extension modules")]
+    script = tmp_path / "urls.cmake"
+    script.write_text('macro(SlicerMacroExtractRepositoryInfo)\n'
+                      '  cmake_parse_arguments(MY "" "VAR_PREFIX;SOURCE_DIR" "" ${ARGN})\n'
+                      '  set(${MY_VAR_PREFIX}_WC_URL "${WC_URL}")\n'
+                      'endmacro()\n' + block +
+                      'foreach(key HOMEPAGE ICONURL SCREENSHOTURLS)\n'
+                      '  message(STATUS "${key}=${EXTENSION_${key}}")\n'
+                      'endforeach()\n')
+    result = subprocess.run(["cmake", *[f"-D{k}={v}" for k, v in defines.items()], "-P", str(script)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    urls = dict(line[3:].split("=", 1) for line in result.stdout.splitlines() if line.startswith("-- "))
+    return urls, result.stderr
+
+
+@pytest.mark.skipif(shutil.which("cmake") is None, reason="no cmake on this machine")
+def test_metadata_urls_are_files_of_this_tree_in_its_public_repository(tmp_path):
+    """Homepage, icon and screenshot point at files that exist here (docs/slicer.md, the icon, the
+    tutorial's figure), in the repository the checkout was cloned from; with no public repository
+    (this project has none yet) they stay empty and configuring says so, never a made-up address."""
+    for remote in ("git@github.com:someone/SlicerTGatedSegment.git", "https://github.com/someone/SlicerTGatedSegment.git",
+                   "https://github.com/someone/SlicerTGatedSegment"):
+        urls, _ = _metadata_urls(tmp_path, WC_URL=remote)
+        assert urls["HOMEPAGE"] == "https://github.com/someone/SlicerTGatedSegment/blob/main/docs/slicer.md"
+        raw = "https://raw.githubusercontent.com/someone/SlicerTGatedSegment/main/"
+        assert urls["ICONURL"] == raw + "TGatedSegment.png"
+        assert urls["SCREENSHOTURLS"] == raw + "docs/images/slicer-tutorial.png"
+    for url in urls.values():
+        assert (REPO / url.split("/main/", 1)[1]).is_file(), url
+    urls, warning = _metadata_urls(tmp_path, WC_URL="NA")  # no remote: SlicerMacroExtractRepositoryInfo's "NA"
+    assert set(urls.values()) == {""} and "no public repository URL" in warning
+    urls, _ = _metadata_urls(tmp_path, WC_URL="NA", TGATED_REPOSITORY_URL="https://github.com/x/y")
+    assert urls["HOMEPAGE"] == "https://github.com/x/y/blob/main/docs/slicer.md"
 
 
 def test_requirements_match_the_package_dependencies():
@@ -107,12 +150,14 @@ def test_ui_has_every_widget_the_module_uses():
     expected = {"inputVolumeSelector": "qMRMLNodeComboBox", "outputSegmentationSelector": "qMRMLNodeComboBox",
                 "promptsTextEdit": "QPlainTextEdit", "applyButton": "QPushButton", "progressBar": "QProgressBar",
                 "replaceCheckBox": "QCheckBox", "show3DCheckBox": "QCheckBox", "deviceComboBox": "QComboBox",
-                "modalityComboBox": "QComboBox", "thresholdSpinBox": "QDoubleSpinBox", "batchSizeSpinBox": "QSpinBox"}
+                "modalityComboBox": "QComboBox", "thresholdSpinBox": "QDoubleSpinBox", "batchSizeSpinBox": "QSpinBox",
+                "roiSelector": "qMRMLNodeComboBox", "cropToBodyCheckBox": "QCheckBox", "presetComboBox": "QComboBox",
+                "modelsFolderLineEdit": "ctkPathLineEdit", "recentModelsComboBox": "QComboBox"}
     assert {name: widgets[name] for name in expected} == expected
-    # Both node selectors get the scene from the top widget.
+    # Every node selector gets the scene from the top widget.
     receivers = {c.findtext("receiver") for c in tree.iter("connection")
                  if c.findtext("slot") == "setMRMLScene(vtkMRMLScene*)"}
-    assert receivers == {"inputVolumeSelector", "outputSegmentationSelector"}
+    assert receivers == {name for name, cls in widgets.items() if cls == "qMRMLNodeComboBox"}
 
 
 def test_module_file_has_the_classes_slicer_looks_up():

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.datasets import make_dataset
+from helpers.training import CancelAfterPolls, assert_same_weights
 from safetensors.torch import load_file
-from test_training_resume import CancelAfterPolls, assert_same_weights
-from training_helpers import make_dataset
 
 from TGatedSegmentLib.errors import Cancelled, CheckpointError, InputError
 from TGatedSegmentLib.inference.api import Segmenter
@@ -351,7 +351,7 @@ def test_bad_combinations_are_rejected_before_anything_is_written(data, tmp_path
     check("needs the temporal adapter", probabilistic=True, temporal=False)
     check("--lr-peft without PEFT", lr_peft=1e-3)
     wide = tmp_path / "wide-text.json"
-    from conftest import TINY_CLIPSEG_CONFIG
+    from helpers.env import TINY_CLIPSEG_CONFIG
 
     wide.write_text(json.dumps({**TINY_CLIPSEG_CONFIG, "text_config": {**TINY_CLIPSEG_CONFIG["text_config"],
                                                                         "hidden_size": 48}}))
@@ -381,8 +381,7 @@ def test_a_base_with_other_peft_adapters_is_rejected(data, cache_dir, clipseg_ba
 
 
 def test_cli_rejects_bad_combinations_in_one_line(data, tmp_path):
-    from conftest import TINY_CLIPSEG_CONFIG
-    from test_training_cli import run_cli
+    from helpers.env import TINY_CLIPSEG_CONFIG, run_cli
 
     wide = tmp_path / "wide-text.json"
     wide.write_text(json.dumps({**TINY_CLIPSEG_CONFIG, "text_config": {**TINY_CLIPSEG_CONFIG["text_config"],
@@ -409,7 +408,7 @@ def test_cli_rejects_bad_combinations_in_one_line(data, tmp_path):
 def test_cli_options_reach_the_run(data, clipseg_base, tmp_path):
     import subprocess
 
-    from conftest import backend_command, python_env
+    from helpers.env import backend_command, python_env
 
     run = tmp_path / "run"
     out = subprocess.run(backend_command(

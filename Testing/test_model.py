@@ -279,3 +279,32 @@ def test_the_authors_wiring_on_a_late_conditioning_architecture_still_reads_the_
     with torch.no_grad():
         logits = model.decode(features, torch.randn(3, 64), items=torch.tensor([[0, 0], [0, 1], [1, 2]]))
     assert logits.shape == (3, 128, 128) and not torch.equal(logits[0], logits[1])
+
+
+def test_new_residual_adapters_rewrite_the_activation_the_decoder_conditions():
+    """The residual branch goes where the FiLM reads: the last activation for CLIPSeg (conditional
+    layer 0), the first for builtin:cpu (conditional layer 2); the others pass through untouched."""
+    from TGatedSegmentLib.model.clipseg_base import load_clipseg_config
+    from TGatedSegmentLib.model.modeling import conditioned_activation
+    from TGatedSegmentLib.training.config import TrainConfig
+    from TGatedSegmentLib.training.starting_model import new_adapter_config
+
+    assert conditioned_activation(load_clipseg_config("builtin:rd64-refined")) == 2
+    assert conditioned_activation(load_clipseg_config("builtin:cpu")) == 0
+    config = TrainConfig(data="d", output="o", base="builtin:cpu")
+    adapter = new_adapter_config(config, 64, "builtin:cpu", load_clipseg_config("builtin:cpu"))
+    assert adapter.activation == 0 and adapter.mode == "residual"
+    with pytest.raises(ValueError):
+        AdapterConfig(mode="reference", activation=0)
+
+    from TGatedSegmentLib.model.checkpoint import build_model
+
+    model = build_model("builtin:cpu", "compact", adapter=adapter, seed=0).model.eval()
+    torch.manual_seed(1)
+    window = torch.randn(2, 5, 3, 257, 64)  # (B, S, L, T, C)
+    with torch.no_grad():
+        assert torch.equal(model.fuse(window), window[:, 2])  # a fresh branch adds exactly nothing
+        model.adapter.mlp_head[4].bias.fill_(0.5)
+        fused = model.fuse(window)
+    assert not torch.equal(fused[:, 0], window[:, 2, 0])
+    assert torch.equal(fused[:, 1:], window[:, 2, 1:])

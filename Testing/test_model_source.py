@@ -58,6 +58,10 @@ def test_hub_rule_matches_the_slicer_glue():
     ("TGatedSegmentLib.training.trainer", "parameter_group"),
     ("TGatedSegmentLib.model.checkpoint", "convert_reference_state_dict"),
     ("TGatedSegmentLib.model.checkpoint", "_looks_like_hub_id"),
+    ("TGatedSegmentLib.cli.common", "refuse_existing_output"),
+    ("TGatedSegmentLib.data.modality", "modality_hint"),
+    ("TGatedSegmentLib.preprocessing.intensity", "check_modality"),
+    ("TGatedSegmentLib.evaluation.evaluate", "jsonable"),
 ])
 def test_moved_names_import_with_a_deprecation_warning(old, name):
     code = (f"import warnings; warnings.simplefilter('error')\n"

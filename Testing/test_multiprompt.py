@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from training_helpers import make_dataset
+from helpers.datasets import make_dataset
 
 from TGatedSegmentLib.data.dataset import load_dataset
 from TGatedSegmentLib.model.checkpoint import build_model

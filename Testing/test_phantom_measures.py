@@ -84,7 +84,7 @@ def test_gate_volume_matches_the_model_gate_of_each_centre_slice(tiny_checkpoint
     for centre in range(7):
         pixels = segmenter.codec.encode(prepared.unit[window_indices(centre, 7, model.context_size)])
         with torch.no_grad():
-            _, expected = model.fuse(model.encode_images(pixels).unsqueeze(0), return_gate=True)  # (1, T, C)
+            expected = model.fuse_with_gate(model.encode_images(pixels).unsqueeze(0)).gate  # (1, T, C)
         tokens = expected[0, 1:].mean(-1)
         grid = int(round(tokens.numel() ** 0.5))
         pixels_gate = F.interpolate(tokens.view(1, 1, grid, grid), size=(size, size), mode="nearest")[:, 0]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from training_helpers import make_dataset, phantom
+from helpers.datasets import make_dataset, phantom
 
 from TGatedSegmentLib.errors import InputError
 from TGatedSegmentLib.inference.api import Segmenter
@@ -104,16 +104,12 @@ def test_threads_never_exceed_the_cores_this_process_may_use(monkeypatch):
 
 
 def test_the_cli_refuses_a_precision_the_device_cannot_run(tmp_path, tiny_checkpoint):
-    import subprocess
-
-    from conftest import backend_command, python_env
-    from training_helpers import write
+    from helpers.datasets import write
+    from helpers.env import run_cli
 
     image = tmp_path / "ct.nii.gz"
     write(phantom(depth=4, size=32)[0].astype(np.int16), image)
-    proc = subprocess.run(backend_command("segment", str(image), "--prompts", "liver", "--checkpoint",
-                                          str(tiny_checkpoint), "-o", str(tmp_path / "o.seg.nrrd"), "--device", "cpu",
-                                          "--precision", "fp16"), capture_output=True, text=True, env=python_env(),
-                          timeout=300)
+    proc = run_cli("segment", str(image), "--prompts", "liver", "--checkpoint", str(tiny_checkpoint), "-o",
+                   str(tmp_path / "o.seg.nrrd"), "--device", "cpu", "--precision", "fp16", timeout=300)
     assert proc.returncode == 2 and "fp16 runs on CUDA only" in proc.stderr
     assert not (tmp_path / "o.seg.nrrd").exists()

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import backend_command, python_env
+from helpers.env import backend_command, python_env
 from PIL import Image
 
 from TGatedSegmentLib.data.checks import validate_label_values

@@ -57,3 +57,29 @@ def test_the_cli_passes_the_recipe_and_its_overrides(tmp_path):
     assert (config.recipe, config.lr_text, config.refine, config.max_seconds, config.dice) == \
         ("cpu", 1e-4, 4, 300.0, "sample")
     assert config.batching == CPU["batching"]  # not given: the recipe's
+
+
+def test_a_run_saved_before_a_setting_existed_resumes_with_the_value_it_trained_with(tmp_path):
+    """hard_pixels joined the cpu recipe later: a cpu run saved without it resumes without it."""
+    from TGatedSegmentLib.training.config import PREDATING
+
+    saved = TrainConfig(data=str(tmp_path), output=str(tmp_path / "run"), recipe="cpu").to_dict()
+    assert saved["hard_pixels"] == 1.0
+    for name in PREDATING:
+        saved.pop(name)
+    resumed = TrainConfig.from_dict({**PREDATING, **saved})
+    assert resumed.hard_pixels == 0.0 and structural_differences(saved, resumed) == []
+    assert structural_differences(saved, TrainConfig.from_dict(saved))  # the new default would be a change
+
+
+def test_hard_pixel_loss_is_the_mean_bce_of_each_items_hardest_pixels():
+    import torch
+    import torch.nn.functional as F
+
+    from TGatedSegmentLib.training.losses import hard_pixel_loss
+
+    torch.manual_seed(0)
+    logits, target = torch.randn(3, 20, 20), (torch.rand(3, 20, 20) > 0.5).float()
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none").flatten(1)
+    expected = bce.sort(dim=1, descending=True).values[:, :4].mean()  # 1 % of 400 pixels
+    assert hard_pixel_loss(logits, target).item() == pytest.approx(expected.item(), rel=1e-6)

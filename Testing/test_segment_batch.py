@@ -12,18 +12,13 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import backend_command, python_env
+from helpers.env import backend_command, python_env, run_cli
 
 from TGatedSegmentLib.cli.segment_batch import expand_inputs
 from TGatedSegmentLib.errors import EXIT_SOME_FAILED, InputError
 from TGatedSegmentLib.inference.batch import iter_batch, plan_cases, unique_names
 from TGatedSegmentLib.io.writers import read_segmentation
 from TGatedSegmentLib.progress import CancelToken
-
-
-def run_cli(*args: str, cwd: Path | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run(backend_command(*args), capture_output=True, text=True, env=python_env(), cwd=cwd,
-                          timeout=timeout)
 
 
 def write_ct(path: Path, shape=(5, 32, 36), seed: int = 0) -> Path:

@@ -28,7 +28,7 @@ for folder in (TESTING / "slicer_stub", REPO / "TGatedSegment"):
         sys.path.insert(0, str(folder))
 
 import slicer  # noqa: E402  (the stand-in)
-from test_slicer_logic import AXIAL, make_volume, pump_until, scene_snapshot, slicer_tmp  # noqa: E402,F401
+from helpers.slicer import AXIAL, make_volume, pump_until, scene_snapshot, slicer_tmp  # noqa: E402,F401
 
 import TGatedSegment  # noqa: E402
 import TGatedSegmentGlue as glue  # noqa: E402

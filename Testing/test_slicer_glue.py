@@ -44,18 +44,79 @@ def test_prompt_history_keeps_the_last_ten_without_repeats():
 
 def test_keep_rule_suffixes_and_replace_rule_targets_the_same_name():
     assert glue.planSegmentNames(["liver", "spleen"], [], replace=False) == [("liver", False), ("spleen", False)]
-    # Slicer compares segment names case-insensitively (vtkSegmentation::GetSegmentIdBySegmentName).
     assert glue.planSegmentNames(["liver"], ["Liver", "liver (2)"], replace=False) == [("liver (3)", False)]
     assert glue.planSegmentNames(["liver", "spleen"], ["LIVER"], replace=True) == [("liver", True), ("spleen", False)]
     assert glue.uniqueName("a", set()) == "a" and glue.uniqueName("a", {"a", "a (2)"}) == "a (3)"
+
+
+def test_names_in_any_script_follow_one_rule():
+    """Case and composition do not make another name, in any script (Slicer's own lookup lowers ASCII
+    letters only, so the logic finds IDs with segmentIdByName)."""
+    decomposed = "rein gauche\u0301"  # "gauché" typed as e + combining accent
+    existing = ["LEBER", "Rein gauché", "肝臓"]
+    plan = glue.planSegmentNames(["Leber", decomposed, "肝臓", "ÖL"], existing, replace=False)
+    assert plan == [("Leber (2)", False), (f"{decomposed} (2)", False), ("肝臓 (2)", False), ("ÖL", False)]
+    plan = glue.planSegmentNames(["leber", decomposed, "肝臓"], existing, replace=True)
+    assert plan == [("leber", True), (decomposed, True), ("肝臓", True)]
+    segments = [("id1", "LEBER"), ("id2", "Rein gauché"), ("id3", "Öl")]
+    assert [glue.segmentIdByName(segments, n) for n in ("leber", decomposed, "öl", "spleen")] == \
+        ["id1", "id2", "id3", ""]
+
+
+def test_presets_fill_prompts_and_a_default_crop():
+    abdomen = glue.preset("abdomen13")
+    assert list(abdomen.prompts) == glue.parsePrompts(glue.ABDOMEN13_PROMPTS) and abdomen.cropToBody
+    assert abdomen.title() == "Abdomen: 13 organs" and glue.presetTitle("") == "No preset"
+    with pytest.raises(ValueError, match="known: abdomen13"):
+        glue.preset("thorax")
+
+
+def test_recent_models_keep_the_last_ten_as_typed():
+    history = []
+    for n in range(12):
+        history = glue.rememberCheckpoint(history, f"/models/run{n}/best")
+    assert len(history) == 10 and history[0] == "/models/run11/best"
+    history = glue.rememberCheckpoint(history, "/models/run5/best")
+    assert history[0] == "/models/run5/best" and history.count("/models/run5/best") == 1
+    assert glue.rememberCheckpoint(history, "  ") == history  # zero-shot is not a recent model
 
 
 def test_default_segmentation_name():
     assert glue.defaultSegmentationName("CT abdomen") == "CT abdomen segmentation"
 
 
+def test_without_a_trained_model_the_note_says_so_and_where_to_get_one():
+    """No trained weights are published: the note says so, names the zero-shot default (a model of
+    natural photos) and points to the documentation's section on getting or training a model."""
+    note = glue.modelNote("")
+    assert note == glue.modelNote(None) == glue.noTrainedModelNote()
+    for part in ("No trained model", "publish no trained weights", "zero-shot", "CIDAS/clipseg-rd64-refined",
+                 "natural photos", "logic.train", glue.MODEL_HELP):
+        assert part in note, part
+    section = glue.MODEL_HELP.split("#")[1]
+    docs = (REPO / glue.MODEL_HELP.split("#")[0]).read_text(encoding="utf-8")
+    assert f"## {section.replace('-', ' ').capitalize()}" in docs  # the anchor names a real section
+    assert "\n" not in note
+
+
+def test_relative_checkpoints_are_found_in_the_scene_folder_then_the_models_folder(tmp_path, monkeypatch):
+    scene, models, elsewhere = tmp_path / "scene", tmp_path / "models", tmp_path / "cwd"
+    for folder in (scene / "runs" / "best", models / "runs" / "best", models / "flare" / "best", elsewhere / "x"):
+        folder.mkdir(parents=True)
+    monkeypatch.chdir(elsewhere)  # the backend starts in the extension's folder: never resolve against a cwd
+    assert glue.resolveCheckpoint("runs/best", [str(scene), str(models)]) == str(scene / "runs" / "best")
+    assert glue.resolveCheckpoint("flare/best", [str(scene), str(models)]) == str(models / "flare" / "best")
+    assert glue.resolveCheckpoint("flare/best", [None, str(models)]) == str(models / "flare" / "best")
+    assert glue.resolveCheckpoint(str(scene / "runs" / "best"), []) == str(scene / "runs" / "best")
+    assert glue.resolveCheckpoint("someone/tgated-flare22", [str(scene)]) == "someone/tgated-flare22"  # a hub id
+    assert glue.resolveCheckpoint("  ", [str(scene)]) is None
+    with pytest.raises(ValueError, match="looked up in the scene's folder") as info:
+        glue.resolveCheckpoint("x", [str(scene), str(models)])  # exists only in the working folder
+    assert str(scene) in str(info.value) and str(models) in str(info.value)
+    assert glue.modelNote("runs/best", [str(scene)]).startswith("'best' has no readable config.json")
+
+
 def test_model_note_says_what_each_choice_means(tmp_path, tiny_checkpoint, tiny_baseline_checkpoint):
-    assert "Zero-shot" in glue.modelNote("") and "CIDAS/clipseg-rd64-refined" in glue.modelNote(None)
     assert glue.modelNote(str(tiny_checkpoint)) == "Checkpoint folder: T-Gated (reads 5 neighbouring slices), " \
                                                    "untrained (random adapter: for tests only)."
     assert "slice-wise baseline" in glue.modelNote(str(tiny_baseline_checkpoint))
@@ -126,7 +187,11 @@ def test_segment_arguments():
                                  batchSize=2)
     assert args[-6:] == ["--checkpoint", "/ckpt", "--threshold", "0.35", "--batch-size", "2"]
     assert args[args.index("--device") + 1] == "cuda" and args[args.index("--modality") + 1] == "mr"
-    for bad in (dict(prompts=[]), dict(device="tpu"), dict(modality="pet"), dict(threshold=1.0), dict(batchSize=0)):
+    for device in ("cuda:1", "MPS", "cpu"):
+        args = glue.segmentArguments("i", "o", ["x"], device=device)
+        assert args[args.index("--device") + 1] == device.lower()
+    for bad in (dict(prompts=[]), dict(device="tpu"), dict(device="cuda:x"), dict(modality="pet"), dict(threshold=1.0),
+                dict(batchSize=0), dict(uncertainty=1, uncertaintyOutput="u"), dict(uncertainty=3)):
         with pytest.raises(ValueError):
             glue.segmentArguments("i", "o", **{"prompts": ["x"], **bad})
 
@@ -153,11 +218,39 @@ def test_train_arguments():
         glue.trainArguments("/d", "/r", lr=1)
 
 
+def test_device_report_lists_the_detected_devices_and_refuses_missing_ones():
+    cpu_only = glue.DeviceReport.fromEvent({"event": "done", "python": "3.12.10", "torch": "2.5.1+cpu", "cuda_build": None,
+                                            "devices": [{"id": "cpu", "kind": "cpu", "name": "CPU"}]})
+    assert cpu_only.ids == ["cpu"] and cpu_only.choices() == [("Auto (CPU: no CUDA GPU found)", "auto"), ("CPU", "cpu")]
+    assert cpu_only.problem("auto") is None and cpu_only.problem("cpu") is None
+    problem = cpu_only.problem("cuda")
+    assert problem.startswith("CUDA was asked for, but PyTorch sees no CUDA GPU here.")
+    assert "CPU-only build" in problem and "Advanced > Device" in problem and "PyTorch Utils" in problem
+    gpus = glue.DeviceReport.fromEvent({"torch": "2.5.1", "cuda_build": "12.4", "devices": [
+        {"id": "cpu", "kind": "cpu", "name": "CPU"},
+        {"id": "cuda:0", "kind": "cuda", "name": "RTX A5000", "memory_gb": 23.6},
+        {"id": "cuda:1", "kind": "cuda", "name": "RTX A4000", "memory_gb": 15.7}]})
+    assert gpus.choices()[0] == ("Auto (GPU RTX A5000)", "auto")
+    assert ("GPU cuda:1: RTX A4000 (15.7 GB)", "cuda:1") in gpus.choices()
+    assert gpus.problem("cuda") is None and gpus.problem("cuda:1") is None
+    assert "cuda:0, cuda:1" in gpus.problem("cuda:2") and "not available" in gpus.problem("mps")
+    with pytest.raises(ValueError, match="Unknown device"):
+        gpus.problem("gpu")
+
+
+def test_install_plan_keeps_slicers_rules():
+    plan = glue.installPlan(["torch>=2.1", "transformers>=4.45", "SimpleITK>=2.2", "tqdm>=4.60"])
+    assert plan.bundled == ["SimpleITK>=2.2"] and plan.torch == "torch>=2.1"
+    assert plan.pip == ["transformers>=4.45", "tqdm>=4.60"]
+    assert plan.names == ["SimpleITK", "torch", "transformers", "tqdm"]
+    assert glue.torchVersionRequirement("torch>=2.1") == ">=2.1" and glue.torchVersionRequirement("torch") is None
+
+
 def test_backend_environment_puts_the_package_first():
     env = glue.backendEnvironment("/ext/lib", "/a:/ext/lib:/b".replace(":", __import__("os").pathsep))
     sep = __import__("os").pathsep
     assert env["PYTHONPATH"].split(sep) == ["/ext/lib", "/a", "/b"]
-    assert env["PYTHONUNBUFFERED"] == "1"
+    assert env["PYTHONUNBUFFERED"] == "1" and env["PYTHONIOENCODING"] == "utf-8"
     assert glue.backendEnvironment("/x", None)["PYTHONPATH"] == "/x"
 
 
@@ -193,7 +286,11 @@ def test_progress_tracker_maps_stages_to_a_monotonic_bar():
 @pytest.mark.parametrize("event, output, kind, message, hint", [
     ({"kind": "OutOfMemory", "message": "the GPU ran out of memory",
       "hint": "Use a smaller --batch-size, or --device cpu."},
-     [], "OutOfMemory", "Segmentation ran out of memory (the GPU ran out of memory)", "smaller --batch-size"),
+     [], "OutOfMemory", "Segmentation ran out of memory (the GPU ran out of memory)", "a smaller batch size, under Advanced"),
+    ({"kind": "DeviceError", "message": "CUDA was requested but PyTorch sees no CUDA GPU on this machine",
+      "hint": "Use --device cpu (or auto)."}, [], "DeviceError",
+     "Segmentation cannot use the chosen device: CUDA was requested but PyTorch sees no CUDA GPU on this machine",
+     "Choose CPU (or Auto) under Advanced > Device"),
     ({"kind": "CheckpointError", "message": "checkpoint 'x' does not exist", "hint": "Check the path."},
      [], "CheckpointError", "The model could not be loaded: checkpoint 'x' does not exist", "Check the path."),
     ({"kind": "InputError", "message": "'a.nii' is a 2D image", "hint": "Load a 3D volume."},

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers.datasets import make_dataset
 from safetensors.torch import load_file
-from training_helpers import make_dataset
 
 from TGatedSegmentLib.errors import InputError
 from TGatedSegmentLib.training import TrainConfig, train

@@ -4,19 +4,13 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import backend_command, python_env
-from training_helpers import make_dataset
-
-
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(backend_command(*args), cwd=cwd, env=python_env(), capture_output=True, text=True,
-                          timeout=120)
+from helpers.datasets import make_dataset
+from helpers.env import run_cli
 
 
 def snapshot(folder: Path) -> dict:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from training_helpers import make_dataset, phantom
+from helpers.datasets import make_dataset, phantom
 
 from TGatedSegmentLib.data.dataset import load_dataset
 from TGatedSegmentLib.errors import InputError
@@ -224,3 +224,30 @@ def test_augmentation_moves_all_slices_and_the_mask_together():
     assert torch.allclose(rotated[0, :, 0, 0], codec.fill, atol=1e-5)
     # with the authors' layout (rows run toward L) the left-right flip is along the rows
     assert SliceCodec(PreprocessConfig(slice_layout=REFERENCE_SLICE_LAYOUT)).left_right_dim == -2
+
+
+def test_organ_intensity_moves_one_organ_level_at_a_time_reproducibly():
+    """augment.apply_organ_intensity: per organ (coin flip) a shift of its level within +- strength,
+    texture kept, background untouched, the same draws for the same seed."""
+    import numpy as np
+
+    from TGatedSegmentLib.training.augment import apply_organ_intensity
+
+    rng = np.random.default_rng(0)
+    unit = (0.4 + 0.02 * rng.standard_normal((3, 32, 32))).astype(np.float32)
+    labels = np.zeros((3, 32, 32), np.uint8)
+    labels[:, 4:12, 4:12] = 1
+    labels[:, 20:28, 20:28] = 2
+    assert apply_organ_intensity(unit, labels, 0.0, 7) is unit
+    moved = set()
+    for seed in range(12):
+        out = apply_organ_intensity(unit, labels, 0.3, seed)
+        assert np.array_equal(out, apply_organ_intensity(unit, labels, 0.3, seed))
+        assert np.array_equal(out[labels == 0], unit[labels == 0])
+        for organ in (1, 2):
+            inside = labels == organ
+            shift = out[inside] - unit[inside]
+            assert np.ptp(shift) < 1e-5 and abs(float(shift.mean())) <= 0.3 + 1e-6  # one level shift, texture kept
+            if abs(float(shift.mean())) > 1e-6:
+                moved.add((seed, organ))
+    assert {organ for _, organ in moved} == {1, 2} and len(moved) < 24  # each organ moves in some draws, not all

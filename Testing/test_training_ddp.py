@@ -6,8 +6,8 @@ import json
 import subprocess
 import sys
 
-from conftest import python_env
-from training_helpers import make_dataset
+from helpers.datasets import make_dataset
+from helpers.env import python_env
 
 from TGatedSegmentLib.model.checkpoint import load_model
 

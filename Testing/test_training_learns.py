@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from training_helpers import make_dataset
+from helpers.datasets import make_dataset
 
 from TGatedSegmentLib.data.dataset import load_dataset
 from TGatedSegmentLib.evaluation.evaluate import evaluate

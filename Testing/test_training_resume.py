@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import backend_command, python_env
-from safetensors.torch import load_file
-from training_helpers import CancelAfterPolls, make_dataset
+from helpers.datasets import make_dataset
+from helpers.env import backend_command, python_env
+from helpers.training import CancelAfterPolls, assert_same_weights, weights
 
 from TGatedSegmentLib.errors import Cancelled
 from TGatedSegmentLib.model.checkpoint import init_checkpoint, load_model
@@ -39,19 +39,8 @@ def config(data, cache_dir, output, **kw) -> TrainConfig:
     return TrainConfig(data=data, output=output, **{**FAST, "cache_dir": cache_dir, **kw})
 
 
-def weights(folder: Path) -> dict:
-    return load_file(str(folder / "model.safetensors"))
-
-
 def training_meta(folder: Path) -> dict:
     return json.loads((folder / "config.json").read_text())["training"]
-
-
-def assert_same_weights(a: Path, b: Path) -> None:
-    wa, wb = weights(a), weights(b)
-    assert wa.keys() == wb.keys()
-    different = [k for k in wa if not torch.equal(wa[k], wb[k])]
-    assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from conftest import backend_command, python_env
+from helpers.env import backend_command, python_env
 from torch import nn
 
 from TGatedSegmentLib.errors import InputError

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import REPO, python_env
+from helpers.env import REPO, python_env
 
 if str(REPO / "TGatedSegment") not in sys.path:
     sys.path.insert(0, str(REPO / "TGatedSegment"))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import slicerio
-from test_volume_io import GEOMETRIES, physical_point
+from helpers.geometry import GEOMETRIES, physical_point
 
 from TGatedSegmentLib.errors import OutputError
 from TGatedSegmentLib.io import writers

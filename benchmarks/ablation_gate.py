@@ -1,7 +1,7 @@
 """Where does the learned gate open? Gate values per organ, on look-alikes and elsewhere, after phantom training.
 
-    python benchmarks/ablation_gate.py            # the T-Gated runs of ablation_temporal.py (trained if missing)
-    python benchmarks/ablation_gate.py --quick    # seconds (what the test suite runs)
+    python -m benchmarks.ablation_gate            # the T-Gated runs of ablation_temporal.py (trained if missing)
+    python -m benchmarks.ablation_gate --quick    # seconds (what the test suite runs)
 
 The adapter blends ``g * temporal + (1 - g) * single_slice`` per token and channel; the gate starts
 at sigmoid(-5) = 0.0067 (the adapter begins as the slice-wise model) and training opens it where
@@ -17,7 +17,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from phantom_runs import describe, log, mean_std_text, organ_ids, parse, phantom_image, report, trained
+
+from .phantom_runs import describe, log, mean_std_text, organ_ids, parse, phantom_image, report, trained
 
 INITIAL_GATE = 1.0 / (1.0 + math.exp(5.0))
 BODY_HU = -500.0  # voxels above this and outside every label and look-alike are "other body tissue"

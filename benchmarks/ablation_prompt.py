@@ -1,7 +1,7 @@
 """Does the T-Gated model read its prompt? Correct, blank and wrong prompts on the phantom (the paper's Table 4 analog).
 
-    python benchmarks/ablation_prompt.py            # the T-Gated runs of ablation_temporal.py (trained if missing)
-    python benchmarks/ablation_prompt.py --quick    # seconds (what the test suite runs)
+    python -m benchmarks.ablation_prompt            # the T-Gated runs of ablation_temporal.py (trained if missing)
+    python -m benchmarks.ablation_prompt --quick    # seconds (what the test suite runs)
 
 Every organ of the held-out phantoms is segmented three times by each seed's T-Gated model and
 scored against that organ's reference: with its own prompt ("liver"), with a blank prompt (the
@@ -12,7 +12,7 @@ that ignores its text would score the same in all three rows.
 
 from __future__ import annotations
 
-from phantom_runs import average_dice, describe, log, mean_std_text, organ_ids, parse, phantom_image, report, trained
+from .phantom_runs import average_dice, describe, log, mean_std_text, organ_ids, parse, phantom_image, report, trained
 
 CONDITIONS = {"correct": "its own prompt", "blank": "blank prompt", "wrong": "another organ's prompt"}
 

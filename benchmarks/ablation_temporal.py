@@ -1,7 +1,7 @@
 """Slice-wise CLIPSeg vs T-Gated on the phantom: the analog of the paper's Tables 2 and 3.
 
-    python benchmarks/ablation_temporal.py            # 3 seeds x 2 arms x the demo recipe, 4 test phantoms
-    python benchmarks/ablation_temporal.py --quick    # seconds (what the test suite runs)
+    python -m benchmarks.ablation_temporal            # 3 seeds x 2 arms x the demo recipe, 4 test phantoms
+    python -m benchmarks.ablation_temporal --quick    # seconds (what the test suite runs)
 
 Both arms get identical phantoms, steps, seeds, learning rates and tiny architecture; only the
 temporal adapter differs (``temporal=False`` is the slice-wise baseline). Each trained model
@@ -15,7 +15,8 @@ PNG chart (``--output`` stem).
 from __future__ import annotations
 
 import numpy as np
-from phantom_runs import (
+
+from .phantom_runs import (
     ARMS,
     average_dice,
     describe,

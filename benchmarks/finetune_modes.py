@@ -1,7 +1,7 @@
 """Fine-tuning modes of the real-size T-Gated model: trainable parameters, checkpoint size, throughput.
 
-    python benchmarks/finetune_modes.py           # builtin:rd64-refined (ViT-B/16, random weights), 352x352
-    python benchmarks/finetune_modes.py --quick   # builtin:tiny, seconds (what the test suite runs)
+    python -m benchmarks.finetune_modes           # builtin:rd64-refined (ViT-B/16, random weights), 352x352
+    python -m benchmarks.finetune_modes --quick   # builtin:tiny, seconds (what the test suite runs)
 
 Modes (all T-Gated): ``full`` (the paper), ``decoder`` (CLIP frozen; the old --freeze-encoders),
 ``adapters`` with dense PEFT (VLSM DA-VLC, dim 64) and ``adapters`` with shallow PEFT (SA-VLC,
@@ -32,11 +32,9 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import torch
 
-import torch  # noqa: E402
-from step_timing import add_arguments, random_batch, resolve  # noqa: E402
+from .step_timing import add_arguments, random_batch, resolve
 
 MODES = [  # name, finetune, peft, vision encoder under no_grad when allowed
     ("full", "full", None, True),

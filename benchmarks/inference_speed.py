@@ -1,7 +1,8 @@
 """Inference speed (issue 12), measured side by side in one run and printed as tables:
 
-    python benchmarks/inference_speed.py --trained demo_output/checkpoint demo_output/ct.nii.gz demo_output/reference.seg.nrrd
-    python benchmarks/inference_speed.py --quick    # tiny model, seconds (what the test suite runs)
+    python -m benchmarks.inference_speed            # real-size CLIPSeg rd64-refined (random weights)
+    python -m benchmarks.inference_speed --trained demo_output/checkpoint demo_output/ct.nii.gz demo_output/reference.seg.nrrd
+    python -m benchmarks.inference_speed --quick    # tiny model, seconds (what the test suite runs)
 
 1. start-up: a whole ``tgated segment`` process (wall, CPU, peak RSS) on 1 and D slices x K
    prompts, with the float32 path and with the default fast path, plus its engine's share;
@@ -34,7 +35,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 from TGatedSegmentLib.inference.precision import passive_waiting_threads  # noqa: E402
 
@@ -43,7 +43,7 @@ passive_waiting_threads()  # as the tgated command does, so that the floors here
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}  # subprocesses run in REPO, so `-m TGatedSegmentLib` is this checkout's
 
 
 def synthetic_ct(depth: int, size: int, seed: int = 0) -> np.ndarray:
@@ -69,7 +69,7 @@ def run_process(args: list[str], folder: Path) -> dict:
     with open(out, "w") as stdout:
         start = time.perf_counter()
         proc = subprocess.Popen([sys.executable, "-m", "TGatedSegmentLib", *args], stdout=stdout,
-                                stderr=subprocess.STDOUT, env=ENV)
+                                stderr=subprocess.STDOUT, env=ENV, cwd=REPO)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -132,7 +132,7 @@ for _ in seg.engine.run(read, {depth}, text):
     pass
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=ENV)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=ENV, cwd=REPO)
     return int(out.stdout.strip().splitlines()[-1]) / 1024.0
 
 
@@ -187,7 +187,7 @@ def warm_requests(checkpoint: Path, volume: Path, folder: Path, first: str, seco
     """Wall seconds of a first request and of a second one with a new prompt, on one warm process."""
     proc = subprocess.Popen([sys.executable, "-m", "TGatedSegmentLib", "serve", "--checkpoint", str(checkpoint),
                              "--device", "cpu"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True, env=ENV)
+                            stderr=subprocess.DEVNULL, text=True, env=ENV, cwd=REPO)
 
     def until(kind):
         for line in proc.stdout:

@@ -22,12 +22,14 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from TGatedSegmentLib.demo import DEMO_RECIPE, PhantomRecipe
+from TGatedSegmentLib.io.atomic import atomic_write_text
+from TGatedSegmentLib.io.jsonfile import write_json
+from TGatedSegmentLib.phantom import PhantomSpec, generate_phantom, write_phantom_dataset
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from TGatedSegmentLib.demo import DEMO_RECIPE, PhantomRecipe  # noqa: E402
-from TGatedSegmentLib.phantom import PhantomSpec, generate_phantom, write_phantom_dataset  # noqa: E402
-
+EQUAL_STEPS_CAP = 36000.0  # s: a time cap no equal-steps arm reaches, so the steps alone end it
 TEST_SERIES = 9999  # phantom series of the held-out test cases: no training seed uses it
 #: name -> TrainConfig settings of the arm: the slice-wise baseline, the residual T-Gated adapter (the
 #: default), the authors' wiring, and the equal-capacity control (the residual adapter fed 5 copies
@@ -85,7 +87,7 @@ def describe(s: dict, phantoms) -> str:
 def report(stem: Path, header: str, text: str, s: dict, phantoms, payload: dict, chart=None) -> None:
     """Print the table; write STEM.md, STEM.json (settings + ``payload``) and, with ``chart``, STEM.png."""
     print(header + "\n\n" + text)
-    write_text(stem.with_suffix(".md"), f"{header}\n\n{text}\n")
+    atomic_write_text(stem.with_suffix(".md"), f"{header}\n\n{text}\n")
     settings_ = {"recipe": s["recipe"].to_dict(), "seeds": s["seeds"], "test_cases": len(phantoms),
                  "machine": machine()}
     write_json(stem.with_suffix(".json"), {"settings": settings_, **payload})
@@ -135,8 +137,9 @@ def trained(work: Path, recipe: PhantomRecipe, seed: int, arm: str) -> Path:
     if reference is not None:  # as many steps as fit in the reference arm's training time
         seconds = training_record(trained(work, recipe, seed, reference))["seconds"]
         settings.update(steps=recipe.steps * 20, max_seconds=seconds)
-    # equal steps for every arm: not the demo's 270 s cap (a busy machine would cut arms short unequally);
-    # only the recipe's own 10-minute cap remains
+    # equal steps for every arm: neither the demo's 270 s cap nor the recipe's 10 minutes (a busy machine would
+    # cut arms short unequally, and the schedule would anneal over the time instead of the steps)
+    settings.setdefault("max_seconds", EQUAL_STEPS_CAP)
     config = replace(recipe, max_seconds=None).train_config(data, run, seed=seed, device="cpu", overwrite=True,
                                                             **settings)
     train(config)
@@ -187,18 +190,3 @@ def machine() -> str:
 
     return (f"{platform.machine()}, {os.cpu_count()} CPU core(s), torch {torch.__version__} "
             f"({torch.get_num_threads()} threads)")
-
-
-def write_json(path: Path, payload: dict) -> None:
-    from TGatedSegmentLib.evaluation.evaluate import jsonable
-    from TGatedSegmentLib.io.atomic import atomic_write_text
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(jsonable(payload), indent=1))
-
-
-def write_text(path: Path, text: str) -> None:
-    from TGatedSegmentLib.io.atomic import atomic_write_text
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, text)

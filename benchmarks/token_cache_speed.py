@@ -1,7 +1,7 @@
 """Fine-tuning step time with the vision encoder frozen: encoding every step vs cached tokens.
 
-    python benchmarks/token_cache_speed.py            # builtin:rd64-refined (ViT-B/16), 352 x 352
-    python benchmarks/token_cache_speed.py --quick    # builtin:tiny, seconds (what the test suite runs)
+    python -m benchmarks.token_cache_speed            # builtin:rd64-refined (ViT-B/16), 352 x 352
+    python -m benchmarks.token_cache_speed --quick    # builtin:tiny, seconds (what the test suite runs)
 
 Three arms run the trainer's own optimisation step (``StepRunner``) on the same multi-prompt slice
 batch (one chunk: ``--batch-size`` centre slices, their windows, every prompt decoded for every
@@ -23,11 +23,9 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import torch
 
-import torch  # noqa: E402
-from step_timing import add_arguments, machine_line, resolve  # noqa: E402
+from .step_timing import add_arguments, machine_line, resolve
 
 ARMS = [("full fine-tuning", "full", False), ("frozen encoder", "decoder", False),
         ("frozen encoder + token cache", "decoder", True)]

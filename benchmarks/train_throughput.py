@@ -1,7 +1,7 @@
 """Training throughput (samples/s) of the real-size model: T-Gated vs baseline, full vs frozen encoders.
 
-    python benchmarks/train_throughput.py            # builtin:rd64-refined (ViT-B/16, random weights), 352x352
-    python benchmarks/train_throughput.py --quick    # builtin:tiny, seconds (what the test suite runs)
+    python -m benchmarks.train_throughput            # builtin:rd64-refined (ViT-B/16, random weights), 352x352
+    python -m benchmarks.train_throughput --quick    # builtin:tiny, seconds (what the test suite runs)
 
 Each configuration runs the trainer's own optimisation step (``StepRunner``: forward through the
 model, BCE + Dice + gate penalty, backward, clipping, AdamW) on ready batches of the given size,
@@ -18,10 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from step_timing import add_arguments, machine_line, random_batch, resolve  # noqa: E402
+from .step_timing import add_arguments, machine_line, random_batch, resolve
 
 CONFIGS = [("T-Gated", True, False), ("baseline", False, False), ("T-Gated frozen enc.", True, True),
            ("baseline frozen enc.", False, True)]

@@ -1,10 +1,10 @@
 """Uncertainty maps on the synthetic phantom: where they light up, how they track errors, what they cost.
 
-    python benchmarks/uncertainty_phantom.py           # tiny model trained on phantoms, N = 10; rd64 timing
+    python -m benchmarks.uncertainty_phantom           # tiny model trained on phantoms, N = 10; rd64 timing
                                                        # (33 min on a 2-core CPU shared with other jobs:
                                                        # 25 training, 8 Monte Carlo and timing)
-    python benchmarks/uncertainty_phantom.py --work DIR  # keep phantoms and runs; a rerun reuses the model
-    python benchmarks/uncertainty_phantom.py --quick   # small phantoms, a few steps (what the test suite runs)
+    python -m benchmarks.uncertainty_phantom --work DIR  # keep phantoms and runs; a rerun reuses the model
+    python -m benchmarks.uncertainty_phantom --quick   # small phantoms, a few steps (what the test suite runs)
 
 1. Train a tiny probabilistic T-Gated model (``tgated train --probabilistic`` with the learning
    rates the demo and the learning test use for random weights) on phantom volumes
@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -46,11 +47,8 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
 BAND = 2  # voxels in-plane on either side of a contour
 
@@ -296,7 +294,6 @@ def main(argv=None) -> int:
     logging.getLogger("TGatedSegmentLib").setLevel(logging.ERROR)
 
     from TGatedSegmentLib.inference.api import Segmenter
-    from TGatedSegmentLib.io.volume import Geometry
     from TGatedSegmentLib.model.checkpoint import build_model
     from TGatedSegmentLib.model.configuration import AdapterConfig, PreprocessConfig
     from TGatedSegmentLib.phantom import PhantomSpec, generate_phantom, write_phantom_dataset
@@ -416,8 +413,7 @@ def main(argv=None) -> int:
         timing_rows = ["| model | slices x prompts | deterministic s | N = %d s | ratio | encoder calls (det / MC) |"
                        % samples, "|---|---|---:|---:|---:|---|"]
         ph = tests[0]
-        geometry = Geometry(size=ph.image.shape[::-1], spacing=ph.spacing[::-1], origin=ph.origin)
-        tiny = time_segmenter(segmenters["probabilistic"], ph.image, geometry, organs, samples, 1 if quick else 2)
+        tiny = time_segmenter(segmenters["probabilistic"], ph.image, ph.geometry, organs, samples, 1 if quick else 2)
         report["timing"] = {"tiny": tiny}
         timing_rows.append(f"| tiny probabilistic (trained), {size}x{size} | {ph.image.shape[0]} x {len(organs)} | "
                            f"{tiny['deterministic_s']:.2f} | {tiny['mc_s']:.2f} | {tiny['ratio']:.2f} | "
@@ -429,7 +425,7 @@ def main(argv=None) -> int:
         real = Segmenter(loaded=loaded, device="cpu", batch_size=4)
         z0 = max(0, ph.image.shape[0] // 2 - args.timing_slices // 2)
         crop = np.ascontiguousarray(ph.image[z0:z0 + args.timing_slices])
-        crop_geometry = Geometry(size=crop.shape[::-1], spacing=ph.spacing[::-1], origin=ph.origin)
+        crop_geometry = dataclasses.replace(ph.geometry, size=crop.shape[::-1])
         big = time_segmenter(real, crop, crop_geometry, organs, samples, 1 if quick else 2)
         report["timing"]["real_size"] = {"arch": arch, **big}
         px = loaded.config.preprocessing.image_size

@@ -39,7 +39,9 @@ ABANDON_AFTER_KILL_S = 5.0
 def startProcessTree(args: Sequence[str], env: dict | None = None, cwd: str | None = None) -> subprocess.Popen:
     """Start ``args`` as :func:`slicer.util.launchConsoleProcess` does (output and errors on one text
     pipe, no console window on Windows), but as the root of a process group of its own, which
-    launchConsoleProcess has no option for. ``env`` is the complete environment (None: this one)."""
+    launchConsoleProcess has no option for. ``env`` is the complete environment (None: this one).
+    The pipe is read as UTF-8 (the backend writes UTF-8 whatever the locale: PYTHONIOENCODING), and a
+    byte that is not UTF-8 (a log line from some library) becomes U+FFFD instead of an exception."""
     options: dict = {}
     if WINDOWS:
         info = subprocess.STARTUPINFO()
@@ -49,7 +51,7 @@ def startProcessTree(args: Sequence[str], env: dict | None = None, cwd: str | No
     else:
         options.update(start_new_session=True)
     return subprocess.Popen(list(args), env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            universal_newlines=True, **options)
+                            text=True, encoding="utf-8", errors="replace", **options)
 
 
 def _linuxGroupMembers(pgid: int) -> list[int] | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import refuse_existing_output
+from ..io.atomic import refuse_existing
 
 
 def add_parser(subparsers) -> None:
@@ -39,7 +39,8 @@ def add_parser(subparsers) -> None:
         "import",
         help="convert a checkpoint saved by the authors' T-Gated code",
         description="Convert a .pt/.pth saved by the authors' CLIPSegTemporalAdapter (a bare state dict or their "
-        "training dict with 'model_state_dict') into a checkpoint folder.",
+        "training dict with 'model_state_dict') into a checkpoint folder. (`tgated models import FILE` converts it "
+        "into the model folder instead, to use as --checkpoint NAME.)",
     )
     p.add_argument("weights", metavar="AUTHORS.pt")
     p.add_argument("--base-config", required=True, metavar="CONFIG.json|HUB_ID",
@@ -52,7 +53,7 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run_import)
 
 
-def _layout(name: str) -> tuple[str, str]:
+def _layout(name: str) -> tuple[str, ...]:
     from ..model.configuration import REFERENCE_SLICE_LAYOUT
     from ..preprocessing.config import PreprocessConfig
 
@@ -65,7 +66,7 @@ def run_init(args: argparse.Namespace) -> int:
     from ..model.configuration import AdapterConfig
     from ..preprocessing.config import PreprocessConfig
 
-    refuse_existing_output(args.output, args.overwrite)
+    refuse_existing(args.output, args.overwrite)
     adapter = None
     overrides = {k: v for k, v in {"proj_dim": args.adapter_dim, "num_layers": args.adapter_layers,
                                    "num_heads": args.adapter_heads, "context_size": args.context}.items() if v}
@@ -85,7 +86,7 @@ def run_init(args: argparse.Namespace) -> int:
 def run_import(args: argparse.Namespace) -> int:
     from ..model.convert_reference import import_reference_checkpoint
 
-    refuse_existing_output(args.output, args.overwrite)
+    refuse_existing(args.output, args.overwrite)
     path = import_reference_checkpoint(args.weights, args.base_config, args.output, tokenizer=args.tokenizer,
                                        slice_layout=_layout(args.slice_layout))
     print(f"wrote checkpoint {path}", file=sys.stderr)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import add_progress_option
+from .common import add_compute_options, add_progress_option
 
 
 def add_parser(subparsers) -> None:
@@ -27,7 +27,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--base", metavar="CKPT_DIR|CLIPSEG_DIR|HUB_ID",
                    help="start from these weights instead of random ones (a checkpoint or CLIPSeg folder, or a hub "
                         "id, which needs the network once); trained with the paper's learning rates")
-    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda (default: auto)")
+    add_compute_options(p, batch_size=False, amp=False)
     p.add_argument("--seed", type=int, default=0, help="phantoms, initialisation and sampling (default 0)")
     p.add_argument("--minutes", type=float, metavar="M", help="cap the training time (default: the demo's steps, "
                    "capped at 4.5 minutes)")
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         progress.close()
     if args.progress == "json":
-        from ..evaluation.evaluate import jsonable
+        from ..io.jsonfile import jsonable
 
         progress.emit(jsonable({"event": "done", "output": str(result.output), "seconds": round(result.seconds, 1),
                                 "dice": result.dice, "mean_dice": result.metrics["mean_dice"]}))

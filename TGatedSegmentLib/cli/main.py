@@ -22,7 +22,7 @@ from ..inference.precision import passive_waiting_threads
 passive_waiting_threads()  # before any subcommand imports torch
 
 # Subcommand modules, in the order `tgated --help` lists them.
-COMMAND_MODULES = ["segment", "serve", "train", "evaluate", "prepare", "checkpoints", "demo"]
+COMMAND_MODULES = ["segment", "serve", "train", "evaluate", "prepare", "models", "checkpoints", "devices", "demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,9 +11,11 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from ..errors import OutputError
-from ..inference.precision import PRECISIONS
+from ..modality import MODALITIES
+from .common import add_compute_options, add_progress_option
 
 SEGMENTATION_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha", ".dcm")
 
@@ -56,16 +58,10 @@ def add_parser(subparsers) -> None:
                    help="N Monte Carlo passes of adapter + decoder per slice (encoder once): writes entropy maps")
     p.add_argument("--uncertainty-output", metavar="DIR",
                    help="folder for the uncertainty maps (default: next to --output, named OUTPUT_uncertainty)")
-    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda (default: auto)")
     p.add_argument("--threshold", type=float, help="probability threshold (default: the checkpoint's, 0.5)")
-    p.add_argument("--batch-size", type=int, help="slices per encoder batch (default: 4 on a CPU, 16 on CUDA)")
-    p.add_argument("--modality", default="auto", choices=["auto", "ct", "mr"], help="intensity handling (default: auto)")
-    p.add_argument("--precision", choices=list(PRECISIONS), default="auto",
-                   help="arithmetic: auto (default: int8 on a CPU, or bf16 where the CPU has native bfloat16; "
-                   "fp32 on CUDA), fp32 (the reference numbers), int8 (CPU), bf16, fp16 (CUDA)")
-    p.add_argument("--amp", choices=["fp16", "bf16"], help="mixed precision on CUDA (the same as --precision)")
-    p.add_argument("--progress", choices=["tqdm", "json", "none"], default="tqdm",
-                   help="progress bar on stderr (tqdm), JSON lines on stdout (json, for Slicer) or none")
+    p.add_argument("--modality", default="auto", choices=MODALITIES, help="intensity handling (default: auto)")
+    add_compute_options(p, precision=True)
+    add_progress_option(p, "json, for Slicer")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.set_defaults(func=run)
 
@@ -92,13 +88,12 @@ def _single_input(args: argparse.Namespace) -> str:
 
 
 def check_output(path: str, overwrite: bool, suffixes=SEGMENTATION_SUFFIXES) -> None:
-    from ..io.atomic import check_writable
+    from ..io.atomic import check_writable, refuse_existing
 
     if not path.lower().endswith(suffixes):
         raise OutputError(f"unsupported output format '{Path(path).name}'",
                           f"End the output name with one of: {', '.join(suffixes)}.")
-    if Path(path).exists() and not overwrite:
-        raise OutputError(f"'{path}' already exists", "Pass --overwrite to replace it, or choose another --output.")
+    refuse_existing(path, overwrite)
     check_writable(path)
 
 
@@ -116,7 +111,7 @@ def check_dicom_seg_source(output: str, source: str, image) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..io.atomic import check_writable
+    from ..io.atomic import check_writable, overwrite_hint, refuse_existing
     from ..io.volume import read_image
     from ..progress import make_progress
     from ..vocabulary import resolve_prompts
@@ -128,8 +123,7 @@ def run(args: argparse.Namespace) -> int:
     args.input = _single_input(args)
     check_output(args.output, args.overwrite)
     if args.probabilities:
-        if Path(args.probabilities).exists() and not args.overwrite:
-            raise OutputError(f"'{args.probabilities}' already exists", "Pass --overwrite to replace it.")
+        refuse_existing(args.probabilities, args.overwrite, overwrite_hint(None))
         check_writable(args.probabilities)
     uncertainty_dir = None
     if args.uncertainty:
@@ -139,8 +133,7 @@ def run(args: argparse.Namespace) -> int:
 
         stem = split_suffixes(Path(args.output))[0]
         uncertainty_dir = args.uncertainty_output or str(Path(args.output).with_name(f"{stem}_uncertainty"))
-        if Path(uncertainty_dir).exists() and not args.overwrite:
-            raise OutputError(f"'{uncertainty_dir}' already exists", "Pass --overwrite to replace it.")
+        refuse_existing(uncertainty_dir, args.overwrite, overwrite_hint(None))
         check_writable(Path(uncertainty_dir) / "x")
     organs = resolve_prompts(args.prompts, args.preset)
     image = read_image(args.input)
@@ -151,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         progress.update("load", 0, 1)
         segmenter = Segmenter(args.checkpoint, device=args.device, batch_size=args.batch_size, amp=args.amp,
-                              precision=None if args.precision == "auto" else args.precision)
+                              precision=args.precision)
         progress.update("load", 1, 1)
         result = segmenter.segment(image, prompts=organs, modality=args.modality,
                                    threshold=args.threshold, return_probabilities=bool(args.probabilities),
@@ -166,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         progress.close()
     summary = result.summary()
-    done = {"event": "done", "outputs": [str(p) for p in written], "device": result.device,
+    done: dict[str, Any] = {"event": "done", "outputs": [str(p) for p in written], "device": result.device,
             "modality": result.modality, "seconds": round(result.seconds, 2), "segments": summary,
             "uncertainty": result.uncertainty}
     if args.progress == "json":

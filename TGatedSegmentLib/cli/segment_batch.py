@@ -19,6 +19,7 @@ import glob
 import os
 import sys
 from pathlib import Path
+from typing import Sequence
 
 from ..errors import EXIT_CANCELLED, EXIT_INTERNAL, EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, InputError, OutputError
 from .common import install_cancel
@@ -33,7 +34,7 @@ _SINGLE_ONLY = (("probabilities", "--probabilities"), ("uncertainty", "--uncerta
 # Inputs
 
 
-def expand_inputs(items: list[str], lists: list[str] = ()) -> list[Path]:
+def expand_inputs(items: list[str], lists: Sequence[str] = ()) -> list[Path]:
     """Paths from positional items (paths, globs, ``@LIST``) and ``--inputs-from`` files, in order.
 
     Globs are expanded here (not by the shell) so that they work the same on Windows. Every
@@ -141,13 +142,14 @@ def _refuse_non_dicom(inputs: list[Path], suffix: str) -> None:
 
 def _refuse_existing(cases, summary: Path, overwrite: bool) -> None:
     from ..inference.batch import existing_outputs
+    from ..io.atomic import overwrite_hint
 
     existing = [] if overwrite else existing_outputs(cases, summary)
     if existing:
         more = f" and {len(existing) - 5} more" if len(existing) > 5 else ""
         names = ", ".join(f"'{p}'" for p in existing[:5]) + more
         raise OutputError(f"{len(existing)} output file(s) already exist: {names}",
-                          "Pass --overwrite to replace them, or choose another --output-dir.")
+                          overwrite_hint("--output-dir", "them"))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -181,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         progress.update("load", 0, 1)
         segmenter = Segmenter(args.checkpoint, device=args.device, batch_size=args.batch_size, amp=args.amp,
-                              precision=None if args.precision == "auto" else args.precision)
+                              precision=args.precision)
         progress.update("load", 1, 1)
         try:
             for result in iter_batch(segmenter, cases, options, args.overwrite, progress, token):

@@ -36,17 +36,14 @@ import time
 
 from ..errors import EXIT_CANCELLED, Cancelled, TGatedError
 from ..progress import CancelToken, Progress
+from .common import add_compute_options
 
 
 def add_parser(subparsers) -> None:
-    from ..inference.precision import PRECISIONS
-
     p = subparsers.add_parser("serve", help="keep a model loaded and segment on request (JSON lines; for Slicer)",
                               description=__doc__.split("\n\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", metavar="PATH|HUB_ID", help="checkpoint folder or hub id (default: zero-shot)")
-    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda (default: auto)")
-    p.add_argument("--precision", choices=list(PRECISIONS), default="auto", help="as for tgated segment")
-    p.add_argument("--batch-size", type=int, help="slices per encoder batch (default: 4 on a CPU, 16 on CUDA)")
+    add_compute_options(p, amp=False, precision=True)
     p.add_argument("--cache-mb", type=float, default=4096.0,
                    help="memory for the last volume's encoder tokens and adapter outputs (default 4096 MB)")
     p.set_defaults(func=run, progress="json")
@@ -106,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _exit)  # Ctrl-C cancels a request; SIGTERM (the glue's kill) ends the process
     channel = Channel()
     segmenter = Segmenter(args.checkpoint, device=args.device, batch_size=args.batch_size,
-                          precision=None if args.precision == "auto" else args.precision,
+                          precision=args.precision,
                           volume_cache=VolumeCache(args.cache_mb))
     channel.send({"event": "ready", "pid": os.getpid(), "checkpoint": args.checkpoint, "device": str(segmenter.device),
                   "precision": segmenter.precision})

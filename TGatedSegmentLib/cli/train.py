@@ -14,7 +14,7 @@ import sys
 
 from ..errors import EXIT_CANCELLED, Cancelled, InputError
 from ..training.recipes import RECIPES
-from .common import add_progress_option, install_cancel
+from .common import add_compute_options, add_progress_option, install_cancel
 
 PATH_OPTIONS = ("data", "val", "base", "tokenizer", "cache_dir")
 # TrainConfig fields a recipe sets, as (field, type, help): each becomes --field-name
@@ -38,11 +38,14 @@ RECIPE_OPTIONS = (
     ("grad_clip", float, "gradient-norm clipping"),
     ("dice", str, "sample (per-sample Dice, the paper) or batch (per prompt over the batch)"),
     ("exclusive", float, "weight of the one-organ-per-pixel softmax over each slice's prompts (--batching slices)"),
+    ("hard_pixels", float, "weight of the BCE of each item's hardest 1 % of pixels (hard example mining)"),
     ("gate_penalty", float, "weight of the gate penalty"),
     ("negative_ratio", float, "negatives per positive (--batching pairs)"),
     ("max_rotation", float, "in-plane rotation augmentation, degrees"),
     ("max_zoom", float, "in-plane zoom augmentation, 1 +- this (--batching slices)"),
     ("intensity", float, "contrast/brightness/gamma jitter (--batching slices)"),
+    ("organ_intensity", float, "move each labelled organ's intensity level by up to +- this, one organ at a time "
+                               "(0-1 scale; for MR from few patients; --batching slices)"),
     ("flip_probability", float, "left-right flips of organs without a side (--batching pairs)"),
     ("boundary_weight", float, "extra draws of the 2 slices beyond each organ's extent (--batching slices)"),
     ("hint_weight", float, "extra draws of the slices a dataset lists as hard (--batching slices)"),
@@ -107,12 +110,11 @@ def add_parser(subparsers) -> None:
                    help="with a frozen vision encoder (--finetune decoder|adapters) and no pixel augmentation: encode "
                         "every training slice once, store the tokens beside the volume cache and train from them "
                         "(several times faster on a CPU at the real model size)")
-    p.add_argument("--amp", choices=["bf16", "fp16"], help="mixed precision on CUDA (default: float32)")
     p.add_argument("--cache-dir", metavar="DIR", help="preprocessed-volume cache, shareable between runs "
                    "(default RUN_DIR/cache)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run from its last saved step")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier run in RUN_DIR (keeps its cache)")
-    p.add_argument("--device", help="auto (CUDA if available), cpu or cuda (default auto)")
+    add_compute_options(p, batch_size=False, device_default=None)
     p.add_argument("--num-workers", type=int, help="data loading processes (default: 2 on CUDA, 0 on CPU)")
     p.add_argument("--seed", type=int, help="seed for initialisation, sampling and the split (default 0)")
     p.add_argument("--save-every-steps", type=int, help="also save last/ and resume/ every N steps")

@@ -141,7 +141,7 @@ def _load_nnunet(root: Path) -> Dataset:
     label_names = parse_label_map(meta.get("labels"), label_file)
     images, labels = _files(images_dir, [ending]), _files(labels_dir, [ending])
 
-    cases_meta = meta.get("cases") if isinstance(meta.get("cases"), dict) else {}
+    cases_meta = listed if isinstance(listed := meta.get("cases"), dict) else {}
     channels = meta.get("channel_names") or meta.get("modality") or {}
     default_modality = channels.get("0") if isinstance(channels, dict) else None
 
@@ -152,7 +152,7 @@ def _load_nnunet(root: Path) -> Dataset:
             imageless.append(case_id)
             continue
         claimed.add(stem)
-        info = cases_meta.get(case_id) if isinstance(cases_meta.get(case_id), dict) else {}
+        info = entry if isinstance(entry := cases_meta.get(case_id), dict) else {}
         annotated = _annotated(info.get("annotated"), case_id, label_names, label_file)
         modality = info.get("modality", default_modality)
         hard = info.get("oversample_slices") or ()

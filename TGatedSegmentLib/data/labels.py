@@ -43,6 +43,7 @@ def parse_label_map(raw: Any, source: Path) -> dict[int, str]:
     decathlon = all(_int_text(k) is not None for k in raw) and all(isinstance(v, str) for v in raw.values())
     names: dict[int, str] = {}
     for key, value in raw.items():
+        label_id: int | None
         if decathlon:
             label_id, name = int(key), str(value)
         else:

@@ -1,4 +1,5 @@
-"""``RUN/logs/curves.png``: how a training went, at a glance (loss and validation Dice per step).
+"""``RUN/logs/curves.png``: how a training went, at a glance (loss, validation Dice and the temporal
+adapter's gate per step).
 
 matplotlib is optional (the ``plots`` extra): without it :func:`render_training_curves` raises
 ImportError and the caller keeps the CSV logs only.
@@ -36,7 +37,8 @@ def _smooth(values: np.ndarray, window: int) -> np.ndarray:
 
 def render_training_curves(steps_csv: Path, validation_csv: Path, output: Path) -> None:
     """Two panels: training loss (raw, and smoothed over ~2 % of the steps) and validation Dice
-    (mean bold, each organ thin) against the step. Written atomically (a viewer never sees half)."""
+    (mean bold, each organ thin, the gate's mean dashed with its 10-90th percentile band when the
+    log has it) against the step. Written atomically (a viewer never sees half)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -56,10 +58,13 @@ def render_training_curves(steps_csv: Path, validation_csv: Path, output: Path) 
             if name.startswith("dice_"):
                 bottom.plot(val["step"], values, linewidth=0.8, marker=".", label=name[5:])
         bottom.plot(val["step"], val["val_mean_dice"], color="black", linewidth=2, marker="o", label="mean")
+        if "gate_mean" in val and np.isfinite(val["gate_mean"]).any():
+            bottom.fill_between(val["step"], val["gate_p10"], val["gate_p90"], color="0.5", alpha=0.15)
+            bottom.plot(val["step"], val["gate_mean"], color="0.4", linestyle="--", label="gate (p10-p90)")
         bottom.legend(loc="lower right", fontsize=7, ncol=3)
     bottom.set_ylim(0, 1)
     bottom.set_xlabel("step")
-    bottom.set_ylabel("validation Dice")
+    bottom.set_ylabel("validation Dice, gate")
     figure.tight_layout()
     with atomic_path(output) as tmp:
         figure.savefig(tmp, dpi=100, format="png")

@@ -11,22 +11,32 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
+from ..compat import moved_names
 from ..errors import InputError
 from ..io.atomic import atomic_path, atomic_write_text
+from ..io.jsonfile import write_json
 from ..progress import CancelToken, Progress
 from ..vocabulary import Organ
 from .metrics import METRICS, _status, organ_metrics, summarize
 from .metrics import dice as dice_score
+from .worst_slices import FOLDER as WORST_FOLDER
+from .worst_slices import WorstSlices
 
 METRIC_TITLES = {"dice": "Dice", "nsd": "NSD", "hd95": "HD95 (mm)"}
+
+
+class WrittenReport(NamedTuple):
+    """What :meth:`EvaluationReport.write` wrote, and why a chart is missing (None: nothing is)."""
+
+    files: list[Path]
+    note: str | None = None
 
 
 @dataclass
@@ -46,12 +56,21 @@ class ScoredCase:
 
 
 def score_case(segmenter, case: ScoredCase, tolerance_mm: float = 2.0, metrics: Sequence[str] = METRICS,
-               progress: Progress | None = None, cancel: CancelToken | None = None) -> list[dict]:
-    """Segment one volume with every scored prompt and return one metrics row per organ."""
+               progress: Progress | None = None, cancel: CancelToken | None = None, worst=None) -> list[dict]:
+    """Segment one volume with every scored prompt and return one metrics row per organ.
+
+    ``worst``: called with (case, organ, prepared volume, prediction, reference) per organ, e.g.
+    :meth:`worst_slices.WorstSlices.collector` (the volume is then prepared here, once).
+    """
+    from ..preprocessing.volume import PreparedVolume, prepare_volume
+
     ids = list(case.organs)
     if not ids:
         return []
-    result = segmenter.segment(case.volume, prompts=[case.organs[i] for i in ids], modality=case.modality,
+    volume = case.volume
+    if worst is not None and not isinstance(volume, PreparedVolume):
+        volume = prepare_volume(volume, segmenter.config.preprocessing, case.modality)
+    result = segmenter.segment(volume, prompts=[case.organs[i] for i in ids], modality=case.modality,
                                progress=progress, cancel=cancel)
     if result.masks.shape[1:] != case.labels.shape:
         raise InputError(f"case '{case.case_id}': the segmentation grid {result.masks.shape[1:]} differs from the "
@@ -65,14 +84,16 @@ def score_case(segmenter, case: ScoredCase, tolerance_mm: float = 2.0, metrics: 
         else:
             row = organ_metrics(pred, ref, case.spacing, tolerance_mm)
         organ = case.organs[label_id]
+        if worst is not None:
+            worst(case.case_id, organ.name, volume, pred, ref)
         rows.append({"case": case.case_id, "label": int(label_id), "organ": organ.name, "prompt": organ.prompt, **row})
     return rows
 
 
 def dataset_cases(dataset, cases=None) -> Iterator[ScoredCase]:
     """:class:`ScoredCase` for each case of a :class:`data.dataset.Dataset`, read lazily from disk."""
-    from ..data.modality import modality_hint
     from ..io.volume import array_from_image, read_image
+    from ..modality import modality_hint
 
     for case in (cases if cases is not None else dataset.cases):
         image = read_image(case.image)
@@ -88,11 +109,11 @@ def dataset_cases(dataset, cases=None) -> Iterator[ScoredCase]:
 def evaluate_segmenter(segmenter, cases: Iterable[ScoredCase], tolerance_mm: float = 2.0,
                        metrics: Sequence[str] = METRICS, progress: Progress | None = None,
                        cancel: CancelToken | None = None, total: int | None = None,
-                       stage: str = "evaluate") -> list[dict]:
+                       stage: str = "evaluate", worst=None) -> list[dict]:
     """Rows of :func:`score_case` for every case; progress (``stage``) per case."""
     rows: list[dict] = []
     for n, case in enumerate(cases):
-        rows.extend(score_case(segmenter, case, tolerance_mm, metrics, cancel=cancel))
+        rows.extend(score_case(segmenter, case, tolerance_mm, metrics, cancel=cancel, worst=worst))
         if progress is not None:
             progress.update(stage, n + 1, total or n + 1, case=case.case_id)
     return rows
@@ -110,6 +131,7 @@ class EvaluationReport:
     rows: list[dict] = field(default_factory=list)
     tolerance_mm: float = 2.0
     dataset: str = ""
+    worst: WorstSlices | None = None  # each checkpoint's worst slice per organ, when collected
 
     def summary(self, name: str) -> dict:
         return summarize(r for r in self.rows if r["checkpoint"] == name)
@@ -149,18 +171,22 @@ class EvaluationReport:
                 "empty_mask_rule": "both empty: not scored (NaN, left out of means); one empty: Dice 0, NSD 0, "
                                    "HD95 = volume diagonal"}
 
-    def write(self, folder: str | Path, chart: bool = True) -> tuple[list[Path], str | None]:
-        """metrics.csv (per case and organ), summary.csv, report.json, report.md, dice.png (means)
-        and dice_box.png (each organ's per-case Dice, one box per checkpoint).
+    def write(self, folder: str | Path, chart: bool = True) -> WrittenReport:
+        """metrics.csv (per case and organ), summary.csv, report.json, report.md, dice.png (means),
+        dice_box.png (each organ's per-case Dice, one box per checkpoint) and, when collected,
+        worst_slices/ORGAN.png (linked from report.md).
 
-        Returns the written files and a note when the chart was skipped.
+        Returns the written files and a note when the charts could not be drawn.
         """
         folder = Path(folder)
+        overlays = self.worst.write(folder / WORST_FOLDER) if self.worst is not None else []
+        markdown = self.to_markdown() + ("\n" + self.worst.markdown(overlays) if self.worst is not None else "")
         written = [
             atomic_write_text(folder / "metrics.csv", _csv(self.rows)),
             atomic_write_text(folder / "summary.csv", _csv(self.summary_rows())),
-            atomic_write_text(folder / "report.json", json.dumps(jsonable(self.to_json()), indent=1)),
-            atomic_write_text(folder / "report.md", self.to_markdown()),
+            write_json(folder / "report.json", self.to_json()),
+            atomic_write_text(folder / "report.md", markdown),
+            *overlays,
         ]
         note = None
         if chart:
@@ -169,7 +195,7 @@ class EvaluationReport:
                 written.append(self.box_plot(folder / "dice_box.png"))
             except ImportError:
                 note = "matplotlib is not installed: no dice.png or dice_box.png (pip install matplotlib)"
-        return written, note
+        return WrittenReport(written, note)
 
     def bar_chart(self, path: Path) -> Path:
         """Mean Dice per organ (and the macro mean), one bar per checkpoint."""
@@ -232,7 +258,7 @@ def _save_organ_axes(fig, ax, plt, organs: list[str], ylabel: str, path: Path) -
 def _fmt_spread(stats: dict, metric: str) -> str:
     """"mean ± std" over the cases (the mean alone when there is one case or none)."""
     mean, std = stats.get(metric), stats.get(f"{metric}_std")
-    if stats.get("n", 0) > 1 and std is not None and not math.isnan(std) and not math.isnan(mean):
+    if stats.get("n", 0) > 1 and mean is not None and std is not None and not math.isnan(std) and not math.isnan(mean):
         return f"{_fmt(mean, metric)} ± {_fmt(std, metric)}"
     return _fmt(mean, metric)
 
@@ -241,18 +267,6 @@ def _fmt(value, metric: str) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     return f"{value:.1f}" if metric == "hd95" else f"{value:.3f}"
-
-
-def jsonable(obj):
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return jsonable(obj.item())
-    return obj
 
 
 def _csv(rows: list[dict]) -> str:
@@ -275,10 +289,11 @@ def checkpoint_names(sources: Sequence[str]) -> list[str]:
 
 def evaluate(checkpoints: Sequence[str], data, tolerance_mm: float = 2.0, device: str = "auto", batch_size: int = 4,
              amp: str | None = None, progress: Progress | None = None, cancel: CancelToken | None = None,
-             names: Sequence[str] | None = None) -> EvaluationReport:
+             names: Sequence[str] | None = None, worst_slices: bool = False) -> EvaluationReport:
     """Score every checkpoint on every case of ``data`` (a dataset folder or a loaded Dataset).
 
-    ``names``: display names (default: the folder names, made unique).
+    ``names``: display names (default: the folder names, made unique); ``worst_slices``: also
+    collect each checkpoint's worst slice per organ (the report then writes their overlays).
     """
     from ..data.dataset import Dataset, load_dataset
     from ..inference.api import Segmenter
@@ -288,14 +303,19 @@ def evaluate(checkpoints: Sequence[str], data, tolerance_mm: float = 2.0, device
     if len(names) != len(checkpoints) or len(set(names)) != len(names):
         raise InputError("evaluate needs one distinct name per checkpoint", "Pass unique names, or none.")
     report = EvaluationReport(names, dict(zip(names, map(str, checkpoints))), tolerance_mm=tolerance_mm,
-                              dataset=str(dataset.root))
+                              dataset=str(dataset.root), worst=WorstSlices() if worst_slices else None)
     progress = progress or Progress()
     for name, source in zip(names, checkpoints):
         progress.info(message=f"evaluating {name} on {len(dataset.cases)} case(s)", checkpoint=name)
         # the reference arithmetic: a report measures the model, not a faster approximation of it
         segmenter = Segmenter(source, device=device, batch_size=batch_size, amp=amp, precision="fp32")
         rows = evaluate_segmenter(segmenter, dataset_cases(dataset), tolerance_mm, progress=progress, cancel=cancel,
-                                  total=len(dataset.cases))
+                                  total=len(dataset.cases),
+                                  worst=report.worst.collector(name) if report.worst is not None else None)
         report.rows.extend({"checkpoint": name, **row} for row in rows)
         del segmenter
     return report
+
+
+# The JSON-safe conversion moved down to io.jsonfile (the demo and the CLI write JSON through it too).
+__getattr__ = moved_names(__name__, {"jsonable": "TGatedSegmentLib.io.jsonfile"})

@@ -12,6 +12,8 @@ import numpy as np
 
 from ..vocabulary import Organ, generated_color
 
+_NEAREST = 0  # PIL's nearest-neighbour filter (Image.Resampling.NEAREST needs Pillow 9.1; 9.0 is allowed)
+
 
 def boundary(mask: np.ndarray) -> np.ndarray:
     """Pixels of a 2D mask that touch the background (4-neighbourhood)."""
@@ -27,7 +29,7 @@ def pick_slices(labels: np.ndarray, count: int = 4) -> list[int]:
     return sorted({int(round(z)) for z in np.linspace(lo, hi, count + 2)[1:-1]}) or [labels.shape[0] // 2]
 
 
-def _panel(grey: np.ndarray, labels: np.ndarray, colors: dict[int, tuple[int, int, int]], scale: int) -> np.ndarray:
+def _panel(grey: np.ndarray, labels: np.ndarray, colors: dict[int, tuple[int, ...]], scale: int) -> np.ndarray:
     rgb = np.repeat((np.clip(grey, 0, 1) * 255).astype(np.uint8)[..., None], 3, axis=2)
     rgb = rgb.repeat(scale, 0).repeat(scale, 1)
     big = labels.repeat(scale, 0).repeat(scale, 1)
@@ -69,7 +71,7 @@ def render_comparison(
         row = np.concatenate([p for panel in panels for p in (panel, gap)][:-1], axis=1)
         if abs(aspect - 1.0) > 0.05:  # show voxels with their physical proportions
             h = int(round(row.shape[0] * aspect))
-            row = np.asarray(Image.fromarray(row).resize((row.shape[1], h), Image.NEAREST))
+            row = np.asarray(Image.fromarray(row).resize((row.shape[1], h), _NEAREST))
         rows.append(row)
     width = max(r.shape[1] for r in rows)
     header, legend_h = 22, 16 * ((len(organs) + 2) // 3) + 8

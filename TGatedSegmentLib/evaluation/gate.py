@@ -5,7 +5,8 @@ The adapter blends, per token and channel, ``g * temporal + (1 - g) * single_sli
 and adapter over a whole volume exactly as inference does (the streaming engine's windows, edges
 replicated) and returns the channel-mean gate of every token, spread over the pixels the token
 covers, on the canonical slice grid: a volume of values in (0, 1) that can be summarised inside
-any mask (:func:`gate_stats`).
+any mask (:func:`gate_stats`). :class:`GateRecorder` summarises every gate value a model computes
+while it runs (the trainer's validation logs it next to the losses).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def gate_volume(segmenter, volume, modality: str = "auto") -> np.ndarray:
     size = segmenter.config.preprocessing.image_size
     out = np.zeros((depth, rows, cols), np.float32)
     for centres, window, _ in engine._windows(lambda idx: canonical[idx], depth, None, None, "gate"):
-        _, gate = model.fuse(window, return_gate=True)  # (B, T, C), token 0 is the class token
+        gate = model.fuse_with_gate(window).gate  # (B, T, C), token 0 is the class token
         patches = gate[:, 1:].float().mean(dim=-1)  # (B, g*g)
         grid = int(round(math.sqrt(patches.shape[1])))
         tokens = patches.view(-1, 1, grid, grid)
@@ -57,3 +58,56 @@ def gate_stats(gate: np.ndarray, mask: np.ndarray) -> dict:
         return {"voxels": 0, "mean": math.nan, **{f"p{p}": math.nan for p in PERCENTILES}}
     q = np.percentile(values, PERCENTILES)
     return {"voxels": int(values.size), "mean": float(values.mean()), **{f"p{p}": float(v) for p, v in zip(PERCENTILES, q)}}
+
+
+class GateRecorder:
+    """Mean and percentiles of every gate value (token x channel) the adapter computes inside ``with``.
+
+    A forward hook on the adapter's ``gate_proj`` sees the gate's logits (the gate is their sigmoid,
+    ``TemporalAdapter.gate``), so the engine runs unchanged. Values go into a fixed histogram over
+    (0, 1): memory stays constant however many volumes pass, and percentiles are exact to 1 / BINS.
+    A model without an adapter (the slice-wise baseline) records nothing and summarises to ``{}``.
+    Ranks of a distributed run combine their :meth:`state` with :meth:`summarize`.
+    """
+
+    BINS = 10_000
+
+    def __init__(self, model):
+        self.adapter = getattr(model, "adapter", None)
+        self.histogram = torch.zeros(self.BINS, dtype=torch.float64)
+        self.total, self.count = 0.0, 0
+        self._handle = None
+
+    def __enter__(self) -> "GateRecorder":
+        if self.adapter is not None:
+            self._handle = self.adapter.gate_proj.register_forward_hook(self._record)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+
+    def _record(self, module, inputs, logits) -> None:
+        gate = torch.sigmoid(logits.detach().float())
+        self.histogram += torch.histc(gate, bins=self.BINS, min=0.0, max=1.0).to("cpu", torch.float64)
+        self.total += float(gate.sum(dtype=torch.float64))
+        self.count += gate.numel()
+
+    def state(self) -> tuple:
+        return self.histogram.numpy(), self.total, self.count
+
+    @classmethod
+    def summarize(cls, states) -> dict:
+        """``{"mean", "p10", "p50", "p90"}`` over the states of :meth:`state` (``{}`` when nothing ran)."""
+        states = list(states)
+        count = sum(s[2] for s in states)
+        if not count:
+            return {}
+        cumulative = np.cumsum(np.sum([s[0] for s in states], axis=0))
+        edges = np.linspace(0.0, 1.0, cls.BINS + 1)
+        out = {"mean": sum(s[1] for s in states) / count}
+        for p in PERCENTILES:  # the upper edge of the bin where the cumulative count reaches p %
+            index = min(int(np.searchsorted(cumulative, p / 100.0 * cumulative[-1])), cls.BINS - 1)
+            out[f"p{p}"] = float(edges[index + 1])
+        return out

@@ -28,24 +28,12 @@ from ..preprocessing.slices import SliceCodec
 from ..preprocessing.volume import PreparedVolume, prepare_volume
 from ..progress import CancelToken, Progress
 from ..vocabulary import Organ, resolve_prompts
+from .devices import resolve_device
 from .engine import EngineStats, StreamingEngine, binary_entropy
 from .precision import resolve_precision, use_all_cores
 from .volume_cache import VolumeCache, content_key
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """``auto`` picks CUDA when PyTorch sees a GPU; asking for CUDA without one is a clear error."""
-    name = str(device or "auto").lower()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError("CUDA was requested but PyTorch sees no CUDA GPU on this machine",
-                         "Use --device cpu (or auto), or install a CUDA build of PyTorch.")
-    if name not in ("cpu",) and not name.startswith("cuda") and name != "mps":
-        raise InputError(f"unknown device '{device}'", "Use auto, cpu or cuda.")
-    return torch.device(name)
 
 
 @dataclass
@@ -133,7 +121,7 @@ class Segmenter:
         if amp and self.device.type == "cuda" and precision in (None, "auto", "fp32"):  # the older, CUDA-only flag
             requested = amp
         self.precision = resolve_precision(requested, self.device, caller_model=loaded is not None)
-        self.loaded = loaded or load_model(checkpoint, device=self.device, native=True)
+        self.loaded = loaded or load_model(checkpoint, device=self.device)
         self.loaded.model.to(self.device).eval()
         self.config = self.loaded.config
         self.codec = SliceCodec(self.config.preprocessing, self.device, dtype=self.loaded.model.dtype)
@@ -160,7 +148,7 @@ class Segmenter:
     def segment(
         self,
         volume,
-        prompts: str | list[str] | None = None,
+        prompts: str | list | None = None,
         preset: str | None = None,
         geometry: Geometry | None = None,
         modality: str = "auto",

@@ -69,6 +69,28 @@ def check_writable(path: str | Path) -> Path:
     return path
 
 
+def overwrite_hint(option: str | None = "--output", what: str = "it") -> str:
+    """How to get past an output that is already there, worded alike by every command."""
+    return f"Pass --overwrite to replace {what}" + (f", or choose another {option}." if option else ".")
+
+
+OVERWRITE_HINT = overwrite_hint()
+
+
+def refuse_existing(path: str | Path, overwrite: bool, hint: str = OVERWRITE_HINT, message: str | None = None) -> None:
+    """The one "output exists, use --overwrite" refusal, raised before any work is done."""
+    if not overwrite and Path(path).exists():
+        raise OutputError(message or f"'{path}' already exists", hint)
+
+
+def refuse_non_empty(folder: str | Path, overwrite: bool, what: str = "the output folder",
+                     hint: str = OVERWRITE_HINT) -> None:
+    """The same refusal for a folder, which is only in the way when it holds something."""
+    folder = Path(folder)
+    if not overwrite and folder.is_dir() and any(folder.iterdir()):
+        raise OutputError(f"{what} '{folder}' is not empty", hint)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yields a temporary path beside ``path`` (same suffixes); renamed onto ``path`` on success.
@@ -98,6 +120,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
     return Path(path)
+
 
 
 @contextlib.contextmanager

@@ -111,7 +111,7 @@ def _check_references(datasets: Sequence, folder: Path) -> None:
                           f"A DICOM-SEG needs images with patient geometry; {_OTHER_FORMATS}.")
 
 
-def check_alignment(datasets: Sequence, geometry: Geometry, folder: str | Path = "") -> None:
+def check_alignment(datasets: Sequence, geometry: Geometry, folder: str | Path | None = None) -> None:
     """Refuse to write unless source image ``k`` is exactly slice ``k`` of ``geometry``.
 
     This is what makes the SEG's frames map to the same patient positions as the labelmap's

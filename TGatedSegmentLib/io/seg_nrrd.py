@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from .nrrd_text import segment_names
 from .volume import Geometry
 
 _CHUNK = 1 << 18  # compressed bytes read at a time
@@ -64,8 +65,9 @@ def read_segmentation_layers(path: str | Path) -> SegmentLayers:
     else:  # 4-D: the layer is the fastest axis in the file, so each layer is gathered into its own array
         layers = [np.ascontiguousarray(voxels[..., n]) for n in range(voxels.shape[-1])]
     del voxels
-    segments = [(str(s.get("name", s["id"])), int(s.get("layer", 0)), int(s.get("labelValue", 1)))
-                for s in table["segments"]]
+    names = segment_names(path, len(table["segments"]))  # UTF-8, which slicerio's reader drops
+    segments = [(names[n] or str(s.get("name", s["id"])), int(s.get("layer", 0)), int(s.get("labelValue", 1)))
+                for n, s in enumerate(table["segments"])]
     return SegmentLayers(layers, segments, geometry)
 
 
@@ -83,7 +85,7 @@ def _inflate(path: Path) -> np.ndarray | None:
         flat = out.reshape(-1)
         encoding = header.get("encoding")
         if encoding == "raw":
-            count = handle.readinto(memoryview(flat))
+            count = handle.readinto(flat.data)
         elif encoding in ("gzip", "gz"):
             count = _gunzip_into(handle, flat)
         else:

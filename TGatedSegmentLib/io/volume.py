@@ -22,6 +22,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import InputError
+from ..modality import modality_hint
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,8 @@ class Geometry:
         if not np.all(np.isfinite(matrix)) or np.any(spacing <= 0):
             raise ValueError(f"invalid voxel-to-physical matrix (zero or non-finite voxel size):\n{matrix}")
         direction = columns / spacing[None, :]
-        return cls(tuple(size), tuple(spacing), tuple(matrix[:3, 3]), tuple(direction.ravel()))
+        i, j, k = (int(n) for n in size)
+        return cls((i, j, k), tuple(spacing), tuple(matrix[:3, 3]), tuple(direction.ravel()))
 
     @classmethod
     def from_ijk_to_ras(cls, matrix: np.ndarray | Sequence, size: Sequence[int]) -> "Geometry":
@@ -325,7 +327,8 @@ def image_modality(image: sitk.Image) -> str | None:
     """"ct" or "mr" from the DICOM Modality tag, when the input carried one."""
     if not image.HasMetaDataKey(MODALITY_TAG):
         return None
-    return {"CT": "ct", "MR": "mr"}.get(image.GetMetaData(MODALITY_TAG).strip().upper())
+    hint = modality_hint(image.GetMetaData(MODALITY_TAG))
+    return None if hint == "auto" else hint
 
 
 # --------------------------------------------------------------------------------------------------

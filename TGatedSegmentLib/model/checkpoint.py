@@ -28,13 +28,13 @@ import torch
 from ..compat import moved_names
 from ..errors import CheckpointError
 from ..io.atomic import atomic_dir, recover_dir
+from ..io.jsonfile import read_json
 from ..preprocessing.config import PreprocessConfig
 from .clipseg_base import load_clipseg_base, load_clipseg_config
-from .clipseg_native import NativeCLIPSeg
 from .configuration import DEFAULT_BASE_MODEL, FORMAT_NAME, AdapterConfig, RefineConfig, TGatedConfig
 from .empty_init import empty_weights
 from .modeling import TGatedCLIPSeg
-from .source import CONFIG_NAME, SourceKind, classify_source, download
+from .source import CONFIG_NAME, SourceKind, classify_source, download, missing_error
 from .tokenizer import check_tokenizer, load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -89,39 +89,37 @@ def load_state_dict_checked(model: torch.nn.Module, state_dict: dict, source: st
 
 def _read_config(folder: Path) -> dict | None:
     file = folder / CONFIG_NAME
-    if not file.is_file():
-        return None
-    try:
-        return json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"'{file}' is not valid JSON ({exc})", "The checkpoint is corrupt: copy it again.") from None
+    return read_json(file, lambda exc: CheckpointError(f"'{file}' is not valid JSON ({exc})",
+                                                       "The checkpoint is corrupt: copy it again."))
 
 
 # -- public API ----------------------------------------------------------------------------------
 
-def load_model(source: str | Path | None = None, device: str | torch.device = "cpu", native: bool = False) -> LoadedModel:
-    """Load a TGatedSegment checkpoint folder, a hub id of one, or a plain CLIPSeg (zero-shot).
+def load_model(source: str | Path | None = None, device: str | torch.device = "cpu") -> LoadedModel:
+    """Load a TGatedSegment checkpoint (a folder, an imported model's name, a hub id) or a plain
+    CLIPSeg (zero-shot).
 
-    ``None`` means the zero-shot default, ``CIDAS/clipseg-rd64-refined``. ``native`` (inference):
-    a checkpoint with all its weights gets the plain-PyTorch CLIPSeg and tokenizer
-    (:mod:`.clipseg_native`), which load without importing transformers; others are unchanged.
+    ``None`` means the zero-shot default, ``CIDAS/clipseg-rd64-refined``.
     """
     source = str(source or DEFAULT_BASE_MODEL)
-    path = Path(source).expanduser()
+    resolved = classify_source(source)
+    path = resolved.path or Path(source).expanduser()  # an imported model's NAME: its folder
     if path.suffix.lower() in {".pt", ".pth", ".bin", ".ckpt"} and path.is_file():
         raise CheckpointError(
             f"'{source}' is a single weights file, not a checkpoint folder",
-            f"Convert it once with: tgated import {source} --base-config {DEFAULT_BASE_MODEL} --output CKPT_DIR",
+            f"Import it once with `tgated models import {source} --name NAME` (the authors' format), then pass NAME.",
         )
     if path.exists() and not path.is_dir():
-        raise CheckpointError(f"'{source}' is a file, not a checkpoint folder", "Pass the folder that holds config.json.")
+        raise CheckpointError(f"'{source}' is a file, not a checkpoint folder",
+                              "Pass the folder that holds config.json, or import the file once with `tgated models "
+                              "import FILE --name NAME` (a .zip, or a .safetensors with --config) and pass NAME.")
     recover_dir(path)
     if path.is_dir():
         folder = path
-    elif classify_source(source).kind is SourceKind.HUB_ID:
+    elif resolved.kind is SourceKind.HUB_ID:
         folder = download(source, config_only=True)
     else:
-        raise CheckpointError(f"checkpoint '{source}' does not exist", "Check the path, or pass a hub id.")
+        raise missing_error(source)
     raw = _read_config(folder)
     if raw is None:
         raise CheckpointError(f"'{folder}' has no config.json", "Pass a checkpoint folder or a CLIPSeg model folder.")
@@ -133,7 +131,7 @@ def load_model(source: str | Path | None = None, device: str | torch.device = "c
                               "Pass a folder made by `tgated init`, `tgated train` or `tgated import`.")
     if not path.is_dir():
         folder = download(source)
-    return _load_tgated(folder, raw, source, device, native)
+    return _load_tgated(folder, raw, source, device)
 
 
 def _load_zero_shot(folder: Path | str, source: str, device) -> LoadedModel:
@@ -145,21 +143,21 @@ def _load_zero_shot(folder: Path | str, source: str, device) -> LoadedModel:
     return LoadedModel(model.to(device).eval(), tokenizer, config, source)
 
 
-def _load_tgated(folder: Path, raw: dict, source: str, device, native: bool = False) -> LoadedModel:
+def _load_tgated(folder: Path, raw: dict, source: str, device) -> LoadedModel:
     try:
         config = TGatedConfig.from_dict(raw)
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"'{folder / CONFIG_NAME}' is not a valid TGatedSegment config ({exc})",
                               "The checkpoint is corrupt or from an incompatible version.") from None
     partial = bool(raw.get("partial_weights"))
-    if partial and not config.base_model_id:
-        raise CheckpointError(f"'{folder}' holds only part of the weights but names no base model to load them on",
-                              "The checkpoint is incomplete: use one saved with full weights.")
     if partial:
+        if not config.base_model_id:
+            raise CheckpointError(f"'{folder}' holds only part of the weights but names no base model to load them "
+                                  "on", "The checkpoint is incomplete: use one saved with full weights.")
         model = TGatedCLIPSeg(config, base_model=load_base_model(config.base_model_id))
     else:  # every weight comes from the file: build without allocating or initialising any (see _materialise)
         with empty_weights():
-            model = TGatedCLIPSeg(config, base_model=NativeCLIPSeg(config.clipseg_config) if native else None)
+            model = TGatedCLIPSeg(config)
     weights = folder / WEIGHTS_NAME
     if not weights.is_file():
         raise CheckpointError(f"'{folder}' has no {WEIGHTS_NAME}", "The checkpoint is incomplete: copy it again.")
@@ -181,8 +179,7 @@ def _load_tgated(folder: Path, raw: dict, source: str, device, native: bool = Fa
             "from it differ)",
             "Restore that base model (folder or hub revision), or use a checkpoint saved with full weights.")
     has_tokenizer = any((folder / name).is_file() for name in ("tokenizer.json", "vocab.json"))
-    tokenizer = load_tokenizer(folder if has_tokenizer else (config.base_model_id or DEFAULT_BASE_MODEL),
-                               native=native and not partial)
+    tokenizer = load_tokenizer(folder if has_tokenizer else (config.base_model_id or DEFAULT_BASE_MODEL))
     check_tokenizer(tokenizer, model.base_model.config)
     return LoadedModel(model.to(device).eval(), tokenizer, config, source)
 
@@ -209,8 +206,8 @@ def _materialise(model: TGatedCLIPSeg, state_dict: dict, source: str) -> None:
 
 def load_base_model(source: str | Path):
     """The CLIPSeg model (``CLIPSegForImageSegmentation``) a partial checkpoint loads on top of:
-    a CLIPSeg folder or hub id, or the CLIPSeg part of a TGatedSegment checkpoint folder."""
-    folder = Path(str(source)).expanduser()
+    a CLIPSeg folder or hub id, or the CLIPSeg part of a TGatedSegment checkpoint (folder or name)."""
+    folder = classify_source(source).path or Path(str(source)).expanduser()
     if folder.is_dir():
         raw = _read_config(folder)
         if raw is not None and raw.get("format") == FORMAT_NAME:
@@ -348,19 +345,11 @@ def resolve_tokenizer(tokenizer: str | Path | Any, vocabulary=()):
     return tokenizer
 
 
-def init_checkpoint(
-    base: str | Path,
-    output: str | Path,
-    tokenizer: str | Path | Any | None = None,
-    temporal: bool = True,
-    adapter: AdapterConfig | None = None,
-    preprocessing: PreprocessConfig | None = None,
-    vocabulary=None,
-    seed: int = 0,
-    refine: RefineConfig | None = None,
-) -> Path:
-    """Write an untrained checkpoint folder (see :func:`build_model`)."""
-    loaded = build_model(base, tokenizer, temporal, adapter, preprocessing, vocabulary, seed, refine)
+def init_checkpoint(base: str | Path, output: str | Path, tokenizer: str | Path | Any | None = None,
+                    **options: Any) -> Path:
+    """Write an untrained checkpoint folder: :func:`build_model` (``options``: temporal, adapter,
+    preprocessing, vocabulary, seed, refine) saved to ``output``."""
+    loaded = build_model(base, tokenizer, **options)
     return save_checkpoint(loaded.model, loaded.tokenizer, output, loaded.config)
 
 

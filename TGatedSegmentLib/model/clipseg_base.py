@@ -43,7 +43,7 @@ def load_clipseg_base(source: str | Path):
     from transformers import CLIPSegForImageSegmentation
 
     try:
-        return CLIPSegForImageSegmentation.from_pretrained(str(source))
+        return CLIPSegForImageSegmentation.from_pretrained(str(classify_source(source).path or source))
     except (OSError, ValueError) as exc:
         if Path(source).exists():
             raise CheckpointError(f"cannot load CLIPSeg weights from '{source}' ({str(exc).splitlines()[0][:200]})",

@@ -57,6 +57,10 @@ class AdapterConfig:
     prob_init_variance: float = 1e-3
     mode: str = "residual"
     ignore_context: bool = False
+    # residual mode: which of the decoder's extracted activations (encoder order, -1 the deepest) the
+    # adapter reads over the window and rewrites. New models take the one the decoder's FiLM reads
+    # (``conditioned_activation``): an activation the decoder has learnt to ignore carries no context
+    activation: int = -1
 
     def __post_init__(self) -> None:
         if self.mode not in ADAPTER_MODES:
@@ -65,6 +69,8 @@ class AdapterConfig:
             self.gate_bias_init = -5.0 if self.mode == "reference" else 0.0
         if self.context_size < 1 or self.context_size % 2 == 0:
             raise ValueError(f"context_size must be a positive odd number, got {self.context_size}")
+        if self.mode == "reference" and self.activation != -1:
+            raise ValueError("the authors' wiring reads the last encoder state only (activation -1)")
         if self.proj_dim % self.num_heads:
             raise ValueError(f"proj_dim {self.proj_dim} is not divisible by num_heads {self.num_heads}")
 

@@ -65,7 +65,7 @@ def import_reference_checkpoint(
     base: str | Path,
     output: str | Path,
     tokenizer: str | Path | None = None,
-    slice_layout: tuple[str, str] = REFERENCE_SLICE_LAYOUT,
+    slice_layout: tuple[str, ...] = REFERENCE_SLICE_LAYOUT,
 ) -> Path:
     """Convert a checkpoint saved by the authors' code (bare state dict or training dict)."""
     from ..vocabulary import ABDOMEN13

@@ -76,6 +76,7 @@ class PeftAdapters(nn.Module):
         # for thinner test models
         self.text_taps = [min(i, clipseg_config.text_config.num_hidden_layers - 1) for i in self.extract_layers]
         dim = config.dim
+        assert dim is not None, "PeftConfig.__post_init__ sets the bottleneck width"
         self.vision_dense = self.text_dense = self.vision_shallow = self.text_shallow = None
         if config.variant == "dense":
             if config.vision:

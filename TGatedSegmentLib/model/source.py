@@ -7,11 +7,14 @@ Every option that takes a model (``--base``, ``--checkpoint``, ``--base-config``
 * a CLIPSeg model folder (``config.json`` with ``"model_type": "clipseg"``: pretrained weights);
 * a CLIPSeg config file (an architecture: random weights);
 * ``builtin:NAME``, an architecture shipped in the package (random weights);
+* the NAME of a model imported into the user's model folder (``tgated models import``, :mod:`.store`);
 * a HuggingFace Hub id ``owner/name`` (either kind of model, downloaded once).
 
 :func:`classify_source` answers which, reading at most one small JSON file, without torch and
 without the network, so checkpoint loading, ``tgated train``'s pre-flight checks and the demo
-cannot disagree about a path. Add a new kind of model source here first (see docs/architecture.md).
+cannot disagree about a path. Local paths win over model names, and names over the hub-id pattern
+(a name has no ``/``); ``ModelSource.path`` is where a local or imported model is, so a caller
+that opens files uses ``path``, never the text. Add a new kind of model source here first (see docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from pathlib import Path
 from ..errors import CheckpointError
 from .architectures import is_builtin
 from .configuration import DEFAULT_BASE_MODEL, FORMAT_NAME
+from .store import find_model, is_model_name, models_dir, unknown_model_hint
 
 CONFIG_NAME = "config.json"
 OFFLINE_HINT = (
@@ -34,6 +38,7 @@ OFFLINE_HINT = (
 
 class SourceKind(str, Enum):
     CHECKPOINT = "checkpoint"  # a folder holding a TGatedSegment checkpoint
+    STORED = "stored"  # the NAME of a checkpoint imported into the user's model folder (model.store)
     CLIPSEG = "clipseg"  # a folder holding a CLIPSeg model (pretrained weights, zero-shot)
     FOLDER = "folder"  # any other folder: no config.json, or one of neither kind (or not readable)
     CONFIG_FILE = "config_file"  # an existing file, read as a CLIPSeg config JSON (random weights)
@@ -48,11 +53,16 @@ class ModelSource:
 
     text: str
     kind: SourceKind
-    path: Path | None = None  # the expanded local file or folder (None for builtin, hub id, missing)
+    path: Path | None = None  # the expanded local file or folder, or a stored model's folder (else None)
 
     @property
     def is_folder(self) -> bool:
-        return self.kind in (SourceKind.CHECKPOINT, SourceKind.CLIPSEG, SourceKind.FOLDER)
+        return self.kind in (SourceKind.CHECKPOINT, SourceKind.STORED, SourceKind.CLIPSEG, SourceKind.FOLDER)
+
+    @property
+    def is_checkpoint(self) -> bool:
+        """A TGatedSegment checkpoint on this machine (a folder, or an imported model's name)."""
+        return self.kind in (SourceKind.CHECKPOINT, SourceKind.STORED)
 
     @property
     def is_local(self) -> bool:
@@ -65,7 +75,7 @@ class ModelSource:
 
 
 def looks_like_hub_id(source: str) -> bool:
-    """``owner/name`` that is not a path (the Slicer glue restates this rule: keep them equal)."""
+    """``owner/name`` that is not a path (the Slicer glue uses this rule too: this module loads no torch)."""
     parts = str(source).split("/")
     return len(parts) == 2 and all(parts) and not str(source).startswith((".", "~")) and "\\" not in str(source)
 
@@ -94,16 +104,27 @@ def classify_source(source: str | Path) -> ModelSource:
         return ModelSource(text, _folder_kind(path), path)
     if path.exists():
         return ModelSource(text, SourceKind.CONFIG_FILE, path)
+    stored = find_model(text)
+    if stored is not None:
+        return ModelSource(text, SourceKind.STORED, stored)
     if looks_like_hub_id(text):
         return ModelSource(text, SourceKind.HUB_ID)
     return ModelSource(text, SourceKind.MISSING)
 
 
+def missing_error(source: str, what: str = "checkpoint") -> CheckpointError:
+    """The one-line error for a text that names nothing: no such path, imported model or hub id."""
+    if is_model_name(source):
+        return CheckpointError(f"{what} '{source}' is neither a folder here nor a model imported into {models_dir()}",
+                               unknown_model_hint(source))
+    return CheckpointError(f"{what} '{source}' does not exist", "Check the path, or pass an imported model's name "
+                           f"(`tgated models list`) or a hub id such as {DEFAULT_BASE_MODEL}.")
+
+
 def hub_error(source: str, exc: Exception, what: str = "checkpoint") -> CheckpointError:
     """The one-line error for a source that is neither on disk nor loadable from the hub."""
     if not looks_like_hub_id(source):
-        return CheckpointError(f"{what} '{source}' does not exist", "Check the path, or pass a hub id such as "
-                               f"{DEFAULT_BASE_MODEL}.")
+        return missing_error(source, what)
     return CheckpointError(
         f"'{source}' is not a local folder and could not be loaded from the HuggingFace Hub "
         f"({type(exc).__name__}: {str(exc).splitlines()[0][:160]})",

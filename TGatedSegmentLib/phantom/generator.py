@@ -45,7 +45,6 @@ Target organ and distractors (the adapter's raison d'etre)
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -55,7 +54,8 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import InputError
-from ..io.atomic import atomic_path, atomic_write_text, ensure_writable_dir
+from ..io.atomic import atomic_path, ensure_writable_dir
+from ..io.jsonfile import write_json
 from ..vocabulary import lookup
 
 TARGET_ORGAN = "gallbladder"
@@ -92,7 +92,14 @@ TISSUE_HU: dict[str, float] = {
 }
 
 #: FLARE22 label ids (those of :data:`TGatedSegmentLib.vocabulary.ABDOMEN13`), by organ name.
-LABEL_IDS: dict[str, int] = {name: lookup(name).label for name in ORGAN_TABLE}
+def _label_id(name: str) -> int:
+    organ = lookup(name)
+    if organ is None:
+        raise KeyError(f"the phantom organ '{name}' is not in the organ vocabulary")
+    return organ.label
+
+
+LABEL_IDS: dict[str, int] = {name: _label_id(name) for name in ORGAN_TABLE}
 
 
 @dataclass(frozen=True)
@@ -172,8 +179,8 @@ class Phantom:
     labels: np.ndarray  # uint8, FLARE22 ids (see label_names)
     label_names: dict[int, str]  # every organ the generator draws, present in this volume or not
     distractor_mask: np.ndarray  # bool, never labelled
-    spacing: tuple[float, float, float]  # (z, y, x) mm
-    origin: tuple[float, float, float]  # LPS (x, y, z) mm of voxel (0, 0, 0)
+    spacing: tuple[float, ...]  # (z, y, x) mm
+    origin: tuple[float, ...]  # LPS (x, y, z) mm of voxel (0, 0, 0)
     target: str = TARGET_ORGAN
     distractors: list[Distractor] = field(default_factory=list)
     seed: object = None
@@ -188,22 +195,22 @@ class Phantom:
         """Label ids with at least one voxel."""
         return [int(i) for i in np.unique(self.labels) if i != 0]
 
+    @property
+    def geometry(self):
+        """The volume's grid (:class:`io.volume.Geometry`): identity direction, this spacing and origin."""
+        from ..io.volume import Geometry
+
+        return Geometry(self.image.shape[::-1], self.spacing[::-1], self.origin)
+
     def to_sitk(self, integer_hu: bool = False):
-        """``(image, labels)`` SimpleITK images: identity direction, spacing (x, y, z), this origin.
+        """``(image, labels)`` SimpleITK images on :attr:`geometry`.
 
         ``integer_hu``: the image rounded to int16 HU, as a scanner stores CT (what files and users get).
         """
-        import SimpleITK as sitk
+        from ..io.volume import image_from_array
 
         image = np.clip(np.round(self.image), -32768, 32767).astype(np.int16) if integer_hu else self.image
-        images = []
-        for array in (image, self.labels):
-            img = sitk.GetImageFromArray(array)
-            img.SetSpacing(tuple(float(s) for s in self.spacing[::-1]))
-            img.SetOrigin(tuple(float(o) for o in self.origin))
-            img.SetDirection((1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
-            images.append(img)
-        return images[0], images[1]
+        return image_from_array(image, self.geometry), image_from_array(self.labels, self.geometry)
 
 
 # -- numpy helpers --------------------------------------------------------------------------------
@@ -274,6 +281,15 @@ def blob_extents(mask: np.ndarray, fully_connected: bool = True) -> list[tuple[i
 
 class _Canvas:
     """Geometry and arrays of one volume while it is being drawn."""
+
+    # set while drawing: the body and its inside, the per-slice body half-axes (the body's step),
+    # where organs may still go and the liver's lowest slice (the organs' step)
+    body: np.ndarray
+    interior: np.ndarray
+    A: np.ndarray
+    B: np.ndarray
+    allowed: np.ndarray
+    liver_z0: int
 
     def __init__(self, spec: PhantomSpec, rng: np.random.Generator):
         self.spec, self.rng = spec, rng
@@ -718,7 +734,7 @@ def generate_phantom(seed: int | Sequence[int] = 0, spec: PhantomSpec = PhantomS
     return Phantom(
         image=image.astype(np.float32, copy=False),
         labels=cv.labels,
-        label_names={LABEL_IDS[n]: n for n in sorted(LABEL_IDS, key=LABEL_IDS.get)},
+        label_names={LABEL_IDS[n]: n for n in sorted(LABEL_IDS, key=LABEL_IDS.__getitem__)},
         distractor_mask=cv.distractors,
         spacing=tuple(spec.spacing),
         origin=tuple(float(o) for o in origin),
@@ -793,7 +809,7 @@ def write_phantom_dataset(folder: str | Path, n_cases: int, seed: int = 0, spec:
                     "target_label": LABEL_IDS[TARGET_ORGAN]},
         "cases": cases,
     }
-    atomic_write_text(folder / "dataset.json", json.dumps(dataset, indent=1))
+    write_json(folder / "dataset.json", dataset)
     return folder
 
 

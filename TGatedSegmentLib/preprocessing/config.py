@@ -22,12 +22,13 @@ class PreprocessConfig:
     """
 
     image_size: int = 352
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
-    ct_window: tuple[float, float] = (-125.0, 275.0)
-    mr_percentiles: tuple[float, float] = (1.0, 99.0)
+    # tuples of any length to the type checker: __post_init__ turns JSON lists into tuples and checks them
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)  # 3 values
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)  # 3 values
+    ct_window: tuple[float, ...] = (-125.0, 275.0)  # (low, high) HU
+    mr_percentiles: tuple[float, ...] = (1.0, 99.0)  # (low, high)
     quantize_8bit: bool = True  # the CLIPSeg processor (and the authors) saw 8-bit grey images
-    slice_layout: tuple[str, str] = ("P", "L")
+    slice_layout: tuple[str, ...] = ("P", "L")  # 2 directions
 
     def __post_init__(self) -> None:
         self.mean, self.std = tuple(self.mean), tuple(self.std)

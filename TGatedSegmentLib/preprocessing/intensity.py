@@ -10,12 +10,11 @@ import logging
 
 import numpy as np
 
+from ..compat import moved_names
 from ..errors import InputError
 from .config import PreprocessConfig
 
 log = logging.getLogger(__name__)
-
-MODALITIES = ("auto", "ct", "mr")
 
 
 def detect_modality(array: np.ndarray, hint: str | None = None) -> str:
@@ -31,13 +30,6 @@ def detect_modality(array: np.ndarray, hint: str | None = None) -> str:
         return "ct"
     low = float(np.percentile(finite[:: max(1, finite.size // 200_000)], 1.0))
     return "ct" if low < -200.0 else "mr"
-
-
-def check_modality(modality: str | None) -> str:
-    modality = (modality or "auto").lower()
-    if modality not in MODALITIES:
-        raise InputError(f"unknown modality '{modality}'", "Use auto, ct or mr.")
-    return modality
 
 
 def normalize_intensity(array: np.ndarray, modality: str, config: PreprocessConfig) -> np.ndarray:
@@ -62,3 +54,8 @@ def normalize_intensity(array: np.ndarray, modality: str, config: PreprocessConf
                          "Check that the right image was loaded.")
     out = (np.clip(array, lo, hi) - lo) / (hi - lo)
     return out.astype(np.float32, copy=False)
+
+
+# The modality rule moved to TGatedSegmentLib.modality (the reader and the datasets use it too).
+__getattr__ = moved_names(__name__, {"MODALITIES": "TGatedSegmentLib.modality",
+                                     "check_modality": "TGatedSegmentLib.modality"})

@@ -19,7 +19,7 @@ _CANONICAL = ("P", "L")
 _OPPOSITE = {"L": "R", "R": "L", "P": "A", "A": "P"}
 
 
-def _layout_ops(layout: tuple[str, str]) -> tuple[bool, bool, bool]:
+def _layout_ops(layout: tuple[str, ...]) -> tuple[bool, bool, bool]:
     """(transpose, flip rows, flip columns) taking a canonical slice to ``layout``."""
     rows, cols = layout
     transpose = rows in "LR"

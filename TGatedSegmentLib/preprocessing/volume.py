@@ -13,8 +13,9 @@ import numpy as np
 
 from ..errors import InputError
 from ..io.volume import Geometry, array_from_image, check_volume_values, image_modality, read_image
+from ..modality import check_modality
 from .config import PreprocessConfig
-from .intensity import check_modality, detect_modality, normalize_intensity
+from .intensity import detect_modality, normalize_intensity
 from .orientation import Reorientation, orientation_code, reorientation_for
 
 
@@ -32,7 +33,7 @@ class PreparedVolume:
         return tuple(self.unit.shape)
 
     @property
-    def spacing(self) -> tuple[float, float, float]:
+    def spacing(self) -> tuple[float, ...]:
         """Canonical (z, y, x) voxel spacing in mm."""
         return tuple(self.reorientation.canonical_spacing(self.geometry.spacing))
 

@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from ..data.dataset import Case
-from ..data.modality import modality_hint
 from ..errors import Cancelled, InputError
 from ..io.atomic import atomic_dir, recover_dir
 from ..io.volume import Geometry, array_from_image, read_image
+from ..modality import modality_hint
 from ..preprocessing.config import PreprocessConfig
 from ..preprocessing.orientation import reorientation_for
 from ..preprocessing.volume import PreparedVolume, prepare_volume
@@ -89,7 +89,7 @@ class CachedVolume:
         return self._array("presence")
 
     @property
-    def spacing(self) -> tuple[float, float, float]:
+    def spacing(self) -> tuple[float, ...]:
         """Canonical (z, y, x) spacing in mm."""
         return tuple(reorientation_for(self.geometry.direction).canonical_spacing(self.geometry.spacing))
 

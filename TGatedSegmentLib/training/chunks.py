@@ -46,6 +46,7 @@ class Chunk:
     contrast: float = 1.0
     brightness: float = 0.0
     gamma: float = 1.0
+    organ_seed: int = 0  # per-organ intensity draws (augment.apply_organ_intensity)
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class ChunkAugmentation:
     max_rotation: float = 0.0  # degrees, uniform in +-max_rotation
     max_zoom: float = 0.0  # zoom uniform in [1 - max_zoom, 1 + max_zoom]
     intensity: float = 0.0  # contrast 1 +- a, brightness +- a / 2, gamma exp(+- a)
+    organ_intensity: float = 0.0  # each organ's level moved by up to +- a (augment.apply_organ_intensity)
 
 
 def slice_weights(presence: np.ndarray, organ_ids: Sequence[int], boundary_margin: int = 2,
@@ -110,13 +112,15 @@ class ChunkSampler(EpochSampler):
             gamma = np.exp(rng.uniform(-a.intensity, a.intensity, n))
         else:
             contrast, brightness, gamma = np.ones(n), np.zeros(n), np.ones(n)
+        # drawn after the others, and only when on: runs without it keep their exact draws
+        organ_seeds = rng.integers(0, 2**31 - 1, n) if a.organ_intensity else np.zeros(n, dtype=np.int64)
         chunks = []
         for i, (v, z) in enumerate(anchors):
             depth = self.depths[int(v)]
             length = min(self.chunk_slices, depth)
             start = int(np.clip(int(z) - int(offsets[i]) % length, 0, depth - length))
             chunks.append(Chunk(int(v), start, start + length, float(angles[i]), float(zooms[i]), float(contrast[i]),
-                                float(brightness[i]), float(gamma[i])))
+                                float(brightness[i]), float(gamma[i]), int(organ_seeds[i])))
         return chunks
 
 
@@ -129,8 +133,10 @@ class ChunkDataset(SliceDataset):
     """
 
     def __init__(self, volumes: list[CachedVolume], preprocessing: PreprocessConfig, context_size: int,
-                 organs: Sequence[Sequence[int]], prompts: dict[int, int], tokens: Sequence | None = None):
+                 organs: Sequence[Sequence[int]], prompts: dict[int, int], tokens: Sequence | None = None,
+                 organ_intensity: float = 0.0):
         super().__init__(volumes, preprocessing, context_size, prompts)
+        self.organ_intensity = float(organ_intensity)
         self.organs = [np.asarray(list(ids), dtype=np.int64) for ids in organs]
         self.token_files = list(tokens) if tokens is not None else None  # token_cache.build_token_cache
         self._tokens: dict = {}
@@ -154,7 +160,11 @@ class ChunkDataset(SliceDataset):
         windows = [window_indices(c, volume.depth, self.context_size) for c in centres]
         needed = sorted({z for w in windows for z in w})
         row = {z: i for i, z in enumerate(needed)}
-        unit = augment.apply_intensity(volume.unit_slices(needed), chunk.contrast, chunk.brightness, chunk.gamma)
+        unit = volume.unit_slices(needed)
+        if self.organ_intensity:
+            unit = augment.apply_organ_intensity(unit, np.asarray(volume.labels[needed]), self.organ_intensity,
+                                                 chunk.organ_seed)
+        unit = augment.apply_intensity(unit, chunk.contrast, chunk.brightness, chunk.gamma)
         codec = self.codec
         pixels = codec.encode(unit)  # (U, 3, H, W)
         ids = self.organs[chunk.volume]

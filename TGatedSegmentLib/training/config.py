@@ -21,7 +21,10 @@ STRUCTURAL = ("data", "val", "base", "tokenizer", "temporal", "freeze_encoders",
               "gate_penalty", "negative_ratio", "max_rotation", "flip_probability", "seed", "image_size", "amp",
               "finetune", "peft", "peft_dim", "peft_parts", "lr_peft", "probabilistic", "recipe", "adapter",
               "refine", "batching", "chunk_slices", "schedule", "warmup_steps", "dice", "max_zoom", "intensity",
-              "boundary_weight", "hint_weight", "exclusive")
+              "boundary_weight", "hint_weight", "exclusive", "organ_intensity", "hard_pixels")
+# Settings added after runs were saved without them: the value those runs trained with. A resumed
+# run keeps it (a recipe's newer default must not change a run half way).
+PREDATING = {"organ_intensity": 0.0, "hard_pixels": 0.0}
 ADAPTER_CHOICES = ("residual", "reference", "control")  # control: the residual adapter fed 5 copies of the centre
 BATCHINGS = ("pairs", "slices")
 
@@ -79,11 +82,13 @@ class TrainConfig:
     grad_clip: float | None = None
     dice: str | None = None  # "sample" (the paper's per-sample Dice) or "batch" (per prompt over the batch)
     exclusive: float | None = None  # weight of the one-organ-per-pixel softmax over a slice's prompts ("slices")
+    hard_pixels: float | None = None  # weight of the BCE of each item's hardest 1 % of pixels (losses.py)
     gate_penalty: float | None = None
     negative_ratio: float | None = None  # negatives per positive ("pairs")
     max_rotation: float | None = None  # degrees, uniform in +-max_rotation
     max_zoom: float | None = None  # in-plane scale uniform in 1 +- max_zoom ("slices")
     intensity: float | None = None  # contrast/brightness/gamma jitter ("slices")
+    organ_intensity: float | None = None  # each organ's level moved by up to +- this ("slices", augment.py)
     flip_probability: float | None = None  # left-right flip, organs without a side only ("pairs")
     boundary_weight: float | None = None  # extra draws of the 2 slices beyond each organ's extent ("slices")
     hint_weight: float | None = None  # extra draws of the slices a dataset lists as hard ("slices")
@@ -124,7 +129,7 @@ class TrainConfig:
             raise InputError(f"num_workers must be >= 0, got {self.num_workers!r}", "Pass --num-workers 0 or more.")
         for name in ("lr_encoder", "lr_decoder", "lr_adapter", "weight_decay", "min_lr", "grad_clip", "gate_penalty",
                      "negative_ratio", "max_rotation", "max_zoom", "intensity", "boundary_weight", "hint_weight",
-                     "exclusive"):
+                     "exclusive", "organ_intensity", "hard_pixels"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise InputError(f"{name} must be a finite number >= 0, got {value!r}",
@@ -140,12 +145,13 @@ class TrainConfig:
             raise InputError(f"unknown mixed precision '{self.amp}'", "Use --amp bf16 or --amp fp16 (CUDA only).")
         choices = (("adapter", self.adapter, ADAPTER_CHOICES), ("batching", self.batching, BATCHINGS),
                    ("schedule", self.schedule, ("restarts", "cosine")), ("dice", self.dice, ("sample", "batch")))
-        for name, value, allowed in choices:
-            if value not in allowed:
-                raise InputError(f"unknown {name.replace('_', ' ')} '{value}'",
+        for name, choice, allowed in choices:
+            if choice not in allowed:
+                raise InputError(f"unknown {name.replace('_', ' ')} '{choice}'",
                                  f"Use --{_flag(name)} {' or '.join(allowed)}.")
-        if self.max_zoom >= 1.0 or self.intensity >= 1.0:
-            raise InputError("max_zoom and intensity must be below 1", "Use e.g. --max-zoom 0.1 --intensity 0.2.")
+        if self.max_zoom >= 1.0 or self.intensity >= 1.0 or self.organ_intensity >= 1.0:
+            raise InputError("max_zoom, intensity and organ_intensity must be below 1",
+                             "Use e.g. --max-zoom 0.1 --intensity 0.2 --organ-intensity 0.3.")
         if self.adapter == "reference" and self.refine:
             raise InputError("the refinement head is not part of the authors' model (--adapter reference)",
                              "Pass --refine 0 with --adapter reference, or use --adapter residual.")
@@ -163,7 +169,8 @@ class TrainConfig:
         if self.finetune == "full" and self.lr_encoder > 0:
             raise InputError("--token-cache needs a frozen vision encoder (cached tokens cannot train it)",
                              "Add --finetune decoder or --finetune adapters.")
-        augmented = [f"--{_flag(n)} 0" for n in ("max_rotation", "max_zoom", "intensity") if getattr(self, n)]
+        augmented = [f"--{_flag(n)} 0" for n in ("max_rotation", "max_zoom", "intensity", "organ_intensity")
+                     if getattr(self, n)]
         if augmented:
             raise InputError("--token-cache stores the tokens of unaugmented slices, so pixel augmentation is off",
                              f"Add {' '.join(augmented)}.")
@@ -257,7 +264,7 @@ def structural_differences(saved: dict, current: TrainConfig) -> list[str]:
     it existed: ``decoder`` when they froze the encoders, else ``full``).
     """
     # runs saved before recipes existed were the paper's
-    defaults = {**{f.name: f.default for f in fields(TrainConfig)}, **RECIPES["paper"], "recipe": "paper"}
+    defaults = {**{f.name: f.default for f in fields(TrainConfig)}, **RECIPES["paper"], "recipe": "paper", **PREDATING}
     saved = dict(saved)
     saved.setdefault("finetune", "decoder" if saved.get("freeze_encoders") else "full")
     now = current.to_dict()

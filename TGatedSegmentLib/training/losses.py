@@ -17,6 +17,10 @@ Multi-prompt steps may add :func:`exclusive_loss` (weight ``exclusive``): organs
 the prompts decoded for one slice, with a fixed background logit 0, form one softmax per pixel.
 Independent sigmoids never learn that a pixel which is clearly spleen is therefore not left kidney;
 the softmax teaches it from every pixel of every slice (see docs/training.md, "Recipes", for what it is worth).
+Multi-prompt steps may also add :func:`hard_pixel_loss` (weight ``hard_pixels``): the mean BCE of each
+item's hardest 1 % of pixels (online hard example mining, Shrivastava et al. 2016). A mean over every
+pixel of every (slice, prompt) item drowns the few pixels where an organ is confused with a look-alike
+or missed at its edge; this term gives them the weight of a whole item.
 At inference each prompt keeps its sigmoid: with the background at 0, ``softmax_k ~ sigmoid(z_k)``
 wherever one organ dominates, so the two losses agree on what a logit means.
 """
@@ -27,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 SMOOTH = 1e-5
+HARD_FRACTION = 0.01  # the share of each item's pixels that hard_pixel_loss averages
 BATCH_SMOOTH = 1.0  # one pixel: a prompt whose organ covers few pixels still has a defined Dice
 DICE_KINDS = ("sample", "batch")
 
@@ -85,12 +90,19 @@ def exclusive_loss(logits: torch.Tensor, target: torch.Tensor, slices: torch.Ten
     return ((mass * lse).sum() - (t * z).sum()) / lse.numel()
 
 
+def hard_pixel_loss(logits: torch.Tensor, target: torch.Tensor, fraction: float = HARD_FRACTION) -> torch.Tensor:
+    """Mean over items of the mean BCE of the item's ``fraction`` hardest pixels; (M, H, W) inputs."""
+    bce = F.binary_cross_entropy_with_logits(logits.float(), target.float(), reduction="none").flatten(1)
+    k = max(1, int(round(fraction * bce.shape[1])))
+    return bce.topk(k, dim=1).values.mean()
+
+
 def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, gate_penalty: torch.Tensor | None = None,
                       gate_weight: float = 1e-3, dice: str = "sample", groups: torch.Tensor | None = None,
                       slices: torch.Tensor | None = None,
-                      exclusive: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
+                      exclusive: float = 0.0, hard_pixels: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
     """(total loss, its parts as floats for logging). ``groups``: each item's prompt (``dice="batch"``);
-    ``slices``: each item's slice (``exclusive`` > 0)."""
+    ``slices``: each item's slice (``exclusive`` > 0); ``hard_pixels``: weight of :func:`hard_pixel_loss`."""
     bce = F.binary_cross_entropy_with_logits(logits.float(), target.float())
     if dice == "batch":
         if groups is None:
@@ -108,6 +120,10 @@ def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, gate_penalty: 
         term = exclusive_loss(logits, target, slices)
         total = total + exclusive * term
         parts["exclusive"] = float(term.detach())
+    if hard_pixels:
+        term = hard_pixel_loss(logits, target)
+        total = total + hard_pixels * term
+        parts["hard"] = float(term.detach())
     if gate_penalty is not None and gate_weight:
         total = total + gate_weight * gate_penalty
         parts["gate"] = float(gate_penalty.detach())

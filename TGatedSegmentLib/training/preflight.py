@@ -6,7 +6,6 @@ libraries have even loaded. The trainer calls the same :func:`preflight` from Py
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from dataclasses import dataclass, replace
@@ -16,7 +15,8 @@ from ..data.checks import validate_label_values
 from ..data.dataset import Dataset, load_dataset
 from ..errors import InputError, OutputError
 from ..io.atomic import check_writable, recover_dir
-from .config import TrainConfig, structural_differences
+from ..io.jsonfile import read_json
+from .config import PREDATING, TrainConfig, structural_differences
 from .dataset import split_dataset
 
 log = logging.getLogger(__name__)
@@ -56,13 +56,8 @@ def read_run_state(run_dir: str | Path) -> dict | None:
     """The saved settings and counters of a run folder, or None when it has no resume state."""
     folder = recover_dir(Path(run_dir).expanduser() / RESUME_DIR)
     file = folder / RUN_FILE
-    if not file.is_file():
-        return None
-    try:
-        return json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"cannot read the resume state {file} ({exc})",
-                         "The run folder is damaged: start a new run with --overwrite.") from None
+    return read_json(file, lambda exc: InputError(f"cannot read the resume state {file} ({exc})",
+                                                  "The run folder is damaged: start a new run with --overwrite."))
 
 
 def resume_config(run_dir: str | Path, **overrides) -> TrainConfig:
@@ -71,7 +66,7 @@ def resume_config(run_dir: str | Path, **overrides) -> TrainConfig:
     if state is None:
         raise InputError(f"'{run_dir}' has no resume state ({RESUME_DIR}/{RUN_FILE})",
                          "Pass the run folder of a run started by `tgated train` (its --output).")
-    values = dict(state["config"])
+    values = {**PREDATING, **state["config"]}
     values.update({k: v for k, v in overrides.items() if v is not None})
     values.update(output=str(run_dir), resume=True, overwrite=False)
     return TrainConfig.from_dict(values)
@@ -140,13 +135,6 @@ class BaseInfo:
     peft: dict | None = None  # the base's own PEFT adapters (PeftConfig fields), if it has some
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
 def read_base_info(base: str) -> BaseInfo | None:
     """From a ``builtin:`` name, a CLIPSeg config file or folder, or a checkpoint folder; None for a
     hub id (known only once loaded: the trainer repeats the checks on the loaded model)."""
@@ -159,9 +147,9 @@ def read_base_info(base: str) -> BaseInfo | None:
     if source.kind is SourceKind.BUILTIN:
         raw = ARCHITECTURES.get(base[len(PREFIX):])
     elif source.kind is SourceKind.CONFIG_FILE:
-        raw = _read_json(source.path)
+        raw = read_json(source.path)
     elif source.is_folder:
-        raw = _read_json(source.path / "config.json")
+        raw = read_json(source.path / "config.json")
     if not isinstance(raw, dict):
         return None
     clipseg = raw.get("clipseg_config", raw) if raw.get("format") == "tgated-segment" else raw

@@ -18,6 +18,7 @@ import logging
 import shutil
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -26,6 +27,15 @@ from ..model.checkpoint import LoadedModel, base_fingerprint, load_base_model, s
 from .config import TrainConfig
 from .optim import freeze_zero_rate_parts
 from .preflight import LAST_DIR, RESUME_DIR, RUN_FILE, RUN_ITEMS
+
+if TYPE_CHECKING:
+    from ..model.configuration import TGatedConfig
+    from ..model.modeling import TGatedCLIPSeg
+    from .chunks import ChunkSampler
+    from .distributed import DistContext
+    from .preflight import Plan
+    from .sampling import SampleIndex, WindowSampler
+    from .step import StepRunner
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +87,33 @@ class RunFolderMixin:
     ``step``, ``index``, the counters (``epoch``, ``position``, ``global_step``, ``loss_sum``,
     ``loss_steps``, ``history``, ``best``, ``seconds_before``) and ``seconds()``.
     """
+
+    # what the run sets up (trainer._Run.__init__ and _setup), declared for the type checker
+    plan: Plan
+    config: TrainConfig
+    ctx: DistContext
+    device: torch.device
+    run_dir: Path
+    model: TGatedCLIPSeg
+    tokenizer: Any
+    model_config: TGatedConfig
+    optimizer: torch.optim.Optimizer
+    scheduler: Any  # schedule.make_schedule's
+    scaler: Any  # a GradScaler for float16 on CUDA, else None
+    sampler: WindowSampler | ChunkSampler
+    step: StepRunner
+    index: SampleIndex
+    epoch: int
+    position: int
+    global_step: int
+    loss_sum: float
+    loss_steps: int
+    history: list[dict]
+    best: dict | None
+    seconds_before: float
+
+    def seconds(self) -> float:  # the run's (trainer._Run.seconds)
+        raise NotImplementedError
 
     def _prepare_folder(self) -> None:
         if not self.ctx.is_main:

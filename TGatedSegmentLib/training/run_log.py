@@ -2,14 +2,17 @@
 
 * ``steps.csv``: step, epoch, the step's loss and every optimiser group's learning rate;
 * ``validation.csv``: one row per validation: step, epoch, mean training loss, validation mean
-  Dice and each organ's Dice;
-* ``curves.png``: the training loss (raw and smoothed) and the validation Dice against the step,
-  redrawn at every validation (needs matplotlib, the ``plots`` extra; skipped without it);
+  Dice, each organ's Dice, and the temporal adapter's gate over the validation volumes (mean and
+  10th/50th/90th percentiles of every token's and channel's value: near 0 the model ignores the
+  neighbouring slices, near 1 it relies on them; empty for the slice-wise baseline);
+* ``curves.png``: the training loss (raw and smoothed), the validation Dice and the gate against
+  the step, redrawn at every validation (needs matplotlib, the ``plots`` extra; skipped without it);
 * ``tensorboard/``: the same scalars as TensorBoard events, when ``tensorboard`` is installed
   (``pip install tensorboard``; ``tensorboard --logdir RUN/logs/tensorboard``).
 
 Only the main rank writes. A resumed run continues the files: rows past the step it resumes from
-(written after its last save point, so redone now) are dropped first, so each step appears once.
+(written after its last save point, so redone now) are dropped first, so each step appears once;
+files from a version with other columns keep their rows, matched by column name.
 Logging never stops a training: a failure to write is reported once and logging switches off.
 """
 
@@ -28,6 +31,7 @@ log = logging.getLogger(__name__)
 LOG_DIR = "logs"
 STEPS_FILE, VALIDATION_FILE, CURVES_FILE, TENSORBOARD_DIR = "steps.csv", "validation.csv", "curves.png", "tensorboard"
 _FLUSH_EVERY = 50  # steps between writes of steps.csv
+GATE_COLUMNS = ("mean", "p10", "p50", "p90")  # evaluation.gate.GateRecorder.summarize's keys
 
 
 class RunLog:
@@ -45,7 +49,8 @@ class RunLog:
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             steps_header = ["step", "epoch", "loss"] + [f"lr_{g}" for g in self.groups]
-            val_header = ["step", "epoch", "train_loss", "val_mean_dice"] + [f"dice_{o}" for o in self.organs]
+            val_header = ["step", "epoch", "train_loss", "val_mean_dice"] + [f"dice_{o}" for o in self.organs] + \
+                [f"gate_{c}" for c in GATE_COLUMNS]
             _start_csv(self.folder / STEPS_FILE, steps_header, resume_step)
             _start_csv(self.folder / VALIDATION_FILE, val_header, resume_step)
         except OSError as exc:
@@ -68,14 +73,15 @@ class RunLog:
         """One validation (the trainer's history entry): a row, TensorBoard scalars, the curves."""
         if not self.enabled:
             return
-        dice = entry.get("val_dice") or {}
+        dice, gate = entry.get("val_dice") or {}, entry.get("gate") or {}
         row = [entry["step"], entry["epoch"], _num(entry.get("train_loss")), _num(entry.get("val_mean_dice"))]
-        row += [_num(dice.get(organ)) for organ in self.organs]
+        row += [_num(dice.get(organ)) for organ in self.organs] + [_num(gate.get(c)) for c in GATE_COLUMNS]
         self.flush()
         self._append(VALIDATION_FILE, [row])
         if self._tensorboard is not None:
             for name, value in [("val/mean_dice", entry.get("val_mean_dice"))] + \
-                               [(f"val_dice/{o}", dice.get(o)) for o in self.organs]:
+                               [(f"val_dice/{o}", dice.get(o)) for o in self.organs] + \
+                               [(f"gate/{c}", gate.get(c)) for c in GATE_COLUMNS]:
                 if isinstance(value, float) and math.isfinite(value):
                     self._tensorboard.add_scalar(name, value, entry["step"])
             self._tensorboard.flush()
@@ -123,8 +129,10 @@ def _start_csv(path: Path, header: list[str], resume_step: int | None) -> None:
     if resume_step is not None and path.is_file():
         with open(path, newline="", encoding="utf-8") as handle:
             rows = list(csv.reader(handle))
-        if rows and rows[0] == header:
-            kept = [r for r in rows[1:] if r and int(float(r[0])) <= resume_step]
+        if rows and rows[0] and rows[0][0] == "step":
+            where = {name: i for i, name in enumerate(rows[0])}  # an older header: same columns by name
+            kept = [[r[where[c]] if c in where and where[c] < len(r) else "" for c in header]
+                    for r in rows[1:] if r and int(float(r[0])) <= resume_step]
             _write(path, [header] + kept)
             return
     _write(path, [header])

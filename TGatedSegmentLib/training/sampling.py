@@ -52,7 +52,8 @@ class SampleIndex:
     """
 
     def __init__(self, presence: Sequence[np.ndarray], scored: Sequence[Sequence[int]], organs: dict[int, Organ]):
-        pos, neg = [], []
+        pos: list[np.ndarray] = []
+        neg: list[np.ndarray] = []
         for v, (table, ids) in enumerate(zip(presence, scored)):
             depth = table.shape[0]
             z = np.arange(depth)
@@ -168,14 +169,14 @@ class WindowSampler(EpochSampler):
         """The whole epoch, all ranks, in training order."""
         rng = np.random.default_rng([self.seed, int(epoch)])
         n_pos, n_neg = self.split
-        rows = [self.index.positives[rng.choice(len(self.index.positives), n_pos, p=self._p_pos)]]
+        drawn = [self.index.positives[rng.choice(len(self.index.positives), n_pos, p=self._p_pos)]]
         if n_neg:
-            rows.append(self.index.negatives[rng.choice(len(self.index.negatives), n_neg, p=self._p_neg)])
-        rows = np.concatenate(rows)
+            drawn.append(self.index.negatives[rng.choice(len(self.index.negatives), n_neg, p=self._p_neg)])
+        rows = np.concatenate(drawn)
         positive = np.arange(len(rows)) < n_pos
         order = rng.permutation(len(rows))
         rows, positive = rows[order], positive[order]
-        flippable = np.array([self._flippable.get(int(label), False) for label in rows[:, 2]], dtype=bool)
+        flippable = np.array([self._flippable.get(int(label), False) for label in rows[:, 2]], dtype=np.bool_)
         angles, flips = augment.draw(rng, len(rows), flippable, self.max_rotation, self.flip_probability)
         return [Sample(int(v), int(z), int(label), bool(p), float(a), bool(f))
                 for (v, z, label), p, a, f in zip(rows, positive, angles, flips)]

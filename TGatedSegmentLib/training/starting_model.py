@@ -14,7 +14,7 @@ import torch
 
 from ..model.checkpoint import LoadedModel, build_model, load_model, resolve_tokenizer
 from ..model.configuration import AdapterConfig, PeftConfig
-from ..model.modeling import TGatedCLIPSeg
+from ..model.modeling import TGatedCLIPSeg, conditioned_activation
 from ..model.tokenizer import check_tokenizer
 from .config import TrainConfig
 from .preflight import BaseInfo, check_finetune
@@ -36,12 +36,15 @@ def _rebuild(loaded: LoadedModel, config, seed: int) -> LoadedModel:
     return LoadedModel(model, loaded.tokenizer, config, loaded.source)
 
 
-def new_adapter_config(config: TrainConfig, hidden: int, base: str = "") -> AdapterConfig:
+def new_adapter_config(config: TrainConfig, hidden: int, base: str = "", clipseg=None) -> AdapterConfig:
     """A fresh adapter as the run asks: the paper's sizes (or the architecture's), ``config.adapter``'s wiring."""
     from ..model.architectures import adapter_sizes
 
-    return AdapterConfig.default_for(hidden, **adapter_sizes(base), ignore_context=config.adapter == "control",
-                                     mode="reference" if config.adapter == "reference" else "residual")
+    mode = "reference" if config.adapter == "reference" else "residual"
+    sizes = adapter_sizes(base)
+    if mode == "residual" and clipseg is not None:
+        sizes.setdefault("activation", conditioned_activation(clipseg))
+    return AdapterConfig.default_for(hidden, **sizes, ignore_context=config.adapter == "control", mode=mode)
 
 
 def _adapter_changed(loaded: LoadedModel, config: TrainConfig) -> LoadedModel:
@@ -50,7 +53,7 @@ def _adapter_changed(loaded: LoadedModel, config: TrainConfig) -> LoadedModel:
         return loaded
     model_config = copy.deepcopy(loaded.config)
     hidden = loaded.model.base_model.config.vision_config.hidden_size
-    model_config.adapter = new_adapter_config(config, hidden) if temporal else None
+    model_config.adapter = new_adapter_config(config, hidden, clipseg=loaded.model.base_model.config) if temporal else None
     if model_config.adapter is not None and model_config.adapter.mode == "reference":
         model_config.refine = None
     log.warning("the base %s; training %s", "has a temporal adapter" if loaded.model.temporal else "has no adapter",
@@ -102,8 +105,8 @@ def build_training_model(config: TrainConfig, organs: list) -> LoadedModel:
     base = str(config.base)
     if random_weights(base):
         preprocessing = PreprocessConfig(image_size=config.image_size) if config.image_size else None
-        hidden = load_clipseg_config(base).vision_config.hidden_size
-        adapter = new_adapter_config(config, hidden, base) if config.temporal else None
+        clipseg = load_clipseg_config(base)
+        adapter = new_adapter_config(config, clipseg.vision_config.hidden_size, base, clipseg) if config.temporal else None
         # (TrainConfig already refuses a refinement head with the authors' wiring)
         refine = RefineConfig(config.refine) if config.refine else None
         loaded = build_model(base, tokenizer=config.tokenizer, temporal=config.temporal, adapter=adapter,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import torch
 
@@ -18,6 +19,16 @@ def _grad_scaler():
     if hasattr(torch.amp, "GradScaler"):
         return torch.amp.GradScaler("cuda")
     return torch.cuda.amp.GradScaler()
+
+
+@dataclass
+class BatchLogits:
+    """What the loss needs of one batch, of either kind (see :meth:`StepRunner.logits`)."""
+
+    logits: torch.Tensor  # (N, H, W), one per item
+    targets: torch.Tensor  # (N, H, W)
+    prompts: torch.Tensor  # (N,) each item's row of prompt_ids
+    slices: torch.Tensor | None = None  # (N,) each item's slice in slice batches; None for pairs
 
 
 class StepRunner:
@@ -44,8 +55,8 @@ class StepRunner:
             return torch.autocast(self.device.type, enabled=False)
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
-    def logits(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """(logits, targets, prompt of each item, slice of each item or None) of a batch of either kind:
+    def logits(self, batch: dict) -> BatchLogits:
+        """Logits, targets, each item's prompt and (slice batches) slice of a batch of either kind:
 
         * pairs: pixels (B, S, 3, H, W), target (B, H, W), prompt (B,) rows of prompt_ids;
         * slices (``chunks.collate_chunks``): pixels (U, 3, H, W), windows (B, S), items (M, 2),
@@ -59,17 +70,17 @@ class StepRunner:
             with self._autocast():
                 logits = self.net(pixels, self.prompt_ids, self.prompt_mask, windows=batch["windows"].to(device),
                                   items=items, tokens=tokens)  # (M, H, W)
-            return logits, batch["targets"].to(device, non_blocking=True), items[:, 1], items[:, 0]
+            return BatchLogits(logits, batch["targets"].to(device, non_blocking=True), items[:, 1], items[:, 0])
         prompt = batch["prompt"].to(device)
         with self._autocast():
             logits = self.net(pixels, self.prompt_ids[prompt], self.prompt_mask[prompt])  # (B, H, W)
-        return logits, batch["target"].to(device, non_blocking=True), prompt, None
+        return BatchLogits(logits, batch["target"].to(device, non_blocking=True), prompt)
 
     def loss(self, batch: dict) -> torch.Tensor:
-        logits, target, prompt, slices = self.logits(batch)
-        exclusive = self.config.exclusive if slices is not None else 0.0
-        return segmentation_loss(logits, target, self.model.gate_penalty(), self.config.gate_penalty,
-                                 self.config.dice, prompt, slices, exclusive)[0]
+        out = self.logits(batch)
+        exclusive = self.config.exclusive if out.slices is not None else 0.0
+        return segmentation_loss(out.logits, out.targets, self.model.gate_penalty(), self.config.gate_penalty,
+                                 self.config.dice, out.prompts, out.slices, exclusive, self.config.hard_pixels)[0]
 
     def __call__(self, batch: dict) -> float:
         """One optimisation step on a batch (see :meth:`logits`) -> its loss."""

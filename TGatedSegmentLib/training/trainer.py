@@ -163,7 +163,8 @@ class _Run(RunFolderMixin):
         if cfg.batching == "slices":
             self.sampler = self._chunk_sampler(trained_ids)
             dataset = ChunkDataset(self.train_volumes, self.model_config.preprocessing, self.model.context_size,
-                                   trained_ids, prompt_of, self._token_cache() if cfg.token_cache else None)
+                                   trained_ids, prompt_of, self._token_cache() if cfg.token_cache else None,
+                                   cfg.organ_intensity)
             self.loader = make_chunk_loader(dataset, self.sampler, workers, pin_memory=pin)
         else:
             self.sampler = WindowSampler(self.index, cfg.batch_size, cfg.seed, cfg.negative_ratio,
@@ -193,7 +194,7 @@ class _Run(RunFolderMixin):
                    for v, ids, case in zip(self.train_volumes, trained_ids, self.plan.train.cases)]
         depths = [v.depth for v in self.train_volumes]
         epoch = cfg.samples_per_epoch or max(1, math.ceil(sum(depths) / cfg.chunk_slices))  # each slice once, on average
-        augmentation = ChunkAugmentation(cfg.max_rotation, cfg.max_zoom, cfg.intensity)
+        augmentation = ChunkAugmentation(cfg.max_rotation, cfg.max_zoom, cfg.intensity, cfg.organ_intensity)
         return ChunkSampler(depths, weights, cfg.chunk_slices, max(1, cfg.batch_size // cfg.chunk_slices), epoch,
                             cfg.seed, augmentation, self.ctx.rank, self.ctx.world_size)
 
@@ -212,8 +213,10 @@ class _Run(RunFolderMixin):
         return self.seconds_before + time.monotonic() - self._start
     # -- validation -----------------------------------------------------------------------------
     def validate(self) -> dict:
-        """Per-organ volumetric Dice on whole validation volumes (streaming engine, native grid)."""
+        """Per-organ volumetric Dice on whole validation volumes (streaming engine, native grid), and
+        the adapter's gate over them (mean and percentiles: how much the neighbours are used)."""
         from ..evaluation.evaluate import ScoredCase, evaluate_segmenter
+        from ..evaluation.gate import GateRecorder
         from ..evaluation.metrics import summarize
 
         organs = self.plan.val.organs
@@ -231,14 +234,16 @@ class _Run(RunFolderMixin):
         # in DDP a cancel must not leave the other ranks waiting in all_gather: finish, then stop
         cancel = self.cancel if not self.ctx.enabled else None
         try:
-            rows = evaluate_segmenter(segmenter, cases(), metrics=("dice",), progress=self.progress, cancel=cancel,
-                                      total=len(mine), stage="validate")
+            with GateRecorder(self.model) as gates:
+                rows = evaluate_segmenter(segmenter, cases(), metrics=("dice",), progress=self.progress, cancel=cancel,
+                                          total=len(mine), stage="validate")
         finally:
             set_train_mode_for(self.model, self.config.finetune)
         rows = [r for part in self.ctx.all_gather(rows) for r in part]
         summary = summarize(rows)
         per_organ = {organ: stats["dice"] for organ, stats in summary["per_organ"].items()}
-        return {"val_dice": per_organ, "val_mean_dice": summary["overall"]["dice"], "val_cases": len(self.val_volumes)}
+        return {"val_dice": per_organ, "val_mean_dice": summary["overall"]["dice"], "val_cases": len(self.val_volumes),
+                "gate": GateRecorder.summarize(self.ctx.all_gather(gates.state()))}
 
     # -- loop -----------------------------------------------------------------------------------
     def _stop_requested(self) -> str | None:
@@ -287,7 +292,7 @@ class _Run(RunFolderMixin):
         self.save_point()
         self.progress.info(kind="epoch", epoch=entry["epoch"], epochs=self.config.epochs, step=self.global_step,
                            train_loss=loss, val_mean_dice=result["val_mean_dice"], val_dice=result["val_dice"],
-                           best_epoch=self.best["epoch"], partial=partial,
+                           gate=result["gate"], best_epoch=self.best["epoch"], partial=partial,
                            message=f"epoch {entry['epoch']}/{self.config.epochs}{' (partial)' if partial else ''}: "
                                    f"loss {loss:.4f}, validation mean Dice {_fmt(result['val_mean_dice'])}"
                                    f"{' (best)' if improved else ''}")

@@ -18,7 +18,6 @@ class QTimer:
         self._interval = 0
         self._slots = []
         self._active = False
-        self._singleShot = False
         self._due = 0.0
 
     def setInterval(self, msec: int) -> None:
@@ -26,9 +25,6 @@ class QTimer:
 
     def interval(self) -> int:
         return self._interval
-
-    def setSingleShot(self, singleShot: bool) -> None:
-        self._singleShot = bool(singleShot)
 
     def connect(self, signal: str, slot) -> bool:
         if signal != "timeout()":
@@ -49,8 +45,6 @@ class QTimer:
         if self in _activeTimers:
             _activeTimers.remove(self)
 
-    def isActive(self) -> bool:
-        return self._active
 
 
 def processEvents() -> None:
@@ -59,8 +53,6 @@ def processEvents() -> None:
     for timer in list(_activeTimers):
         if timer._active and now >= timer._due:
             timer._due = now + timer._interval / 1000.0
-            if timer._singleShot:
-                timer.stop()
             for slot in list(timer._slots):
                 slot()
 

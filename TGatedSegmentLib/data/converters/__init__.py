@@ -14,6 +14,7 @@ import importlib
 from pathlib import Path
 
 from ...errors import InputError, OutputError
+from ...io.atomic import refuse_non_empty
 from ...progress import CancelToken, Progress
 
 #: `tgated prepare` names -> converter modules.
@@ -32,9 +33,7 @@ def converter(name: str):
 def _check_output(source_root: Path, output: Path, overwrite: bool) -> None:
     if output.exists() and not output.is_dir():
         raise OutputError(f"'{output}' is a file, not a folder", "Pass a folder as --output.")
-    if output.is_dir() and any(output.iterdir()) and not overwrite:
-        raise OutputError(f"the output folder '{output}' is not empty",
-                          "Pass --overwrite to replace it, or choose another --output.")
+    refuse_non_empty(output, overwrite)
     src, out = source_root.resolve(), output.resolve()
     if src == out or out in src.parents:
         raise OutputError(f"the output folder '{output}' holds the input data",

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
-import re
-from functools import partial
 from pathlib import Path
 
 from ...vocabulary import normalize
-from .pairs import find_root, pair_files
-from .writer import Source, SourceCase, label_table, read_label_values
+from .pairs import find_root, pair_files, paired_case
+from .writer import Source, label_table
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +57,6 @@ def find(root: Path, modality: str = "all", split: str = "all") -> Source:
     root = find_root(root, TITLE, ("", "amos22", "AMOS22"), ("imagesTr", "labelsTr"), HINT)
     _check_declared(root)
     labels = label_table(LABELS)
-    allowed = {spec.value for spec in labels}
     cases, skipped = [], []
     for part, tag in (("Tr", "train"), ("Va", "val")):
         if split not in ("all", tag) or not (root / f"images{part}").is_dir():
@@ -67,12 +64,11 @@ def find(root: Path, modality: str = "all", split: str = "all") -> Source:
         pattern = r"(amos_\d+)\.nii\.gz"
         for key, image, label in pair_files(root / f"images{part}", root / f"labels{part}", pattern, pattern,
                                             "amos_0001.nii.gz"):
-            is_mr = int(re.search(r"\d+", key).group()) >= MR_FROM
+            is_mr = int(key.removeprefix("amos_")) >= MR_FROM
             if modality != "all" and (modality == "mr") != is_mr:
                 skipped.append(key)
                 continue
-            read = partial(_read, image, label, key, allowed)
-            cases.append(SourceCase(key, "MR" if is_mr else "CT", read, tag, f"images{part}/{image.name}"))
+            cases.append(paired_case(key, "MR" if is_mr else "CT", image, label, labels, tag, f"images{part}/{image.name}"))
     channel = {"ct": "CT", "mr": "MR"}.get(modality) or (
         "CT or MR" if len({c.modality for c in cases}) > 1 else (cases[0].modality if cases else "CT"))
     notes = {"label 15": "prostate (men) or uterus (women): one AMOS id, no single SNOMED CT code",
@@ -81,7 +77,3 @@ def find(root: Path, modality: str = "all", split: str = "all") -> Source:
     if skipped:
         source.skipped.append(f"{len(skipped)} case(s) of the other modality (--modality {modality})")
     return source
-
-
-def _read(image: Path, label: Path, key: str, allowed: set[int]):
-    return image, read_label_values(label, key, allowed)

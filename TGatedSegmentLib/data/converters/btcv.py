@@ -7,11 +7,10 @@ adrenal gland, 13 left adrenal gland. Cases become ``btcv_XXXX``.
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 
-from .pairs import find_root, pair_files
-from .writer import Source, SourceCase, label_table, read_label_values
+from .pairs import find_root, pair_files, paired_case
+from .writer import Source, label_table
 
 NAME = "btcv"
 TITLE = "BTCV"
@@ -33,15 +32,7 @@ def find(root: Path, modality: str = "ct", split: str = "all") -> Source:
     root = find_root(root, TITLE, ("", "Training", "RawData/Training", "Abdomen/RawData/Training"),
                      ("img", "label"), HINT)
     labels = label_table(LABELS)
-    allowed = {spec.value for spec in labels}
-    cases = []
-    for key, image, label in pair_files(root / "img", root / "label", r"img(\d+)\.nii\.gz", r"label(\d+)\.nii\.gz",
-                                        "label0001.nii.gz"):
-        case_id = f"btcv_{key}"
-        cases.append(SourceCase(case_id, "CT", partial(_read, image, label, case_id, allowed), None,
-                                f"img/{image.name}"))
+    pairs = pair_files(root / "img", root / "label", r"img(\d+)\.nii\.gz", r"label(\d+)\.nii\.gz", "label0001.nii.gz")
+    cases = [paired_case(f"btcv_{key}", "CT", image, label, labels, None, f"img/{image.name}")
+             for key, image, label in pairs]
     return Source(NAME, TITLE, labels, "CT", cases, REFERENCE, LICENCE)
-
-
-def _read(image: Path, label: Path, key: str, allowed: set[int]):
-    return image, read_label_values(label, key, allowed)

@@ -8,12 +8,11 @@ cases are converted (the 2000 unlabelled ones have nothing to train a segmenter 
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 
 from ...vocabulary import ABDOMEN13
-from .pairs import find_root, pair_files
-from .writer import Source, SourceCase, label_table, read_label_values
+from .pairs import find_root, pair_files, paired_case
+from .writer import Source, label_table
 
 NAME = "flare22"
 TITLE = "FLARE22"
@@ -28,13 +27,7 @@ HINT = "Point --input at the extracted labelled training folder (FLARE22Train/, 
 def find(root: Path, modality: str = "ct", split: str = "all") -> Source:
     root = find_root(root, TITLE, ("", "FLARE22Train", "Training"), ("images", "labels"), HINT)
     labels = label_table(LABELS)
-    allowed = {spec.value for spec in labels}
-    cases = []
-    for key, image, label in pair_files(root / "images", root / "labels", r"(.+?)_0000\.nii\.gz", r"(.+?)\.nii\.gz",
-                                        "FLARE22_Tr_0001.nii.gz"):
-        cases.append(SourceCase(key, "CT", partial(_read, image, label, key, allowed), None, f"images/{image.name}"))
+    pairs = pair_files(root / "images", root / "labels", r"(.+?)_0000\.nii\.gz", r"(.+?)\.nii\.gz",
+                       "FLARE22_Tr_0001.nii.gz")
+    cases = [paired_case(key, "CT", image, label, labels, None, f"images/{image.name}") for key, image, label in pairs]
     return Source(NAME, TITLE, labels, "CT", cases, REFERENCE, LICENCE)
-
-
-def _read(image: Path, label: Path, key: str, allowed: set[int]):
-    return image, read_label_values(label, key, allowed)

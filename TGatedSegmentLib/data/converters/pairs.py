@@ -7,9 +7,11 @@ an image and a label pair up by key, whatever the prefixes and suffixes.
 from __future__ import annotations
 
 import re
+from functools import partial
 from pathlib import Path
 
 from ...errors import InputError
+from .writer import LabelSpec, SourceCase, read_label_values
 
 
 def find_root(root: Path, title: str, candidates: tuple[str, ...], needs: tuple[str, ...], hint: str) -> Path:
@@ -50,3 +52,14 @@ def pair_files(images_dir: Path, labels_dir: Path, image_pattern: str, label_pat
             raise InputError(f"{len(missing)} file(s) have no counterpart in {where}: {shown}",
                              "Re-extract the archive (a file is missing), or move the unpaired files away.")
     return [(key, images[key], labels[key]) for key in sorted(labels)]
+
+
+def paired_case(case_id: str, modality: str, image: Path, label: Path, labels: list[LabelSpec],
+                split: str | None, source: str) -> SourceCase:
+    """A case whose image file is used as it is and whose label values must be in ``labels``."""
+    allowed = {spec.value for spec in labels}
+    return SourceCase(case_id, modality, partial(_read_pair, image, label, case_id, allowed), split, source)
+
+
+def _read_pair(image: Path, label: Path, case_id: str, allowed: set[int]):
+    return image, read_label_values(label, case_id, allowed)

@@ -1,7 +1,8 @@
 """Stand-in for slicer.ScriptedLoadableModule (Base/Python/slicer/ScriptedLoadableModule.py).
 
-The logic and test base classes behave as Slicer's (module name from the class name; the test base
-is a unittest.TestCase with delayDisplay). The module base does what Slicer's does for self-tests:
+The logic and test base classes behave as Slicer's (module name from the class name, the singleton
+parameter node of getParameterNode/createParameterNode; the test base is a unittest.TestCase with
+delayDisplay). The module base does what Slicer's does for self-tests:
 ``__init__`` registers ``slicer.selfTests[moduleName] = self.runTest`` (creating the dict if needed)
 and ``runTest(msec=100, **kwargs)`` runs ``<ModuleName>Test().runTest(**kwargs)`` from the module's
 file, an AssertionError if there is no such class. The widget base only exists so that the module
@@ -50,6 +51,26 @@ class ScriptedLoadableModuleLogic:
         if self.moduleName.endswith("Logic"):
             self.moduleName = self.moduleName[:-5]
         self.isSingletonParameterNode = True
+
+    def getParameterNode(self):
+        """The module's singleton vtkMRMLScriptedModuleNode, created when the scene has none (as Slicer's;
+        the non-singleton case is not modelled)."""
+        if not self.isSingletonParameterNode:
+            raise NotImplementedError("the stand-in models singleton parameter nodes only")
+        parameterNode = slicer.mrmlScene.GetSingletonNode(self.moduleName, "vtkMRMLScriptedModuleNode")
+        if parameterNode:
+            if parameterNode.GetAttribute("ModuleName") != self.moduleName:
+                parameterNode.SetAttribute("ModuleName", self.moduleName)
+            return parameterNode
+        return slicer.mrmlScene.AddNode(self.createParameterNode())
+
+    def createParameterNode(self):
+        node = slicer.mrmlScene.CreateNodeByClass("vtkMRMLScriptedModuleNode")
+        node.UnRegister(None)
+        node.SetSingletonTag(self.moduleName)
+        node.SetAttribute("ModuleName", self.moduleName)
+        node.SetName(slicer.mrmlScene.GenerateUniqueName(self.moduleName))
+        return node
 
 
 class ScriptedLoadableModuleTest(unittest.TestCase):

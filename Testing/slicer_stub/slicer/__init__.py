@@ -11,9 +11,18 @@ Mirrored behaviours that the tests rely on:
 - vtkMRMLScene.AddNewNodeByClass(className, nodeBaseName="") / AddNode / RemoveNode (also removes the
   node's display nodes) / GenerateUniqueName / GetNumberOfNodes / GetNthNode / GetFirstNodeByClass
   (Libs/MRML/Core/vtkMRMLScene.h).
+- vtkMRMLScene.Clear(removeSingletons=False) keeps singleton nodes and Resets them; GetSingletonNode;
+  GetURL/SetURL (the scene file; "" for a scene never saved).
+- vtkMRMLNode observers (AddObserver/RemoveObserver, ModifiedEvent from Modified, held back between
+  StartModify and EndModify), node references (an empty ID removes one), singleton tags.
+- vtkMRMLScriptedModuleNode string parameters (HasParameter, SetParameter, GetParameter,
+  GetParameterNames) and ScriptedLoadableModuleLogic.getParameterNode (ScriptedLoadableModule.py);
+  slicer.parameterNodeWrapper in its own file.
+- vtkMRMLMarkupsROINode: a box from GetSize() and GetObjectToNodeMatrix() (centre and axes) in its
+  parent transform's coordinates (Libs/MRML/Core/vtkMRMLMarkupsROINode.h).
 - vtkSegmentation.AddEmptySegment(segmentId="", segmentName="", color=None) returns a generated ID
-  that is not the name; GetSegmentIdBySegmentName is case-insensitive; RemoveSegment; GetNthSegmentID
-  (Libs/vtkSegmentationCore/vtkSegmentation.cxx).
+  that is not the name; GetSegmentIdBySegmentName is case-insensitive for ASCII letters only (C++
+  ::tolower); RemoveSegment; GetNthSegmentID (Libs/vtkSegmentationCore/vtkSegmentation.cxx).
 - vtkSegment tags: SetTag(tag, value), GetTag(tag, vtk.reference) -> bool; GetTerminologyEntryTagName()
   is "TerminologyEntry" (Libs/vtkSegmentationCore/vtkSegment.h).
 - vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(labelmapNode, segmentationNode,
@@ -25,6 +34,8 @@ Mirrored behaviours that the tests rely on:
   added without data gets an empty image of its own (Libs/vtkSegmentationCore/vtkSegmentation.cxx).
 - vtkSlicerVolumesLogic.CreateAndAddLabelVolume(volumeNode, name): same grid, zero voxels, the
   volume's parent transform (Modules/Loadable/Volumes/Logic/vtkSlicerVolumesLogic.cxx).
+- qSlicerCoreApplication: temporaryPath, processEvents (fires the stand-in's QTimers), testingEnabled
+  (True, as under --testing), majorVersion/minorVersion, translate (no translation loaded).
 - Linear transforms: vtkMRMLLinearTransformNode.SetMatrixTransformToParent / GetMatrixTransformToParent,
   transforms under transforms, GetMatrixTransformToWorld, and the static
   vtkMRMLTransformNode.GetMatrixTransformBetweenNodes(source, target, matrix) with None for world
@@ -58,6 +69,11 @@ import vtk
 
 
 class _Application:
+    """qSlicerCoreApplication's properties and slots that the module uses (Base/QTCore/qSlicerCoreApplication.h)."""
+
+    majorVersion = 5
+    minorVersion = 10
+
     def __init__(self):
         self.temporaryPath = tempfile.gettempdir()
 
@@ -66,6 +82,10 @@ class _Application:
 
     def testingEnabled(self):
         return True
+
+    def translate(self, context, sourceText):
+        """QCoreApplication::translate: no translation is loaded in the stand-in (tests may replace this)."""
+        return sourceText
 
 
 app = _Application()
@@ -109,10 +129,28 @@ class vtkMRMLNode:
         return self._attributes.get(name)
 
     def SetNodeReferenceID(self, role, nodeId):
-        self._references[role] = nodeId
+        if nodeId:
+            self._references[role] = nodeId
+        else:  # None or "" removes the reference (vtkMRMLNode::SetNodeReferenceID)
+            self._references.pop(role, None)
+        self.Modified()
 
     def GetNodeReferenceID(self, role):
         return self._references.get(role)
+
+    def SetSingletonTag(self, tag):
+        self._singletonTag = tag
+
+    def GetSingletonTag(self):
+        return getattr(self, "_singletonTag", None)
+
+    def Reset(self, defaultNode):
+        """Back to the state after construction (attributes and references gone), keeping ID, name and singleton tag."""
+        self._attributes.clear()
+        self._references.clear()
+
+    def UnRegister(self, owner):
+        """VTK reference counting: nothing to do in Python."""
 
     def GetNodeReference(self, role):
         nodeId = self._references.get(role)
@@ -124,22 +162,35 @@ class vtkMRMLNode:
 
     def EndModify(self, previous):
         self._modifyDepth = previous
+        if previous == 0 and getattr(self, "_modifiedWhileBlocked", False):
+            self._modifiedWhileBlocked = False
+            self.Modified()
         return previous
 
+    def AddObserver(self, event, callback, priority=0.0):
+        """vtkObject::AddObserver: ``callback(caller, event)``; returns the tag for RemoveObserver."""
+        observers = self.__dict__.setdefault("_observers", {})
+        tag = len(observers) + 1 + max(observers, default=0)
+        observers[tag] = (event, callback)
+        return tag
+
+    def RemoveObserver(self, tag):
+        self.__dict__.setdefault("_observers", {}).pop(tag, None)
+
     def Modified(self):
-        pass
+        """vtkObject::Modified: ModifiedEvent to the observers, once at EndModify when modifications are blocked."""
+        if self._modifyDepth:
+            self._modifiedWhileBlocked = True
+            return
+        for event, callback in list(self.__dict__.get("_observers", {}).values()):
+            if event == vtk.vtkCommand.ModifiedEvent:
+                callback(self, "ModifiedEvent")
 
 
 class vtkMRMLDisplayNode(vtkMRMLNode):
-    def __init__(self):
-        super().__init__()
-        self._visibility = True
+    pass
 
-    def SetVisibility(self, visible):
-        self._visibility = bool(visible)
 
-    def GetVisibility(self):
-        return self._visibility
 
 
 class vtkMRMLScalarVolumeDisplayNode(vtkMRMLDisplayNode):
@@ -212,9 +263,6 @@ class vtkMRMLTransformableNode(vtkMRMLNode):
     def GetDisplayNode(self):
         return self._scene.GetNodeByID(self._displayNodeIds[0]) if self._scene and self._displayNodeIds else None
 
-    def SetAndObserveDisplayNodeID(self, displayNodeId):
-        self._displayNodeIds = [displayNodeId]
-
     def _addDisplayNode(self, className):
         if not self._displayNodeIds and self._scene is not None:
             display = self._scene.AddNewNodeByClass(className)
@@ -227,9 +275,6 @@ class vtkMRMLTransformNode(vtkMRMLTransformableNode):
     def __init__(self):
         super().__init__()
         self._toParent = np.eye(4)
-
-    def IsLinear(self):
-        return 1
 
     def GetMatrixTransformToParent(self, matrix):
         matrix.DeepCopy(self._toParent.ravel())
@@ -278,12 +323,6 @@ class vtkMRMLVolumeNode(vtkMRMLTransformableNode):
 
     def GetIJKToRASMatrix(self, matrix):
         matrix.DeepCopy(self._ijkToRAS.ravel())
-
-    def GetSpacing(self):
-        return tuple(np.linalg.norm(self._ijkToRAS[:3, :3], axis=0))
-
-    def GetOrigin(self):
-        return tuple(self._ijkToRAS[:3, 3])
 
     def SetAndObserveImageData(self, imageData):
         self._imageData = imageData
@@ -344,9 +383,69 @@ class vtkMRMLSegmentationNode(vtkMRMLTransformableNode):
         return True
 
 
+class vtkMRMLScriptedModuleNode(vtkMRMLNode):
+    """A module's parameter node: string parameters (Libs/MRML/Core/vtkMRMLScriptedModuleNode.h);
+    node references come from vtkMRMLNode."""
+
+    def __init__(self):
+        super().__init__()
+        self._parameters = {}
+
+    def HasParameter(self, name):
+        return name in self._parameters
+
+    def SetParameter(self, name, value):
+        if self._parameters.get(name) != value or name not in self._parameters:
+            self._parameters[name] = str(value)
+            self.Modified()
+
+    def GetParameter(self, name):
+        return self._parameters.get(name, "")
+
+    def GetParameterNames(self):
+        return sorted(self._parameters)  # std::map order
+
+    def Reset(self, defaultNode):
+        super().Reset(defaultNode)
+        self._parameters.clear()
+
+
+class vtkMRMLDisplayableNode(vtkMRMLTransformableNode):
+    pass
+
+
+class vtkMRMLMarkupsNode(vtkMRMLDisplayableNode):
+    pass
+
+
+class vtkMRMLMarkupsROINode(vtkMRMLMarkupsNode):
+    """A box ROI: side lengths and an object-to-node matrix (centre and axes), in the coordinates of
+    its parent transform (Libs/MRML/Core/vtkMRMLMarkupsROINode.h). Only the box type is modelled."""
+
+    def __init__(self):
+        super().__init__()
+        self._size = (0.0, 0.0, 0.0)
+        self._objectToNode = vtk.vtkMatrix4x4()
+
+    def GetSize(self):
+        return self._size
+
+    def SetSize(self, x, y, z):
+        self._size = (float(x), float(y), float(z))
+        self.Modified()
+
+    def GetObjectToNodeMatrix(self):
+        return self._objectToNode
+
+    def SetAndObserveObjectToNodeMatrix(self, objectToNodeMatrix):
+        self._objectToNode.DeepCopy(objectToNodeMatrix)
+        self.Modified()
+
+
 _NODE_CLASSES = {cls.__name__: cls for cls in (
     vtkMRMLScalarVolumeNode, vtkMRMLLabelMapVolumeNode, vtkMRMLSegmentationNode, vtkMRMLLinearTransformNode,
-    vtkMRMLScalarVolumeDisplayNode, vtkMRMLLabelMapVolumeDisplayNode, vtkMRMLSegmentationDisplayNode)}
+    vtkMRMLScalarVolumeDisplayNode, vtkMRMLLabelMapVolumeDisplayNode, vtkMRMLSegmentationDisplayNode,
+    vtkMRMLScriptedModuleNode, vtkMRMLMarkupsROINode)}
 
 
 def _arrayFromMatrix(matrix):
@@ -365,15 +464,7 @@ class vtkSegmentationConverter:
         return "Binary labelmap"
 
     @staticmethod
-    def GetSegmentationBinaryLabelmapRepresentationName():
-        return "Binary labelmap"
-
-    @staticmethod
     def GetClosedSurfaceRepresentationName():
-        return "Closed surface"
-
-    @staticmethod
-    def GetSegmentationClosedSurfaceRepresentationName():
         return "Closed surface"
 
     @staticmethod
@@ -415,9 +506,6 @@ class vtkOrientedImageData:
     def GetImageToWorldMatrix(self, matrix):
         matrix.DeepCopy(self._imageToWorld.ravel())
 
-    def GetExtent(self):
-        k, j, i = self._voxels.shape
-        return (0, i - 1, 0, j - 1, 0, k - 1)
 
 
 class vtkSegment:
@@ -461,17 +549,8 @@ class vtkSegment:
         value.set(self._tags[tag])
         return True
 
-    def HasTag(self, tag):
-        return tag in self._tags
-
     def RemoveTag(self, tag):
         self._tags.pop(tag, None)
-
-    def GetTerminology(self):
-        return self._tags.get(self.GetTerminologyEntryTagName(), "")
-
-    def SetTerminology(self, entry):
-        self._tags[self.GetTerminologyEntryTagName()] = entry
 
     def GetNameAutoGenerated(self):
         return self._nameAutoGenerated
@@ -496,6 +575,10 @@ class vtkSegment:
 
     def GetRepresentation(self, name):
         return self._representations.get(name)
+
+
+def _asciiLower(text):
+    return "".join(chr(ord(c) + 32) if "A" <= c <= "Z" else c for c in text)
 
 
 class vtkSegmentation:
@@ -562,12 +645,10 @@ class vtkSegmentation:
     def GetNthSegmentID(self, index):
         return list(self._segments)[index] if 0 <= index < len(self._segments) else ""
 
-    def GetSegmentIDs(self):
-        return tuple(self._segments)
-
     def GetSegmentIdBySegmentName(self, name):
+        """Case-insensitive for ASCII letters only, as Slicer's (std::transform with ::tolower)."""
         for segmentId, segment in self._segments.items():
-            if segment.GetName().lower() == name.lower():
+            if _asciiLower(segment.GetName()) == _asciiLower(name):
                 return segmentId
         return ""
 
@@ -601,6 +682,14 @@ class vtkMRMLScene:
         self._nodes = {}
         self._counters = {}
         self._subjectHierarchy = vtkMRMLSubjectHierarchyNode(self)
+        self._url = ""
+
+    def GetURL(self):
+        """The scene file (.mrml) last saved or loaded; "" for a scene never saved."""
+        return self._url
+
+    def SetURL(self, url):
+        self._url = url
 
     def CreateNodeByClass(self, className):
         if className not in _NODE_CLASSES:
@@ -621,7 +710,7 @@ class vtkMRMLScene:
             node.SetName(self.GenerateUniqueName(className.replace("vtkMRML", "").replace("Node", "")))
         node._scene = self
         self._nodes[node._id] = node
-        if not isinstance(node, vtkMRMLDisplayNode):
+        if not isinstance(node, (vtkMRMLDisplayNode, vtkMRMLScriptedModuleNode)):  # no subject hierarchy item
             self._subjectHierarchy._addDataNode(node)
         return node
 
@@ -648,6 +737,9 @@ class vtkMRMLScene:
     def GetFirstNodeByClass(self, className):
         return next((n for n in self._nodes.values() if n.IsA(className)), None)
 
+    def GetSingletonNode(self, singletonTag, className):
+        return next((n for n in self._nodes.values() if n.IsA(className) and n.GetSingletonTag() == singletonTag), None)
+
     def GenerateUniqueName(self, baseName):
         names = {n.GetName() for n in self._nodes.values()}
         if baseName not in names:
@@ -655,9 +747,15 @@ class vtkMRMLScene:
         return next(f"{baseName}_{n}" for n in itertools.count(1) if f"{baseName}_{n}" not in names)
 
     def Clear(self, removeSingletons=False):
+        """Removes every node, except singletons (a module's parameter node) unless ``removeSingletons``:
+        those are kept and Reset, as Slicer's closing a scene does (vtkMRMLScene::Clear, ResetNodes)."""
         for node in list(self._nodes.values()):
-            self.RemoveNode(node)
+            if removeSingletons or not node.GetSingletonTag():
+                self.RemoveNode(node)
+        for node in self._nodes.values():
+            node.Reset(None)
         self._subjectHierarchy = vtkMRMLSubjectHierarchyNode(self)
+        self._url = ""
 
 
 class vtkMRMLSubjectHierarchyNode:
@@ -698,9 +796,6 @@ class vtkMRMLSubjectHierarchyNode:
             return self.INVALID_ITEM_ID
         return next((item for item, nodeId in self._dataNodes.items() if nodeId == node.GetID()), self.INVALID_ITEM_ID)
 
-    def GetItemDataNode(self, item):
-        return self._scene.GetNodeByID(self._dataNodes.get(item))
-
     def GetItemParent(self, item):
         return self._parents.get(item, self.INVALID_ITEM_ID)
 
@@ -713,9 +808,6 @@ class vtkMRMLSubjectHierarchyNode:
         self._parents[item] = parent
         self._names[item] = name
         return item
-
-    def GetItemName(self, item):
-        return self._names.get(item, "")
 
     def SetItemAttribute(self, item, name, value):
         self._attributes.setdefault(item, {})[name] = value
@@ -817,8 +909,6 @@ class _CodedEntry:
     def GetRecommendedDisplayRGBValue(self):
         return self._rgb
 
-    def GetSlicerLabel(self):
-        return self._label
 
 
 class vtkSlicerTerminologyEntry:

@@ -1,4 +1,5 @@
-"""Stand-in for the ``slicer.util`` functions the TGatedSegment logic and its self-test call.
+"""Stand-in for the ``slicer.util`` functions the TGatedSegment logic and its self-test call (the
+widget's, such as loadUI or errorDisplay, are absent: the panel is not instantiated outside Slicer).
 
 Each follows Base/Python/slicer/util.py of Slicer v5.10.0 (same signature, same behaviour for the
 cases modelled; docstrings name what differs).
@@ -8,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
 
 import numpy as np
 import vtk
@@ -126,19 +126,6 @@ def startupEnvironment():
     return dict(os.environ)
 
 
-def launchConsoleProcess(args, useStartupEnvironment=True, updateEnvironment=None, cwd=None):
-    """Slicer 5.10's launcher: output and errors on one text pipe (no console window on Windows)."""
-    if useStartupEnvironment:
-        env = startupEnvironment()
-        if updateEnvironment:
-            env.update(updateEnvironment)
-    elif updateEnvironment:
-        env = os.environ.copy()
-        env.update(updateEnvironment)
-    else:
-        env = None
-    return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
-                            cwd=cwd)
 
 
 # What the slice views show, as setSliceViewerLayers last set it (node IDs and foreground opacity).
@@ -154,10 +141,33 @@ def setSliceViewerLayers(background="keep-current", foreground="keep-current", l
         sliceViewerLayers["foregroundOpacity"] = float(foregroundOpacity)
 
 
-def toBool(value):
-    if isinstance(value, str):
-        return value.lower() in ("true", "1", "on", "yes")
-    return bool(value)
+
+
+def confirmOkCancelDisplay(text, windowTitle=None, parent=None, **kwargs):
+    """Slicer's: logs ``text``; in testing mode (``slicer.app.testingEnabled()``) returns True without a
+    popup. The stand-in has no popup: outside testing mode it raises."""
+    logging.info(text)
+    if slicer.app.testingEnabled():
+        return True
+    raise NotImplementedError("the stand-in shows no dialogs; tests replace confirmOkCancelDisplay")
+
+
+class WaitCursor:
+    """A context manager that shows a wait cursor in Slicer; nothing to show here."""
+
+    def __init__(self, show=True):
+        self.show = show
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc_value, traceback):
+        return False
+
+
+def pip_install(requirements):
+    """Slicer 5.10's blocking ``PythonSlicer -m pip install``; the stand-in never installs (tests replace it)."""
+    raise NotImplementedError("the stand-in does not install packages; tests replace pip_install")
 
 
 def delayDisplay(message, autoCloseMsec=1000, parent=None, **kwargs):

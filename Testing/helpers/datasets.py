@@ -8,8 +8,6 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from TGatedSegmentLib.progress import CancelToken
-
 LABELS = {"background": 0, "liver": 1, "spleen": 2, "left_kidney": 3}
 LPS_RAS = (-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0)  # how NIfTI files usually store CT
 
@@ -61,18 +59,3 @@ def make_dataset(root: Path, cases: int = 1, depth: int = 12, size: int = 48, la
         "name": "phantom", "channel_names": {"0": "CT"}, "labels": labels or LABELS, "numTraining": cases,
         "file_ending": ".nii.gz", **(meta or {})}))
     return root
-
-
-class CancelAfterPolls(CancelToken):
-    """Cancels at poll n + 1 (the trainer polls before every step, after each epoch and per cached case)."""
-
-    def __init__(self, polls: int):
-        super().__init__()
-        self.polls = polls
-
-    @property
-    def cancelled(self) -> bool:
-        self.polls -= 1
-        if self.polls < 0:
-            self.cancel()
-        return super().cancelled

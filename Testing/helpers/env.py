@@ -1,0 +1,36 @@
+"""The checkout, the optional ../shared data, and how tests run the backend in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from TGatedSegmentLib.model.architectures import ARCHITECTURES
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED = REPO.parent / "shared"
+
+# The tiny CLIPSeg of ../shared/reference/clipseg-tiny.config.json (same structure as
+# clipseg-rd64-refined, hidden 32), built into the package so that tests run without ../shared.
+TINY_CLIPSEG_CONFIG = ARCHITECTURES["tiny"]
+
+
+def python_env() -> dict:
+    """Environment for subprocesses running this checkout's backend (offline, importable)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["HF_HUB_OFFLINE"] = "1"
+    env["TRANSFORMERS_OFFLINE"] = "1"
+    return env
+
+
+def backend_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "TGatedSegmentLib", *args]
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 180, **env: str) -> subprocess.CompletedProcess:
+    """``tgated ARGS`` with this checkout's backend in a subprocess (``env``: extra variables), output captured."""
+    return subprocess.run(backend_command(*args), cwd=cwd, env={**python_env(), **env}, capture_output=True, text=True,
+                          timeout=timeout)
