@@ -66,10 +66,12 @@ class TGatedCLIPSeg(nn.Module):
 
     def __init__(self, config: TGatedConfig, base_model: nn.Module | None = None):
         super().__init__()
-        from transformers import CLIPSegForImageSegmentation
+        if base_model is None:  # transformers' CLIPSeg modelling code loads only when a model is built (seconds)
+            from transformers.models.clipseg.modeling_clipseg import CLIPSegForImageSegmentation
 
+            base_model = CLIPSegForImageSegmentation(config.clipseg())
         self.config = config
-        self.base_model = base_model if base_model is not None else CLIPSegForImageSegmentation(config.clipseg())
+        self.base_model = base_model
         hidden = self.base_model.config.vision_config.hidden_size
         self.adapter = TemporalAdapter(config.adapter, hidden) if config.adapter is not None else None
         self.refine = (RefinementHead(config.refine, self.base_model.config.reduce_dim)
