@@ -18,6 +18,7 @@ not need Slicer, one module per concern, so that the pytest suite can check it w
   process it started;
 - :mod:`.jobs`: a run as a job (start, poll, cancel, one ending), for segmentation, training, device detection
   and any other backend command (a model import);
+- :mod:`.warm`: the warm backend (one model kept loaded between segmentations) and its job;
 - :mod:`.handover`: the volume written with its exact geometry, the results read back on exactly that grid;
 - :mod:`.roi`: the crop before inference (a region of interest, or the body) and the paste back;
 - :mod:`.i18n`: user-visible text through Slicer's translation.
@@ -115,3 +116,4 @@ from .terminology import (
     segmentAppearance,
     terminologyLabels,
 )
+from .warm import WarmBackend, WarmSegmentationJob

@@ -78,6 +78,7 @@ TRAIN_OPTIONS = {
     "chunkSlices": ("--chunk-slices", "int"),
     "imageSize": ("--image-size", "int"),
     "warmupSteps": ("--warmup-steps", "int"),
+    "hardPixels": ("--hard-pixels", "value"),
     "noTemporal": ("--no-temporal", "flag"),
     "freezeEncoders": ("--freeze-encoders", "flag"),
     "resume": ("--resume", "resume"),

@@ -108,7 +108,7 @@ class BackendJob:
             return not self.running
         self._polling = True
         try:
-            ended = self.process.poll()
+            ended = self._pollBackend()
         finally:
             self._polling = False
         if self._cancelRequested and self.state == "running":
@@ -131,8 +131,28 @@ class BackendJob:
             return
         self._cancelRequested = True
         self.state = "cancelling"
-        if self.process.cancel(0.0 if kill else self.cancelGraceS, self.cancelWaitS):
+        if self._stopBackend(kill):
             self._finish()
+
+    # The backend behind the job; a job answered by another kind of backend overrides these three.
+    def _pollBackend(self) -> bool:
+        """Read what the backend printed (events go to :meth:`_onEvent`); True once it has ended."""
+        return self.process.poll()
+
+    def _stopBackend(self, kill: bool) -> bool:
+        """Cancel: stop the backend's work (``kill``: no grace); True if it has already ended."""
+        return self.process.cancel(0.0 if kill else self.cancelGraceS, self.cancelWaitS)
+
+    def _conclude(self) -> None:
+        """Set the outcome once the backend has ended: ``state`` and ``result``, or raise the error."""
+        if self.process.cancelled or self._cancelRequested:
+            self.state = "cancelled"
+        elif self.process.returncode == 0 and self.process.doneEvent is not None:
+            self.result = self.onSuccess(self.process.doneEvent)
+            self.state = "done"
+        else:
+            raise errorFromBackend(self.process.lastError, self.process.returncode, list(self.process.output),
+                                   self.args, self.what())
 
     def wait(self, idle: Callable[[], None] | None = None, interval: float = 0.02):
         """Block until the job ends (calling ``idle`` between polls, e.g. Slicer's processEvents);
@@ -155,14 +175,7 @@ class BackendJob:
 
     def _finish(self) -> None:
         try:
-            if self.process.cancelled or self._cancelRequested:
-                self.state = "cancelled"
-            elif self.process.returncode == 0 and self.process.doneEvent is not None:
-                self.result = self.onSuccess(self.process.doneEvent)
-                self.state = "done"
-            else:
-                raise errorFromBackend(self.process.lastError, self.process.returncode, list(self.process.output),
-                                       self.args, self.what())
+            self._conclude()
         except Exception as exc:
             self.state = "failed"
             self.error = exc

@@ -36,12 +36,14 @@ WINDOWS = os.name == "nt"
 ABANDON_AFTER_KILL_S = 5.0
 
 
-def startProcessTree(args: Sequence[str], env: dict | None = None, cwd: str | None = None) -> subprocess.Popen:
+def startProcessTree(args: Sequence[str], env: dict | None = None, cwd: str | None = None,
+                     stdin: bool = False) -> subprocess.Popen:
     """Start ``args`` as :func:`slicer.util.launchConsoleProcess` does (output and errors on one text
     pipe, no console window on Windows), but as the root of a process group of its own, which
     launchConsoleProcess has no option for. ``env`` is the complete environment (None: this one).
     The pipe is read as UTF-8 (the backend writes UTF-8 whatever the locale: PYTHONIOENCODING), and a
-    byte that is not UTF-8 (a log line from some library) becomes U+FFFD instead of an exception."""
+    byte that is not UTF-8 (a log line from some library) becomes U+FFFD instead of an exception.
+    ``stdin``: also a pipe to the process's standard input (the warm backend reads requests there)."""
     options: dict = {}
     if WINDOWS:
         info = subprocess.STARTUPINFO()
@@ -50,8 +52,9 @@ def startProcessTree(args: Sequence[str], env: dict | None = None, cwd: str | No
         options.update(startupinfo=info, creationflags=subprocess.CREATE_NEW_PROCESS_GROUP)
     else:
         options.update(start_new_session=True)
-    return subprocess.Popen(list(args), env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, encoding="utf-8", errors="replace", **options)
+    return subprocess.Popen(list(args), env=env, cwd=cwd, stdin=subprocess.PIPE if stdin else None,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, encoding="utf-8",
+                            errors="replace", bufsize=1, **options)
 
 
 def _linuxGroupMembers(pgid: int) -> list[int] | None:

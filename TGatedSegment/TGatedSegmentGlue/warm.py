@@ -18,8 +18,9 @@ new prompt on the same volume costs only the decoder (the backend keeps that vol
   events (:func:`parseEventLine`, :class:`ProgressTracker` read them), each with the request's ``id``.
 
 Standard library and the glue only: the pytest suite runs it against real backend processes.
-In Slicer, pass a ``launcher`` that starts from Slicer's startup environment (as
-``TGatedSegmentLogic.launchProcess`` does) with :func:`startWithInput`.
+In Slicer, ``TGatedSegmentLogic`` passes a ``launcher`` that starts from Slicer's startup environment
+(``launchProcess(..., stdin=True)``) and drives it through :class:`WarmSegmentationJob`, which has
+the one-shot :class:`~.jobs.SegmentationJob`'s interface.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from __future__ import annotations
 import atexit
 import itertools
 import json
+import logging
 import os
 import queue
 import subprocess
@@ -36,31 +38,22 @@ import weakref
 from collections import deque
 from typing import Callable, Sequence
 
-from . import BackendError, errorFromBackend, parseEventLine
-from .processtree import WINDOWS, ProcessTree
+from .errors import BackendError, errorFromBackend
+from .events import parseEventLine
+from .i18n import tr as _
+from .jobs import SegmentationJob
+from .processtree import ProcessTree, startProcessTree
+
+log = logging.getLogger("TGatedSegment")
 
 # Requests that end a job, by event name.
 _FINAL = ("done", "error", "cancelled")
 
 
 def startWithInput(args: Sequence[str], env: dict | None = None, cwd: str | None = None) -> subprocess.Popen:
-    """:func:`processtree.startProcessTree` with a pipe to the process's standard input (the warm
-    backend reads its requests there): the root of a process group of its own, output and errors on
-    one text pipe, no console window on Windows."""
-    options: dict = {}
-    if WINDOWS:
-        info = subprocess.STARTUPINFO()
-        info.dwFlags = subprocess.STARTF_USESHOWWINDOW
-        info.wShowWindow = 0
-        options.update(startupinfo=info, creationflags=subprocess.CREATE_NEW_PROCESS_GROUP)
-    else:
-        options.update(start_new_session=True)
-    environment = None
-    if env:
-        environment = dict(os.environ)
-        environment.update(env)
-    return subprocess.Popen(list(args), env=environment, cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, universal_newlines=True, bufsize=1, **options)
+    """:func:`processtree.startProcessTree` with a pipe to standard input (the backend reads its
+    requests there), in this process's environment plus ``env``."""
+    return startProcessTree(args, {**os.environ, **(env or {})}, cwd, stdin=True)
 
 
 class WarmJob:
@@ -72,6 +65,7 @@ class WarmJob:
         self.error: BackendError | None = None
         self.cancelled = False
         self.finished = False
+        self.pending: dict | None = None  # the request, until the backend says it is ready
         self._cancelAt: float | None = None
 
     def _finish(self, event: dict | None) -> None:
@@ -103,6 +97,9 @@ class WarmJob:
     def cancel(self, grace: float = 10.0) -> None:
         """Ask the backend to stop this request; kill the process tree if it has not within ``grace`` s."""
         if self.finished or self._cancelAt is not None:
+            return
+        if self.pending is not None:  # never sent: nothing to stop, the backend goes on loading for the next
+            self.pending, self.cancelled, self.finished = None, True, True
             return
         self._cancelAt = time.monotonic() + max(grace, 0.0)
         self.backend._send({"op": "cancel", "id": self.id})
@@ -168,7 +165,7 @@ class WarmBackend:
                                        "Starting the backend")
             if time.monotonic() > end:
                 self.kill()
-                raise BackendError("The backend did not start in time", "See the details.",
+                raise BackendError(_("The backend did not start in time"), _("See the details."),
                                    "\n".join(self.output), "Timeout")
             if idle:
                 idle()
@@ -197,21 +194,32 @@ class WarmBackend:
     # -- requests ----------------------------------------------------------------------------------
     def segment(self, inputPath, outputPath, prompts: Sequence[str] | str, checkpoint=None, device: str = "auto",
                 precision: str | None = None, modality: str = "auto", threshold: float | None = None,
-                onEvent: Callable[[dict], None] | None = None, idle: Callable[[], None] | None = None) -> WarmJob:
+                onEvent: Callable[[dict], None] | None = None, idle: Callable[[], None] | None = None,
+                wait: bool = True) -> WarmJob:
         """Send a segmentation request (starting the right backend first); returns its :class:`WarmJob`.
 
-        Waits (calling ``idle``) only while a backend starts: the model loads once per process.
+        ``wait``: wait (calling ``idle``) while a backend starts (the model loads once per process);
+        False: return at once, the request goes out when the backend is ready (:meth:`WarmJob.poll`
+        drives it), so a GUI thread never waits for a model to load.
         """
         if self.current is not None and not self.current.finished:
-            raise RuntimeError("a request is still running: wait for it or cancel it first")
+            raise RuntimeError(_("A segmentation is already running; cancel it first."))
         self.start(checkpoint, device, precision)
-        self._waitReady(idle)
+        if wait:
+            self._waitReady(idle)
         job = WarmJob(self, f"r{next(self._ids)}", onEvent)
         self.current = job
-        self._send({"op": "segment", "id": job.id, "input": str(inputPath), "output": str(outputPath),
-                    "prompts": list(prompts) if not isinstance(prompts, str) else prompts, "modality": modality,
-                    "threshold": threshold, "overwrite": True})
+        job.pending = {"op": "segment", "id": job.id, "input": str(inputPath), "output": str(outputPath),
+                       "prompts": list(prompts) if not isinstance(prompts, str) else prompts, "modality": modality,
+                       "threshold": threshold, "overwrite": True}
+        self._sendPending()
         return job
+
+    def _sendPending(self) -> None:
+        job = self.current
+        if self.ready is not None and job is not None and job.pending is not None and not job.finished:
+            request, job.pending = job.pending, None
+            self._send(request)
 
     def _send(self, request: dict) -> None:
         try:
@@ -236,6 +244,7 @@ class WarmBackend:
             self._lastEvent = event
             if event["event"] == "ready":
                 self.ready = event
+                self._sendPending()
             job = self.current
             if job is None or job.finished or event.get("id") not in (job.id, None) or event["event"] == "ready":
                 continue
@@ -247,6 +256,63 @@ class WarmBackend:
             self.returncode = self.process.returncode
             if self.current is not None and not self.current.finished and self._lines.empty():
                 self.current._finish(self._lastEvent if (self._lastEvent or {}).get("event") == "error" else None)
+
+
+class WarmSegmentationJob(SegmentationJob):
+    """A segmentation answered by a :class:`WarmBackend` instead of a process of its own, with the
+    interface of :class:`~.jobs.SegmentationJob` (state, poll, cancel, one ending, the result imported
+    by ``importer``, ``tempDir`` removed whatever happens).
+
+    Cancel asks the backend to stop the request and ends its whole process tree if it has not stopped
+    within ``cancelGraceS`` (``kill``: at once), so the work stops within 2 s either way; a backend
+    that stopped in time stays warm for the next request. ``cached`` says whether the backend reused
+    the volume's encoder tokens (a new prompt on the volume it segmented last).
+    """
+
+    def __init__(self, backend: WarmBackend, inputPath: str, prompts, tempDir: str, outputPath: str, geometry,
+                 request, importer: Callable, checkpoint=None, device: str = "auto", precision: str | None = None,
+                 modality: str = "auto", threshold: float | None = None, progressCallback=None,
+                 completedCallback=None):
+        super().__init__(list(backend.prefix) + ["serve"], tempDir, outputPath, geometry, request, importer,
+                         progressCallback=progressCallback, completedCallback=completedCallback)
+        self.backend = backend
+        self.inputPath, self.prompts = inputPath, prompts
+        self.options = dict(checkpoint=checkpoint, device=device, precision=precision, modality=modality,
+                            threshold=threshold)
+        self.warmJob: WarmJob | None = None
+        self.cached = False
+
+    def start(self) -> "WarmSegmentationJob":
+        log.info("TGatedSegment: segmenting with the warm backend (%s)", " ".join(self.args))
+        try:
+            self.warmJob = self.backend.segment(self.inputPath, self.outputPath, self.prompts, onEvent=self._onEvent,
+                                                wait=False, **self.options)
+        except OSError as exc:
+            raise BackendError(_("Could not start the backend ({error})").format(error=exc),
+                               _("Check that 3D Slicer's PythonSlicer is installed next to Slicer."),
+                               " ".join(self.args), "StartFailed") from None
+        self.args = list(self.backend.command)
+        self.state = "running"
+        return self
+
+    def _pollBackend(self) -> bool:
+        return self.warmJob.poll()
+
+    def _stopBackend(self, kill: bool) -> bool:
+        self.warmJob.cancel(0.0 if kill else self.cancelGraceS)
+        return self.warmJob.poll()
+
+    def _conclude(self) -> None:
+        job = self.warmJob
+        if job.cancelled or self._cancelRequested:
+            self.state = "cancelled"
+        elif job.doneEvent is not None:
+            self.cached = bool(job.doneEvent.get("cached"))
+            self.result = self.onSuccess(job.doneEvent)
+            self.state = "done"
+        else:
+            raise job.error or BackendError(_("The backend stopped without an answer"), _("See the details."),
+                                            "\n".join(self.backend.output), "NoAnswer")
 
 
 def _readLines(stream, lines: queue.Queue) -> None:

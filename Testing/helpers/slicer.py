@@ -54,7 +54,21 @@ def slicer_tmp(tmp_path, monkeypatch):
 
 @pytest.fixture
 def logic(slicer_tmp):
-    return TGatedSegment.TGatedSegmentLogic()
+    """A logic that starts one backend process per run (the warm backend's tests are test_slicer_warm's)."""
+    logic = TGatedSegment.TGatedSegmentLogic()
+    logic.keepBackendLoaded = False
+    return logic
+
+
+@pytest.fixture
+def warm_logic(slicer_tmp):
+    """A logic as Slicer makes it: the warm backend on; stopped (and checked gone) at the end."""
+    logic = TGatedSegment.TGatedSegmentLogic()
+    assert logic.keepBackendLoaded
+    yield logic
+    backend = logic.warmBackend
+    logic.stopBackend()
+    assert backend is None or not backend.running
 
 
 @pytest.fixture
@@ -63,6 +77,7 @@ def fake_logic(slicer_tmp, tmp_path, monkeypatch):
     record = tmp_path / "argv.json"
     monkeypatch.setenv("FAKE_BACKEND_ARGV", str(record))
     logic = TGatedSegment.TGatedSegmentLogic()
+    logic.keepBackendLoaded = False  # the fake backend answers one-shot commands only
     logic.backendCommand = FAKE_BACKEND
     logic.argv = lambda: json.loads(record.read_text())
     return logic
