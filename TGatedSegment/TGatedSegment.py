@@ -121,7 +121,8 @@ class TGatedSegment(ScriptedLoadableModule):
 Type organ names (for example "liver, pancreas, left kidney") and get one segment per name for the
 selected CT or MR volume. The model (CLIPSeg with the T-Gated temporal adapter) runs in a separate
 process; the panel stays responsive and Apply turns into Cancel while it runs. No trained model is
-published by the authors: see docs/slicer.md in the extension's source for how to get or train one.
+published by the authors: import one someone trained (Import model..., under the model box) or train
+one; see docs/slicer.md in the extension's source for how to get a model.
 """)
         self.parent.acknowledgementText = _("""
 Built on CLIPSeg (Lüddecke and Ecker, CVPR 2022) and the T-Gated temporal adapter for volumetric
@@ -187,6 +188,8 @@ class TGatedSegmentLogic(ScriptedLoadableModuleLogic):
     >>> logic.installDependencies()                          # asks, then installs what is missing
     >>> seg = logic.segment(volumeNode, "liver, left kidney")
     >>> best = logic.train("/data/FLARE22", "/runs/flare", epochs=5, wait=True)
+    >>> name = logic.importModel("/downloads/flare22-tgated.zip")  # then: checkpoint=name
+    >>> logic.listModels(); print(logic.modelCard(name))
     """
 
     def __init__(self):
@@ -244,6 +247,16 @@ class TGatedSegmentLogic(ScriptedLoadableModuleLogic):
         environment = slicer.util.startupEnvironment()
         environment.update(env or {})
         return processtree.startProcessTree(args, environment, cwd)
+
+    def runBackendCommand(self, args, what=None):
+        """Run ``PythonSlicer -m TGatedSegmentLib ARGS``, a backend command that reports in JSON
+        (``--json`` or ``--progress json``), in a separate process and wait for it, keeping Slicer's
+        window painted. Returns the command's JSON done event (a dict); raises
+        ``TGatedSegmentGlue.BackendError`` in plain words (``what`` names the command: "The import")."""
+        self._requireBackend()
+        job = glue.CommandJob(self.backendPrefix() + [str(a) for a in args], what, **self._jobOptions(None, None))
+        self._run(job, True)
+        return job.wait(idle=slicer.app.processEvents)
 
     def _jobOptions(self, progressCallback, completedCallback):
         return dict(env=self.backendEnvironment(), cwd=self.backendLibraryParent(), launcher=self.launchProcess,
@@ -390,6 +403,100 @@ class TGatedSegmentLogic(ScriptedLoadableModuleLogic):
             return os.path.normpath(folder)
         base = self.sceneFolder() or (os.path.expanduser(self.modelsFolder) if self.modelsFolder else os.getcwd())
         return os.path.normpath(os.path.join(base, folder))
+
+    # ---------------------------------------------------------------------------------------------
+    # Imported models: the shared folder of `tgated models` (glue.modelstore)
+
+    @staticmethod
+    def importedModelsFolder():
+        """The folder of the imported models, shared with ``tgated models`` in a shell
+        (``$TGATED_HOME/models``, else ``tgated-segment/models`` in the user cache folder); not
+        ``modelsFolder``, where relative checkpoint paths are looked up."""
+        return glue.importedModelsFolder()
+
+    @staticmethod
+    def listModels():
+        """The imported models' facts (dicts: name, architecture, parameters, size_bytes, recipe, dice, ...),
+        sorted by name; read without torch. A model's name works as ``checkpoint=`` for segment()."""
+        return glue.listModels()
+
+    @staticmethod
+    def modelChoices():
+        """(name, label) per imported model, the label with its architecture and measured Dice."""
+        return glue.modelChoices()
+
+    @staticmethod
+    def modelCard(name):
+        """The model card (markdown) of the imported model ``name``; ValueError if there is none."""
+        return glue.modelCard(name)
+
+    def modelNote(self, checkpoint):
+        """One line saying what ``checkpoint`` (the model field's text) means: an imported model, a
+        checkpoint folder (trained or not), a hub id, not found, or no trained model at all."""
+        return glue.modelNote(checkpoint, [self.sceneFolder(), self.modelsFolder])
+
+    def modelDetails(self, checkpoint):
+        """What the panel's model card area shows for ``checkpoint`` (markdown): the card of an imported
+        model or a checkpoint folder, else the note; with nothing chosen, how to get a model."""
+        return glue.modelDetails(checkpoint, [self.sceneFolder(), self.modelsFolder], self.modelHelpUrl())
+
+    def modelHelpUrl(self):
+        """Where "How to get a model" points: docs/slicer.md of the source checkout the module runs
+        from, else the extension's homepage (its docs/slicer.md in the public repository, from the
+        extension's metadata), else "" (no link)."""
+        docs = os.path.join(self.backendLibraryParent(), "docs", "slicer.md")
+        homepage = ""
+        # extensionsManagerModel exists in a Slicer built with the Extensions Manager
+        # (Slicer_BUILD_EXTENSIONMANAGER_SUPPORT, qSlicerCoreApplication.h); its metadata of an
+        # installed extension includes "homepage" (qSlicerExtensionsManagerModel.cxx).
+        if hasattr(slicer.app, "extensionsManagerModel"):
+            manager = slicer.app.extensionsManagerModel()
+            if manager is not None:
+                homepage = (manager.extensionMetadata("TGatedSegment") or {}).get("homepage") or ""
+        return glue.modelHelpUrl(docs, homepage)
+
+    def importModel(self, path, name=None, overwrite=False, ask=False):
+        """Import a model someone trained into the shared models folder, as ``tgated models import``
+        does: a checkpoint folder, a .zip from ``tgated models export``, a .safetensors file (its
+        config.json beside it) or the authors' .pt/.pth. It is checked by loading it in a backend
+        process (torch never loads in Slicer's), and returns the model's name, which then works as
+        ``checkpoint=`` for segment() and in the panel's model field.
+
+        :param name: the model's name (1-64 letters, digits, '.', '_', '-'); None: from the file or
+          folder name (``runs/liver/best`` -> ``liver-best``; an exported zip keeps its name).
+        :param overwrite: replace an imported model of that name. Without it a taken name is refused
+          (ValueError), unless ``ask``: then the user is asked (Yes replaces it; No raises
+          ``TGatedSegmentGlue.Cancelled`` and keeps it), as the panel's *Import model...* does.
+        A relative path is taken from the scene's folder, else the models folder. Raises ValueError
+        (no such file, a bad name) or ``TGatedSegmentGlue.BackendError`` (what is wrong with the
+        file, and what to do) and imports nothing then.
+        """
+        self._requireBackend()
+        if not str(path or "").strip():
+            raise ValueError(_("Choose a model file (zip, safetensors, the authors' .pt) or a checkpoint folder."))
+        source = self.resolveFolder(str(path).strip())
+        if not os.path.exists(source):
+            raise ValueError(_("'{path}' does not exist: choose a model file (zip, safetensors, the authors' .pt) or a "
+                               "checkpoint folder.").format(path=source))
+        name = glue.checkedModelName(name) if name else glue.suggestedName(source)
+        if glue.nameTaken(name) and not overwrite:
+            if not ask:
+                raise ValueError(_("A model named '{name}' is already imported. Pass overwrite=True to replace it, or "
+                                   "another name.").format(name=name))
+            if not slicer.util.confirmYesNoDisplay(
+                    _("A model named '{name}' is already imported.\n\nReplace it with '{path}'?").format(
+                        name=name, path=source), windowTitle=_("TGatedSegment: import model")):
+                raise glue.Cancelled(_("Not imported: the model '{name}' already there was kept.").format(name=name))
+            overwrite = True
+        self._checkDependencies()
+        logging.info("TGatedSegment: importing %s as '%s'", source, name)
+        try:
+            with slicer.util.WaitCursor():
+                facts = glue.importModel(lambda args: self.runBackendCommand(args, _("The import")), source, name,
+                                         overwrite)
+        except glue.BackendError as exc:
+            raise glue.importError(exc) from None
+        return facts["name"]
 
     # ---------------------------------------------------------------------------------------------
     # Segmentation
@@ -868,9 +975,15 @@ class TGatedSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.promptsTextEdit.connect("textChanged()", self.onPromptsEdited)
         self.ui.presetComboBox.connect("activated(int)", self.onPreset)
         self.ui.recentPromptsComboBox.connect("activated(int)", self.onRecentPrompts)
-        self.ui.recentModelsComboBox.connect("activated(int)", self.onRecentModel)
+        self.ui.modelsComboBox.connect("activated(int)", self.onModelChosen)
         self.ui.modelLineEdit.connect("textChanged(QString)", self.updateModelNote)
         self.ui.modelBrowseButton.connect("clicked()", self.onModelBrowse)
+        # "Import model...": a menu with a model file and a checkpoint folder (a file dialog picks no folder).
+        importMenu = qt.QMenu(self.ui.importModelButton)
+        for text, slot in ((_("Model file (zip, safetensors, authors' .pt)..."), self.onImportModelFile),
+                           (_("Checkpoint folder..."), self.onImportModelFolder)):
+            importMenu.addAction(text).connect("triggered()", slot)
+        self.ui.importModelButton.setMenu(importMenu)
         self.ui.modelsFolderLineEdit.connect("currentPathChanged(QString)", self.onModelsFolder)
         self.ui.deviceComboBox.connect("activated(int)", self.onDevice)
         self.ui.modalityComboBox.connect("activated(int)", self.onModality)
@@ -889,6 +1002,7 @@ class TGatedSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def enter(self):
         if self.logic:
+            self._fillModels()  # a model imported meanwhile (in a shell, by another Slicer) shows up
             self.initializeParameterNode()
 
     def exit(self):
@@ -966,7 +1080,7 @@ class TGatedSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic.modelsFolder = settings.value(glue.settingsKey("ModelsFolder"), "")
         self.ui.modelsFolderLineEdit.currentPath = self.logic.modelsFolder
         self._fillHistory(self.ui.recentPromptsComboBox, _("Recent prompts..."), self.promptHistory)
-        self._fillHistory(self.ui.recentModelsComboBox, _("Recent models..."), self.modelHistory)
+        self._fillModels()
 
     def _saveSettings(self, prompts, checkpoint):
         settings = qt.QSettings()
@@ -975,7 +1089,7 @@ class TGatedSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         settings.setValue(glue.settingsKey("RecentPrompts"), glue.encodeHistory(self.promptHistory))
         settings.setValue(glue.settingsKey("RecentModels"), glue.encodeHistory(self.modelHistory))
         self._fillHistory(self.ui.recentPromptsComboBox, _("Recent prompts..."), self.promptHistory)
-        self._fillHistory(self.ui.recentModelsComboBox, _("Recent models..."), self.modelHistory)
+        self._fillModels()
 
     @staticmethod
     def _fillHistory(combo, title, history):
@@ -984,6 +1098,21 @@ class TGatedSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         for entry in history:
             combo.addItem(entry)
         combo.enabled = bool(history)
+
+    def _fillModels(self):
+        """The model list: the imported models (name, architecture, Dice), then the recent checkpoints."""
+        combo = self.ui.modelsComboBox
+        combo.clear()
+        combo.addItem(_("Imported and recent models..."), "")
+        choices = self.logic.modelChoices()
+        for name, label in choices:
+            combo.addItem(label, name)
+        recent = [entry for entry in self.modelHistory if entry.lower() not in {name for name, _label in choices}]
+        if choices and recent:
+            combo.insertSeparator(combo.count)
+        for entry in recent:
+            combo.addItem(entry, entry)
+        combo.enabled = bool(choices or recent)
 
     def onModelsFolder(self, path):
         self.logic.modelsFolder = path
@@ -997,14 +1126,65 @@ class TGatedSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNode.prompts = glue.promptsText(glue.parsePrompts(self.promptHistory[index - 1]))
         self.ui.recentPromptsComboBox.setCurrentIndex(0)
 
-    def onRecentModel(self, index):
-        if index > 0:
-            self._parameterNode.checkpoint = self.modelHistory[index - 1]
-        self.ui.recentModelsComboBox.setCurrentIndex(0)
+    def onModelChosen(self, index):
+        value = self.ui.modelsComboBox.itemData(index)
+        if index > 0 and value:
+            self._parameterNode.checkpoint = value
+        self.ui.modelsComboBox.setCurrentIndex(0)
 
     def updateModelNote(self, text=None):
-        self.ui.modelNoteLabel.text = glue.modelNote(self.ui.modelLineEdit.text,
-                                                     [self.logic.sceneFolder(), self.logic.modelsFolder])
+        """The line under the model field (what the choice means, with a link to how to get a model while
+        none is chosen) and the model card area."""
+        checkpoint = self.ui.modelLineEdit.text
+        link = "" if checkpoint.strip() else self.logic.modelHelpUrl()
+        self.ui.modelNoteLabel.text = glue.modelNoteHtml(self.logic.modelNote(checkpoint), link)
+        self.ui.modelCardTextBrowser.setMarkdown(self.logic.modelDetails(checkpoint))
+
+    def onImportModelFile(self):
+        path = qt.QFileDialog.getOpenFileName(slicer.util.mainWindow(), _("Import a model file"),
+                                              self.logic.modelsFolder or "", glue.IMPORT_FILE_FILTER)
+        if path:
+            self.importModel(path)
+
+    def onImportModelFolder(self):
+        folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(),
+                                                     _("Import a checkpoint folder (with config.json)"),
+                                                     self.logic.modelsFolder or "")
+        if folder:
+            self.importModel(folder)
+
+    def importModel(self, path):
+        """Import ``path`` under a name the user confirms (the logic asks before replacing a model of
+        that name), then select it in the model field."""
+        try:
+            suggested = glue.suggestedName(path)
+        except ValueError as exc:
+            self.showError(exc)
+            return
+        dialog = qt.QInputDialog(slicer.util.mainWindow())
+        dialog.setWindowTitle(_("Import model"))
+        dialog.setLabelText(_("Name of the model (letters, digits, '.', '_' and '-'):"))
+        dialog.setTextValue(suggested)
+        # PythonQt reads Qt properties (textValue, count, text) as attributes, as Slicer's own modules do.
+        if dialog.exec_() != qt.QDialog.Accepted or not dialog.textValue.strip():
+            return
+        self.ui.importModelButton.enabled = False
+        try:
+            self.logic.installDependencies()  # the import loads the model in the backend: it needs torch there
+            self.log(_("Importing '{path}'...").format(path=path))
+            name = self.logic.importModel(path, dialog.textValue, ask=True)
+        except glue.Cancelled as exc:
+            self.log(str(exc))
+            return
+        except Exception as exc:
+            self.log(str(exc))
+            self.showError(exc)
+            return
+        finally:
+            self.ui.importModelButton.enabled = True
+        self._fillModels()
+        self._parameterNode.checkpoint = name
+        self.log(self.logic.modelNote(name))
 
     def onModelBrowse(self):
         start = self.ui.modelLineEdit.text.strip()
@@ -1087,6 +1267,9 @@ class TGatedSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.progressBar.setVisible(True)
         if not p.checkpoint.strip():
             self.log(glue.noTrainedModelNote())
+        else:
+            self.log(_("Model: {model}. {note}").format(model=p.checkpoint.strip(),
+                                                        note=self.logic.modelNote(p.checkpoint)))
         try:
             self.job = self.logic.segmentFromParameterNode(p, progressCallback=self.onProgress,
                                                            completedCallback=self.onCompleted, wait=False)

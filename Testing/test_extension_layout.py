@@ -152,7 +152,9 @@ def test_ui_has_every_widget_the_module_uses():
                 "replaceCheckBox": "QCheckBox", "show3DCheckBox": "QCheckBox", "deviceComboBox": "QComboBox",
                 "modalityComboBox": "QComboBox", "thresholdSpinBox": "QDoubleSpinBox", "batchSizeSpinBox": "QSpinBox",
                 "roiSelector": "qMRMLNodeComboBox", "cropToBodyCheckBox": "QCheckBox", "presetComboBox": "QComboBox",
-                "modelsFolderLineEdit": "ctkPathLineEdit", "recentModelsComboBox": "QComboBox"}
+                "modelsFolderLineEdit": "ctkPathLineEdit", "modelsComboBox": "QComboBox",
+                "importModelButton": "QPushButton", "modelNoteLabel": "QLabel", "modelCardTextBrowser": "QTextBrowser",
+                "modelCardCollapsibleButton": "ctkCollapsibleButton"}
     assert {name: widgets[name] for name in expected} == expected
     # Every node selector gets the scene from the top widget.
     receivers = {c.findtext("receiver") for c in tree.iter("connection")

@@ -99,7 +99,7 @@ def test_the_gate_recorder_summarises_what_the_adapter_computes(tiny_checkpoint,
         model.adapter.gate_proj.weight.normal_(0, 0.5)
     window = torch.randn(2, 5, model.num_activations, 485, 32)
     with GateRecorder(model) as recorder, torch.no_grad():
-        _, gate = model.fuse(window, return_gate=True)
+        gate = model.fuse_with_gate(window).gate
     model.fuse(window)  # outside: not recorded
     summary = GateRecorder.summarize([recorder.state()])
     values = gate.flatten().numpy()

@@ -110,7 +110,8 @@ def test_torch_is_imported_only_in_the_backend_process(tmp_path):
 VISIBLE_CALLS = {"errorDisplay", "warningDisplay", "infoDisplay", "confirmOkCancelDisplay", "confirmYesNoDisplay",
                  "delayDisplay", "addItem", "setText", "setToolTip", "setPlaceholderText", "setFormat", "QLabel", "log",
                  "appendPlainText", "ValueError", "RuntimeError", "TypeError", "BackendError", "InstallError",
-                 "Cancelled", "SkipTest"}
+                 "Cancelled", "SkipTest", "addAction", "QAction", "QMenu", "getOpenFileName", "getExistingDirectory",
+                 "setWindowTitle", "setLabelText", "setMarkdown", "setHtml", "CommandJob"}
 VISIBLE_ATTRIBUTES = {"text", "toolTip", "title", "helpText", "acknowledgementText", "placeholderText", "windowTitle"}
 
 

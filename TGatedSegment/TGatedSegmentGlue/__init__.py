@@ -3,7 +3,9 @@ not need Slicer, one module per concern, so that the pytest suite can check it w
 
 - :mod:`.prompts`: the prompt box's text as prompts, the presets;
 - :mod:`.history`: the remembered recent prompts and recent models (Slicer's settings);
-- :mod:`.models`: what the model box means, where a relative checkpoint path points, "no trained model";
+- :mod:`.models`: what the model box means, where a relative checkpoint path points, "no trained model",
+  the model card area and its "How to get a model" link;
+- :mod:`.modelstore`: the shared folder of imported models (``tgated models``): list, cards, import;
 - :mod:`.naming`: segment names, the keep/replace rule;
 - :mod:`.terminology`: colours and SNOMED CT terminology of new segments;
 - :mod:`.options`: the run options (device, modality, threshold, batch size), checked before a run;
@@ -14,7 +16,8 @@ not need Slicer, one module per concern, so that the pytest suite can check it w
 - :mod:`.errors`: failed runs in plain words, with details;
 - :mod:`.process` and :mod:`.processtree`: the backend process, read without blocking, stopped with every
   process it started;
-- :mod:`.jobs`: a run as a job (start, poll, cancel, one ending), for segmentation, training and device detection;
+- :mod:`.jobs`: a run as a job (start, poll, cancel, one ending), for segmentation, training, device detection
+  and any other backend command (a model import);
 - :mod:`.handover`: the volume written with its exact geometry, the results read back on exactly that grid;
 - :mod:`.roi`: the crop before inference (a region of interest, or the body) and the paste back;
 - :mod:`.i18n`: user-visible text through Slicer's translation.
@@ -74,8 +77,33 @@ from .history import (
     rememberPrompts,
     settingsKey,
 )
-from .jobs import BackendJob, DevicesJob, SegmentationJob, TrainingJob
-from .models import MODEL_HELP, looksLikeHubId, modelNote, noTrainedModelNote, resolveCheckpoint
+from .jobs import BackendJob, CommandJob, DevicesJob, SegmentationJob, TrainingJob
+from .models import (
+    MODEL_HELP,
+    looksLikeHubId,
+    modelDetails,
+    modelHelpUrl,
+    modelNote,
+    modelNoteHtml,
+    noTrainedModelNote,
+    resolveCheckpoint,
+)
+from .modelstore import (
+    IMPORT_FILE_FILTER,
+    checkedModelName,
+    displayCard,
+    importedModelNote,
+    importError,
+    importHint,
+    importModel,
+    isImportedModel,
+    listModels,
+    modelCard,
+    modelChoices,
+    nameTaken,
+    suggestedName,
+)
+from .modelstore import modelsFolder as importedModelsFolder
 from .naming import defaultSegmentationName, nameKey, planSegmentNames, segmentIdByName, uniqueName
 from .options import checkedDevice, checkedModality, modalityFromDicom
 from .process import BackendProcess, popenLauncher

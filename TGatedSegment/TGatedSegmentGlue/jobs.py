@@ -242,3 +242,15 @@ class DevicesJob(BackendJob):
         from .devices import DeviceReport
 
         return DeviceReport.fromEvent(doneEvent)
+
+
+class CommandJob(BackendJob):
+    """Any other backend command that reports in JSON (``--json`` or ``--progress json``), such as
+    ``models import``: ``result`` is its done event; ``what`` names it in messages ("The import")."""
+
+    def __init__(self, args, what: str | None = None, **kwargs):
+        super().__init__(args, **kwargs)
+        self.description = what
+
+    def what(self) -> str:
+        return self.description or super().what()

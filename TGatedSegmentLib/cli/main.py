@@ -17,9 +17,12 @@ import sys
 
 from .. import __version__
 from ..errors import EXIT_CANCELLED, EXIT_INTERNAL, EXIT_USAGE, Cancelled, TGatedError
+from ..inference.precision import passive_waiting_threads
+
+passive_waiting_threads()  # before any subcommand imports torch
 
 # Subcommand modules, in the order `tgated --help` lists them.
-COMMAND_MODULES = ["segment", "train", "evaluate", "prepare", "models", "checkpoints", "devices", "demo"]
+COMMAND_MODULES = ["segment", "serve", "train", "evaluate", "prepare", "models", "checkpoints", "devices", "demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:

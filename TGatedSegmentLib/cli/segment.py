@@ -60,7 +60,7 @@ def add_parser(subparsers) -> None:
                    help="folder for the uncertainty maps (default: next to --output, named OUTPUT_uncertainty)")
     p.add_argument("--threshold", type=float, help="probability threshold (default: the checkpoint's, 0.5)")
     p.add_argument("--modality", default="auto", choices=MODALITIES, help="intensity handling (default: auto)")
-    add_compute_options(p)
+    add_compute_options(p, precision=True)
     add_progress_option(p, "json, for Slicer")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.set_defaults(func=run)
@@ -143,7 +143,8 @@ def run(args: argparse.Namespace) -> int:
     progress = make_progress(None if args.progress == "none" else args.progress)
     try:
         progress.update("load", 0, 1)
-        segmenter = Segmenter(args.checkpoint, device=args.device, batch_size=args.batch_size, amp=args.amp)
+        segmenter = Segmenter(args.checkpoint, device=args.device, batch_size=args.batch_size, amp=args.amp,
+                              precision=args.precision)
         progress.update("load", 1, 1)
         result = segmenter.segment(image, prompts=organs, modality=args.modality,
                                    threshold=args.threshold, return_probabilities=bool(args.probabilities),

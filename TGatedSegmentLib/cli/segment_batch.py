@@ -182,7 +182,8 @@ def run(args: argparse.Namespace) -> int:
     options = {"prompts": organs, "modality": args.modality, "threshold": args.threshold}  # resolved as in single mode
     try:
         progress.update("load", 0, 1)
-        segmenter = Segmenter(args.checkpoint, device=args.device, batch_size=args.batch_size, amp=args.amp)
+        segmenter = Segmenter(args.checkpoint, device=args.device, batch_size=args.batch_size, amp=args.amp,
+                              precision=args.precision)
         progress.update("load", 1, 1)
         try:
             for result in iter_batch(segmenter, cases, options, args.overwrite, progress, token):

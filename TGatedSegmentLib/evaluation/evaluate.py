@@ -307,7 +307,8 @@ def evaluate(checkpoints: Sequence[str], data, tolerance_mm: float = 2.0, device
     progress = progress or Progress()
     for name, source in zip(names, checkpoints):
         progress.info(message=f"evaluating {name} on {len(dataset.cases)} case(s)", checkpoint=name)
-        segmenter = Segmenter(source, device=device, batch_size=batch_size, amp=amp)
+        # the reference arithmetic: a report measures the model, not a faster approximation of it
+        segmenter = Segmenter(source, device=device, batch_size=batch_size, amp=amp, precision="fp32")
         rows = evaluate_segmenter(segmenter, dataset_cases(dataset), tolerance_mm, progress=progress, cancel=cancel,
                                   total=len(dataset.cases),
                                   worst=report.worst.collector(name) if report.worst is not None else None)

@@ -41,7 +41,7 @@ def gate_volume(segmenter, volume, modality: str = "auto") -> np.ndarray:
     size = segmenter.config.preprocessing.image_size
     out = np.zeros((depth, rows, cols), np.float32)
     for centres, window, _ in engine._windows(lambda idx: canonical[idx], depth, None, None, "gate"):
-        _, gate = model.fuse(window, return_gate=True)  # (B, T, C), token 0 is the class token
+        gate = model.fuse_with_gate(window).gate  # (B, T, C), token 0 is the class token
         patches = gate[:, 1:].float().mean(dim=-1)  # (B, g*g)
         grid = int(round(math.sqrt(patches.shape[1])))
         tokens = patches.view(-1, 1, grid, grid)

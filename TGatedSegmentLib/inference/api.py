@@ -30,6 +30,8 @@ from ..progress import CancelToken, Progress
 from ..vocabulary import Organ, resolve_prompts
 from .devices import resolve_device
 from .engine import EngineStats, StreamingEngine, binary_entropy
+from .precision import resolve_precision, use_all_cores
+from .volume_cache import VolumeCache, content_key
 
 log = logging.getLogger(__name__)
 
@@ -101,20 +103,47 @@ class SegmentationResult:
 
 
 class Segmenter:
-    """A loaded model plus its streaming engine; reuse it for many volumes and prompt sets."""
+    """A loaded model plus its streaming engine; reuse it for many volumes and prompt sets.
 
-    def __init__(self, checkpoint: str | Path | None = None, device: str | torch.device = "auto", batch_size: int = 4,
-                 amp: str | None = None, loaded: LoadedModel | None = None):
+    ``precision``: ``auto`` (default), ``fp32``, ``int8``, ``bf16`` or ``fp16`` (:mod:`.precision`);
+    ``amp`` (``fp16``/``bf16``) is its older, CUDA-only spelling. ``batch_size``: slices per encoder
+    batch (default 4 on a CPU, 16 on CUDA). ``volume_cache``: keep each volume's prompt-independent
+    tensors for the next request on the same volume (the warm backend; :mod:`.volume_cache`).
+    """
+
+    def __init__(self, checkpoint: str | Path | None = None, device: str | torch.device = "auto",
+                 batch_size: int | None = None, amp: str | None = None, loaded: LoadedModel | None = None,
+                 precision: str | None = None, volume_cache: VolumeCache | None = None):
         self.device = resolve_device(device)
+        if self.device.type == "cpu":
+            use_all_cores()
+        requested = precision
+        if amp and self.device.type == "cuda" and precision in (None, "auto", "fp32"):  # the older, CUDA-only flag
+            requested = amp
+        self.precision = resolve_precision(requested, self.device, caller_model=loaded is not None)
         self.loaded = loaded or load_model(checkpoint, device=self.device)
         self.loaded.model.to(self.device).eval()
         self.config = self.loaded.config
         self.codec = SliceCodec(self.config.preprocessing, self.device, dtype=self.loaded.model.dtype)
-        self.engine = StreamingEngine(self.loaded.model, self.loaded.tokenizer, self.codec, batch_size=batch_size, amp=amp)
+        batch_size = batch_size or (16 if self.device.type == "cuda" else 4)
+        self.engine = StreamingEngine(self.loaded.model, self.loaded.tokenizer, self.codec, batch_size=batch_size,
+                                      precision=self.precision)
+        self.engine.volume_cache = volume_cache
 
     @property
     def model(self):
         return self.loaded.model
+
+    def _bind_volume_cache(self, canonical: np.ndarray) -> bool:
+        """Point the volume cache at this volume (after preprocessing); True if it holds its tensors."""
+        cache = self.engine.volume_cache
+        if cache is None:
+            return False
+        key = content_key(canonical, self.config.preprocessing.to_dict(), self.engine.quantized, str(self.device),
+                          self.precision, id(self.model))
+        held = cache.bind(key)
+        cache.hits = 0  # counted per request
+        return held
 
     def segment(
         self,
@@ -142,10 +171,14 @@ class Segmenter:
         canonical, geometry, modality = prepared.unit, prepared.geometry, prepared.modality
         depth, rows, cols = canonical.shape
         progress = progress or Progress()
+        self.engine.prepare(depth)  # int8: quantise before the first volume deep enough to repay it
+        cached = self._bind_volume_cache(canonical)
         progress.info(device=str(self.device), modality=modality, orientation=prepared.orientation,
                       slices=depth, prompts=[o.prompt for o in organs], temporal=self.model.temporal,
+                      precision=self.precision, cached=cached,
                       message=f"{depth} slices, {modality.upper()}, stored {prepared.orientation}, "
-                              f"device {self.device}, {len(organs)} prompt(s)")
+                              f"device {self.device}, {self.precision}, {len(organs)} prompt(s)"
+                              + (", encoder tokens cached" if cached else ""))
 
         k = len(organs)
         masks = np.zeros((k, depth, rows, cols), dtype=bool)

@@ -25,6 +25,8 @@ from ..model.modeling import TGatedCLIPSeg
 from ..model.tokenizer import tokenize
 from ..preprocessing.slices import SliceCodec
 from ..progress import CancelToken, Progress
+from .precision import INT8_MIN_SLICES, autocast_dtype, quantize_int8
+from .volume_cache import VolumeCache
 
 # Slices (canonical, [0, 1]) for the given indices -> (n, Y, X) array.
 SliceReader = Callable[[np.ndarray], np.ndarray]
@@ -52,18 +54,25 @@ def window_indices(centre: int, depth: int, context: int) -> list[int]:
 class StreamingEngine:
     """Runs a :class:`TGatedCLIPSeg` over a volume slice by slice.
 
-    ``amp`` (CUDA only) runs the model under float16/bfloat16 autocast; everything returned is
-    float32 either way.
+    ``precision`` (:mod:`.precision`, already resolved): ``fp32``; ``bf16``/``fp16`` run the model
+    under autocast; ``int8`` quantises the model's linear layers in place before the first volume
+    of at least ``INT8_MIN_SLICES`` slices. Everything returned is float32 either way. ``amp`` is
+    the older name of the autocast choices (``fp16``/``bf16``, CUDA only).
     """
 
     def __init__(self, model: TGatedCLIPSeg, tokenizer, codec: SliceCodec, batch_size: int = 4,
-                 amp: str | None = None, text_cache_size: int = 256):
+                 amp: str | None = None, text_cache_size: int = 256, precision: str = "fp32"):
         self.model = model
         self.tokenizer = tokenizer
         self.codec = codec
         self.batch_size = max(1, int(batch_size))
         self.device = codec.device
-        self.amp_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(amp) if self.device.type == "cuda" else None
+        if amp and precision == "fp32":
+            precision = amp if self.device.type == "cuda" else "fp32"
+        self.precision = precision
+        self.amp_dtype = autocast_dtype(precision)
+        self.quantized = False
+        self.volume_cache: VolumeCache | None = None  # set by the warm backend; bound per volume by the caller
         self._text_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._text_cache_size = text_cache_size
         self.stats = EngineStats()
@@ -72,6 +81,15 @@ class StreamingEngine:
         if self.amp_dtype is None:
             return torch.autocast(self.device.type, enabled=False)
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def prepare(self, depth: int) -> None:
+        """Before a volume of ``depth`` slices: quantise now if this precision wants it and the
+        volume is deep enough to repay it (``precision.INT8_MIN_SLICES``)."""
+        if self.precision == "int8" and not self.quantized and depth >= INT8_MIN_SLICES:
+            start = time.perf_counter()
+            quantize_int8(self.model)
+            self.quantized = True
+            self.stats.seconds["quantize"] = self.stats.seconds.get("quantize", 0.0) + time.perf_counter() - start
 
     # -- text ---------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -96,14 +114,18 @@ class StreamingEngine:
 
     # -- volume ---------------------------------------------------------------------------------
     def _windows(self, read_slices: SliceReader, depth: int, progress: Progress | None, cancel: CancelToken | None,
-                 stage: str) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor | None]]:
+                 stage: str, reuse_fused: bool = True
+                 ) -> Iterator[tuple[np.ndarray, torch.Tensor | None, torch.Tensor | None]]:
         """Yields ``(centres, window, image)`` per batch of centre slices; window: (B, S, L, T, C),
         image: the refinement head's (B, F, H, W) features of the centre slices (None without one).
 
         Each slice goes through the vision encoder once; only the slices some pending window still
         needs stay cached (with their model-input pixels when the refinement head needs them).
+        With a bound :attr:`volume_cache`, slices it holds are not encoded again, and ``window`` is
+        None where it holds the adapter output of every centre (``reuse_fused``).
         """
-        model, stats = self.model, self.stats
+        self.prepare(depth)
+        model, stats, kept = self.model, self.stats, self.volume_cache
         context = model.context_size
         half = context // 2
         cache: dict[int, torch.Tensor] = {}  # slice index -> (L, T, C) encoder features
@@ -113,25 +135,18 @@ class StreamingEngine:
             if cancel is not None:
                 cancel.check()
             centres = np.arange(start, min(depth, start + self.batch_size))
-            needed_until = min(depth - 1, int(centres[-1]) + half)
+            need_window = not (reuse_fused and kept is not None and model.temporal
+                               and all(int(c) in kept.fused_last and int(c) in kept.tokens for c in centres))
+            needed_until = min(depth - 1, int(centres[-1]) + half) if need_window else int(centres[-1])
             while next_to_encode <= needed_until:  # encode ahead in full batches
                 idx = np.arange(next_to_encode, min(depth, next_to_encode + self.batch_size))
-                t0 = time.perf_counter()
-                pixels = self.codec.encode(read_slices(idx))
-                t1 = time.perf_counter()
-                with self._autocast():
-                    features = model.encode_images(pixels)  # (n, L, T, C)
-                for z, feat in zip(idx.tolist(), features):
-                    cache[z] = feat
-                if model.refine is not None:
-                    pixel_cache.update(zip(idx.tolist(), pixels))
-                stats.seconds["preprocess"] += t1 - t0
-                stats.seconds["encode"] += time.perf_counter() - t1
-                stats.slices_encoded += len(idx)
+                self._encode(idx, read_slices, cache, pixel_cache)
                 next_to_encode += len(idx)
             stats.peak_cached_slices = max(stats.peak_cached_slices, len(cache))
-            window = torch.stack([torch.stack([cache[z] for z in window_indices(int(c), depth, context)])
-                                  for c in centres])  # (B, S, L, T, C)
+            window = None
+            if need_window:
+                window = torch.stack([torch.stack([cache[z] for z in window_indices(int(c), depth, context)])
+                                      for c in centres])  # (B, S, L, T, C)
             image = None
             if model.refine is not None:
                 with self._autocast():
@@ -142,18 +157,65 @@ class StreamingEngine:
             if progress is not None:
                 progress.update(stage, int(centres[-1]) + 1, depth)
 
-    def _fuse_decode(self, window: torch.Tensor, text: torch.Tensor, image: torch.Tensor | None) -> torch.Tensor:
+    def _encode(self, idx: np.ndarray, read_slices: SliceReader, cache: dict, pixel_cache: dict) -> None:
+        """Encoder features (and, with a refinement head, pixels) of slices ``idx`` into the window's
+        caches: from the volume cache where it holds them, else encoded as one batch."""
+        model, stats, kept = self.model, self.stats, self.volume_cache
+        refine = model.refine is not None
+        todo = [z for z in idx.tolist() if kept is None or z not in kept.tokens or (refine and z not in kept.pixels)]
+        for z in idx.tolist():
+            if z not in todo:
+                cache[z] = kept.tokens[z]
+                if refine:
+                    pixel_cache[z] = kept.pixels[z]
+                kept.hits += 1
+        if not todo:
+            return
+        t0 = time.perf_counter()
+        pixels = self.codec.encode(read_slices(np.asarray(todo)))
+        t1 = time.perf_counter()
+        with self._autocast():
+            features = model.encode_images(pixels)  # (n, L, T, C)
+        for z, feat, pix in zip(todo, features, pixels):
+            cache[z] = feat
+            if refine:
+                pixel_cache[z] = pix
+            if kept is not None:
+                kept.put(kept.tokens, z, feat)
+                if refine:
+                    kept.put(kept.pixels, z, pix)
+        stats.seconds["preprocess"] += t1 - t0
+        stats.seconds["encode"] += time.perf_counter() - t1
+        stats.slices_encoded += len(todo)
+
+    def _fuse(self, centres: np.ndarray, window: torch.Tensor | None, keep: bool = True) -> torch.Tensor:
+        """(B, L, T, C) decoder input of the centre slices: the adapter over their windows, or what
+        the volume cache kept of it (only the last activation is the adapter's; see volume_cache).
+        ``keep``: store the adapter's output in the volume cache (not for stochastic passes)."""
+        kept, model = self.volume_cache if keep else None, self.model
+        if window is None:
+            last = model.num_activations - 1
+            return torch.stack([torch.cat([kept.tokens[int(c)][:last], kept.fused_last[int(c)][None]])
+                                for c in centres])
+        with self._autocast():
+            fused = model.fuse(window)  # (B, L, T, C)
+        self.stats.windows_fused += len(centres)
+        if kept is not None and model.temporal:
+            for c, f in zip(centres.tolist(), fused):
+                kept.put(kept.fused_last, c, f[-1])
+        return fused
+
+    def _fuse_decode(self, centres: np.ndarray, window: torch.Tensor | None, text: torch.Tensor,
+                     image: torch.Tensor | None, reuse_fused: bool = True) -> torch.Tensor:
         """(B, S, L, T, C) windows -> (B, K, S, S) logits: adapter once per slice, decoder per prompt."""
         t0 = time.perf_counter()
-        with self._autocast():
-            fused = self.model.fuse(window)  # (B, L, T, C)
+        fused = self._fuse(centres, window, keep=reuse_fused)
         t1 = time.perf_counter()
         b, k = fused.shape[0], text.shape[0]
         items = torch.stack([torch.arange(b, device=fused.device).repeat_interleave(k),
                              torch.arange(k, device=fused.device).repeat(b)], dim=1)  # (B*K, 2), slice-major
         with self._autocast():
             logits = self.model.decode(fused, text.to(fused.dtype), image, items)  # (B*K, S, S)
-        self.stats.windows_fused += b
         self.stats.decoder_items += b * k
         self.stats.seconds["fuse"] += t1 - t0
         self.stats.seconds["decode"] += time.perf_counter() - t1
@@ -175,7 +237,7 @@ class StreamingEngine:
         B centre slices and the K rows of ``text``.
         """
         for centres, window, image in self._windows(read_slices, depth, progress, cancel, stage):
-            yield centres, self._fuse_decode(window, text, image)
+            yield centres, self._fuse_decode(centres, window, text, image)
 
     @torch.inference_mode()
     def run_monte_carlo(
@@ -200,13 +262,13 @@ class StreamingEngine:
             raise InputError("uncertainty needs a T-Gated checkpoint: the slice-wise baseline has no stochastic layers",
                              "Use a checkpoint with the temporal adapter, or run without --uncertainty.")
         samples = max(1, int(samples))
-        for centres, window, image in self._windows(read_slices, depth, progress, cancel, stage):
+        for centres, window, image in self._windows(read_slices, depth, progress, cancel, stage, reuse_fused=False):
             mean_p = expected_h = None
             with self.model.adapter.stochastic():
                 for _ in range(samples):
                     if cancel is not None:
                         cancel.check()
-                    p = torch.sigmoid(self._fuse_decode(window, text, image))
+                    p = torch.sigmoid(self._fuse_decode(centres, window, text, image, reuse_fused=False))
                     h = binary_entropy(p)
                     mean_p = p if mean_p is None else mean_p + p
                     expected_h = h if expected_h is None else expected_h + h

@@ -36,6 +36,7 @@ from .nrrd_text import ascii_placeholders, put_utf8_text
 from .volume import Geometry, image_from_array, read_image
 
 SEG_SUFFIX = ".seg.nrrd"
+SEG_NRRD_GZIP_LEVEL = 6
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
 PROBABILITIES_INDEX = "probabilities.json"
 PROMPT_TAG = "TGatedSegment.Prompt"
@@ -132,7 +133,9 @@ def write_segmentation(
         import slicerio
 
         with atomic_path(path) as tmp, _writing(path):
-            slicerio.write_segmentation(str(tmp), segmentation)
+            # gzip level 6, not slicerio's 9: 5-10 % larger files, 7x faster on
+            # speckled masks (an untrained model's 13 prompts spent seconds here; issue 12)
+            slicerio.write_segmentation(str(tmp), segmentation, compression_level=SEG_NRRD_GZIP_LEVEL)
             put_utf8_text(tmp, utf8)  # names such as "肝臓" as UTF-8, as Slicer writes them
         return [path]
     if suffix == DICOM_SEG_SUFFIX:

@@ -21,12 +21,20 @@ t the temporal transformer's output at the centre and g = sigmoid(gate_proj(t)):
 from __future__ import annotations
 
 import contextlib
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
 from .configuration import AdapterConfig
 from .probabilistic import ProbabilisticSelfAttention
+
+
+class AdapterOutput(NamedTuple):
+    """The adapter's decoder tokens for the centre slices and its gate, both (B, T, C)."""
+
+    tokens: torch.Tensor
+    gate: torch.Tensor
 
 
 class DropPath(nn.Module):
@@ -193,8 +201,12 @@ class TemporalAdapter(nn.Module):
         """Per-token, per-channel blend weight in (0, 1); ~0 at initialisation."""
         return torch.sigmoid(self.gate_proj(temporal))
 
-    def forward(self, window: torch.Tensor, return_gate: bool = False):
+    def forward(self, window: torch.Tensor) -> torch.Tensor:
         """window: (B, S, T, C) encoder tokens, centre at S // 2 -> (B, T, C) decoder tokens."""
+        return self.with_gate(window).tokens
+
+    def with_gate(self, window: torch.Tensor) -> AdapterOutput:
+        """:meth:`forward`'s tokens and the gate that blended them, both (B, T, C)."""
         centre = window[:, window.shape[1] // 2]  # (B, T, C) single-slice tokens
         if self.config.ignore_context:  # the equal-capacity control: no neighbours, same computation
             window = centre.unsqueeze(1).expand_as(window)
@@ -205,7 +217,7 @@ class TemporalAdapter(nn.Module):
         else:
             fused = gate * temporal + (1.0 - gate) * centre
             out = self.mlp_head(self.spatial_context(fused))
-        return (out, gate) if return_gate else out
+        return AdapterOutput(out, gate)
 
     def gate_penalty(self) -> torch.Tensor:
         """``mean(s * (1 - s))`` with ``s = sigmoid(gate bias)``: pushes the gate to decide (paper, Sec. 3.4)."""

@@ -32,6 +32,7 @@ from ..io.jsonfile import read_json
 from ..preprocessing.config import PreprocessConfig
 from .clipseg_base import load_clipseg_base, load_clipseg_config
 from .configuration import DEFAULT_BASE_MODEL, FORMAT_NAME, AdapterConfig, RefineConfig, TGatedConfig
+from .empty_init import empty_weights
 from .modeling import TGatedCLIPSeg
 from .source import CONFIG_NAME, SourceKind, classify_source, download, missing_error
 from .tokenizer import check_tokenizer, load_tokenizer
@@ -155,7 +156,7 @@ def _load_tgated(folder: Path, raw: dict, source: str, device) -> LoadedModel:
                                   "on", "The checkpoint is incomplete: use one saved with full weights.")
         model = TGatedCLIPSeg(config, base_model=load_base_model(config.base_model_id))
     else:  # every weight comes from the file: build without allocating or initialising any (see _materialise)
-        with torch.device("meta"):
+        with empty_weights():
             model = TGatedCLIPSeg(config)
     weights = folder / WEIGHTS_NAME
     if not weights.is_file():

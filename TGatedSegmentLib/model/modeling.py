@@ -30,6 +30,7 @@ K prompts, P projection dim, H = W = image size, F refinement channels.
 from __future__ import annotations
 
 import contextlib
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -53,15 +54,24 @@ def conditioned_activation(clipseg_config) -> int:
     return n - 1 - min(int(clipseg_config.conditional_layer), n - 1)
 
 
+class Fused(NamedTuple):
+    """The decoder input of the centre slices, (B, L, T, C), and the adapter's gate, (B, T, C) or None."""
+
+    tokens: torch.Tensor
+    gate: torch.Tensor | None
+
+
 class TGatedCLIPSeg(nn.Module):
     """T-Gated CLIPSeg. ``forward`` matches the authors' ``CLIPSegTemporalAdapter.forward``."""
 
     def __init__(self, config: TGatedConfig, base_model: nn.Module | None = None):
         super().__init__()
-        from transformers import CLIPSegForImageSegmentation
+        if base_model is None:  # transformers' CLIPSeg modelling code loads only when a model is built (seconds)
+            from transformers.models.clipseg.modeling_clipseg import CLIPSegForImageSegmentation
 
+            base_model = CLIPSegForImageSegmentation(config.clipseg())
         self.config = config
-        self.base_model = base_model if base_model is not None else CLIPSegForImageSegmentation(config.clipseg())
+        self.base_model = base_model
         hidden = self.base_model.config.vision_config.hidden_size
         self.adapter = TemporalAdapter(config.adapter, hidden) if config.adapter is not None else None
         self.refine = (RefinementHead(config.refine, self.base_model.config.reduce_dim)
@@ -148,21 +158,21 @@ class TGatedCLIPSeg(nn.Module):
             return input_ids.argmax(dim=-1)
         return (input_ids == eos).int().argmax(dim=-1)
 
-    def fuse(self, window: torch.Tensor, return_gate: bool = False):
-        """(B, S, L, T, C) window features -> (B, L, T, C) decoder input for the centre slices.
+    def fuse(self, window: torch.Tensor) -> torch.Tensor:
+        """(B, S, L, T, C) window features -> (B, L, T, C) decoder input for the centre slices."""
+        return self.fuse_with_gate(window).tokens
 
-        ``return_gate``: also the adapter's gate, (B, T, C) (None for the baseline).
-        """
+    def fuse_with_gate(self, window: torch.Tensor) -> Fused:
+        """:meth:`fuse`'s decoder input and the adapter's gate, (B, T, C) (None for the baseline)."""
         centre = window[:, window.shape[1] // 2]  # (B, L, T, C)
-        if not self.temporal:
-            return (centre, None) if return_gate else centre
+        if self.adapter is None:
+            return Fused(centre, None)
         if self.reference_wiring:
-            out, gate = self.adapter(window[:, :, -1], return_gate=True)  # (B, T, C) each
-            return (out.unsqueeze(1), gate) if return_gate else out.unsqueeze(1)
+            out, gate = self.adapter.with_gate(window[:, :, -1])  # (B, T, C) each
+            return Fused(out.unsqueeze(1), gate)
         a = self.adapter.config.activation % centre.shape[1]  # only this activation is rewritten
-        out, gate = self.adapter(window[:, :, a], return_gate=True)  # (B, T, C) each
-        fused = torch.cat([centre[:, :a], out.unsqueeze(1), centre[:, a + 1:]], dim=1)
-        return (fused, gate) if return_gate else fused
+        out, gate = self.adapter.with_gate(window[:, :, a])  # (B, T, C) each
+        return Fused(torch.cat([centre[:, :a], out.unsqueeze(1), centre[:, a + 1:]], dim=1), gate)
 
     def image_features(self, pixel_values: torch.Tensor) -> torch.Tensor | None:
         """(B, 3, H, W) centre slices -> (B, F, H, W) for the refinement head (None without one)."""
@@ -228,7 +238,6 @@ class TGatedCLIPSeg(nn.Module):
         pixel_values: torch.Tensor,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
-        return_gate: bool = False,
         windows: torch.Tensor | None = None,
         items: torch.Tensor | None = None,
         tokens: torch.Tensor | None = None,
@@ -246,7 +255,7 @@ class TGatedCLIPSeg(nn.Module):
           feed the refinement head.
         """
         if windows is not None:
-            return self._forward_items(pixel_values, windows, input_ids, attention_mask, items, return_gate, tokens)
+            return self._forward_items(pixel_values, windows, input_ids, attention_mask, items, tokens)
         if pixel_values.ndim == 4:
             pixel_values = pixel_values.unsqueeze(1)
         b, s = pixel_values.shape[:2]
@@ -259,21 +268,21 @@ class TGatedCLIPSeg(nn.Module):
             s = self.context_size
         windows = torch.arange(b * s, device=pixel_values.device).view(b, s)
         items = torch.arange(b, device=pixel_values.device).unsqueeze(1).expand(b, 2)
-        return self._forward_items(pixel_values.flatten(0, 1), windows, input_ids, attention_mask, items, return_gate)
+        return self._forward_items(pixel_values.flatten(0, 1), windows, input_ids, attention_mask, items)
 
-    def _forward_items(self, pixel_values, windows, input_ids, attention_mask, items, return_gate, tokens=None):
+    def _forward_items(self, pixel_values, windows, input_ids, attention_mask, items, tokens=None) -> torch.Tensor:
         if windows.shape[1] != self.context_size:
             raise ValueError(f"expected windows of {self.context_size} slices, got {windows.shape[1]}")
         b, s = windows.shape
         features = self.encode_images(pixel_values) if tokens is None else self.adapt_tokens(tokens)  # (U, L, T, C)
         window = features.index_select(0, windows.flatten()).unflatten(0, (b, s))  # (B, S, L, T, C)
-        fused, gate = self.fuse(window, return_gate=True)  # (B, L, T, C)
+        fused = self.fuse(window)  # (B, L, T, C)
         image = None
         if self.refine is not None:
             image = self.image_features(pixel_values.index_select(0, windows[:, s // 2]))  # (B, F, H, W)
         text = self.encode_text(input_ids, attention_mask)  # (K, P)
         logits = self.decode(fused, text, image, items)  # (M, H, W)
-        return (logits, gate) if return_gate else logits
+        return logits
 
     # -- fine-tuning modes ---------------------------------------------------------------------------
     FINETUNE_MODES = ("full", "decoder", "adapters")

@@ -21,7 +21,16 @@ MAX_TOKENS = 77
 
 
 def load_tokenizer(source: str | Path):
-    """A tokenizer from a folder or hub id, or a :class:`CheckpointError` that says what to pass."""
+    """A tokenizer from a folder or hub id, or a :class:`CheckpointError` that says what to pass.
+
+    A folder with a plain CLIP ``tokenizer.json`` (every checkpoint this package writes) gets
+    :class:`JsonClipTokenizer`: the same ids, without importing transformers' tokenizer classes;
+    anything else (a hub id, ``vocab.json`` + ``merges.txt`` only, another tokenizer class) is
+    loaded by transformers' ``AutoTokenizer``.
+    """
+    tokenizer = JsonClipTokenizer.from_folder(source)
+    if tokenizer is not None:
+        return tokenizer
     from transformers import AutoTokenizer
 
     try:
@@ -32,6 +41,84 @@ def load_tokenizer(source: str | Path):
             "Pass --tokenizer with a folder holding the CLIP tokenizer files (vocab.json and merges.txt, "
             "or tokenizer.json), or a hub id reachable from this machine.",
         ) from None
+
+
+class JsonClipTokenizer:
+    """A folder's CLIP tokenizer (``tokenizer.json``) run by the ``tokenizers`` library directly.
+
+    transformers' ``CLIPTokenizer`` runs this same ``tokenizer.json`` through the same library, behind
+    classes whose import costs about a second (issue 12). This class offers what the package calls
+    (``tokenizer(texts, padding=True, truncation=True, max_length=77, return_tensors="pt")``,
+    ``eos_token_id``, ``get_vocab``, ``save_pretrained``), with transformers' ids and masks
+    (``Testing/test_tokenizer_json.py``). It is not a copy of transformers' code: the tokenizer itself
+    is the ``tokenizers`` object, as in transformers.
+    """
+
+    FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt")
+
+    def __init__(self, backend, eos_token: str, pad_token: str, folder: Path):
+        self._backend = backend
+        self._folder = folder
+        self.eos_token_id = backend.token_to_id(eos_token)
+        self.pad_token_id = backend.token_to_id(pad_token)
+        backend.no_truncation()
+        backend.no_padding()
+
+    @classmethod
+    def from_folder(cls, folder: str | Path) -> JsonClipTokenizer | None:
+        """The folder's tokenizer, or None where it is not a plain CLIP one (transformers then loads it)."""
+        from ..io.jsonfile import read_json
+
+        folder = Path(folder)
+        config = read_json(folder / "tokenizer_config.json")  # None: no such file, or not JSON
+        if not isinstance(config, dict) or not (folder / "tokenizer.json").is_file():
+            return None
+        eos, pad = (_token_text(config.get(name)) for name in ("eos_token", "pad_token"))
+        if config.get("tokenizer_class") not in ("CLIPTokenizer", "CLIPTokenizerFast") or not isinstance(eos, str) \
+                or not isinstance(pad, str):
+            return None
+        from tokenizers import Tokenizer
+
+        try:
+            backend = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        except Exception:  # tokenizers raises its own exception type for a file it cannot parse
+            return None
+        if backend.token_to_id(eos) is None or backend.token_to_id(pad) is None:
+            return None
+        return cls(backend, eos, pad, folder)
+
+    def get_vocab(self) -> dict[str, int]:
+        return self._backend.get_vocab(with_added_tokens=True)
+
+    def save_pretrained(self, folder: str | Path) -> None:
+        """Copy the tokenizer files this tokenizer was read from into ``folder`` (a checkpoint being saved)."""
+        import shutil
+
+        for name in self.FILES:
+            if (self._folder / name).is_file():
+                shutil.copyfile(self._folder / name, Path(folder) / name)
+
+    def __call__(self, texts: list[str], padding: bool = True, truncation: bool = True, max_length: int = MAX_TOKENS,
+                 return_tensors: str = "pt") -> dict[str, torch.Tensor]:
+        """``tokenizer(texts, padding=True, truncation=True, max_length=77, return_tensors="pt")``."""
+        if return_tensors != "pt":
+            raise ValueError("this tokenizer returns PyTorch tensors only")
+        if truncation:
+            self._backend.enable_truncation(max_length)
+        else:
+            self._backend.no_truncation()
+        encodings = self._backend.encode_batch(list(texts))
+        longest = max(len(e.ids) for e in encodings)
+        if not padding and any(len(e.ids) != longest for e in encodings):
+            raise ValueError("prompts of different lengths need padding=True to make one tensor")
+        ids = [e.ids + [self.pad_token_id] * (longest - len(e.ids)) for e in encodings]
+        mask = [[1] * len(e.ids) + [0] * (longest - len(e.ids)) for e in encodings]
+        return {"input_ids": torch.tensor(ids, dtype=torch.long), "attention_mask": torch.tensor(mask, dtype=torch.long)}
+
+
+def _token_text(value):
+    """A special token as ``tokenizer_config.json`` stores it: a string, or an AddedToken dict (older saves)."""
+    return value.get("content") if isinstance(value, dict) else value
 
 
 def compact_clip_tokenizer(words: list[str] | tuple[str, ...] = ()):

@@ -35,7 +35,10 @@ Mirrored behaviours that the tests rely on:
 - vtkSlicerVolumesLogic.CreateAndAddLabelVolume(volumeNode, name): same grid, zero voxels, the
   volume's parent transform (Modules/Loadable/Volumes/Logic/vtkSlicerVolumesLogic.cxx).
 - qSlicerCoreApplication: temporaryPath, processEvents (fires the stand-in's QTimers), testingEnabled
-  (True, as under --testing), majorVersion/minorVersion, translate (no translation loaded).
+  (True, as under --testing), majorVersion/minorVersion, translate (no translation loaded),
+  extensionsManagerModel (a Slicer built with the Extensions Manager) whose
+  extensionMetadata(extensionName, source=MetadataAll) is {} for an extension it does not know
+  (Base/QTCore/qSlicerExtensionsManagerModel.cxx).
 - Linear transforms: vtkMRMLLinearTransformNode.SetMatrixTransformToParent / GetMatrixTransformToParent,
   transforms under transforms, GetMatrixTransformToWorld, and the static
   vtkMRMLTransformNode.GetMatrixTransformBetweenNodes(source, target, matrix) with None for world
@@ -87,7 +90,25 @@ class _Application:
         """QCoreApplication::translate: no translation is loaded in the stand-in (tests may replace this)."""
         return sourceText
 
+    def extensionsManagerModel(self):
+        return _extensionsManagerModel
 
+
+class _ExtensionsManagerModel:
+    """qSlicerExtensionsManagerModel.extensionMetadata: the metadata (a dict: "homepage", ...) of an
+    installed or server-listed extension, {} for one it does not know. ``installed`` (stand-in only):
+    extension name -> metadata, as tests set it."""
+
+    MetadataAll, MetadataLocal, MetadataServer = 0, 1, 2
+
+    def __init__(self):
+        self.installed: dict[str, dict] = {}
+
+    def extensionMetadata(self, extensionName, source=0):
+        return dict(self.installed.get(extensionName, {}))
+
+
+_extensionsManagerModel = _ExtensionsManagerModel()
 app = _Application()
 
 
@@ -1011,6 +1032,7 @@ modules.terminologies = _Module(vtkSlicerTerminologiesModuleLogic())
 def resetStandIn(temporaryPath=None):
     """For tests: a fresh scene, no running timers, ``app.temporaryPath`` set."""
     mrmlScene.Clear()
+    _extensionsManagerModel.installed.clear()
     for timer in list(qt._activeTimers):
         timer.stop()
     if temporaryPath is not None:

@@ -152,6 +152,15 @@ def confirmOkCancelDisplay(text, windowTitle=None, parent=None, **kwargs):
     raise NotImplementedError("the stand-in shows no dialogs; tests replace confirmOkCancelDisplay")
 
 
+def confirmYesNoDisplay(text, windowTitle=None, parent=None, **kwargs):
+    """Slicer's: logs ``text``; in testing mode returns True ("Yes") without a popup. The stand-in has no
+    popup: outside testing mode it raises."""
+    logging.info(text)
+    if slicer.app.testingEnabled():
+        return True
+    raise NotImplementedError("the stand-in shows no dialogs; tests replace confirmYesNoDisplay")
+
+
 class WaitCursor:
     """A context manager that shows a wait cursor in Slicer; nothing to show here."""
 
