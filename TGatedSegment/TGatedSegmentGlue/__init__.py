@@ -34,13 +34,15 @@ tests import from the package itself.
 
 from __future__ import annotations
 
+from TGatedSegmentLib.compat import deprecated_names
+
 from .commands import (
     BACKEND_PACKAGE,
-    TRAIN_OPTIONS,
     backendEnvironment,
     devicesArguments,
     segmentArguments,
     trainArguments,
+    trainOptions,
 )
 from .dependencies import (
     IMPORT_NAMES,
@@ -117,3 +119,6 @@ from .terminology import (
     terminologyLabels,
 )
 from .warm import WarmBackend, WarmSegmentationJob
+
+# TRAIN_OPTIONS: deprecated, see commands.trainOptions
+__getattr__ = deprecated_names(__name__, {"TRAIN_OPTIONS": (trainOptions, "trainOptions()")})

@@ -11,6 +11,8 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+from TGatedSegmentLib.compat import deprecated_names
+
 from .i18n import tr as _
 from .options import checkedBatchSize, checkedDevice, checkedModality, checkedThreshold, checkedUncertainty
 
@@ -63,28 +65,21 @@ def devicesArguments() -> list[str]:
     return ["devices", "--progress", "json"]
 
 
-# Options of `tgated train` that train(...) accepts, as Python keyword -> (flag, kind).
-TRAIN_OPTIONS = {
-    "val": ("--val", "value"),
-    "base": ("--base", "value"),
-    "tokenizer": ("--tokenizer", "value"),
-    "recipe": ("--recipe", "value"),
-    "maxMinutes": ("--max-minutes", "value"),
-    "adapter": ("--adapter", "value"),
-    "refine": ("--refine", "int"),
-    "epochs": ("--epochs", "int"),
-    "steps": ("--steps", "int"),
-    "batchSize": ("--batch-size", "int"),
-    "chunkSlices": ("--chunk-slices", "int"),
-    "imageSize": ("--image-size", "int"),
-    "warmupSteps": ("--warmup-steps", "int"),
-    "hardPixels": ("--hard-pixels", "value"),
-    "noTemporal": ("--no-temporal", "flag"),
-    "freezeEncoders": ("--freeze-encoders", "flag"),
-    "resume": ("--resume", "resume"),
-    "device": ("--device", "value"),
-    "seed": ("--seed", "int"),
-}
+def trainOptions() -> dict[str, tuple[str, str]]:
+    """The options ``train(...)`` accepts, as Python keyword -> (flag, kind): every flag of ``tgated
+    train`` but --data, --output and --progress, named after the flag in camelCase (``--max-minutes``:
+    ``maxMinutes``), read from TrainConfig's fields (torch-free). kind: ``flag`` (a switch), ``int``,
+    ``float``, ``resume`` (True: the run in the output folder, or a run folder) or ``value``."""
+    from TGatedSegmentLib.training.options import cli_settings
+
+    options = {}
+    for entry in cli_settings():
+        if entry.name in ("data", "output"):
+            continue  # trainArguments' datasetFolder and outputFolder
+        kind = "flag" if entry.switch else "resume" if entry.name == "resume" else \
+            {int: "int", float: "float"}.get(entry.option.type, "value")
+        options[_camel(entry.dest)] = (entry.flag, kind)
+    return options
 
 
 def _camel(key: str) -> str:
@@ -95,14 +90,15 @@ def _camel(key: str) -> str:
 
 def trainArguments(datasetFolder: str | Path, outputFolder: str | Path, **options) -> list[str]:
     """Arguments after ``python -m TGatedSegmentLib`` for ``train``; ``resume=True`` continues the run
-    in ``outputFolder``. Unknown options are refused with the list of known ones."""
+    in ``outputFolder``. Unknown options are refused with the list of known ones (:func:`trainOptions`)."""
+    known = trainOptions()
     args = ["train", "--data", str(datasetFolder), "--output", str(outputFolder), "--progress", "json"]
     for key, value in options.items():
         name = _camel(key)
-        if name not in TRAIN_OPTIONS:
+        if name not in known:
             raise TypeError(_("Unknown training option '{option}'; known: {known}.").format(
-                option=key, known=", ".join(TRAIN_OPTIONS)))
-        flag, kind = TRAIN_OPTIONS[name]
+                option=key, known=", ".join(known)))
+        flag, kind = known[name]
         if value is None or value is False:
             continue
         if kind == "flag":
@@ -111,8 +107,14 @@ def trainArguments(datasetFolder: str | Path, outputFolder: str | Path, **option
             args += [flag, str(outputFolder) if value is True else str(value)]
         elif kind == "int":
             args += [flag, str(int(value))]
+        elif kind == "float":
+            args += [flag, repr(float(value))]
         elif name == "device":
             args += [flag, checkedDevice(value)]
         else:
             args += [flag, str(value)]
     return args
+
+
+# TRAIN_OPTIONS was the table of these options; they now follow from TrainConfig's fields.
+__getattr__ = deprecated_names(__name__, {"TRAIN_OPTIONS": (trainOptions, "trainOptions()")})

@@ -12,53 +12,14 @@ import argparse
 import json
 import sys
 
+from ..compat import deprecated_names
 from ..errors import EXIT_CANCELLED, Cancelled, InputError
-from ..training.recipes import RECIPES
+from ..training.options import cli_settings, may_change_text, resume_may_change
 from .common import add_compute_options, add_progress_option, install_cancel
 
-PATH_OPTIONS = ("data", "val", "base", "tokenizer", "cache_dir")
-# TrainConfig fields a recipe sets, as (field, type, help): each becomes --field-name
-RECIPE_OPTIONS = (
-    ("epochs", int, "epochs"),
-    ("steps", int, "stop after this many optimiser steps in all"),
-    ("batching", str, "pairs: one (window, organ) per sample (the paper); slices: chunks of consecutive slices, every "
-                      "annotated organ decoded for every encoded slice"),
-    ("batch_size", int, "pairs, or centre slices, per step and process"),
-    ("chunk_slices", int, "consecutive centre slices per chunk (--batching slices)"),
-    ("samples_per_epoch", int, "epoch length in pairs or chunks"),
-    ("lr_encoder", float, "learning rate of the CLIP vision encoder (and of the text encoder without --lr-text)"),
-    ("lr_text", float, "learning rate of the CLIP text encoder and projection"),
-    ("lr_decoder", float, "learning rate of the CLIPSeg decoder"),
-    ("lr_adapter", float, "learning rate of the temporal adapter and the refinement head"),
-    ("weight_decay", float, "AdamW weight decay"),
-    ("schedule", str, "restarts (the paper's warm restarts) or cosine (warm-up, then one cosine over the budget)"),
-    ("warmup_steps", int, "linear warm-up steps (--schedule cosine)"),
-    ("restart_epochs", int, "epochs per warm restart (--schedule restarts)"),
-    ("min_lr", float, "lowest learning rate of the schedule"),
-    ("grad_clip", float, "gradient-norm clipping"),
-    ("dice", str, "sample (per-sample Dice, the paper) or batch (per prompt over the batch)"),
-    ("exclusive", float, "weight of the one-organ-per-pixel softmax over each slice's prompts (--batching slices)"),
-    ("hard_pixels", float, "weight of the BCE of each item's hardest 1 % of pixels (hard example mining)"),
-    ("gate_penalty", float, "weight of the gate penalty"),
-    ("negative_ratio", float, "negatives per positive (--batching pairs)"),
-    ("max_rotation", float, "in-plane rotation augmentation, degrees"),
-    ("max_zoom", float, "in-plane zoom augmentation, 1 +- this (--batching slices)"),
-    ("intensity", float, "contrast/brightness/gamma jitter (--batching slices)"),
-    ("organ_intensity", float, "move each labelled organ's intensity level by up to +- this, one organ at a time "
-                               "(0-1 scale; for MR from few patients; --batching slices)"),
-    ("flip_probability", float, "left-right flips of organs without a side (--batching pairs)"),
-    ("boundary_weight", float, "extra draws of the 2 slices beyond each organ's extent (--batching slices)"),
-    ("hint_weight", float, "extra draws of the slices a dataset lists as hard (--batching slices)"),
-    ("adapter", str, "a new adapter's wiring: residual (zero-initialised addition to the last activation), "
-                     "reference (the authors') or control (the residual adapter fed 5 copies of the centre slice)"),
-    ("refine", int, "channels of a new full-resolution refinement head (0: none)"),
-    ("image_size", int, "model input size in px (a pretrained base: its own, 352)"),
-)
-CHOICES = {"batching": ["pairs", "slices"], "schedule": ["restarts", "cosine"], "dice": ["sample", "batch"],
-           "adapter": ["residual", "reference", "control"]}
-# Options a resumed run may change; everything else comes from the run's own settings.
-RESUME_OVERRIDES = ("epochs", "steps", "max_seconds", "device", "num_workers", "val_batch_size", "save_every_steps",
-                    "save_every_minutes")
+# The flags come from TrainConfig's fields (training/config.py): each field's option declares its
+# flag, type, choices and help, and whether a resume may change it (training/options.py).
+RUN_FOLDER = "resume"  # its flag names the run folder to continue: build_config's, not a setting
 
 
 def add_parser(subparsers) -> None:
@@ -70,82 +31,33 @@ def add_parser(subparsers) -> None:
         "(highest mean validation Dice), RUN_DIR/last and RUN_DIR/resume. Multi-GPU: torchrun --nproc_per_node N "
         "-m TGatedSegmentLib train ...",
     )
-    p.add_argument("--data", metavar="DATASET", help="dataset folder (dataset.json + imagesTr/ + labelsTr/, or "
-                   "labels.json + image/label pairs)")
-    p.add_argument("--val", metavar="DATASET|split:N", help="validation dataset folder, or split:N to hold out N "
-                   "cases of --data chosen by --seed (default: validate on the training volumes, an overfitting check)")
-    p.add_argument("--output", "-o", metavar="RUN_DIR", help="run folder (best/, last/, resume/, cache/)")
-    p.add_argument("--base", metavar="CKPT_DIR|CONFIG.json|builtin:NAME|HUB_ID",
-                   help="starting model: a checkpoint folder (e.g. from `tgated init`), a CLIPSeg config or built-in "
-                        "architecture (random weights) or a CLIPSeg folder / hub id (pretrained; default "
-                        "CIDAS/clipseg-rd64-refined, needs the network once)")
-    p.add_argument("--tokenizer", metavar="DIR|HUB_ID|compact", help="CLIP tokenizer (default: the base's own)")
-    p.add_argument("--recipe", choices=list(RECIPES),
-                   help="a complete set of training settings: cpu (random weights on a CPU in minutes: builtin:cpu, "
-                        "multi-prompt slice batches, one cosine over the budget) or paper (the paper's, for a "
-                        "pretrained base). Default: cpu for a builtin:/config-file base, paper otherwise; any flag "
-                        "below overrides the recipe's value")
-    p.add_argument("--max-minutes", type=float, help="stop after this much training time (then validate and save)")
-    for name, kind, text in RECIPE_OPTIONS:
-        p.add_argument("--" + name.replace("_", "-"), type=kind, **({"choices": CHOICES[name]} if name in CHOICES else {}),
-                       help=f"{text} (default: the recipe's)")
-    p.add_argument("--no-temporal", action="store_true", help="train the slice-wise CLIPSeg baseline (ablation)")
-    p.add_argument("--finetune", choices=["full", "decoder", "adapters"],
-                   help="what trains: full (everything, the paper's default), decoder (CLIPSeg decoder and adapters; "
-                        "CLIP frozen) or adapters (temporal adapter and PEFT adapters only; CLIP and decoder frozen). "
-                        "decoder and adapters save only the trained weights, on top of the base")
-    p.add_argument("--freeze-encoders", action="store_true",
-                   help="keep the CLIP vision and text encoders fixed: the same as --finetune decoder")
-    p.add_argument("--peft", choices=["dense", "shallow"],
-                   help="add VLSM bottleneck adapters to the CLIP encoders (zero-initialised): dense (after attention "
-                        "and MLP of each encoder layer) or shallow (on the encoder outputs and the prompt embedding)")
-    p.add_argument("--peft-dim", type=int, help="bottleneck width of the PEFT adapters (default 64 dense, 512 shallow)")
-    p.add_argument("--peft-parts", metavar="LIST",
-                   help="comma list of vision, text, conditional: where the PEFT adapters go (default all three)")
-    p.add_argument("--lr-peft", type=float, help="PEFT adapters (default 1e-3 dense, 3e-4 shallow, as VLSM-Adapter)")
-    p.add_argument("--probabilistic", action="store_true",
-                   help="probabilistic temporal attention (Gaussian keys/values) for uncertainty maps; a deterministic "
-                        "base initialises its means")
-    p.add_argument("--token-cache", action="store_true",
-                   help="with a frozen vision encoder (--finetune decoder|adapters) and no pixel augmentation: encode "
-                        "every training slice once, store the tokens beside the volume cache and train from them "
-                        "(several times faster on a CPU at the real model size)")
-    p.add_argument("--cache-dir", metavar="DIR", help="preprocessed-volume cache, shareable between runs "
-                   "(default RUN_DIR/cache)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run from its last saved step")
-    p.add_argument("--overwrite", action="store_true", help="replace an earlier run in RUN_DIR (keeps its cache)")
+    for entry in cli_settings():
+        if entry.option.shared:
+            continue  # --device and --amp: add_compute_options below, as for the other commands
+        text = entry.help.replace("%", "%%")  # argparse formats help with %
+        if entry.switch:
+            p.add_argument(entry.flag, *entry.option.aliases, action="store_true", help=text)
+            continue
+        extra = {"choices": list(entry.option.choices)} if entry.option.choices else {}
+        p.add_argument(entry.flag, *entry.option.aliases, type=entry.option.type, metavar=entry.option.metavar,
+                       help=text, **extra)
     add_compute_options(p, batch_size=False, device_default=None)
-    p.add_argument("--num-workers", type=int, help="data loading processes (default: 2 on CUDA, 0 on CPU)")
-    p.add_argument("--seed", type=int, help="seed for initialisation, sampling and the split (default 0)")
-    p.add_argument("--save-every-steps", type=int, help="also save last/ and resume/ every N steps")
     add_progress_option(p, "json, for Slicer")
     p.set_defaults(func=run)
 
 
 def _explicit(args) -> dict:
     """Options given on the command line, as TrainConfig fields."""
-    values = {
-        "data": args.data, "val": args.val, "output": args.output, "base": args.base, "tokenizer": args.tokenizer,
-        "recipe": args.recipe, **{name: getattr(args, name) for name, _, _ in RECIPE_OPTIONS},
-        "amp": args.amp, "cache_dir": args.cache_dir,
-        "device": args.device, "num_workers": args.num_workers, "seed": args.seed,
-        "save_every_steps": args.save_every_steps,
-        "max_seconds": args.max_minutes * 60.0 if args.max_minutes is not None else None,
-    }
-    if args.no_temporal:
-        values["temporal"] = False
-    if args.freeze_encoders:
-        if args.finetune == "full":  # with decoder or adapters it is implied (both freeze CLIP)
-            raise InputError("--freeze-encoders (the same as --finetune decoder) contradicts --finetune full",
-                             "Pass only one of them.")
-        values["freeze_encoders"] = True
-    if args.probabilistic:
-        values["probabilistic"] = True
-    if args.token_cache:
-        values["token_cache"] = True
-    values.update(finetune=args.finetune, peft=args.peft, peft_dim=args.peft_dim, peft_parts=args.peft_parts,
-                  lr_peft=args.lr_peft)
-    return {k: v for k, v in values.items() if v is not None}
+    values = {}
+    for entry in cli_settings():
+        given = getattr(args, entry.dest)
+        if entry.name != RUN_FOLDER and given is not None and given is not False:
+            values[entry.name] = entry.from_flag(given)
+    if values.get("freeze_encoders") and values.get("finetune") == "full":
+        # with decoder or adapters it is implied (both freeze CLIP)
+        raise InputError("--freeze-encoders (the same as --finetune decoder) contradicts --finetune full",
+                         "Pass only one of them.")
+    return values
 
 
 def build_config(args):
@@ -160,22 +72,26 @@ def build_config(args):
         if args.overwrite:
             raise InputError("--resume and --overwrite contradict each other",
                              "Use --resume to continue a run, or --overwrite to start it again.")
-        config = resume_config(args.resume, **{k: v for k, v in given.items() if k in RESUME_OVERRIDES})
+        may_change = resume_may_change()
+        config = resume_config(args.resume, **{k: v for k, v in given.items() if k in may_change})
+        paths = {entry.name for entry in cli_settings() if entry.option.path}
+
         def same(key, value):
             saved = getattr(config, key)
-            return local_path(value) == local_path(saved) if key in PATH_OPTIONS else value == saved
+            return local_path(value) == local_path(saved) if key in paths else value == saved
 
-        changed = sorted(k for k in given if k not in RESUME_OVERRIDES and k != "output" and not same(k, given[k]))
+        flags = {entry.name: entry.flag for entry in cli_settings()}
+        changed = sorted(k for k in given if k not in may_change and k != "output" and not same(k, given[k]))
         if changed:
-            raise InputError(f"cannot change {', '.join('--' + k.replace('_', '-') for k in changed)} when resuming",
-                             "Resume with the run's own settings (--epochs, --steps, --max-minutes, --device and "
-                             "--num-workers may change), or start a new run.")
+            raise InputError(f"cannot change {', '.join(flags[k] for k in changed)} when resuming",
+                             f"Resume with the run's own settings ({may_change_text()} may change), or start a "
+                             "new run.")
         return config
     missing = [name for name in ("data", "output") if name not in given]
     if missing:
         raise InputError(f"missing {' and '.join('--' + m for m in missing)}",
                          "Run e.g. tgated train --data DATASET --output RUN_DIR (or --resume RUN_DIR).")
-    return TrainConfig(**given, overwrite=args.overwrite)
+    return TrainConfig(**given)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -219,3 +135,18 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"best checkpoint: {run_dir / 'best'}\nlast checkpoint: {run_dir / 'last'}", file=sys.stderr)
     return 0
+
+
+def _recipe_options() -> tuple:
+    return tuple((e.name, e.option.type, e.option.help) for e in cli_settings() if e.option.recipe and e.option.recipe_note)
+
+
+# The tables the flags were declared in before TrainConfig's fields declared them.
+__getattr__ = deprecated_names(__name__, {
+    "RECIPE_OPTIONS": (_recipe_options, "the fields of TrainConfig with option.recipe (training.options.cli_settings)"),
+    "RESUME_OVERRIDES": (resume_may_change, "TGatedSegmentLib.training.options.resume_may_change()"),
+    "CHOICES": (lambda: {e.name: list(e.option.choices) for e in cli_settings() if e.option.choices},
+                "the option.choices of TrainConfig's fields (training.options.cli_settings)"),
+    "PATH_OPTIONS": (lambda: tuple(e.name for e in cli_settings() if e.option.path),
+                     "the option.path of TrainConfig's fields (training.options.cli_settings)"),
+})

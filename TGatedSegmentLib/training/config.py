@@ -2,29 +2,22 @@
 
 Settings left at ``None`` come from the run's recipe (``recipes.py``: ``paper`` for a pretrained
 base, ``cpu`` for random weights); see docs/training.md for where the paper recipe departs from
-the authors' code. Importing this module does not import torch, so the CLI can reject bad input
-in a fraction of a second.
+the authors' code. Each field declares its option (help text, flag, recipe, resume rule, values:
+``options.py``), from which ``tgated train``'s flags, the checks in ``__post_init__``, the resume
+rules and the Slicer module's training options follow. Importing this module does not import
+torch, so the CLI can reject bad input in a fraction of a second (and the Slicer module reads it).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from ..compat import deprecated_names
 from ..errors import InputError
+from .options import Range, Resume, by_recipe, check_value, defining_the_run, predating, setting, settings
 from .recipes import RECIPES, recipe_for
 
-# Settings that define what is trained: a resumed run must keep them (the others may change).
-STRUCTURAL = ("data", "val", "base", "tokenizer", "temporal", "freeze_encoders", "batch_size", "samples_per_epoch",
-              "lr_encoder", "lr_text", "lr_decoder", "lr_adapter", "weight_decay", "restart_epochs", "min_lr", "grad_clip",
-              "gate_penalty", "negative_ratio", "max_rotation", "flip_probability", "seed", "image_size", "amp",
-              "finetune", "peft", "peft_dim", "peft_parts", "lr_peft", "probabilistic", "recipe", "adapter",
-              "refine", "batching", "chunk_slices", "schedule", "warmup_steps", "dice", "max_zoom", "intensity",
-              "boundary_weight", "hint_weight", "exclusive", "organ_intensity", "hard_pixels")
-# Settings added after runs were saved without them: the value those runs trained with. A resumed
-# run keeps it (a recipe's newer default must not change a run half way).
-PREDATING = {"organ_intensity": 0.0, "hard_pixels": 0.0}
 ADAPTER_CHOICES = ("residual", "reference", "control")  # control: the residual adapter fed 5 copies of the centre
 BATCHINGS = ("pairs", "slices")
 
@@ -33,6 +26,11 @@ PEFT_VARIANTS = ("dense", "shallow")
 PEFT_PARTS = ("vision", "text", "conditional")
 # VLSM-Adapter's learning rates (scripts/finetune.py): 1e-3 for the dense adapters, 3e-4 for the shallow ones
 DEFAULT_LR_PEFT = {"dense": 1e-3, "shallow": 3e-4}
+
+_NUMBER = Range(float, 0)  # a finite number >= 0
+_COUNT, _SIZE = Range(int, 0), Range(int, 1)  # integers >= 0, >= 1
+_FRACTION = Range(float, 0, 1, high_open=True)  # in [0, 1)
+CHANGE, OWN = Resume.MAY_CHANGE, Resume.RUN_OWN  # (the default: Resume.DEFINES_RUN)
 
 
 @dataclass
@@ -44,65 +42,128 @@ class TrainConfig:
     ``steps`` bounds the total number of optimiser steps and ``max_seconds`` the wall-clock time
     (the run then validates and saves as at the end of an epoch). ``samples_per_epoch`` overrides
     the paper's epoch (every positive (slice, organ) pair once in expectation plus 1 negative per 3).
+
+    Each field declares itself as an option (``options.py``): its help text and the flag of
+    ``tgated train``, whether the recipe fills it, what a resume may do with it, the values it may
+    take. The CLI, the resume rules, the checks below and the Slicer module's options follow from it.
     """
 
-    data: str | Path
-    output: str | Path
-    val: str | None = None
-    recipe: str | None = None  # "paper" or "cpu" (None: by the base, see recipes.py)
-    base: str | None = None
-    tokenizer: str | None = None
-    temporal: bool = True
-    adapter: str | None = None  # a new adapter's wiring: residual (default), reference (the authors') or control
-    refine: int | None = None  # channels of a new refinement head (0: none)
-    freeze_encoders: bool = False  # the same as finetune="decoder" (kept for compatibility)
-    finetune: str = "full"  # "full" (the paper), "decoder" (CLIP frozen) or "adapters" (CLIP and decoder frozen)
-    peft: str | None = None  # add VLSM bottleneck adapters to a base without them: "dense" or "shallow"
-    peft_dim: int | None = None  # their bottleneck width (default 64 dense, 512 shallow)
-    peft_parts: str | None = None  # comma list of vision, text, conditional (default all three)
-    lr_peft: float | None = None  # the PEFT adapters' learning rate (default 1e-3 dense, 3e-4 shallow)
-    probabilistic: bool = False  # probabilistic temporal attention (a deterministic base initialises its means)
-    token_cache: bool = False  # train from the frozen vision encoder's cached output (token_cache.py)
-    epochs: int | None = None
-    steps: int | None = None
-    max_seconds: float | None = None
-    batching: str | None = None  # "pairs": one (window, organ) per sample; "slices": chunks, every organ decoded
-    batch_size: int | None = None  # pairs, or centre slices, per step and process
-    chunk_slices: int | None = None  # consecutive centre slices per chunk ("slices")
-    samples_per_epoch: int | None = None  # pairs or chunks
-    lr_encoder: float | None = None  # CLIP vision encoder, and the text encoder unless lr_text is set
-    lr_text: float | None = None  # CLIP text encoder and projection (None: lr_encoder)
-    lr_decoder: float | None = None  # CLIPSeg decoder
-    lr_adapter: float | None = None  # every adapter parameter (temporal position embedding included), refinement head
-    weight_decay: float | None = None
-    schedule: str | None = None  # "restarts" (the paper) or "cosine" (warm-up + one cosine over the budget)
-    warmup_steps: int | None = None
-    restart_epochs: int | None = None  # CosineAnnealingWarmRestarts T_0
-    min_lr: float | None = None
-    grad_clip: float | None = None
-    dice: str | None = None  # "sample" (the paper's per-sample Dice) or "batch" (per prompt over the batch)
-    exclusive: float | None = None  # weight of the one-organ-per-pixel softmax over a slice's prompts ("slices")
-    hard_pixels: float | None = None  # weight of the BCE of each item's hardest 1 % of pixels (losses.py)
-    gate_penalty: float | None = None
-    negative_ratio: float | None = None  # negatives per positive ("pairs")
-    max_rotation: float | None = None  # degrees, uniform in +-max_rotation
-    max_zoom: float | None = None  # in-plane scale uniform in 1 +- max_zoom ("slices")
-    intensity: float | None = None  # contrast/brightness/gamma jitter ("slices")
-    organ_intensity: float | None = None  # each organ's level moved by up to +- this ("slices", augment.py)
-    flip_probability: float | None = None  # left-right flip, organs without a side only ("pairs")
-    boundary_weight: float | None = None  # extra draws of the 2 slices beyond each organ's extent ("slices")
-    hint_weight: float | None = None  # extra draws of the slices a dataset lists as hard ("slices")
-    amp: str | None = None  # "bf16" or "fp16" on CUDA; float32 otherwise
-    device: str = "auto"
-    num_workers: int | None = None  # DataLoader workers (None: 2 on CUDA, 0 on CPU)
-    seed: int = 0
-    image_size: int | None = None  # model input size (None: the base checkpoint's, 352)
-    cache_dir: str | Path | None = None  # preprocessed volumes (None: OUTPUT/cache)
-    val_batch_size: int = 4  # slices per encoder batch in validation
-    save_every_steps: int | None = None  # also save last/ and the resume state every N steps
-    save_every_minutes: float | None = 30.0  # ... or when this long has passed since the last save
-    resume: bool = False
-    overwrite: bool = False
+    data: str | Path = setting(help="dataset folder (dataset.json + imagesTr/ + labelsTr/, or labels.json + "
+                               "image/label pairs)", type=str, metavar="DATASET", path=True)
+    output: str | Path = setting(help="run folder (best/, last/, resume/, cache/)", type=str, metavar="RUN_DIR",
+                                 aliases=("-o",), resume=OWN)
+    val: str | None = setting(None, "validation dataset folder, or split:N to hold out N cases of --data chosen by "
+                              "--seed (default: validate on the training volumes, an overfitting check)", str,
+                              metavar="DATASET|split:N", path=True)
+    base: str | None = by_recipe(
+        "starting model: a checkpoint folder (e.g. from `tgated init`), a CLIPSeg config or built-in architecture "
+        "(random weights) or a CLIPSeg folder / hub id (pretrained; default CIDAS/clipseg-rd64-refined, needs the "
+        "network once)", str, metavar="CKPT_DIR|CONFIG.json|builtin:NAME|HUB_ID", path=True, recipe_note=False)
+    tokenizer: str | None = by_recipe("CLIP tokenizer (default: the base's own)", str, metavar="DIR|HUB_ID|compact",
+                                      path=True, recipe_note=False)
+    recipe: str | None = setting(  # "paper" or "cpu" (None: by the base, see recipes.py)
+        None, "a complete set of training settings: cpu (random weights on a CPU in minutes: builtin:cpu, "
+        "multi-prompt slice batches, one cosine over the budget) or paper (the paper's, for a pretrained base). "
+        "Default: cpu for a builtin:/config-file base, paper otherwise; any flag below overrides the recipe's value",
+        str, choices=tuple(RECIPES))
+    temporal: bool = setting(True, "train the slice-wise CLIPSeg baseline (ablation)")  # --no-temporal
+    adapter: str | None = by_recipe(
+        "a new adapter's wiring: residual (zero-initialised addition to the last activation), reference (the "
+        "authors') or control (the residual adapter fed 5 copies of the centre slice)", str, choices=ADAPTER_CHOICES)
+    refine: int | None = by_recipe("channels of a new full-resolution refinement head (0: none)", int, range=_COUNT)
+    freeze_encoders: bool = setting(  # the same as finetune="decoder" (kept for compatibility)
+        False, "keep the CLIP vision and text encoders fixed: the same as --finetune decoder")
+    finetune: str = setting(
+        "full", "what trains: full (everything, the paper's default), decoder (CLIPSeg decoder and adapters; CLIP "
+        "frozen) or adapters (temporal adapter and PEFT adapters only; CLIP and decoder frozen). decoder and adapters "
+        "save only the trained weights, on top of the base", str, choices=FINETUNE_MODES, what="fine-tuning mode")
+    peft: str | None = setting(  # add VLSM bottleneck adapters to a base without them
+        None, "add VLSM bottleneck adapters to the CLIP encoders (zero-initialised): dense (after attention and MLP "
+        "of each encoder layer) or shallow (on the encoder outputs and the prompt embedding)", str,
+        choices=PEFT_VARIANTS, optional=True, what="PEFT variant", hint="Use --peft dense or --peft shallow.")
+    peft_dim: int | None = setting(None, "bottleneck width of the PEFT adapters (default 64 dense, 512 shallow)", int,
+                                   range=_SIZE, optional=True)
+    peft_parts: str | None = setting(None, "comma list of vision, text, conditional: where the PEFT adapters go "
+                                     "(default all three)", str, metavar="LIST")
+    lr_peft: float | None = setting(None, "PEFT adapters (default 1e-3 dense, 3e-4 shallow, as VLSM-Adapter)", float,
+                                    range=_NUMBER, optional=True)
+    probabilistic: bool = setting(False, "probabilistic temporal attention (Gaussian keys/values) for uncertainty "
+                                  "maps; a deterministic base initialises its means")
+    token_cache: bool = setting(  # train from the frozen vision encoder's cached output (token_cache.py)
+        False, "with a frozen vision encoder (--finetune decoder|adapters) and no pixel augmentation: encode every "
+        "training slice once, store the tokens beside the volume cache and train from them (several times faster "
+        "on a CPU at the real model size)", resume=OWN)
+    epochs: int | None = by_recipe("epochs", int, range=_SIZE, resume=CHANGE)
+    steps: int | None = by_recipe("stop after this many optimiser steps in all", int, range=_SIZE, optional=True,
+                                  resume=CHANGE)
+    max_seconds: float | None = by_recipe(  # the flag is in minutes
+        "stop after this much training time (then validate and save)", float, flag="--max-minutes", scale=60.0,
+        recipe_note=False, range=Range(float, 0, low_open=True), optional=True, hint="Pass a positive time budget.",
+        resume=CHANGE)
+    batching: str | None = by_recipe(
+        "pairs: one (window, organ) per sample (the paper); slices: chunks of consecutive slices, every annotated "
+        "organ decoded for every encoded slice", str, choices=BATCHINGS)
+    batch_size: int | None = by_recipe("pairs, or centre slices, per step and process", int, range=_SIZE)
+    chunk_slices: int | None = by_recipe("consecutive centre slices per chunk (--batching slices)", int, range=_SIZE)
+    samples_per_epoch: int | None = by_recipe("epoch length in pairs or chunks", int, range=_SIZE, optional=True)
+    lr_encoder: float | None = by_recipe("learning rate of the CLIP vision encoder (and of the text encoder without "
+                                         "--lr-text)", float, range=_NUMBER)
+    lr_text: float | None = by_recipe(  # None: lr_encoder
+        "learning rate of the CLIP text encoder and projection", float, range=_NUMBER, optional=True)
+    lr_decoder: float | None = by_recipe("learning rate of the CLIPSeg decoder", float, range=_NUMBER)
+    lr_adapter: float | None = by_recipe(  # every adapter parameter (temporal position embedding included)
+        "learning rate of the temporal adapter and the refinement head", float, range=_NUMBER)
+    weight_decay: float | None = by_recipe("AdamW weight decay", float, range=_NUMBER)
+    schedule: str | None = by_recipe("restarts (the paper's warm restarts) or cosine (warm-up, then one cosine over "
+                                     "the budget)", str, choices=("restarts", "cosine"))
+    warmup_steps: int | None = by_recipe("linear warm-up steps (--schedule cosine)", int, range=_COUNT)
+    restart_epochs: int | None = by_recipe(  # CosineAnnealingWarmRestarts T_0
+        "epochs per warm restart (--schedule restarts)", int, range=_SIZE)
+    min_lr: float | None = by_recipe("lowest learning rate of the schedule", float, range=_NUMBER)
+    grad_clip: float | None = by_recipe("gradient-norm clipping", float, range=_NUMBER)
+    dice: str | None = by_recipe("sample (per-sample Dice, the paper) or batch (per prompt over the batch)", str,
+                                 choices=("sample", "batch"))
+    exclusive: float | None = by_recipe("weight of the one-organ-per-pixel softmax over each slice's prompts "
+                                        "(--batching slices)", float, range=_NUMBER)
+    hard_pixels: float | None = by_recipe(  # losses.py
+        "weight of the BCE of each item's hardest 1 % of pixels (hard example mining)", float, range=_NUMBER,
+        predating=0.0)
+    gate_penalty: float | None = by_recipe("weight of the gate penalty", float, range=_NUMBER)
+    negative_ratio: float | None = by_recipe("negatives per positive (--batching pairs)", float, range=_NUMBER)
+    max_rotation: float | None = by_recipe("in-plane rotation augmentation, degrees", float, range=_NUMBER)
+    max_zoom: float | None = by_recipe("in-plane zoom augmentation, 1 +- this (--batching slices)", float,
+                                       range=_FRACTION, hint="Use e.g. --max-zoom 0.1.")
+    intensity: float | None = by_recipe("contrast/brightness/gamma jitter (--batching slices)", float,
+                                        range=_FRACTION, hint="Use e.g. --intensity 0.2.")
+    organ_intensity: float | None = by_recipe(  # augment.py
+        "move each labelled organ's intensity level by up to +- this, one organ at a time (0-1 scale; for MR from "
+        "few patients; --batching slices)", float, range=_FRACTION, hint="Use e.g. --organ-intensity 0.3.",
+        predating=0.0)
+    flip_probability: float | None = by_recipe("left-right flips of organs without a side (--batching pairs)", float,
+                                               range=Range(float, 0, 1), hint="Use e.g. 0.5.")
+    boundary_weight: float | None = by_recipe("extra draws of the 2 slices beyond each organ's extent (--batching "
+                                              "slices)", float, range=_NUMBER)
+    hint_weight: float | None = by_recipe("extra draws of the slices a dataset lists as hard (--batching slices)",
+                                          float, range=_NUMBER)
+    # "bf16" or "fp16" on CUDA; float32 otherwise (--amp and --device: cli/common.py, as for every command)
+    amp: str | None = setting(None, type=str, choices=("bf16", "fp16"), optional=True, shared=True,
+                              what="mixed precision", hint="Use --amp bf16 or --amp fp16 (CUDA only).")
+    device: str = setting("auto", type=str, shared=True, resume=CHANGE)
+    num_workers: int | None = setting(None, "data loading processes (default: 2 on CUDA, 0 on CPU)", int,
+                                      range=_COUNT, optional=True, hint="Pass --num-workers 0 or more.", resume=CHANGE)
+    seed: int = setting(0, "seed for initialisation, sampling and the split (default 0)", int)
+    image_size: int | None = by_recipe("model input size in px (a pretrained base: its own, 352)", int, range=_SIZE,
+                                       optional=True)
+    cache_dir: str | Path | None = setting(None, "preprocessed-volume cache, shareable between runs (default "
+                                           "RUN_DIR/cache)", str, metavar="DIR", path=True, resume=OWN)
+    val_batch_size: int = setting(4, range=_SIZE, resume=CHANGE)  # slices per encoder batch in validation
+    save_every_steps: int | None = setting(None, "also save last/ and resume/ every N steps", int, range=_SIZE,
+                                           optional=True, resume=CHANGE)
+    # ... or when this long has passed since the last save
+    save_every_minutes: float | None = setting(30.0, resume=CHANGE)
+    resume: bool = setting(False, "continue a stopped run from its last saved step", str, metavar="RUN_DIR",
+                           resume=OWN)  # the flag names the run folder (cli/train.py)
+    overwrite: bool = setting(False, "replace an earlier run in RUN_DIR (keeps its cache)", resume=OWN)
 
     def __post_init__(self) -> None:
         self._apply_recipe()
@@ -113,45 +174,9 @@ class TrainConfig:
         self.base = local_path(self.base)
         self.tokenizer = local_path(self.tokenizer) if self.tokenizer not in (None, "compact") else self.tokenizer
         self.output = str(self.output)
-        checks = [
-            ("epochs", self.epochs, 1), ("batch_size", self.batch_size, 1), ("restart_epochs", self.restart_epochs, 1),
-            ("val_batch_size", self.val_batch_size, 1), ("chunk_slices", self.chunk_slices, 1),
-            ("warmup_steps", self.warmup_steps, 0), ("refine", self.refine, 0),
-        ]
-        for name, value, low in checks:
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise InputError(f"{name} must be an integer >= {low}, got {value!r}", f"Pass a valid --{_flag(name)}.")
-        for name in ("steps", "samples_per_epoch", "save_every_steps", "image_size"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise InputError(f"{name} must be a positive integer, got {value!r}", f"Pass a valid --{_flag(name)}.")
-        if self.num_workers is not None and (not isinstance(self.num_workers, int) or self.num_workers < 0):
-            raise InputError(f"num_workers must be >= 0, got {self.num_workers!r}", "Pass --num-workers 0 or more.")
-        for name in ("lr_encoder", "lr_decoder", "lr_adapter", "weight_decay", "min_lr", "grad_clip", "gate_penalty",
-                     "negative_ratio", "max_rotation", "max_zoom", "intensity", "boundary_weight", "hint_weight",
-                     "exclusive", "organ_intensity", "hard_pixels"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise InputError(f"{name} must be a finite number >= 0, got {value!r}",
-                                 f"Pass a valid --{_flag(name)}.")
-        if not 0.0 <= self.flip_probability <= 1.0:
-            raise InputError(f"flip_probability must be in [0, 1], got {self.flip_probability}", "Use e.g. 0.5.")
-        if self.lr_text is not None and (not isinstance(self.lr_text, (int, float)) or not math.isfinite(self.lr_text)
-                                         or self.lr_text < 0):
-            raise InputError(f"lr_text must be a finite number >= 0, got {self.lr_text!r}", "Pass a valid --lr-text.")
-        if self.max_seconds is not None and not self.max_seconds > 0:
-            raise InputError(f"max_seconds must be > 0, got {self.max_seconds}", "Pass a positive time budget.")
-        if self.amp not in (None, "bf16", "fp16"):
-            raise InputError(f"unknown mixed precision '{self.amp}'", "Use --amp bf16 or --amp fp16 (CUDA only).")
-        choices = (("adapter", self.adapter, ADAPTER_CHOICES), ("batching", self.batching, BATCHINGS),
-                   ("schedule", self.schedule, ("restarts", "cosine")), ("dice", self.dice, ("sample", "batch")))
-        for name, choice, allowed in choices:
-            if choice not in allowed:
-                raise InputError(f"unknown {name.replace('_', ' ')} '{choice}'",
-                                 f"Use --{_flag(name)} {' or '.join(allowed)}.")
-        if self.max_zoom >= 1.0 or self.intensity >= 1.0 or self.organ_intensity >= 1.0:
-            raise InputError("max_zoom, intensity and organ_intensity must be below 1",
-                             "Use e.g. --max-zoom 0.1 --intensity 0.2 --organ-intensity 0.3.")
+        for entry in settings(type(self)):  # each value in its declared range or choices
+            check_value(entry, getattr(self, entry.name))
+        # what concerns several settings
         if self.adapter == "reference" and self.refine:
             raise InputError("the refinement head is not part of the authors' model (--adapter reference)",
                              "Pass --refine 0 with --adapter reference, or use --adapter residual.")
@@ -178,12 +203,13 @@ class TrainConfig:
     def _apply_recipe(self) -> None:
         """Fill every setting left at None from the recipe (named, or chosen by the base)."""
         self.recipe = recipe_for(self.recipe, self.base)
-        if self.recipe not in RECIPES:
-            raise InputError(f"unknown recipe '{self.recipe}'", f"Use --recipe {' or '.join(RECIPES)}.")
-        given = {name for name in RECIPES[self.recipe] if getattr(self, name) is not None}
-        for name, value in RECIPES[self.recipe].items():
+        recipe_setting, = (entry for entry in settings(type(self)) if entry.name == "recipe")
+        check_value(recipe_setting, self.recipe)
+        filled = [entry.name for entry in settings(type(self)) if entry.option.recipe]
+        given = {name for name in filled if getattr(self, name) is not None}
+        for name in filled:
             if getattr(self, name) is None:
-                setattr(self, name, value)
+                setattr(self, name, RECIPES[self.recipe][name])
         self.refine = int(self.refine or 0)
         if self.batching == "pairs" and self.exclusive:
             # the exclusive term compares the prompts decoded for one slice: pair batches have one
@@ -193,20 +219,13 @@ class TrainConfig:
             self.exclusive = 0.0
 
     def _check_finetune(self) -> None:
-        if self.finetune not in FINETUNE_MODES:
-            raise InputError(f"unknown fine-tuning mode '{self.finetune}'", "Use --finetune full, decoder or adapters.")
         if self.freeze_encoders and self.finetune == "full":
             self.finetune = "decoder"  # --freeze-encoders is the decoder mode under its old name
         self.freeze_encoders = self.finetune != "full"  # CLIP is frozen in both other modes
-        if self.peft is not None and self.peft not in PEFT_VARIANTS:
-            raise InputError(f"unknown PEFT variant '{self.peft}'", "Use --peft dense or --peft shallow.")
         if self.peft is None:
             given = [f"--{_flag(n)}" for n in ("peft_dim", "peft_parts") if getattr(self, n) is not None]
             if given:
                 raise InputError(f"{' and '.join(given)} without --peft", "Add --peft dense or --peft shallow.")
-        if self.peft_dim is not None and (isinstance(self.peft_dim, bool) or not isinstance(self.peft_dim, int)
-                                          or self.peft_dim < 1):
-            raise InputError(f"peft_dim must be a positive integer, got {self.peft_dim!r}", "Pass a valid --peft-dim.")
         if self.peft_parts is not None:
             parts = [p.strip().lower() for p in str(self.peft_parts).split(",") if p.strip()]
             unknown = [p for p in parts if p not in PEFT_PARTS]
@@ -215,9 +234,6 @@ class TrainConfig:
                                  if unknown else "names no part"),
                                  f"Use a comma list of {', '.join(PEFT_PARTS)}, e.g. vision,text.")
             self.peft_parts = ",".join(p for p in PEFT_PARTS if p in parts)
-        if self.lr_peft is not None and (not isinstance(self.lr_peft, (int, float)) or not math.isfinite(self.lr_peft)
-                                         or self.lr_peft < 0):
-            raise InputError(f"lr_peft must be a finite number >= 0, got {self.lr_peft!r}", "Pass a valid --lr-peft.")
         if self.probabilistic and not self.temporal:
             raise InputError("--probabilistic needs the temporal adapter (it makes its attention probabilistic)",
                              "Drop --no-temporal, or train without --probabilistic.")
@@ -263,10 +279,22 @@ def structural_differences(saved: dict, current: TrainConfig) -> list[str]:
     A setting the saved run predates counts as its default (e.g. ``finetune`` of runs made before
     it existed: ``decoder`` when they froze the encoders, else ``full``).
     """
+    config_class = type(current)
     # runs saved before recipes existed were the paper's
-    defaults = {**{f.name: f.default for f in fields(TrainConfig)}, **RECIPES["paper"], "recipe": "paper", **PREDATING}
+    defaults = {**{f.name: f.default for f in fields(config_class)}, **RECIPES["paper"], "recipe": "paper",
+                **predating(config_class)}
     saved = dict(saved)
     saved.setdefault("finetune", "decoder" if saved.get("freeze_encoders") else "full")
     now = current.to_dict()
-    return [f"{k}: {saved.get(k, defaults.get(k))!r} -> {now.get(k)!r}" for k in STRUCTURAL
+    return [f"{k}: {saved.get(k, defaults.get(k))!r} -> {now.get(k)!r}" for k in defining_the_run(config_class)
             if saved.get(k, defaults.get(k)) != now.get(k)]
+
+
+# Settings added after runs were saved without them, with the value those runs trained with (the
+# fields' ``predating``, as a table).
+PREDATING = predating(TrainConfig)
+
+# STRUCTURAL was the list of the settings a resume may not change: now each field's ``resume``.
+__getattr__ = deprecated_names(__name__, {
+    "STRUCTURAL": (defining_the_run, "TGatedSegmentLib.training.options.defining_the_run()"),
+})

@@ -16,8 +16,9 @@ from ..data.dataset import Dataset, load_dataset
 from ..errors import InputError, OutputError
 from ..io.atomic import check_writable, recover_dir
 from ..io.jsonfile import read_json
-from .config import PREDATING, TrainConfig, structural_differences
+from .config import TrainConfig, structural_differences
 from .dataset import split_dataset
+from .options import may_change_text, predating
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ def resume_config(run_dir: str | Path, **overrides) -> TrainConfig:
     if state is None:
         raise InputError(f"'{run_dir}' has no resume state ({RESUME_DIR}/{RUN_FILE})",
                          "Pass the run folder of a run started by `tgated train` (its --output).")
-    values = {**PREDATING, **state["config"]}
+    values = {**predating(), **state["config"]}
     values.update({k: v for k, v in overrides.items() if v is not None})
     values.update(output=str(run_dir), resume=True, overwrite=False)
     return TrainConfig.from_dict(values)
@@ -85,8 +86,8 @@ def _check_run_dir(config: TrainConfig) -> dict | None:
         changed = structural_differences(state.get("config", {}), config)
         if changed:
             raise InputError(f"cannot resume '{run}' with different settings ({'; '.join(changed)})",
-                             "Resume with the run's own settings (only --epochs, --steps, --device, --num-workers "
-                             "and time limits may change), or start a new run.")
+                             f"Resume with the run's own settings (only {may_change_text()} may change), or start "
+                             "a new run.")
         return state
     if run.is_dir() and any(run.iterdir()) and not config.overwrite:
         existing = [name for name in RUN_ITEMS if (run / name).exists()]
