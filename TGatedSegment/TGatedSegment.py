@@ -50,10 +50,16 @@ def pythonVersionProblem(versionInfo=None):
     if tuple(versionInfo[:2]) >= MINIMUM_PYTHON:
         return None
     slicerVersion = f"{getattr(slicer.app, 'majorVersion', '?')}.{getattr(slicer.app, 'minorVersion', '?')}"
-    return _("TGatedSegment needs Python {needed} or newer, and this 3D Slicer ({slicer}) runs Python {python}. "
-             "Install 3D Slicer {recommended} or newer (recommended) from download.slicer.org, then install the "
-             "extension there.").format(needed=".".join(map(str, MINIMUM_PYTHON)), slicer=slicerVersion,
-                                        python=".".join(map(str, versionInfo[:3])), recommended=RECOMMENDED_SLICER)
+    return _(
+        "TGatedSegment needs Python {needed} or newer, and this 3D Slicer ({slicer}) runs Python {python}. "
+        "Install 3D Slicer {recommended} or newer (recommended) from download.slicer.org, then install the "
+        "extension there."
+    ).format(
+        needed=".".join(map(str, MINIMUM_PYTHON)),
+        slicer=slicerVersion,
+        python=".".join(map(str, versionInfo[:3])),
+        recommended=RECOMMENDED_SLICER,
+    )
 
 
 PYTHON_PROBLEM = pythonVersionProblem()
@@ -95,8 +101,9 @@ else:
     import TGatedSegmentGlue as glue
     import TGatedSegmentLib
 
-    BACKEND_SHADOWED, BACKEND_REPORT = glue.backendReport(os.path.dirname(TGatedSegmentLib.__file__),
-                                                          TGatedSegmentLib.__version__, _installedBackend())
+    BACKEND_SHADOWED, BACKEND_REPORT = glue.backendReport(
+        os.path.dirname(TGatedSegmentLib.__file__), TGatedSegmentLib.__version__, _installedBackend()
+    )
     (logging.warning if BACKEND_SHADOWED else logging.info)(BACKEND_REPORT)
     # The glue's job classes, where the module's users have always found them.
     SegmentationJob, TrainingJob, DevicesJob = glue.SegmentationJob, glue.TrainingJob, glue.DevicesJob
@@ -225,9 +232,13 @@ class TGatedSegmentLogic(ScriptedLoadableModuleLogic):
             return list(self.backendCommand)
         pythonSlicer = shutil.which("PythonSlicer")
         if not pythonSlicer:
-            raise glue.BackendError(_("Cannot find PythonSlicer, Slicer's Python interpreter"),
-                                    _("Reinstall 3D Slicer, or set logic.backendCommand to a Python that has the "
-                                      "TGatedSegment requirements."))
+            raise glue.BackendError(
+                _("Cannot find PythonSlicer, Slicer's Python interpreter"),
+                _(
+                    "Reinstall 3D Slicer, or set logic.backendCommand to a Python that has the "
+                    "TGatedSegment requirements."
+                ),
+            )
         return [pythonSlicer, "-m", glue.BACKEND_PACKAGE]
 
     @staticmethod
@@ -261,8 +272,12 @@ class TGatedSegmentLogic(ScriptedLoadableModuleLogic):
         if self.warmBackend is not None and self.warmBackend.prefix != prefix:
             self.stopBackend()
         if self.warmBackend is None:
-            self.warmBackend = glue.WarmBackend(prefix, env=self.backendEnvironment(), cwd=self.backendLibraryParent(),
-                                                launcher=lambda args, env, cwd: self.launchProcess(args, env, cwd, True))
+            self.warmBackend = glue.WarmBackend(
+                prefix,
+                env=self.backendEnvironment(),
+                cwd=self.backendLibraryParent(),
+                launcher=lambda args, env, cwd: self.launchProcess(args, env, cwd, True),
+            )
         return self.warmBackend
 
     def stopBackend(self):
@@ -282,8 +297,13 @@ class TGatedSegmentLogic(ScriptedLoadableModuleLogic):
         return job.wait(idle=slicer.app.processEvents)
 
     def _jobOptions(self, progressCallback, completedCallback):
-        return dict(env=self.backendEnvironment(), cwd=self.backendLibraryParent(), launcher=self.launchProcess,
-                    progressCallback=progressCallback, completedCallback=completedCallback)
+        return dict(
+            env=self.backendEnvironment(),
+            cwd=self.backendLibraryParent(),
+            launcher=self.launchProcess,
+            progressCallback=progressCallback,
+            completedCallback=completedCallback,
+        )
 
     def _run(self, job, wait):
         """Start ``job``; ``wait``: block (keeping Slicer's window painted) and return its result,
@@ -323,10 +343,14 @@ class TGatedSegmentLogic(ScriptedLoadableModuleLogic):
         if missing:
             raise glue.BackendError(
                 _("TGatedSegment needs these Python packages, which are not installed: {names}").format(
-                    names=", ".join(glue.requirementName(r) for r in missing)),
-                _("Open the TGatedSegment module and press Apply, or run logic.installDependencies() in the Python "
-                  "console: it offers to install them (PyTorch through the PyTorch extension)."),
-                kind="MissingDependency")
+                    names=", ".join(glue.requirementName(r) for r in missing)
+                ),
+                _(
+                    "Open the TGatedSegment module and press Apply, or run logic.installDependencies() in the Python "
+                    "console: it offers to install them (PyTorch through the PyTorch extension)."
+                ),
+                kind="MissingDependency",
+            )
 
     def installDependencies(self, confirm=True):
         """Install what the backend needs into Slicer's Python: PyTorch through the PyTorch extension
@@ -338,15 +362,24 @@ class TGatedSegmentLogic(ScriptedLoadableModuleLogic):
             return True
         plan = glue.installPlan(missing)
         if plan.bundled:
-            raise glue.InstallError(_("Slicer's own {names} is missing or too old").format(
-                names=", ".join(glue.requirementName(r) for r in plan.bundled)), _("Reinstall 3D Slicer."))
+            raise glue.InstallError(
+                _("Slicer's own {names} is missing or too old").format(
+                    names=", ".join(glue.requirementName(r) for r in plan.bundled)
+                ),
+                _("Reinstall 3D Slicer."),
+            )
         names = ", ".join(plan.names)
         if confirm and not slicer.util.confirmOkCancelDisplay(
-                _("TGatedSegment needs these Python packages: {names}.\n\nInstall them now? This downloads about "
-                  "2 GB the first time and may take several minutes.").format(names=names),
-                windowTitle=_("TGatedSegment: install dependencies")):
-            raise glue.InstallError(_("Not installed: {names}").format(names=names),
-                                    _("TGatedSegment cannot run without them; press Apply again to install them."))
+            _(
+                "TGatedSegment needs these Python packages: {names}.\n\nInstall them now? This downloads about "
+                "2 GB the first time and may take several minutes."
+            ).format(names=names),
+            windowTitle=_("TGatedSegment: install dependencies"),
+        ):
+            raise glue.InstallError(
+                _("Not installed: {names}").format(names=names),
+                _("TGatedSegment cannot run without them; press Apply again to install them."),
+            )
         try:
             with slicer.util.WaitCursor():
                 if plan.torch:
@@ -356,12 +389,16 @@ class TGatedSegmentLogic(ScriptedLoadableModuleLogic):
         except glue.InstallError:
             raise
         except Exception as exc:
-            raise glue.InstallError(_("Installing the Python packages failed: {error}").format(error=exc),
-                                    _("Check the network connection, restart Slicer and try again.")) from None
+            raise glue.InstallError(
+                _("Installing the Python packages failed: {error}").format(error=exc),
+                _("Check the network connection, restart Slicer and try again."),
+            ) from None
         still = self.missingDependencies()
         if still:
-            raise glue.InstallError(_("Still missing after the installation: {names}").format(names=", ".join(still)),
-                                    _("Restart Slicer and try again."))
+            raise glue.InstallError(
+                _("Still missing after the installation: {names}").format(names=", ".join(still)),
+                _("Restart Slicer and try again."),
+            )
         return True
 
     @staticmethod
@@ -369,13 +406,18 @@ class TGatedSegmentLogic(ScriptedLoadableModuleLogic):
         try:
             import PyTorchUtils
         except ImportError:
-            raise glue.InstallError(_("The PyTorch extension is not installed"),
-                                    _("Install 'PyTorch' from the Extensions Manager and restart Slicer.")) from None
+            raise glue.InstallError(
+                _("The PyTorch extension is not installed"),
+                _("Install 'PyTorch' from the Extensions Manager and restart Slicer."),
+            ) from None
         torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(
-            askConfirmation=False, torchVersionRequirement=glue.torchVersionRequirement(requirement))
+            askConfirmation=False, torchVersionRequirement=glue.torchVersionRequirement(requirement)
+        )
         if torch is None:
-            raise glue.InstallError(_("PyTorch was not installed"),
-                                    _("Install it from the PyTorch Utils module, restart Slicer and try again."))
+            raise glue.InstallError(
+                _("PyTorch was not installed"),
+                _("Install it from the PyTorch Utils module, restart Slicer and try again."),
+            )
 
     @staticmethod
     def _pipInstall(requirements):
@@ -397,8 +439,9 @@ class TGatedSegmentLogic(ScriptedLoadableModuleLogic):
         if self.devicesJob is not None:
             return self.devicesJob.wait(idle=slicer.app.processEvents) if wait else self.devicesJob
         self._checkDependencies()
-        job = glue.DevicesJob(self.backendPrefix() + glue.devicesArguments(),
-                              **self._jobOptions(None, completedCallback))
+        job = glue.DevicesJob(
+            self.backendPrefix() + glue.devicesArguments(), **self._jobOptions(None, completedCallback)
+        )
         self._run(job, wait)
         self.devicesJob = job if job.running else None
         return job.wait(idle=slicer.app.processEvents) if wait else job
@@ -499,24 +542,36 @@ class TGatedSegmentLogic(ScriptedLoadableModuleLogic):
             raise ValueError(_("Choose a model file (zip, safetensors, the authors' .pt) or a checkpoint folder."))
         source = self.resolveFolder(str(path).strip())
         if not os.path.exists(source):
-            raise ValueError(_("'{path}' does not exist: choose a model file (zip, safetensors, the authors' .pt) or a "
-                               "checkpoint folder.").format(path=source))
+            raise ValueError(
+                _(
+                    "'{path}' does not exist: choose a model file (zip, safetensors, the authors' .pt) or a "
+                    "checkpoint folder."
+                ).format(path=source)
+            )
         name = glue.checkedModelName(name) if name else glue.suggestedName(source)
         if glue.nameTaken(name) and not overwrite:
             if not ask:
-                raise ValueError(_("A model named '{name}' is already imported. Pass overwrite=True to replace it, or "
-                                   "another name.").format(name=name))
+                raise ValueError(
+                    _(
+                        "A model named '{name}' is already imported. Pass overwrite=True to replace it, or "
+                        "another name."
+                    ).format(name=name)
+                )
             if not slicer.util.confirmYesNoDisplay(
-                    _("A model named '{name}' is already imported.\n\nReplace it with '{path}'?").format(
-                        name=name, path=source), windowTitle=_("TGatedSegment: import model")):
+                _("A model named '{name}' is already imported.\n\nReplace it with '{path}'?").format(
+                    name=name, path=source
+                ),
+                windowTitle=_("TGatedSegment: import model"),
+            ):
                 raise glue.Cancelled(_("Not imported: the model '{name}' already there was kept.").format(name=name))
             overwrite = True
         self._checkDependencies()
         logging.info("TGatedSegment: importing %s as '%s'", source, name)
         try:
             with slicer.util.WaitCursor():
-                facts = glue.importModel(lambda args: self.runBackendCommand(args, _("The import")), source, name,
-                                         overwrite)
+                facts = glue.importModel(
+                    lambda args: self.runBackendCommand(args, _("The import")), source, name, overwrite
+                )
         except glue.BackendError as exc:
             raise glue.importError(exc) from None
         return facts["name"]
@@ -524,10 +579,25 @@ class TGatedSegmentLogic(ScriptedLoadableModuleLogic):
     # ---------------------------------------------------------------------------------------------
     # Segmentation
 
-    def segment(self, volumeNode, prompts, checkpoint=None, outputSegmentationNode=None, roiNode=None,
-                cropToBody=False, device="auto", modality="auto", threshold=None, batchSize=None,
-                replaceExisting=False, showIn3D=False, uncertainty=0, progressCallback=None, completedCallback=None,
-                wait=True):
+    def segment(
+        self,
+        volumeNode,
+        prompts,
+        checkpoint=None,
+        outputSegmentationNode=None,
+        roiNode=None,
+        cropToBody=False,
+        device="auto",
+        modality="auto",
+        threshold=None,
+        batchSize=None,
+        replaceExisting=False,
+        showIn3D=False,
+        uncertainty=0,
+        progressCallback=None,
+        completedCallback=None,
+        wait=True,
+    ):
         """Segment the organs named by ``prompts`` in ``volumeNode``; one segment per prompt.
 
         :param prompts: text ("liver, left kidney", comma or newline separated) or a list of names.
@@ -583,9 +653,18 @@ class TGatedSegmentLogic(ScriptedLoadableModuleLogic):
             inputPath = os.path.join(tempDir, "input.nrrd")
             outputPath = os.path.join(tempDir, "result.seg.nrrd")
             uncertaintyDir = os.path.join(tempDir, "uncertainty") if uncertainty else None
-            args = self.backendPrefix() + glue.segmentArguments(inputPath, outputPath, prompts, checkpoint, device,
-                                                                modality, threshold, batchSize, uncertainty,
-                                                                uncertaintyDir)
+            args = self.backendPrefix() + glue.segmentArguments(
+                inputPath,
+                outputPath,
+                prompts,
+                checkpoint,
+                device,
+                modality,
+                threshold,
+                batchSize,
+                uncertainty,
+                uncertaintyDir,
+            )
             if crop is not None:
                 geometry = glue.exportVolume(crop.crop(arrayKJI), crop.ijkToRAS(ijkToRAS), inputPath)
                 logging.info("TGatedSegment: segmenting only %s", crop.describe())
@@ -595,13 +674,33 @@ class TGatedSegmentLogic(ScriptedLoadableModuleLogic):
             request = SegmentationRequest(volumeNode, outputSegmentationNode, replaceExisting, showIn3D, crop)
             if self.keepBackendLoaded and not uncertainty and not batchSize:
                 # the warm backend: the model stays loaded, and a new prompt on this volume reuses its encoding
-                job = glue.WarmSegmentationJob(self.backend(), inputPath, prompts, tempDir, outputPath, geometry,
-                                               request, self.importJobResult, checkpoint=checkpoint, device=device,
-                                               modality=modality, threshold=threshold,
-                                               progressCallback=progressCallback, completedCallback=completedCallback)
+                job = glue.WarmSegmentationJob(
+                    self.backend(),
+                    inputPath,
+                    prompts,
+                    tempDir,
+                    outputPath,
+                    geometry,
+                    request,
+                    self.importJobResult,
+                    checkpoint=checkpoint,
+                    device=device,
+                    modality=modality,
+                    threshold=threshold,
+                    progressCallback=progressCallback,
+                    completedCallback=completedCallback,
+                )
             else:
-                job = glue.SegmentationJob(args, tempDir, outputPath, geometry, request, self.importJobResult,
-                                           uncertaintyDir, **self._jobOptions(progressCallback, completedCallback))
+                job = glue.SegmentationJob(
+                    args,
+                    tempDir,
+                    outputPath,
+                    geometry,
+                    request,
+                    self.importJobResult,
+                    uncertaintyDir,
+                    **self._jobOptions(progressCallback, completedCallback),
+                )
             job.report({"event": "progress", "stage": "export", "done": 1, "total": 1})
             self._run(job, wait)
         except BaseException:
@@ -614,12 +713,23 @@ class TGatedSegmentLogic(ScriptedLoadableModuleLogic):
         """segment() with the panel's settings (the module's parameter node, or ``parameterNode``)."""
         p = parameterNode or self.getParameterNode()
         return self.segment(
-            p.inputVolume, p.prompts, checkpoint=p.checkpoint or None, outputSegmentationNode=p.outputSegmentation,
-            roiNode=p.roi, cropToBody=p.cropToBody, device=p.device, modality=p.modality,
-            threshold=p.threshold if p.threshold > 0 else None, batchSize=p.batchSize,
-            replaceExisting=p.replaceExisting, showIn3D=p.showIn3D,
-            uncertainty=p.uncertaintySamples if p.uncertainty else 0, progressCallback=progressCallback,
-            completedCallback=completedCallback, wait=wait)
+            p.inputVolume,
+            p.prompts,
+            checkpoint=p.checkpoint or None,
+            outputSegmentationNode=p.outputSegmentation,
+            roiNode=p.roi,
+            cropToBody=p.cropToBody,
+            device=p.device,
+            modality=p.modality,
+            threshold=p.threshold if p.threshold > 0 else None,
+            batchSize=p.batchSize,
+            replaceExisting=p.replaceExisting,
+            showIn3D=p.showIn3D,
+            uncertainty=p.uncertaintySamples if p.uncertainty else 0,
+            progressCallback=progressCallback,
+            completedCallback=completedCallback,
+            wait=wait,
+        )
 
     def applyPreset(self, name, parameterNode=None):
         """Fill in a preset's prompts and its default crop (``TGatedSegmentGlue.PRESETS``; "" clears the preset)."""
@@ -646,8 +756,9 @@ class TGatedSegmentLogic(ScriptedLoadableModuleLogic):
             raise ValueError(_("Select a scalar volume (CT or MR) to segment."))
         imageData = volumeNode.GetImageData()
         if imageData is None or imageData.GetNumberOfScalarComponents() != 1:
-            raise ValueError(_("The volume '{name}' has no single-component image data.").format(
-                name=volumeNode.GetName()))
+            raise ValueError(
+                _("The volume '{name}' has no single-component image data.").format(name=volumeNode.GetName())
+            )
         ijkToRAS = vtk.vtkMatrix4x4()
         volumeNode.GetIJKToRASMatrix(ijkToRAS)
         return slicer.util.arrayFromVolume(volumeNode), slicer.util.arrayFromVTKMatrix(ijkToRAS)
@@ -657,9 +768,12 @@ class TGatedSegmentLogic(ScriptedLoadableModuleLogic):
         segmentation = segmentationNode.GetSegmentation()
         binary = slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName()
         if segmentation.GetNumberOfSegments() and segmentation.GetSourceRepresentationName() != binary:
-            raise ValueError(_("The segmentation '{name}' is stored as {representation}; choose another one or "
-                               "create a new segmentation.").format(
-                name=segmentationNode.GetName(), representation=segmentation.GetSourceRepresentationName()))
+            raise ValueError(
+                _(
+                    "The segmentation '{name}' is stored as {representation}; choose another one or "
+                    "create a new segmentation."
+                ).format(name=segmentationNode.GetName(), representation=segmentation.GetSourceRepresentationName())
+            )
 
     @staticmethod
     def _dicomModality(volumeNode):
@@ -675,11 +789,19 @@ class TGatedSegmentLogic(ScriptedLoadableModuleLogic):
             # The ROI's coordinates (its parent transform's) into the volume's own RAS.
             roiToVolume = vtk.vtkMatrix4x4()
             if not slicer.vtkMRMLTransformNode.GetMatrixTransformBetweenNodes(
-                    roiNode.GetParentTransformNode(), volumeNode.GetParentTransformNode(), roiToVolume):
-                raise ValueError(_("The region of interest or the volume is under a non-linear transform; harden "
-                                   "that transform first (Data module, right-click: Harden transform)."))
-            corners = glue.roiCorners(slicer.util.arrayFromVTKMatrix(roiNode.GetObjectToNodeMatrix()),
-                                      roiNode.GetSize(), slicer.util.arrayFromVTKMatrix(roiToVolume))
+                roiNode.GetParentTransformNode(), volumeNode.GetParentTransformNode(), roiToVolume
+            ):
+                raise ValueError(
+                    _(
+                        "The region of interest or the volume is under a non-linear transform; harden "
+                        "that transform first (Data module, right-click: Harden transform)."
+                    )
+                )
+            corners = glue.roiCorners(
+                slicer.util.arrayFromVTKMatrix(roiNode.GetObjectToNodeMatrix()),
+                roiNode.GetSize(),
+                slicer.util.arrayFromVTKMatrix(roiToVolume),
+            )
             crop = glue.cropBoxFromCorners(corners, ijkToRAS, arrayKJI.shape)
         elif cropToBody:
             crop = glue.bodyCropBox(arrayKJI)
@@ -703,8 +825,10 @@ class TGatedSegmentLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def _segmentList(segmentation):
-        return [(segmentation.GetNthSegmentID(i), segmentation.GetSegment(segmentation.GetNthSegmentID(i)).GetName())
-                for i in range(segmentation.GetNumberOfSegments())]
+        return [
+            (segmentation.GetNthSegmentID(i), segmentation.GetSegment(segmentation.GetNthSegmentID(i)).GetName())
+            for i in range(segmentation.GetNumberOfSegments())
+        ]
 
     def importJobResult(self, job, doneEvent):
         """A finished segmentation job's result into the scene (its ``importer``): the segments, then
@@ -735,22 +859,30 @@ class TGatedSegmentLogic(ScriptedLoadableModuleLogic):
         segmentationNode = request.outputSegmentationNode
         for node in (volumeNode, segmentationNode):
             if node is not None and node.GetScene() is None:
-                raise glue.BackendError(_("'{name}' was removed from the scene while segmenting; nothing was "
-                                          "imported").format(name=node.GetName()), _("Run the segmentation again."),
-                                        kind="NodeRemoved")
+                raise glue.BackendError(
+                    _("'{name}' was removed from the scene while segmenting; nothing was imported").format(
+                        name=node.GetName()
+                    ),
+                    _("Run the segmentation again."),
+                    kind="NodeRemoved",
+                )
         if request.crop is not None:
             for n in range(len(result.layers)):
                 result.layers[n] = request.crop.paste(result.layers[n])
         rows = doneEvent.get("segments") or []
-        names = [row.get("name") for row in rows] if len(rows) == len(result.segments) and all(
-            row.get("name") for row in rows) else [name for name, _layer, _label in result.segments]
+        names = (
+            [row.get("name") for row in rows]
+            if len(rows) == len(result.segments) and all(row.get("name") for row in rows)
+            else [name for name, _layer, _label in result.segments]
+        )
         prompts = [row.get("prompt") or name for row, name in zip(rows, names)] if rows else list(names)
         created = segmentationNode is None
         existing = [] if created else self._segmentList(segmentationNode.GetSegmentation())
         # Decide everything before the scene changes.
         plan = glue.planSegmentNames(names, [name for _id, name in existing], request.replaceExisting)
-        looks = [glue.segmentAppearance(name, len(existing) + i, self.terminologyLookup)
-                 for i, name in enumerate(names)]
+        looks = [
+            glue.segmentAppearance(name, len(existing) + i, self.terminologyLookup) for i, name in enumerate(names)
+        ]
         terminologyTag = slicer.vtkSegment.GetTerminologyEntryTagName()
 
         added = []
@@ -778,8 +910,9 @@ class TGatedSegmentLogic(ScriptedLoadableModuleLogic):
                     if replace:
                         segmentId = glue.segmentIdByName(existing, segmentName)
                         replaced[segmentId] = self._segmentBackup(segmentationNode, segmentId, volumeNode)
-                        slicer.util.updateSegmentBinaryLabelmapFromArray(result.mask(index).astype(np.uint8),
-                                                                         segmentationNode, segmentId, volumeNode)
+                        slicer.util.updateSegmentBinaryLabelmapFromArray(
+                            result.mask(index).astype(np.uint8), segmentationNode, segmentId, volumeNode
+                        )
                         segmentIds[index] = segmentId
                     else:  # created now, in prompt order; the voxels follow layer by layer
                         segmentIds[index] = segmentation.AddEmptySegment("", segmentName, looks[index].color)
@@ -858,8 +991,9 @@ class TGatedSegmentLogic(ScriptedLoadableModuleLogic):
                 labelmapNode.SetAndObserveTransformNodeID(volumeNode.GetTransformNodeID())
                 slicer.util.updateVolumeFromArray(labelmapNode, layer)
                 del layer
-                if not slicer.modules.segmentations.logic().ImportLabelmapToSegmentationNode(labelmapNode,
-                                                                                            segmentationNode, ids):
+                if not slicer.modules.segmentations.logic().ImportLabelmapToSegmentationNode(
+                    labelmapNode, segmentationNode, ids
+                ):
                     raise RuntimeError(_("Slicer could not import the result's labelmap."))
             finally:
                 slicer.mrmlScene.RemoveNode(labelmapNode)
@@ -877,8 +1011,12 @@ class TGatedSegmentLogic(ScriptedLoadableModuleLogic):
             if segment.GetTag(tag, value):
                 tags[tag] = str(value)
         voxels = slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, segmentId, volumeNode)
-        return {"voxels": None if voxels is None else np.array(voxels, copy=True), "color": segment.GetColor(),
-                "tags": tags, "flags": (segment.GetNameAutoGenerated(), segment.GetColorAutoGenerated())}
+        return {
+            "voxels": None if voxels is None else np.array(voxels, copy=True),
+            "color": segment.GetColor(),
+            "tags": tags,
+            "flags": (segment.GetNameAutoGenerated(), segment.GetColorAutoGenerated()),
+        }
 
     @staticmethod
     def _restoreSegment(segmentationNode, segmentId, volumeNode, backup):
@@ -1010,8 +1148,10 @@ class TGatedSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.modelBrowseButton.connect("clicked()", self.onModelBrowse)
         # "Import model...": a menu with a model file and a checkpoint folder (a file dialog picks no folder).
         importMenu = qt.QMenu(self.ui.importModelButton)
-        for text, slot in ((_("Model file (zip, safetensors, authors' .pt)..."), self.onImportModelFile),
-                           (_("Checkpoint folder..."), self.onImportModelFolder)):
+        for text, slot in (
+            (_("Model file (zip, safetensors, authors' .pt)..."), self.onImportModelFile),
+            (_("Checkpoint folder..."), self.onImportModelFolder),
+        ):
             importMenu.addAction(text).connect("triggered()", slot)
         self.ui.importModelButton.setMenu(importMenu)
         self.ui.modelsFolderLineEdit.connect("currentPathChanged(QString)", self.onModelsFolder)
@@ -1079,8 +1219,11 @@ class TGatedSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._updatingPrompts = True
             self.ui.promptsTextEdit.setPlainText(p.prompts)
             self._updatingPrompts = False
-        for combo, value in ((self.ui.presetComboBox, p.preset), (self.ui.deviceComboBox, p.device),
-                             (self.ui.modalityComboBox, p.modality)):
+        for combo, value in (
+            (self.ui.presetComboBox, p.preset),
+            (self.ui.deviceComboBox, p.device),
+            (self.ui.modalityComboBox, p.modality),
+        ):
             index = combo.findData(value)
             if index < 0 and combo is self.ui.deviceComboBox:  # a device not detected (yet): keep it listed
                 combo.addItem(value, value)
@@ -1172,15 +1315,16 @@ class TGatedSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.modelCardTextBrowser.setMarkdown(self.logic.modelDetails(checkpoint))
 
     def onImportModelFile(self):
-        path = qt.QFileDialog.getOpenFileName(slicer.util.mainWindow(), _("Import a model file"),
-                                              self.logic.modelsFolder or "", glue.IMPORT_FILE_FILTER)
+        path = qt.QFileDialog.getOpenFileName(
+            slicer.util.mainWindow(), _("Import a model file"), self.logic.modelsFolder or "", glue.IMPORT_FILE_FILTER
+        )
         if path:
             self.importModel(path)
 
     def onImportModelFolder(self):
-        folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(),
-                                                     _("Import a checkpoint folder (with config.json)"),
-                                                     self.logic.modelsFolder or "")
+        folder = qt.QFileDialog.getExistingDirectory(
+            slicer.util.mainWindow(), _("Import a checkpoint folder (with config.json)"), self.logic.modelsFolder or ""
+        )
         if folder:
             self.importModel(folder)
 
@@ -1220,8 +1364,9 @@ class TGatedSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onModelBrowse(self):
         start = self.ui.modelLineEdit.text.strip()
         start = start if os.path.isdir(start) else (self.logic.modelsFolder or "")
-        folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(),
-                                                     _("Checkpoint folder (with config.json)"), start)
+        folder = qt.QFileDialog.getExistingDirectory(
+            slicer.util.mainWindow(), _("Checkpoint folder (with config.json)"), start
+        )
         if folder:
             self._parameterNode.checkpoint = folder
 
@@ -1238,8 +1383,11 @@ class TGatedSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.detectDevicesButton.enabled = True
         if job.state == "done":
             self._fillDevices(job.result)
-            self.log(_("Devices: {devices} (PyTorch {torch}).").format(
-                devices=", ".join(job.result.ids), torch=job.result.torch))
+            self.log(
+                _("Devices: {devices} (PyTorch {torch}).").format(
+                    devices=", ".join(job.result.ids), torch=job.result.torch
+                )
+            )
             self.updateFromParameterNode()
         elif job.state == "failed":
             self.showError(job.error)
@@ -1299,11 +1447,13 @@ class TGatedSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not p.checkpoint.strip():
             self.log(glue.noTrainedModelNote())
         else:
-            self.log(_("Model: {model}. {note}").format(model=p.checkpoint.strip(),
-                                                        note=self.logic.modelNote(p.checkpoint)))
+            self.log(
+                _("Model: {model}. {note}").format(model=p.checkpoint.strip(), note=self.logic.modelNote(p.checkpoint))
+            )
         try:
-            self.job = self.logic.segmentFromParameterNode(p, progressCallback=self.onProgress,
-                                                           completedCallback=self.onCompleted, wait=False)
+            self.job = self.logic.segmentFromParameterNode(
+                p, progressCallback=self.onProgress, completedCallback=self.onCompleted, wait=False
+            )
         except Exception as exc:
             self.ui.progressBar.setVisible(False)
             self.showError(exc)
@@ -1330,13 +1480,22 @@ class TGatedSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNode.outputSegmentation = segmentationNode
             for row in job.segments:
                 empty = _("  (nothing found)") if not row.get("voxels") else ""
-                self.log(_("{name}: {volume} ml{empty}").format(name=row.get("name"),
-                                                                volume=f"{row.get('volume_ml', 0):.1f}", empty=empty))
-            self.log(_("Done on {device}: {count} segment(s) in '{name}'.").format(
-                device=job.device or "?", count=len(job.segments), name=segmentationNode.GetName()))
+                self.log(
+                    _("{name}: {volume} ml{empty}").format(
+                        name=row.get("name"), volume=f"{row.get('volume_ml', 0):.1f}", empty=empty
+                    )
+                )
+            self.log(
+                _("Done on {device}: {count} segment(s) in '{name}'.").format(
+                    device=job.device or "?", count=len(job.segments), name=segmentationNode.GetName()
+                )
+            )
             if job.uncertaintyVolume is not None:
-                self.log(_("Uncertainty map: '{name}' (bright = unsure), overlaid on the slice views.").format(
-                    name=job.uncertaintyVolume.GetName()))
+                self.log(
+                    _("Uncertainty map: '{name}' (bright = unsure), overlaid on the slice views.").format(
+                        name=job.uncertaintyVolume.GetName()
+                    )
+                )
         elif job.state == "cancelled":
             self.log(_("Cancelled; nothing was changed."))
         else:
@@ -1383,8 +1542,19 @@ class TGatedSegmentTest(ScriptedLoadableModuleTest):
     PHANTOM = dict(shape=(32, 64, 64), spacing=(5.0, 5.0, 5.0), target_slices=(6, 9), n_distractors=4)
     # The cpu recipe with its hard-pixel term off: that term pays off over hundreds of steps but slows
     # the first tens (50 steps here: liver Dice 0.22 with it, 0.80 without; measured).
-    TRAIN = dict(recipe="cpu", hardPixels=0.0, steps=50, epochs=1, imageSize=64, batchSize=4, chunkSlices=4, warmupSteps=2,
-                 val="split:1", device="cpu", seed=0)
+    TRAIN = dict(
+        recipe="cpu",
+        hardPixels=0.0,
+        steps=50,
+        epochs=1,
+        imageSize=64,
+        batchSize=4,
+        chunkSlices=4,
+        warmupSteps=2,
+        val="split:1",
+        device="cpu",
+        seed=0,
+    )
 
     def setUp(self):
         slicer.mrmlScene.Clear()
@@ -1392,8 +1562,12 @@ class TGatedSegmentTest(ScriptedLoadableModuleTest):
     def runTest(self):
         """Each test from a clear scene; a skipped one says why (``slicer.testing.runUnitTest`` reports
         skips itself)."""
-        for test in (self.test_Instantiation, self.test_ParameterNode, self.test_DependenciesAndDevices,
-                     self.test_TrainSegmentAndCancel):
+        for test in (
+            self.test_Instantiation,
+            self.test_ParameterNode,
+            self.test_DependenciesAndDevices,
+            self.test_TrainSegmentAndCancel,
+        ):
             self.setUp()
             try:
                 test()
@@ -1435,9 +1609,12 @@ class TGatedSegmentTest(ScriptedLoadableModuleTest):
         logic = TGatedSegmentLogic()
         missing = logic.missingDependencies()
         if missing and slicer.app.testingEnabled():
-            raise unittest.SkipTest(_("the backend's Python packages are not installed ({names}); run "
-                                      "logic.installDependencies() or press Apply once, then test again").format(
-                names=", ".join(glue.requirementName(r) for r in missing)))
+            raise unittest.SkipTest(
+                _(
+                    "the backend's Python packages are not installed ({names}); run "
+                    "logic.installDependencies() or press Apply once, then test again"
+                ).format(names=", ".join(glue.requirementName(r) for r in missing))
+            )
         self.assertTrue(logic.installDependencies())  # asks first, as Apply does; nothing to do when all is there
         return logic
 
@@ -1463,8 +1640,13 @@ class TGatedSegmentTest(ScriptedLoadableModuleTest):
             spec = PhantomSpec(**self.PHANTOM)
             dataset = write_phantom_dataset(os.path.join(workDir, "phantoms"), 3, seed=0, spec=spec)
             trainingEvents = []
-            checkpoint = logic.train(str(dataset), os.path.join(workDir, "run"), wait=True,
-                                     progressCallback=trainingEvents.append, **self.TRAIN)
+            checkpoint = logic.train(
+                str(dataset),
+                os.path.join(workDir, "run"),
+                wait=True,
+                progressCallback=trainingEvents.append,
+                **self.TRAIN,
+            )
             self.assertTrue(os.path.isfile(os.path.join(checkpoint, "config.json")))
             self.assertIsNone(logic.trainingJob)
             self.assertEqual(trainingEvents[-1]["event"], "done")
@@ -1506,18 +1688,30 @@ class TGatedSegmentTest(ScriptedLoadableModuleTest):
                     logic.cancel()
 
             with self.assertRaises(glue.Cancelled):
-                logic.segment(volumeNode, "liver, left kidney", checkpoint=checkpoint,
-                              outputSegmentationNode=segmentationNode, device="cpu",
-                              progressCallback=cancelWhenSegmenting)
-            self.assertEqual((slicer.mrmlScene.GetNumberOfNodes(),
-                              segmentationNode.GetSegmentation().GetNumberOfSegments()), before)
+                logic.segment(
+                    volumeNode,
+                    "liver, left kidney",
+                    checkpoint=checkpoint,
+                    outputSegmentationNode=segmentationNode,
+                    device="cpu",
+                    progressCallback=cancelWhenSegmenting,
+                )
+            self.assertEqual(
+                (slicer.mrmlScene.GetNumberOfNodes(), segmentationNode.GetSegmentation().GetNumberOfSegments()), before
+            )
             self.assertEqual(ourTemporaryFolders(), tempBefore)
             self.assertIsNone(logic.segmentationJob)
 
             # Then the real run.
             events = []
-            result = logic.segment(volumeNode, "liver, left kidney", checkpoint=checkpoint,
-                                   outputSegmentationNode=segmentationNode, device="cpu", progressCallback=events.append)
+            result = logic.segment(
+                volumeNode,
+                "liver, left kidney",
+                checkpoint=checkpoint,
+                outputSegmentationNode=segmentationNode,
+                device="cpu",
+                progressCallback=events.append,
+            )
             self.assertIs(result, segmentationNode)
             self.assertEqual(ourTemporaryFolders(), tempBefore)  # the run's temporary files are removed
             done = [e for e in events if e["event"] == "done"][-1]
@@ -1546,12 +1740,15 @@ class TGatedSegmentTest(ScriptedLoadableModuleTest):
         user = segmentation.GetSegment(userId)
         self.assertEqual((user.GetName(), tuple(round(c, 3) for c in user.GetColor())), ("liver", (0.1, 0.2, 0.3)))
         np.testing.assert_array_equal(
-            slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, userId, volumeNode), userMask)
+            slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, userId, volumeNode), userMask
+        )
 
         terminologyTag = slicer.vtkSegment.GetTerminologyEntryTagName()
         binary = slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName()
-        expected = {"liver (2)": ("liver", "SCT^10200004^Liver~^^"),
-                    "left kidney": ("left kidney", "SCT^64033007^Kidney~SCT^7771000^Left")}
+        expected = {
+            "liver (2)": ("liver", "SCT^10200004^Liver~^^"),
+            "left kidney": ("left kidney", "SCT^64033007^Kidney~SCT^7771000^Left"),
+        }
         for name, (prompt, code) in expected.items():
             segmentId = glue.segmentIdByName(TGatedSegmentLogic._segmentList(segmentation), name)
             self.assertTrue(segmentId, f"no segment '{name}'")

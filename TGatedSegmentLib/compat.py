@@ -28,8 +28,9 @@ def moved_names(old_module: str, new_homes: dict[str, str]):
             raise AttributeError(f"module '{old_module}' has no attribute '{name}'")
         module, _, new_name = target.partition(":")
         new_name = new_name or name
-        warnings.warn(f"{old_module}.{name} moved to {module}.{new_name}; import it from there",
-                      DeprecationWarning, stacklevel=2)
+        warnings.warn(
+            f"{old_module}.{name} moved to {module}.{new_name}; import it from there", DeprecationWarning, stacklevel=2
+        )
         return getattr(importlib.import_module(module), new_name)
 
     return __getattr__
@@ -44,8 +45,11 @@ def deprecated_names(old_module: str, replacements: dict[str, tuple[Callable[[],
         if name not in replacements:
             raise AttributeError(f"module '{old_module}' has no attribute '{name}'")
         make, instead = replacements[name]
-        warnings.warn(f"{old_module}.{name} is deprecated and goes in the next release; use {instead}",
-                      DeprecationWarning, stacklevel=2)
+        warnings.warn(
+            f"{old_module}.{name} is deprecated and goes in the next release; use {instead}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         return make()
 
     return __getattr__

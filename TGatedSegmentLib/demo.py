@@ -68,16 +68,34 @@ class PhantomRecipe:
     max_seconds: float | None = 270.0
     settings: dict = field(default_factory=dict)
 
-    def train_config(self, data, output, temporal: bool = True, seed: int = 0, device: str = "auto",
-                     base: str | None = None, max_seconds: float | None = None, **overrides):
+    def train_config(
+        self,
+        data,
+        output,
+        temporal: bool = True,
+        seed: int = 0,
+        device: str = "auto",
+        base: str | None = None,
+        max_seconds: float | None = None,
+        **overrides,
+    ):
         """The :class:`TrainConfig` of this recipe (``base``: fine-tune those weights, paper recipe)."""
         from dataclasses import replace
 
         from .training import TrainConfig
 
         settings: dict[str, Any] = dict(
-            data=str(data), output=str(output), val=f"split:{self.n_val}", recipe=self.recipe, temporal=temporal,
-            epochs=self.epochs, steps=self.steps, device=device, num_workers=0, seed=seed, save_every_minutes=None,
+            data=str(data),
+            output=str(output),
+            val=f"split:{self.n_val}",
+            recipe=self.recipe,
+            temporal=temporal,
+            epochs=self.epochs,
+            steps=self.steps,
+            device=device,
+            num_workers=0,
+            seed=seed,
+            save_every_minutes=None,
             max_seconds=max_seconds if max_seconds is not None else self.max_seconds,
         )
         settings.update(self.settings)
@@ -100,10 +118,15 @@ class PhantomRecipe:
 #: ``tgated demo``: under 5 minutes on a 2-core CPU (see docs/results.md).
 DEMO_RECIPE = PhantomRecipe()
 #: ``tgated demo --quick``: seconds; shows the pipeline works, not that the model learns.
-QUICK_RECIPE = PhantomRecipe(n_train=2, n_val=1, spec=PhantomSpec(shape=(32, 64, 64), spacing=(5.0, 5.0, 5.0),
-                                                                 target_slices=(6, 9), n_distractors=4),
-                             steps=12, epochs=1, max_seconds=None,
-                             settings={"image_size": 64, "batch_size": 4, "chunk_slices": 4, "warmup_steps": 2})
+QUICK_RECIPE = PhantomRecipe(
+    n_train=2,
+    n_val=1,
+    spec=PhantomSpec(shape=(32, 64, 64), spacing=(5.0, 5.0, 5.0), target_slices=(6, 9), n_distractors=4),
+    steps=12,
+    epochs=1,
+    max_seconds=None,
+    settings={"image_size": 64, "batch_size": 4, "chunk_slices": 4, "warmup_steps": 2},
+)
 
 
 @dataclass
@@ -124,8 +147,10 @@ class DemoResult:
         lines.append(f"{'mean':<22} {_num(self.metrics['mean_dice']):>6}")
         target = self.metrics["target"]
         t = self.metrics["organs"][target]
-        lines.append(f"{target} look-alikes (distractors) hit: {t['distractors_hit']} of {t['distractors']} "
-                     f"({t['distractor_fp_ml']:.2f} ml predicted inside them)")
+        lines.append(
+            f"{target} look-alikes (distractors) hit: {t['distractors_hit']} of {t['distractors']} "
+            f"({t['distractor_fp_ml']:.2f} ml predicted inside them)"
+        )
         return "\n".join(lines)
 
 
@@ -157,15 +182,18 @@ def check_base(base: str | None) -> None:
     source = classify_source(base)
     if source.is_folder:
         if not (source.path / "config.json").is_file():
-            raise InputError(f"the base folder '{base}' has no config.json",
-                             "Pass a checkpoint folder (tgated train/init, or a demo's OUTPUT/checkpoint) or a "
-                             "CLIPSeg model folder.")
+            raise InputError(
+                f"the base folder '{base}' has no config.json",
+                "Pass a checkpoint folder (tgated train/init, or a demo's OUTPUT/checkpoint) or a "
+                "CLIPSeg model folder.",
+            )
         return
     if source.is_local:
         raise InputError(f"the base '{base}' is a file", "Pass a checkpoint or CLIPSeg model folder, or a hub id.")
     if source.kind is not SourceKind.HUB_ID:
-        raise InputError(f"the base '{base}' does not exist", "Pass a local folder or a hub id such as "
-                         "CIDAS/clipseg-rd64-refined.")
+        raise InputError(
+            f"the base '{base}' does not exist", "Pass a local folder or a hub id such as CIDAS/clipseg-rd64-refined."
+        )
     download(str(base), config_only=True)  # CheckpointError with the offline hint when it cannot
 
 
@@ -197,10 +225,18 @@ class _DemoProgress(Progress):
 # the run
 
 
-def run_demo(output: str | Path = "demo_output", quick: bool = False, base: str | None = None, device: str = "auto",
-             seed: int = 0, minutes: float | None = None, overwrite: bool = False,
-             progress: Progress | None = None, cancel: CancelToken | None = None,
-             recipe: PhantomRecipe | None = None) -> DemoResult:
+def run_demo(
+    output: str | Path = "demo_output",
+    quick: bool = False,
+    base: str | None = None,
+    device: str = "auto",
+    seed: int = 0,
+    minutes: float | None = None,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+    cancel: CancelToken | None = None,
+    recipe: PhantomRecipe | None = None,
+) -> DemoResult:
     """Train on phantoms, segment a held-out one, write ``output``; see the module docstring.
 
     ``minutes`` caps the training time (the run then validates, keeps its best checkpoint and goes
@@ -225,20 +261,37 @@ def run_demo(output: str | Path = "demo_output", quick: bool = False, base: str 
     return DemoResult(output, metrics, time.perf_counter() - started)
 
 
-def _run(folder: Path, work: Path, recipe: PhantomRecipe, base, device, seed, minutes, progress, cancel,
-         started) -> dict:
+def _run(
+    folder: Path, work: Path, recipe: PhantomRecipe, base, device, seed, minutes, progress, cancel, started
+) -> dict:
     from .training import train
 
     n_cases = recipe.n_train + recipe.n_val
-    progress.info(message=f"generating {n_cases} phantom CT volumes {recipe.spec.shape[::-1]} (x, y, z) for training "
-                          f"and validation, seed {seed}")
-    data = write_phantom_dataset(work / "phantoms", n_cases, seed=seed, spec=recipe.spec,
-                                 progress=lambda i, n: (cancel.check(), progress.update("phantoms", i, n)))
-    config = recipe.train_config(data, work / "run", temporal=True, seed=seed, device=device, base=base,
-                                 max_seconds=60.0 * minutes if minutes else None)
-    progress.info(message=f"training {'T-Gated from ' + str(base) if base else 'a small T-Gated CLIPSeg from random weights'}"
-                          f" for {config.steps} steps (batch {config.batch_size}"
-                          f"{f', at most {minutes:g} min' if minutes else ''})")
+    progress.info(
+        message=f"generating {n_cases} phantom CT volumes {recipe.spec.shape[::-1]} (x, y, z) for training "
+        f"and validation, seed {seed}"
+    )
+    data = write_phantom_dataset(
+        work / "phantoms",
+        n_cases,
+        seed=seed,
+        spec=recipe.spec,
+        progress=lambda i, n: (cancel.check(), progress.update("phantoms", i, n)),
+    )
+    config = recipe.train_config(
+        data,
+        work / "run",
+        temporal=True,
+        seed=seed,
+        device=device,
+        base=base,
+        max_seconds=60.0 * minutes if minutes else None,
+    )
+    progress.info(
+        message=f"training {'T-Gated from ' + str(base) if base else 'a small T-Gated CLIPSeg from random weights'}"
+        f" for {config.steps} steps (batch {config.batch_size}"
+        f"{f', at most {minutes:g} min' if minutes else ''})"
+    )
     train_started = time.perf_counter()
     run_dir = train(config, progress=_DemoProgress(progress, config.steps), cancel=cancel)
     train_seconds = time.perf_counter() - train_started
@@ -249,19 +302,33 @@ def _run(folder: Path, work: Path, recipe: PhantomRecipe, base, device, seed, mi
     phantom = generate_phantom((int(seed), n_cases), recipe.spec)
     metrics = _segment_and_write(folder, phantom, device, progress, cancel)
     training = json.loads((folder / "checkpoint" / "config.json").read_text())["training"]
-    metrics.update({
-        "phantom": {"seed": [int(seed), n_cases], "spec": recipe.spec.to_dict(),
-                    "training_cases": recipe.n_train, "validation_cases": recipe.n_val,
-                    "note": "the segmented phantom is case n_train + n_val of the series: in neither set"},
-        "training": {"base": base or config.base, "recipe": config.recipe, "phantom_recipe": recipe.to_dict(),
-                     "steps": training["step"],
-                     "best": training["best"], "seconds": round(train_seconds, 1),
-                     "stopped_by_time_limit": training["step"] < config.steps,
-                     "settings": training["settings"]},
-        "machine": {"device": metrics.pop("_device"), "platform": platform.platform(),
-                    "processor": platform.machine()},
-        "seconds_total": round(time.perf_counter() - started, 1),
-    })
+    metrics.update(
+        {
+            "phantom": {
+                "seed": [int(seed), n_cases],
+                "spec": recipe.spec.to_dict(),
+                "training_cases": recipe.n_train,
+                "validation_cases": recipe.n_val,
+                "note": "the segmented phantom is case n_train + n_val of the series: in neither set",
+            },
+            "training": {
+                "base": base or config.base,
+                "recipe": config.recipe,
+                "phantom_recipe": recipe.to_dict(),
+                "steps": training["step"],
+                "best": training["best"],
+                "seconds": round(train_seconds, 1),
+                "stopped_by_time_limit": training["step"] < config.steps,
+                "settings": training["settings"],
+            },
+            "machine": {
+                "device": metrics.pop("_device"),
+                "platform": platform.platform(),
+                "processor": platform.machine(),
+            },
+            "seconds_total": round(time.perf_counter() - started, 1),
+        }
+    )
     from .io.jsonfile import write_json
 
     write_json(folder / "metrics.json", metrics)
@@ -299,8 +366,9 @@ def _segment_and_write(folder: Path, phantom, device, progress, cancel) -> dict:
         distractors = phantom.distractor_mask if phantom.label_names[label] == phantom.target else None
         row = phantom_organ_measures(result.masks[n], phantom.labels, label, phantom.spacing, distractors)
         full = organ_metrics(result.masks[n], reference[n], phantom.spacing)
-        row.update({"nsd": full["nsd"], "hd95": full["hd95"], "status": full["status"], "prompt": organ.prompt,
-                    "label": n + 1})
+        row.update(
+            {"nsd": full["nsd"], "hd95": full["hd95"], "status": full["status"], "prompt": organ.prompt, "label": n + 1}
+        )
         organ_rows[organ.name] = row
     dice = [r["dice"] for r in organ_rows.values() if not math.isnan(r["dice"])]
 
@@ -317,13 +385,24 @@ def _segment_and_write(folder: Path, phantom, device, progress, cancel) -> dict:
     legend = {n + 1: o for n, o in enumerate(organs)}
     legend[lookalike] = Organ(f"{phantom.target} look-alike (not an organ)", "", color=(255, 0, 255))
     target_dice = organ_rows[phantom.target]["dice"]
-    render_comparison(unit, predicted, truth, legend, folder / "figure.png", slices=figure_slices(phantom),
-                      spacing=phantom.spacing,
-                      title=f"mean Dice {_num(float(np.mean(dice)) if dice else math.nan)}, "
-                            f"{phantom.target} {_num(target_dice)}")
-    return {"case": "held-out phantom", "target": phantom.target, "organs": organ_rows,
-            "mean_dice": float(np.mean(dice)) if dice else math.nan, "_device": str(segmenter.device),
-            "files": OUTPUT_FILES}
+    render_comparison(
+        unit,
+        predicted,
+        truth,
+        legend,
+        folder / "figure.png",
+        slices=figure_slices(phantom),
+        spacing=phantom.spacing,
+        title=f"mean Dice {_num(float(np.mean(dice)) if dice else math.nan)}, {phantom.target} {_num(target_dice)}",
+    )
+    return {
+        "case": "held-out phantom",
+        "target": phantom.target,
+        "organs": organ_rows,
+        "mean_dice": float(np.mean(dice)) if dice else math.nan,
+        "_device": str(segmenter.device),
+        "files": OUTPUT_FILES,
+    }
 
 
 def figure_slices(phantom, count: int = 4) -> list[int]:
@@ -334,7 +413,7 @@ def figure_slices(phantom, count: int = 4) -> list[int]:
     chosen: list[int] = []
     if area.any():
         chosen.append(int(area.argmax()))
-    outside = [d for d in phantom.distractors if not area[d.z0:d.z1 + 1].any()]
+    outside = [d for d in phantom.distractors if not area[d.z0 : d.z1 + 1].any()]
     if outside:
         chosen.append(outside[0].z0)
     present = np.flatnonzero(phantom.labels.reshape(phantom.labels.shape[0], -1).any(axis=1))

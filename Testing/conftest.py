@@ -51,7 +51,9 @@ def tiny_checkpoint(tmp_path_factory, tiny_config_file) -> Path:
     """An untrained T-Gated checkpoint on the tiny CLIPSeg, with the compact offline tokenizer."""
     from TGatedSegmentLib.model.checkpoint import init_checkpoint
 
-    return init_checkpoint(tiny_config_file, tmp_path_factory.mktemp("ckpt") / "tiny-tgated", tokenizer="compact", seed=0)
+    return init_checkpoint(
+        tiny_config_file, tmp_path_factory.mktemp("ckpt") / "tiny-tgated", tokenizer="compact", seed=0
+    )
 
 
 @pytest.fixture(scope="session")
@@ -60,13 +62,19 @@ def tiny_reference_checkpoint(tmp_path_factory, tiny_config_file) -> Path:
     from TGatedSegmentLib.model.checkpoint import init_checkpoint
     from TGatedSegmentLib.model.configuration import AdapterConfig
 
-    return init_checkpoint(tiny_config_file, tmp_path_factory.mktemp("ckpt") / "tiny-reference", tokenizer="compact",
-                           adapter=AdapterConfig.default_for(32, mode="reference"), seed=0)
+    return init_checkpoint(
+        tiny_config_file,
+        tmp_path_factory.mktemp("ckpt") / "tiny-reference",
+        tokenizer="compact",
+        adapter=AdapterConfig.default_for(32, mode="reference"),
+        seed=0,
+    )
 
 
 @pytest.fixture(scope="session")
 def tiny_baseline_checkpoint(tmp_path_factory, tiny_config_file) -> Path:
     from TGatedSegmentLib.model.checkpoint import init_checkpoint
 
-    return init_checkpoint(tiny_config_file, tmp_path_factory.mktemp("ckpt") / "tiny-baseline", tokenizer="compact",
-                           temporal=False, seed=0)
+    return init_checkpoint(
+        tiny_config_file, tmp_path_factory.mktemp("ckpt") / "tiny-baseline", tokenizer="compact", temporal=False, seed=0
+    )

@@ -46,8 +46,11 @@ def pause() -> None:
 def fail_if_asked() -> None:
     mode = os.environ.get("FAKE_BACKEND_FAIL")
     if mode == "crash":
-        print("Traceback (most recent call last):\n  File \"fake\", line 1\nRuntimeError: boom in the backend",
-              file=sys.stderr, flush=True)
+        print(
+            'Traceback (most recent call last):\n  File "fake", line 1\nRuntimeError: boom in the backend',
+            file=sys.stderr,
+            flush=True,
+        )
         sys.exit(1)
     if mode == "missing-torch":
         print("ModuleNotFoundError: No module named 'torch'", file=sys.stderr, flush=True)
@@ -71,12 +74,21 @@ def segment(args) -> int:
     geometry = Geometry.from_image(image)
     voxels = sitk.GetArrayFromImage(image)
     if os.environ.get("FAKE_BACKEND_INPUT"):  # what the module handed over: its grid in RAS
-        Path(os.environ["FAKE_BACKEND_INPUT"]).write_text(json.dumps(
-            {"shape": list(voxels.shape), "ijk_to_ras": geometry.ijk_to_ras().tolist()}))
+        Path(os.environ["FAKE_BACKEND_INPUT"]).write_text(
+            json.dumps({"shape": list(voxels.shape), "ijk_to_ras": geometry.ijk_to_ras().tolist()})
+        )
     organs = resolve_prompts(args.prompts)
     emit({"event": "progress", "stage": "load", "done": 1, "total": 1})
-    emit({"event": "info", "device": "cpu", "modality": args.modality, "orientation": "fake",
-          "slices": int(voxels.shape[0]), "prompts": [o.prompt for o in organs]})
+    emit(
+        {
+            "event": "info",
+            "device": "cpu",
+            "modality": args.modality,
+            "orientation": "fake",
+            "slices": int(voxels.shape[0]),
+            "prompts": [o.prompt for o in organs],
+        }
+    )
     emit({"event": "progress", "stage": "segment", "done": 0, "total": int(voxels.shape[0])})
     pause()
     k, j, i = np.indices(voxels.shape)
@@ -97,10 +109,25 @@ def segment(args) -> int:
     outputs = write_segmentation(args.output, masks, organs, geometry, overwrite=args.overwrite)
     emit({"event": "progress", "stage": "write", "done": 1, "total": 1})
     voxel_ml = float(np.prod(geometry.spacing)) / 1000.0
-    emit({"event": "done", "outputs": [str(p) for p in outputs], "device": "cpu", "modality": args.modality,
-          "seconds": 0.1, "segments": [
-              {"name": o.name, "prompt": o.prompt, "label": n + 1, "voxels": int(m.sum()),
-               "volume_ml": round(float(m.sum()) * voxel_ml, 3)} for n, (o, m) in enumerate(zip(organs, masks))]})
+    emit(
+        {
+            "event": "done",
+            "outputs": [str(p) for p in outputs],
+            "device": "cpu",
+            "modality": args.modality,
+            "seconds": 0.1,
+            "segments": [
+                {
+                    "name": o.name,
+                    "prompt": o.prompt,
+                    "label": n + 1,
+                    "voxels": int(m.sum()),
+                    "volume_ml": round(float(m.sum()) * voxel_ml, 3),
+                }
+                for n, (o, m) in enumerate(zip(organs, masks))
+            ],
+        }
+    )
     return 0
 
 
@@ -123,8 +150,11 @@ def devices(args) -> int:
     """``tgated devices --progress json``: the report in FAKE_BACKEND_DEVICES (JSON), else a CPU-only one."""
     fail_if_asked()
     report = json.loads(os.environ.get("FAKE_BACKEND_DEVICES") or "{}") or {
-        "python": "3.12.10", "torch": "2.5.1+cpu", "cuda_build": None,
-        "devices": [{"id": "cpu", "kind": "cpu", "name": "CPU"}]}
+        "python": "3.12.10",
+        "torch": "2.5.1+cpu",
+        "cuda_build": None,
+        "devices": [{"id": "cpu", "kind": "cpu", "name": "CPU"}],
+    }
     emit({"event": "done", **report})
     return 0
 
@@ -141,14 +171,32 @@ def main() -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("segment")
     p.add_argument("input")
-    for flag in ("--prompts", "--output", "--checkpoint", "--device", "--threshold", "--batch-size", "--modality",
-                 "--progress"):
+    for flag in (
+        "--prompts",
+        "--output",
+        "--checkpoint",
+        "--device",
+        "--threshold",
+        "--batch-size",
+        "--modality",
+        "--progress",
+    ):
         p.add_argument(flag)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=segment)
     p = sub.add_parser("train")
-    for flag in ("--data", "--val", "--output", "--base", "--tokenizer", "--steps", "--device", "--seed", "--resume",
-                 "--progress"):
+    for flag in (
+        "--data",
+        "--val",
+        "--output",
+        "--base",
+        "--tokenizer",
+        "--steps",
+        "--device",
+        "--seed",
+        "--resume",
+        "--progress",
+    ):
         p.add_argument(flag)
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)

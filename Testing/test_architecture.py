@@ -22,7 +22,11 @@ NAME = PACKAGE.name
 # the package itself). Units in one layer may import each other.
 LAYERS: list[set[str]] = [
     {"__init__", "errors", "compat"},  # version, error types, the deprecated-import shim
-    {"progress", "vocabulary", "modality"},  # progress events and cancel tokens; organ names and prompts; modality texts
+    {
+        "progress",
+        "vocabulary",
+        "modality",
+    },  # progress events and cancel tokens; organ names and prompts; modality texts
     {"io"},  # reading and writing volumes and segmentation files, atomic writes
     {"data", "phantom"},  # datasets on disk: reading (and converting) labelled folders; the phantom generator
     {"preprocessing"},  # volume -> model input (orientation, intensity, slices) and its config
@@ -96,15 +100,20 @@ def test_imports_point_down_the_layers():
                 continue
             theirs = LAYER_OF.get(_unit(target))
             if mine is not None and theirs is not None and theirs > mine:
-                wrong.append(f"{path.relative_to(PACKAGE.parent)}:{line} ({_unit(module)}) imports {target} "
-                             f"({_unit(target)}, a higher layer)")
+                wrong.append(
+                    f"{path.relative_to(PACKAGE.parent)}:{line} ({_unit(module)}) imports {target} "
+                    f"({_unit(target)}, a higher layer)"
+                )
     assert not wrong, "imports against the layer order:\n" + "\n".join(wrong)
 
 
 def test_no_slicer_qt_or_vtk():
-    wrong = [f"{path.relative_to(PACKAGE.parent)}:{line} imports {target}"
-             for module, path in MODULES.items() for line, target in _imports(module, path)
-             if target.split(".")[0] in FORBIDDEN_ROOTS or target.startswith(("vtk", "qSlicer"))]
+    wrong = [
+        f"{path.relative_to(PACKAGE.parent)}:{line} imports {target}"
+        for module, path in MODULES.items()
+        for line, target in _imports(module, path)
+        if target.split(".")[0] in FORBIDDEN_ROOTS or target.startswith(("vtk", "qSlicer"))
+    ]
     assert not wrong, "the backend must run without Slicer:\n" + "\n".join(wrong)
 
 
@@ -119,17 +128,21 @@ def test_files_stay_small():
 
 
 def test_the_allow_list_is_not_stale():
-    present = {p.relative_to(PACKAGE).as_posix(): len(p.read_text(encoding="utf-8").splitlines())
-               for p in MODULES.values()}
+    present = {
+        p.relative_to(PACKAGE).as_posix(): len(p.read_text(encoding="utf-8").splitlines()) for p in MODULES.values()
+    }
     stale = sorted(f for f in LONG_FILES if present.get(f, 0) <= MAX_LINES)
     assert not stale, f"these files are short now (or gone): remove them from LONG_FILES: {stale}"
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("from ..data.dataset import load_dataset", "TGatedSegmentLib.data.dataset"),
-    ("from . import distributed", "TGatedSegmentLib.training.distributed"),
-    ("from .. import __version__", "TGatedSegmentLib"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("from ..data.dataset import load_dataset", "TGatedSegmentLib.data.dataset"),
+        ("from . import distributed", "TGatedSegmentLib.training.distributed"),
+        ("from .. import __version__", "TGatedSegmentLib"),
+    ],
+)
 def test_relative_imports_resolve(tmp_path, text, expected):
     file = tmp_path / "x.py"
     file.write_text(text + "\n")

@@ -23,12 +23,16 @@ def ablations(tmp_path_factory):
 def test_temporal_ablation_trains_both_arms_identically(ablations):
     work, out, outputs = ablations
     for seed in (0, 1):
-        configs = {arm: json.loads((work / f"seed{seed}" / arm / "best" / "config.json").read_text())
-                   for arm in ("baseline", "tgated")}
+        configs = {
+            arm: json.loads((work / f"seed{seed}" / arm / "best" / "config.json").read_text())
+            for arm in ("baseline", "tgated")
+        }
         assert configs["baseline"]["adapter"] is None and configs["tgated"]["adapter"]["context_size"] == 5
         assert [c["training"]["settings"]["temporal"] for c in configs.values()] == [False, True]
-        settings = [{k: v for k, v in c["training"]["settings"].items() if k not in ("temporal", "output")}
-                    for c in configs.values()]
+        settings = [
+            {k: v for k, v in c["training"]["settings"].items() if k not in ("temporal", "output")}
+            for c in configs.values()
+        ]
         assert settings[0] == settings[1]  # only the adapter differs
         assert configs["tgated"]["training"]["settings"]["seed"] == seed
     result = json.loads((out / "ablation_temporal.json").read_text())
@@ -58,4 +62,7 @@ def test_prompt_and_gate_ablations_reuse_the_temporal_runs(ablations):
             assert 0 < stats["p10"] <= stats["p50"] <= stats["p90"] < 1
     # nothing was trained twice: the later scripts found the runs of the first and left them untouched
     stamps = outputs["stamps"]
-    assert stamps["ablation_temporal"] and stamps["ablation_prompt"] == stamps["ablation_gate"] == stamps["ablation_temporal"]
+    assert (
+        stamps["ablation_temporal"]
+        and stamps["ablation_prompt"] == stamps["ablation_gate"] == stamps["ablation_temporal"]
+    )

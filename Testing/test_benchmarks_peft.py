@@ -53,8 +53,10 @@ def test_finetune_modes_quick(tmp_path):
     assert results["decoder"]["vision_no_grad"] and results["adapters + shallow PEFT"]["vision_no_grad"]
     assert not results["adapters + dense PEFT"]["vision_no_grad"]
     plain = results["same, ViT not under no_grad"]
-    assert not plain["vision_no_grad"] and plain["trainable_params"] == results["adapters + shallow PEFT"][
-        "trainable_params"]
+    assert (
+        not plain["vision_no_grad"]
+        and plain["trainable_params"] == results["adapters + shallow PEFT"]["trainable_params"]
+    )
     # Dense PEFT adds adapters to the ViT too: more parameters in the model than the plain T-Gated one.
     assert results["adapters + dense PEFT"]["params"] > full["params"]
 
@@ -62,8 +64,12 @@ def test_finetune_modes_quick(tmp_path):
 def test_uncertainty_phantom_quick(tmp_path):
     out = _run("uncertainty_phantom.py", "--json", str(tmp_path / "r.json"))
     assert out.returncode == 0, out.stderr[-3000:]
-    for text in ("(a) mean predictive entropy", "(b) per-slice mean entropy vs per-slice error", "### summary",
-                 "(c) run time"):
+    for text in (
+        "(a) mean predictive entropy",
+        "(b) per-slice mean entropy vs per-slice error",
+        "### summary",
+        "(c) run time",
+    ):
         assert text in out.stdout, text
     calls = re.findall(r"\| (\d+) / (\d+) \|$", out.stdout, re.M)
     assert len(calls) == 2 and all(a == b for a, b in calls)  # N samples, still one encoder pass per slice
@@ -72,9 +78,11 @@ def test_uncertainty_phantom_quick(tmp_path):
     settings = report["settings"]
     n = settings["samples"]
     assert n == 3
-    assert set(report["analysis"]) == {"probabilistic: sampling + dropout (default MC)",
-                                       "probabilistic: value sampling only (dropout off)",
-                                       "deterministic: MC dropout"}
+    assert set(report["analysis"]) == {
+        "probabilistic: sampling + dropout (default MC)",
+        "probabilistic: value sampling only (dropout off)",
+        "deterministic: MC dropout",
+    }
     depth = settings["spec"]["shape"][0]
     for label, a in report["analysis"].items():
         assert a["dice"] and all(0.0 <= d <= 1.0 for d in a["dice"].values()), label
@@ -103,7 +111,7 @@ def test_uncertainty_analysis_helpers():
     bench = load_benchmark("uncertainty_phantom.py")
     assert list(bench.ranks(np.array([3.0, 1.0, 3.0, 2.0]))) == [2.5, 0.0, 2.5, 1.0]  # ties averaged
     x = np.arange(10.0)
-    assert abs(bench.spearman(x, x ** 3) - 1.0) < 1e-12 and abs(bench.pearson(x, -2 * x) + 1.0) < 1e-12
+    assert abs(bench.spearman(x, x**3) - 1.0) < 1e-12 and abs(bench.pearson(x, -2 * x) + 1.0) < 1e-12
     assert math.isnan(bench.pearson([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]))
 
     mask = np.zeros((1, 9, 9), bool)
@@ -119,13 +127,21 @@ def test_uncertainty_analysis_helpers():
     pred = np.zeros((2, 24, 24), bool)
     pred[0, 7:17, 8:18] = True
     pred[1, 0:2, 0:2] = True
-    ph = SimpleNamespace(image=np.zeros((2, 24, 24), np.float32), labels=ref, label_names={1: "liver"},
-                         spacing=(10.0, 1.0, 1.0), target="gallbladder", distractor_mask=np.zeros_like(pred))
+    ph = SimpleNamespace(
+        image=np.zeros((2, 24, 24), np.float32),
+        labels=ref,
+        label_names={1: "liver"},
+        spacing=(10.0, 1.0, 1.0),
+        target="gallbladder",
+        distractor_mask=np.zeros_like(pred),
+    )
     result = SimpleNamespace(entropy=entropy, mutual_information=entropy / 2, masks=pred[None])
     case = bench.analyse_case(ph, result, ["liver"])
     regions = case["regions"]["liver"]
-    assert regions["boundary"]["n"] == int(band.sum()) and abs(regions["boundary"]["h"] / regions["boundary"]["n"]
-                                                               - 0.5) < 1e-6
+    assert (
+        regions["boundary"]["n"] == int(band.sum())
+        and abs(regions["boundary"]["h"] / regions["boundary"]["n"] - 0.5) < 1e-6
+    )
     assert abs(regions["interior"]["h"] / regions["interior"]["n"] - 0.1) < 1e-6
     assert abs(regions["background"]["h"] / regions["background"]["n"] - 0.1) < 1e-6
     rows = {r["z"]: r for r in case["rows"]}
@@ -139,15 +155,40 @@ def test_uncertainty_benchmark_reuses_only_a_finished_run_with_the_same_settings
     from TGatedSegmentLib.training import TrainConfig
 
     bench = load_benchmark("uncertainty_phantom.py")
-    config = TrainConfig(data="-", output=tmp_path / "run", val="split:1", probabilistic=True, image_size=128,
-                         epochs=4, batch_size=8, samples_per_epoch=2400, seed=0)
+    config = TrainConfig(
+        data="-",
+        output=tmp_path / "run",
+        val="split:1",
+        probabilistic=True,
+        image_size=128,
+        epochs=4,
+        batch_size=8,
+        samples_per_epoch=2400,
+        seed=0,
+    )
     assert bench.finished_run(config, 6) is None  # nothing there
     (tmp_path / "run" / "last").mkdir(parents=True)
     (tmp_path / "run" / "best").mkdir()
-    settings = {k: getattr(config, k) for k in ("probabilistic", "image_size", "batch_size", "samples_per_epoch",
-                                                "epochs", "seed", "lr_encoder", "lr_decoder", "lr_adapter", "val")}
-    meta = {"settings": settings, "epochs_completed": 4,
-            "data": {"train_cases": ["a", "b", "c", "d", "e"], "val_cases": ["f"]}}
+    settings = {
+        k: getattr(config, k)
+        for k in (
+            "probabilistic",
+            "image_size",
+            "batch_size",
+            "samples_per_epoch",
+            "epochs",
+            "seed",
+            "lr_encoder",
+            "lr_decoder",
+            "lr_adapter",
+            "val",
+        )
+    }
+    meta = {
+        "settings": settings,
+        "epochs_completed": 4,
+        "data": {"train_cases": ["a", "b", "c", "d", "e"], "val_cases": ["f"]},
+    }
     (tmp_path / "run" / "last" / "config.json").write_text(json.dumps({"training": meta}))
     assert bench.finished_run(config, 6) == tmp_path / "run"
     assert bench.finished_run(config, 5) is None  # other phantoms

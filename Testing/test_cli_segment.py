@@ -37,8 +37,22 @@ def ct_file(tmp_path_factory) -> Path:
 def test_segment_writes_seg_nrrd_on_the_input_grid_with_json_progress(tmp_path, ct_file, tiny_checkpoint):
     out = tmp_path / "out.seg.nrrd"
     probs = tmp_path / "probs"
-    proc = run_cli("segment", str(ct_file), "--prompts", "liver, RK", "--preset", "abdomen13", "--checkpoint",
-                   str(tiny_checkpoint), "--output", str(out), "--probabilities", str(probs), "--progress", "json")
+    proc = run_cli(
+        "segment",
+        str(ct_file),
+        "--prompts",
+        "liver, RK",
+        "--preset",
+        "abdomen13",
+        "--checkpoint",
+        str(tiny_checkpoint),
+        "--output",
+        str(out),
+        "--probabilities",
+        str(probs),
+        "--progress",
+        "json",
+    )
     assert proc.returncode == 0, proc.stderr
     events = [json.loads(line) for line in proc.stdout.splitlines()]
     stages = {e["stage"] for e in events if e["event"] == "progress"}
@@ -58,8 +72,18 @@ def test_segment_writes_seg_nrrd_on_the_input_grid_with_json_progress(tmp_path, 
 
 def test_nifti_labelmap_output_with_label_table(tmp_path, ct_file, tiny_checkpoint):
     out = tmp_path / "labels.nii.gz"
-    proc = run_cli("segment", str(ct_file), "--prompts", "liver\nspleen", "--checkpoint", str(tiny_checkpoint),
-                   "--output", str(out), "--progress", "none")
+    proc = run_cli(
+        "segment",
+        str(ct_file),
+        "--prompts",
+        "liver\nspleen",
+        "--checkpoint",
+        str(tiny_checkpoint),
+        "--output",
+        str(out),
+        "--progress",
+        "none",
+    )
     assert proc.returncode == 0, proc.stderr
     image = sitk.ReadImage(str(out))
     assert Geometry.from_image(image).matches(Geometry.from_image(sitk.ReadImage(str(ct_file))))
@@ -103,16 +127,36 @@ def _bad_inputs(tmp: Path, ckpt: Path) -> dict:
         "empty prompts": (["segment", str(good), "--prompts", " , \n", *base, *out], "prompt"),
         "all-NaN volume": (["segment", str(nan), "--prompts", "liver", *base, *out], "NaN"),
         "constant volume": (["segment", str(const), "--prompts", "liver", *base, *out], "constant"),
-        "missing checkpoint": (["segment", str(good), "--prompts", "liver", "--checkpoint", str(tmp / "no-ckpt"),
-                                "--progress", "none", *out], "does not exist"),
-        "wrong shapes": (["segment", str(good), "--prompts", "liver", "--checkpoint", str(bad_ckpt),
-                          "--progress", "none", *out], "adapter.gate_proj.bias (7,) vs (32,)"),
-        "corrupt weights": (["segment", str(good), "--prompts", "liver", "--checkpoint", str(truncated),
-                             "--progress", "none", *out], "corrupt"),
-        "output not writable": (["segment", str(good), "--prompts", "liver", *base, "--output",
-                                 str(blocker / "seg.seg.nrrd")], "cannot write"),
-        "bad output format": (["segment", str(good), "--prompts", "liver", *base, "--output",
-                               str(tmp / "out" / "seg.png")], "unsupported output format"),
+        "missing checkpoint": (
+            [
+                "segment",
+                str(good),
+                "--prompts",
+                "liver",
+                "--checkpoint",
+                str(tmp / "no-ckpt"),
+                "--progress",
+                "none",
+                *out,
+            ],
+            "does not exist",
+        ),
+        "wrong shapes": (
+            ["segment", str(good), "--prompts", "liver", "--checkpoint", str(bad_ckpt), "--progress", "none", *out],
+            "adapter.gate_proj.bias (7,) vs (32,)",
+        ),
+        "corrupt weights": (
+            ["segment", str(good), "--prompts", "liver", "--checkpoint", str(truncated), "--progress", "none", *out],
+            "corrupt",
+        ),
+        "output not writable": (
+            ["segment", str(good), "--prompts", "liver", *base, "--output", str(blocker / "seg.seg.nrrd")],
+            "cannot write",
+        ),
+        "bad output format": (
+            ["segment", str(good), "--prompts", "liver", *base, "--output", str(tmp / "out" / "seg.png")],
+            "unsupported output format",
+        ),
     }
 
 
@@ -131,8 +175,18 @@ def test_bad_inputs_give_one_clear_line_and_write_nothing(tmp_path, tiny_checkpo
 def test_existing_output_is_kept_unless_overwrite(tmp_path, ct_file, tiny_checkpoint):
     out = tmp_path / "seg.seg.nrrd"
     out.write_text("precious")
-    args = ["segment", str(ct_file), "--prompts", "liver", "--checkpoint", str(tiny_checkpoint), "--output", str(out),
-            "--progress", "none"]
+    args = [
+        "segment",
+        str(ct_file),
+        "--prompts",
+        "liver",
+        "--checkpoint",
+        str(tiny_checkpoint),
+        "--output",
+        str(out),
+        "--progress",
+        "none",
+    ]
     proc = run_cli(*args)
     assert proc.returncode == 2 and "--overwrite" in proc.stderr
     assert out.read_text() == "precious"
@@ -142,8 +196,9 @@ def test_existing_output_is_kept_unless_overwrite(tmp_path, ct_file, tiny_checkp
 
 
 def test_zero_shot_default_offline_says_what_to_pass(tmp_path, ct_file):
-    proc = run_cli("segment", str(ct_file), "--prompts", "liver", "--output", str(tmp_path / "o.seg.nrrd"),
-                   "--progress", "none")
+    proc = run_cli(
+        "segment", str(ct_file), "--prompts", "liver", "--output", str(tmp_path / "o.seg.nrrd"), "--progress", "none"
+    )
     assert proc.returncode == 2
     assert "CIDAS/clipseg-rd64-refined" in proc.stderr and "local folder" in proc.stderr
     assert not (tmp_path / "o.seg.nrrd").exists()
@@ -152,8 +207,18 @@ def test_zero_shot_default_offline_says_what_to_pass(tmp_path, ct_file):
 def test_real_ct_from_shared_data(tmp_path, shared_data, tiny_checkpoint):
     image_path = shared_data / "abdomen-sample" / "imagesTr" / "ts_ct_sm_0000.nii.gz"
     out = tmp_path / "ts.seg.nrrd"
-    proc = run_cli("segment", str(image_path), "--preset", "abdomen13", "--checkpoint", str(tiny_checkpoint),
-                   "--output", str(out), "--progress", "none")
+    proc = run_cli(
+        "segment",
+        str(image_path),
+        "--preset",
+        "abdomen13",
+        "--checkpoint",
+        str(tiny_checkpoint),
+        "--output",
+        str(out),
+        "--progress",
+        "none",
+    )
     assert proc.returncode == 0, proc.stderr
     masks, names, geometry = read_segmentation(out)
     assert geometry.matches(Geometry.from_image(sitk.ReadImage(str(image_path))))
@@ -163,8 +228,18 @@ def test_real_ct_from_shared_data(tmp_path, shared_data, tiny_checkpoint):
 def test_real_dicom_series_folder(tmp_path, shared_data, tiny_checkpoint):
     folder = shared_data / "dicom-series" / "ts_ct_dicom"
     out = tmp_path / "dicom.nii.gz"
-    proc = run_cli("segment", str(folder), "--prompts", "liver", "--checkpoint", str(tiny_checkpoint),
-                   "--output", str(out), "--progress", "none")
+    proc = run_cli(
+        "segment",
+        str(folder),
+        "--prompts",
+        "liver",
+        "--checkpoint",
+        str(tiny_checkpoint),
+        "--output",
+        str(out),
+        "--progress",
+        "none",
+    )
     assert proc.returncode == 0, proc.stderr
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder)))

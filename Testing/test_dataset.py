@@ -19,8 +19,14 @@ from TGatedSegmentLib.vocabulary import ABDOMEN13
 LABELS = {"background": 0, "liver": 1, "kidney_left": 2}
 
 
-def write_volume(path: Path, values: int | np.ndarray = 0, spacing=(1.0, 1.0, 2.5), origin=(0.0, 0.0, 0.0),
-                 direction=None, dtype=np.uint8) -> Path:
+def write_volume(
+    path: Path,
+    values: int | np.ndarray = 0,
+    spacing=(1.0, 1.0, 2.5),
+    origin=(0.0, 0.0, 0.0),
+    direction=None,
+    dtype=np.uint8,
+) -> Path:
     array = np.full((8, 16, 16), values, dtype=dtype) if np.isscalar(values) else values.astype(dtype)
     image = sitk.GetImageFromArray(array)
     image.SetSpacing(spacing)
@@ -35,20 +41,27 @@ def write_volume(path: Path, values: int | np.ndarray = 0, spacing=(1.0, 1.0, 2.
 def label_array(*ids: int) -> np.ndarray:
     array = np.zeros((8, 16, 16), np.uint8)
     for n, label_id in enumerate(ids):
-        array[2:4, 2 + 3 * n: 4 + 3 * n, 2:6] = label_id
+        array[2:4, 2 + 3 * n : 4 + 3 * n, 2:6] = label_id
     return array
 
 
-def make_nnunet(root: Path, cases=("a", "b", "c"), labels=None, ending=".nii.gz", channel_suffix="_0000",
-                meta: dict | None = None) -> Path:
+def make_nnunet(
+    root: Path, cases=("a", "b", "c"), labels=None, ending=".nii.gz", channel_suffix="_0000", meta: dict | None = None
+) -> Path:
     labels = LABELS if labels is None else labels
     for folder in ("imagesTr", "labelsTr"):
         (root / folder).mkdir(parents=True, exist_ok=True)
     for case in cases:
         write_volume(root / "imagesTr" / f"{case}{channel_suffix}{ending}", 100, dtype=np.int16)
         write_volume(root / "labelsTr" / f"{case}{ending}", label_array(1, 2))
-    meta = {"name": "tiny", "channel_names": {"0": "CT"}, "labels": labels, "numTraining": len(cases),
-            "file_ending": ending, **(meta or {})}
+    meta = {
+        "name": "tiny",
+        "channel_names": {"0": "CT"},
+        "labels": labels,
+        "numTraining": len(cases),
+        "file_ending": ending,
+        **(meta or {}),
+    }
     (root / "dataset.json").write_text(json.dumps(meta))
     return root
 
@@ -64,8 +77,9 @@ def error(path, match: str, **kwargs) -> InputError:
 
 
 def test_nnunet_layout(tmp_path):
-    root = make_nnunet(tmp_path / "ds", cases=("b", "a", "c"),
-                       meta={"cases": {"a": {"annotated": [1], "modality": "MR"}}})
+    root = make_nnunet(
+        tmp_path / "ds", cases=("b", "a", "c"), meta={"cases": {"a": {"annotated": [1], "modality": "MR"}}}
+    )
     ds = load_dataset(root)
     assert isinstance(ds, Dataset) and ds.layout == "nnunet"
     assert ds.case_ids == ["a", "b", "c"]
@@ -188,7 +202,9 @@ def test_region_labels_are_rejected(tmp_path):
 
 
 def test_two_names_for_one_organ_are_rejected(tmp_path):
-    error(make_nnunet(tmp_path / "ds", labels={"background": 0, "RK": 1, "right_kidney": 2}), "both mean 'right kidney'")
+    error(
+        make_nnunet(tmp_path / "ds", labels={"background": 0, "RK": 1, "right_kidney": 2}), "both mean 'right kidney'"
+    )
 
 
 def test_annotated_ids_must_be_labels(tmp_path):
@@ -202,11 +218,14 @@ def test_invalid_json(tmp_path):
     error(root, "not valid JSON")
 
 
-@pytest.mark.parametrize("change, match", [
-    ({"spacing": (1.0, 1.0, 3.0)}, "case 'b': image spacing .* differs from label spacing"),
-    ({"origin": (0.0, 0.5, 0.0)}, "case 'b': image origin .* differs from label origin"),
-    ({"direction": (-1.0, 0, 0, 0, -1.0, 0, 0, 0, 1.0)}, "case 'b': image direction"),
-])
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        ({"spacing": (1.0, 1.0, 3.0)}, "case 'b': image spacing .* differs from label spacing"),
+        ({"origin": (0.0, 0.5, 0.0)}, "case 'b': image origin .* differs from label origin"),
+        ({"direction": (-1.0, 0, 0, 0, -1.0, 0, 0, 0, 1.0)}, "case 'b': image direction"),
+    ],
+)
 def test_geometry_mismatch_names_the_case(tmp_path, change, match):
     root = make_nnunet(tmp_path / "ds")
     write_volume(root / "labelsTr" / "b.nii.gz", label_array(1), **change)
@@ -218,8 +237,9 @@ def test_size_mismatch_and_small_differences(tmp_path):
     root = make_nnunet(tmp_path / "ds")
     write_volume(root / "labelsTr" / "a.nii.gz", np.zeros((8, 16, 15)))
     error(root, r"case 'a': image size \(16, 16, 8\) differs from label size \(15, 16, 8\)")
-    write_volume(root / "labelsTr" / "a.nii.gz", label_array(1), spacing=(1.0, 1.0, 2.5000001),
-                 origin=(1e-5, 0.0, -2e-5))  # float32 header noise is tolerated
+    write_volume(
+        root / "labelsTr" / "a.nii.gz", label_array(1), spacing=(1.0, 1.0, 2.5000001), origin=(1e-5, 0.0, -2e-5)
+    )  # float32 header noise is tolerated
     assert len(load_dataset(root).cases) == 3
 
 
@@ -316,9 +336,11 @@ def test_modules_import_without_torch_or_simpleitk():
     import subprocess
     import sys
 
-    code = ("import sys, TGatedSegmentLib.training.dataset, TGatedSegmentLib.data.dataset, TGatedSegmentLib.data.checks, "
-            "TGatedSegmentLib.data.modality, TGatedSegmentLib.evaluation.metrics; "
-            "print(sorted({'torch', 'SimpleITK'} & set(sys.modules)))")
+    code = (
+        "import sys, TGatedSegmentLib.training.dataset, TGatedSegmentLib.data.dataset, TGatedSegmentLib.data.checks, "
+        "TGatedSegmentLib.data.modality, TGatedSegmentLib.evaluation.metrics; "
+        "print(sorted({'torch', 'SimpleITK'} & set(sys.modules)))"
+    )
     repo = Path(__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -17,8 +17,14 @@ from TGatedSegmentLib.progress import CancelToken, Progress
 
 
 def tgated(*args, cwd=None, timeout=300):
-    return subprocess.run([sys.executable, "-m", "TGatedSegmentLib", *args], capture_output=True, text=True,
-                          env=python_env(), cwd=cwd, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "TGatedSegmentLib", *args],
+        capture_output=True,
+        text=True,
+        env=python_env(),
+        cwd=cwd,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -60,10 +66,12 @@ def test_demo_outputs_share_the_ct_geometry_and_reload(demo):
     assert labels.GetSize() == ct.GetSize()
     assert np.allclose(labels.GetSpacing(), ct.GetSpacing()) and np.allclose(labels.GetOrigin(), ct.GetOrigin())
     table = json.loads((out / "segmentation.json").read_text())
-    names = [s["name"] for s in slicerio.read_segmentation(str(out / "segmentation.seg.nrrd"),
-                                                           skip_voxels=True)["segments"]]
-    reference = [s["name"] for s in slicerio.read_segmentation(str(out / "reference.seg.nrrd"),
-                                                               skip_voxels=True)["segments"]]
+    names = [
+        s["name"] for s in slicerio.read_segmentation(str(out / "segmentation.seg.nrrd"), skip_voxels=True)["segments"]
+    ]
+    reference = [
+        s["name"] for s in slicerio.read_segmentation(str(out / "reference.seg.nrrd"), skip_voxels=True)["segments"]
+    ]
     assert names == reference == list(table["labels"]) == [s["name"] for s in table["segments"]]
     # the checkpoint is a normal one: it segments the demo CT again, identically
     again = Segmenter(out / "checkpoint", device="cpu").segment(str(out / "ct.nii.gz"), prompts=names)

@@ -46,8 +46,11 @@ def write_dicom_series(folder: Path, geometry: Geometry, blank: tuple[str, ...] 
     matrix = geometry.ijk_to_lps()
     size_i, size_j, size_k = geometry.size
     pixels = (np.arange(size_k * size_j * size_i).reshape(size_k, size_j, size_i) % 200 - 100).astype(np.int16)
-    common = {"StudyInstanceUID": generate_uid(), "SeriesInstanceUID": generate_uid(),
-              "FrameOfReferenceUID": generate_uid()}
+    common = {
+        "StudyInstanceUID": generate_uid(),
+        "SeriesInstanceUID": generate_uid(),
+        "FrameOfReferenceUID": generate_uid(),
+    }
     order = list(range(size_k))
     random.Random(1).shuffle(order)
     for name_index, k in enumerate(order):
@@ -64,7 +67,12 @@ def write_dicom_series(folder: Path, geometry: Geometry, blank: tuple[str, ...] 
             setattr(ds, key, "")
         ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "Phantom^Synthetic", "TG-0001", "", "O"
         ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber, ds.ReferringPhysicianName = (
-            "20240101", "120000", "1", "", "")
+            "20240101",
+            "120000",
+            "1",
+            "",
+            "",
+        )
         ds.Modality, ds.SeriesNumber, ds.InstanceNumber, ds.Manufacturer = "CT", 7, k + 1, "synthetic"
         ds.PositionReferenceIndicator = ""
         ds.ImageOrientationPatient = [f"{v:.12g}" for v in np.concatenate([direction[:, 0], direction[:, 1]])]
@@ -84,9 +92,9 @@ def disjoint_masks(geometry: Geometry, count: int = 3) -> np.ndarray:
     """``count`` non-overlapping boxes spread through the volume (so the labelmap holds them all)."""
     masks = np.zeros((count,) + geometry.array_shape, bool)
     depth, rows, cols = geometry.array_shape
-    masks[0, 1:depth - 2, 1:rows // 2, 1:cols // 2] = True
+    masks[0, 1 : depth - 2, 1 : rows // 2, 1 : cols // 2] = True
     if count > 1:
-        masks[1, depth - 2:, rows // 2:, cols // 2:] = True
+        masks[1, depth - 2 :, rows // 2 :, cols // 2 :] = True
     if count > 2:
         masks[2, 0, rows - 1, 0] = True  # one voxel in a corner slice
     return masks
@@ -146,8 +154,12 @@ def test_dicom_seg_equals_the_labelmap_voxel_for_voxel(tmp_path, name):
     assert np.array_equal(masks_on_grid(tmp_path / "seg.dcm", label_geometry, 3), expected)
     # the same through highdicom's own reference bookkeeping: source image k <-> slice k
     seg = hd.seg.segread(tmp_path / "seg.dcm")
-    pixels = seg.get_pixels_by_source_instance(source_sop_instance_uids=source_uids(folder), segment_numbers=[1, 2, 3],
-                                               combine_segments=False, assert_missing_frames_are_empty=True)
+    pixels = seg.get_pixels_by_source_instance(
+        source_sop_instance_uids=source_uids(folder),
+        segment_numbers=[1, 2, 3],
+        combine_segments=False,
+        assert_missing_frames_are_empty=True,
+    )
     assert np.array_equal(np.moveaxis(pixels, -1, 0).astype(bool), expected)
 
 
@@ -169,7 +181,10 @@ def test_segments_carry_names_codes_colours_and_the_algorithm(tmp_path):
         assert item.SegmentAlgorithmType == "AUTOMATIC"
     liver_type = segments[0].SegmentedPropertyTypeCodeSequence[0]
     assert (liver_type.CodingSchemeDesignator, liver_type.CodeValue, liver_type.CodeMeaning) == (
-        "SCT", "10200004", "Liver")
+        "SCT",
+        "10200004",
+        "Liver",
+    )
     kidney_type = segments[1].SegmentedPropertyTypeCodeSequence[0]
     assert kidney_type.CodeValue == "64033007"
     assert kidney_type.SegmentedPropertyTypeModifierCodeSequence[0].CodeValue == "7771000"  # Left
@@ -255,8 +270,12 @@ def test_non_dicom_input_is_a_clear_error_and_writes_nothing(tmp_path):
     sitk.WriteImage(sitk.Image(list(geometry.size), sitk.sitkInt16), str(volume))
     (tmp_path / "empty").mkdir()
     out = tmp_path / "out" / "seg.dcm"
-    for source, words in ((None, "none is known"), (volume, "not a DICOM series folder"),
-                          (tmp_path / "empty", "there is none"), (tmp_path / "empty", ".seg.nrrd")):
+    for source, words in (
+        (None, "none is known"),
+        (volume, "not a DICOM series folder"),
+        (tmp_path / "empty", "there is none"),
+        (tmp_path / "empty", ".seg.nrrd"),
+    ):
         with pytest.raises(OutputError, match=words) as info:
             write_segmentation(out, masks, organs, geometry, source=source)
         assert info.value.hint and ".nii.gz" in info.value.hint
@@ -267,8 +286,13 @@ def test_series_without_uids_cannot_be_referenced(tmp_path):
     geometry = SERIES_GEOMETRIES["feet-first"]
     folder = write_dicom_series(tmp_path / "anonymised", geometry, blank=("StudyInstanceUID", "SeriesInstanceUID"))
     with pytest.raises(OutputError, match="StudyInstanceUID, SeriesInstanceUID") as info:
-        write_segmentation(tmp_path / "seg.dcm", disjoint_masks(geometry), resolve_prompts("liver, spleen, aorta"),
-                           Geometry.from_image(read_image(folder)), source=folder)
+        write_segmentation(
+            tmp_path / "seg.dcm",
+            disjoint_masks(geometry),
+            resolve_prompts("liver, spleen, aorta"),
+            Geometry.from_image(read_image(folder)),
+            source=folder,
+        )
     assert "UIDs" in info.value.hint
     assert not (tmp_path / "seg.dcm").exists()
 
@@ -277,10 +301,13 @@ def test_blank_sop_uids_are_taken_from_the_file_meta(tmp_path):
     geometry = SERIES_GEOMETRIES["feet-first"]
     folder = write_dicom_series(tmp_path / "series", geometry, blank=("SOPInstanceUID", "SOPClassUID"))
     geometry = Geometry.from_image(read_image(folder))
-    write_segmentation(tmp_path / "seg.dcm", disjoint_masks(geometry), resolve_prompts("liver, spleen, aorta"),
-                       geometry, source=folder)
-    metas = [pydicom.dcmread(f, stop_before_pixels=True).file_meta.MediaStorageSOPInstanceUID
-             for f in dicom_series_files(folder)]
+    write_segmentation(
+        tmp_path / "seg.dcm", disjoint_masks(geometry), resolve_prompts("liver, spleen, aorta"), geometry, source=folder
+    )
+    metas = [
+        pydicom.dcmread(f, stop_before_pixels=True).file_meta.MediaStorageSOPInstanceUID
+        for f in dicom_series_files(folder)
+    ]
     referenced = pydicom.dcmread(str(tmp_path / "seg.dcm")).ReferencedSeriesSequence[0].ReferencedInstanceSequence
     assert {r.ReferencedSOPInstanceUID for r in referenced} == set(metas)
 
@@ -290,12 +317,22 @@ def test_series_that_does_not_line_up_with_the_masks_is_refused(tmp_path):
     geometry = Geometry.from_image(read_image(folder))
     shifted = Geometry(geometry.size, geometry.spacing, np.add(geometry.origin, (0.0, 0.0, 1.0)), geometry.direction)
     with pytest.raises(OutputError, match="does not line up"):
-        write_segmentation(tmp_path / "seg.dcm", disjoint_masks(shifted), resolve_prompts("liver, spleen, aorta"),
-                           shifted, source=folder)
+        write_segmentation(
+            tmp_path / "seg.dcm",
+            disjoint_masks(shifted),
+            resolve_prompts("liver, spleen, aorta"),
+            shifted,
+            source=folder,
+        )
     Path(dicom_series_files(folder)[0]).unlink()  # a slice went missing since the volume was read
     with pytest.raises(OutputError, match="6 images for 7 slices"):
-        write_segmentation(tmp_path / "seg.dcm", disjoint_masks(geometry), resolve_prompts("liver, spleen, aorta"),
-                           geometry, source=folder)
+        write_segmentation(
+            tmp_path / "seg.dcm",
+            disjoint_masks(geometry),
+            resolve_prompts("liver, spleen, aorta"),
+            geometry,
+            source=folder,
+        )
     assert not (tmp_path / "seg.dcm").exists()
 
 
@@ -303,8 +340,13 @@ def test_missing_highdicom_names_the_extra_to_install(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "highdicom", None)  # what an environment without it looks like
     geometry = SERIES_GEOMETRIES["oblique"]
     with pytest.raises(OutputError, match="highdicom") as info:
-        write_segmentation(tmp_path / "seg.dcm", disjoint_masks(geometry), resolve_prompts("liver, spleen, aorta"),
-                           geometry, source=tmp_path)
+        write_segmentation(
+            tmp_path / "seg.dcm",
+            disjoint_masks(geometry),
+            resolve_prompts("liver, spleen, aorta"),
+            geometry,
+            source=tmp_path,
+        )
     assert 'pip install "tgated-segment[dicom]"' in info.value.hint
 
 
@@ -358,22 +400,28 @@ def test_real_dicom_series_round_trip_equals_its_label_volume(tmp_path, shared_d
     seg = hd.seg.segread(tmp_path / "ct.dcm")
     assert [s.SegmentLabel for s in seg.SegmentSequence] == [o.name for o in organs]
     assert [s.SegmentedPropertyTypeCodeSequence[0].CodeValue for s in seg.SegmentSequence] == [
-        o.snomed_type[0] for o in organs]
-    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == pydicom.dcmread(
-        dicom_series_files(folder)[0], stop_before_pixels=True).SeriesInstanceUID
+        o.snomed_type[0] for o in organs
+    ]
+    assert (
+        seg.ReferencedSeriesSequence[0].SeriesInstanceUID
+        == pydicom.dcmread(dicom_series_files(folder)[0], stop_before_pixels=True).SeriesInstanceUID
+    )
 
 
 def test_real_anonymised_series_without_uids_is_refused(tmp_path, shared_data):
     folder = shared_data / "dicom-series" / "ts_ct_dicom"  # its Study/Series Instance UIDs are blank
     geometry = Geometry.from_image(read_image(folder))
     with pytest.raises(OutputError, match="cannot reference it"):
-        write_segmentation(tmp_path / "ct.dcm", np.zeros((1,) + geometry.array_shape, bool),
-                           resolve_prompts("liver"), geometry, source=folder)
+        write_segmentation(
+            tmp_path / "ct.dcm",
+            np.zeros((1,) + geometry.array_shape, bool),
+            resolve_prompts("liver"),
+            geometry,
+            source=folder,
+        )
 
 
 # --- CLI -------------------------------------------------------------------------------------------
-
-
 
 
 def test_cli_dicom_seg_output_matches_the_labelmap_output(tmp_path, tiny_checkpoint):
@@ -402,8 +450,18 @@ def test_cli_dicom_seg_from_a_non_dicom_input_fails_before_the_model(tmp_path):
     image = sitk.GetImageFromArray(np.random.default_rng(0).normal(0, 100, (4, 16, 16)).astype(np.float32))
     sitk.WriteImage(image, str(volume))
     out = tmp_path / "out" / "seg.dcm"
-    proc = run_cli("segment", str(volume), "--prompts", "liver", "--checkpoint", str(tmp_path / "no-such-checkpoint"),
-                   "--output", str(out), "--progress", "none")
+    proc = run_cli(
+        "segment",
+        str(volume),
+        "--prompts",
+        "liver",
+        "--checkpoint",
+        str(tmp_path / "no-such-checkpoint"),
+        "--output",
+        str(out),
+        "--progress",
+        "none",
+    )
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr
     assert "not a DICOM series folder" in lines[0] and ".seg.nrrd" in lines[0]  # not the checkpoint error

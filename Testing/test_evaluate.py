@@ -34,7 +34,7 @@ class StubSegmenter:
 
 def cube(i0: int) -> np.ndarray:
     mask = np.zeros((4, 6, 6), bool)
-    mask[1:3, 1:4, i0:i0 + 3] = True  # 2 x 3 x 3 = 18 voxels
+    mask[1:3, 1:4, i0 : i0 + 3] = True  # 2 x 3 x 3 = 18 voxels
     return mask
 
 
@@ -45,12 +45,16 @@ def test_scores_match_hand_computed_values_and_follow_the_annotated_and_empty_ru
     labels_b = labels_a.copy()
     labels_b[3, 0, 0] = 2  # a right kidney voxel that case b is not annotated for
     empty = np.zeros((4, 6, 6), bool)
-    segmenter = StubSegmenter({
-        "a": {"liver": cube(2), "right kidney": empty, "spleen": empty},
-        "b": {"liver": cube(1)},
-    })
-    cases = [ScoredCase("a", "a", labels_a, SPACING, {1: LIVER, 2: RK, 3: SPLEEN}),
-             ScoredCase("b", "b", labels_b, SPACING, {1: LIVER})]  # b: annotated for the liver only
+    segmenter = StubSegmenter(
+        {
+            "a": {"liver": cube(2), "right kidney": empty, "spleen": empty},
+            "b": {"liver": cube(1)},
+        }
+    )
+    cases = [
+        ScoredCase("a", "a", labels_a, SPACING, {1: LIVER, 2: RK, 3: SPLEEN}),
+        ScoredCase("b", "b", labels_b, SPACING, {1: LIVER}),
+    ]  # b: annotated for the liver only
     rows = evaluate_segmenter(segmenter, cases, tolerance_mm=2.0)
     assert segmenter.calls == [("a", ["liver", "right kidney", "spleen"]), ("b", ["liver"])]
     by = {(r["case"], r["organ"]): r for r in rows}
@@ -66,13 +70,15 @@ def test_scores_match_hand_computed_values_and_follow_the_annotated_and_empty_ru
     assert both_empty["status"] == "both_empty" and math.isnan(both_empty["dice"])
     missed = by[("a", "spleen")]
     assert missed["status"] == "missed" and missed["dice"] == 0.0 and missed["nsd"] == 0.0
-    assert missed["hd95"] == pytest.approx(math.sqrt(12 ** 2 + 6 ** 2 + 6 ** 2))  # the volume's diagonal
+    assert missed["hd95"] == pytest.approx(math.sqrt(12**2 + 6**2 + 6**2))  # the volume's diagonal
 
-    other = StubSegmenter({"a": {"liver": cube(1), "right kidney": cube(1), "spleen": labels_a == 3},
-                           "b": {"liver": empty}})
+    other = StubSegmenter(
+        {"a": {"liver": cube(1), "right kidney": cube(1), "spleen": labels_a == 3}, "b": {"liver": empty}}
+    )
     report = EvaluationReport(["A", "B"], {"A": "ckpt-a", "B": "ckpt-b"}, tolerance_mm=2.0)
-    report.rows = [{"checkpoint": "A", **r} for r in rows] + \
-        [{"checkpoint": "B", **r} for r in evaluate_segmenter(other, cases)]
+    report.rows = [{"checkpoint": "A", **r} for r in rows] + [
+        {"checkpoint": "B", **r} for r in evaluate_segmenter(other, cases)
+    ]
     summary = report.summary("A")
     assert summary["per_organ"]["liver"]["dice"] == pytest.approx((2 / 3 + 1) / 2)
     assert math.isnan(summary["per_organ"]["right_kidney"]["dice"])  # left out of the mean, counted
@@ -109,28 +115,49 @@ def test_chart_is_skipped_with_a_note_without_matplotlib(tmp_path, monkeypatch):
 
     monkeypatch.setattr(builtins, "__import__", no_matplotlib)
     report = EvaluationReport(["A"], {"A": "a"})
-    report.rows = [{"checkpoint": "A", "case": "c", "organ": "liver", "status": "ok", "dice": 1.0, "nsd": 1.0,
-                    "hd95": 0.0}]
+    report.rows = [
+        {"checkpoint": "A", "case": "c", "organ": "liver", "status": "ok", "dice": 1.0, "nsd": 1.0, "hd95": 0.0}
+    ]
     written, note = report.write(tmp_path)
     assert "matplotlib" in note and not (tmp_path / "dice.png").exists() and len(written) == 4
 
 
 def test_evaluate_cli_compares_two_checkpoints(tmp_path, tiny_checkpoint, tiny_baseline_checkpoint):
-    data = make_dataset(tmp_path / "ds", cases=2, depth=5, size=16,
-                        meta={"cases": {"case1": {"annotated": [1]}}})
+    data = make_dataset(tmp_path / "ds", cases=2, depth=5, size=16, meta={"cases": {"case1": {"annotated": [1]}}})
     out = subprocess.run(
-        backend_command("evaluate", "--checkpoint", str(tiny_checkpoint), "--checkpoint", str(tiny_baseline_checkpoint),
-                        "--data", str(data), "--output", str(tmp_path / "report"), "--device", "cpu",
-                        "--progress", "none"),
-        cwd=tmp_path, env=python_env(), capture_output=True, text=True, timeout=300)
+        backend_command(
+            "evaluate",
+            "--checkpoint",
+            str(tiny_checkpoint),
+            "--checkpoint",
+            str(tiny_baseline_checkpoint),
+            "--data",
+            str(data),
+            "--output",
+            str(tmp_path / "report"),
+            "--device",
+            "cpu",
+            "--progress",
+            "none",
+        ),
+        cwd=tmp_path,
+        env=python_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     assert "| organ | tiny-tgated | tiny-baseline |" in out.stdout and "### NSD @ 2 mm" in out.stdout
     with open(tmp_path / "report" / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     # case0 is scored on its 3 labels, case1 only on the liver: 4 rows per checkpoint
     assert len(rows) == 8
-    assert sorted((r["case"], r["organ"]) for r in rows if r["checkpoint"] == "tiny-tgated") == \
-        [("case0", "left_kidney"), ("case0", "liver"), ("case0", "spleen"), ("case1", "liver")]
+    assert sorted((r["case"], r["organ"]) for r in rows if r["checkpoint"] == "tiny-tgated") == [
+        ("case0", "left_kidney"),
+        ("case0", "liver"),
+        ("case0", "spleen"),
+        ("case1", "liver"),
+    ]
     summary = json.loads((tmp_path / "report" / "report.json").read_text())["summary"]
     assert set(summary) == {"tiny-tgated", "tiny-baseline"}
     assert all(0.0 <= s["overall"]["dice"] <= 1.0 for s in summary.values())

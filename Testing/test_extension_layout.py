@@ -32,16 +32,20 @@ def cmake_list(path: Path, variable: str) -> list[str]:
 
 
 def package_files(folder: Path) -> set[str]:
-    return {p.relative_to(folder).as_posix() for p in folder.rglob("*")
-            if p.is_file() and "__pycache__" not in p.parts and p.name != "CMakeLists.txt"}
+    return {
+        p.relative_to(folder).as_posix()
+        for p in folder.rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts and p.name != "CMakeLists.txt"
+    }
 
 
 def test_library_cmake_lists_every_file_of_the_package():
     """Only listed files are shipped (ctkMacroCompilePythonScript): a new backend module must be listed."""
     scripts = cmake_list(LIBRARY / "CMakeLists.txt", "MODULE_PYTHON_SCRIPTS")
     text = (LIBRARY / "CMakeLists.txt").read_text()
-    resources = cmake_list(LIBRARY / "CMakeLists.txt", "MODULE_PYTHON_RESOURCES") \
-        if "MODULE_PYTHON_RESOURCES" in text else []
+    resources = (
+        cmake_list(LIBRARY / "CMakeLists.txt", "MODULE_PYTHON_RESOURCES") if "MODULE_PYTHON_RESOURCES" in text else []
+    )
     files = package_files(LIBRARY)
     unlisted = sorted(files - set(scripts) - set(resources))
     assert not unlisted, f"add to TGatedSegmentLib/CMakeLists.txt: {unlisted}"
@@ -78,17 +82,22 @@ def _metadata_urls(tmp_path, **defines) -> tuple[dict, str]:
     """The URL block of CMakeLists.txt run by CMake itself, with Slicer's repository macro replaced by
     one that reports ``WC_URL`` as the checkout's remote (SlicerMacroExtractRepositoryInfo's output)."""
     text = (REPO / "CMakeLists.txt").read_text()
-    block = text[text.index("# Homepage, icon and screenshot"):text.index("# Extension modules")]
+    block = text[text.index("# Homepage, icon and screenshot") : text.index("# Extension modules")]
     script = tmp_path / "urls.cmake"
-    script.write_text('macro(SlicerMacroExtractRepositoryInfo)\n'
-                      '  cmake_parse_arguments(MY "" "VAR_PREFIX;SOURCE_DIR" "" ${ARGN})\n'
-                      '  set(${MY_VAR_PREFIX}_WC_URL "${WC_URL}")\n'
-                      'endmacro()\n' + block +
-                      'foreach(key HOMEPAGE ICONURL SCREENSHOTURLS)\n'
-                      '  message(STATUS "${key}=${EXTENSION_${key}}")\n'
-                      'endforeach()\n')
-    result = subprocess.run(["cmake", *[f"-D{k}={v}" for k, v in defines.items()], "-P", str(script)],
-                            capture_output=True, text=True, timeout=60)
+    script.write_text(
+        "macro(SlicerMacroExtractRepositoryInfo)\n"
+        '  cmake_parse_arguments(MY "" "VAR_PREFIX;SOURCE_DIR" "" ${ARGN})\n'
+        '  set(${MY_VAR_PREFIX}_WC_URL "${WC_URL}")\n'
+        "endmacro()\n" + block + "foreach(key HOMEPAGE ICONURL SCREENSHOTURLS)\n"
+        '  message(STATUS "${key}=${EXTENSION_${key}}")\n'
+        "endforeach()\n"
+    )
+    result = subprocess.run(
+        ["cmake", *[f"-D{k}={v}" for k, v in defines.items()], "-P", str(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     urls = dict(line[3:].split("=", 1) for line in result.stdout.splitlines() if line.startswith("-- "))
     return urls, result.stderr
@@ -99,8 +108,11 @@ def test_metadata_urls_are_files_of_this_tree_in_its_public_repository(tmp_path)
     """Homepage, icon and screenshot point at files that exist here (docs/slicer.md, the icon, the
     tutorial's figure), in the repository the checkout was cloned from; with no public repository
     (this project has none yet) they stay empty and configuring says so, never a made-up address."""
-    for remote in ("git@github.com:someone/SlicerTGatedSegment.git", "https://github.com/someone/SlicerTGatedSegment.git",
-                   "https://github.com/someone/SlicerTGatedSegment"):
+    for remote in (
+        "git@github.com:someone/SlicerTGatedSegment.git",
+        "https://github.com/someone/SlicerTGatedSegment.git",
+        "https://github.com/someone/SlicerTGatedSegment",
+    ):
         urls, _ = _metadata_urls(tmp_path, WC_URL=remote)
         assert urls["HOMEPAGE"] == "https://github.com/someone/SlicerTGatedSegment/blob/main/docs/slicer.md"
         raw = "https://raw.githubusercontent.com/someone/SlicerTGatedSegment/main/"
@@ -116,8 +128,11 @@ def test_metadata_urls_are_files_of_this_tree_in_its_public_repository(tmp_path)
 
 def test_requirements_match_the_package_dependencies():
     """One torch requirement everywhere (a second spec makes pip download torch twice)."""
-    requirements = [line.strip() for line in (MODULE / "Resources" / "requirements.txt").read_text().splitlines()
-                    if line.strip() and not line.startswith("#")]
+    requirements = [
+        line.strip()
+        for line in (MODULE / "Resources" / "requirements.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     text = (REPO / "pyproject.toml").read_text()
     if tomllib is not None:
         dependencies = tomllib.loads(text)["project"]["dependencies"]
@@ -147,18 +162,33 @@ def test_ui_has_every_widget_the_module_uses():
     assert used, "the widget uses no ui names?"
     missing = sorted(used - set(widgets))
     assert not missing, f"not in TGatedSegment.ui: {missing}"
-    expected = {"inputVolumeSelector": "qMRMLNodeComboBox", "outputSegmentationSelector": "qMRMLNodeComboBox",
-                "promptsTextEdit": "QPlainTextEdit", "applyButton": "QPushButton", "progressBar": "QProgressBar",
-                "replaceCheckBox": "QCheckBox", "show3DCheckBox": "QCheckBox", "deviceComboBox": "QComboBox",
-                "modalityComboBox": "QComboBox", "thresholdSpinBox": "QDoubleSpinBox", "batchSizeSpinBox": "QSpinBox",
-                "roiSelector": "qMRMLNodeComboBox", "cropToBodyCheckBox": "QCheckBox", "presetComboBox": "QComboBox",
-                "modelsFolderLineEdit": "ctkPathLineEdit", "modelsComboBox": "QComboBox",
-                "importModelButton": "QPushButton", "modelNoteLabel": "QLabel", "modelCardTextBrowser": "QTextBrowser",
-                "modelCardCollapsibleButton": "ctkCollapsibleButton"}
+    expected = {
+        "inputVolumeSelector": "qMRMLNodeComboBox",
+        "outputSegmentationSelector": "qMRMLNodeComboBox",
+        "promptsTextEdit": "QPlainTextEdit",
+        "applyButton": "QPushButton",
+        "progressBar": "QProgressBar",
+        "replaceCheckBox": "QCheckBox",
+        "show3DCheckBox": "QCheckBox",
+        "deviceComboBox": "QComboBox",
+        "modalityComboBox": "QComboBox",
+        "thresholdSpinBox": "QDoubleSpinBox",
+        "batchSizeSpinBox": "QSpinBox",
+        "roiSelector": "qMRMLNodeComboBox",
+        "cropToBodyCheckBox": "QCheckBox",
+        "presetComboBox": "QComboBox",
+        "modelsFolderLineEdit": "ctkPathLineEdit",
+        "modelsComboBox": "QComboBox",
+        "importModelButton": "QPushButton",
+        "modelNoteLabel": "QLabel",
+        "modelCardTextBrowser": "QTextBrowser",
+        "modelCardCollapsibleButton": "ctkCollapsibleButton",
+    }
     assert {name: widgets[name] for name in expected} == expected
     # Every node selector gets the scene from the top widget.
-    receivers = {c.findtext("receiver") for c in tree.iter("connection")
-                 if c.findtext("slot") == "setMRMLScene(vtkMRMLScene*)"}
+    receivers = {
+        c.findtext("receiver") for c in tree.iter("connection") if c.findtext("slot") == "setMRMLScene(vtkMRMLScene*)"
+    }
     assert receivers == {name for name, cls in widgets.items() if cls == "qMRMLNodeComboBox"}
 
 
@@ -179,13 +209,15 @@ def test_module_loads_without_torch_or_transformers():
         "heavy = sorted(m for m in ('torch', 'transformers', 'SimpleITK', 'slicerio') if m in sys.modules)\n"
         "print(heavy)\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(REPO / "Testing"),
-                            timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=str(REPO / "Testing"), timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
     top_level = [node for node in ast.parse(module_source()).body if isinstance(node, (ast.Import, ast.ImportFrom))]
-    names = {alias.name.split(".")[0] for node in top_level for alias in node.names} | \
-        {node.module.split(".")[0] for node in top_level if isinstance(node, ast.ImportFrom) and node.module}
+    names = {alias.name.split(".")[0] for node in top_level for alias in node.names} | {
+        node.module.split(".")[0] for node in top_level if isinstance(node, ast.ImportFrom) and node.module
+    }
     assert not names & {"torch", "transformers", "SimpleITK", "numpy"}
 
 
@@ -193,4 +225,9 @@ def test_the_extension_ships_the_licence_its_metadata_names():
     """Slicer's ExtensionsIndex and pip both expect the licence text beside the metadata."""
     licence = (REPO / "LICENSE").read_text(encoding="utf-8")
     declared = re.search(r'^license = "([^"]+)"', (REPO / "pyproject.toml").read_text(encoding="utf-8"), re.M)
-    assert declared and declared.group(1) == "Apache-2.0" and "Apache License" in licence and "Version 2.0, January 2004" in licence
+    assert (
+        declared
+        and declared.group(1) == "Apache-2.0"
+        and "Apache License" in licence
+        and "Version 2.0, January 2004" in licence
+    )

@@ -29,8 +29,19 @@ from TGatedSegmentLib.training.optim import GROUPS, PEFT_GROUP, make_optimizer, 
 from TGatedSegmentLib.training.starting_model import build_training_model
 from TGatedSegmentLib.training.step import StepRunner
 
-FAST = dict(recipe="paper", image_size=32, epochs=2, batch_size=4, samples_per_epoch=20, lr_encoder=1e-3, lr_decoder=1e-3,
-            lr_adapter=1e-3, device="cpu", num_workers=0, save_every_minutes=None)
+FAST = dict(
+    recipe="paper",
+    image_size=32,
+    epochs=2,
+    batch_size=4,
+    samples_per_epoch=20,
+    lr_encoder=1e-3,
+    lr_decoder=1e-3,
+    lr_adapter=1e-3,
+    device="cpu",
+    num_workers=0,
+    save_every_minutes=None,
+)
 ORGANS = ("liver", "spleen", "left kidney")
 
 
@@ -73,8 +84,11 @@ def base_weights(folder: Path) -> dict:
 
 @pytest.mark.parametrize("peft", ["dense", "shallow"])
 def test_adapter_mode_trains_only_adapters_and_saves_only_them(peft, data, cache_dir, clipseg_base, tmp_path):
-    run = train(cfg(data, cache_dir, tmp_path / "run", base=str(clipseg_base), finetune="adapters", peft=peft,
-                    steps=4, epochs=1))
+    run = train(
+        cfg(
+            data, cache_dir, tmp_path / "run", base=str(clipseg_base), finetune="adapters", peft=peft, steps=4, epochs=1
+        )
+    )
     raw = meta(run / "last")
     assert raw["partial_weights"] is True and raw["base_model_id"] == str(clipseg_base)
     assert raw["training"]["weights"]["stored"] == "trained parameters only"
@@ -103,8 +117,11 @@ def test_decoder_mode_freezes_clip_and_the_old_flag_is_its_alias(data, cache_dir
     assert old.finetune == "decoder" and old.freeze_encoders
     assert TrainConfig(data=data, output=tmp_path / "x", finetune="adapters").freeze_encoders
     # a run saved before --finetune existed resumes as the mode it was
-    saved = {k: v for k, v in old.to_dict().items() if k not in ("finetune", "peft", "peft_dim", "peft_parts",
-                                                                  "lr_peft", "probabilistic")}
+    saved = {
+        k: v
+        for k, v in old.to_dict().items()
+        if k not in ("finetune", "peft", "peft_dim", "peft_parts", "lr_peft", "probabilistic")
+    }
     assert structural_differences(saved, old) == []
     assert structural_differences({**saved, "freeze_encoders": False}, old)
 
@@ -122,20 +139,42 @@ def test_decoder_mode_freezes_clip_and_the_old_flag_is_its_alias(data, cache_dir
 def test_checkpoint_identity_rules(data, cache_dir, clipseg_base, tmp_path):
     # a tgated init folder on a reloadable base: its CLIP weights are that base's -> the base is the identity
     initial = init_checkpoint(clipseg_base, tmp_path / "init", seed=1, preprocessing=PreprocessConfig(image_size=32))
-    run = train(cfg(data, cache_dir, tmp_path / "a", base=str(initial), finetune="adapters", steps=2, epochs=1,
-                    image_size=None))
+    run = train(
+        cfg(data, cache_dir, tmp_path / "a", base=str(initial), finetune="adapters", steps=2, epochs=1, image_size=None)
+    )
     assert meta(run / "last")["base_model_id"] == str(clipseg_base)
     # a checkpoint whose frozen weights are its own (a random base here) -> the checkpoint folder itself
-    random_init = init_checkpoint("builtin:tiny", tmp_path / "rinit", tokenizer="compact", seed=1,
-                                  preprocessing=PreprocessConfig(image_size=32))
-    run = train(cfg(data, cache_dir, tmp_path / "b", base=str(random_init), finetune="adapters", steps=2, epochs=1,
-                    image_size=None))
+    random_init = init_checkpoint(
+        "builtin:tiny", tmp_path / "rinit", tokenizer="compact", seed=1, preprocessing=PreprocessConfig(image_size=32)
+    )
+    run = train(
+        cfg(
+            data,
+            cache_dir,
+            tmp_path / "b",
+            base=str(random_init),
+            finetune="adapters",
+            steps=2,
+            epochs=1,
+            image_size=None,
+        )
+    )
     raw = meta(run / "last")
     assert raw["partial_weights"] and raw["base_model_id"] == str(random_init)
     assert load_model(run / "last").model.temporal
     # a random architecture has nothing to reload from: full weights, and the metadata says why
-    run = train(cfg(data, cache_dir, tmp_path / "c", base="builtin:tiny", tokenizer="compact", finetune="adapters",
-                    steps=2, epochs=1))
+    run = train(
+        cfg(
+            data,
+            cache_dir,
+            tmp_path / "c",
+            base="builtin:tiny",
+            tokenizer="compact",
+            finetune="adapters",
+            steps=2,
+            epochs=1,
+        )
+    )
     raw = meta(run / "last")
     assert raw["partial_weights"] is False and "random weights" in raw["training"]["weights"]["note"]
     # a base that changed after training is noticed on loading (the fingerprint of the weights taken from it)
@@ -151,9 +190,11 @@ def test_checkpoint_identity_rules(data, cache_dir, clipseg_base, tmp_path):
 # --------------------------------------------------------------------------- resume in every mode
 
 
-@pytest.mark.parametrize("mode", [dict(finetune="decoder"), dict(finetune="adapters", peft="shallow",
-                                                                  probabilistic=True)],
-                         ids=["decoder", "adapters-shallow-probabilistic"])
+@pytest.mark.parametrize(
+    "mode",
+    [dict(finetune="decoder"), dict(finetune="adapters", peft="shallow", probabilistic=True)],
+    ids=["decoder", "adapters-shallow-probabilistic"],
+)
 def test_partial_runs_resume_to_the_same_weights(mode, data, cache_dir, clipseg_base, tmp_path):
     settings = dict(base=str(clipseg_base), **mode)
     whole = train(cfg(data, cache_dir, tmp_path / "whole", **settings))
@@ -171,10 +212,12 @@ def test_partial_runs_resume_to_the_same_weights(mode, data, cache_dir, clipseg_
 
 
 def test_probabilistic_run_from_a_deterministic_checkpoint(data, cache_dir, tmp_path, monkeypatch):
-    deterministic = init_checkpoint("builtin:tiny", tmp_path / "det", tokenizer="compact", seed=2,
-                                    preprocessing=PreprocessConfig(image_size=32))
-    config = cfg(data, cache_dir, tmp_path / "run", base=str(deterministic), probabilistic=True, image_size=None,
-                 epochs=3)
+    deterministic = init_checkpoint(
+        "builtin:tiny", tmp_path / "det", tokenizer="compact", seed=2, preprocessing=PreprocessConfig(image_size=32)
+    )
+    config = cfg(
+        data, cache_dir, tmp_path / "run", base=str(deterministic), probabilistic=True, image_size=None, epochs=3
+    )
     # the extended starting model: the deterministic weights are the means, var_proj at its init, and
     # without sampling it computes exactly what the deterministic checkpoint computes
     det = load_model(deterministic)
@@ -222,8 +265,12 @@ def test_probabilistic_run_from_a_deterministic_checkpoint(data, cache_dir, tmp_
             module.dropout = 0.0
     torch.manual_seed(0)
     sampled = seg.segment(volume, prompts="liver, spleen", uncertainty=4)
-    print("max MI: dropout + sampling", result.mutual_information.max(), "sampling only, gate open",
-          sampled.mutual_information.max())
+    print(
+        "max MI: dropout + sampling",
+        result.mutual_information.max(),
+        "sampling only, gate open",
+        sampled.mutual_information.max(),
+    )
     assert float(sampled.mutual_information.max()) > 1e-8  # (tiny: variances 1e-3, confident predictions)
     original = ProbabilisticSelfAttention.forward
 
@@ -242,8 +289,18 @@ def test_probabilistic_run_from_a_deterministic_checkpoint(data, cache_dir, tmp_
 
 
 def _model(peft=None, probabilistic=False, finetune="full", lr_peft=None):
-    config = TrainConfig(data="d", output="o", recipe="paper", image_size=32, peft=peft, probabilistic=probabilistic,
-                         finetune=finetune, lr_peft=lr_peft, tokenizer="compact", base="builtin:tiny")
+    config = TrainConfig(
+        data="d",
+        output="o",
+        recipe="paper",
+        image_size=32,
+        peft=peft,
+        probabilistic=probabilistic,
+        finetune=finetune,
+        lr_peft=lr_peft,
+        tokenizer="compact",
+        base="builtin:tiny",
+    )
     from TGatedSegmentLib.vocabulary import lookup
 
     loaded = build_training_model(config, [lookup(o) for o in ORGANS])
@@ -251,12 +308,15 @@ def _model(peft=None, probabilistic=False, finetune="full", lr_peft=None):
     return loaded, config
 
 
-@pytest.mark.parametrize("finetune,peft,groups", [
-    ("full", "dense", (set(GROUPS) - {"refine"}) | {PEFT_GROUP}),  # the paper recipe: no refinement head
-    ("decoder", "dense", {"decoder", "adapter", PEFT_GROUP}),
-    ("adapters", "shallow", {"adapter", PEFT_GROUP}),
-    ("adapters", None, {"adapter"}),
-])
+@pytest.mark.parametrize(
+    "finetune,peft,groups",
+    [
+        ("full", "dense", (set(GROUPS) - {"refine"}) | {PEFT_GROUP}),  # the paper recipe: no refinement head
+        ("decoder", "dense", {"decoder", "adapter", PEFT_GROUP}),
+        ("adapters", "shallow", {"adapter", PEFT_GROUP}),
+        ("adapters", None, {"adapter"}),
+    ],
+)
 def test_optimizer_groups_per_mode(finetune, peft, groups):
     loaded, config = _model(peft=peft, finetune=finetune)
     model = loaded.model
@@ -269,8 +329,9 @@ def test_optimizer_groups_per_mode(finetune, peft, groups):
     assert set(in_groups) == {id(p) for p in trained}  # and no frozen one
     names = {id(p): n for n, p in model.named_parameters()}
     if peft:
-        assert {names[id(p)] for p in by_name[PEFT_GROUP]["params"]} == \
-            {n for n, p in model.named_parameters() if n.startswith("peft.")}
+        assert {names[id(p)] for p in by_name[PEFT_GROUP]["params"]} == {
+            n for n, p in model.named_parameters() if n.startswith("peft.")
+        }
         assert by_name[PEFT_GROUP]["lr"] == {"dense": 1e-3, "shallow": 3e-4}[peft]  # VLSM-Adapter's rates
     if finetune != "full":
         assert not any(names[i].startswith("base_model.clip.") for i in in_groups)
@@ -301,19 +362,25 @@ def _step_records_grad_mode(loaded, config, finetune):
     h1 = vision.register_forward_pre_hook(pre, with_kwargs=True)
     h2 = vision.register_forward_hook(post, with_kwargs=True)
     generator = torch.Generator().manual_seed(0)
-    batch = {"pixels": torch.randn(2, 5, 3, 32, 32, generator=generator),
-             "target": (torch.rand(2, 32, 32, generator=generator) > 0.7).float(), "prompt": torch.tensor([0, 1])}
+    batch = {
+        "pixels": torch.randn(2, 5, 3, 32, 32, generator=generator),
+        "target": (torch.rand(2, 32, 32, generator=generator) > 0.7).float(),
+        "prompt": torch.tensor([0, 1]),
+    }
     step(batch)
     h1.remove(), h2.remove()
     return modes, outputs, batch
 
 
-@pytest.mark.parametrize("finetune,peft,no_grad", [
-    ("adapters", "shallow", True),  # frozen ViT, adapters after it: encode under no_grad
-    ("decoder", None, True),
-    ("adapters", "dense", False),  # adapters inside the ViT need gradients through it
-    ("full", None, False),
-])
+@pytest.mark.parametrize(
+    "finetune,peft,no_grad",
+    [
+        ("adapters", "shallow", True),  # frozen ViT, adapters after it: encode under no_grad
+        ("decoder", None, True),
+        ("adapters", "dense", False),  # adapters inside the ViT need gradients through it
+        ("full", None, False),
+    ],
+)
 def test_vision_encoder_runs_under_no_grad_when_allowed(finetune, peft, no_grad):
     loaded, config = _model(peft=peft, finetune=finetune)
     assert loaded.model.vision_without_grad is no_grad
@@ -341,8 +408,11 @@ def test_bad_combinations_are_rejected_before_anything_is_written(data, tmp_path
 
     def check(pattern, **kw):
         with pytest.raises(InputError, match=pattern):
-            preflight(TrainConfig(data=data, output=tmp_path / "run", **{"base": "builtin:tiny",
-                                                                          "tokenizer": "compact", **kw}))
+            preflight(
+                TrainConfig(
+                    data=data, output=tmp_path / "run", **{"base": "builtin:tiny", "tokenizer": "compact", **kw}
+                )
+            )
         assert not (tmp_path / "run").exists()
 
     check("nothing to train", finetune="adapters", temporal=False)
@@ -353,18 +423,46 @@ def test_bad_combinations_are_rejected_before_anything_is_written(data, tmp_path
     wide = tmp_path / "wide-text.json"
     from helpers.env import TINY_CLIPSEG_CONFIG
 
-    wide.write_text(json.dumps({**TINY_CLIPSEG_CONFIG, "text_config": {**TINY_CLIPSEG_CONFIG["text_config"],
-                                                                        "hidden_size": 48}}))
+    wide.write_text(
+        json.dumps({**TINY_CLIPSEG_CONFIG, "text_config": {**TINY_CLIPSEG_CONFIG["text_config"], "hidden_size": 48}})
+    )
     check(r"text width \(48\) to equal its projection dim \(32\)", base=str(wide), peft="shallow")
-    preflight(TrainConfig(data=data, output=tmp_path / "ok", base=str(wide), tokenizer="compact", peft="shallow",
-                          peft_parts="vision,conditional"))  # without the text adapters it fits
-    preflight(TrainConfig(data=data, output=tmp_path / "ok", base="builtin:tiny", tokenizer="compact",
-                          finetune="adapters", temporal=False, peft="dense"))
+    preflight(
+        TrainConfig(
+            data=data,
+            output=tmp_path / "ok",
+            base=str(wide),
+            tokenizer="compact",
+            peft="shallow",
+            peft_parts="vision,conditional",
+        )
+    )  # without the text adapters it fits
+    preflight(
+        TrainConfig(
+            data=data,
+            output=tmp_path / "ok",
+            base="builtin:tiny",
+            tokenizer="compact",
+            finetune="adapters",
+            temporal=False,
+            peft="dense",
+        )
+    )
 
 
 def test_a_base_with_other_peft_adapters_is_rejected(data, cache_dir, clipseg_base, tmp_path):
-    run = train(cfg(data, cache_dir, tmp_path / "dense", base=str(clipseg_base), finetune="adapters", peft="dense",
-                    steps=1, epochs=1))
+    run = train(
+        cfg(
+            data,
+            cache_dir,
+            tmp_path / "dense",
+            base=str(clipseg_base),
+            finetune="adapters",
+            peft="dense",
+            steps=1,
+            epochs=1,
+        )
+    )
     from TGatedSegmentLib.training.preflight import preflight
 
     with pytest.raises(InputError, match="already has PEFT adapters dense"):
@@ -373,8 +471,18 @@ def test_a_base_with_other_peft_adapters_is_rejected(data, cache_dir, clipseg_ba
     preflight(TrainConfig(data=data, output=tmp_path / "next", base=str(run / "last"), peft="dense"))
     before = load_file(str(run / "last" / "model.safetensors"))
     shutil.copytree(run / "last", tmp_path / "start")
-    again = train(cfg(data, cache_dir, tmp_path / "next", base=str(tmp_path / "start"), finetune="adapters", steps=1,
-                      epochs=1, image_size=None))
+    again = train(
+        cfg(
+            data,
+            cache_dir,
+            tmp_path / "next",
+            base=str(tmp_path / "start"),
+            finetune="adapters",
+            steps=1,
+            epochs=1,
+            image_size=None,
+        )
+    )
     after = load_file(str(again / "last" / "model.safetensors"))
     assert set(after) == set(before)  # the same adapters, continued (not fresh ones)
     assert meta(again / "last")["base_model_id"] == str(clipseg_base)
@@ -384,8 +492,9 @@ def test_cli_rejects_bad_combinations_in_one_line(data, tmp_path):
     from helpers.env import TINY_CLIPSEG_CONFIG, run_cli
 
     wide = tmp_path / "wide-text.json"
-    wide.write_text(json.dumps({**TINY_CLIPSEG_CONFIG, "text_config": {**TINY_CLIPSEG_CONFIG["text_config"],
-                                                                        "hidden_size": 48}}))
+    wide.write_text(
+        json.dumps({**TINY_CLIPSEG_CONFIG, "text_config": {**TINY_CLIPSEG_CONFIG["text_config"], "hidden_size": 48}})
+    )
     common = ("train", "--data", str(data), "--output", str(tmp_path / "run"), "--tokenizer", "compact")
     cases = [
         (["--base", str(wide), "--peft", "shallow"], r"--peft shallow with text adapters needs the base's text width"),
@@ -411,19 +520,63 @@ def test_cli_options_reach_the_run(data, clipseg_base, tmp_path):
     from helpers.env import backend_command, python_env
 
     run = tmp_path / "run"
-    out = subprocess.run(backend_command(
-        "train", "--data", str(data), "--output", str(run), "--base", str(clipseg_base), "--image-size", "32",
-        "--batch-size", "2", "--samples-per-epoch", "4", "--epochs", "1", "--device", "cpu", "--progress", "none",
-        "--finetune", "adapters", "--peft", "dense", "--peft-dim", "8", "--peft-parts", "text,vision",
-        "--lr-peft", "5e-4", "--probabilistic"), env=python_env(), capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        backend_command(
+            "train",
+            "--data",
+            str(data),
+            "--output",
+            str(run),
+            "--base",
+            str(clipseg_base),
+            "--image-size",
+            "32",
+            "--batch-size",
+            "2",
+            "--samples-per-epoch",
+            "4",
+            "--epochs",
+            "1",
+            "--device",
+            "cpu",
+            "--progress",
+            "none",
+            "--finetune",
+            "adapters",
+            "--peft",
+            "dense",
+            "--peft-dim",
+            "8",
+            "--peft-parts",
+            "text,vision",
+            "--lr-peft",
+            "5e-4",
+            "--probabilistic",
+        ),
+        env=python_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     raw = meta(run / "best")
     settings = raw["training"]["settings"]
-    assert (settings["finetune"], settings["peft"], settings["peft_dim"], settings["peft_parts"], settings["lr_peft"],
-            settings["probabilistic"]) == ("adapters", "dense", 8, "vision,text", 5e-4, True)
+    assert (
+        settings["finetune"],
+        settings["peft"],
+        settings["peft_dim"],
+        settings["peft_parts"],
+        settings["lr_peft"],
+        settings["probabilistic"],
+    ) == ("adapters", "dense", 8, "vision,text", 5e-4, True)
     assert raw["peft"]["dim"] == 8 and raw["peft"]["conditional"] is False and raw["adapter"]["probabilistic"]
     assert raw["partial_weights"] and raw["training"]["history"][0]["lr"]["peft"] == pytest.approx(5e-4, rel=0.5)
-    resumed = subprocess.run(backend_command("train", "--resume", str(run), "--epochs", "2", "--progress", "none"),
-                             env=python_env(), capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        backend_command("train", "--resume", str(run), "--epochs", "2", "--progress", "none"),
+        env=python_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert [h["epoch"] for h in meta(run / "last")["training"]["history"]] == [1, 2]

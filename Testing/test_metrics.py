@@ -155,11 +155,23 @@ def test_summarize_ignores_nan_and_counts_statuses():
     rows = [
         {"case": "a", "organ": "liver", "status": "ok", "dice": 0.9, "nsd": 0.8, "hd95": 4.0},
         {"case": "b", "organ": "liver", "status": "missed", "dice": 0.0, "nsd": 0.0, "hd95": 100.0},
-        {"case": "a", "organ": "gallbladder", "status": "both_empty",
-         "dice": float("nan"), "nsd": float("nan"), "hd95": float("nan")},
+        {
+            "case": "a",
+            "organ": "gallbladder",
+            "status": "both_empty",
+            "dice": float("nan"),
+            "nsd": float("nan"),
+            "hd95": float("nan"),
+        },
         {"case": "b", "organ": "gallbladder", "status": "ok", "dice": 0.5, "nsd": 0.6, "hd95": 8.0},
-        {"case": "c", "organ": "pancreas", "status": "both_empty",
-         "dice": float("nan"), "nsd": float("nan"), "hd95": float("nan")},
+        {
+            "case": "c",
+            "organ": "pancreas",
+            "status": "both_empty",
+            "dice": float("nan"),
+            "nsd": float("nan"),
+            "hd95": float("nan"),
+        },
     ]
     s = summarize(rows)
     liver, gb = s["per_organ"]["liver"], s["per_organ"]["gallbladder"]

@@ -18,6 +18,7 @@ from TGatedSegmentLib.model.tokenizer import tokenize
 # (../shared/reference/README.md and docs/model-notes.md section 1): written separately from the
 # package so that a layout or ordering mistake in the package shows up as a logits mismatch.
 
+
 class _RefTemporalLayer(nn.Module):
     def __init__(self, d, heads, ff, p):
         super().__init__()
@@ -57,8 +58,9 @@ class ReferenceTemporalAdapter(nn.Module):
         self.transformer_norm = nn.LayerNorm(d)
         self.gate_proj = nn.Linear(c, c)
         self.spatial_context = _RefSpatial(c, heads)
-        self.mlp_head = nn.Sequential(nn.Linear(c, c), nn.LayerNorm(c), nn.GELU(), nn.Dropout(0.1), nn.Linear(c, c),
-                                      nn.Dropout(0.05))
+        self.mlp_head = nn.Sequential(
+            nn.Linear(c, c), nn.LayerNorm(c), nn.GELU(), nn.Dropout(0.1), nn.Linear(c, c), nn.Dropout(0.05)
+        )
 
     def forward(self, pixel_values, input_ids, attention_mask):
         b, s = pixel_values.shape[:2]
@@ -99,7 +101,13 @@ def test_adapter_layout_matches_authors_real_size(shared_dir):
 
 def test_paper_defaults_and_tiny_scaling():
     paper = AdapterConfig.default_for(768)
-    assert (paper.proj_dim, paper.num_heads, paper.num_layers, paper.ffn_dim, paper.context_size) == (256, 8, 4, 1024, 5)
+    assert (paper.proj_dim, paper.num_heads, paper.num_layers, paper.ffn_dim, paper.context_size) == (
+        256,
+        8,
+        4,
+        1024,
+        5,
+    )
     tiny = AdapterConfig.default_for(32)
     assert (tiny.proj_dim, tiny.ffn_dim) == (32, 128)
     with pytest.raises(ValueError):
@@ -216,8 +224,9 @@ def test_encoders_receive_gradients_in_training(tiny):
     model.eval()
 
 
-@pytest.mark.parametrize("name,file", [("tiny", "clipseg-tiny.config.json"),
-                                       ("rd64-refined", "clipseg-rd64-refined.config.json")])
+@pytest.mark.parametrize(
+    "name,file", [("tiny", "clipseg-tiny.config.json"), ("rd64-refined", "clipseg-rd64-refined.config.json")]
+)
 def test_builtin_architectures_match_the_reference_configs(shared_dir, name, file):
     from transformers import CLIPSegConfig
 
@@ -249,8 +258,9 @@ def test_decode_shares_the_prompt_free_decoder_layers_and_equals_stock_clipseg(c
     items = torch.tensor([[0, 0], [0, 3], [1, 1], [2, 0], [2, 2], [1, 3]])
     with torch.no_grad():
         ours = model.decode(features, text, items=items)
-        stock = model.base_model.decoder(hidden_states=list(features[items[:, 0]].unbind(1)),
-                                         conditional_embeddings=text[items[:, 1]]).logits
+        stock = model.base_model.decoder(
+            hidden_states=list(features[items[:, 0]].unbind(1)), conditional_embeddings=text[items[:, 1]]
+        ).logits
     stock = torch.nn.functional.interpolate(stock.unsqueeze(1), size=(128, 128), mode="bilinear").squeeze(1)
     assert ours.shape == (6, 128, 128)
     torch.testing.assert_close(ours, stock, rtol=1e-4, atol=1e-5)

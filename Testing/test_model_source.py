@@ -22,9 +22,13 @@ def test_every_kind_of_source(tmp_path):
     config = tmp_path / "arch.json"
     config.write_text("{}")
     cases = {
-        str(ckpt): SourceKind.CHECKPOINT, str(clipseg): SourceKind.CLIPSEG, str(empty): SourceKind.FOLDER,
-        str(config): SourceKind.CONFIG_FILE, "builtin:tiny": SourceKind.BUILTIN,
-        "CIDAS/clipseg-rd64-refined": SourceKind.HUB_ID, str(tmp_path / "nope"): SourceKind.MISSING,
+        str(ckpt): SourceKind.CHECKPOINT,
+        str(clipseg): SourceKind.CLIPSEG,
+        str(empty): SourceKind.FOLDER,
+        str(config): SourceKind.CONFIG_FILE,
+        "builtin:tiny": SourceKind.BUILTIN,
+        "CIDAS/clipseg-rd64-refined": SourceKind.HUB_ID,
+        str(tmp_path / "nope"): SourceKind.MISSING,
         "./a/b": SourceKind.MISSING,
     }
     for text, kind in cases.items():
@@ -53,19 +57,24 @@ def test_hub_rule_matches_the_slicer_glue():
         assert glue.looksLikeHubId(text) == looks_like_hub_id(text), text
 
 
-@pytest.mark.parametrize("old, name", [
-    ("TGatedSegmentLib.training.dataset", "load_dataset"),
-    ("TGatedSegmentLib.training.trainer", "parameter_group"),
-    ("TGatedSegmentLib.model.checkpoint", "convert_reference_state_dict"),
-    ("TGatedSegmentLib.model.checkpoint", "_looks_like_hub_id"),
-    ("TGatedSegmentLib.cli.common", "refuse_existing_output"),
-    ("TGatedSegmentLib.data.modality", "modality_hint"),
-    ("TGatedSegmentLib.preprocessing.intensity", "check_modality"),
-    ("TGatedSegmentLib.evaluation.evaluate", "jsonable"),
-])
+@pytest.mark.parametrize(
+    "old, name",
+    [
+        ("TGatedSegmentLib.training.dataset", "load_dataset"),
+        ("TGatedSegmentLib.training.trainer", "parameter_group"),
+        ("TGatedSegmentLib.model.checkpoint", "convert_reference_state_dict"),
+        ("TGatedSegmentLib.model.checkpoint", "_looks_like_hub_id"),
+        ("TGatedSegmentLib.cli.common", "refuse_existing_output"),
+        ("TGatedSegmentLib.data.modality", "modality_hint"),
+        ("TGatedSegmentLib.preprocessing.intensity", "check_modality"),
+        ("TGatedSegmentLib.evaluation.evaluate", "jsonable"),
+    ],
+)
 def test_moved_names_import_with_a_deprecation_warning(old, name):
-    code = (f"import warnings; warnings.simplefilter('error')\n"
-            f"try:\n    from {old} import {name}\nexcept DeprecationWarning as w:\n    print('warned:', w)\n")
+    code = (
+        f"import warnings; warnings.simplefilter('error')\n"
+        f"try:\n    from {old} import {name}\nexcept DeprecationWarning as w:\n    print('warned:', w)\n"
+    )
     repo = Path(__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, check=True)
     assert out.stdout.startswith("warned:") and "moved to" in out.stdout

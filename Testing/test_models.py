@@ -39,6 +39,7 @@ def digest(path: Path) -> str:
 
 # --- where models live, and their names --------------------------------------------------------------
 
+
 def test_the_folder_follows_tgated_home_else_the_platform_cache(monkeypatch, tmp_path):
     monkeypatch.setenv("TGATED_HOME", str(tmp_path / "lab"))
     assert store.models_dir() == tmp_path / "lab" / "models"
@@ -64,6 +65,7 @@ def test_names_are_checked_and_derived():
 
 # --- import, export, round trips -----------------------------------------------------------------------
 
+
 def test_round_trip_through_a_zip_keeps_the_weights_bit_identical(home, tiny_checkpoint, tmp_path):
     folder = import_model(tiny_checkpoint, name="Tiny-A")
     assert folder == home / "tiny-a" and store.model_names() == ["tiny-a"]
@@ -82,8 +84,9 @@ def test_round_trip_through_a_zip_keeps_the_weights_bit_identical(home, tiny_che
     assert not list(home.glob(".*"))  # no temporary folder left behind
 
 
-def test_existing_models_and_zips_are_never_replaced_unless_asked(home, tiny_checkpoint, tiny_baseline_checkpoint,
-                                                                  tmp_path):
+def test_existing_models_and_zips_are_never_replaced_unless_asked(
+    home, tiny_checkpoint, tiny_baseline_checkpoint, tmp_path
+):
     import_model(tiny_checkpoint, name="m")
     before = digest(home / "m" / "model.safetensors")
     with pytest.raises(OutputError, match="already imported") as err:
@@ -138,8 +141,9 @@ def test_a_partial_checkpoint_is_imported_with_all_its_weights(home, tiny_checkp
     loaded = load_model(tiny_checkpoint)
     loaded.config.base_model_id = str(tiny_checkpoint)
     trained = {k: v for k, v in loaded.model.state_dict().items() if not k.startswith("base_model.")}
-    partial = save_checkpoint(loaded.model, loaded.tokenizer, tmp_path / "partial", loaded.config,
-                              state_dict=trained, partial_weights=True)
+    partial = save_checkpoint(
+        loaded.model, loaded.tokenizer, tmp_path / "partial", loaded.config, state_dict=trained, partial_weights=True
+    )
     folder = import_model(partial, name="whole")
     assert json.loads((folder / "config.json").read_text())["partial_weights"] is False
     assert model_facts(folder)["parameters"] == sum(v.numel() for v in loaded.model.state_dict().values())
@@ -163,6 +167,7 @@ def test_sources_that_are_not_models_are_refused_with_the_fix(home, tmp_path, ti
 
 
 # --- a name wherever a checkpoint is accepted ------------------------------------------------------------
+
 
 def test_a_name_is_a_checkpoint_for_the_classifier_loaders_and_segmenter(home, tiny_checkpoint, tmp_path, monkeypatch):
     import SimpleITK as sitk
@@ -191,22 +196,39 @@ def test_a_name_is_a_checkpoint_for_the_classifier_loaders_and_segmenter(home, t
 
 # --- the card's facts ----------------------------------------------------------------------------------------
 
+
 def test_the_card_shows_the_validation_dice_of_the_selected_weights(home, tiny_checkpoint):
     folder = import_model(tiny_checkpoint, name="trained")
     raw = json.loads((folder / "config.json").read_text())
-    raw["training"] = {"producer": "tgated train", "selected": "best", "recipe": "cpu", "base": "builtin:cpu",
-                       "data": {"train": "/data/Dataset001", "train_cases": ["a", "b"], "val": "split:1 of /data"},
-                       "step": 750, "epochs_completed": 3, "seconds": 211.0, "best": {"step": 500, "epoch": 2},
-                       "history": [{"step": 250, "val_mean_dice": 0.5, "val_dice": {"liver": 0.5}, "val_cases": 1},
-                                   {"step": 500, "val_mean_dice": 0.8, "val_dice": {"liver": 0.9, "spleen": 0.7},
-                                    "val_cases": 1},
-                                   {"step": 750, "val_mean_dice": 0.7, "val_dice": {"liver": 0.7}, "val_cases": 1}]}
+    raw["training"] = {
+        "producer": "tgated train",
+        "selected": "best",
+        "recipe": "cpu",
+        "base": "builtin:cpu",
+        "data": {"train": "/data/Dataset001", "train_cases": ["a", "b"], "val": "split:1 of /data"},
+        "step": 750,
+        "epochs_completed": 3,
+        "seconds": 211.0,
+        "best": {"step": 500, "epoch": 2},
+        "history": [
+            {"step": 250, "val_mean_dice": 0.5, "val_dice": {"liver": 0.5}, "val_cases": 1},
+            {"step": 500, "val_mean_dice": 0.8, "val_dice": {"liver": 0.9, "spleen": 0.7}, "val_cases": 1},
+            {"step": 750, "val_mean_dice": 0.7, "val_dice": {"liver": 0.7}, "val_cases": 1},
+        ],
+    }
     (folder / "config.json").write_text(json.dumps(raw))
     facts = model_facts(folder)
     assert facts["dice"]["kind"] == "validation" and facts["dice"]["mean"] == 0.8 and facts["recipe"] == "cpu"
     card = render_card(facts)
-    for text in ("| liver | 0.900 |", "| **mean** | **0.800** |", "Recipe: `cpu`", "/data/Dataset001", "Parameters: ",
-                 "No licence is granted", "--checkpoint trained"):
+    for text in (
+        "| liver | 0.900 |",
+        "| **mean** | **0.800** |",
+        "Recipe: `cpu`",
+        "/data/Dataset001",
+        "Parameters: ",
+        "No licence is granted",
+        "--checkpoint trained",
+    ):
         assert text in card, text
 
 
@@ -214,8 +236,10 @@ def test_an_attached_evaluation_replaces_the_validation_figure(home, tiny_checkp
     from TGatedSegmentLib.evaluation.evaluate import EvaluationReport
 
     report = EvaluationReport(["tiny"], {"tiny": str(tiny_checkpoint)}, dataset="/data/test")
-    report.rows = [{"checkpoint": "tiny", "case": c, "organ": "liver", "status": "ok", "dice": d, "nsd": d, "hd95": 3.0}
-                   for c, d in (("a", 0.8), ("b", 0.6))]
+    report.rows = [
+        {"checkpoint": "tiny", "case": c, "organ": "liver", "status": "ok", "dice": d, "nsd": d, "hd95": 3.0}
+        for c, d in (("a", 0.8), ("b", 0.6))
+    ]
     report.write(tmp_path / "report", chart=False)
     folder = import_model(tiny_checkpoint, name="evaluated", evaluation=tmp_path / "report")
     facts = model_facts(folder)

@@ -52,21 +52,49 @@ def test_import_list_export_and_segment_with_a_name(tmp_path, tiny_checkpoint):
     assert digest(other / "models" / "liver-v1" / "model.safetensors") == digest(tiny_checkpoint / "model.safetensors")
 
     ct = tmp_path / "ct.nii.gz"
-    sitk.WriteImage(sitk.GetImageFromArray(np.random.default_rng(0).normal(40, 20, (4, 24, 24)).astype(np.float32)),
-                    str(ct))
-    proc = run_models_cli("segment", str(ct), "--prompts", "liver", "--checkpoint", "liver-v1", "-o",
-                   str(tmp_path / "s.seg.nrrd"), "--progress", "none", home=other)
+    sitk.WriteImage(
+        sitk.GetImageFromArray(np.random.default_rng(0).normal(40, 20, (4, 24, 24)).astype(np.float32)), str(ct)
+    )
+    proc = run_models_cli(
+        "segment",
+        str(ct),
+        "--prompts",
+        "liver",
+        "--checkpoint",
+        "liver-v1",
+        "-o",
+        str(tmp_path / "s.seg.nrrd"),
+        "--progress",
+        "none",
+        home=other,
+    )
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "s.seg.nrrd").is_file()
-    missing = run_models_cli("segment", str(ct), "--prompts", "liver", "--checkpoint", "liver-v2", "-o",
-                      str(tmp_path / "t.seg.nrrd"), "--progress", "none", home=other)
+    missing = run_models_cli(
+        "segment",
+        str(ct),
+        "--prompts",
+        "liver",
+        "--checkpoint",
+        "liver-v2",
+        "-o",
+        str(tmp_path / "t.seg.nrrd"),
+        "--progress",
+        "none",
+        home=other,
+    )
     assert missing.returncode == 2 and "Imported models: liver-v1" in missing.stderr
 
 
-@pytest.mark.parametrize("env", [{"HF_HUB_OFFLINE": "1"},
-                                 # a refused connection on this machine's loopback: what "no network" looks like
-                                 {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9"}],
-                         ids=["offline-mode", "connection-refused"])
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"HF_HUB_OFFLINE": "1"},
+        # a refused connection on this machine's loopback: what "no network" looks like
+        {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9"},
+    ],
+    ids=["offline-mode", "connection-refused"],
+)
 def test_push_and_pull_without_network_say_how_to_move_a_zip(tmp_path, tiny_checkpoint, env):
     home = tmp_path / "home"
     assert run_models_cli("models", "import", str(tiny_checkpoint), "--name", "m", home=home).returncode == 0
@@ -107,8 +135,10 @@ def test_the_slicer_glue_sees_the_same_folder_and_imports_through_the_backend(tm
 
 
 def test_the_glue_module_and_the_card_import_no_torch():
-    code = ("import sys; sys.path.insert(0, 'TGatedSegment'); import TGatedSegmentGlue.modelstore; "
-            "import TGatedSegmentLib.model.card, TGatedSegmentLib.model.store; "
-            "print(sorted({'torch', 'transformers', 'SimpleITK'} & set(sys.modules)))")
+    code = (
+        "import sys; sys.path.insert(0, 'TGatedSegment'); import TGatedSegmentGlue.modelstore; "
+        "import TGatedSegmentLib.model.card, TGatedSegmentLib.model.store; "
+        "print(sorted({'torch', 'transformers', 'SimpleITK'} & set(sys.modules)))"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

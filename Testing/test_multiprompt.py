@@ -63,8 +63,13 @@ def test_a_chunk_holds_the_paper_pipelines_windows_and_targets(volumes):
 @pytest.mark.parametrize("temporal,refine", [(True, True), (True, False), (False, True)])
 def test_multi_prompt_loss_equals_the_single_prompt_batches_of_the_same_items(volumes, temporal, refine):
     torch.manual_seed(0)
-    loaded = build_model("builtin:tiny", tokenizer="compact", temporal=temporal, preprocessing=PP,
-                         refine=RefineConfig(4) if refine else None)
+    loaded = build_model(
+        "builtin:tiny",
+        tokenizer="compact",
+        temporal=temporal,
+        preprocessing=PP,
+        refine=RefineConfig(4) if refine else None,
+    )
     model = loaded.model.eval()
     with torch.no_grad():  # a model whose every part matters (fresh residual branches add zero)
         for p in model.parameters():
@@ -76,9 +81,12 @@ def test_multi_prompt_loss_equals_the_single_prompt_batches_of_the_same_items(vo
 
     with torch.no_grad():
         multi = model(batch["pixels"], prompt_ids, prompt_mask, windows=batch["windows"], items=batch["items"])
-        single = torch.cat([
-            model(batch["pixels"][batch["windows"][b]].unsqueeze(0), prompt_ids[k:k + 1], prompt_mask[k:k + 1])
-            for b, k in batch["items"].tolist()])
+        single = torch.cat(
+            [
+                model(batch["pixels"][batch["windows"][b]].unsqueeze(0), prompt_ids[k : k + 1], prompt_mask[k : k + 1])
+                for b, k in batch["items"].tolist()
+            ]
+        )
     assert torch.allclose(multi, single, atol=1e-4, rtol=1e-4)
     for dice in ("batch", "sample"):
         a = segmentation_loss(multi, batch["targets"], model.gate_penalty(), 1e-3, dice, batch["items"][:, 1])[0]
@@ -115,8 +123,9 @@ def test_exclusive_loss_is_one_softmax_per_slice_pixel_over_its_prompts_and_a_ze
     assert float(exclusive_loss(logits, target, slices)) == pytest.approx(float(expected) / 32, rel=1e-5)
     # the items' order does not matter, and huge logits stay finite
     order = torch.tensor([4, 2, 0, 3, 1])
-    assert float(exclusive_loss(logits[order], target[order], slices[order])) == pytest.approx(float(expected) / 32,
-                                                                                               rel=1e-5)
+    assert float(exclusive_loss(logits[order], target[order], slices[order])) == pytest.approx(
+        float(expected) / 32, rel=1e-5
+    )
     assert torch.isfinite(exclusive_loss(logits * 1e3, target, slices))
     # a confident, correct, exclusive prediction costs almost nothing
     right = torch.where(target > 0.5, 20.0, -20.0)
@@ -132,11 +141,19 @@ def test_slice_weights_favour_organ_boundaries_and_hard_slices():
 
 def test_chunk_sampler_is_reproducible_and_places_chunks_inside_the_volume():
     weights = [np.ones(10), np.r_[np.zeros(15), np.ones(5)]]
-    sampler = ChunkSampler([10, 20], weights, chunk_slices=4, batch_size=2, epoch_size=50, seed=3,
-                           augmentation=ChunkAugmentation(max_rotation=5.0, max_zoom=0.1, intensity=0.2))
+    sampler = ChunkSampler(
+        [10, 20],
+        weights,
+        chunk_slices=4,
+        batch_size=2,
+        epoch_size=50,
+        seed=3,
+        augmentation=ChunkAugmentation(max_rotation=5.0, max_zoom=0.1, intensity=0.2),
+    )
     chunks = sampler.epoch_items(0)
-    assert chunks == ChunkSampler([10, 20], weights, 4, 2, 50, seed=3,
-                                  augmentation=ChunkAugmentation(5.0, 0.1, 0.2)).epoch_items(0)
+    assert chunks == ChunkSampler(
+        [10, 20], weights, 4, 2, 50, seed=3, augmentation=ChunkAugmentation(5.0, 0.1, 0.2)
+    ).epoch_items(0)
     assert len(chunks) == 50 and sampler.steps_per_epoch == 25
     for c in chunks:
         depth = (10, 20)[c.volume]

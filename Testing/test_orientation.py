@@ -41,10 +41,13 @@ def rotation(ax: float, ay: float, az: float) -> np.ndarray:
 
 
 AXIS_ALIGNED = signed_permutations()
-OBLIQUE = [rotation(*angles) @ base for angles, base in zip(
-    [(10, 0, 0), (0, 20, 0), (0, 0, 30), (15, -10, 25), (-30, 12, -8), (22, 28, -17)],
-    [AXIS_ALIGNED[0], AXIS_ALIGNED[13], AXIS_ALIGNED[22], AXIS_ALIGNED[31], AXIS_ALIGNED[40], AXIS_ALIGNED[47]],
-)]
+OBLIQUE = [
+    rotation(*angles) @ base
+    for angles, base in zip(
+        [(10, 0, 0), (0, 20, 0), (0, 0, 30), (15, -10, 25), (-30, 12, -8), (22, 28, -17)],
+        [AXIS_ALIGNED[0], AXIS_ALIGNED[13], AXIS_ALIGNED[22], AXIS_ALIGNED[31], AXIS_ALIGNED[40], AXIS_ALIGNED[47]],
+    )
+]
 
 
 def make_image(direction: np.ndarray) -> sitk.Image:

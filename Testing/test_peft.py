@@ -19,8 +19,9 @@ from TGatedSegmentLib.model.tokenizer import compact_clip_tokenizer, tokenize
 def _model(peft: PeftConfig | None, temporal: bool = True, base=None) -> TGatedCLIPSeg:
     torch.manual_seed(0)
     clip = builtin_config("builtin:tiny")
-    config = TGatedConfig(clipseg_config=clip.to_dict(), adapter=AdapterConfig.default_for(32) if temporal else None,
-                          peft=peft)
+    config = TGatedConfig(
+        clipseg_config=clip.to_dict(), adapter=AdapterConfig.default_for(32) if temporal else None, peft=peft
+    )
     return TGatedCLIPSeg(config, base_model=base).eval()
 
 
@@ -117,8 +118,14 @@ def test_adapter_only_checkpoint_is_small_and_reloads_identically(tmp_path):
                 p.add_(torch.randn_like(p) * 0.05)
     params = dict(model.named_parameters())
     save_checkpoint(model, tok, tmp_path / "full", model.config)
-    save_checkpoint(model, tok, tmp_path / "adapters", model.config,
-                    state_dict={n: params[n] for n in trained}, partial_weights=True)
+    save_checkpoint(
+        model,
+        tok,
+        tmp_path / "adapters",
+        model.config,
+        state_dict={n: params[n] for n in trained},
+        partial_weights=True,
+    )
     full_size = (tmp_path / "full" / WEIGHTS_NAME).stat().st_size
     small_size = (tmp_path / "adapters" / WEIGHTS_NAME).stat().st_size
     assert small_size < 0.2 * full_size

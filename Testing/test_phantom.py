@@ -141,13 +141,22 @@ def test_lateral_organs_in_the_canonical_frame(phantoms, which):
         image, _ = p.to_sitk()
         zl, yl, xl = (float(np.mean(a)) for a in np.nonzero(lk))
         zr, yr, xr = (float(np.mean(a)) for a in np.nonzero(rk))
-        assert image.TransformContinuousIndexToPhysicalPoint((xl, yl, zl))[0] > \
-            image.TransformContinuousIndexToPhysicalPoint((xr, yr, zr))[0]
+        assert (
+            image.TransformContinuousIndexToPhysicalPoint((xl, yl, zl))[0]
+            > image.TransformContinuousIndexToPhysicalPoint((xr, yr, zr))[0]
+        )
 
 
 def test_hounsfield_ranges(phantoms):
-    ranges = {"liver": (40, 80), "spleen": (30, 65), "right_kidney": (15, 45), "left_kidney": (15, 45),
-              "aorta": (25, 65), "inferior_vena_cava": (20, 60), TARGET_ORGAN: (-10, 30)}
+    ranges = {
+        "liver": (40, 80),
+        "spleen": (30, 65),
+        "right_kidney": (15, 45),
+        "left_kidney": (15, 45),
+        "aorta": (25, 65),
+        "inferior_vena_cava": (20, 60),
+        TARGET_ORGAN: (-10, 30),
+    }
     for p in phantoms:
         img = p.image
         assert -1024 <= img.min() and img.max() <= 1200

@@ -42,13 +42,15 @@ def test_absent_slice_false_positives():
 def test_organ_measures_on_a_real_phantom():
     from TGatedSegmentLib.phantom import PhantomSpec, generate_phantom
 
-    ph = generate_phantom(3, PhantomSpec(shape=(24, 48, 48), spacing=(5.0, 6.0, 6.0), target_slices=(5, 8),
-                                         n_distractors=4))
+    ph = generate_phantom(
+        3, PhantomSpec(shape=(24, 48, 48), spacing=(5.0, 6.0, 6.0), target_slices=(5, 8), n_distractors=4)
+    )
     target = ph.labels == ph.target_label
     perfect = phantom_organ_measures(target, ph.labels, ph.target_label, ph.spacing, ph.distractor_mask)
     assert perfect["dice"] == 1.0 and perfect["distractors_hit"] == 0 and perfect["absent_slice_fp_ml"] == 0
-    fooled = phantom_organ_measures(target | ph.distractor_mask, ph.labels, ph.target_label, ph.spacing,
-                                    ph.distractor_mask)
+    fooled = phantom_organ_measures(
+        target | ph.distractor_mask, ph.labels, ph.target_label, ph.spacing, ph.distractor_mask
+    )
     assert fooled["distractors_hit"] == fooled["distractors"] >= 1
     assert fooled["distractor_fp_ml"] == pytest.approx(ph.distractor_mask.sum() * np.prod(ph.spacing) / 1000)
     assert fooled["dice"] < 1.0

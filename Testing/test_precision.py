@@ -27,20 +27,43 @@ def trained_tiny(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("trained")
     dataset = load_dataset(make_dataset(tmp / "ds", cases=1))
     organs = [dataset.organs[i] for i in sorted(dataset.organs)]
-    initial = init_checkpoint("builtin:tiny", tmp / "initial", tokenizer="compact", vocabulary=organs, seed=0,
-                              preprocessing=PreprocessConfig(image_size=64))
-    run = train(TrainConfig(data=dataset.root, output=tmp / "run", base=str(initial), epochs=2,
-                            samples_per_epoch=800, batch_size=8, lr_encoder=1e-3, lr_decoder=3e-3, lr_adapter=3e-3,
-                            device="cpu", num_workers=0))
+    initial = init_checkpoint(
+        "builtin:tiny",
+        tmp / "initial",
+        tokenizer="compact",
+        vocabulary=organs,
+        seed=0,
+        preprocessing=PreprocessConfig(image_size=64),
+    )
+    run = train(
+        TrainConfig(
+            data=dataset.root,
+            output=tmp / "run",
+            base=str(initial),
+            epochs=2,
+            samples_per_epoch=800,
+            batch_size=8,
+            lr_encoder=1e-3,
+            lr_decoder=3e-3,
+            lr_adapter=3e-3,
+            device="cpu",
+            num_workers=0,
+        )
+    )
     return run / "best"
 
 
 def _segment(checkpoint, precision, image):
-    geometry = Geometry(size=image.shape[::-1], spacing=(2.0, 2.0, 3.0), origin=(0.0, 0.0, 0.0),
-                        direction=(1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0))
+    geometry = Geometry(
+        size=image.shape[::-1],
+        spacing=(2.0, 2.0, 3.0),
+        origin=(0.0, 0.0, 0.0),
+        direction=(1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0),
+    )
     seg = Segmenter(checkpoint, device="cpu", precision=precision)
-    return seg, seg.segment(image, prompts="liver, spleen, left kidney", geometry=geometry, modality="ct",
-                            return_probabilities=True)
+    return seg, seg.segment(
+        image, prompts="liver, spleen, left kidney", geometry=geometry, modality="ct", return_probabilities=True
+    )
 
 
 def _dice(a, b):
@@ -64,9 +87,17 @@ def test_int8_agrees_with_fp32_on_a_trained_model(trained_tiny):
 def test_int8_waits_for_a_volume_deep_enough(tiny_checkpoint):
     seg, _ = _segment(tiny_checkpoint, "int8", phantom(depth=INT8_MIN_SLICES - 1, size=32)[0])
     assert not seg.engine.quantized  # quantising would cost more than it saves
-    seg.segment(phantom(depth=INT8_MIN_SLICES, size=32)[0], prompts="liver",
-                geometry=Geometry(size=(32, 32, INT8_MIN_SLICES), spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0),
-                                  direction=(1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0)), modality="ct")
+    seg.segment(
+        phantom(depth=INT8_MIN_SLICES, size=32)[0],
+        prompts="liver",
+        geometry=Geometry(
+            size=(32, 32, INT8_MIN_SLICES),
+            spacing=(1.0, 1.0, 1.0),
+            origin=(0.0, 0.0, 0.0),
+            direction=(1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0),
+        ),
+        modality="ct",
+    )
     assert seg.engine.quantized
     assert seg.engine.stats.seconds["quantize"] > 0
 
@@ -109,7 +140,20 @@ def test_the_cli_refuses_a_precision_the_device_cannot_run(tmp_path, tiny_checkp
 
     image = tmp_path / "ct.nii.gz"
     write(phantom(depth=4, size=32)[0].astype(np.int16), image)
-    proc = run_cli("segment", str(image), "--prompts", "liver", "--checkpoint", str(tiny_checkpoint), "-o",
-                   str(tmp_path / "o.seg.nrrd"), "--device", "cpu", "--precision", "fp16", timeout=300)
+    proc = run_cli(
+        "segment",
+        str(image),
+        "--prompts",
+        "liver",
+        "--checkpoint",
+        str(tiny_checkpoint),
+        "-o",
+        str(tmp_path / "o.seg.nrrd"),
+        "--device",
+        "cpu",
+        "--precision",
+        "fp16",
+        timeout=300,
+    )
     assert proc.returncode == 2 and "fp16 runs on CUDA only" in proc.stderr
     assert not (tmp_path / "o.seg.nrrd").exists()

@@ -40,7 +40,7 @@ def labelmap(values: list[int]) -> np.ndarray:
     """One block per value, in distinct slices, so that each id's voxels are known."""
     label = np.zeros(SHAPE, np.uint8)
     for n, value in enumerate(values):
-        label[n % SHAPE[0], 2 + n: 5 + n, 3:9] = value
+        label[n % SHAPE[0], 2 + n : 5 + n, 3:9] = value
     return label
 
 
@@ -65,8 +65,12 @@ def check_readable(out: Path) -> dict:
 
 
 def test_vocabulary_resolves_every_class_of_every_dataset():
-    tables = {"amos22": amos22.LABELS, "flare22": flare22.LABELS, "btcv": btcv.LABELS,
-              "chaos": [(v, n, w) for v, n, w, _ in chaos.ORGANS]}
+    tables = {
+        "amos22": amos22.LABELS,
+        "flare22": flare22.LABELS,
+        "btcv": btcv.LABELS,
+        "chaos": [(v, n, w) for v, n, w, _ in chaos.ORGANS],
+    }
     for release, names in totalsegmentator.CLASS_MAPS.items():
         tables[f"ts-{release}"] = [(i + 1, n, n) for i, n in enumerate(names)]
     for dataset, rows in tables.items():
@@ -172,9 +176,24 @@ def make_amos(root: Path) -> Path:
     for part, case, seed in (("Tr", "amos_0001", 1), ("Tr", "amos_0540", 2), ("Va", "amos_0002", 3)):
         write_volume(root / f"images{part}" / f"{case}.nii.gz", ct(seed))
         write_volume(root / f"labels{part}" / f"{case}.nii.gz", labelmap([1, 8, 9, 15]))
-    names = ["background", "spleen", "right kidney", "left kidney", "gall bladder", "esophagus", "liver", "stomach",
-             "arota", "postcava", "pancreas", "right adrenal gland", "left adrenal gland", "duodenum", "bladder",
-             "prostate/uterus"]
+    names = [
+        "background",
+        "spleen",
+        "right kidney",
+        "left kidney",
+        "gall bladder",
+        "esophagus",
+        "liver",
+        "stomach",
+        "arota",
+        "postcava",
+        "pancreas",
+        "right adrenal gland",
+        "left adrenal gland",
+        "duodenum",
+        "bladder",
+        "prostate/uterus",
+    ]
     (root / "dataset.json").write_text(json.dumps({"name": "AMOS", "labels": {str(i): n for i, n in enumerate(names)}}))
     (root / "imagesTs").mkdir()
     return root
@@ -185,9 +204,24 @@ def test_amos22(tmp_path):
     out = tmp_path / "amos"
     assert prepare("amos22", tmp_path, out)["cases"] == 3  # the archive's parent folder is found too
     m = meta(out)
-    assert list(m["labels"]) == ["background", "spleen", "right_kidney", "left_kidney", "gallbladder", "esophagus",
-                                 "liver", "stomach", "aorta", "inferior_vena_cava", "pancreas", "right_adrenal_gland",
-                                 "left_adrenal_gland", "duodenum", "urinary_bladder", "prostate_or_uterus"]
+    assert list(m["labels"]) == [
+        "background",
+        "spleen",
+        "right_kidney",
+        "left_kidney",
+        "gallbladder",
+        "esophagus",
+        "liver",
+        "stomach",
+        "aorta",
+        "inferior_vena_cava",
+        "pancreas",
+        "right_adrenal_gland",
+        "left_adrenal_gland",
+        "duodenum",
+        "urinary_bladder",
+        "prostate_or_uterus",
+    ]
     assert m["labels"]["prostate_or_uterus"] == 15 and m["channel_names"] == {"0": "CT or MR"}
     assert m["cases"]["amos_0540"]["modality"] == "MR" and m["cases"]["amos_0001"]["modality"] == "CT"
     assert m["cases"]["amos_0002"]["split"] == "val"
@@ -232,15 +266,18 @@ def test_btcv(tmp_path):
     assert sorted(cases) == ["btcv_0001", "btcv_0002"]
     assert np.array_equal(read(out / "labelsTr" / "btcv_0001.nii.gz"), labelmap([1, 10, 13]))
     organ = load_dataset(out).organs[10]
-    assert organ.prompt == "portal vein and splenic vein" and organ.snomed_type == ("110765007",
-                                                                                     "Portal vein and splenic vein")
+    assert organ.prompt == "portal vein and splenic vein" and organ.snomed_type == (
+        "110765007",
+        "Portal vein and splenic vein",
+    )
 
 
 # --------------------------------------------------------------------------- CHAOS
 
 
-def write_dicom_series(folder: Path, volume: np.ndarray, names: list[str], instances: list[int],
-                       spacing=(1.5, 1.5, 6.0)) -> None:
+def write_dicom_series(
+    folder: Path, volume: np.ndarray, names: list[str], instances: list[int], spacing=(1.5, 1.5, 6.0)
+) -> None:
     """One DICOM file per slice k (z = k * spacing) with the given file names and InstanceNumbers."""
     folder.mkdir(parents=True, exist_ok=True)
     writer = sitk.ImageFileWriter()
@@ -248,11 +285,16 @@ def write_dicom_series(folder: Path, volume: np.ndarray, names: list[str], insta
     for k, (name, instance) in enumerate(zip(names, instances)):
         image = sitk.GetImageFromArray(volume[k])
         image.SetSpacing(spacing[:2])
-        for key, value in {"0008|0060": "MR", "0020|000d": "1.2.826.0.1.3680043.2.1125.1",
-                           "0020|000e": "1.2.826.0.1.3680043.2.1125.1.2", "0020|0037": "1\\0\\0\\0\\1\\0",
-                           "0020|0032": f"0\\0\\{k * spacing[2]}", "0020|0013": str(instance),
-                           "0018|0050": str(spacing[2]), "0008|0018": f"1.2.826.0.1.3680043.2.1125.1.3.{k + 1}"
-                           }.items():
+        for key, value in {
+            "0008|0060": "MR",
+            "0020|000d": "1.2.826.0.1.3680043.2.1125.1",
+            "0020|000e": "1.2.826.0.1.3680043.2.1125.1.2",
+            "0020|0037": "1\\0\\0\\0\\1\\0",
+            "0020|0032": f"0\\0\\{k * spacing[2]}",
+            "0020|0013": str(instance),
+            "0018|0050": str(spacing[2]),
+            "0008|0018": f"1.2.826.0.1.3680043.2.1125.1.3.{k + 1}",
+        }.items():
             image.SetMetaData(key, value)
         writer.SetFileName(str(folder / name))
         writer.Execute(image)
@@ -273,8 +315,8 @@ def make_chaos_patient(mr: Path, patient: int, matching_names: bool) -> np.ndarr
     instances = [depth - k for k in range(depth)]  # instance 1 is the top slice (largest z)
     for k in range(depth):
         volume[k] = 10 * (k + 1)
-        volume[k, 2 + k: 4 + k, 1:4] = 1000
-        expected[k, 2 + k: 4 + k, 1:4] = 1 + k % 4
+        volume[k, 2 + k : 4 + k, 1:4] = 1000
+        expected[k, 2 + k : 4 + k, 1:4] = 1 + k % 4
     for sequence, dicom_dirs in (("T2SPIR", ["DICOM_anon"]), ("T1DUAL", ["DICOM_anon/InPhase", "DICOM_anon/OutPhase"])):
         base = mr / str(patient) / sequence
         for d, dicom_dir in enumerate(dicom_dirs):
@@ -286,7 +328,11 @@ def make_chaos_patient(mr: Path, patient: int, matching_names: bool) -> np.ndarr
             png = np.zeros(volume.shape[1:], np.uint8)
             png[expected[k] > 0] = GREYS[int(expected[k].max())] - 3  # inside the range, not the nominal value
             png[0, 0] = 30  # outside every range: background
-            name = f"IMG-000{patient}-{2 * instances[k]:05d}.png" if matching_names else f"liver_GT_{instances[k] - 1:03d}.png"
+            name = (
+                f"IMG-000{patient}-{2 * instances[k]:05d}.png"
+                if matching_names
+                else f"liver_GT_{instances[k] - 1:03d}.png"
+            )
             Image.fromarray(png).save(ground / name)
     return expected
 
@@ -380,8 +426,9 @@ def test_cli_subprocess(tmp_path):
     root = make_btcv(tmp_path / "btcv")
     out = tmp_path / "out"
     args = ["prepare", "btcv", "--input", str(root), "--output", str(out)]
-    done = subprocess.run(backend_command(*args, "--progress", "json"), capture_output=True, text=True,
-                          env=python_env(), timeout=120)
+    done = subprocess.run(
+        backend_command(*args, "--progress", "json"), capture_output=True, text=True, env=python_env(), timeout=120
+    )
     assert done.returncode == 0, done.stderr
     events = [json.loads(line) for line in done.stdout.splitlines()]
     assert events[-1]["event"] == "done" and events[-1]["cases"] == 2
@@ -390,6 +437,11 @@ def test_cli_subprocess(tmp_path):
     again = subprocess.run(backend_command(*args), capture_output=True, text=True, env=python_env(), timeout=120)
     assert again.returncode == 2 and "Traceback" not in again.stderr
     assert "is not empty. Pass --overwrite" in again.stderr
-    wrong = subprocess.run(backend_command("prepare", "chaos", "--input", str(root), "--output", str(tmp_path / "c")),
-                           capture_output=True, text=True, env=python_env(), timeout=120)
+    wrong = subprocess.run(
+        backend_command("prepare", "chaos", "--input", str(root), "--output", str(tmp_path / "c")),
+        capture_output=True,
+        text=True,
+        env=python_env(),
+        timeout=120,
+    )
     assert wrong.returncode == 2 and "does not look like CHAOS" in wrong.stderr and "Traceback" not in wrong.stderr

@@ -25,8 +25,15 @@ def test_the_recipe_follows_the_base_unless_named(tmp_path):
 
 
 def test_explicit_settings_override_the_recipe_and_everything_is_recorded(tmp_path):
-    config = TrainConfig(data=tmp_path, output=tmp_path / "run", recipe="cpu", lr_decoder=5e-4, batch_size=4,
-                         refine=0, adapter="reference")
+    config = TrainConfig(
+        data=tmp_path,
+        output=tmp_path / "run",
+        recipe="cpu",
+        lr_decoder=5e-4,
+        batch_size=4,
+        refine=0,
+        adapter="reference",
+    )
     assert config.lr_decoder == 5e-4 and config.batch_size == 4 and config.refine == 0
     assert config.lr_encoder == CPU["lr_encoder"] and config.base == CPU["base"]
     saved = config.to_dict()
@@ -51,11 +58,33 @@ def test_the_cli_passes_the_recipe_and_its_overrides(tmp_path):
 
     parser = argparse.ArgumentParser()
     cli.add_parser(parser.add_subparsers())
-    args = parser.parse_args(["train", "--data", str(tmp_path), "--output", str(tmp_path / "r"), "--recipe", "cpu",
-                              "--lr-text", "1e-4", "--refine", "4", "--max-minutes", "5", "--dice", "sample"])
+    args = parser.parse_args(
+        [
+            "train",
+            "--data",
+            str(tmp_path),
+            "--output",
+            str(tmp_path / "r"),
+            "--recipe",
+            "cpu",
+            "--lr-text",
+            "1e-4",
+            "--refine",
+            "4",
+            "--max-minutes",
+            "5",
+            "--dice",
+            "sample",
+        ]
+    )
     config = cli.build_config(args)
-    assert (config.recipe, config.lr_text, config.refine, config.max_seconds, config.dice) == \
-        ("cpu", 1e-4, 4, 300.0, "sample")
+    assert (config.recipe, config.lr_text, config.refine, config.max_seconds, config.dice) == (
+        "cpu",
+        1e-4,
+        4,
+        300.0,
+        "sample",
+    )
     assert config.batching == CPU["batching"]  # not given: the recipe's
 
 

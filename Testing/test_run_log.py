@@ -12,9 +12,21 @@ from helpers.training import CancelAfterPolls
 from TGatedSegmentLib.training import TrainConfig, resume_config, train
 from TGatedSegmentLib.training.run_log import RunLog
 
-FAST = dict(recipe="paper", base="builtin:tiny", tokenizer="compact", image_size=32, epochs=2, batch_size=4,
-            samples_per_epoch=12, lr_encoder=1e-3, lr_decoder=1e-3, lr_adapter=1e-3, device="cpu", num_workers=0,
-            save_every_minutes=None)
+FAST = dict(
+    recipe="paper",
+    base="builtin:tiny",
+    tokenizer="compact",
+    image_size=32,
+    epochs=2,
+    batch_size=4,
+    samples_per_epoch=12,
+    lr_encoder=1e-3,
+    lr_decoder=1e-3,
+    lr_adapter=1e-3,
+    device="cpu",
+    num_workers=0,
+    save_every_minutes=None,
+)
 
 
 def rows(path: Path) -> list[dict]:
@@ -77,11 +89,20 @@ def test_rows_past_the_resumed_step_are_dropped(tmp_path):
 
 def test_a_log_from_before_the_gate_columns_keeps_its_rows(tmp_path):
     (tmp_path / "logs").mkdir()
-    (tmp_path / "logs" / "validation.csv").write_text("step,epoch,train_loss,val_mean_dice,dice_liver\n"
-                                                      "3,1,0.5,0.4,0.4\n6,2,0.4,0.6,0.6\n")
+    (tmp_path / "logs" / "validation.csv").write_text(
+        "step,epoch,train_loss,val_mean_dice,dice_liver\n3,1,0.5,0.4,0.4\n6,2,0.4,0.6,0.6\n"
+    )
     log = RunLog(tmp_path, ["decoder"], ["liver"], resume_step=3)
-    log.validation({"step": 6, "epoch": 2, "train_loss": 0.3, "val_mean_dice": 0.7, "val_dice": {"liver": 0.7},
-                    "gate": {"mean": 0.4, "p10": 0.1, "p50": 0.4, "p90": 0.8}})
+    log.validation(
+        {
+            "step": 6,
+            "epoch": 2,
+            "train_loss": 0.3,
+            "val_mean_dice": 0.7,
+            "val_dice": {"liver": 0.7},
+            "gate": {"mean": 0.4, "p10": 0.1, "p50": 0.4, "p90": 0.8},
+        }
+    )
     log.close()
     val = rows(tmp_path / "logs" / "validation.csv")
     assert [(r["step"], r["dice_liver"], r["gate_mean"]) for r in val] == [("3", "0.4", ""), ("6", "0.7", "0.4")]

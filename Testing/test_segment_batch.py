@@ -59,8 +59,11 @@ def test_batch_continues_after_a_bad_case(tmp_path, tiny_checkpoint):
     assert len(failure_lines) == 1 and "case 2/3" in failure_lines[0] and "2D" in failure_lines[0]
 
     summary = json.loads((out / "summary.json").read_text())
-    assert [(c["case"], c["status"]) for c in summary["cases"]] == [("first", "ok"), ("slice", "failed"),
-                                                                     ("last", "ok")]
+    assert [(c["case"], c["status"]) for c in summary["cases"]] == [
+        ("first", "ok"),
+        ("slice", "failed"),
+        ("last", "ok"),
+    ]
     assert "2D" in summary["cases"][1]["error"] and summary["cases"][1]["hint"]
     assert not (out / "slice.seg.nrrd").exists()
     assert sorted(p.name for p in out.iterdir()) == ["first.seg.nrrd", "last.seg.nrrd", "summary.json"]
@@ -81,16 +84,35 @@ def test_existing_outputs_are_refused_before_the_model_loads(tmp_path):
     out.mkdir()
     (out / "ct.seg.nrrd").write_text("precious")
     # A checkpoint that does not exist: had the model been loaded first, that would be the error.
-    args = ["segment", str(volume), "--prompts", "liver", "--checkpoint", str(tmp_path / "no-ckpt"),
-            "--output-dir", str(out), "--progress", "json"]
+    args = [
+        "segment",
+        str(volume),
+        "--prompts",
+        "liver",
+        "--checkpoint",
+        str(tmp_path / "no-ckpt"),
+        "--output-dir",
+        str(out),
+        "--progress",
+        "json",
+    ]
     proc = run_cli(*args)
     assert proc.returncode == 2
     assert "already exist" in proc.stderr and "--overwrite" in proc.stderr and "ct.seg.nrrd" in proc.stderr
     assert not [e for e in events(proc) if e.get("stage") == "load"]
     assert (out / "ct.seg.nrrd").read_text() == "precious" and sorted(p.name for p in out.iterdir()) == ["ct.seg.nrrd"]
 
-    missing = run_cli("segment", str(volume), str(tmp_path / "gone.nii.gz"), "--prompts", "liver",
-                      "--output-dir", str(tmp_path / "out2"), "--progress", "none")
+    missing = run_cli(
+        "segment",
+        str(volume),
+        str(tmp_path / "gone.nii.gz"),
+        "--prompts",
+        "liver",
+        "--output-dir",
+        str(tmp_path / "out2"),
+        "--progress",
+        "none",
+    )
     assert missing.returncode == 2 and "gone.nii.gz' does not exist" in missing.stderr
     assert not (tmp_path / "out2").exists()
 
@@ -104,23 +126,56 @@ def test_glob_and_list_forms_with_clashing_names(tmp_path, tiny_checkpoint):
     lists = tmp_path / "lists"
     lists.mkdir()
     (lists / "cases.txt").write_text(f"# the second patient\n\n../b/ct.nii.gz\n{tmp_path / 'a' / 'ct.nii.gz'}\n")
-    proc = run_cli("segment", "a/*.nii.gz", "@lists/cases.txt", "--prompts", "liver", "--checkpoint",
-                   str(tiny_checkpoint), "--output-dir", "out", "--output-format", "nii.gz", "--progress", "none",
-                   cwd=tmp_path)
+    proc = run_cli(
+        "segment",
+        "a/*.nii.gz",
+        "@lists/cases.txt",
+        "--prompts",
+        "liver",
+        "--checkpoint",
+        str(tiny_checkpoint),
+        "--output-dir",
+        "out",
+        "--output-format",
+        "nii.gz",
+        "--progress",
+        "none",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert [(c["case"], c["status"]) for c in summary["cases"]] == [("a_ct", "ok"), ("b_ct", "ok")]  # a/ once
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_ct.json", "a_ct.nii.gz", "b_ct.json",
-                                                                    "b_ct.nii.gz", "summary.json"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "a_ct.json",
+        "a_ct.nii.gz",
+        "b_ct.json",
+        "b_ct.nii.gz",
+        "summary.json",
+    ]
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 def test_sigterm_stops_after_the_current_case(tmp_path, tiny_checkpoint):
     inputs = [str(write_ct(tmp_path / f"ct{i}.nii.gz", seed=i)) for i in range(4)]
     out = tmp_path / "out"
-    proc = subprocess.Popen(backend_command("segment", *inputs, "--prompts", "liver", "--checkpoint",
-                                            str(tiny_checkpoint), "--output-dir", str(out), "--progress", "json"),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=python_env())
+    proc = subprocess.Popen(
+        backend_command(
+            "segment",
+            *inputs,
+            "--prompts",
+            "liver",
+            "--checkpoint",
+            str(tiny_checkpoint),
+            "--output-dir",
+            str(out),
+            "--progress",
+            "json",
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=python_env(),
+    )
     for line in proc.stdout:
         event = json.loads(line)
         if event["event"] == "case" and event["status"] == "started":
@@ -141,8 +196,11 @@ def test_sigterm_stops_after_the_current_case(tmp_path, tiny_checkpoint):
 def test_output_names_follow_the_inputs_and_never_clash(tmp_path):
     dicom = tmp_path / "P7" / "series"
     dicom.mkdir(parents=True)
-    assert unique_names([dicom, tmp_path / "ct.seg.nrrd", tmp_path / "ct.nrrd"]) == ["series", f"{tmp_path.name}_ct",
-                                                                                     f"{tmp_path.name}_ct-2"]
+    assert unique_names([dicom, tmp_path / "ct.seg.nrrd", tmp_path / "ct.nrrd"]) == [
+        "series",
+        f"{tmp_path.name}_ct",
+        f"{tmp_path.name}_ct-2",
+    ]
     assert unique_names(["x/a/ct.nii.gz", "x/b/CT.nii.gz", "summary.nii.gz"]) == ["a_ct", "b_CT", "summary-2"]
     cases = plan_cases(["a/ct.nii.gz", "scan.mha"], tmp_path / "out", ".nii.gz")
     assert [c.output.name for c in cases] == ["ct.nii.gz", "scan.nii.gz"]
@@ -186,8 +244,9 @@ def _touch(path: Path, overwrite: bool, source: Path) -> list[Path]:
 
 
 def test_loop_skips_a_crashing_case_and_stops_after_the_current_one_when_cancelled(tmp_path):
-    cases = plan_cases([write_ct(tmp_path / f"v{i}.nii.gz", shape=(3, 8, 8), seed=i) for i in range(3)],
-                       tmp_path / "out")
+    cases = plan_cases(
+        [write_ct(tmp_path / f"v{i}.nii.gz", shape=(3, 8, 8), seed=i) for i in range(3)], tmp_path / "out"
+    )
     results = list(iter_batch(_FakeSegmenter(fail_on=2), cases, {}))
     assert [r.status for r in results] == ["ok", "failed", "ok"]
     assert results[1].kind == "internal" and "boom" in results[1].error and "--debug" in results[1].hint

@@ -164,8 +164,9 @@ def test_backend_process_cancel_reaches_the_launchers_child(tree, mode):
     returned = time.monotonic() - started
     gone = wait_gone([launcher, child], started, TREE_GONE_BOUND_S, pump=process.poll)
     pump_until(process.poll, 10, "the cancelled process to be reported finished")
-    print(f"BackendProcess.cancel ({mode or 'obeys SIGTERM'}): returned in {returned:.3f} s, "
-          f"tree gone after {gone:.3f} s")
+    print(
+        f"BackendProcess.cancel ({mode or 'obeys SIGTERM'}): returned in {returned:.3f} s, tree gone after {gone:.3f} s"
+    )
     assert returned < RETURN_BOUND_S
     assert gone < TREE_GONE_BOUND_S
     assert process.cancelled and process.finished and not process.stopping
@@ -219,8 +220,9 @@ def test_cancel_stops_the_whole_backend_tree_without_blocking(tree_logic, tree, 
     volume, _ = make_volume(AXIAL)
     before = scene_snapshot()
     events, completed = [], []
-    job = tree_logic.segment(volume, "liver", progressCallback=events.append, completedCallback=completed.append,
-                             wait=False)
+    job = tree_logic.segment(
+        volume, "liver", progressCallback=events.append, completedCallback=completed.append, wait=False
+    )
     child = tree.child_pid(pump=slicer.app.processEvents)
     launcher = job.process.process.pid
     assert job.running
@@ -231,8 +233,10 @@ def test_cancel_stops_the_whole_backend_tree_without_blocking(tree_logic, tree, 
     gone = wait_gone([launcher, child], started, TREE_GONE_BOUND_S, pump=slicer.app.processEvents)
     pump_until(lambda: not job.running, 10, "the job to end")
     ended = time.monotonic() - started
-    print(f"logic.cancel ({mode or 'obeys SIGTERM'}): returned in {returned:.3f} s, tree gone after "
-          f"{gone:.3f} s, job ended after {ended:.3f} s")
+    print(
+        f"logic.cancel ({mode or 'obeys SIGTERM'}): returned in {returned:.3f} s, tree gone after "
+        f"{gone:.3f} s, job ended after {ended:.3f} s"
+    )
 
     assert returned < RETURN_BOUND_S, "Cancel held the GUI thread"
     assert gone < TREE_GONE_BOUND_S
@@ -294,13 +298,16 @@ def test_real_launcher_environment_reaches_the_backend(tree_logic, tree, slicer_
     launchConsoleProcess did), with the working directory that holds TGatedSegmentLib."""
     record = tmp_path / "env.json"
     script = tmp_path / "show_env.py"
-    script.write_text("import json, os, sys\n"
-                      f"open({str(record)!r}, 'w').write(json.dumps({{'cwd': os.getcwd(), "
-                      "'PYTHONPATH': os.environ.get('PYTHONPATH'), 'MARK': os.environ.get('TGATED_TEST_MARK'), "
-                      "'UNBUFFERED': os.environ.get('PYTHONUNBUFFERED')}))\n")
+    script.write_text(
+        "import json, os, sys\n"
+        f"open({str(record)!r}, 'w').write(json.dumps({{'cwd': os.getcwd(), "
+        "'PYTHONPATH': os.environ.get('PYTHONPATH'), 'MARK': os.environ.get('TGATED_TEST_MARK'), "
+        "'UNBUFFERED': os.environ.get('PYTHONUNBUFFERED')}))\n"
+    )
     monkeypatch.setenv("TGATED_TEST_MARK", "from the startup environment")
-    process = tree_logic.launchProcess([sys.executable, str(script)], tree_logic.backendEnvironment(),
-                                       tree_logic.backendLibraryParent())
+    process = tree_logic.launchProcess(
+        [sys.executable, str(script)], tree_logic.backendEnvironment(), tree_logic.backendLibraryParent()
+    )
     assert process.wait(30) == 0
     process.stdout.close()
     seen = json.loads(record.read_text())

@@ -35,8 +35,10 @@ GEOMETRY = "Reference image geometry"
 
 def names_of(node):
     segmentation = node.GetSegmentation()
-    return [segmentation.GetSegment(segmentation.GetNthSegmentID(n)).GetName()
-            for n in range(segmentation.GetNumberOfSegments())]
+    return [
+        segmentation.GetSegment(segmentation.GetNthSegmentID(n)).GetName()
+        for n in range(segmentation.GetNumberOfSegments())
+    ]
 
 
 def test_an_existing_segmentation_keeps_its_reference_geometry(fake_logic):
@@ -74,8 +76,10 @@ def test_names_in_any_script_are_kept_and_never_overwrite(fake_logic, monkeypatc
     volume, voxels = make_volume(OBLIQUE)
     small = np.zeros(voxels.shape, bool)
     small[0, 0, 0] = True
-    output = existing_segmentation(volume, {"LEBER": ((0.1, 0.2, 0.3), small), "ÖSOPHAGUS": ((0.3, 0.2, 0.1), small),
-                                            "肝臓": ((0.5, 0.5, 0.5), small)})
+    output = existing_segmentation(
+        volume,
+        {"LEBER": ((0.1, 0.2, 0.3), small), "ÖSOPHAGUS": ((0.3, 0.2, 0.1), small), "肝臓": ((0.5, 0.5, 0.5), small)},
+    )
     user = [entry for entry in scene_snapshot() if entry[0] == output.GetID()][0][3:]
 
     fake_logic.segment(volume, "Leber, rein gauche, 肝臓, ösophagus", outputSegmentationNode=output)
@@ -103,8 +107,13 @@ def test_non_ascii_prompts_through_the_real_backend(logic, tiny_checkpoint, slic
     the backend's .seg.nrrd (UTF-8, as Slicer writes it) and its JSON events, into the scene."""
     volume, voxels = make_volume(AXIAL, shape=(6, 16, 18))
     events = []
-    node = logic.segment(volume, "Leber, rein gauche, 肝臓", checkpoint=str(tiny_checkpoint), device="cpu",
-                         progressCallback=events.append)
+    node = logic.segment(
+        volume,
+        "Leber, rein gauche, 肝臓",
+        checkpoint=str(tiny_checkpoint),
+        device="cpu",
+        progressCallback=events.append,
+    )
     assert names_of(node) == ["Leber", "rein gauche", "肝臓"]
     done = next(e for e in events if e["event"] == "done")
     assert [row["name"] for row in done["segments"]] == ["Leber", "rein gauche", "肝臓"]

@@ -59,8 +59,12 @@ def test_names_in_any_script_follow_one_rule():
     plan = glue.planSegmentNames(["leber", decomposed, "肝臓"], existing, replace=True)
     assert plan == [("leber", True), (decomposed, True), ("肝臓", True)]
     segments = [("id1", "LEBER"), ("id2", "Rein gauché"), ("id3", "Öl")]
-    assert [glue.segmentIdByName(segments, n) for n in ("leber", decomposed, "öl", "spleen")] == \
-        ["id1", "id2", "id3", ""]
+    assert [glue.segmentIdByName(segments, n) for n in ("leber", decomposed, "öl", "spleen")] == [
+        "id1",
+        "id2",
+        "id3",
+        "",
+    ]
 
 
 def test_presets_fill_prompts_and_a_default_crop():
@@ -90,8 +94,15 @@ def test_without_a_trained_model_the_note_says_so_and_where_to_get_one():
     natural photos) and points to the documentation's section on getting or training a model."""
     note = glue.modelNote("")
     assert note == glue.modelNote(None) == glue.noTrainedModelNote()
-    for part in ("No trained model", "publish no trained weights", "zero-shot", "CIDAS/clipseg-rd64-refined",
-                 "natural photos", "logic.train", glue.MODEL_HELP):
+    for part in (
+        "No trained model",
+        "publish no trained weights",
+        "zero-shot",
+        "CIDAS/clipseg-rd64-refined",
+        "natural photos",
+        "logic.train",
+        glue.MODEL_HELP,
+    ):
         assert part in note, part
     section = glue.MODEL_HELP.split("#")[1]
     docs = (REPO / glue.MODEL_HELP.split("#")[0]).read_text(encoding="utf-8")
@@ -117,8 +128,10 @@ def test_relative_checkpoints_are_found_in_the_scene_folder_then_the_models_fold
 
 
 def test_model_note_says_what_each_choice_means(tmp_path, tiny_checkpoint, tiny_baseline_checkpoint):
-    assert glue.modelNote(str(tiny_checkpoint)) == "Checkpoint folder: T-Gated (reads 5 neighbouring slices), " \
-                                                   "untrained (random adapter: for tests only)."
+    assert (
+        glue.modelNote(str(tiny_checkpoint)) == "Checkpoint folder: T-Gated (reads 5 neighbouring slices), "
+        "untrained (random adapter: for tests only)."
+    )
     assert "slice-wise baseline" in glue.modelNote(str(tiny_baseline_checkpoint))
     trained = tmp_path / "trained"
     trained.mkdir()
@@ -142,17 +155,24 @@ def test_table_organs_get_table_colour_and_snomed_terminology():
     assert look.source == "abdomen13"
     assert look.color == pytest.approx(tuple(c / 255 for c in (212, 126, 151)))
     parts = look.terminology.split("~")
-    assert parts == ["Segmentation category and type - 3D Slicer General Anatomy list",
-                     "SCT^123037004^Anatomical Structure", "SCT^64033007^Kidney", "SCT^7771000^Left",
-                     "Anatomic codes - DICOM master list", "^^", "^^"]
+    assert parts == [
+        "Segmentation category and type - 3D Slicer General Anatomy list",
+        "SCT^123037004^Anatomical Structure",
+        "SCT^64033007^Kidney",
+        "SCT^7771000^Left",
+        "Anatomic codes - DICOM master list",
+        "^^",
+        "^^",
+    ]
     assert glue.segmentAppearance("RK", 0).terminology.split("~")[3] == "SCT^24028007^Right"  # alias
 
 
 def test_other_prompts_use_slicer_terminology_then_a_generated_colour():
     asked = []
-    entries = {"urinary bladder": ("ctx~SCT^123037004^Anatomical Structure~SCT^89837001^Bladder~^^~~^^~^^",
-                                   (222, 154, 132)),
-               "brain": ("ctx~x~SCT^12738006^Brain~^^~~^^~^^", (127, 127, 127))}
+    entries = {
+        "urinary bladder": ("ctx~SCT^123037004^Anatomical Structure~SCT^89837001^Bladder~^^~~^^~^^", (222, 154, 132)),
+        "brain": ("ctx~x~SCT^12738006^Brain~^^~~^^~^^", (127, 127, 127)),
+    }
 
     def lookup(label):
         asked.append(label)
@@ -181,17 +201,39 @@ def test_modality_from_dicom():
 
 def test_segment_arguments():
     args = glue.segmentArguments("/t/in.nrrd", "/t/out.seg.nrrd", ["liver", "left kidney"])
-    assert args == ["segment", "/t/in.nrrd", "--prompts", "liver, left kidney", "--output", "/t/out.seg.nrrd",
-                    "--device", "auto", "--modality", "auto", "--progress", "json", "--overwrite"]
-    args = glue.segmentArguments("i", "o", ["x"], checkpoint="/ckpt", device="CUDA", modality="MR", threshold=0.35,
-                                 batchSize=2)
+    assert args == [
+        "segment",
+        "/t/in.nrrd",
+        "--prompts",
+        "liver, left kidney",
+        "--output",
+        "/t/out.seg.nrrd",
+        "--device",
+        "auto",
+        "--modality",
+        "auto",
+        "--progress",
+        "json",
+        "--overwrite",
+    ]
+    args = glue.segmentArguments(
+        "i", "o", ["x"], checkpoint="/ckpt", device="CUDA", modality="MR", threshold=0.35, batchSize=2
+    )
     assert args[-6:] == ["--checkpoint", "/ckpt", "--threshold", "0.35", "--batch-size", "2"]
     assert args[args.index("--device") + 1] == "cuda" and args[args.index("--modality") + 1] == "mr"
     for device in ("cuda:1", "MPS", "cpu"):
         args = glue.segmentArguments("i", "o", ["x"], device=device)
         assert args[args.index("--device") + 1] == device.lower()
-    for bad in (dict(prompts=[]), dict(device="tpu"), dict(device="cuda:x"), dict(modality="pet"), dict(threshold=1.0),
-                dict(batchSize=0), dict(uncertainty=1, uncertaintyOutput="u"), dict(uncertainty=3)):
+    for bad in (
+        dict(prompts=[]),
+        dict(device="tpu"),
+        dict(device="cuda:x"),
+        dict(modality="pet"),
+        dict(threshold=1.0),
+        dict(batchSize=0),
+        dict(uncertainty=1, uncertaintyOutput="u"),
+        dict(uncertainty=3),
+    ):
         with pytest.raises(ValueError):
             glue.segmentArguments("i", "o", **{"prompts": ["x"], **bad})
 
@@ -199,15 +241,36 @@ def test_segment_arguments():
 def test_segment_arguments_are_accepted_by_the_real_cli():
     from TGatedSegmentLib.cli.main import build_parser
 
-    args = build_parser().parse_args(glue.segmentArguments("i.nrrd", "o.seg.nrrd", ["liver"], checkpoint="c",
-                                                           device="cpu", modality="ct", threshold=0.4, batchSize=3))
-    assert (args.command, args.prompts, args.progress, args.threshold, args.batch_size, args.modality) == \
-        ("segment", "liver", "json", 0.4, 3, "ct")
+    args = build_parser().parse_args(
+        glue.segmentArguments(
+            "i.nrrd", "o.seg.nrrd", ["liver"], checkpoint="c", device="cpu", modality="ct", threshold=0.4, batchSize=3
+        )
+    )
+    assert (args.command, args.prompts, args.progress, args.threshold, args.batch_size, args.modality) == (
+        "segment",
+        "liver",
+        "json",
+        0.4,
+        3,
+        "ct",
+    )
 
 
 def test_train_arguments():
-    args = glue.trainArguments("/d", "/r", epochs=2, batch_size=8, freezeEncoders=True, noTemporal=False,
-                               resume=True, val="/v", base="/ckpt", device="cpu", seed=1, steps=None)
+    args = glue.trainArguments(
+        "/d",
+        "/r",
+        epochs=2,
+        batch_size=8,
+        freezeEncoders=True,
+        noTemporal=False,
+        resume=True,
+        val="/v",
+        base="/ckpt",
+        device="cpu",
+        seed=1,
+        steps=None,
+    )
     assert args[:6] == ["train", "--data", "/d", "--output", "/r", "--progress"]
     pairs = {flag: args[n + 1] for n, flag in enumerate(args[:-1]) if flag.startswith("--")}
     assert pairs["--epochs"] == "2" and pairs["--batch-size"] == "8" and pairs["--resume"] == "/r"
@@ -219,17 +282,31 @@ def test_train_arguments():
 
 
 def test_device_report_lists_the_detected_devices_and_refuses_missing_ones():
-    cpu_only = glue.DeviceReport.fromEvent({"event": "done", "python": "3.12.10", "torch": "2.5.1+cpu", "cuda_build": None,
-                                            "devices": [{"id": "cpu", "kind": "cpu", "name": "CPU"}]})
+    cpu_only = glue.DeviceReport.fromEvent(
+        {
+            "event": "done",
+            "python": "3.12.10",
+            "torch": "2.5.1+cpu",
+            "cuda_build": None,
+            "devices": [{"id": "cpu", "kind": "cpu", "name": "CPU"}],
+        }
+    )
     assert cpu_only.ids == ["cpu"] and cpu_only.choices() == [("Auto (CPU: no CUDA GPU found)", "auto"), ("CPU", "cpu")]
     assert cpu_only.problem("auto") is None and cpu_only.problem("cpu") is None
     problem = cpu_only.problem("cuda")
     assert problem.startswith("CUDA was asked for, but PyTorch sees no CUDA GPU here.")
     assert "CPU-only build" in problem and "Advanced > Device" in problem and "PyTorch Utils" in problem
-    gpus = glue.DeviceReport.fromEvent({"torch": "2.5.1", "cuda_build": "12.4", "devices": [
-        {"id": "cpu", "kind": "cpu", "name": "CPU"},
-        {"id": "cuda:0", "kind": "cuda", "name": "RTX A5000", "memory_gb": 23.6},
-        {"id": "cuda:1", "kind": "cuda", "name": "RTX A4000", "memory_gb": 15.7}]})
+    gpus = glue.DeviceReport.fromEvent(
+        {
+            "torch": "2.5.1",
+            "cuda_build": "12.4",
+            "devices": [
+                {"id": "cpu", "kind": "cpu", "name": "CPU"},
+                {"id": "cuda:0", "kind": "cuda", "name": "RTX A5000", "memory_gb": 23.6},
+                {"id": "cuda:1", "kind": "cuda", "name": "RTX A4000", "memory_gb": 15.7},
+            ],
+        }
+    )
     assert gpus.choices()[0] == ("Auto (GPU RTX A5000)", "auto")
     assert ("GPU cuda:1: RTX A4000 (15.7 GB)", "cuda:1") in gpus.choices()
     assert gpus.problem("cuda") is None and gpus.problem("cuda:1") is None
@@ -266,8 +343,9 @@ def test_event_lines():
 def test_progress_tracker_maps_stages_to_a_monotonic_bar():
     tracker = glue.ProgressTracker(glue.SEGMENT_STAGES)
     seen = [tracker.update({"event": "progress", "stage": "load", "done": 1, "total": 1})]
-    seen.append(tracker.update({"event": "info", "device": "cuda", "modality": "ct", "slices": 80,
-                                "orientation": "LPS"}))
+    seen.append(
+        tracker.update({"event": "info", "device": "cuda", "modality": "ct", "slices": 80, "orientation": "LPS"})
+    )
     assert seen[-1]["text"] == "device cuda, CT, 80 slices, stored LPS"
     for done in (8, 40, 80):
         seen.append(tracker.update({"event": "progress", "stage": "segment", "done": done, "total": 80}))
@@ -278,34 +356,87 @@ def test_progress_tracker_maps_stages_to_a_monotonic_bar():
     percents = [e["percent"] for e in seen]
     assert percents == sorted(percents) and percents[-1] == 100 and seen[-1]["text"] == "Importing segments: 2 of 2"
     plain = glue.ProgressTracker()
-    assert plain.update({"event": "progress", "stage": "epoch", "done": 1, "total": 4}) == \
-        {"event": "progress", "stage": "epoch", "done": 1, "total": 4, "percent": 25, "text": "Training: epoch 1 of 4"}
+    assert plain.update({"event": "progress", "stage": "epoch", "done": 1, "total": 4}) == {
+        "event": "progress",
+        "stage": "epoch",
+        "done": 1,
+        "total": 4,
+        "percent": 25,
+        "text": "Training: epoch 1 of 4",
+    }
     assert plain.update({"event": "progress", "stage": "odd", "done": 1, "total": 2})["text"] == "Odd: 1 of 2"
 
 
-@pytest.mark.parametrize("event, output, kind, message, hint", [
-    ({"kind": "OutOfMemory", "message": "the GPU ran out of memory",
-      "hint": "Use a smaller --batch-size, or --device cpu."},
-     [], "OutOfMemory", "Segmentation ran out of memory (the GPU ran out of memory)", "a smaller batch size, under Advanced"),
-    ({"kind": "DeviceError", "message": "CUDA was requested but PyTorch sees no CUDA GPU on this machine",
-      "hint": "Use --device cpu (or auto)."}, [], "DeviceError",
-     "Segmentation cannot use the chosen device: CUDA was requested but PyTorch sees no CUDA GPU on this machine",
-     "Choose CPU (or Auto) under Advanced > Device"),
-    ({"kind": "CheckpointError", "message": "checkpoint 'x' does not exist", "hint": "Check the path."},
-     [], "CheckpointError", "The model could not be loaded: checkpoint 'x' does not exist", "Check the path."),
-    ({"kind": "InputError", "message": "'a.nii' is a 2D image", "hint": "Load a 3D volume."},
-     [], "InputError", "Segmentation cannot use this input: 'a.nii' is a 2D image", "Load a 3D volume."),
-    ({"kind": "ModuleNotFoundError", "message": "No module named 'transformers'", "hint": None},
-     [], "MissingDependency", "Segmentation needs the Python package 'transformers', which is not installed",
-     "install"),
-    ({"kind": "ValueError", "message": "odd", "hint": None}, [], "ValueError", "Segmentation failed: odd", None),
-    (None, ["Traceback", "ImportError: No module named 'torch._C'"], "MissingDependency",
-     "Segmentation needs the Python package 'torch', which is not installed", "PyTorch"),
-    (None, ["INFO: x", "tgated: error: '/x' already exists. Pass --overwrite to replace it."], "CommandError",
-     "Segmentation failed: '/x' already exists. Pass --overwrite to replace it.", None),
-    (None, ["something", "Segmentation fault", ""], "Crash",
-     "Segmentation stopped unexpectedly (exit code -11): Segmentation fault", "terminal"),
-])
+@pytest.mark.parametrize(
+    "event, output, kind, message, hint",
+    [
+        (
+            {
+                "kind": "OutOfMemory",
+                "message": "the GPU ran out of memory",
+                "hint": "Use a smaller --batch-size, or --device cpu.",
+            },
+            [],
+            "OutOfMemory",
+            "Segmentation ran out of memory (the GPU ran out of memory)",
+            "a smaller batch size, under Advanced",
+        ),
+        (
+            {
+                "kind": "DeviceError",
+                "message": "CUDA was requested but PyTorch sees no CUDA GPU on this machine",
+                "hint": "Use --device cpu (or auto).",
+            },
+            [],
+            "DeviceError",
+            "Segmentation cannot use the chosen device: CUDA was requested but PyTorch sees no CUDA GPU on this machine",
+            "Choose CPU (or Auto) under Advanced > Device",
+        ),
+        (
+            {"kind": "CheckpointError", "message": "checkpoint 'x' does not exist", "hint": "Check the path."},
+            [],
+            "CheckpointError",
+            "The model could not be loaded: checkpoint 'x' does not exist",
+            "Check the path.",
+        ),
+        (
+            {"kind": "InputError", "message": "'a.nii' is a 2D image", "hint": "Load a 3D volume."},
+            [],
+            "InputError",
+            "Segmentation cannot use this input: 'a.nii' is a 2D image",
+            "Load a 3D volume.",
+        ),
+        (
+            {"kind": "ModuleNotFoundError", "message": "No module named 'transformers'", "hint": None},
+            [],
+            "MissingDependency",
+            "Segmentation needs the Python package 'transformers', which is not installed",
+            "install",
+        ),
+        ({"kind": "ValueError", "message": "odd", "hint": None}, [], "ValueError", "Segmentation failed: odd", None),
+        (
+            None,
+            ["Traceback", "ImportError: No module named 'torch._C'"],
+            "MissingDependency",
+            "Segmentation needs the Python package 'torch', which is not installed",
+            "PyTorch",
+        ),
+        (
+            None,
+            ["INFO: x", "tgated: error: '/x' already exists. Pass --overwrite to replace it."],
+            "CommandError",
+            "Segmentation failed: '/x' already exists. Pass --overwrite to replace it.",
+            None,
+        ),
+        (
+            None,
+            ["something", "Segmentation fault", ""],
+            "Crash",
+            "Segmentation stopped unexpectedly (exit code -11): Segmentation fault",
+            "terminal",
+        ),
+    ],
+)
 def test_backend_errors_in_plain_words(event, output, kind, message, hint):
     error = glue.errorFromBackend(event, -11 if kind == "Crash" else 1, output, ["python", "-m", "X", "segment"])
     assert error.kind == kind and error.message == message
@@ -319,11 +450,13 @@ def _python(code: str) -> list[str]:
 
 
 def test_backend_process_separates_events_from_log_lines():
-    code = ("import json,sys\n"
-            "print('INFO: starting', file=sys.stderr, flush=True)\n"
-            "for n in range(3):\n"
-            "    print(json.dumps({'event': 'progress', 'stage': 'segment', 'done': n + 1, 'total': 3}), flush=True)\n"
-            "print(json.dumps({'event':'done','device':'cpu'}), flush=True)\n")
+    code = (
+        "import json,sys\n"
+        "print('INFO: starting', file=sys.stderr, flush=True)\n"
+        "for n in range(3):\n"
+        "    print(json.dumps({'event': 'progress', 'stage': 'segment', 'done': n + 1, 'total': 3}), flush=True)\n"
+        "print(json.dumps({'event':'done','device':'cpu'}), flush=True)\n"
+    )
     events, logs = [], []
     process = glue.BackendProcess(_python(code), onEvent=events.append, onLog=logs.append).start()
     assert process.wait() == 0
@@ -363,8 +496,10 @@ def test_backend_process_cancel_stops_a_busy_process_quickly():
 
 
 def test_backend_process_kills_what_ignores_sigterm():
-    process = _started("import signal,time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-                       "print('stubborn', flush=True)\nwhile True: time.sleep(0.05)\n")
+    process = _started(
+        "import signal,time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "print('stubborn', flush=True)\nwhile True: time.sleep(0.05)\n"
+    )
     assert process.cancel(grace=1.0) is False  # still running after the short wait: SIGTERM is ignored
     assert process.stopping and not process.finished
     _poll_until_finished(process)  # killed once the grace period is over

@@ -100,7 +100,8 @@ def reference_geometry(segmentation_node):
 
     converter = slicer.vtkSegmentationConverter
     text = segmentation_node.GetSegmentation().GetConversionParameter(
-        converter.GetReferenceImageGeometryParameterName())
+        converter.GetReferenceImageGeometryParameterName()
+    )
     matrix, extent = vtk.vtkMatrix4x4(), [0] * 6
     assert converter.DeserializeImageGeometry(text, matrix, extent), f"no reference geometry: {text!r}"
     return slicer.util.arrayFromVTKMatrix(matrix), extent
@@ -144,8 +145,9 @@ def test_segments_land_on_the_organ_when_the_volume_is_under_a_transform(fake_lo
     image_to_world = vtk.vtkMatrix4x4()
     segment = node.GetSegmentation().GetSegment(node.GetSegmentation().GetSegmentIdBySegmentName("bright"))
     segment.GetRepresentation("Binary labelmap").GetImageToWorldMatrix(image_to_world)
-    np.testing.assert_allclose(seg_to_world @ slicer.util.arrayFromVTKMatrix(image_to_world), to_world @ OBLIQUE,
-                               atol=1e-9)
+    np.testing.assert_allclose(
+        seg_to_world @ slicer.util.arrayFromVTKMatrix(image_to_world), to_world @ OBLIQUE, atol=1e-9
+    )
 
 
 def test_stand_in_maps_reference_geometry_through_the_transform_between_the_nodes(slicer_tmp):
@@ -188,8 +190,16 @@ def test_real_backend_two_prompts_non_blocking(logic, tiny_checkpoint, slicer_tm
     sh.SetItemParent(sh.GetItemByDataNode(volume), study)
     events, completed = [], []
 
-    job = logic.segment(volume, "liver\nleft kidney", checkpoint=str(tiny_checkpoint), device="cpu",
-                        showIn3D=True, progressCallback=events.append, completedCallback=completed.append, wait=False)
+    job = logic.segment(
+        volume,
+        "liver\nleft kidney",
+        checkpoint=str(tiny_checkpoint),
+        device="cpu",
+        showIn3D=True,
+        progressCallback=events.append,
+        completedCallback=completed.append,
+        wait=False,
+    )
     assert isinstance(job, TGatedSegment.SegmentationJob) and job.running
     assert logic.segmentationJob is job
     run_until_done(job)
@@ -201,8 +211,10 @@ def test_real_backend_two_prompts_non_blocking(logic, tiny_checkpoint, slicer_tm
     assert sh.GetItemParent(sh.GetItemByDataNode(node)) == study
     assert node.GetSegmentation().ContainsRepresentation("Closed surface")
     segmentation = node.GetSegmentation()
-    assert [segmentation.GetSegment(segmentation.GetNthSegmentID(n)).GetName() for n in range(2)] == \
-        ["liver", "left kidney"]
+    assert [segmentation.GetSegment(segmentation.GetNthSegmentID(n)).GetName() for n in range(2)] == [
+        "liver",
+        "left kidney",
+    ]
     done = next(e for e in events if e["event"] == "done")
     for name in ("liver", "left kidney"):
         segment = segmentation.GetSegment(segmentation.GetSegmentIdBySegmentName(name))
@@ -247,11 +259,22 @@ def test_cancel_mid_run_stops_the_backend_and_changes_nothing(logic, tiny_checkp
     output = existing_segmentation(volume, {"liver": ((0.2, 0.3, 0.4), voxels > 500)})
     before = scene_snapshot()
     events, completed = [], []
-    job = logic.segment(volume, "liver, spleen", checkpoint=str(tiny_checkpoint), outputSegmentationNode=output,
-                        device="cpu", batchSize=1, progressCallback=events.append,
-                        completedCallback=completed.append, wait=False)
-    pump_until(lambda: any(e["event"] == "progress" and e["stage"] == "segment" for e in events) or not job.running,
-               90, "the backend to start segmenting")
+    job = logic.segment(
+        volume,
+        "liver, spleen",
+        checkpoint=str(tiny_checkpoint),
+        outputSegmentationNode=output,
+        device="cpu",
+        batchSize=1,
+        progressCallback=events.append,
+        completedCallback=completed.append,
+        wait=False,
+    )
+    pump_until(
+        lambda: any(e["event"] == "progress" and e["stage"] == "segment" for e in events) or not job.running,
+        90,
+        "the backend to start segmenting",
+    )
     assert job.running, job.error
     job.cancelGraceS = 60.0
     started = time.monotonic()
@@ -300,8 +323,12 @@ def test_module_self_test_passes_against_the_stand_in(slicer_tmp, caplog):
         slicer.selfTests["TGatedSegment"]()
     messages = [record.getMessage() for record in caplog.records]
     assert not [m for m in messages if "skipped" in m.lower()]
-    for passed in ("Instantiation test passed", "Parameter node test passed", "Dependencies and devices test passed",
-                   "Train, segment and cancel test passed (liver Dice"):
+    for passed in (
+        "Instantiation test passed",
+        "Parameter node test passed",
+        "Dependencies and devices test passed",
+        "Train, segment and cancel test passed (liver Dice",
+    ):
         assert any(m.startswith(passed) for m in messages), passed
 
 
@@ -313,8 +340,9 @@ def test_existing_segments_are_kept_and_new_ones_suffixed(fake_logic):
     volume, voxels = make_volume(SAGITTAL)
     liver_mask = np.zeros(voxels.shape, bool)
     liver_mask[1:3, 1:3, 1:3] = True
-    output = existing_segmentation(volume, {"Liver": ((0.1, 0.2, 0.3), liver_mask),
-                                            "bright": ((0.9, 0.9, 0.1), liver_mask)})
+    output = existing_segmentation(
+        volume, {"Liver": ((0.1, 0.2, 0.3), liver_mask), "bright": ((0.9, 0.9, 0.1), liver_mask)}
+    )
     segmentation = output.GetSegmentation()
     before = scene_snapshot()
 
@@ -388,19 +416,23 @@ def test_cancel_from_a_progress_callback_in_a_blocking_call(fake_logic, slicer_t
     assert fake_logic.segmentationJob is None
 
 
-@pytest.mark.parametrize("mode, kind, start", [
-    ("crash", "Crash", "Segmentation stopped unexpectedly (exit code 1): RuntimeError: boom in the backend"),
-    ("missing-torch", "MissingDependency", "Segmentation needs the Python package 'torch'"),
-    ("error", "InputError", "Segmentation cannot use this input: the volume is constant"),
-])
+@pytest.mark.parametrize(
+    "mode, kind, start",
+    [
+        ("crash", "Crash", "Segmentation stopped unexpectedly (exit code 1): RuntimeError: boom in the backend"),
+        ("missing-torch", "MissingDependency", "Segmentation needs the Python package 'torch'"),
+        ("error", "InputError", "Segmentation cannot use this input: the volume is constant"),
+    ],
+)
 def test_backend_failures_in_plain_words(fake_logic, slicer_tmp, monkeypatch, mode, kind, start):
     monkeypatch.setenv("FAKE_BACKEND_FAIL", mode)
     volume, _ = make_volume(AXIAL)
     output = existing_segmentation(volume, {})
     before = scene_snapshot()
     completed = []
-    job = fake_logic.segment(volume, "bright", outputSegmentationNode=output, completedCallback=completed.append,
-                             wait=False)
+    job = fake_logic.segment(
+        volume, "bright", outputSegmentationNode=output, completedCallback=completed.append, wait=False
+    )
     run_until_done(job)
     assert job.state == "failed" and completed == [job]
     assert job.error.kind == kind and job.error.message.startswith(start), job.error.message
@@ -413,8 +445,9 @@ def test_arguments_reach_the_backend(fake_logic, tiny_checkpoint):
     volume, _ = make_volume(AXIAL)
     sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
     sh.SetItemAttribute(sh.GetItemByDataNode(volume), "DICOM.Modality", "MR")
-    fake_logic.segment(volume, ["bright", "liver"], checkpoint=str(tiny_checkpoint), device="cpu", threshold=0.3,
-                       batchSize=2)
+    fake_logic.segment(
+        volume, ["bright", "liver"], checkpoint=str(tiny_checkpoint), device="cpu", threshold=0.3, batchSize=2
+    )
     argv = fake_logic.argv()
     assert argv[0] == "segment" and argv[1].endswith("input.nrrd")
     options = {flag: argv[n + 1] for n, flag in enumerate(argv[:-1]) if flag.startswith("--")}
@@ -447,8 +480,17 @@ def test_refuses_bad_requests_before_starting_anything(fake_logic, slicer_tmp):
 
 def test_train_blocking_returns_the_best_checkpoint(fake_logic, tmp_path):
     events = []
-    best = fake_logic.train(tmp_path / "dataset", tmp_path / "run", wait=True, progressCallback=events.append,
-                            epochs=3, batch_size=4, freezeEncoders=True, noTemporal=False, seed=7)
+    best = fake_logic.train(
+        tmp_path / "dataset",
+        tmp_path / "run",
+        wait=True,
+        progressCallback=events.append,
+        epochs=3,
+        batch_size=4,
+        freezeEncoders=True,
+        noTemporal=False,
+        seed=7,
+    )
     assert best == str(tmp_path / "run" / "best") and os.path.isdir(best)
     argv = fake_logic.argv()
     assert argv[:5] == ["train", "--data", str(tmp_path / "dataset"), "--output", str(tmp_path / "run")]
@@ -462,8 +504,13 @@ def test_train_blocking_returns_the_best_checkpoint(fake_logic, tmp_path):
 def test_train_in_background_can_be_stopped(fake_logic, tmp_path, monkeypatch):
     monkeypatch.setenv("FAKE_BACKEND_SLEEP", "60")
     events, completed = [], []
-    folder = fake_logic.train(tmp_path / "dataset", tmp_path / "run", epochs=5, progressCallback=events.append,
-                              completedCallback=completed.append)
+    folder = fake_logic.train(
+        tmp_path / "dataset",
+        tmp_path / "run",
+        epochs=5,
+        progressCallback=events.append,
+        completedCallback=completed.append,
+    )
     assert folder == str(tmp_path / "run" / "best")
     job = fake_logic.trainingJob
     pump_until(lambda: events, 30, "the first training event")
@@ -516,8 +563,11 @@ def test_uncertainty_map_is_added_as_an_overlay_volume(logic, tiny_checkpoint, s
     volume, voxels = make_volume(OBLIQUE, shape=(6, 18, 22), name="abdomen CT")
     node = logic.segment(volume, "liver, spleen", checkpoint=str(tiny_checkpoint), device="cpu", uncertainty=3)
     assert node.GetSegmentation().GetNumberOfSegments() == 2
-    maps = [n for n in (slicer.mrmlScene.GetNthNode(i) for i in range(slicer.mrmlScene.GetNumberOfNodes()))
-            if n.GetName() == "abdomen CT uncertainty"]
+    maps = [
+        n
+        for n in (slicer.mrmlScene.GetNthNode(i) for i in range(slicer.mrmlScene.GetNumberOfNodes()))
+        if n.GetName() == "abdomen CT uncertainty"
+    ]
     assert len(maps) == 1
     entropy = maps[0]
     array = slicer.util.arrayFromVolume(entropy)
@@ -557,27 +607,43 @@ def test_uncertainty_with_a_slice_wise_checkpoint_is_a_plain_error(logic, tiny_b
 VERIFIED_SLICER_NAMES = {
     # Base/Python/slicer/util.py: def getModuleLogic / getNode / launchConsoleProcess / pip_install / exit /
     # startupEnvironment (there is no def selfTest: slicer.util.selfTest does not exist).
-    "slicer.util", "slicer.util.getModuleLogic", "slicer.util.getNode", "slicer.util.launchConsoleProcess",
-    "slicer.util.pip_install", "slicer.util.exit", "slicer.util.startupEnvironment",
+    "slicer.util",
+    "slicer.util.getModuleLogic",
+    "slicer.util.getNode",
+    "slicer.util.launchConsoleProcess",
+    "slicer.util.pip_install",
+    "slicer.util.exit",
+    "slicer.util.startupEnvironment",
     # Base/Python/slicer/ScriptedLoadableModule.py, ScriptedLoadableModule.__init__:
     # "slicer.selfTests[self.moduleName] = self.runTest" (the dict is created there if missing).
     "slicer.selfTests",
     # Base/Python/slicer/testing.py: def runUnitTest(path, testname) (what slicer_add_python_unittest runs).
-    "slicer.testing", "slicer.testing.runUnitTest",
+    "slicer.testing",
+    "slicer.testing.runUnitTest",
     # Base/Python/slicer/packaging.py (5.12+ only): def pip_ensure.
     "slicer.packaging.pip_ensure",
     # Base/Python/slicer/slicerqt.py: setattr(slicer, "mrmlScene", slicer.app.mrmlScene());
     # Libs/MRML/Core/vtkMRMLScene.h: AddNewNodeByClass(className, nodeBaseName).
-    "slicer.mrmlScene", "slicer.mrmlScene.AddNewNodeByClass",
+    "slicer.mrmlScene",
+    "slicer.mrmlScene.AddNewNodeByClass",
     # Base/Python/slicer/i18n.py (tr, translate, getContext); Base/Python/slicer/parameterNodeWrapper/.
-    "slicer.i18n", "slicer.i18n.tr", "slicer.parameterNodeWrapper",
+    "slicer.i18n",
+    "slicer.i18n.tr",
+    "slicer.parameterNodeWrapper",
 }
 # Slicer command-line options, from the addArgument(...) calls in Base/QTCore/qSlicerCoreCommandOptions.cxx
 # (testing, python-code, python-script, additional-module-paths, disable-settings, disable-cli-modules,
 # ignore-slicerrc) and Base/QTGUI/qSlicerCommandOptions.cxx (no-splash, no-main-window).
 VERIFIED_SLICER_OPTIONS = {
-    "--testing", "--python-code", "--python-script", "--additional-module-paths", "--disable-settings",
-    "--disable-cli-modules", "--ignore-slicerrc", "--no-splash", "--no-main-window",
+    "--testing",
+    "--python-code",
+    "--python-script",
+    "--additional-module-paths",
+    "--disable-settings",
+    "--disable-cli-modules",
+    "--ignore-slicerrc",
+    "--no-splash",
+    "--no-main-window",
 }
 SLICER_NAME = re.compile(r"(?<![\w/.])slicer(?:\.[A-Za-z_]\w*)+")
 OPTION = re.compile(r"(?<![\w-])--[a-z][a-z-]*[a-z]")
@@ -590,10 +656,16 @@ def module_documentation() -> str:
     import tokenize
 
     source = (REPO / "TGatedSegment" / "TGatedSegment.py").read_text(encoding="utf-8")
-    texts = [ast.get_docstring(node) or "" for node in ast.walk(ast.parse(source))
-             if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef))]
-    texts += [token.string for token in tokenize.generate_tokens(io.StringIO(source).readline)
-              if token.type == tokenize.COMMENT]
+    texts = [
+        ast.get_docstring(node) or ""
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef))
+    ]
+    texts += [
+        token.string
+        for token in tokenize.generate_tokens(io.StringIO(source).readline)
+        if token.type == tokenize.COMMENT
+    ]
     return "\n".join(texts)
 
 
@@ -603,8 +675,11 @@ def test_documented_slicer_calls_exist_in_slicer():
     option in the docs and docstrings is one verified in Slicer's source."""
     docs = (REPO / "docs" / "slicer.md").read_text(encoding="utf-8")
     documentation = {"docs/slicer.md": docs, "TGatedSegment.py (docstrings, comments)": module_documentation()}
-    for path in [REPO / "TGatedSegment" / "TGatedSegment.py", REPO / "docs" / "slicer.md",
-                 *(REPO / "TGatedSegment" / "TGatedSegmentGlue").glob("*.py")]:
+    for path in [
+        REPO / "TGatedSegment" / "TGatedSegment.py",
+        REPO / "docs" / "slicer.md",
+        *(REPO / "TGatedSegment" / "TGatedSegmentGlue").glob("*.py"),
+    ]:
         assert "slicer.util.selfTest" not in path.read_text(encoding="utf-8"), path
     for where, text in documentation.items():
         assert "slicer.selfTests['TGatedSegment']()" in text, where
@@ -612,7 +687,7 @@ def test_documented_slicer_calls_exist_in_slicer():
         assert names, where
         unverified = names - VERIFIED_SLICER_NAMES
         assert not unverified, f"{where}: not verified in Slicer's source: {unverified}"
-    self_test = docs[docs.index("## Self-test"):docs.index("\n## ", docs.index("## Self-test") + 1)]
+    self_test = docs[docs.index("## Self-test") : docs.index("\n## ", docs.index("## Self-test") + 1)]
     # Code spans of the Self-test section, less the backend's own command line (its options are its own).
     slicer_spans = "\n".join(span for span in self_test.split("`")[1::2] if "TGatedSegmentLib" not in span)
     test_doc = TGatedSegment.TGatedSegmentTest.__doc__
@@ -632,14 +707,16 @@ def _organ_boxes(shape, count, lesion=False):
     masks = np.zeros((count + lesion,) + shape, bool)
     width = shape[2] // count
     for n in range(count):
-        masks[n, 2:-2, 3:-3, n * width:(n + 1) * width - 1] = True
+        masks[n, 2:-2, 3:-3, n * width : (n + 1) * width - 1] = True
     if lesion:
         masks[count, 4:8, 5:9, 0:3] = True  # overlaps organ 0: needs a layer of its own
     return masks
 
 
-ORGANS_13 = ("liver, spleen, right kidney, left kidney, gallbladder, esophagus, stomach, aorta, inferior vena cava, "
-             "pancreas, right adrenal gland, left adrenal gland, duodenum")
+ORGANS_13 = (
+    "liver, spleen, right kidney, left kidney, gallbladder, esophagus, stomach, aorta, inferior vena cava, "
+    "pancreas, right adrenal gland, left adrenal gland, duodenum"
+)
 
 
 def _import(tmp_path, volume, voxels, masks, prompts, traced=None):
@@ -655,8 +732,9 @@ def _import(tmp_path, volume, voxels, masks, prompts, traced=None):
     geometry = glue.exportVolume(voxels, OBLIQUE, tmp_path / "in.nrrd")
     write_segmentation(tmp_path / "out.seg.nrrd", masks, organs, geometry, overwrite=True)
     request = TGatedSegment.SegmentationRequest(volume, None, replaceExisting=False, showIn3D=False, crop=None)
-    job = types.SimpleNamespace(request=request, outputPath=tmp_path / "out.seg.nrrd", geometry=geometry,
-                                report=lambda event: None)
+    job = types.SimpleNamespace(
+        request=request, outputPath=tmp_path / "out.seg.nrrd", geometry=geometry, report=lambda event: None
+    )
     logic = TGatedSegment.TGatedSegmentLogic()
     tracemalloc.start()
     try:
@@ -685,8 +763,10 @@ def test_thirteen_organs_share_one_layer_and_memory_stays_within_the_volume_size
     assert all(image is images[0] for image in images)  # one shared layer, not 13
     assert images[0]._voxels.nbytes == voxels.size  # one byte per voxel: half the int16 volume
     peak = traced[0] + voxels.size  # + the temporary labelmap node
-    print(f"13 organs on {voxels.shape}: scene +{images[0]._voxels.nbytes / voxels.nbytes:.2f}x the volume, "
-          f"import peak +{peak / voxels.nbytes:.2f}x (volume {voxels.nbytes / 1e6:.1f} MB)")
+    print(
+        f"13 organs on {voxels.shape}: scene +{images[0]._voxels.nbytes / voxels.nbytes:.2f}x the volume, "
+        f"import peak +{peak / voxels.nbytes:.2f}x (volume {voxels.nbytes / 1e6:.1f} MB)"
+    )
     assert peak <= 1.5 * voxels.nbytes
 
 

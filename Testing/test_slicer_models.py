@@ -60,24 +60,33 @@ def no_dialogs(monkeypatch):
 def shell_import(source: Path, name: str, home: Path) -> None:
     """``tgated models import`` in a shell, on the same models folder."""
     env = {**python_env(), "TGATED_HOME": str(home)}
-    proc = subprocess.run(backend_command("models", "import", str(source), "--name", name), capture_output=True,
-                          text=True, env=env, timeout=300)
+    proc = subprocess.run(
+        backend_command("models", "import", str(source), "--name", name),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
 
 
 def model_files(home: Path) -> dict[str, bytes]:
     """Every file of the models folder (hidden ones included), with its bytes."""
     root = home / "models"
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()} \
-        if root.is_dir() else {}
+    return (
+        {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+        if root.is_dir()
+        else {}
+    )
 
 
 # --------------------------------------------------------------------------------------------------
 # Import through the logic, the list and the card
 
 
-def test_import_through_the_logic_lists_it_shows_its_card_and_segments_with_its_name(logic, home, tiny_checkpoint,
-                                                                                   tiny_baseline_checkpoint):
+def test_import_through_the_logic_lists_it_shows_its_card_and_segments_with_its_name(
+    logic, home, tiny_checkpoint, tiny_baseline_checkpoint
+):
     assert logic.listModels() == [] and logic.modelChoices() == []
     assert logic.importedModelsFolder() == str(home / "models")
 
@@ -117,9 +126,9 @@ def test_importing_loads_no_torch_in_slicers_process(tmp_path, tiny_checkpoint):
     (bin_dir / "PythonSlicer").chmod(0o755)
     code = f"""
         import json, os, sys
-        sys.path[:0] = [{str(TESTING / 'slicer_stub')!r}, {str(MODULE)!r}]
+        sys.path[:0] = [{str(TESTING / "slicer_stub")!r}, {str(MODULE)!r}]
         import slicer
-        slicer.resetStandIn({str(tmp_path / 'temp')!r})
+        slicer.resetStandIn({str(tmp_path / "temp")!r})
         import TGatedSegment
         logic = TGatedSegment.TGatedSegmentLogic()
         name = logic.importModel({str(tiny_checkpoint)!r}, name="checked")
@@ -127,10 +136,19 @@ def test_importing_loads_no_torch_in_slicers_process(tmp_path, tiny_checkpoint):
         print(json.dumps({{"name": name, "choices": choices, "card": card[:40],
                           "loaded": sorted(m for m in ("torch", "transformers") if m in sys.modules)}}))
     """
-    env = {**python_env(), "TGATED_HOME": str(tmp_path / "home"),
-           "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
-    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env,
-                            cwd=str(TESTING), timeout=300)
+    env = {
+        **python_env(),
+        "TGATED_HOME": str(tmp_path / "home"),
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=str(TESTING),
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     seen = json.loads(result.stdout.strip().splitlines()[-1])
     assert seen["name"] == "checked" and seen["choices"][0][0] == "checked" and seen["card"].startswith("# checked")
@@ -141,8 +159,9 @@ def test_importing_loads_no_torch_in_slicers_process(tmp_path, tiny_checkpoint):
 # A taken name: refused unless confirmed
 
 
-def test_a_taken_name_is_replaced_only_when_confirmed(logic, home, no_dialogs, tiny_checkpoint,
-                                                      tiny_baseline_checkpoint):
+def test_a_taken_name_is_replaced_only_when_confirmed(
+    logic, home, no_dialogs, tiny_checkpoint, tiny_baseline_checkpoint
+):
     asked, answers = no_dialogs
     assert logic.importModel(str(tiny_checkpoint), name="Liver") == "liver"
     before = model_files(home)
@@ -228,8 +247,10 @@ def test_the_panels_words_for_the_backends_hints():
     error = glue.importError(glue.BackendError("m", "Pass --config X.", "Command: c", "InputError", 2))
     assert (error.message, error.kind, error.returncode) == ("m", "InputError", 2)
     assert error.details == "Backend's hint: Pass --config X.\n\nCommand: c"
-    accepted = glue.importHint("Pass a checkpoint folder, a .zip from `tgated models export`, a .safetensors file "
-                               "(with --config) or the authors' .pt/.pth.")
+    accepted = glue.importHint(
+        "Pass a checkpoint folder, a .zip from `tgated models export`, a .safetensors file "
+        "(with --config) or the authors' .pt/.pth."
+    )
     assert accepted.startswith("Choose a checkpoint folder")
     same = glue.importError(glue.BackendError("m", "Copy it again.", "d"))
     assert (same.hint, same.details) == ("Copy it again.", "d")
@@ -249,8 +270,9 @@ def test_run_backend_command_returns_the_done_event_or_a_plain_error(fake_logic,
 # No trained model: the note, its link, the card area
 
 
-def test_with_no_model_chosen_the_panel_says_no_weights_are_published_and_links_to_the_docs(tmp_path, monkeypatch,
-                                                                                          slicer_tmp):
+def test_with_no_model_chosen_the_panel_says_no_weights_are_published_and_links_to_the_docs(
+    tmp_path, monkeypatch, slicer_tmp
+):
     logic = TGatedSegment.TGatedSegmentLogic()
     docs = REPO / "docs" / "slicer.md"
     url = logic.modelHelpUrl()
@@ -318,7 +340,7 @@ def test_the_widget_imports_through_the_logic_and_selects_the_model():
     tree = ast.parse(source)
     widget = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "TGatedSegmentWidget")
     text = ast.get_source_segment(source, widget)
-    assert 'self.ui.importModelButton.setMenu(importMenu)' in text
+    assert "self.ui.importModelButton.setMenu(importMenu)" in text
     assert "glue.IMPORT_FILE_FILTER" in text and "getExistingDirectory" in text
     assert "self.logic.importModel(path, dialog.textValue, ask=True)" in text
     assert "self._parameterNode.checkpoint = name" in text and "self._fillModels()" in text

@@ -34,8 +34,13 @@ import TGatedSegmentGlue as glue  # noqa: E402
 
 def run_python(code: str, cwd: Path) -> subprocess.CompletedProcess:
     prelude = f"import sys\nsys.path[:0] = [{str(TESTING / 'slicer_stub')!r}, {str(MODULE)!r}]\n"
-    return subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)], capture_output=True, text=True,
-                          cwd=str(cwd), timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", prelude + textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        cwd=str(cwd),
+        timeout=300,
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -48,7 +53,8 @@ def test_the_module_file_parses_as_python_3_9():
 
 
 def test_on_an_old_slicer_the_module_loads_and_says_which_slicer_is_needed(tmp_path):
-    result = run_python("""
+    result = run_python(
+        """
         import json, types
         sys.version_info = (3, 9, 10, "final", 0)  # what Slicer 5.8 runs
         import slicer
@@ -65,7 +71,9 @@ def test_on_an_old_slicer_the_module_loads_and_says_which_slicer_is_needed(tmp_p
         print(json.dumps({"problem": TGatedSegment.PYTHON_PROBLEM, "help": module.parent.helpText,
                           "refused": refused, "loaded": sorted(m for m in ("TGatedSegmentGlue", "TGatedSegmentLib",
                                                                           "torch") if m in sys.modules)}))
-    """, tmp_path)
+    """,
+        tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     seen = json.loads(result.stdout.strip().splitlines()[-1])
     problem = seen["problem"]
@@ -84,10 +92,11 @@ def test_on_an_old_slicer_the_module_loads_and_says_which_slicer_is_needed(tmp_p
 def test_torch_is_imported_only_in_the_backend_process(tmp_path):
     """Segmenting, importing the result, the parameter node and detecting the devices import neither torch
     nor transformers in Slicer's process: only the backend process does (here: the stand-in backend)."""
-    result = run_python(f"""
+    result = run_python(
+        f"""
         import numpy as np
         import slicer
-        slicer.resetStandIn({str(tmp_path / 'temp')!r})
+        slicer.resetStandIn({str(tmp_path / "temp")!r})
         import TGatedSegment
         logic = TGatedSegment.TGatedSegmentLogic()
         logic.backendCommand = {FAKE_BACKEND!r}
@@ -98,7 +107,9 @@ def test_torch_is_imported_only_in_the_backend_process(tmp_path):
         report = logic.detectDevices()
         assert node.GetSegmentation().GetNumberOfSegments() == 1 and report.ids == ["cpu"]
         print(sorted(m for m in ("torch", "transformers") if m in sys.modules))
-    """, TESTING)
+    """,
+        TESTING,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "[]"
 
@@ -107,11 +118,39 @@ def test_torch_is_imported_only_in_the_backend_process(tmp_path):
 # Translations
 
 # Calls whose string arguments a user sees: dialogs, widgets, the panel's log, errors and skips.
-VISIBLE_CALLS = {"errorDisplay", "warningDisplay", "infoDisplay", "confirmOkCancelDisplay", "confirmYesNoDisplay",
-                 "delayDisplay", "addItem", "setText", "setToolTip", "setPlaceholderText", "setFormat", "QLabel", "log",
-                 "appendPlainText", "ValueError", "RuntimeError", "TypeError", "BackendError", "InstallError",
-                 "Cancelled", "SkipTest", "addAction", "QAction", "QMenu", "getOpenFileName", "getExistingDirectory",
-                 "setWindowTitle", "setLabelText", "setMarkdown", "setHtml", "CommandJob"}
+VISIBLE_CALLS = {
+    "errorDisplay",
+    "warningDisplay",
+    "infoDisplay",
+    "confirmOkCancelDisplay",
+    "confirmYesNoDisplay",
+    "delayDisplay",
+    "addItem",
+    "setText",
+    "setToolTip",
+    "setPlaceholderText",
+    "setFormat",
+    "QLabel",
+    "log",
+    "appendPlainText",
+    "ValueError",
+    "RuntimeError",
+    "TypeError",
+    "BackendError",
+    "InstallError",
+    "Cancelled",
+    "SkipTest",
+    "addAction",
+    "QAction",
+    "QMenu",
+    "getOpenFileName",
+    "getExistingDirectory",
+    "setWindowTitle",
+    "setLabelText",
+    "setMarkdown",
+    "setHtml",
+    "CommandJob",
+}
 VISIBLE_ATTRIBUTES = {"text", "toolTip", "title", "helpText", "acknowledgementText", "placeholderText", "windowTitle"}
 
 
@@ -152,7 +191,7 @@ def untranslated(source: str) -> list[tuple[int, str]]:
 
 
 def test_the_scan_finds_unwrapped_strings():
-    source = textwrap.dedent('''
+    source = textwrap.dedent("""
         def f(x):
             slicer.util.errorDisplay("Broken", windowTitle=_("Title"))
             raise ValueError(f"bad {x}")
@@ -160,7 +199,7 @@ def test_the_scan_finds_unwrapped_strings():
             combo.addItem(_("CPU"), "cpu")
             log(_("{n} done").format(n=x))
             logging.info("not for the panel")
-    ''')
+    """)
     assert [text for _line, text in sorted(untranslated(source))] == ["Broken", "f'bad {x}'", "Hello "]
 
 
@@ -209,8 +248,19 @@ def test_detected_devices_refuse_a_missing_gpu_before_anything_starts(fake_logic
 
 
 def test_a_gpu_list_from_the_backend(fake_logic, monkeypatch):
-    monkeypatch.setenv("FAKE_BACKEND_DEVICES", json.dumps({"torch": "2.5.1", "cuda_build": "12.4", "devices": [
-        {"id": "cpu", "kind": "cpu", "name": "CPU"}, {"id": "cuda:0", "kind": "cuda", "name": "L4", "memory_gb": 22.2}]}))
+    monkeypatch.setenv(
+        "FAKE_BACKEND_DEVICES",
+        json.dumps(
+            {
+                "torch": "2.5.1",
+                "cuda_build": "12.4",
+                "devices": [
+                    {"id": "cpu", "kind": "cpu", "name": "CPU"},
+                    {"id": "cuda:0", "kind": "cuda", "name": "L4", "memory_gb": 22.2},
+                ],
+            }
+        ),
+    )
     completed = []
     job = fake_logic.detectDevices(wait=False, completedCallback=completed.append)
     assert isinstance(job, glue.DevicesJob)

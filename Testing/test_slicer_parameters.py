@@ -28,9 +28,20 @@ from slicer.parameterNodeWrapper import WithinRange  # noqa: E402
 import TGatedSegment  # noqa: E402
 import TGatedSegmentGlue as glue  # noqa: E402
 
-VALUES = dict(prompts="Leber\n肝臓, rein gauche", preset="abdomen13", checkpoint="runs/best", device="cuda:1",
-              modality="mr", threshold=0.35, batchSize=2, cropToBody=True, replaceExisting=True, showIn3D=False,
-              uncertainty=True, uncertaintySamples=7)
+VALUES = dict(
+    prompts="Leber\n肝臓, rein gauche",
+    preset="abdomen13",
+    checkpoint="runs/best",
+    device="cuda:1",
+    modality="mr",
+    threshold=0.35,
+    batchSize=2,
+    cropToBody=True,
+    replaceExisting=True,
+    showIn3D=False,
+    uncertainty=True,
+    uncertaintySamples=7,
+)
 
 
 def save_and_reload(node):
@@ -54,7 +65,12 @@ def save_and_reload(node):
 
 def test_defaults_are_the_panels(slicer_tmp):
     parameters = TGatedSegment.TGatedSegmentLogic().getParameterNode()
-    assert (parameters.prompts, parameters.checkpoint, parameters.device, parameters.modality) == ("", "", "auto", "auto")
+    assert (parameters.prompts, parameters.checkpoint, parameters.device, parameters.modality) == (
+        "",
+        "",
+        "auto",
+        "auto",
+    )
     assert (parameters.threshold, parameters.batchSize, parameters.uncertaintySamples) == (0.0, 4, 10)
     assert parameters.showIn3D and not parameters.replaceExisting and not parameters.cropToBody
     assert parameters.inputVolume is None and parameters.roi is None and parameters.outputSegmentation is None
@@ -138,9 +154,13 @@ def test_a_script_runs_the_panels_settings(fake_logic, slicer_tmp):
 # The panel's widgets and the parameters (what connectGui will bind in Slicer)
 
 # Widget classes Slicer's GUI connectors bind to each parameter type (parameterNodeWrapper/guiConnectors.py).
-CONNECTORS = {bool: {"QCheckBox", "ctkCheckBox"}, int: {"QSpinBox", "QSlider", "QDoubleSpinBox", "ctkSliderWidget"},
-              float: {"QDoubleSpinBox", "ctkSliderWidget", "ctkDoubleSpinBox"}, str: {"QLineEdit", "QTextEdit", "QLabel"},
-              "node": {"qMRMLNodeComboBox"}}
+CONNECTORS = {
+    bool: {"QCheckBox", "ctkCheckBox"},
+    int: {"QSpinBox", "QSlider", "QDoubleSpinBox", "ctkSliderWidget"},
+    float: {"QDoubleSpinBox", "ctkSliderWidget", "ctkDoubleSpinBox"},
+    str: {"QLineEdit", "QTextEdit", "QLabel"},
+    "node": {"qMRMLNodeComboBox"},
+}
 # Parameters the widget binds by hand: a QPlainTextEdit (which connectGui does not bind) and combo
 # boxes whose items carry data (a str QComboBox needs a fixed Choice list; the devices are detected).
 BOUND_BY_HAND = {"prompts", "preset", "device", "modality"}
@@ -167,8 +187,11 @@ def test_every_parameter_has_its_widget_of_a_kind_connectgui_binds():
         if widget.get("class") in ("QSpinBox", "QDoubleSpinBox"):
             # connectGui sets the widget's range from WithinRange (or to +-2^31 without it): it must be the .ui's
             bounds = next(a for a in annotations if isinstance(a, WithinRange))
-            values = {p.get("name"): float(next(iter(p)).text) for p in widget.findall("property")
-                      if p.get("name") in ("minimum", "maximum")}
+            values = {
+                p.get("name"): float(next(iter(p)).text)
+                for p in widget.findall("property")
+                if p.get("name") in ("minimum", "maximum")
+            }
             assert (values["minimum"], values["maximum"]) == (bounds.minimum, bounds.maximum), name
     source = (REPO / "TGatedSegment" / "TGatedSegment.py").read_text(encoding="utf-8")
     for name in BOUND_BY_HAND:
@@ -182,15 +205,37 @@ def test_the_widget_has_no_state_of_its_own():
 
     tree = ast.parse((REPO / "TGatedSegment" / "TGatedSegment.py").read_text(encoding="utf-8"))
     widget = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "TGatedSegmentWidget")
-    attributes = {t.attr for n in ast.walk(widget) if isinstance(n, ast.Assign) for t in n.targets
-                  if isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name) and t.value.id == "self"}
-    assert attributes <= {"logic", "job", "ui", "_parameterNode", "_parameterNodeGuiTag", "_updatingPrompts",
-                          "promptHistory", "modelHistory"}, attributes
+    attributes = {
+        t.attr
+        for n in ast.walk(widget)
+        if isinstance(n, ast.Assign)
+        for t in n.targets
+        if isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name) and t.value.id == "self"
+    }
+    assert attributes <= {
+        "logic",
+        "job",
+        "ui",
+        "_parameterNode",
+        "_parameterNodeGuiTag",
+        "_updatingPrompts",
+        "promptHistory",
+        "modelHistory",
+    }, attributes
     calls = {n.func.attr for n in ast.walk(widget) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)}
-    assert not calls & {"segment", "exportVolume", "readResult", "importResult", "startProcessTree", "pip_install",
-                        "installTorch", "backendPrefix"}
-    widget_source = ast.get_source_segment((REPO / "TGatedSegment" / "TGatedSegment.py").read_text(encoding="utf-8"),
-                                           widget)
+    assert not calls & {
+        "segment",
+        "exportVolume",
+        "readResult",
+        "importResult",
+        "startProcessTree",
+        "pip_install",
+        "installTorch",
+        "backendPrefix",
+    }
+    widget_source = ast.get_source_segment(
+        (REPO / "TGatedSegment" / "TGatedSegment.py").read_text(encoding="utf-8"), widget
+    )
     assert "self.logic.installDependencies()" in widget_source  # the install flow is the logic's
 
 

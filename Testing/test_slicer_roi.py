@@ -47,8 +47,9 @@ def voxel_centres_ras(ijk_to_ras, shape_kji):
 
 def inside_box(points_ras, object_to_volume, size):
     """Which points (3, ...) lie in the box of ``size`` whose object frame maps to the volume's RAS by ``object_to_volume``."""
-    local = np.tensordot(np.linalg.inv(object_to_volume)[:3],
-                         np.concatenate([points_ras, np.ones((1,) + points_ras.shape[1:])]), axes=1)
+    local = np.tensordot(
+        np.linalg.inv(object_to_volume)[:3], np.concatenate([points_ras, np.ones((1,) + points_ras.shape[1:])]), axes=1
+    )
     return np.all(np.abs(local) <= np.reshape(size, (3,) + (1,) * (points_ras.ndim - 1)) / 2 + 1e-9, axis=0)
 
 
@@ -152,8 +153,11 @@ def test_roi_crop_is_segmented_and_pasted_back_on_the_full_grid(fake_logic, reco
     roi, _ = add_roi(centre, (5.0, 4.0, 3.0), rotation(0, 15))
     node = fake_logic.segment(volume, "bright", roiNode=roi)
     handed = recorded_input()
-    box = glue.cropBoxFromCorners(glue.roiCorners(slicer.util.arrayFromVTKMatrix(roi.GetObjectToNodeMatrix()),
-                                                  roi.GetSize()), OBLIQUE, voxels.shape)
+    box = glue.cropBoxFromCorners(
+        glue.roiCorners(slicer.util.arrayFromVTKMatrix(roi.GetObjectToNodeMatrix()), roi.GetSize()),
+        OBLIQUE,
+        voxels.shape,
+    )
     assert tuple(handed["shape"]) == box.shape and box.shape != voxels.shape
     np.testing.assert_allclose(handed["ijk_to_ras"], box.ijkToRAS(OBLIQUE), atol=1e-6)
     expected = np.zeros(voxels.shape, bool)
@@ -175,8 +179,9 @@ def test_roi_and_volume_under_different_transforms(fake_logic, recorded_input):
     roi_to_world[:3, :3], roi_to_world[:3, 3] = rotation(1, -20), [-4.0, 6.0, 1.0]
     # centre: the volume's voxel (11, 9, 6) in world coordinates, seen from the ROI's parent frame
     centre_world = volume_to_world @ SAGITTAL @ [11, 9, 6, 1]
-    roi, object_to_node = add_roi((np.linalg.inv(roi_to_world) @ centre_world)[:3], (10.0, 7.0, 12.0),
-                                  rotation(2, 40), roi_to_world)
+    roi, object_to_node = add_roi(
+        (np.linalg.inv(roi_to_world) @ centre_world)[:3], (10.0, 7.0, 12.0), rotation(2, 40), roi_to_world
+    )
     node = fake_logic.segment(volume, "bright", roiNode=roi)
 
     object_to_volume = np.linalg.inv(volume_to_world) @ roi_to_world @ object_to_node
@@ -213,18 +218,31 @@ def test_a_cropped_run_with_the_real_backend_and_its_uncertainty_map(logic, tiny
     with nothing outside the block (the map is 0, "certain", there)."""
     volume, voxels = make_volume(OBLIQUE, shape=(8, 18, 22), name="abdomen CT")
     roi, _ = add_roi((OBLIQUE @ [8, 9, 4, 1])[:3], (12.0, 11.0, 9.0))
-    node = logic.segment(volume, "liver, spleen", checkpoint=str(tiny_checkpoint), device="cpu", roiNode=roi,
-                         uncertainty=3, threshold=0.05)
-    box = glue.cropBoxFromCorners(glue.roiCorners(slicer.util.arrayFromVTKMatrix(roi.GetObjectToNodeMatrix()),
-                                                  roi.GetSize()), OBLIQUE, voxels.shape)
+    node = logic.segment(
+        volume,
+        "liver, spleen",
+        checkpoint=str(tiny_checkpoint),
+        device="cpu",
+        roiNode=roi,
+        uncertainty=3,
+        threshold=0.05,
+    )
+    box = glue.cropBoxFromCorners(
+        glue.roiCorners(slicer.util.arrayFromVTKMatrix(roi.GetObjectToNodeMatrix()), roi.GetSize()),
+        OBLIQUE,
+        voxels.shape,
+    )
     outside = np.ones(voxels.shape, bool)
     outside[box.slices] = False
     assert outside.any() and not outside.all()
     for name in ("liver", "spleen"):
         mask = segment_array(node, name, volume)
         assert mask.shape == voxels.shape and not (mask.astype(bool) & outside).any()
-    entropy = next(n for n in (slicer.mrmlScene.GetNthNode(i) for i in range(slicer.mrmlScene.GetNumberOfNodes()))
-                   if n.GetName() == "abdomen CT uncertainty")
+    entropy = next(
+        n
+        for n in (slicer.mrmlScene.GetNthNode(i) for i in range(slicer.mrmlScene.GetNumberOfNodes()))
+        if n.GetName() == "abdomen CT uncertainty"
+    )
     array = slicer.util.arrayFromVolume(entropy)
     assert array.shape == voxels.shape and not array[outside].any() and array[~outside].any()
     assert os.listdir(slicer_tmp) == []

@@ -34,8 +34,9 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def test_second_apply_reuses_the_loaded_model_and_the_volume_s_encoding(warm_logic, logic, tiny_checkpoint,
-                                                                         tiny_baseline_checkpoint, slicer_tmp):
+def test_second_apply_reuses_the_loaded_model_and_the_volume_s_encoding(
+    warm_logic, logic, tiny_checkpoint, tiny_baseline_checkpoint, slicer_tmp
+):
     volume, voxels = make_volume(AXIAL, shape=(12, 30, 30))
     first = warm_logic.segment(volume, "liver, spleen", checkpoint=str(tiny_checkpoint), device="cpu", wait=False)
     assert isinstance(first, glue.WarmSegmentationJob) and first.running
@@ -46,8 +47,9 @@ def test_second_apply_reuses_the_loaded_model_and_the_volume_s_encoding(warm_log
     assert pid is not None and warm_logic.segmentationJob is None
 
     events = []
-    second = warm_logic.segment(volume, "left kidney", checkpoint=str(tiny_checkpoint), device="cpu",
-                                progressCallback=events.append, wait=False)
+    second = warm_logic.segment(
+        volume, "left kidney", checkpoint=str(tiny_checkpoint), device="cpu", progressCallback=events.append, wait=False
+    )
     run_until_done(second)
     assert second.state == "done", second.error
     assert second.cached  # no slice encoded again: the decoder only
@@ -73,10 +75,20 @@ def test_cancel_stops_the_request_without_blocking_and_changes_nothing(warm_logi
     volume, _ = make_volume(AXIAL, shape=(160, 40, 40))
     before = scene_snapshot()
     events, completed = [], []
-    job = warm_logic.segment(volume, "liver, spleen", checkpoint=str(tiny_checkpoint), device="cpu",
-                             progressCallback=events.append, completedCallback=completed.append, wait=False)
-    pump_until(lambda: any(e["event"] == "progress" and e["stage"] == "segment" for e in events) or not job.running,
-               120, "the backend to start segmenting")
+    job = warm_logic.segment(
+        volume,
+        "liver, spleen",
+        checkpoint=str(tiny_checkpoint),
+        device="cpu",
+        progressCallback=events.append,
+        completedCallback=completed.append,
+        wait=False,
+    )
+    pump_until(
+        lambda: any(e["event"] == "progress" and e["stage"] == "segment" for e in events) or not job.running,
+        120,
+        "the backend to start segmenting",
+    )
     assert job.running, job.error
     started = time.monotonic()
     warm_logic.cancel()  # the panel's Cancel button
@@ -140,8 +152,7 @@ def test_uncertainty_and_a_batch_size_run_in_a_process_of_their_own(warm_logic, 
     """The warm backend answers plain segmentations; the options it has no request field for keep the
     one-shot path (and so they work exactly as before)."""
     volume, _ = make_volume(AXIAL)
-    job = warm_logic.segment(volume, "liver", checkpoint=str(tiny_checkpoint), device="cpu", batchSize=2,
-                             wait=False)
+    job = warm_logic.segment(volume, "liver", checkpoint=str(tiny_checkpoint), device="cpu", batchSize=2, wait=False)
     assert type(job) is glue.SegmentationJob
     run_until_done(job)
     assert job.state == "done", job.error

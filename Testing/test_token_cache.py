@@ -13,9 +13,23 @@ from safetensors.torch import load_file
 from TGatedSegmentLib.errors import InputError
 from TGatedSegmentLib.training import TrainConfig, train
 
-FAST = dict(recipe="cpu", base="builtin:tiny", image_size=32, epochs=1, steps=4, batch_size=4, chunk_slices=4,
-            max_rotation=0.0, max_zoom=0.0, intensity=0.0, finetune="decoder", device="cpu", num_workers=0,
-            save_every_minutes=None, warmup_steps=1)
+FAST = dict(
+    recipe="cpu",
+    base="builtin:tiny",
+    image_size=32,
+    epochs=1,
+    steps=4,
+    batch_size=4,
+    chunk_slices=4,
+    max_rotation=0.0,
+    max_zoom=0.0,
+    intensity=0.0,
+    finetune="decoder",
+    device="cpu",
+    num_workers=0,
+    save_every_minutes=None,
+    warmup_steps=1,
+)
 
 
 @pytest.fixture(scope="module")
@@ -46,11 +60,14 @@ def test_training_from_cached_tokens_matches_encoding_every_step(data, tmp_path)
     assert entries[0].stat().st_mtime_ns == stamp
 
 
-@pytest.mark.parametrize("change,message", [
-    (dict(finetune="full"), "needs a frozen vision encoder"),
-    (dict(max_rotation=5.0), "Add --max-rotation 0"),
-    (dict(batching="pairs"), "works with multi-prompt slice batches"),
-])
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (dict(finetune="full"), "needs a frozen vision encoder"),
+        (dict(max_rotation=5.0), "Add --max-rotation 0"),
+        (dict(batching="pairs"), "works with multi-prompt slice batches"),
+    ],
+)
 def test_token_cache_refuses_what_would_make_its_tokens_stale(tmp_path, change, message):
     with pytest.raises(InputError) as info:
         TrainConfig(data=tmp_path, output=tmp_path / "o", token_cache=True, **{**FAST, **change})

@@ -15,8 +15,16 @@ from helpers.env import python_env
 from TGatedSegmentLib.model.checkpoint import load_model, save_checkpoint
 from TGatedSegmentLib.model.tokenizer import JsonClipTokenizer, load_tokenizer, tokenize
 
-PROMPTS = ["liver", "Left  KIDNEY", "inferior vena cava", "gallbladder!!", "x " * 100, "é ü 日本", "it's the  aorta",
-           "  right adrenal gland  "]
+PROMPTS = [
+    "liver",
+    "Left  KIDNEY",
+    "inferior vena cava",
+    "gallbladder!!",
+    "x " * 100,
+    "é ü 日本",
+    "it's the  aorta",
+    "  right adrenal gland  ",
+]
 
 
 def _transformers_tokenizer(folder):

@@ -88,8 +88,18 @@ def test_bad_datasets_fail_before_training(name, good, tmp_path):
     breaker, pattern = BROKEN[name]
     breaker(ds)
     before = snapshot(ds)
-    out = run_cli("train", "--data", str(ds), "--output", str(tmp_path / "run"), "--base", "builtin:tiny",
-                  "--tokenizer", "compact", cwd=tmp_path)
+    out = run_cli(
+        "train",
+        "--data",
+        str(ds),
+        "--output",
+        str(tmp_path / "run"),
+        "--base",
+        "builtin:tiny",
+        "--tokenizer",
+        "compact",
+        cwd=tmp_path,
+    )
     assert out.returncode == 2, out.stderr
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("tgated: error: "), out.stderr
@@ -123,15 +133,36 @@ def test_output_problems_fail_before_training(good, tmp_path):
     out = run_cli("train", "--data", str(good), cwd=tmp_path)
     assert out.returncode == 2 and "missing --output" in out.stderr
 
-    out = run_cli("train", "--data", str(good), "--output", str(tmp_path / "r"), "--base", "builtin:nope",
-                  "--tokenizer", "compact", cwd=tmp_path)
+    out = run_cli(
+        "train",
+        "--data",
+        str(good),
+        "--output",
+        str(tmp_path / "r"),
+        "--base",
+        "builtin:nope",
+        "--tokenizer",
+        "compact",
+        cwd=tmp_path,
+    )
     assert out.returncode == 2 and "unknown built-in architecture 'builtin:nope'" in out.stderr
     # the cpu recipe brings the compact tokenizer; the paper's expects a pretrained base's own
-    out = run_cli("train", "--data", str(good), "--output", str(tmp_path / "r"), "--base", "builtin:tiny",
-                  "--recipe", "paper", cwd=tmp_path)
+    out = run_cli(
+        "train",
+        "--data",
+        str(good),
+        "--output",
+        str(tmp_path / "r"),
+        "--base",
+        "builtin:tiny",
+        "--recipe",
+        "paper",
+        cwd=tmp_path,
+    )
     assert out.returncode == 2 and "--tokenizer" in out.stderr
-    out = run_cli("train", "--data", str(good), "--output", str(tmp_path / "r"), "--base", "./no/such/ckpt",
-                  cwd=tmp_path)
+    out = run_cli(
+        "train", "--data", str(good), "--output", str(tmp_path / "r"), "--base", "./no/such/ckpt", cwd=tmp_path
+    )
     assert out.returncode == 2 and "does not exist" in out.stderr
     assert not (tmp_path / "r").exists()
 
@@ -150,14 +181,16 @@ def test_validation_sets_and_overwrite_in_preflight(good, tmp_path):
     from TGatedSegmentLib.training.config import TrainConfig
     from TGatedSegmentLib.training.preflight import preflight
 
-    plan = preflight(TrainConfig(data=good, output=tmp_path / "r", val="split:1", seed=0, base="builtin:tiny",
-                                 tokenizer="compact"))
+    plan = preflight(
+        TrainConfig(data=good, output=tmp_path / "r", val="split:1", seed=0, base="builtin:tiny", tokenizer="compact")
+    )
     assert len(plan.train.cases) == 1 and len(plan.val.cases) == 1
     assert plan.train.cases[0].case_id != plan.val.cases[0].case_id and plan.val_label.startswith("split:1")
     other = make_dataset(tmp_path / "other", cases=1, depth=6, size=16, labels={"background": 0, "liver": 1})
     with pytest.raises(InputError, match="validation labels differ"):
-        preflight(TrainConfig(data=good, output=tmp_path / "r", val=str(other), base="builtin:tiny",
-                              tokenizer="compact"))
+        preflight(
+            TrainConfig(data=good, output=tmp_path / "r", val=str(other), base="builtin:tiny", tokenizer="compact")
+        )
     earlier = tmp_path / "earlier"
     (earlier / "last").mkdir(parents=True)
     plan = preflight(TrainConfig(data=good, output=earlier, overwrite=True, base="builtin:tiny", tokenizer="compact"))

@@ -53,8 +53,10 @@ def test_cache_is_the_inference_preprocessing_and_is_built_once(dataset, tmp_pat
     again = cache.cached_volume(case, PP, tmp_path)
     assert again.folder == entry.folder
     # model input settings are applied per sample, so they share the entry
-    assert cache.cached_volume(case, replace(PP, image_size=64, slice_layout=REFERENCE_SLICE_LAYOUT),
-                               tmp_path).folder == entry.folder
+    assert (
+        cache.cached_volume(case, replace(PP, image_size=64, slice_layout=REFERENCE_SLICE_LAYOUT), tmp_path).folder
+        == entry.folder
+    )
 
 
 def test_cache_key_follows_files_and_intensity_settings(dataset, tmp_path):
@@ -149,8 +151,13 @@ def test_class_weighting_follows_the_sampling_weights():
             assert share[label] == pytest.approx(expected[label], abs=0.015), (positive, share)
     # unequal slice counts: a pair's chance is its organ's weight (liver in 20 slices, adrenal in 2)
     presence = [_table(30, {1: list(range(20)), 8: [3, 4]})]
-    labels = np.array([s.label for s in WindowSampler(SampleIndex(presence, [[1, 8]], ORGANS), 8,
-                                                      epoch_size=20000).epoch_items(0) if s.positive])
+    labels = np.array(
+        [
+            s.label
+            for s in WindowSampler(SampleIndex(presence, [[1, 8]], ORGANS), 8, epoch_size=20000).epoch_items(0)
+            if s.positive
+        ]
+    )
     assert np.mean(labels == 8) == pytest.approx(16 / 36, abs=0.015)
 
 

@@ -15,10 +15,39 @@ from TGatedSegmentLib.model.checkpoint import load_model
 def test_torchrun_two_cpu_processes_train_an_epoch_and_write_one_checkpoint(tmp_path):
     data = make_dataset(tmp_path / "ds", cases=2, depth=8, size=24)
     run = tmp_path / "run"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "TGatedSegmentLib", "train", "--data", str(data), "--output", str(run),
-               "--recipe", "paper", "--base", "builtin:tiny", "--tokenizer", "compact", "--image-size", "32", "--epochs", "1",
-               "--batch-size", "2", "--samples-per-epoch", "16", "--device", "cpu", "--progress", "json"]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "TGatedSegmentLib",
+        "train",
+        "--data",
+        str(data),
+        "--output",
+        str(run),
+        "--recipe",
+        "paper",
+        "--base",
+        "builtin:tiny",
+        "--tokenizer",
+        "compact",
+        "--image-size",
+        "32",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "2",
+        "--samples-per-epoch",
+        "16",
+        "--device",
+        "cpu",
+        "--progress",
+        "json",
+    ]
     env = {**python_env(), "OMP_NUM_THREADS": "1"}
     out = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]

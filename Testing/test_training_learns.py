@@ -22,12 +22,30 @@ def test_tiny_model_learns_the_phantom(tmp_path):
     """
     dataset = load_dataset(make_dataset(tmp_path / "ds", cases=1))
     organs = [dataset.organs[i] for i in sorted(dataset.organs)]
-    initial = init_checkpoint("builtin:tiny", tmp_path / "initial", tokenizer="compact", vocabulary=organs, seed=0,
-                              preprocessing=PreprocessConfig(image_size=64))
+    initial = init_checkpoint(
+        "builtin:tiny",
+        tmp_path / "initial",
+        tokenizer="compact",
+        vocabulary=organs,
+        seed=0,
+        preprocessing=PreprocessConfig(image_size=64),
+    )
     before = evaluate([str(initial)], dataset, device="cpu")
-    run = train(TrainConfig(data=dataset.root, output=tmp_path / "run", base=str(initial), epochs=4,
-                            samples_per_epoch=800, batch_size=8, lr_encoder=1e-3, lr_decoder=3e-3, lr_adapter=3e-3,
-                            device="cpu", num_workers=0))
+    run = train(
+        TrainConfig(
+            data=dataset.root,
+            output=tmp_path / "run",
+            base=str(initial),
+            epochs=4,
+            samples_per_epoch=800,
+            batch_size=8,
+            lr_encoder=1e-3,
+            lr_decoder=3e-3,
+            lr_adapter=3e-3,
+            device="cpu",
+            num_workers=0,
+        )
+    )
     after = evaluate([str(run / "best")], dataset, device="cpu")
     start = before.summary("initial")
     end = after.summary("best")

@@ -23,8 +23,9 @@ from TGatedSegmentLib.training.step import StepRunner
 
 
 def tiny(temporal: bool = True):
-    return build_model("builtin:tiny", "compact", temporal=temporal, preprocessing=PreprocessConfig(image_size=32),
-                       seed=0)
+    return build_model(
+        "builtin:tiny", "compact", temporal=temporal, preprocessing=PreprocessConfig(image_size=32), seed=0
+    )
 
 
 def test_soft_dice_is_per_sample_and_bce_has_equal_weight():
@@ -53,8 +54,12 @@ def test_every_parameter_has_its_group_and_learning_rate():
     optimizer = make_optimizer(model, config)
     groups = {g["name"]: g for g in optimizer.param_groups}
     assert set(groups) == set(GROUPS) - {"refine"}  # this model has no refinement head
-    assert (groups["vision"]["lr"], groups["text"]["lr"], groups["decoder"]["lr"], groups["adapter"]["lr"]) == \
-        (1e-6, 1e-6, 1e-5, 5e-5)
+    assert (groups["vision"]["lr"], groups["text"]["lr"], groups["decoder"]["lr"], groups["adapter"]["lr"]) == (
+        1e-6,
+        1e-6,
+        1e-5,
+        5e-5,
+    )
     assert all(g["weight_decay"] == 1e-4 for g in optimizer.param_groups)
     in_groups = [id(p) for g in optimizer.param_groups for p in g["params"]]
     assert len(in_groups) == len(set(in_groups)) == len(list(model.parameters()))  # all, once
@@ -82,7 +87,10 @@ def test_a_zero_learning_rate_freezes_its_part_and_the_optimiser_is_fused():
     config = TrainConfig(data="d", output="o", lr_text=0.0)
     model = tiny().model
     frozen = freeze_zero_rate_parts(model, config)
-    assert frozen == {n for n in frozen if parameter_group(n) == "text"} and "base_model.clip.text_projection.weight" in frozen
+    assert (
+        frozen == {n for n in frozen if parameter_group(n) == "text"}
+        and "base_model.clip.text_projection.weight" in frozen
+    )
     optimizer = make_optimizer(model, config)
     assert {g["name"] for g in optimizer.param_groups} == {"vision", "decoder", "adapter"}
     assert optimizer.defaults["fused"]
@@ -98,8 +106,9 @@ def test_both_models_train_their_encoders(temporal):
     (the authors' baseline went through HF's no_grad forward and never trained them)."""
     loaded = tiny(temporal)
     model = loaded.model.train()
-    optimizer = make_optimizer(model, TrainConfig(data="d", output="o", lr_encoder=1e-3, lr_decoder=1e-3,
-                                                  lr_adapter=1e-3))
+    optimizer = make_optimizer(
+        model, TrainConfig(data="d", output="o", lr_encoder=1e-3, lr_decoder=1e-3, lr_adapter=1e-3)
+    )
     vision = model.base_model.clip.vision_model.encoder.layers[0].mlp.fc1.weight
     text = model.base_model.clip.text_model.encoder.layers[0].mlp.fc1.weight
     before = vision.detach().clone(), text.detach().clone()
@@ -133,7 +142,12 @@ def test_a_non_finite_step_is_skipped_and_changes_nothing():
     assert math.isnan(loss) and step.skipped == 1
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert not step.optimizer.state  # AdamW never stepped: no moments polluted by NaN
-    loss = step({"pixels": torch.randn(2, 5, 3, 32, 32), "target": torch.zeros(2, 32, 32),
-                 "prompt": torch.zeros(2, dtype=torch.long)})
+    loss = step(
+        {
+            "pixels": torch.randn(2, 5, 3, 32, 32),
+            "target": torch.zeros(2, 32, 32),
+            "prompt": torch.zeros(2, dtype=torch.long),
+        }
+    )
     assert math.isfinite(loss) and step.skipped == 1
     assert not torch.equal(before["base_model.decoder.film_mul.weight"], model.base_model.decoder.film_mul.weight)

@@ -77,15 +77,62 @@ def test_every_field_declares_its_option_and_the_recipes_fill_exactly_the_recipe
 
 
 def test_the_resume_rules_are_the_ones_runs_were_saved_under():
-    assert set(resume_may_change()) == {"epochs", "steps", "max_seconds", "device", "num_workers", "val_batch_size",
-                                        "save_every_steps", "save_every_minutes"}
+    assert set(resume_may_change()) == {
+        "epochs",
+        "steps",
+        "max_seconds",
+        "device",
+        "num_workers",
+        "val_batch_size",
+        "save_every_steps",
+        "save_every_minutes",
+    }
     assert set(defining_the_run()) == {
-        "data", "val", "base", "tokenizer", "temporal", "freeze_encoders", "batch_size", "samples_per_epoch",
-        "lr_encoder", "lr_text", "lr_decoder", "lr_adapter", "weight_decay", "restart_epochs", "min_lr", "grad_clip",
-        "gate_penalty", "negative_ratio", "max_rotation", "flip_probability", "seed", "image_size", "amp",
-        "finetune", "peft", "peft_dim", "peft_parts", "lr_peft", "probabilistic", "recipe", "adapter",
-        "refine", "batching", "chunk_slices", "schedule", "warmup_steps", "dice", "max_zoom", "intensity",
-        "boundary_weight", "hint_weight", "exclusive", "organ_intensity", "hard_pixels"}
+        "data",
+        "val",
+        "base",
+        "tokenizer",
+        "temporal",
+        "freeze_encoders",
+        "batch_size",
+        "samples_per_epoch",
+        "lr_encoder",
+        "lr_text",
+        "lr_decoder",
+        "lr_adapter",
+        "weight_decay",
+        "restart_epochs",
+        "min_lr",
+        "grad_clip",
+        "gate_penalty",
+        "negative_ratio",
+        "max_rotation",
+        "flip_probability",
+        "seed",
+        "image_size",
+        "amp",
+        "finetune",
+        "peft",
+        "peft_dim",
+        "peft_parts",
+        "lr_peft",
+        "probabilistic",
+        "recipe",
+        "adapter",
+        "refine",
+        "batching",
+        "chunk_slices",
+        "schedule",
+        "warmup_steps",
+        "dice",
+        "max_zoom",
+        "intensity",
+        "boundary_weight",
+        "hint_weight",
+        "exclusive",
+        "organ_intensity",
+        "hard_pixels",
+    }
     assert config.PREDATING == {"organ_intensity": 0.0, "hard_pixels": 0.0}
 
 
@@ -134,8 +181,10 @@ def test_a_resume_may_change_what_is_declared_so_and_nothing_else(tmp_path):
     assert (resumed.steps, resumed.max_seconds, resumed.num_workers, resumed.resume) == (20, 120.0, 1, True)
     with pytest.raises(InputError, match="cannot change --lr-decoder, --no-temporal when resuming") as refused:
         build("--resume", str(run), "--lr-decoder", "1e-3", "--no-temporal")
-    assert "--epochs, --steps, --max-minutes, --device, --num-workers and --save-every-steps may change" in \
-        refused.value.hint
+    assert (
+        "--epochs, --steps, --max-minutes, --device, --num-workers and --save-every-steps may change"
+        in refused.value.hint
+    )
     assert build("--resume", str(run), "--data", str(tmp_path), "--recipe", "cpu").steps == 10  # the same: fine
 
 
@@ -203,8 +252,13 @@ def new_options(monkeypatch):
 def test_a_field_with_its_option_is_all_a_new_option_needs(new_options, tmp_path):
     # the CLI: flags with their help, parsed into the config, checked, the recipe's default
     help_text = train_parser()[1].format_help()
-    for text in ("--lr-magic LR_MAGIC", "learning rate of the magic", "--magic-rounds", "--no-magic",
-                 "weight of the magic loss (default: the recipe's)"):
+    for text in (
+        "--lr-magic LR_MAGIC",
+        "learning rate of the magic",
+        "--magic-rounds",
+        "--no-magic",
+        "weight of the magic loss (default: the recipe's)",
+    ):
         assert text in " ".join(help_text.split()), text
     common = ("--data", str(tmp_path), "--output", str(tmp_path / "new"))
     made = build(*common, "--lr-magic", "0.1", "--magic-rounds", "5", "--no-magic")
@@ -218,8 +272,10 @@ def test_a_field_with_its_option_is_all_a_new_option_needs(new_options, tmp_path
         WithNewOptions(data=str(tmp_path), output=str(tmp_path / "x"), magic_rounds=0)
 
     # the Slicer module's options, in both spellings
-    for options in ({"lrMagic": 0.1, "magicRounds": 5, "noMagic": True},
-                    {"lr_magic": 0.1, "magic_rounds": 5, "no_magic": True}):
+    for options in (
+        {"lrMagic": 0.1, "magicRounds": 5, "noMagic": True},
+        {"lr_magic": 0.1, "magic_rounds": 5, "no_magic": True},
+    ):
         args = glue.trainArguments(str(tmp_path), str(tmp_path / "new"), **options)
         assert args[-5:] == ["--lr-magic", "0.1", "--magic-rounds", "5", "--no-magic"]
 

@@ -21,8 +21,21 @@ from TGatedSegmentLib.model.configuration import PreprocessConfig
 from TGatedSegmentLib.progress import CancelToken
 from TGatedSegmentLib.training import TrainConfig, resume_config, train
 
-FAST = dict(recipe="paper", base="builtin:tiny", tokenizer="compact", image_size=32, epochs=3, batch_size=4, samples_per_epoch=20,
-            lr_encoder=1e-3, lr_decoder=1e-3, lr_adapter=1e-3, device="cpu", num_workers=0, save_every_minutes=None)
+FAST = dict(
+    recipe="paper",
+    base="builtin:tiny",
+    tokenizer="compact",
+    image_size=32,
+    epochs=3,
+    batch_size=4,
+    samples_per_epoch=20,
+    lr_encoder=1e-3,
+    lr_decoder=1e-3,
+    lr_adapter=1e-3,
+    device="cpu",
+    num_workers=0,
+    save_every_minutes=None,
+)
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +90,7 @@ def test_cancelled_and_resumed_run_ends_with_the_same_weights(where, data, cache
         def callback(event):  # stop right after epoch 1 was validated and saved
             if event.get("kind") == "epoch" and event["epoch"] == 1:
                 token.cancel()
+
     with pytest.raises(Cancelled):
         train(config(data, cache_dir, run), progress=callback, cancel=token)
     stopped = training_meta(run / "last")
@@ -106,11 +120,23 @@ def test_step_budget_stops_mid_epoch_and_a_longer_budget_continues(data, cache_d
 
 
 def test_freeze_encoders_and_baseline(data, cache_dir, tmp_path):
-    base = init_checkpoint("builtin:tiny", tmp_path / "init", tokenizer="compact", seed=3,
-                           preprocessing=PreprocessConfig(image_size=32))
+    base = init_checkpoint(
+        "builtin:tiny", tmp_path / "init", tokenizer="compact", seed=3, preprocessing=PreprocessConfig(image_size=32)
+    )
     start = weights(base)
-    frozen = train(config(data, cache_dir, tmp_path / "frozen", base=str(base), tokenizer=None, image_size=None,
-                          freeze_encoders=True, steps=3, epochs=1))
+    frozen = train(
+        config(
+            data,
+            cache_dir,
+            tmp_path / "frozen",
+            base=str(base),
+            tokenizer=None,
+            image_size=None,
+            freeze_encoders=True,
+            steps=3,
+            epochs=1,
+        )
+    )
     # --freeze-encoders is --finetune decoder: last/ stores the decoder and adapter only, on top of the base
     assert not any(k.startswith("base_model.clip.") for k in weights(frozen / "last"))
     after = load_model(frozen / "last").model.state_dict()
@@ -119,8 +145,19 @@ def test_freeze_encoders_and_baseline(data, cache_dir, tmp_path):
     assert not torch.equal(start["base_model.decoder.film_mul.weight"], after["base_model.decoder.film_mul.weight"])
     assert not torch.equal(start["adapter.temporal_pos_emb"], after["adapter.temporal_pos_emb"])
 
-    baseline = train(config(data, cache_dir, tmp_path / "baseline", base=str(base), tokenizer=None, image_size=None,
-                            temporal=False, steps=3, epochs=1))
+    baseline = train(
+        config(
+            data,
+            cache_dir,
+            tmp_path / "baseline",
+            base=str(base),
+            tokenizer=None,
+            image_size=None,
+            temporal=False,
+            steps=3,
+            epochs=1,
+        )
+    )
     loaded = load_model(baseline / "best")
     assert loaded.model.adapter is None and training_meta(baseline / "best")["temporal"] is False
     after = weights(baseline / "last")
@@ -130,8 +167,14 @@ def test_freeze_encoders_and_baseline(data, cache_dir, tmp_path):
 
 
 def _start_cli(args, cwd):
-    return subprocess.Popen(backend_command("train", *args, "--progress", "json"), cwd=cwd, env=python_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        backend_command("train", *args, "--progress", "json"),
+        cwd=cwd,
+        env=python_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _wait_for_epoch(proc, epoch: int) -> list[dict]:
@@ -145,9 +188,30 @@ def _wait_for_epoch(proc, epoch: int) -> list[dict]:
 
 def test_killed_and_terminated_runs_leave_loadable_checkpoints_and_resume(data, tmp_path):
     run = tmp_path / "run"
-    args = ["--data", str(data), "--output", str(run), "--recipe", "paper", "--base", "builtin:tiny",
-            "--tokenizer", "compact", "--image-size", "32", "--batch-size", "4", "--samples-per-epoch", "20", "--epochs", "40",
-            "--device", "cpu", "--lr-decoder", "1e-3"]
+    args = [
+        "--data",
+        str(data),
+        "--output",
+        str(run),
+        "--recipe",
+        "paper",
+        "--base",
+        "builtin:tiny",
+        "--tokenizer",
+        "compact",
+        "--image-size",
+        "32",
+        "--batch-size",
+        "4",
+        "--samples-per-epoch",
+        "20",
+        "--epochs",
+        "40",
+        "--device",
+        "cpu",
+        "--lr-decoder",
+        "1e-3",
+    ]
     proc = _start_cli(args, tmp_path)
     _wait_for_epoch(proc, 1)
     time.sleep(0.3)  # somewhere in epoch 2, possibly in the middle of a checkpoint write
@@ -168,8 +232,14 @@ def test_killed_and_terminated_runs_leave_loadable_checkpoints_and_resume(data, 
     state = json.loads((run / "resume" / "run.json").read_text())["counters"]
     assert stopped["step"] == state["global_step"] >= 15
 
-    finish = subprocess.run(backend_command("train", "--resume", str(run), "--epochs", "5", "--progress", "none"),
-                            cwd=tmp_path, env=python_env(), capture_output=True, text=True, timeout=300)
+    finish = subprocess.run(
+        backend_command("train", "--resume", str(run), "--epochs", "5", "--progress", "none"),
+        cwd=tmp_path,
+        env=python_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert finish.returncode == 0, finish.stderr
     meta = training_meta(run / "last")
     assert [h["epoch"] for h in meta["history"]] == [1, 2, 3, 4, 5] and meta["step"] == 25

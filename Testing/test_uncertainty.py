@@ -59,15 +59,18 @@ def test_probabilistic_adapter_without_sampling_equals_deterministic_adapter():
 def volume():
     rng = np.random.default_rng(0)
     array = rng.normal(40, 30, (5, 32, 32)).astype(np.float32)
-    geometry = Geometry(size=(32, 32, 5), spacing=(1.0, 1.0, 2.0), origin=(0.0, 0.0, 0.0),
-                        direction=(-1.0, 0, 0, 0, -1.0, 0, 0, 0, 1.0))
+    geometry = Geometry(
+        size=(32, 32, 5), spacing=(1.0, 1.0, 2.0), origin=(0.0, 0.0, 0.0), direction=(-1.0, 0, 0, 0, -1.0, 0, 0, 0, 1.0)
+    )
     return array, geometry
 
 
 def test_monte_carlo_encodes_each_slice_once(tiny_checkpoint, volume):
     seg = Segmenter(tiny_checkpoint, device="cpu", batch_size=2)
     calls = []
-    seg.model.base_model.clip.vision_model.register_forward_hook(lambda m, i, o: calls.append(o.last_hidden_state.shape[0]))
+    seg.model.base_model.clip.vision_model.register_forward_hook(
+        lambda m, i, o: calls.append(o.last_hidden_state.shape[0])
+    )
     result = seg.segment(volume[0], prompts="liver, spleen", geometry=volume[1], uncertainty=6, modality="ct")
     assert sum(calls) == 5  # 5 slices, each through the vision encoder once, whatever N is
     assert result.stats.windows_fused == 5 * 6  # the adapter runs N times per slice
@@ -78,16 +81,22 @@ def test_monte_carlo_encodes_each_slice_once(tiny_checkpoint, volume):
 
 
 def test_entropy_is_zero_where_samples_agree(tmp_path, tiny_config_file, volume):
-    ckpt = init_checkpoint(tiny_config_file, tmp_path / "no-dropout", tokenizer="compact",
-                           adapter=AdapterConfig.default_for(32, dropout=0.0, drop_path_rate=0.0, spatial_drop_path=0.0,
-                                                             head_dropout=0.0, head_out_dropout=0.0))
+    ckpt = init_checkpoint(
+        tiny_config_file,
+        tmp_path / "no-dropout",
+        tokenizer="compact",
+        adapter=AdapterConfig.default_for(
+            32, dropout=0.0, drop_path_rate=0.0, spatial_drop_path=0.0, head_dropout=0.0, head_out_dropout=0.0
+        ),
+    )
     seg = Segmenter(ckpt, device="cpu")
     with torch.no_grad():  # sharpen the untrained decoder so that many voxels are confidently 0 or 1
         last = seg.model.base_model.decoder.transposed_convolution[-1]
         last.weight.mul_(1e4)
         last.bias.mul_(1e4)
-    mc = seg.segment(volume[0], prompts="liver", geometry=volume[1], uncertainty=4, modality="ct",
-                     return_probabilities=True)
+    mc = seg.segment(
+        volume[0], prompts="liver", geometry=volume[1], uncertainty=4, modality="ct", return_probabilities=True
+    )
     plain = seg.segment(volume[0], prompts="liver", geometry=volume[1], modality="ct", return_probabilities=True)
     assert np.allclose(mc.probabilities, plain.probabilities, atol=1e-5)  # no stochastic layer: samples identical
     assert np.abs(mc.mutual_information).max() < 1e-5  # ... so they all agree
@@ -101,14 +110,16 @@ def test_monte_carlo_on_the_model_input_grid(tmp_path, tiny_config_file, directi
     """Slices already of the model's input size (no resampling of the outputs): the phantom demo's case."""
     from TGatedSegmentLib.model.configuration import PreprocessConfig
 
-    ckpt = init_checkpoint(tiny_config_file, tmp_path / "ckpt64", tokenizer="compact",
-                           preprocessing=PreprocessConfig(image_size=64))
+    ckpt = init_checkpoint(
+        tiny_config_file, tmp_path / "ckpt64", tokenizer="compact", preprocessing=PreprocessConfig(image_size=64)
+    )
     array = np.random.default_rng(1).normal(40, 30, (5, 64, 64)).astype(np.float32)
     geometry = Geometry(size=(64, 64, 5), spacing=(1.0, 1.0, 2.0), origin=(0.0, 0.0, 0.0), direction=direction)
     seg = Segmenter(ckpt, device="cpu")
     torch.manual_seed(0)
-    result = seg.segment(array, prompts="liver", geometry=geometry, uncertainty=3, modality="ct",
-                         return_probabilities=True)
+    result = seg.segment(
+        array, prompts="liver", geometry=geometry, uncertainty=3, modality="ct", return_probabilities=True
+    )
     assert result.entropy.shape == result.probabilities.shape == (1, 5, 64, 64)
     assert 0.0 <= result.probabilities.min() and result.probabilities.max() <= 1.0
     assert np.allclose(result.entropy, binary_entropy(torch.from_numpy(result.probabilities)).numpy(), atol=1e-5)
@@ -122,16 +133,44 @@ def test_baseline_has_no_uncertainty(tiny_baseline_checkpoint, volume):
 
 def test_cli_writes_uncertainty_maps_on_the_input_grid(tmp_path, tiny_config_file, volume):
     ckpt = tmp_path / "prob"
-    proc = subprocess.run(backend_command("init", "--base-config", str(tiny_config_file), "--tokenizer", "compact",
-                                          "--probabilistic", "--output", str(ckpt)), env=python_env(),
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        backend_command(
+            "init",
+            "--base-config",
+            str(tiny_config_file),
+            "--tokenizer",
+            "compact",
+            "--probabilistic",
+            "--output",
+            str(ckpt),
+        ),
+        env=python_env(),
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     image = volume[1].apply_to(sitk.GetImageFromArray(volume[0]))
     sitk.WriteImage(image, str(tmp_path / "ct.nrrd"))
     out = tmp_path / "seg.seg.nrrd"
-    proc = subprocess.run(backend_command("segment", str(tmp_path / "ct.nrrd"), "--prompts", "liver, spleen",
-                                          "--checkpoint", str(ckpt), "--output", str(out), "--uncertainty", "3",
-                                          "--progress", "json"), env=python_env(), capture_output=True, text=True)
+    proc = subprocess.run(
+        backend_command(
+            "segment",
+            str(tmp_path / "ct.nrrd"),
+            "--prompts",
+            "liver, spleen",
+            "--checkpoint",
+            str(ckpt),
+            "--output",
+            str(out),
+            "--uncertainty",
+            "3",
+            "--progress",
+            "json",
+        ),
+        env=python_env(),
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     folder = tmp_path / "seg_uncertainty"
     meta = json.loads((folder / "uncertainty.json").read_text())

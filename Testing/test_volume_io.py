@@ -211,8 +211,15 @@ def test_constant_and_non_finite_volumes():
 # --- DICOM ----------------------------------------------------------------------------------------
 
 
-def write_dicom_series(folder: Path, array: np.ndarray, series_uid: str, modality: str, description: str,
-                       spacing=(0.7, 0.7, 2.0), origin=(-100.0, -80.0, 50.0)) -> None:
+def write_dicom_series(
+    folder: Path,
+    array: np.ndarray,
+    series_uid: str,
+    modality: str,
+    description: str,
+    spacing=(0.7, 0.7, 2.0),
+    origin=(-100.0, -80.0, 50.0),
+) -> None:
     """A minimal but valid DICOM series (one file per slice), as SimpleITK's own example writes it."""
     folder.mkdir(parents=True, exist_ok=True)
     image = sitk.GetImageFromArray(array.astype(np.int16))

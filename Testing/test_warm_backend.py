@@ -31,18 +31,26 @@ def volume(tmp_path):
 @pytest.fixture
 def backend():
     env = python_env()
-    warm = WarmBackend([sys.executable, "-m", "TGatedSegmentLib"], env={"PYTHONPATH": env["PYTHONPATH"],
-                                                                         "HF_HUB_OFFLINE": "1"})
+    warm = WarmBackend(
+        [sys.executable, "-m", "TGatedSegmentLib"], env={"PYTHONPATH": env["PYTHONPATH"], "HF_HUB_OFFLINE": "1"}
+    )
     yield warm
     warm.stop()
     assert not warm.running
 
 
-def test_second_prompt_on_the_same_volume_reuses_the_warm_process_and_its_tokens(backend, volume, tmp_path,
-                                                                                   tiny_checkpoint):
+def test_second_prompt_on_the_same_volume_reuses_the_warm_process_and_its_tokens(
+    backend, volume, tmp_path, tiny_checkpoint
+):
     events, tracker = [], ProgressTracker(SEGMENT_STAGES)
-    first = backend.segment(volume, tmp_path / "a.seg.nrrd", ["liver", "spleen"], checkpoint=tiny_checkpoint,
-                            device="cpu", onEvent=lambda e: events.append(tracker.update(e))).wait()
+    first = backend.segment(
+        volume,
+        tmp_path / "a.seg.nrrd",
+        ["liver", "spleen"],
+        checkpoint=tiny_checkpoint,
+        device="cpu",
+        onEvent=lambda e: events.append(tracker.update(e)),
+    ).wait()
     assert first.doneEvent and first.error is None, first.error
     pid = backend.pid
     assert first.doneEvent["slices_encoded"] == 12 and not first.doneEvent["cached"]
@@ -50,29 +58,34 @@ def test_second_prompt_on_the_same_volume_reuses_the_warm_process_and_its_tokens
     assert any(e["event"] == "progress" and e["stage"] == "segment" for e in events)
     assert all(e.get("id") == first.id for e in events) and events[-1]["percent"] >= 90
 
-    second = backend.segment(volume, tmp_path / "b.seg.nrrd", ["left kidney"], checkpoint=tiny_checkpoint,
-                             device="cpu").wait()
+    second = backend.segment(
+        volume, tmp_path / "b.seg.nrrd", ["left kidney"], checkpoint=tiny_checkpoint, device="cpu"
+    ).wait()
     assert second.doneEvent["cached"] and second.doneEvent["slices_encoded"] == 0  # decoder only
     assert backend.pid == pid  # the same warm process
     assert [s["name"] for s in second.doneEvent["segments"]] == ["left kidney"]
 
     other = volume.with_name("other.nrrd")  # another volume: encoded again, same process
-    sitk.WriteImage(sitk.GetImageFromArray(sitk.GetArrayFromImage(sitk.ReadImage(str(volume)))[::-1].copy()),
-                    str(other))
+    sitk.WriteImage(
+        sitk.GetImageFromArray(sitk.GetArrayFromImage(sitk.ReadImage(str(volume)))[::-1].copy()), str(other)
+    )
     third = backend.segment(other, tmp_path / "c.seg.nrrd", ["liver"], checkpoint=tiny_checkpoint, device="cpu").wait()
     assert not third.doneEvent["cached"] and third.doneEvent["slices_encoded"] == 12 and backend.pid == pid
 
 
-def test_checkpoint_change_restarts_and_errors_are_reported(backend, volume, tmp_path, tiny_checkpoint,
-                                                            tiny_baseline_checkpoint):
+def test_checkpoint_change_restarts_and_errors_are_reported(
+    backend, volume, tmp_path, tiny_checkpoint, tiny_baseline_checkpoint
+):
     backend.segment(volume, tmp_path / "a.seg.nrrd", "liver", checkpoint=tiny_checkpoint, device="cpu").wait()
     pid = backend.pid
-    job = backend.segment(volume, tmp_path / "b.seg.nrrd", "liver", checkpoint=tiny_baseline_checkpoint,
-                          device="cpu").wait()
+    job = backend.segment(
+        volume, tmp_path / "b.seg.nrrd", "liver", checkpoint=tiny_baseline_checkpoint, device="cpu"
+    ).wait()
     assert job.doneEvent and backend.pid != pid  # a new process for the new checkpoint
 
-    bad = backend.segment(tmp_path / "missing.nrrd", tmp_path / "c.seg.nrrd", "liver",
-                          checkpoint=tiny_baseline_checkpoint, device="cpu").wait()
+    bad = backend.segment(
+        tmp_path / "missing.nrrd", tmp_path / "c.seg.nrrd", "liver", checkpoint=tiny_baseline_checkpoint, device="cpu"
+    ).wait()
     assert bad.error is not None and bad.error.kind == "InputError" and backend.running  # still warm
     with pytest.raises(Exception) as info:  # a checkpoint that does not exist: the start fails, clearly
         backend.segment(volume, tmp_path / "d.seg.nrrd", "liver", checkpoint=tmp_path / "nope", device="cpu")
@@ -83,8 +96,9 @@ def test_cancel_keeps_the_backend_warm(backend, tmp_path, tiny_checkpoint):
     deep = tmp_path / "deep.nrrd"
     sitk.WriteImage(sitk.GetImageFromArray(np.arange(400 * 32 * 32, dtype=np.int16).reshape(400, 32, 32)), str(deep))
     seen = []
-    job = backend.segment(deep, tmp_path / "a.seg.nrrd", "liver", checkpoint=tiny_checkpoint, device="cpu",
-                          onEvent=seen.append)
+    job = backend.segment(
+        deep, tmp_path / "a.seg.nrrd", "liver", checkpoint=tiny_checkpoint, device="cpu", onEvent=seen.append
+    )
     while not any(e["event"] == "progress" for e in seen) and not job.poll():
         time.sleep(0.01)
     pid = backend.pid
@@ -92,15 +106,20 @@ def test_cancel_keeps_the_backend_warm(backend, tmp_path, tiny_checkpoint):
     job.wait()
     assert job.cancelled and job.doneEvent is None and not (tmp_path / "a.seg.nrrd").exists()
     assert backend.pid == pid  # stopped the request, not the process
-    assert backend.segment(deep, tmp_path / "b.seg.nrrd", "liver", checkpoint=tiny_checkpoint,
-                           device="cpu").wait().doneEvent
+    assert (
+        backend.segment(deep, tmp_path / "b.seg.nrrd", "liver", checkpoint=tiny_checkpoint, device="cpu")
+        .wait()
+        .doneEvent
+    )
 
 
 def test_a_backend_that_ignores_cancel_is_killed(tmp_path):
     """A stand-in that says ready, then never answers: cancel ends its process tree after the grace."""
     script = tmp_path / "stuck.py"
-    script.write_text("import json, sys, time\nprint(json.dumps({'event': 'ready'}), flush=True)\n"
-                      "sys.stdin.readline()\ntime.sleep(600)\n")
+    script.write_text(
+        "import json, sys, time\nprint(json.dumps({'event': 'ready'}), flush=True)\n"
+        "sys.stdin.readline()\ntime.sleep(600)\n"
+    )
     warm = WarmBackend([sys.executable, str(script)])
     try:
         job = warm.segment("in.nrrd", "out.seg.nrrd", "liver")

@@ -100,8 +100,13 @@ def draw_icon() -> Image.Image:
 
     # The prompt box: an organ name being typed, with a cursor.
     draw = ImageDraw.Draw(canvas)
-    draw.rounded_rectangle(px(8, 92, 120, 120), radius=7 * SCALE, fill=(250, 250, 252, 255),
-                           outline=tuple(lookup("liver").color) + (255,), width=int(2.2 * SCALE))
+    draw.rounded_rectangle(
+        px(8, 92, 120, 120),
+        radius=7 * SCALE,
+        fill=(250, 250, 252, 255),
+        outline=tuple(lookup("liver").color) + (255,),
+        width=int(2.2 * SCALE),
+    )
     text_font = font(19 * SCALE)
     draw.text(px(15, 106), "liver", font=text_font, fill=(30, 34, 45, 255), anchor="lm")
     right = draw.textbbox(px(15, 106), "liver", font=text_font, anchor="lm")[2]

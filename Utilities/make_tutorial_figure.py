@@ -32,8 +32,19 @@ SAMPLES = 10
 
 def inferno(values: np.ndarray) -> np.ndarray:
     """A few stops of matplotlib's "inferno" (Slicer's Inferno colour table), interpolated: (..., 3) uint8."""
-    stops = np.array([[0, 0, 4], [40, 11, 84], [101, 21, 110], [159, 42, 99], [212, 72, 66], [245, 125, 21],
-                      [250, 193, 39], [252, 255, 164]], float)
+    stops = np.array(
+        [
+            [0, 0, 4],
+            [40, 11, 84],
+            [101, 21, 110],
+            [159, 42, 99],
+            [212, 72, 66],
+            [245, 125, 21],
+            [250, 193, 39],
+            [252, 255, 164],
+        ],
+        float,
+    )
     position = np.clip(values, 0, 1) * (len(stops) - 1)
     low = np.floor(position).astype(int).clip(0, len(stops) - 2)
     fraction = (position - low)[..., None]
@@ -72,8 +83,9 @@ def render(result, grey, organs, path: Path, slices) -> Path:
     width, header, legend = rows[0].shape[1], 22, 16 * ((len(organs) + 2) // 3) + 8
     canvas = Image.new("RGB", (width, header + sum(r.shape[0] + 6 for r in rows) + legend), "white")
     draw = ImageDraw.Draw(canvas)
-    draw.text((4, 4), f"segments (Apply)  |  uncertainty map, {SAMPLES} samples (0 = certain, bright = unsure)",
-              fill="black")
+    draw.text(
+        (4, 4), f"segments (Apply)  |  uncertainty map, {SAMPLES} samples (0 = certain, bright = unsure)", fill="black"
+    )
     y = header
     for z, row in zip(slices, rows):
         canvas.paste(Image.fromarray(row), (0, y))

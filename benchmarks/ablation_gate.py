@@ -26,8 +26,11 @@ BODY_HU = -500.0  # voxels above this and outside every label and look-alike are
 
 def regions(phantom) -> dict[str, np.ndarray]:
     """name -> boolean mask (z, y, x) on the phantom's grid (its canonical frame: identity direction)."""
-    out = {phantom.label_names[i] + (" (has look-alikes)" if phantom.label_names[i] == phantom.target else ""):
-           phantom.labels == i for i in organ_ids(phantom)}
+    out = {
+        phantom.label_names[i]
+        + (" (has look-alikes)" if phantom.label_names[i] == phantom.target else ""): phantom.labels == i
+        for i in organ_ids(phantom)
+    }
     out[f"{phantom.target} look-alikes"] = phantom.distractor_mask
     labelled = (phantom.labels > 0) | phantom.distractor_mask
     out["other body tissue"] = (phantom.image > BODY_HU) & ~labelled
@@ -53,8 +56,11 @@ def score(best, phantoms) -> dict:
             out[name] = {"voxels": 0, "mean": math.nan, **{f"p{p}": math.nan for p in PERCENTILES}}
             continue
         q = np.percentile(values, PERCENTILES)
-        out[name] = {"voxels": int(values.size), "mean": float(values.mean()),
-                     **{f"p{p}": float(v) for p, v in zip(PERCENTILES, q)}}
+        out[name] = {
+            "voxels": int(values.size),
+            "mean": float(values.mean()),
+            **{f"p{p}": float(v) for p, v in zip(PERCENTILES, q)},
+        }
     return out
 
 
@@ -93,10 +99,19 @@ def main(argv=None) -> int:
     for seed in s["seeds"]:
         results[seed] = score(trained(s["work"], s["recipe"], seed, "tgated"), phantoms)
         log(f"  seed {seed}: mean gate " + ", ".join(f"{n} {results[seed][n]['mean']:.4f}" for n in names[-3:]))
-    header = (f"Learned gate of the T-Gated model by region (mean ± std over {len(s['seeds'])} seeds; initial value "
-              f"{INITIAL_GATE:.4f}); {describe(s, phantoms)}")
-    report(args.output, header, table(results, names, s["seeds"]), s, phantoms,
-           {"initial_gate": INITIAL_GATE, "results": results}, lambda png: chart(results, names, s["seeds"], png))
+    header = (
+        f"Learned gate of the T-Gated model by region (mean ± std over {len(s['seeds'])} seeds; initial value "
+        f"{INITIAL_GATE:.4f}); {describe(s, phantoms)}"
+    )
+    report(
+        args.output,
+        header,
+        table(results, names, s["seeds"]),
+        s,
+        phantoms,
+        {"initial_gate": INITIAL_GATE, "results": results},
+        lambda png: chart(results, names, s["seeds"], png),
+    )
     return 0
 
 

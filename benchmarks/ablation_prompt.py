@@ -46,8 +46,7 @@ def score(best, phantoms) -> dict:
             result = segmenter.segment(image, prompts=used)
             for n, label in enumerate(ids):
                 mask = result.masks[0 if condition == "blank" else n]
-                scores[condition].setdefault(phantom.label_names[label], []).append(
-                    dice(mask, phantom.labels == label))
+                scores[condition].setdefault(phantom.label_names[label], []).append(dice(mask, phantom.labels == label))
     out = {}
     for condition, organ_scores in scores.items():
         per_organ, mean_dice = average_dice(organ_scores)
@@ -60,8 +59,11 @@ def table(results: dict, organs: list[str], seeds: list[int]) -> str:
     for organ in organs + ["mean"]:
         cells = []
         for condition in CONDITIONS:
-            get = (lambda r, c=condition: r[c]["mean_dice"]) if organ == "mean" else (
-                lambda r, c=condition, o=organ: r[c]["dice"][o])
+            get = (
+                (lambda r, c=condition: r[c]["mean_dice"])
+                if organ == "mean"
+                else (lambda r, c=condition, o=organ: r[c]["dice"][o])
+            )
             cells.append(mean_std_text([get(results[s]) for s in seeds]))
         lines.append(f"| {'**mean**' if organ == 'mean' else organ} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -74,8 +76,10 @@ def main(argv=None) -> int:
     for seed in s["seeds"]:
         results[seed] = score(trained(s["work"], s["recipe"], seed, "tgated"), phantoms)
         log(f"  seed {seed}: mean Dice " + ", ".join(f"{c} {results[seed][c]['mean_dice']:.3f}" for c in CONDITIONS))
-    header = (f"Phantom prompt ablation, T-Gated: Dice (mean ± std over {len(s['seeds'])} seeds) of each organ's mask "
-              f"when prompted with its own name, a blank prompt, or the next organ's name; {describe(s, phantoms)}")
+    header = (
+        f"Phantom prompt ablation, T-Gated: Dice (mean ± std over {len(s['seeds'])} seeds) of each organ's mask "
+        f"when prompted with its own name, a blank prompt, or the next organ's name; {describe(s, phantoms)}"
+    )
     report(args.output, header, table(results, organs, s["seeds"]), s, phantoms, {"results": results})
     return 0
 

@@ -30,8 +30,13 @@ from .phantom_runs import (
     training_record,
 )
 
-ARM_TITLES = {"baseline": "slice-wise", "tgated": "T-Gated residual", "reference": "T-Gated authors'",
-              "control": "control (5 x centre)", "baseline_time": "slice-wise, equal time"}
+ARM_TITLES = {
+    "baseline": "slice-wise",
+    "tgated": "T-Gated residual",
+    "reference": "T-Gated authors'",
+    "control": "control (5 x centre)",
+    "baseline_time": "slice-wise, equal time",
+}
 FP_MEASURES = {  # key -> (title, organ it is measured on: "target" or "all")
     "distractors_hit_fraction": ("look-alikes hit (fraction of blobs)", "target"),
     "distractor_fp_ml": ("ml predicted inside look-alikes", "target"),
@@ -56,8 +61,9 @@ def score(best, phantoms) -> dict:
         absent_all = 0.0
         for n, label in enumerate(ids):
             is_target = phantom.label_names[label] == phantom.target
-            row = phantom_organ_measures(result.masks[n], phantom.labels, label, phantom.spacing,
-                                         phantom.distractor_mask if is_target else None)
+            row = phantom_organ_measures(
+                result.masks[n], phantom.labels, label, phantom.spacing, phantom.distractor_mask if is_target else None
+            )
             dice.setdefault(phantom.label_names[label], []).append(row["dice"])
             absent_all += row["absent_slice_fp_ml"]
             if is_target:
@@ -78,16 +84,24 @@ def table(results: dict, organs: list[str], target: str, seeds: list[int]) -> st
     def cell(arm, get):
         return mean_std_text([get(results[arm][s]) for s in seeds])
 
-    lines = ["| organ | " + " | ".join(f"{ARM_TITLES[a]} Dice" for a in arms) + " | "
-             + " | ".join(f"{ARM_TITLES[a]} − slice-wise" for a in others) + " |",
-             "|---|" + "---:|" * (len(arms) + len(others))]
+    lines = [
+        "| organ | "
+        + " | ".join(f"{ARM_TITLES[a]} Dice" for a in arms)
+        + " | "
+        + " | ".join(f"{ARM_TITLES[a]} − slice-wise" for a in others)
+        + " |",
+        "|---|" + "---:|" * (len(arms) + len(others)),
+    ]
     for organ in organs + ["mean"]:
         get = (lambda r: r["mean_dice"]) if organ == "mean" else (lambda r, o=organ: r["dice"][o])
         diffs = [mean_std_text([get(results[a][s]) - get(results["baseline"][s]) for s in seeds]) for a in others]
         name = f"**{organ}** (has look-alikes)" if organ == target else ("**mean**" if organ == "mean" else organ)
         lines.append(f"| {name} | " + " | ".join(cell(a, get) for a in arms) + " | " + " | ".join(diffs) + " |")
-    lines += ["", "| per test phantom | " + " | ".join(ARM_TITLES[a] for a in arms) + " |",
-              "|---|" + "---:|" * len(arms)]
+    lines += [
+        "",
+        "| per test phantom | " + " | ".join(ARM_TITLES[a] for a in arms) + " |",
+        "|---|" + "---:|" * len(arms),
+    ]
     for key, (title, organ) in FP_MEASURES.items():
         who = target if organ == "target" else "all organs"
         lines.append(f"| {who}: {title} | " + " | ".join(cell(a, lambda r, k=key: r[k]) for a in arms) + " |")
@@ -107,12 +121,24 @@ def chart(results: dict, organs: list[str], target: str, seeds: list[int], path)
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.2), gridspec_kw={"width_ratios": [3, 1.4]})
     x = np.arange(len(organs) + 1)
     for i, arm in enumerate(arms):
-        values = np.array([[results[arm][s]["dice"][o] for o in organs] + [results[arm][s]["mean_dice"]]
-                           for s in seeds], dtype=float)
-        left.bar(x + (i - (len(arms) - 1) / 2) * width, np.nanmean(values, axis=0), width,
-                 yerr=np.nanstd(values, axis=0), label=ARM_TITLES[arm], capsize=2)
-    left.set_xticks(x, [o.replace("_", " ") + (" *" if o == target else "") for o in organs] + ["mean"],
-                    rotation=35, ha="right", fontsize=8)
+        values = np.array(
+            [[results[arm][s]["dice"][o] for o in organs] + [results[arm][s]["mean_dice"]] for s in seeds], dtype=float
+        )
+        left.bar(
+            x + (i - (len(arms) - 1) / 2) * width,
+            np.nanmean(values, axis=0),
+            width,
+            yerr=np.nanstd(values, axis=0),
+            label=ARM_TITLES[arm],
+            capsize=2,
+        )
+    left.set_xticks(
+        x,
+        [o.replace("_", " ") + (" *" if o == target else "") for o in organs] + ["mean"],
+        rotation=35,
+        ha="right",
+        fontsize=8,
+    )
     left.set_ylabel("Dice (held-out phantoms)")
     left.set_title(f"per-organ Dice, mean ± std over {len(seeds)} seeds (* has look-alikes)", fontsize=9)
     left.legend(fontsize=7)
@@ -120,8 +146,14 @@ def chart(results: dict, organs: list[str], target: str, seeds: list[int], path)
     x = np.arange(len(keys))
     for i, arm in enumerate(arms):
         values = np.array([[results[arm][s][k] for k in keys] for s in seeds], dtype=float)
-        right.bar(x + (i - (len(arms) - 1) / 2) * width, values.mean(axis=0), width, yerr=values.std(axis=0),
-                  label=ARM_TITLES[arm], capsize=2)
+        right.bar(
+            x + (i - (len(arms) - 1) / 2) * width,
+            values.mean(axis=0),
+            width,
+            yerr=values.std(axis=0),
+            label=ARM_TITLES[arm],
+            capsize=2,
+        )
     right.set_xticks(x, ["inside look-alikes", "slices without it"], fontsize=8)
     right.set_ylabel(f"{target} false positives (ml)")
     right.set_title(f"{target} false positives per phantom", fontsize=9)
@@ -142,12 +174,23 @@ def main(argv=None) -> int:
             best = trained(s["work"], s["recipe"], seed, arm)
             results[arm][seed] = {**score(best, phantoms), **training_record(best)}
             r = results[arm][seed]
-            log(f"  {arm} seed {seed}: mean Dice {r['mean_dice']:.3f}, {target} {r['dice'][target]:.3f}, "
-                f"look-alike FP {r['distractor_fp_ml']:.2f} ml")
-    header = (f"Phantom ablation, {', '.join(ARM_TITLES[a] for a in arms)}: {len(seeds)} seeds ({', '.join(map(str, seeds))}), "
-              f"{describe(s, phantoms)}")
-    report(args.output, header, table(results, organs, target, seeds), s, phantoms,
-           {"target": target, "results": results}, lambda png: chart(results, organs, target, seeds, png))
+            log(
+                f"  {arm} seed {seed}: mean Dice {r['mean_dice']:.3f}, {target} {r['dice'][target]:.3f}, "
+                f"look-alike FP {r['distractor_fp_ml']:.2f} ml"
+            )
+    header = (
+        f"Phantom ablation, {', '.join(ARM_TITLES[a] for a in arms)}: {len(seeds)} seeds ({', '.join(map(str, seeds))}), "
+        f"{describe(s, phantoms)}"
+    )
+    report(
+        args.output,
+        header,
+        table(results, organs, target, seeds),
+        s,
+        phantoms,
+        {"target": target, "results": results},
+        lambda png: chart(results, organs, target, seeds, png),
+    )
     return 0
 
 

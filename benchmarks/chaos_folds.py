@@ -85,41 +85,62 @@ def main(argv=None) -> int:
         settings = {"image_size": 64, "batch_size": 4, "chunk_slices": 4, "warmup_steps": 2, **settings}
         args.steps = args.steps or 4
     budget = {"steps": args.steps, "max_seconds": 36000.0} if args.steps else {"max_seconds": 60.0 * args.minutes}
-    print(f"CHAOS T2 folds {folds}: --recipe cpu {settings or ''} "
-          f"{'%d steps' % args.steps if args.steps else '%g min' % args.minutes} per fold; CPU ({os.cpu_count()} cores, "
-          f"{platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads)", flush=True)
+    print(
+        f"CHAOS T2 folds {folds}: --recipe cpu {settings or ''} "
+        f"{'%d steps' % args.steps if args.steps else '%g min' % args.minutes} per fold; CPU ({os.cpu_count()} cores, "
+        f"{platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads)",
+        flush=True,
+    )
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
         for fold in folds:
-            test = cases[2 * (fold - 1):2 * fold]
+            test = cases[2 * (fold - 1) : 2 * fold]
             train_cases = [c for c in cases if c not in test]
             root = work / f"fold{fold}"
             data = subset(args.data.resolve(), train_cases, root / "train")
             held = subset(args.data.resolve(), test, root / "test")
             started = time.perf_counter()
-            config = TrainConfig(data=data, output=root / "run", recipe="cpu", device="cpu", num_workers=0, seed=args.seed,
-                                 save_every_minutes=None, overwrite=True, **budget, **settings)
+            config = TrainConfig(
+                data=data,
+                output=root / "run",
+                recipe="cpu",
+                device="cpu",
+                num_workers=0,
+                seed=args.seed,
+                save_every_minutes=None,
+                overwrite=True,
+                **budget,
+                **settings,
+            )
             train(config)
             seconds = time.perf_counter() - started
             step = json.loads((root / "run" / "best" / "config.json").read_text())["training"]["step"]
             report = evaluate([str(root / "run" / "best")], load_dataset(held), device="cpu", names=["best"])
             dice = {o: float(np.nanmean([r["dice"] for r in report.rows if r["organ"] == o])) for o in ORGANS}
             per_case = {c: {r["organ"]: r["dice"] for r in report.rows if r["case"] == c} for c in test}
-            rows.append({"fold": fold, "test": test, "best_step": step, "seconds": seconds, "dice": dice,
-                         "per_case": per_case})
-            print(f"fold {fold} ({', '.join(test)}): best step {step}, {seconds:.0f} s, "
-                  + ", ".join(f"{o} {dice[o]:.3f}" for o in ORGANS), flush=True)
+            rows.append(
+                {"fold": fold, "test": test, "best_step": step, "seconds": seconds, "dice": dice, "per_case": per_case}
+            )
+            print(
+                f"fold {fold} ({', '.join(test)}): best step {step}, {seconds:.0f} s, "
+                + ", ".join(f"{o} {dice[o]:.3f}" for o in ORGANS),
+                flush=True,
+            )
     print("\n| fold (test patients) | best step | " + " | ".join(o.replace("_", " ") for o in ORGANS) + " |")
     print("|---|---:|" + "---:|" * len(ORGANS))
     for r in rows:
-        print(f"| {r['fold']} ({', '.join(r['test'])}) | {r['best_step']} | "
-              + " | ".join(f"{r['dice'][o]:.3f}" for o in ORGANS) + " |")
+        print(
+            f"| {r['fold']} ({', '.join(r['test'])}) | {r['best_step']} | "
+            + " | ".join(f"{r['dice'][o]:.3f}" for o in ORGANS)
+            + " |"
+        )
     means = {o: float(np.mean([r["dice"][o] for r in rows])) for o in ORGANS}
     print(f"| **mean of {len(rows)} folds** | | " + " | ".join(f"**{means[o]:.3f}**" for o in ORGANS) + " |")
     if args.json:
-        Path(args.json).write_text(json.dumps({"settings": settings, "budget": budget, "folds": rows, "mean": means},
-                                              indent=1, default=float))
+        Path(args.json).write_text(
+            json.dumps({"settings": settings, "budget": budget, "folds": rows, "mean": means}, indent=1, default=float)
+        )
     return 0
 
 

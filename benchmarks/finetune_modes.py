@@ -63,8 +63,16 @@ def build(base: Path, finetune: str, peft: str | None, image_size: int, batch: i
     from TGatedSegmentLib.training.step import StepRunner
     from TGatedSegmentLib.vocabulary import lookup
 
-    config = TrainConfig(data="-", output="-", base=str(base), finetune=finetune, peft=peft, batch_size=batch,
-                         image_size=image_size, seed=0)
+    config = TrainConfig(
+        data="-",
+        output="-",
+        base=str(base),
+        finetune=finetune,
+        peft=peft,
+        batch_size=batch,
+        image_size=image_size,
+        seed=0,
+    )
     loaded = build_training_model(config, [lookup(p) for p in PROMPTS])
     model = loaded.model
     trained = set(model.set_finetune(finetune))
@@ -84,14 +92,24 @@ def sizes(loaded, trained: set[str], base: Path, folder: Path, check: bool) -> d
     partial = {k: v for k, v in state.items() if not k.startswith("base_model.") or k in trained}
     config = loaded.config
     config.base_model_id = str(base)
-    save_checkpoint(model, loaded.tokenizer, folder / "partial", config, state_dict=partial, partial_weights=True,
-                    base_fingerprint=base_fingerprint(model, partial))
-    out = {"full_bytes": (folder / "full" / WEIGHTS_NAME).stat().st_size,
-           "partial_bytes": (folder / "partial" / WEIGHTS_NAME).stat().st_size}
+    save_checkpoint(
+        model,
+        loaded.tokenizer,
+        folder / "partial",
+        config,
+        state_dict=partial,
+        partial_weights=True,
+        base_fingerprint=base_fingerprint(model, partial),
+    )
+    out = {
+        "full_bytes": (folder / "full" / WEIGHTS_NAME).stat().st_size,
+        "partial_bytes": (folder / "partial" / WEIGHTS_NAME).stat().st_size,
+    }
     if check:
         reloaded = load_model(folder / "partial").model.state_dict()
         out["reload_identical"] = reloaded.keys() == state.keys() and all(
-            torch.equal(reloaded[k], state[k]) for k in state)
+            torch.equal(reloaded[k], state[k]) for k in state
+        )
     return out
 
 
@@ -106,10 +124,15 @@ def main(argv=None) -> int:
 
     logging.getLogger("TGatedSegmentLib").setLevel(logging.ERROR)  # "new adapter on a plain CLIPSeg" x 5
 
-    print(f"fine-tuning modes: {arch} T-Gated, random weights, batch {batch} (5-slice windows), {size}x{size}, "
-          f"float32, CPU; {steps} timed step(s) per mode, round-robin, after 1 warm-up each")
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU core(s), "
-          f"torch {torch.__version__} ({torch.get_num_threads()} threads)", flush=True)
+    print(
+        f"fine-tuning modes: {arch} T-Gated, random weights, batch {batch} (5-slice windows), {size}x{size}, "
+        f"float32, CPU; {steps} timed step(s) per mode, round-robin, after 1 warm-up each"
+    )
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU core(s), "
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads)",
+        flush=True,
+    )
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="tgated-ft-") as tmp:
         base = Path(tmp) / "base"
@@ -119,9 +142,14 @@ def main(argv=None) -> int:
         for name, finetune, peft, no_grad in MODES:
             loaded, trained, step = build(base, finetune, peft, size, batch)
             loaded.model.vision_without_grad = loaded.model.vision_without_grad and no_grad
-            r = {"finetune": finetune, "peft": peft, "vision_no_grad": loaded.model.vision_without_grad,
-                 "trainable_params": sum(p.numel() for p in step.trainable),
-                 "params": sum(p.numel() for p in loaded.model.parameters()), "step_seconds": []}
+            r = {
+                "finetune": finetune,
+                "peft": peft,
+                "vision_no_grad": loaded.model.vision_without_grad,
+                "trainable_params": sum(p.numel() for p in step.trainable),
+                "params": sum(p.numel() for p in loaded.model.parameters()),
+                "step_seconds": [],
+            }
             if no_grad:  # (the no_grad switch does not change what is saved)
                 r.update(sizes(loaded, trained, base, Path(tmp) / name.strip().replace(" ", "_"), check=True))
             step(data)  # warm-up
@@ -140,25 +168,42 @@ def main(argv=None) -> int:
     full = results["full"]
     mb = 1024 * 1024
     print()
-    print("| mode | trainable params | share | full ckpt MiB | partial ckpt MiB | partial/full | reloads identical | "
-          "ViT no_grad | samples/s | vs full |")
+    print(
+        "| mode | trainable params | share | full ckpt MiB | partial ckpt MiB | partial/full | reloads identical | "
+        "ViT no_grad | samples/s | vs full |"
+    )
     print("|---|---:|---:|---:|---:|---:|---|---|---:|---:|")
     for name, r in results.items():
-        ckpt = (f"{r['full_bytes'] / mb:.1f} | {r['partial_bytes'] / mb:.1f} | "
+        ckpt = (
+            (
+                f"{r['full_bytes'] / mb:.1f} | {r['partial_bytes'] / mb:.1f} | "
                 f"{r['partial_bytes'] / r['full_bytes']:.4f}"
-                f" | {'yes' if r['reload_identical'] else 'NO'}") if "full_bytes" in r else "(as above) | | |"
-        print(f"| {name.strip()} | {r['trainable_params']:,} | {r['trainable_params'] / r['params']:.2%} | {ckpt} | "
-              f"{'yes' if r['vision_no_grad'] else 'no'} | {r['samples_per_s']:.3f} | "
-              f"{r['samples_per_s'] / full['samples_per_s']:.2f}x |")
+                f" | {'yes' if r['reload_identical'] else 'NO'}"
+            )
+            if "full_bytes" in r
+            else "(as above) | | |"
+        )
+        print(
+            f"| {name.strip()} | {r['trainable_params']:,} | {r['trainable_params'] / r['params']:.2%} | {ckpt} | "
+            f"{'yes' if r['vision_no_grad'] else 'no'} | {r['samples_per_s']:.3f} | "
+            f"{r['samples_per_s'] / full['samples_per_s']:.2f}x |"
+        )
     print()
-    print("step seconds (each timed step, in order): " + "; ".join(
-        f"{name.strip()}: {', '.join(f'{s:.2f}' for s in r['step_seconds'])}" for name, r in results.items()))
+    print(
+        "step seconds (each timed step, in order): "
+        + "; ".join(
+            f"{name.strip()}: {', '.join(f'{s:.2f}' for s in r['step_seconds'])}" for name, r in results.items()
+        )
+    )
     shallow, plain = results["adapters + shallow PEFT"], results["  same, ViT not under no_grad"]
-    print(f"no_grad ViT / recorded-but-frozen ViT (shallow adapters), samples/s: "
-          f"{shallow['samples_per_s'] / plain['samples_per_s']:.3f}")
+    print(
+        f"no_grad ViT / recorded-but-frozen ViT (shallow adapters), samples/s: "
+        f"{shallow['samples_per_s'] / plain['samples_per_s']:.3f}"
+    )
     if args.json:
-        Path(args.json).write_text(json.dumps({"arch": arch, "batch": batch, "steps": steps, "image_size": size,
-                                               "results": results}, indent=1))
+        Path(args.json).write_text(
+            json.dumps({"arch": arch, "batch": batch, "steps": steps, "image_size": size, "results": results}, indent=1)
+        )
     return 0
 
 

@@ -68,8 +68,13 @@ def run_process(args: list[str], folder: Path) -> dict:
     out = folder / f"out-{time.monotonic_ns()}.txt"
     with open(out, "w") as stdout:
         start = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", "TGatedSegmentLib", *args], stdout=stdout,
-                                stderr=subprocess.STDOUT, env=ENV, cwd=REPO)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "TGatedSegmentLib", *args],
+            stdout=stdout,
+            stderr=subprocess.STDOUT,
+            env=ENV,
+            cwd=REPO,
+        )
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -77,8 +82,12 @@ def run_process(args: list[str], folder: Path) -> dict:
     if proc.returncode != 0:
         raise RuntimeError(f"{args[0]} failed ({proc.returncode}): " + "\n".join(lines[-20:]))
     events = [json.loads(line) for line in lines if line.startswith("{")]
-    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "rss_mb": usage.ru_maxrss / 1024,
-            "events": events}
+    return {
+        "wall_s": wall,
+        "cpu_s": usage.ru_utime + usage.ru_stime,
+        "rss_mb": usage.ru_maxrss / 1024,
+        "events": events,
+    }
 
 
 def _timed(fn) -> float:
@@ -176,18 +185,29 @@ def agreement(checkpoint: Path, image_path: Path, reference: dict[str, np.ndarra
     dice = lambda a, b: 2.0 * np.logical_and(a, b).sum() / max(a.sum() + b.sum(), 1)  # noqa: E731
     organs = {n: (dice(exact.masks[i], reference[n]), dice(fast.masks[i], reference[n])) for i, n in enumerate(names)}
     foreground = (exact.labelmap > 0) | (fast.labelmap > 0)
-    return {"checkpoint": str(checkpoint), "fast": fast_name, "organs": organs,
-            "max_abs_dice_change": max(abs(a - b) for a, b in organs.values()),
-            "voxel_agreement": float((exact.labelmap == fast.labelmap).mean()),
-            "foreground_agreement": float((exact.labelmap == fast.labelmap)[foreground].mean()) if foreground.any()
-            else 1.0}
+    return {
+        "checkpoint": str(checkpoint),
+        "fast": fast_name,
+        "organs": organs,
+        "max_abs_dice_change": max(abs(a - b) for a, b in organs.values()),
+        "voxel_agreement": float((exact.labelmap == fast.labelmap).mean()),
+        "foreground_agreement": float((exact.labelmap == fast.labelmap)[foreground].mean())
+        if foreground.any()
+        else 1.0,
+    }
 
 
 def warm_requests(checkpoint: Path, volume: Path, folder: Path, first: str, second: str) -> dict:
     """Wall seconds of a first request and of a second one with a new prompt, on one warm process."""
-    proc = subprocess.Popen([sys.executable, "-m", "TGatedSegmentLib", "serve", "--checkpoint", str(checkpoint),
-                             "--device", "cpu"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True, env=ENV, cwd=REPO)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "TGatedSegmentLib", "serve", "--checkpoint", str(checkpoint), "--device", "cpu"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=ENV,
+        cwd=REPO,
+    )
 
     def until(kind):
         for line in proc.stdout:
@@ -201,8 +221,14 @@ def warm_requests(checkpoint: Path, volume: Path, folder: Path, first: str, seco
         until("ready")
         seconds = []
         for n, prompt in enumerate((first, second)):
-            request = {"op": "segment", "id": n, "input": str(volume), "output": str(folder / f"warm{n}.seg.nrrd"),
-                       "prompts": prompt, "overwrite": True}
+            request = {
+                "op": "segment",
+                "id": n,
+                "input": str(volume),
+                "output": str(folder / f"warm{n}.seg.nrrd"),
+                "prompts": prompt,
+                "overwrite": True,
+            }
             start = time.perf_counter()
             proc.stdin.write(json.dumps(request) + "\n")
             proc.stdin.flush()
@@ -212,8 +238,12 @@ def warm_requests(checkpoint: Path, volume: Path, folder: Path, first: str, seco
         proc.stdin.flush()
     finally:
         proc.wait(timeout=60)
-    return {"first_s": seconds[0][0], "second_s": seconds[1][0], "second_slices_encoded": seconds[1][1],
-            "ratio": seconds[0][0] / seconds[1][0]}
+    return {
+        "first_s": seconds[0][0],
+        "second_s": seconds[1][0],
+        "second_slices_encoded": seconds[1][1],
+        "ratio": seconds[0][0] / seconds[1][0],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -224,13 +254,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, help="in-plane size (default 352; 48 with --quick)")
     parser.add_argument("--prompts", type=int, default=13, help="prompts K (default 13, the abdomen13 preset)")
     parser.add_argument("--rss-depths", type=int, nargs=2, help="depths of the peak-RSS runs (default 50 400)")
-    parser.add_argument("--trained", nargs=3, action="append", default=[], metavar=("CKPT", "IMAGE", "REFERENCE"),
-                        help="a trained model, a volume and its reference (.seg.nrrd, or a labelmap with --labels)")
+    parser.add_argument(
+        "--trained",
+        nargs=3,
+        action="append",
+        default=[],
+        metavar=("CKPT", "IMAGE", "REFERENCE"),
+        help="a trained model, a volume and its reference (.seg.nrrd, or a labelmap with --labels)",
+    )
     parser.add_argument("--labels", type=Path, help="dataset.json whose 'labels' name the labelmap references' values")
-    parser.add_argument("--warm-volume", type=Path, help="volume for the warm-backend run (default: ts_ct of "
-                        "../shared/data, else a synthetic 100-slice CT)")
-    parser.add_argument("--warm-image-size", type=int, default=224, help="model input size of the warm run "
-                        "(default 224: the real-size model on smaller slices, so that 100 slices fit the run)")
+    parser.add_argument(
+        "--warm-volume",
+        type=Path,
+        help="volume for the warm-backend run (default: ts_ct of ../shared/data, else a synthetic 100-slice CT)",
+    )
+    parser.add_argument(
+        "--warm-image-size",
+        type=int,
+        default=224,
+        help="model input size of the warm run "
+        "(default 224: the real-size model on smaller slices, so that 100 slices fit the run)",
+    )
     parser.add_argument("--naive-pairs", type=int, default=0, help="time the naive scheme on N pairs (default 0: not)")
     parser.add_argument("--skip", nargs="*", default=[], choices=["rss", "warm", "batch", "trained"])
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
@@ -243,13 +287,22 @@ def main(argv: list[str] | None = None) -> int:
     from TGatedSegmentLib.model.configuration import PreprocessConfig
     from TGatedSegmentLib.vocabulary import ABDOMEN13
 
-    prompts = [o.prompt for o in ABDOMEN13][:args.prompts]
+    prompts = [o.prompt for o in ABDOMEN13][: args.prompts]
     preset = ", ".join(prompts)
-    print(f"# inference speed: {arch}, {size}x{size} slices, K={len(prompts)} prompts, CPU {platform.processor() or platform.machine()}"
-          f" ({os.cpu_count()} cores, torch {torch.__version__}, {torch.backends.cpu.get_cpu_capability()}), load "
-          f"{os.getloadavg()[0]:.1f} at start")
-    results: dict = {"arch": arch, "size": size, "depth": depth, "prompts": len(prompts), "cpu": platform.processor(),
-                     "cores": os.cpu_count(), "load_at_start": os.getloadavg()[0]}
+    print(
+        f"# inference speed: {arch}, {size}x{size} slices, K={len(prompts)} prompts, CPU {platform.processor() or platform.machine()}"
+        f" ({os.cpu_count()} cores, torch {torch.__version__}, {torch.backends.cpu.get_cpu_capability()}), load "
+        f"{os.getloadavg()[0]:.1f} at start"
+    )
+    results: dict = {
+        "arch": arch,
+        "size": size,
+        "depth": depth,
+        "prompts": len(prompts),
+        "cpu": platform.processor(),
+        "cores": os.cpu_count(),
+        "load_at_start": os.getloadavg()[0],
+    }
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         ckpt = init_checkpoint(arch, folder / "ckpt", tokenizer="compact", seed=0)
@@ -260,44 +313,82 @@ def main(argv: list[str] | None = None) -> int:
         runs = {}
         for precision in ("fp32", "auto"):
             for d in (1, depth):
-                r = run_process(["segment", str(volumes[d]), "--prompts", preset, "--checkpoint", str(ckpt), "-o",
-                                 str(folder / f"o{d}{precision}.seg.nrrd"), "--overwrite", "--device", "cpu",
-                                 "--progress", "json", "--precision", precision], folder)
+                r = run_process(
+                    [
+                        "segment",
+                        str(volumes[d]),
+                        "--prompts",
+                        preset,
+                        "--checkpoint",
+                        str(ckpt),
+                        "-o",
+                        str(folder / f"o{d}{precision}.seg.nrrd"),
+                        "--overwrite",
+                        "--device",
+                        "cpu",
+                        "--progress",
+                        "json",
+                        "--precision",
+                        precision,
+                    ],
+                    folder,
+                )
                 done = next(e for e in r["events"] if e["event"] == "done")
                 info = next(e for e in r["events"] if e["event"] == "info")
-                runs[(precision, d)] = {**{k: v for k, v in r.items() if k != "events"}, "engine_s": done["seconds"],
-                                        "ran": info["precision"]}
+                runs[(precision, d)] = {
+                    **{k: v for k, v in r.items() if k != "events"},
+                    "engine_s": done["seconds"],
+                    "ran": info["precision"],
+                }
         units = {p: floor(ckpt, p, 4, prompts) for p in ("fp32", "auto")}
         print(f"\nweights {weights_mb:.0f} MB. Whole `tgated segment` processes (wall / CPU seconds, peak RSS):\n")
-        print("| precision (ran) | slices | process wall s | process CPU s | engine s | peak RSS MB | RSS - weights "
-              "| floor s | full floor s | process / full floor |")
+        print(
+            "| precision (ran) | slices | process wall s | process CPU s | engine s | peak RSS MB | RSS - weights "
+            "| floor s | full floor s | process / full floor |"
+        )
         print("|---|---|---|---|---|---|---|---|---|---|")
         results["process"] = []
         for (precision, d), r in runs.items():
             issue, full = floor_total(units[precision], d, len(prompts))
-            row = {"precision": precision, "ran": r["ran"], "slices": d, **r, "floor_s": issue, "full_floor_s": full,
-                   "process_over_full_floor": r["wall_s"] / full, "process_over_floor": r["wall_s"] / issue}
+            row = {
+                "precision": precision,
+                "ran": r["ran"],
+                "slices": d,
+                **r,
+                "floor_s": issue,
+                "full_floor_s": full,
+                "process_over_full_floor": r["wall_s"] / full,
+                "process_over_floor": r["wall_s"] / issue,
+            }
             results["process"].append(row)
-            print(f"| {precision} ({r['ran']}) | {d} | {r['wall_s']:.2f} | {r['cpu_s']:.1f} | {r['engine_s']:.2f} | "
-                  f"{r['rss_mb']:.0f} | {r['rss_mb'] - weights_mb:.0f} | {issue:.2f} | {full:.2f} | "
-                  f"{r['wall_s'] / full:.2f} |")
+            print(
+                f"| {precision} ({r['ran']}) | {d} | {r['wall_s']:.2f} | {r['cpu_s']:.1f} | {r['engine_s']:.2f} | "
+                f"{r['rss_mb']:.0f} | {r['rss_mb'] - weights_mb:.0f} | {issue:.2f} | {full:.2f} | "
+                f"{r['wall_s'] / full:.2f} |"
+            )
         results["units"] = units
         for p, u in units.items():
-            print(f"\nper unit ({p}): encoder {u['encoder_s'] * 1e3:.0f} ms/slice, adapter {u['adapter_s'] * 1e3:.0f} "
-                  f"ms/slice, decoder {u['decoder_s'] * 1e3:.2f} ms/slice-prompt, text {u['text_s'] * 1e3:.0f} ms "
-                  f"for {len(prompts)} prompts")
+            print(
+                f"\nper unit ({p}): encoder {u['encoder_s'] * 1e3:.0f} ms/slice, adapter {u['adapter_s'] * 1e3:.0f} "
+                f"ms/slice, decoder {u['decoder_s'] * 1e3:.2f} ms/slice-prompt, text {u['text_s'] * 1e3:.0f} ms "
+                f"for {len(prompts)} prompts"
+            )
         speedup = runs[("fp32", depth)]["wall_s"] / runs[("auto", depth)]["wall_s"]
         engine_speedup = runs[("fp32", depth)]["engine_s"] / runs[("auto", depth)]["engine_s"]
         results["fast_path"] = {"process_speedup": speedup, "engine_speedup": engine_speedup}
-        print(f"\nfast path ({runs[('auto', depth)]['ran']}) vs fp32 at {depth} slices: process {speedup:.2f}x, "
-              f"engine {engine_speedup:.2f}x")
+        print(
+            f"\nfast path ({runs[('auto', depth)]['ran']}) vs fp32 at {depth} slices: process {speedup:.2f}x, "
+            f"engine {engine_speedup:.2f}x"
+        )
 
         if args.naive_pairs:
             per_pair = naive_per_pair(ckpt, depth, size, prompts, args.naive_pairs)
             naive_s = per_pair * depth * len(prompts)
             results["naive"] = {"per_pair_s": per_pair, "scaled_s": naive_s}
-            print(f"\nnaive scheme (fp32): {per_pair:.2f} s per slice-prompt pair, {naive_s:.0f} s for {depth} x "
-                  f"{len(prompts)} pairs: {naive_s / runs[('fp32', depth)]['engine_s']:.0f}x the fp32 engine")
+            print(
+                f"\nnaive scheme (fp32): {per_pair:.2f} s per slice-prompt pair, {naive_s:.0f} s for {depth} x "
+                f"{len(prompts)} pairs: {naive_s / runs[('fp32', depth)]['engine_s']:.0f}x the fp32 engine"
+            )
 
         if "trained" not in args.skip:
             trained = list(args.trained)
@@ -305,12 +396,17 @@ def main(argv: list[str] | None = None) -> int:
                 trained = [(str(ckpt), str(volumes[depth]), None)]
             results["agreement"] = []
             for ck, image, reference in trained:
-                masks = (reference_masks(Path(reference), args.labels) if reference else
-                         {p: np.ones((depth, size, size), bool) for p in prompts[:2]})
+                masks = (
+                    reference_masks(Path(reference), args.labels)
+                    if reference
+                    else {p: np.ones((depth, size, size), bool) for p in prompts[:2]}
+                )
                 a = agreement(Path(ck), Path(image), masks)
                 results["agreement"].append(a)
-                print(f"\nfast path ({a['fast']}) on {ck}: voxel agreement {a['voxel_agreement']:.4%} (foreground "
-                      f"{a['foreground_agreement']:.2%}), largest |Dice change| {a['max_abs_dice_change']:.4f}\n")
+                print(
+                    f"\nfast path ({a['fast']}) on {ck}: voxel agreement {a['voxel_agreement']:.4%} (foreground "
+                    f"{a['foreground_agreement']:.2%}), largest |Dice change| {a['max_abs_dice_change']:.4f}\n"
+                )
                 print("| organ | Dice fp32 | Dice fast | change |\n|---|---|---|---|")
                 for organ, (e, f) in a["organs"].items():
                     print(f"| {organ} | {e:.3f} | {f:.3f} | {f - e:+.4f} |")
@@ -318,32 +414,59 @@ def main(argv: list[str] | None = None) -> int:
         if "rss" not in args.skip:
             results["rss"] = [{"depth": d, "peak_rss_mb": engine_rss(ckpt, d, size)} for d in rss_depths]
             a, b = results["rss"]
-            print(f"\nengine peak RSS (fresh process, default precision, slices made on the fly): {a['peak_rss_mb']:.0f} MB "
-                  f"at {a['depth']} slices, {b['peak_rss_mb']:.0f} MB at {b['depth']} "
-                  f"({b['peak_rss_mb'] - a['peak_rss_mb']:+.0f} MB)")
+            print(
+                f"\nengine peak RSS (fresh process, default precision, slices made on the fly): {a['peak_rss_mb']:.0f} MB "
+                f"at {a['depth']} slices, {b['peak_rss_mb']:.0f} MB at {b['depth']} "
+                f"({b['peak_rss_mb'] - a['peak_rss_mb']:+.0f} MB)"
+            )
 
         if "batch" not in args.skip:
             cases = [write_ct(folder / f"case{i}.nii.gz", 4, size) for i in range(3)]
-            r = run_process(["segment", *map(str, cases), "--prompts", preset, "--checkpoint", str(ckpt), "--output-dir",
-                             str(folder / "batch"), "--device", "cpu", "--progress", "none"], folder)
+            r = run_process(
+                [
+                    "segment",
+                    *map(str, cases),
+                    "--prompts",
+                    preset,
+                    "--checkpoint",
+                    str(ckpt),
+                    "--output-dir",
+                    str(folder / "batch"),
+                    "--device",
+                    "cpu",
+                    "--progress",
+                    "none",
+                ],
+                folder,
+            )
             rows = json.loads((folder / "batch" / "summary.json").read_text())["cases"]
             overhead = [row["seconds"] - row["engine_seconds"] for row in rows]
             results["batch"] = {"wall_s": r["wall_s"], "per_case_overhead_s": overhead}
-            print(f"\nbatch mode, 3 volumes of 4 slices: {r['wall_s']:.1f} s in all; per volume beyond the engine "
-                  f"(read, checks, write): {', '.join(f'{o:.2f}' for o in overhead)} s")
+            print(
+                f"\nbatch mode, 3 volumes of 4 slices: {r['wall_s']:.1f} s in all; per volume beyond the engine "
+                f"(read, checks, write): {', '.join(f'{o:.2f}' for o in overhead)} s"
+            )
 
         if "warm" not in args.skip:
             shared = REPO.parent / "shared" / "data" / "abdomen-sample" / "imagesTr" / "ts_ct_0000.nii.gz"
-            volume = args.warm_volume or (shared if shared.exists() and not quick else
-                                          write_ct(folder / "warm.nii.gz", 12 if quick else 100, 128))
+            volume = args.warm_volume or (
+                shared if shared.exists() and not quick else write_ct(folder / "warm.nii.gz", 12 if quick else 100, 128)
+            )
             image_size = 64 if quick else args.warm_image_size
-            warm_ckpt = init_checkpoint(arch, folder / "warm-ckpt", tokenizer="compact", seed=0,
-                                        preprocessing=PreprocessConfig(image_size=image_size))
+            warm_ckpt = init_checkpoint(
+                arch,
+                folder / "warm-ckpt",
+                tokenizer="compact",
+                seed=0,
+                preprocessing=PreprocessConfig(image_size=image_size),
+            )
             w = warm_requests(warm_ckpt, volume, folder, "liver", "spleen")
             results["warm"] = {**w, "volume": str(volume), "image_size": image_size}
-            print(f"\nwarm backend on {volume.name} ({arch} at {image_size}x{image_size} model input): first request "
-                  f"{w['first_s']:.1f} s, second (one new prompt) {w['second_s']:.2f} s "
-                  f"({w['second_slices_encoded']} slices encoded): {w['ratio']:.1f}x")
+            print(
+                f"\nwarm backend on {volume.name} ({arch} at {image_size}x{image_size} model input): first request "
+                f"{w['first_s']:.1f} s, second (one new prompt) {w['second_s']:.2f} s "
+                f"({w['second_slices_encoded']} slices encoded): {w['ratio']:.1f}x"
+            )
     results["load_at_end"] = os.getloadavg()[0]
     print(f"\nload average at the end: {results['load_at_end']:.1f}")
     if args.json:

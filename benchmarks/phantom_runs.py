@@ -34,38 +34,57 @@ TEST_SERIES = 9999  # phantom series of the held-out test cases: no training see
 #: name -> TrainConfig settings of the arm: the slice-wise baseline, the residual T-Gated adapter (the
 #: default), the authors' wiring, and the equal-capacity control (the residual adapter fed 5 copies
 #: of the centre slice: the same parameters and compute, no context).
-ARMS = {"baseline": {"temporal": False}, "tgated": {"temporal": True, "adapter": "residual"},
-        "reference": {"temporal": True, "adapter": "reference", "refine": 0},
-        "control": {"temporal": True, "adapter": "control"},
-        # the slice-wise baseline given the T-Gated residual run's wall time instead of its steps
-        "baseline_time": {"temporal": False, "equal_time_as": "tgated"}}
+ARMS = {
+    "baseline": {"temporal": False},
+    "tgated": {"temporal": True, "adapter": "residual"},
+    "reference": {"temporal": True, "adapter": "reference", "refine": 0},
+    "control": {"temporal": True, "adapter": "control"},
+    # the slice-wise baseline given the T-Gated residual run's wall time instead of its steps
+    "baseline_time": {"temporal": False, "equal_time_as": "tgated"},
+}
 
 #: The ablations' full mode: the demo's recipe (the README's ``tgated demo``), 3 seeds, 4 test phantoms.
 FULL = {"recipe": DEMO_RECIPE, "seeds": [0, 1, 2], "test_cases": 4}
 #: Quick mode (the test suite): tiny phantoms, a few steps; checks the harness, not the science.
 QUICK = {
-    "recipe": PhantomRecipe(n_train=2, n_val=1, spec=PhantomSpec(shape=(24, 48, 48), spacing=(5.0, 6.0, 6.0),
-                                                                target_slices=(5, 8), n_distractors=4),
-                            steps=8, epochs=1, max_seconds=None,
-                            settings={"image_size": 48, "batch_size": 4, "chunk_slices": 4, "warmup_steps": 2}),
+    "recipe": PhantomRecipe(
+        n_train=2,
+        n_val=1,
+        spec=PhantomSpec(shape=(24, 48, 48), spacing=(5.0, 6.0, 6.0), target_slices=(5, 8), n_distractors=4),
+        steps=8,
+        epochs=1,
+        max_seconds=None,
+        settings={"image_size": 48, "batch_size": 4, "chunk_slices": 4, "warmup_steps": 2},
+    ),
     "seeds": [0, 1],
     "test_cases": 1,
 }
 
 
 def add_arguments(parser: argparse.ArgumentParser, default_output: str) -> None:
-    parser.add_argument("--quick", action="store_true", help="seconds: tiny phantoms, few steps (the test suite's mode)")
+    parser.add_argument(
+        "--quick", action="store_true", help="seconds: tiny phantoms, few steps (the test suite's mode)"
+    )
     parser.add_argument("--seeds", type=int, nargs="+", help="training seeds (default 0 1 2; quick: 0 1)")
     parser.add_argument("--steps", type=int, help="training steps per model (default: the demo recipe's)")
     parser.add_argument("--image-size", type=int, help="model input size in px (default: the recipe's, 128)")
     parser.add_argument("--test-cases", type=int, help="held-out phantoms per model (default 4; quick: 1)")
-    parser.add_argument("--work", type=Path, default=Path("ablation_work"),
-                        help="trained runs and phantoms, reused by the other ablations (default: ./ablation_work)")
-    parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "results" / default_output,
-                        help="where the markdown table, JSON and PNG go (stem)")
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=Path("ablation_work"),
+        help="trained runs and phantoms, reused by the other ablations (default: ./ablation_work)",
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=REPO / "benchmarks" / "results" / default_output,
+        help="where the markdown table, JSON and PNG go (stem)",
+    )
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
-    parser.add_argument("--arms", nargs="+", choices=list(ARMS), help=f"arms to train and score (default all: "
-                        f"{', '.join(ARMS)})")
+    parser.add_argument(
+        "--arms", nargs="+", choices=list(ARMS), help=f"arms to train and score (default all: {', '.join(ARMS)})"
+    )
 
 
 def parse(doc: str, default_output: str, argv=None):
@@ -80,16 +99,22 @@ def parse(doc: str, default_output: str, argv=None):
 def describe(s: dict, phantoms) -> str:
     r = s["recipe"]
     c = r.train_config("data", "run")
-    return (f"{r.steps} steps x {c.batch_size} slices ({c.recipe} recipe) at {c.image_size} px on {r.n_train} training phantoms "
-            f"{tuple(r.spec.shape)} per seed, {len(phantoms)} held-out phantoms; {machine()}")
+    return (
+        f"{r.steps} steps x {c.batch_size} slices ({c.recipe} recipe) at {c.image_size} px on {r.n_train} training phantoms "
+        f"{tuple(r.spec.shape)} per seed, {len(phantoms)} held-out phantoms; {machine()}"
+    )
 
 
 def report(stem: Path, header: str, text: str, s: dict, phantoms, payload: dict, chart=None) -> None:
     """Print the table; write STEM.md, STEM.json (settings + ``payload``) and, with ``chart``, STEM.png."""
     print(header + "\n\n" + text)
     atomic_write_text(stem.with_suffix(".md"), f"{header}\n\n{text}\n")
-    settings_ = {"recipe": s["recipe"].to_dict(), "seeds": s["seeds"], "test_cases": len(phantoms),
-                 "machine": machine()}
+    settings_ = {
+        "recipe": s["recipe"].to_dict(),
+        "seeds": s["seeds"],
+        "test_cases": len(phantoms),
+        "machine": machine(),
+    }
     write_json(stem.with_suffix(".json"), {"settings": settings_, **payload})
     if chart is not None:
         chart(stem.with_suffix(".png"))
@@ -108,8 +133,12 @@ def settings(args) -> dict:
 
         torch.set_num_threads(args.threads)
     work = args.work / ("quick" if args.quick else "full")
-    return {"recipe": recipe, "seeds": args.seeds or base["seeds"], "test_cases": args.test_cases or base["test_cases"],
-            "work": work}
+    return {
+        "recipe": recipe,
+        "seeds": args.seeds or base["seeds"],
+        "test_cases": args.test_cases or base["test_cases"],
+        "work": work,
+    }
 
 
 def log(message: str) -> None:
@@ -140,8 +169,9 @@ def trained(work: Path, recipe: PhantomRecipe, seed: int, arm: str) -> Path:
     # equal steps for every arm: neither the demo's 270 s cap nor the recipe's 10 minutes (a busy machine would
     # cut arms short unequally, and the schedule would anneal over the time instead of the steps)
     settings.setdefault("max_seconds", EQUAL_STEPS_CAP)
-    config = replace(recipe, max_seconds=None).train_config(data, run, seed=seed, device="cpu", overwrite=True,
-                                                            **settings)
+    config = replace(recipe, max_seconds=None).train_config(
+        data, run, seed=seed, device="cpu", overwrite=True, **settings
+    )
     train(config)
     stamp_file.write_text(stamp)
     log(f"  trained {arm}, seed {seed} in {time.perf_counter() - started:.0f} s")
@@ -168,8 +198,9 @@ def average_dice(scores: dict[str, list[float]]) -> tuple[dict[str, float], floa
     """Per-organ mean over test cases (NaN where every case was empty on both sides) and their mean."""
     import numpy as np
 
-    per_organ = {organ: float(np.nanmean(v)) if not all(math.isnan(x) for x in v) else math.nan
-                 for organ, v in scores.items()}
+    per_organ = {
+        organ: float(np.nanmean(v)) if not all(math.isnan(x) for x in v) else math.nan for organ, v in scores.items()
+    }
     finite = [v for v in per_organ.values() if not math.isnan(v)]
     return per_organ, float(np.mean(finite)) if finite else math.nan
 
@@ -188,5 +219,7 @@ def mean_std_text(values, digits: int = 3) -> str:
 def machine() -> str:
     import torch
 
-    return (f"{platform.machine()}, {os.cpu_count()} CPU core(s), torch {torch.__version__} "
-            f"({torch.get_num_threads()} threads)")
+    return (
+        f"{platform.machine()}, {os.cpu_count()} CPU core(s), torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads)"
+    )

@@ -32,12 +32,16 @@ def resolve(args: argparse.Namespace) -> tuple[str, int, int]:
 def random_batch(batch: int, context: int, size: int, prompts: int) -> dict:
     """A fixed (seed 0) batch as the trainer's loader yields it: 5-slice pixels, masks, prompt indices."""
     generator = torch.Generator().manual_seed(0)
-    return {"pixels": torch.randn(batch, context, 3, size, size, generator=generator),
-            "target": (torch.rand(batch, size, size, generator=generator) > 0.8).float(),
-            "prompt": torch.arange(batch) % prompts}
+    return {
+        "pixels": torch.randn(batch, context, 3, size, size, generator=generator),
+        "target": (torch.rand(batch, size, size, generator=generator) > 0.8).float(),
+        "prompt": torch.arange(batch) % prompts,
+    }
 
 
 def machine_line() -> str:
     """What every benchmark prints about the machine it measured on."""
-    return (f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU core(s), "
-            f"torch {torch.__version__} ({torch.get_num_threads()} threads), CPU")
+    return (
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU core(s), "
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads), CPU"
+    )

@@ -63,8 +63,13 @@ def dicom_dataset(series: Path, label: Path, labels: dict, folder: Path) -> Path
     sitk.WriteImage(reader.Execute(), str(folder / "imagesTr" / "ts_ct_dicom_0000.nii.gz"))
     (folder / "labelsTr" / "ts_ct_dicom.nii.gz").symlink_to(label)
     present = sorted(int(v) for v in np.unique(sitk.GetArrayFromImage(sitk.ReadImage(str(label)))) if v)
-    meta = {"labels": labels, "file_ending": ".nii.gz", "numTraining": 1, "channel_names": {"0": "CT"},
-            "cases": {"ts_ct_dicom": {"modality": "CT", "annotated": present}}}
+    meta = {
+        "labels": labels,
+        "file_ending": ".nii.gz",
+        "numTraining": 1,
+        "channel_names": {"0": "CT"},
+        "cases": {"ts_ct_dicom": {"modality": "CT", "annotated": present}},
+    }
     (folder / "dataset.json").write_text(json.dumps(meta))
     return folder
 
@@ -104,21 +109,38 @@ def main(argv=None) -> int:
         data = single_case_dataset(args.data.resolve(), case, tmp / "data")
         dataset = load_dataset(data)
         run_dir = args.output or tmp / "run"
-        quick = {"image_size": 64, "batch_size": 4, "chunk_slices": 4, "warmup_steps": 2, "steps": 6} if args.quick else {}
-        config = TrainConfig(data=data, output=run_dir, recipe="cpu", max_seconds=60.0 * minutes, device="cpu",
-                             num_workers=0, save_every_minutes=None, overwrite=True, **quick)
-        print(f"training with --recipe cpu ({config.base}, random weights, {config.image_size} px, T-Gated) on {case} "
-              f"for {minutes:g} min, CPU ({os.cpu_count()} cores, {platform.machine()}, torch {torch.__version__}, "
-              f"{torch.get_num_threads()} threads)", flush=True)
+        quick = (
+            {"image_size": 64, "batch_size": 4, "chunk_slices": 4, "warmup_steps": 2, "steps": 6} if args.quick else {}
+        )
+        config = TrainConfig(
+            data=data,
+            output=run_dir,
+            recipe="cpu",
+            max_seconds=60.0 * minutes,
+            device="cpu",
+            num_workers=0,
+            save_every_minutes=None,
+            overwrite=True,
+            **quick,
+        )
+        print(
+            f"training with --recipe cpu ({config.base}, random weights, {config.image_size} px, T-Gated) on {case} "
+            f"for {minutes:g} min, CPU ({os.cpu_count()} cores, {platform.machine()}, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads)",
+            flush=True,
+        )
         epochs = []
         started = time.perf_counter()
 
         def progress(event):
             if event.get("kind") == "epoch":
                 epochs.append(event)
-                print(f"  epoch {event['epoch']}{' (partial)' if event.get('partial') else ''}: step {event['step']}, "
-                      f"loss {event['train_loss']:.3f}, validation mean Dice {event['val_mean_dice']:.3f} "
-                      f"({time.perf_counter() - started:.0f} s)", flush=True)
+                print(
+                    f"  epoch {event['epoch']}{' (partial)' if event.get('partial') else ''}: step {event['step']}, "
+                    f"loss {event['train_loss']:.3f}, validation mean Dice {event['val_mean_dice']:.3f} "
+                    f"({time.perf_counter() - started:.0f} s)",
+                    flush=True,
+                )
 
         train(config, progress=progress)
         steps = epochs[-1]["step"] if epochs else 0
@@ -126,17 +148,22 @@ def main(argv=None) -> int:
         best = str(run_dir / "best")
         figures = {"case": case, "minutes": minutes, "steps": steps}
         report, note = scored_report(evaluate([best], dataset, device="cpu", names=["trained (best/)"]))
-        print(f"\nper-organ metrics on {case} itself (an overfitting check, not a validation), organs present "
-              f"only{note}:\n")
+        print(
+            f"\nper-organ metrics on {case} itself (an overfitting check, not a validation), organs present "
+            f"only{note}:\n"
+        )
         print(report.to_markdown())
         figures["training_volume"] = report.summary("trained (best/)")
         labels = json.loads((args.data / "dataset.json").read_text())["labels"]
-        other = dicom_dataset(DICOM_SERIES / "ts_ct_dicom", DICOM_SERIES / "ts_ct_dicom_label.nii.gz", labels,
-                              tmp / "dicom")
+        other = dicom_dataset(
+            DICOM_SERIES / "ts_ct_dicom", DICOM_SERIES / "ts_ct_dicom_label.nii.gz", labels, tmp / "dicom"
+        )
         if other is not None and not args.quick:
             report, note = scored_report(evaluate([best], load_dataset(other), device="cpu", names=["trained (best/)"]))
-            print(f"\nper-organ metrics on another CT scan (the DICOM series ts_ct_dicom, pseudo labels), organs "
-                  f"present only{note}:\n")
+            print(
+                f"\nper-organ metrics on another CT scan (the DICOM series ts_ct_dicom, pseudo labels), organs "
+                f"present only{note}:\n"
+            )
             print(report.to_markdown())
             figures["other_scan"] = report.summary("trained (best/)")
         if args.json:

@@ -20,8 +20,12 @@ from pathlib import Path
 
 from .step_timing import add_arguments, machine_line, random_batch, resolve
 
-CONFIGS = [("T-Gated", True, False), ("baseline", False, False), ("T-Gated frozen enc.", True, True),
-           ("baseline frozen enc.", False, True)]
+CONFIGS = [
+    ("T-Gated", True, False),
+    ("baseline", False, False),
+    ("T-Gated frozen enc.", True, True),
+    ("baseline frozen enc.", False, True),
+]
 
 
 def measure(arch: str, temporal: bool, frozen: bool, batch: int, steps: int, image_size: int | None) -> dict:
@@ -48,8 +52,12 @@ def measure(arch: str, temporal: bool, frozen: bool, batch: int, steps: int, ima
         step(batch_data)
     seconds = (time.perf_counter() - start) / steps
     trainable = sum(p.numel() for p in step.trainable)
-    return {"seconds_per_step": seconds, "samples_per_s": batch / seconds, "trainable_params": trainable,
-            "images_per_sample": model.context_size}
+    return {
+        "seconds_per_step": seconds,
+        "samples_per_s": batch / seconds,
+        "trainable_params": trainable,
+        "images_per_sample": model.context_size,
+    }
 
 
 def main(argv=None) -> int:
@@ -59,16 +67,20 @@ def main(argv=None) -> int:
     arch, batch, steps = resolve(args)
     image_size = 64 if args.quick else None
 
-    print(f"training throughput: {arch}, random weights, batch {batch}, "
-          f"{image_size or 352}x{image_size or 352}, float32, {steps} timed step(s) after 1 warm-up")
+    print(
+        f"training throughput: {arch}, random weights, batch {batch}, "
+        f"{image_size or 352}x{image_size or 352}, float32, {steps} timed step(s) after 1 warm-up"
+    )
     print(machine_line())
     results = {}
     for name, temporal, frozen in CONFIGS:
         results[name] = measure(arch, temporal, frozen, batch, steps, image_size)
         r = results[name]
-        print(f"  {name:<22} {r['samples_per_s']:8.3f} samples/s  {r['seconds_per_step']:8.2f} s/step  "
-              f"({r['images_per_sample']} encoder image(s) per sample, {r['trainable_params'] / 1e6:.2f} M trainable)",
-              flush=True)
+        print(
+            f"  {name:<22} {r['samples_per_s']:8.3f} samples/s  {r['seconds_per_step']:8.2f} s/step  "
+            f"({r['images_per_sample']} encoder image(s) per sample, {r['trainable_params'] / 1e6:.2f} M trainable)",
+            flush=True,
+        )
     t, b = results["T-Gated"], results["baseline"]
     tf, bf = results["T-Gated frozen enc."], results["baseline frozen enc."]
     print("ratios (samples/s):")
@@ -77,8 +89,9 @@ def main(argv=None) -> int:
     print(f"  frozen / full, T-Gated                 : {tf['samples_per_s'] / t['samples_per_s']:.3f}")
     print(f"  frozen / full, baseline                : {bf['samples_per_s'] / b['samples_per_s']:.3f}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"arch": arch, "batch": batch, "steps": steps, "results": results},
-                                              indent=1))
+        Path(args.json).write_text(
+            json.dumps({"arch": arch, "batch": batch, "steps": steps, "results": results}, indent=1)
+        )
     return 0
 
 

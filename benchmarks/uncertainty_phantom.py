@@ -89,7 +89,7 @@ def shift_or(mask: np.ndarray, op) -> np.ndarray:
     h, w = mask.shape[1:]
     for dy in (0, 1, 2):
         for dx in (0, 1, 2):
-            out = op(out, pad[:, dy:dy + h, dx:dx + w])
+            out = op(out, pad[:, dy : dy + h, dx : dx + w])
     return out
 
 
@@ -162,9 +162,16 @@ def analyse_case(ph, result, organs: list[str]) -> dict:
         for z in range(ref.shape[0]):
             r, p = ref[z], pred[z]
             both = int(r.sum()) + int(p.sum())
-            rows.append({"organ": name, "z": z, "h": float(h[z].mean()), "mi": float(mi[z].mean()),
-                         "one_minus_dice": (1.0 - 2.0 * float((r & p).sum()) / both) if both else None,
-                         "fp_ml": float((p & ~r).sum()) * voxel_ml})
+            rows.append(
+                {
+                    "organ": name,
+                    "z": z,
+                    "h": float(h[z].mean()),
+                    "mi": float(mi[z].mean()),
+                    "one_minus_dice": (1.0 - 2.0 * float((r & p).sum()) / both) if both else None,
+                    "fp_ml": float((p & ~r).sum()) * voxel_ml,
+                }
+            )
     return {"regions": regions, "rows": rows}
 
 
@@ -181,8 +188,10 @@ def merge_regions(parts: list[dict]) -> dict:
 
 def region_table(regions: dict) -> tuple[list[str], dict]:
     """Per organ mean entropy (nats) by region; pooled = voxel-weighted over organs."""
-    lines = ["| organ | boundary H | interior H | background H | boundary / background | boundary / interior |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| organ | boundary H | interior H | background H | boundary / background | boundary / interior |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     pooled = {part: {"h": 0.0, "mi": 0.0, "n": 0} for part in ("boundary", "interior", "background")}
     for organ, d in regions.items():
         mean = {part: d[part]["h"] / d[part]["n"] for part in d if d[part]["n"]}
@@ -192,13 +201,17 @@ def region_table(regions: dict) -> tuple[list[str], dict]:
                 pooled[part]["mi"] += d[part]["mi"]
                 pooled[part]["n"] += d[part]["n"]
         b, i, g = mean.get("boundary", math.nan), mean.get("interior", math.nan), mean.get("background", math.nan)
-        lines.append(f"| {organ} | {fmt(b, 4)} | {fmt(i, 4)} | {fmt(g, 4)} | {fmt(b / g if g else math.nan, 1)} | "
-                     f"{fmt(b / i if i else math.nan, 1)} |")
+        lines.append(
+            f"| {organ} | {fmt(b, 4)} | {fmt(i, 4)} | {fmt(g, 4)} | {fmt(b / g if g else math.nan, 1)} | "
+            f"{fmt(b / i if i else math.nan, 1)} |"
+        )
     pm = {part: (v["h"] / v["n"] if v["n"] else math.nan) for part, v in pooled.items()}
     pmi = {part: (v["mi"] / v["n"] if v["n"] else math.nan) for part, v in pooled.items()}
-    lines.append(f"| **all organs (voxel-weighted)** | {fmt(pm['boundary'], 4)} | {fmt(pm['interior'], 4)} | "
-                 f"{fmt(pm['background'], 4)} | {fmt(pm['boundary'] / pm['background'], 1)} | "
-                 f"{fmt(pm['boundary'] / pm['interior'], 1)} |")
+    lines.append(
+        f"| **all organs (voxel-weighted)** | {fmt(pm['boundary'], 4)} | {fmt(pm['interior'], 4)} | "
+        f"{fmt(pm['background'], 4)} | {fmt(pm['boundary'] / pm['background'], 1)} | "
+        f"{fmt(pm['boundary'] / pm['interior'], 1)} |"
+    )
     return lines, {"entropy": pm, "mutual_information": pmi}
 
 
@@ -219,14 +232,19 @@ def correlations(rows: list[dict], key: str = "h") -> dict:
         e_d = [r["one_minus_dice"] for r in dice_rows]
         u_f = [r[key] for r in sel]
         e_f = [r["fp_ml"] for r in sel]
-        out[organ] = {"dice": (len(u_d), pearson(u_d, e_d), spearman(u_d, e_d)),
-                      "fp": (len(u_f), pearson(u_f, e_f), spearman(u_f, e_f))}
+        out[organ] = {
+            "dice": (len(u_d), pearson(u_d, e_d), spearman(u_d, e_d)),
+            "fp": (len(u_f), pearson(u_f, e_f), spearman(u_f, e_f)),
+        }
     return out
 
 
 def correlation_table(corr: dict) -> list[str]:
-    lines = ["| organ | slices (Dice defined) | r(H, 1-Dice) | rho(H, 1-Dice) | slices (all) | r(H, FP ml) | "
-             "rho(H, FP ml) |", "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| organ | slices (Dice defined) | r(H, 1-Dice) | rho(H, 1-Dice) | slices (all) | r(H, FP ml) | "
+        "rho(H, FP ml) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for organ, c in corr.items():
         (nd, pd, sd), (nf, pf, sf) = c["dice"], c["fp"]
         name = f"**{organ}**" if organ == "pooled" else organ
@@ -251,8 +269,14 @@ def time_segmenter(seg, volume, geometry, prompts, samples: int, repeats: int) -
             stages[n]["adapter passes"] = result.stats.windows_fused
             stages[n]["decoder items"] = result.stats.decoder_items
     d, m = statistics.median(det), statistics.median(mc)
-    return {"deterministic_s": d, "mc_s": m, "ratio": m / d, "all_deterministic_s": det, "all_mc_s": mc,
-            "stages": stages}
+    return {
+        "deterministic_s": d,
+        "mc_s": m,
+        "ratio": m / d,
+        "all_deterministic_s": det,
+        "all_mc_s": mc,
+        "stages": stages,
+    }
 
 
 # --------------------------------------------------------------------------- main
@@ -264,8 +288,18 @@ def finished_run(config, n_cases: int) -> Path | None:
         meta = json.loads((Path(config.output) / "last" / "config.json").read_text())["training"]
     except (OSError, ValueError, KeyError):
         return None
-    keys = ("probabilistic", "image_size", "batch_size", "samples_per_epoch", "epochs", "seed", "lr_encoder",
-            "lr_decoder", "lr_adapter", "val")
+    keys = (
+        "probabilistic",
+        "image_size",
+        "batch_size",
+        "samples_per_epoch",
+        "epochs",
+        "seed",
+        "lr_encoder",
+        "lr_decoder",
+        "lr_adapter",
+        "val",
+    )
     same = all(meta["settings"].get(k) == getattr(config, k) for k in keys)
     cases = len(meta["data"]["train_cases"]) + len(meta["data"].get("val_cases") or [])
     done = meta.get("epochs_completed") == config.epochs and (Path(config.output) / "best").is_dir()
@@ -275,19 +309,27 @@ def finished_run(config, n_cases: int) -> Path | None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small phantoms, a few steps, tiny timing only")
-    parser.add_argument("--train-cases", type=int, default=None,
-                        help="phantom training volumes, 1 of them for validation (default 6)")
+    parser.add_argument(
+        "--train-cases", type=int, default=None, help="phantom training volumes, 1 of them for validation (default 6)"
+    )
     parser.add_argument("--test-cases", type=int, default=None, help="held-out phantoms (default 2)")
     parser.add_argument("--steps", type=int, default=None, help="optimiser steps per model (default 1200)")
     parser.add_argument("--samples", type=int, default=None, help="Monte Carlo samples N (default 10; quick 3)")
     parser.add_argument("--image-size", type=int, default=None, help="model input size (default 128; quick 64)")
     parser.add_argument("--depth", type=int, default=None, help="slices per phantom (default 48; quick 24)")
-    parser.add_argument("--compare-deterministic", action="store_true",
-                        help="also train the deterministic model and score its MC-dropout uncertainty (doubles the "
-                             "training time; --quick always does)")
+    parser.add_argument(
+        "--compare-deterministic",
+        action="store_true",
+        help="also train the deterministic model and score its MC-dropout uncertainty (doubles the "
+        "training time; --quick always does)",
+    )
     parser.add_argument("--timing-slices", type=int, default=8, help="slices for the rd64 timing (default 8)")
-    parser.add_argument("--work", metavar="DIR", help="keep data and runs here (default: a temporary folder); a "
-                        "finished run there with the same settings is reused instead of trained again")
+    parser.add_argument(
+        "--work",
+        metavar="DIR",
+        help="keep data and runs here (default: a temporary folder); a "
+        "finished run there with the same settings is reused instead of trained again",
+    )
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     args = parser.parse_args(argv)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -300,8 +342,11 @@ def main(argv=None) -> int:
     from TGatedSegmentLib.training import TrainConfig, train
 
     quick = args.quick
-    spec = PhantomSpec(shape=(args.depth or 24, 48, 48), spacing=(5.0, 6.0, 6.0), target_slices=(4, 8),
-                       n_distractors=4) if quick else PhantomSpec(shape=(args.depth or 48, 128, 128))
+    spec = (
+        PhantomSpec(shape=(args.depth or 24, 48, 48), spacing=(5.0, 6.0, 6.0), target_slices=(4, 8), n_distractors=4)
+        if quick
+        else PhantomSpec(shape=(args.depth or 48, 128, 128))
+    )
     n_train = args.train_cases or (2 if quick else 6)
     n_test = args.test_cases or (1 if quick else 2)
     steps = args.steps or (8 if quick else 1200)
@@ -310,13 +355,27 @@ def main(argv=None) -> int:
     epochs = 2 if quick else 4
     batch = 4 if quick else 8
 
-    print(f"uncertainty on the phantom: tiny T-Gated (builtin:tiny, random init), {n_train} training phantoms "
-          f"{spec.shape}, {steps} steps x batch {batch} at {size}x{size}, then N = {samples} Monte Carlo samples on "
-          f"{n_test} held-out phantoms (every organ prompted)")
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU core(s), "
-          f"torch {torch.__version__} ({torch.get_num_threads()} threads)", flush=True)
-    report: dict = {"settings": {"train_cases": n_train, "test_cases": n_test, "steps": steps, "batch": batch,
-                                 "image_size": size, "samples": samples, "spec": spec.to_dict()}}
+    print(
+        f"uncertainty on the phantom: tiny T-Gated (builtin:tiny, random init), {n_train} training phantoms "
+        f"{spec.shape}, {steps} steps x batch {batch} at {size}x{size}, then N = {samples} Monte Carlo samples on "
+        f"{n_test} held-out phantoms (every organ prompted)"
+    )
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU core(s), "
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads)",
+        flush=True,
+    )
+    report: dict = {
+        "settings": {
+            "train_cases": n_train,
+            "test_cases": n_test,
+            "steps": steps,
+            "batch": batch,
+            "image_size": size,
+            "samples": samples,
+            "spec": spec.to_dict(),
+        }
+    }
     with tempfile.TemporaryDirectory(prefix="tgated-unc-") as tmp:
         work = Path(args.work) if args.work else Path(tmp)
         data = write_phantom_dataset(work / "phantoms", n_train, seed=1000, spec=spec)
@@ -327,24 +386,47 @@ def main(argv=None) -> int:
         for name, probabilistic in models.items():
             start = time.perf_counter()
             config = TrainConfig(
-                data=data, output=work / f"run-{name}", val="split:1", base="builtin:tiny", tokenizer="compact",
-                probabilistic=probabilistic, image_size=size, epochs=epochs, restart_epochs=epochs, batch_size=batch,
-                samples_per_epoch=steps * batch // epochs, lr_encoder=1e-3, lr_decoder=3e-3, lr_adapter=3e-3,
-                device="cpu", num_workers=0, save_every_minutes=None, overwrite=True, seed=0)
+                data=data,
+                output=work / f"run-{name}",
+                val="split:1",
+                base="builtin:tiny",
+                tokenizer="compact",
+                probabilistic=probabilistic,
+                image_size=size,
+                epochs=epochs,
+                restart_epochs=epochs,
+                batch_size=batch,
+                samples_per_epoch=steps * batch // epochs,
+                lr_encoder=1e-3,
+                lr_decoder=3e-3,
+                lr_adapter=3e-3,
+                device="cpu",
+                num_workers=0,
+                save_every_minutes=None,
+                overwrite=True,
+                seed=0,
+            )
             reused = finished_run(config, n_train)
             runs[name] = reused or train(config)
             train_seconds[name] = time.perf_counter() - start
             best = json.loads((runs[name] / "best" / "config.json").read_text())["training"]["best"]
             how = f"reused {reused}" if reused else f"trained in {train_seconds[name]:.0f} s"
-            print(f"{name}: {how}, best validation mean Dice {fmt(best['val_mean_dice'])} (epoch {best['epoch']})",
-                  flush=True)
-            report.setdefault("training", {})[name] = {"seconds": None if reused else train_seconds[name],
-                                                       "reused": bool(reused), "best": best}
+            print(
+                f"{name}: {how}, best validation mean Dice {fmt(best['val_mean_dice'])} (epoch {best['epoch']})",
+                flush=True,
+            )
+            report.setdefault("training", {})[name] = {
+                "seconds": None if reused else train_seconds[name],
+                "reused": bool(reused),
+                "best": best,
+            }
 
         tests = [generate_phantom((3000, i), spec) for i in range(n_test)]
         organs = [tests[0].label_names[i] for i in sorted(tests[0].label_names)]
-        variants = [("probabilistic: sampling + dropout (default MC)", "probabilistic", False),
-                    ("probabilistic: value sampling only (dropout off)", "probabilistic", True)]
+        variants = [
+            ("probabilistic: sampling + dropout (default MC)", "probabilistic", False),
+            ("probabilistic: value sampling only (dropout off)", "probabilistic", True),
+        ]
         if "deterministic" in runs:
             variants.append(("deterministic: MC dropout", "deterministic", False))
         segmenters = {name: Segmenter(run / "best", device="cpu", batch_size=8) for name, run in runs.items()}
@@ -365,16 +447,22 @@ def main(argv=None) -> int:
                         dice.setdefault(organ, []).append(2.0 * float((pred & ref).sum()) / (pred.sum() + ref.sum()))
             regions = merge_regions([c["regions"] for c in cases])
             rows = [r for c in cases for r in c["rows"]]
-            analysis[label] = {"regions": regions, "rows": rows,
-                               "dice": {o: float(np.mean(v)) for o, v in dice.items()},
-                               "corr_h": correlations(rows, "h"), "corr_mi": correlations(rows, "mi")}
+            analysis[label] = {
+                "regions": regions,
+                "rows": rows,
+                "dice": {o: float(np.mean(v)) for o, v in dice.items()},
+                "corr_h": correlations(rows, "h"),
+                "corr_mi": correlations(rows, "mi"),
+            }
 
         # ---- report: (a) regions, (b) correlations, per variant
         target = tests[0].target
-        summary_lines = ["| variant | mean Dice | H boundary | H interior | H background | boundary/background | "
-                         f"H {target} distractors | H rest of body | p on distractors | pooled r(H,1-Dice) | "
-                         "pooled rho(H,1-Dice) | pooled r(H,FP) | pooled rho(H,FP) |",
-                         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        summary_lines = [
+            "| variant | mean Dice | H boundary | H interior | H background | boundary/background | "
+            f"H {target} distractors | H rest of body | p on distractors | pooled r(H,1-Dice) | "
+            "pooled rho(H,1-Dice) | pooled r(H,FP) | pooled rho(H,FP) |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
         for label, a in analysis.items():
             print(f"\n### {label}\n")
             print("mean Dice (held-out, MC mean mask): " + ", ".join(f"{o} {v:.3f}" for o, v in a["dice"].items()))
@@ -383,15 +471,21 @@ def main(argv=None) -> int:
             print("\n".join(lines))
             dist = distractor_line(a["regions"], target)
             if dist:
-                print(f"\n{target} prompt: " + ", ".join(
-                    f"{part} H {fmt(v['h'], 4)} / MI {fmt(v['mi'], 5)} / predicted {v['p']:.1%}" for part, v in
-                    dist.items()))
+                print(
+                    f"\n{target} prompt: "
+                    + ", ".join(
+                        f"{part} H {fmt(v['h'], 4)} / MI {fmt(v['mi'], 5)} / predicted {v['p']:.1%}"
+                        for part, v in dist.items()
+                    )
+                )
             print("\n(b) per-slice mean entropy vs per-slice error\n")
             print("\n".join(correlation_table(a["corr_h"])))
             mi_pooled = a["corr_mi"]["pooled"]
-            print(f"\n(mutual information instead of entropy, pooled: r/rho vs 1-Dice {fmt(mi_pooled['dice'][1], 2)}/"
-                  f"{fmt(mi_pooled['dice'][2], 2)}, vs FP ml {fmt(mi_pooled['fp'][1], 2)}/"
-                  f"{fmt(mi_pooled['fp'][2], 2)})")
+            print(
+                f"\n(mutual information instead of entropy, pooled: r/rho vs 1-Dice {fmt(mi_pooled['dice'][1], 2)}/"
+                f"{fmt(mi_pooled['dice'][2], 2)}, vs FP ml {fmt(mi_pooled['fp'][1], 2)}/"
+                f"{fmt(mi_pooled['fp'][2], 2)})"
+            )
             ph_ = pooled["entropy"]
             c = a["corr_h"]["pooled"]
             d = dist or {}
@@ -401,38 +495,56 @@ def main(argv=None) -> int:
                 f"{fmt(ph_['boundary'] / ph_['background'], 1)} | {fmt(d.get('distractor', {}).get('h'), 4)} | "
                 f"{fmt(d.get('background', {}).get('h'), 4)} | "
                 f"{fmt(d.get('distractor', {}).get('p'), 3)} | {fmt(c['dice'][1], 2)} | {fmt(c['dice'][2], 2)} | "
-                f"{fmt(c['fp'][1], 2)} | {fmt(c['fp'][2], 2)} |")
+                f"{fmt(c['fp'][1], 2)} | {fmt(c['fp'][2], 2)} |"
+            )
             report.setdefault("analysis", {})[label] = {
-                "dice": a["dice"], "regions": a["regions"], "pooled_region_means": pooled,
-                "distractors": dist, "corr_entropy": a["corr_h"], "corr_mutual_information": a["corr_mi"]}
+                "dice": a["dice"],
+                "regions": a["regions"],
+                "pooled_region_means": pooled,
+                "distractors": dist,
+                "corr_entropy": a["corr_h"],
+                "corr_mutual_information": a["corr_mi"],
+            }
         print("\n### summary\n")
         print("\n".join(summary_lines))
 
         # ---- (c) timing
         print(f"\n(c) run time, deterministic vs N = {samples} (median of alternating runs, same process)\n")
-        timing_rows = ["| model | slices x prompts | deterministic s | N = %d s | ratio | encoder calls (det / MC) |"
-                       % samples, "|---|---|---:|---:|---:|---|"]
+        timing_rows = [
+            "| model | slices x prompts | deterministic s | N = %d s | ratio | encoder calls (det / MC) |" % samples,
+            "|---|---|---:|---:|---:|---|",
+        ]
         ph = tests[0]
         tiny = time_segmenter(segmenters["probabilistic"], ph.image, ph.geometry, organs, samples, 1 if quick else 2)
         report["timing"] = {"tiny": tiny}
-        timing_rows.append(f"| tiny probabilistic (trained), {size}x{size} | {ph.image.shape[0]} x {len(organs)} | "
-                           f"{tiny['deterministic_s']:.2f} | {tiny['mc_s']:.2f} | {tiny['ratio']:.2f} | "
-                           f"{tiny['stages'][0]['vision encoder calls (slices)']} / "
-                           f"{tiny['stages'][samples]['vision encoder calls (slices)']} |")
+        timing_rows.append(
+            f"| tiny probabilistic (trained), {size}x{size} | {ph.image.shape[0]} x {len(organs)} | "
+            f"{tiny['deterministic_s']:.2f} | {tiny['mc_s']:.2f} | {tiny['ratio']:.2f} | "
+            f"{tiny['stages'][0]['vision encoder calls (slices)']} / "
+            f"{tiny['stages'][samples]['vision encoder calls (slices)']} |"
+        )
         arch = "builtin:tiny" if quick else "builtin:rd64-refined"
-        loaded = build_model(arch, "compact", temporal=True, seed=0, adapter=AdapterConfig.default_for(
-            32 if quick else 768, probabilistic=True), preprocessing=PreprocessConfig(image_size=64 if quick else 352))
+        loaded = build_model(
+            arch,
+            "compact",
+            temporal=True,
+            seed=0,
+            adapter=AdapterConfig.default_for(32 if quick else 768, probabilistic=True),
+            preprocessing=PreprocessConfig(image_size=64 if quick else 352),
+        )
         real = Segmenter(loaded=loaded, device="cpu", batch_size=4)
         z0 = max(0, ph.image.shape[0] // 2 - args.timing_slices // 2)
-        crop = np.ascontiguousarray(ph.image[z0:z0 + args.timing_slices])
+        crop = np.ascontiguousarray(ph.image[z0 : z0 + args.timing_slices])
         crop_geometry = dataclasses.replace(ph.geometry, size=crop.shape[::-1])
         big = time_segmenter(real, crop, crop_geometry, organs, samples, 1 if quick else 2)
         report["timing"]["real_size"] = {"arch": arch, **big}
         px = loaded.config.preprocessing.image_size
-        timing_rows.append(f"| {arch} probabilistic (random), {px}x{px} | {crop.shape[0]} x {len(organs)} | "
-                           f"{big['deterministic_s']:.2f} | {big['mc_s']:.2f} | {big['ratio']:.2f} | "
-                           f"{big['stages'][0]['vision encoder calls (slices)']} / "
-                           f"{big['stages'][samples]['vision encoder calls (slices)']} |")
+        timing_rows.append(
+            f"| {arch} probabilistic (random), {px}x{px} | {crop.shape[0]} x {len(organs)} | "
+            f"{big['deterministic_s']:.2f} | {big['mc_s']:.2f} | {big['ratio']:.2f} | "
+            f"{big['stages'][0]['vision encoder calls (slices)']} / "
+            f"{big['stages'][samples]['vision encoder calls (slices)']} |"
+        )
         print("\n".join(timing_rows))
         for name, t in (("tiny", tiny), (arch, big)):
             print(f"stage seconds, {name}: deterministic {t['stages'][0]}; N = {samples}: {t['stages'][samples]}")

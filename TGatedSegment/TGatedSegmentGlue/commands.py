@@ -43,9 +43,21 @@ def segmentArguments(
     prompts = list(prompts)
     if not prompts:
         raise ValueError(_("Type at least one organ name, for example: liver, left kidney."))
-    args = ["segment", str(inputPath), "--prompts", ", ".join(prompts), "--output", str(outputPath),
-            "--device", checkedDevice(device), "--modality", checkedModality(modality), "--progress", "json",
-            "--overwrite"]
+    args = [
+        "segment",
+        str(inputPath),
+        "--prompts",
+        ", ".join(prompts),
+        "--output",
+        str(outputPath),
+        "--device",
+        checkedDevice(device),
+        "--modality",
+        checkedModality(modality),
+        "--progress",
+        "json",
+        "--overwrite",
+    ]
     if checkpoint:
         args += ["--checkpoint", str(checkpoint)]
     if threshold is not None:
@@ -76,8 +88,13 @@ def trainOptions() -> dict[str, tuple[str, str]]:
     for entry in cli_settings():
         if entry.name in ("data", "output"):
             continue  # trainArguments' datasetFolder and outputFolder
-        kind = "flag" if entry.switch else "resume" if entry.name == "resume" else \
-            {int: "int", float: "float"}.get(entry.option.type, "value")
+        kind = (
+            "flag"
+            if entry.switch
+            else "resume"
+            if entry.name == "resume"
+            else {int: "int", float: "float"}.get(entry.option.type, "value")
+        )
         options[_camel(entry.dest)] = (entry.flag, kind)
     return options
 
@@ -96,8 +113,9 @@ def trainArguments(datasetFolder: str | Path, outputFolder: str | Path, **option
     for key, value in options.items():
         name = _camel(key)
         if name not in known:
-            raise TypeError(_("Unknown training option '{option}'; known: {known}.").format(
-                option=key, known=", ".join(known)))
+            raise TypeError(
+                _("Unknown training option '{option}'; known: {known}.").format(option=key, known=", ".join(known))
+            )
         flag, kind = known[name]
         if value is None or value is False:
             continue

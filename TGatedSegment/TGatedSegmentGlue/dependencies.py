@@ -91,8 +91,8 @@ def installPlan(missing: Sequence[str]) -> InstallPlan:
 
 
 def torchVersionRequirement(requirement: str) -> str | None:
-    """">=2.1" from "torch>=2.1" (what PyTorchUtils.installTorch takes), None without a version."""
-    return requirement[len(requirementName(requirement)):].strip() or None
+    """ ">=2.1" from "torch>=2.1" (what PyTorchUtils.installTorch takes), None without a version."""
+    return requirement[len(requirementName(requirement)) :].strip() or None
 
 
 class InstallError(Exception):
@@ -106,7 +106,9 @@ class InstallError(Exception):
         return f"{self.message.rstrip('.')}. {self.hint}" if self.hint else self.message
 
 
-def backendReport(usedPackage: str | Path, usedVersion: str, installed: tuple[str, str] | None = None) -> tuple[bool, str]:
+def backendReport(
+    usedPackage: str | Path, usedVersion: str, installed: tuple[str, str] | None = None
+) -> tuple[bool, str]:
     """Which TGatedSegmentLib the module runs, in one line, and whether another copy is being ignored.
 
     ``installed``: (version, package folder) of a ``tgated-segment`` pip-installed into Slicer's
@@ -118,6 +120,7 @@ def backendReport(usedPackage: str | Path, usedVersion: str, installed: tuple[st
     line = _("TGatedSegment backend: TGatedSegmentLib {version} from {folder}").format(version=usedVersion, folder=used)
     if installed is None or Path(installed[1]).resolve() == used:
         return False, line
-    return True, _("{line}; the tgated-segment {version} installed in Slicer's Python ({folder}) is not used "
-                   "(uninstall it with pip, or remove the extension, to use that one)").format(
-        line=line, version=installed[0], folder=installed[1])
+    return True, _(
+        "{line}; the tgated-segment {version} installed in Slicer's Python ({folder}) is not used "
+        "(uninstall it with pip, or remove the extension, to use that one)"
+    ).format(line=line, version=installed[0], folder=installed[1])

@@ -40,8 +40,9 @@ class DeviceReport:
             if device.get("kind") == "cpu":
                 label = _("CPU")
             elif device.get("kind") == "cuda":
-                label = _("GPU {id}: {name} ({memory} GB)").format(id=device["id"], name=device.get("name", ""),
-                                                                    memory=device.get("memory_gb", "?"))
+                label = _("GPU {id}: {name} ({memory} GB)").format(
+                    id=device["id"], name=device.get("name", ""), memory=device.get("memory_gb", "?")
+                )
             else:
                 label = _("{name} ({id})").format(name=device.get("name", device["id"]), id=device["id"])
             choices.append((label, device["id"]))
@@ -54,10 +55,16 @@ class DeviceReport:
             return None
         present = ", ".join(self.ids) or "cpu"
         if name.startswith("cuda") and not any(i.startswith("cuda") for i in self.ids):
-            build = _(" This PyTorch ({version}) is a CPU-only build.").format(version=self.torch) \
-                if self.torch and not self.cudaBuild else ""
-            return _("CUDA was asked for, but PyTorch sees no CUDA GPU here.{build} Choose CPU or Auto under Advanced > "
-                     "Device (devices here: {present}), or install a CUDA build of PyTorch with the PyTorch Utils "
-                     "module.").format(build=build, present=present)
+            build = (
+                _(" This PyTorch ({version}) is a CPU-only build.").format(version=self.torch)
+                if self.torch and not self.cudaBuild
+                else ""
+            )
+            return _(
+                "CUDA was asked for, but PyTorch sees no CUDA GPU here.{build} Choose CPU or Auto under Advanced > "
+                "Device (devices here: {present}), or install a CUDA build of PyTorch with the PyTorch Utils "
+                "module."
+            ).format(build=build, present=present)
         return _("The device '{device}' is not available here. Choose one of: {present}.").format(
-            device=name, present=present)
+            device=name, present=present
+        )

@@ -32,9 +32,12 @@ def readUncertainty(folder: str | Path, expectedGeometry):
     image = sitk.ReadImage(str(path))
     geometry = Geometry.from_image(image)
     if not geometry.matches(expectedGeometry):
-        raise BackendError(_("The uncertainty map does not lie on the volume's voxel grid, so it was not imported"),
-                           _("Report this as a bug, with the details."),
-                           f"volume: {expectedGeometry.to_dict()}\nmap: {geometry.to_dict()}", "GeometryMismatch")
+        raise BackendError(
+            _("The uncertainty map does not lie on the volume's voxel grid, so it was not imported"),
+            _("Report this as a bug, with the details."),
+            f"volume: {expectedGeometry.to_dict()}\nmap: {geometry.to_dict()}",
+            "GeometryMismatch",
+        )
     return sitk.GetArrayFromImage(image)
 
 
@@ -67,7 +70,10 @@ def readResult(path: str | Path, expectedGeometry):
 
     result = read_segmentation_layers(path)
     if not result.geometry.matches(expectedGeometry):
-        raise BackendError(_("The result does not lie on the volume's voxel grid, so it was not imported"),
-                           _("Report this as a bug, with the details."),
-                           f"volume: {expectedGeometry.to_dict()}\nresult: {result.geometry.to_dict()}", "GeometryMismatch")
+        raise BackendError(
+            _("The result does not lie on the volume's voxel grid, so it was not imported"),
+            _("Report this as a bug, with the details."),
+            f"volume: {expectedGeometry.to_dict()}\nresult: {result.geometry.to_dict()}",
+            "GeometryMismatch",
+        )
     return result

@@ -19,8 +19,9 @@ def settingsKey(name: str) -> str:
     return f"{SETTINGS_GROUP}/{name}"
 
 
-def rememberEntry(history: Sequence[str], entry: str, limit: int = HISTORY_LIMIT,
-                  key: Callable[[str], str] = str) -> list[str]:
+def rememberEntry(
+    history: Sequence[str], entry: str, limit: int = HISTORY_LIMIT, key: Callable[[str], str] = str
+) -> list[str]:
     """``history`` with ``entry`` moved to the front, no two entries with the same ``key``."""
     if not entry:
         return list(history)[:limit]

@@ -38,13 +38,22 @@ class BackendJob:
     cancelWaitS = 0.25
     logIntervalS = 5.0
 
-    def __init__(self, args: Sequence[str], env: dict | None = None, cwd: str | None = None,
-                 launcher: Callable | None = None, progressCallback=None, completedCallback=None):
+    def __init__(
+        self,
+        args: Sequence[str],
+        env: dict | None = None,
+        cwd: str | None = None,
+        launcher: Callable | None = None,
+        progressCallback=None,
+        completedCallback=None,
+    ):
         self.args = [str(a) for a in args]
         self.env, self.cwd, self.launcher = env, cwd, launcher
         self.progressCallback = progressCallback
         self.completedCallback = completedCallback
-        self.endedCallbacks: list[Callable] = []  # the owner's: called with the job when it ends, before completedCallback
+        self.endedCallbacks: list[
+            Callable
+        ] = []  # the owner's: called with the job when it ends, before completedCallback
         self.tracker = ProgressTracker(self.stages)
         self.state = "new"
         self.result = None
@@ -66,15 +75,19 @@ class BackendJob:
         return self.state in ("running", "cancelling")
 
     def start(self) -> "BackendJob":
-        self.process = BackendProcess(self.args, env=self.env, cwd=self.cwd, launcher=self.launcher,
-                                      onEvent=self._onEvent, onLog=self._onLog)
+        self.process = BackendProcess(
+            self.args, env=self.env, cwd=self.cwd, launcher=self.launcher, onEvent=self._onEvent, onLog=self._onLog
+        )
         log.info("TGatedSegment: running %s", " ".join(self.args))
         try:
             self.process.start()
         except OSError as exc:
-            raise BackendError(_("Could not start the backend ({error})").format(error=exc),
-                               _("Check that 3D Slicer's PythonSlicer is installed next to Slicer."),
-                               " ".join(self.args), "StartFailed") from None
+            raise BackendError(
+                _("Could not start the backend ({error})").format(error=exc),
+                _("Check that 3D Slicer's PythonSlicer is installed next to Slicer."),
+                " ".join(self.args),
+                "StartFailed",
+            ) from None
         self.state = "running"
         return self
 
@@ -86,8 +99,12 @@ class BackendJob:
         elif event["text"]:
             # Console use: a line per stage and at most one every few seconds within a stage.
             now = time.monotonic()
-            if event["event"] != "progress" or event.get("stage") != self._lastStage \
-                    or event.get("done") == event.get("total") or now - self._lastLogTime >= self.logIntervalS:
+            if (
+                event["event"] != "progress"
+                or event.get("stage") != self._lastStage
+                or event.get("done") == event.get("total")
+                or now - self._lastLogTime >= self.logIntervalS
+            ):
                 self._lastStage, self._lastLogTime = event.get("stage"), now
                 log.info("TGatedSegment: %s (%d%%)", event["text"], event["percent"])
 
@@ -151,8 +168,9 @@ class BackendJob:
             self.result = self.onSuccess(self.process.doneEvent)
             self.state = "done"
         else:
-            raise errorFromBackend(self.process.lastError, self.process.returncode, list(self.process.output),
-                                   self.args, self.what())
+            raise errorFromBackend(
+                self.process.lastError, self.process.returncode, list(self.process.output), self.args, self.what()
+            )
 
     def wait(self, idle: Callable[[], None] | None = None, interval: float = 0.02):
         """Block until the job ends (calling ``idle`` between polls, e.g. Slicer's processEvents);
@@ -197,8 +215,17 @@ class SegmentationJob(BackendJob):
 
     stages = SEGMENT_STAGES
 
-    def __init__(self, args, tempDir: str, outputPath: str, geometry, request, importer: Callable,
-                 uncertaintyDir: str | None = None, **kwargs):
+    def __init__(
+        self,
+        args,
+        tempDir: str,
+        outputPath: str,
+        geometry,
+        request,
+        importer: Callable,
+        uncertaintyDir: str | None = None,
+        **kwargs,
+    ):
         super().__init__(args, **kwargs)
         self.tempDir = tempDir
         self.outputPath = outputPath
@@ -238,8 +265,10 @@ class TrainingJob(BackendJob):
     def onSuccess(self, doneEvent):
         folder = doneEvent.get("best") or self.checkpointFolder
         if not os.path.isdir(folder):
-            raise BackendError(_("Training finished but wrote no checkpoint folder '{folder}'").format(folder=folder),
-                               _("See the Python console for the trainer's output."))
+            raise BackendError(
+                _("Training finished but wrote no checkpoint folder '{folder}'").format(folder=folder),
+                _("See the Python console for the trainer's output."),
+            )
         return folder
 
 

@@ -36,10 +36,12 @@ def looksLikeHubId(text: str) -> bool:
 
 def noTrainedModelNote() -> str:
     """What the panel says while no trained model is chosen."""
-    return _("No trained model chosen: the authors of T-Gated publish no trained weights, so this runs zero-shot "
-             "with {base}, a CLIPSeg model of natural photos, not of CT or MR (downloaded once, about 600 MB): "
-             "expect rough or empty segments. Import a model someone trained (Import model...), train one "
-             "(logic.train in the Python console) or choose a checkpoint folder; see {help}.").format(base=DEFAULT_BASE_MODEL, help=MODEL_HELP)
+    return _(
+        "No trained model chosen: the authors of T-Gated publish no trained weights, so this runs zero-shot "
+        "with {base}, a CLIPSeg model of natural photos, not of CT or MR (downloaded once, about 600 MB): "
+        "expect rough or empty segments. Import a model someone trained (Import model...), train one "
+        "(logic.train in the Python console) or choose a checkpoint folder; see {help}."
+    ).format(base=DEFAULT_BASE_MODEL, help=MODEL_HELP)
 
 
 def resolveCheckpoint(text: str | None, searchFolders: Sequence[str | None] = ()) -> str | None:
@@ -65,9 +67,13 @@ def resolveCheckpoint(text: str | None, searchFolders: Sequence[str | None] = ()
     if looksLikeHubId(text):
         return text
     where = ", ".join(folders) if folders else _("(no scene folder and no models folder set)")
-    raise ValueError(_("The model '{model}' was not found: a relative path is looked up in the scene's folder and "
-                       "then in the models folder ({where}). Choose the checkpoint folder with Browse..., or give "
-                       "its full path.").format(model=text, where=where))
+    raise ValueError(
+        _(
+            "The model '{model}' was not found: a relative path is looked up in the scene's folder and "
+            "then in the models folder ({where}). Choose the checkpoint folder with Browse..., or give "
+            "its full path."
+        ).format(model=text, where=where)
+    )
 
 
 def modelNote(text: str | None, searchFolders: Sequence[str | None] = ()) -> str:
@@ -100,7 +106,8 @@ def modelNote(text: str | None, searchFolders: Sequence[str | None] = ()) -> str
         return _("A single file: choose the checkpoint folder that holds config.json.")
     if looksLikeHubId(resolved):
         return _("Hugging Face Hub model '{model}': downloaded once into the local cache, then used offline.").format(
-            model=resolved)
+            model=resolved
+        )
     return _("Not found: give a checkpoint folder or a hub id (owner/name); leave empty for zero-shot.")
 
 
@@ -122,8 +129,9 @@ def modelNoteHtml(note: str, helpUrl: str = "") -> str:
     link when there is somewhere to point it."""
     text = html.escape(note)
     if helpUrl:
-        text += ' <a href="{url}">{label}</a>'.format(url=html.escape(helpUrl, quote=True),
-                                                      label=html.escape(_("How to get a model")))
+        text += ' <a href="{url}">{label}</a>'.format(
+            url=html.escape(helpUrl, quote=True), label=html.escape(_("How to get a model"))
+        )
     return text
 
 
@@ -135,15 +143,27 @@ def modelDetails(text: str | None, searchFolders: Sequence[str | None] = (), hel
     text = (text or "").strip()
     link = "\n\n[{label}]({url})".format(label=_("How to get a model"), url=helpUrl) if helpUrl else ""
     if not text:
-        return "\n\n".join([
-            noTrainedModelNote(),
-            _("To get one:"),
-            "- " + _("import a model someone trained with Import model... (a .zip made by 'tgated models export', a "
-                     "checkpoint folder, a .safetensors file with its config.json beside it, or the authors' .pt);")
-            + "\n- " + _("train one on a public dataset: logic.train(...) in the Python console, or 'tgated train' in "
-                          "a shell;")
-            + "\n- " + _("or choose a checkpoint folder someone trained with Browse..."),
-        ]) + link
+        return (
+            "\n\n".join(
+                [
+                    noTrainedModelNote(),
+                    _("To get one:"),
+                    "- "
+                    + _(
+                        "import a model someone trained with Import model... (a .zip made by 'tgated models export', a "
+                        "checkpoint folder, a .safetensors file with its config.json beside it, or the authors' .pt);"
+                    )
+                    + "\n- "
+                    + _(
+                        "train one on a public dataset: logic.train(...) in the Python console, or 'tgated train' in "
+                        "a shell;"
+                    )
+                    + "\n- "
+                    + _("or choose a checkpoint folder someone trained with Browse..."),
+                ]
+            )
+            + link
+        )
     if isImportedModel(text):
         return displayCard(modelCard(text))
     note = modelNote(text, searchFolders)

@@ -46,8 +46,7 @@ def listModels() -> list[dict]:
 
 def modelChoices() -> list[tuple[str, str]]:
     """(name, label) per imported model: the label adds the architecture and the measured Dice."""
-    return [(f["name"], f"{f['name']}  ({f['architecture_short']}, Dice {card.dice_summary(f)})")
-            for f in listModels()]
+    return [(f["name"], f"{f['name']}  ({f['architecture_short']}, Dice {card.dice_summary(f)})") for f in listModels()]
 
 
 def isImportedModel(text: str | None) -> bool:
@@ -60,7 +59,9 @@ def modelCard(name: str) -> str:
     """The model card (markdown) of an imported model; ValueError if there is none of that name."""
     folder = store.find_model(name)
     if folder is None:
-        raise ValueError(_("No imported model named '{name}'. {hint}").format(name=name, hint=store.unknown_model_hint(name)))
+        raise ValueError(
+            _("No imported model named '{name}'. {hint}").format(name=name, hint=store.unknown_model_hint(name))
+        )
     return card.render_card(card.model_facts(folder, folder.name))
 
 
@@ -74,7 +75,8 @@ def importedModelNote(text: str | None) -> str | None:
     measured = _("mean Dice {dice}").format(dice=dice) if dice != "-" else _("Dice not measured")
     trained = _("trained") if facts["trained"] else _("untrained (random adapter: for tests only)")
     return _("Imported model '{name}': {architecture}, {trained}, {measured}.").format(
-        name=facts["name"], architecture=facts["architecture_short"], trained=trained, measured=measured)
+        name=facts["name"], architecture=facts["architecture_short"], trained=trained, measured=measured
+    )
 
 
 def displayCard(markdown: str) -> str:
@@ -87,8 +89,12 @@ def checkedModelName(name: str | None) -> str:
     """The name as it will be stored (lower case), or a ValueError that states the rule."""
     text = (name or "").strip()
     if not store.is_model_name(text):
-        raise ValueError(_("'{name}' cannot be a model name: use 1 to 64 letters, digits, '.', '_' and '-', starting "
-                           "with a letter or a digit (for example liver-ct-v1).").format(name=text))
+        raise ValueError(
+            _(
+                "'{name}' cannot be a model name: use 1 to 64 letters, digits, '.', '_' and '-', starting "
+                "with a letter or a digit (for example liver-ct-v1)."
+            ).format(name=text)
+        )
     return store.normalize_name(text)
 
 
@@ -104,17 +110,42 @@ def _importHints() -> list[tuple[str, str]]:
     """(what the backend's hint says, the panel's words for it), first match wins (the list of what
     can be imported also names "--config": it gets the general words below)."""
     return [
-        ("--overwrite", _("Answer Yes when asked to replace it (from the Python console: overwrite=True), or import it "
-                          "under another name.")),
-        ("Pass --config", _("Put the config.json of the checkpoint the weights came from in the same folder as the "
-                       ".safetensors file, or import that whole checkpoint folder instead.")),
-        ("Pass --tokenizer", _("Put the tokenizer files of the checkpoint the weights came from beside the .safetensors "
-                          "file, or import that whole checkpoint folder instead.")),
-        ("--base-config", _("The authors' .pt is converted onto the CLIPSeg base model (CIDAS/clipseg-rd64-refined, "
-                            "downloaded once): import it once with a network connection, or convert it in a shell "
-                            "with 'tgated models import FILE --base-config CONFIG.json' and import the result.")),
-        ("--base or --checkpoint", _("Choose it as the model directly (Browse...): it runs zero-shot. To train it on "
-                                     "organs, use logic.train(..., base=FOLDER) and import the run's best folder.")),
+        (
+            "--overwrite",
+            _(
+                "Answer Yes when asked to replace it (from the Python console: overwrite=True), or import it "
+                "under another name."
+            ),
+        ),
+        (
+            "Pass --config",
+            _(
+                "Put the config.json of the checkpoint the weights came from in the same folder as the "
+                ".safetensors file, or import that whole checkpoint folder instead."
+            ),
+        ),
+        (
+            "Pass --tokenizer",
+            _(
+                "Put the tokenizer files of the checkpoint the weights came from beside the .safetensors "
+                "file, or import that whole checkpoint folder instead."
+            ),
+        ),
+        (
+            "--base-config",
+            _(
+                "The authors' .pt is converted onto the CLIPSeg base model (CIDAS/clipseg-rd64-refined, "
+                "downloaded once): import it once with a network connection, or convert it in a shell "
+                "with 'tgated models import FILE --base-config CONFIG.json' and import the result."
+            ),
+        ),
+        (
+            "--base or --checkpoint",
+            _(
+                "Choose it as the model directly (Browse...): it runs zero-shot. To train it on "
+                "organs, use logic.train(..., base=FOLDER) and import the run's best folder."
+            ),
+        ),
     ]
 
 
@@ -127,9 +158,11 @@ def importHint(hint: str | None) -> str | None:
         if option in hint:
             return words
     if "--" in hint or "`" in hint:  # another command line: say what the panel can import
-        return _("Choose a checkpoint folder (the one holding config.json; of a training run, its best folder), a "
-                 ".zip made by 'tgated models export', a .safetensors file with its config.json beside it, or the "
-                 "authors' .pt/.pth file.")
+        return _(
+            "Choose a checkpoint folder (the one holding config.json; of a training run, its best folder), a "
+            ".zip made by 'tgated models export', a .safetensors file with its config.json beside it, or the "
+            "authors' .pt/.pth file."
+        )
     return hint
 
 
@@ -156,8 +189,12 @@ def nameTaken(name: str) -> bool:
     return (store.models_dir() / store.normalize_name(name)).exists()
 
 
-def importModel(runBackendCommand: Callable[[Sequence[str]], object], source: str | Path, name: str | None = None,
-                overwrite: bool = False) -> dict:
+def importModel(
+    runBackendCommand: Callable[[Sequence[str]], object],
+    source: str | Path,
+    name: str | None = None,
+    overwrite: bool = False,
+) -> dict:
     """Import ``source`` through the backend (``runBackendCommand``: the module logic's, which raises
     its ``BackendError`` with the backend's message and fix) and return the model's facts."""
     name = checkedModelName(name) if name else suggestedName(source)

@@ -18,8 +18,9 @@ MODALITIES = ("auto", "ct", "mr")
 def checkedDevice(device: str | None) -> str:
     name = (device or "auto").strip().lower()
     if not DEVICE_PATTERN.match(name):
-        raise ValueError(_("Unknown device '{device}': use auto, cpu, cuda, cuda:N (the N-th GPU) or mps.").format(
-            device=device))
+        raise ValueError(
+            _("Unknown device '{device}': use auto, cpu, cuda, cuda:N (the N-th GPU) or mps.").format(device=device)
+        )
     return name
 
 

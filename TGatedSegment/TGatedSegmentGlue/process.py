@@ -42,9 +42,16 @@ class BackendProcess:
     :meth:`poll` reports the end once no process of the tree is left.
     """
 
-    def __init__(self, args: Sequence[str], env: dict | None = None, cwd: str | None = None,
-                 launcher: Callable | None = None, onEvent: Callable[[dict], None] | None = None,
-                 onLog: Callable[[str], None] | None = None, keepLines: int = 200):
+    def __init__(
+        self,
+        args: Sequence[str],
+        env: dict | None = None,
+        cwd: str | None = None,
+        launcher: Callable | None = None,
+        onEvent: Callable[[dict], None] | None = None,
+        onLog: Callable[[str], None] | None = None,
+        keepLines: int = 200,
+    ):
         self.args = [str(a) for a in args]
         self.env, self.cwd = env, cwd
         self.launcher = launcher or popenLauncher

@@ -36,8 +36,9 @@ WINDOWS = os.name == "nt"
 ABANDON_AFTER_KILL_S = 5.0
 
 
-def startProcessTree(args: Sequence[str], env: dict | None = None, cwd: str | None = None,
-                     stdin: bool = False) -> subprocess.Popen:
+def startProcessTree(
+    args: Sequence[str], env: dict | None = None, cwd: str | None = None, stdin: bool = False
+) -> subprocess.Popen:
     """Start ``args`` as :func:`slicer.util.launchConsoleProcess` does (output and errors on one text
     pipe, no console window on Windows), but as the root of a process group of its own, which
     launchConsoleProcess has no option for. ``env`` is the complete environment (None: this one).
@@ -52,9 +53,19 @@ def startProcessTree(args: Sequence[str], env: dict | None = None, cwd: str | No
         options.update(startupinfo=info, creationflags=subprocess.CREATE_NEW_PROCESS_GROUP)
     else:
         options.update(start_new_session=True)
-    return subprocess.Popen(list(args), env=env, cwd=cwd, stdin=subprocess.PIPE if stdin else None,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, encoding="utf-8",
-                            errors="replace", bufsize=1, **options)
+    return subprocess.Popen(
+        list(args),
+        env=env,
+        cwd=cwd,
+        stdin=subprocess.PIPE if stdin else None,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        bufsize=1,
+        **options,
+    )
 
 
 def _linuxGroupMembers(pgid: int) -> list[int] | None:
@@ -73,7 +84,7 @@ def _linuxGroupMembers(pgid: int) -> list[int] | None:
         except OSError:  # ended while we looked
             continue
         # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses, so split after the last ')'.
-        fields = text[text.rfind(b")") + 2:].split()
+        fields = text[text.rfind(b")") + 2 :].split()
         if len(fields) >= 3 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
             members.append(int(entry))
     return members
@@ -139,9 +150,12 @@ class ProcessTree:
                 self.popen.kill()
             return
         try:
-            self._killer = subprocess.Popen(["taskkill", "/T", "/F", "/PID", str(self.pid)],
-                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                            creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0))
+            self._killer = subprocess.Popen(
+                ["taskkill", "/T", "/F", "/PID", str(self.pid)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0),
+            )
         except OSError:  # no taskkill: at least the launcher
             self.popen.kill()
 

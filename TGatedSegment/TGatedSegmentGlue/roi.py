@@ -62,8 +62,11 @@ class CropBox:
     def paste(self, blockKJI: np.ndarray, fill=0) -> np.ndarray:
         """The block's values at their place in a full-size array (``fill`` elsewhere)."""
         if tuple(blockKJI.shape) != self.shape:
-            raise ValueError(_("A block of shape {block} does not fit the crop {crop}.").format(
-                block=tuple(blockKJI.shape), crop=self.shape))
+            raise ValueError(
+                _("A block of shape {block} does not fit the crop {crop}.").format(
+                    block=tuple(blockKJI.shape), crop=self.shape
+                )
+            )
         full = np.full(self.fullShape, fill, dtype=blockKJI.dtype)
         full[self.slices] = blockKJI
         return full
@@ -72,7 +75,8 @@ class CropBox:
         """The block in the volume's voxel indices, for the panel's log."""
         (i0, j0, k0), (i1, j1, k1) = self.start, self.stop
         return _("voxels i {i0}-{i1}, j {j0}-{j1}, k {k0}-{k1} of {size}").format(
-            i0=i0, i1=i1 - 1, j0=j0, j1=j1 - 1, k0=k0, k1=k1 - 1, size=" x ".join(map(str, self.fullShape[::-1])))
+            i0=i0, i1=i1 - 1, j0=j0, j1=j1 - 1, k0=k0, k1=k1 - 1, size=" x ".join(map(str, self.fullShape[::-1]))
+        )
 
 
 def roiCorners(objectToNode, size, nodeToVolume=None) -> np.ndarray:
@@ -80,8 +84,9 @@ def roiCorners(objectToNode, size, nodeToVolume=None) -> np.ndarray:
     and axes) and side lengths, then ``nodeToVolume`` (from the ROI's parent transform to the
     volume's; identity when both are the same)."""
     half = np.asarray(size, dtype=float) / 2.0
-    corners = np.array([[sx * half[0], sy * half[1], sz * half[2], 1.0]
-                        for sx, sy, sz in itertools.product((-1, 1), repeat=3)])
+    corners = np.array(
+        [[sx * half[0], sy * half[1], sz * half[2], 1.0] for sx, sy, sz in itertools.product((-1, 1), repeat=3)]
+    )
     matrix = np.asarray(objectToNode, dtype=float)
     if nodeToVolume is not None:
         matrix = np.asarray(nodeToVolume, dtype=float) @ matrix
@@ -97,15 +102,20 @@ def cropBoxFromCorners(cornersRAS, ijkToRAS, shapeKJI) -> CropBox:
     start = np.floor(ijk.min(axis=1) + 0.5 + _EPSILON).astype(int)  # voxel n spans [n - 0.5, n + 0.5]
     last = np.ceil(ijk.max(axis=1) - 0.5 - _EPSILON).astype(int)
     if np.any(last < 0) or np.any(start > size - 1) or np.any(last < start):
-        raise ValueError(_("The region of interest does not overlap the volume: move it onto the volume (or clear "
-                           "it to segment the whole volume)."))
+        raise ValueError(
+            _(
+                "The region of interest does not overlap the volume: move it onto the volume (or clear "
+                "it to segment the whole volume)."
+            )
+        )
     start = np.clip(start, 0, size - 1)
     stop = np.clip(last, 0, size - 1) + 1
     return CropBox(tuple(int(v) for v in start), tuple(int(v) for v in stop), tuple(int(v) for v in shapeKJI))
 
 
-def bodyCropBox(arrayKJI: np.ndarray, threshold: float = BODY_THRESHOLD_HU,
-                margin: int = BODY_MARGIN_VOXELS) -> CropBox | None:
+def bodyCropBox(
+    arrayKJI: np.ndarray, threshold: float = BODY_THRESHOLD_HU, margin: int = BODY_MARGIN_VOXELS
+) -> CropBox | None:
     """The block holding every voxel denser than air (``threshold`` HU), ``margin`` voxels wider; None
     when that is the whole volume (an MR, or a CT without air around the body) or when nothing is."""
     shape = tuple(int(n) for n in arrayKJI.shape)

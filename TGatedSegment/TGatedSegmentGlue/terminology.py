@@ -12,8 +12,14 @@ from typing import Callable
 
 from TGatedSegmentLib.vocabulary import TERMINOLOGY_CONTEXT, generated_color, lookup, normalize
 
-__all__ = ["INVALID_TERMINOLOGY_COLOR", "TERMINOLOGY_CONTEXT", "SegmentAppearance", "TerminologyLookup",
-           "segmentAppearance", "terminologyLabels"]
+__all__ = [
+    "INVALID_TERMINOLOGY_COLOR",
+    "TERMINOLOGY_CONTEXT",
+    "SegmentAppearance",
+    "TerminologyLookup",
+    "segmentAppearance",
+    "terminologyLabels",
+]
 
 
 @dataclass(frozen=True)

@@ -76,8 +76,9 @@ class WarmJob:
         elif kind == "cancelled" or self._cancelAt is not None:
             self.cancelled = True
         else:
-            self.error = errorFromBackend(event, self.backend.returncode, list(self.backend.output),
-                                          self.backend.command)
+            self.error = errorFromBackend(
+                event, self.backend.returncode, list(self.backend.output), self.backend.command
+            )
 
     def poll(self) -> bool:
         if not self.finished:
@@ -108,8 +109,15 @@ class WarmJob:
 class WarmBackend:
     """Starts, reuses, restarts and stops the ``serve`` process (see the module docstring)."""
 
-    def __init__(self, command: Sequence[str], env: dict | None = None, cwd: str | None = None,
-                 launcher: Callable | None = None, keepLines: int = 200, startTimeout: float = 600.0):
+    def __init__(
+        self,
+        command: Sequence[str],
+        env: dict | None = None,
+        cwd: str | None = None,
+        launcher: Callable | None = None,
+        keepLines: int = 200,
+        startTimeout: float = 600.0,
+    ):
         self.prefix = [str(c) for c in command]  # e.g. [PythonSlicer, "-m", "TGatedSegmentLib"]
         self.env, self.cwd = env, cwd
         self.launcher = launcher or startWithInput
@@ -150,8 +158,12 @@ class WarmBackend:
         self._lines = queue.Queue()
         self.process = self.launcher(self.command, self.env, self.cwd)
         self.tree = ProcessTree(self.process)
-        threading.Thread(target=_readLines, args=(self.process.stdout, self._lines), daemon=True,
-                         name="TGatedSegment warm backend output").start()
+        threading.Thread(
+            target=_readLines,
+            args=(self.process.stdout, self._lines),
+            daemon=True,
+            name="TGatedSegment warm backend output",
+        ).start()
 
     def _waitReady(self, idle: Callable[[], None] | None) -> None:
         end = time.monotonic() + self.startTimeout
@@ -161,12 +173,14 @@ class WarmBackend:
                 break
             if not self.running and self._lines.empty():
                 self._pump()
-                raise errorFromBackend(self._lastEvent, self.returncode, list(self.output), self.command,
-                                       "Starting the backend")
+                raise errorFromBackend(
+                    self._lastEvent, self.returncode, list(self.output), self.command, "Starting the backend"
+                )
             if time.monotonic() > end:
                 self.kill()
-                raise BackendError(_("The backend did not start in time"), _("See the details."),
-                                   "\n".join(self.output), "Timeout")
+                raise BackendError(
+                    _("The backend did not start in time"), _("See the details."), "\n".join(self.output), "Timeout"
+                )
             if idle:
                 idle()
             time.sleep(0.02)
@@ -192,10 +206,20 @@ class WarmBackend:
             self.tree.waitStopped(2.0)
 
     # -- requests ----------------------------------------------------------------------------------
-    def segment(self, inputPath, outputPath, prompts: Sequence[str] | str, checkpoint=None, device: str = "auto",
-                precision: str | None = None, modality: str = "auto", threshold: float | None = None,
-                onEvent: Callable[[dict], None] | None = None, idle: Callable[[], None] | None = None,
-                wait: bool = True) -> WarmJob:
+    def segment(
+        self,
+        inputPath,
+        outputPath,
+        prompts: Sequence[str] | str,
+        checkpoint=None,
+        device: str = "auto",
+        precision: str | None = None,
+        modality: str = "auto",
+        threshold: float | None = None,
+        onEvent: Callable[[dict], None] | None = None,
+        idle: Callable[[], None] | None = None,
+        wait: bool = True,
+    ) -> WarmJob:
         """Send a segmentation request (starting the right backend first); returns its :class:`WarmJob`.
 
         ``wait``: wait (calling ``idle``) while a backend starts (the model loads once per process);
@@ -209,9 +233,16 @@ class WarmBackend:
             self._waitReady(idle)
         job = WarmJob(self, f"r{next(self._ids)}", onEvent)
         self.current = job
-        job.pending = {"op": "segment", "id": job.id, "input": str(inputPath), "output": str(outputPath),
-                       "prompts": list(prompts) if not isinstance(prompts, str) else prompts, "modality": modality,
-                       "threshold": threshold, "overwrite": True}
+        job.pending = {
+            "op": "segment",
+            "id": job.id,
+            "input": str(inputPath),
+            "output": str(outputPath),
+            "prompts": list(prompts) if not isinstance(prompts, str) else prompts,
+            "modality": modality,
+            "threshold": threshold,
+            "overwrite": True,
+        }
         self._sendPending()
         return job
 
@@ -269,28 +300,55 @@ class WarmSegmentationJob(SegmentationJob):
     the volume's encoder tokens (a new prompt on the volume it segmented last).
     """
 
-    def __init__(self, backend: WarmBackend, inputPath: str, prompts, tempDir: str, outputPath: str, geometry,
-                 request, importer: Callable, checkpoint=None, device: str = "auto", precision: str | None = None,
-                 modality: str = "auto", threshold: float | None = None, progressCallback=None,
-                 completedCallback=None):
-        super().__init__(list(backend.prefix) + ["serve"], tempDir, outputPath, geometry, request, importer,
-                         progressCallback=progressCallback, completedCallback=completedCallback)
+    def __init__(
+        self,
+        backend: WarmBackend,
+        inputPath: str,
+        prompts,
+        tempDir: str,
+        outputPath: str,
+        geometry,
+        request,
+        importer: Callable,
+        checkpoint=None,
+        device: str = "auto",
+        precision: str | None = None,
+        modality: str = "auto",
+        threshold: float | None = None,
+        progressCallback=None,
+        completedCallback=None,
+    ):
+        super().__init__(
+            list(backend.prefix) + ["serve"],
+            tempDir,
+            outputPath,
+            geometry,
+            request,
+            importer,
+            progressCallback=progressCallback,
+            completedCallback=completedCallback,
+        )
         self.backend = backend
         self.inputPath, self.prompts = inputPath, prompts
-        self.options = dict(checkpoint=checkpoint, device=device, precision=precision, modality=modality,
-                            threshold=threshold)
+        self.options = dict(
+            checkpoint=checkpoint, device=device, precision=precision, modality=modality, threshold=threshold
+        )
         self.warmJob: WarmJob | None = None
         self.cached = False
 
     def start(self) -> "WarmSegmentationJob":
         log.info("TGatedSegment: segmenting with the warm backend (%s)", " ".join(self.args))
         try:
-            self.warmJob = self.backend.segment(self.inputPath, self.outputPath, self.prompts, onEvent=self._onEvent,
-                                                wait=False, **self.options)
+            self.warmJob = self.backend.segment(
+                self.inputPath, self.outputPath, self.prompts, onEvent=self._onEvent, wait=False, **self.options
+            )
         except OSError as exc:
-            raise BackendError(_("Could not start the backend ({error})").format(error=exc),
-                               _("Check that 3D Slicer's PythonSlicer is installed next to Slicer."),
-                               " ".join(self.args), "StartFailed") from None
+            raise BackendError(
+                _("Could not start the backend ({error})").format(error=exc),
+                _("Check that 3D Slicer's PythonSlicer is installed next to Slicer."),
+                " ".join(self.args),
+                "StartFailed",
+            ) from None
         self.args = list(self.backend.command)
         self.state = "running"
         return self
@@ -311,8 +369,12 @@ class WarmSegmentationJob(SegmentationJob):
             self.result = self.onSuccess(job.doneEvent)
             self.state = "done"
         else:
-            raise job.error or BackendError(_("The backend stopped without an answer"), _("See the details."),
-                                            "\n".join(self.backend.output), "NoAnswer")
+            raise job.error or BackendError(
+                _("The backend stopped without an answer"),
+                _("See the details."),
+                "\n".join(self.backend.output),
+                "NoAnswer",
+            )
 
 
 def _readLines(stream, lines: queue.Queue) -> None:

@@ -12,19 +12,26 @@ PROGRESS_CHOICES = ["tqdm", "json", "none"]
 
 def add_progress_option(parser, json_note: str = "json") -> None:
     """``--progress tqdm|json|none``; ``json_note`` says who reads the JSON lines (e.g. "json, for Slicer")."""
-    parser.add_argument("--progress", choices=PROGRESS_CHOICES, default="tqdm",
-                        help=f"progress bars on stderr (tqdm), JSON lines on stdout ({json_note}) or none")
+    parser.add_argument(
+        "--progress",
+        choices=PROGRESS_CHOICES,
+        default="tqdm",
+        help=f"progress bars on stderr (tqdm), JSON lines on stdout ({json_note}) or none",
+    )
 
 
-def add_compute_options(parser, batch_size: bool = True, amp: bool = True, device_default: str | None = "auto",
-                        precision: bool = False) -> None:
+def add_compute_options(
+    parser, batch_size: bool = True, amp: bool = True, device_default: str | None = "auto", precision: bool = False
+) -> None:
     """``--device`` and, for the commands that run a model, ``--batch-size`` and ``--amp``.
 
     ``device_default`` None: the command fills it in later (a resumed run keeps its own device).
     ``precision`` (the inference commands: segment, serve): ``--precision``, and a batch size that
     depends on the device (:mod:`..inference.precision`).
     """
-    parser.add_argument("--device", default=device_default, help="auto (CUDA if available), cpu or cuda (default: auto)")
+    parser.add_argument(
+        "--device", default=device_default, help="auto (CUDA if available), cpu or cuda (default: auto)"
+    )
     if batch_size and precision:
         parser.add_argument("--batch-size", type=int, help="slices per encoder batch (default: 4 on a CPU, 16 on CUDA)")
     elif batch_size:
@@ -32,13 +39,21 @@ def add_compute_options(parser, batch_size: bool = True, amp: bool = True, devic
     if precision:
         from ..inference.precision import PRECISIONS  # no torch: --help stays quick
 
-        parser.add_argument("--precision", choices=list(PRECISIONS), default="auto",
-                            help="arithmetic: auto (default: int8 on a CPU, or bf16 where the CPU has native bfloat16; "
-                            "fp32 on CUDA), fp32 (the reference numbers), int8 (CPU), bf16, fp16 (CUDA)")
+        parser.add_argument(
+            "--precision",
+            choices=list(PRECISIONS),
+            default="auto",
+            help="arithmetic: auto (default: int8 on a CPU, or bf16 where the CPU has native bfloat16; "
+            "fp32 on CUDA), fp32 (the reference numbers), int8 (CPU), bf16, fp16 (CUDA)",
+        )
     if amp:
-        parser.add_argument("--amp", choices=["fp16", "bf16"],
-                            help="mixed precision on CUDA (the same as --precision)" if precision
-                            else "mixed precision on CUDA (default: float32)")
+        parser.add_argument(
+            "--amp",
+            choices=["fp16", "bf16"],
+            help="mixed precision on CUDA (the same as --precision)"
+            if precision
+            else "mixed precision on CUDA (default: float32)",
+        )
 
 
 def install_cancel(token, message: str | None = None, immediate: tuple[str, ...] = ("SIGINT",)):
@@ -65,7 +80,10 @@ def install_cancel(token, message: str | None = None, immediate: tuple[str, ...]
 
 
 # The overwrite rule moved down to io.atomic, where the writers use it too.
-__getattr__ = moved_names(__name__, {
-    "OVERWRITE_HINT": "TGatedSegmentLib.io.atomic",
-    "refuse_existing_output": "TGatedSegmentLib.io.atomic:refuse_existing",
-})
+__getattr__ = moved_names(
+    __name__,
+    {
+        "OVERWRITE_HINT": "TGatedSegmentLib.io.atomic",
+        "refuse_existing_output": "TGatedSegmentLib.io.atomic:refuse_existing",
+    },
+)

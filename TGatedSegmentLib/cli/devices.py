@@ -19,8 +19,12 @@ def add_parser(subparsers) -> None:
         "--device accepts besides auto. Also prints the Python and PyTorch versions (a CPU-only PyTorch build "
         "sees no GPU).",
     )
-    p.add_argument("--progress", choices=["tqdm", "json", "none"], default="tqdm",
-                   help="json: one JSON line on stdout (for Slicer); otherwise a table")
+    p.add_argument(
+        "--progress",
+        choices=["tqdm", "json", "none"],
+        default="tqdm",
+        help="json: one JSON line on stdout (for Slicer); otherwise a table",
+    )
     p.set_defaults(func=run)
 
 

@@ -22,15 +22,23 @@ def add_parser(subparsers) -> None:
         "worst_slices/ORGAN.png (each checkpoint's worst slice per organ, linked from report.md). Empty masks: both empty "
         "is not scored; one empty gives Dice 0, NSD 0 and HD95 = the volume's diagonal.",
     )
-    p.add_argument("--checkpoint", action="append", required=True, metavar="CKPT",
-                   help="checkpoint folder or hub id; repeat to compare several")
+    p.add_argument(
+        "--checkpoint",
+        action="append",
+        required=True,
+        metavar="CKPT",
+        help="checkpoint folder or hub id; repeat to compare several",
+    )
     p.add_argument("--data", required=True, metavar="DATASET", help="labelled dataset folder (as for tgated train)")
     p.add_argument("--output", "-o", metavar="REPORT_DIR", help="write the report files here")
     p.add_argument("--tolerance", type=float, default=2.0, help="surface Dice tolerance in mm (default 2)")
     add_compute_options(p)
     p.add_argument("--no-chart", action="store_true", help="do not draw dice.png and dice_box.png")
-    p.add_argument("--no-overlays", action="store_true",
-                   help="do not draw worst_slices/ (per organ, each checkpoint's slice with the most wrong area)")
+    p.add_argument(
+        "--no-overlays",
+        action="store_true",
+        help="do not draw worst_slices/ (per organ, each checkpoint's slice with the most wrong area)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace the files of an existing report folder")
     add_progress_option(p)
     p.set_defaults(func=run)
@@ -55,9 +63,16 @@ def run(args: argparse.Namespace) -> int:
 
     progress = make_progress(None if args.progress == "none" else args.progress)
     try:
-        report = evaluate(args.checkpoint, dataset, tolerance_mm=args.tolerance, device=args.device,
-                          batch_size=args.batch_size, amp=args.amp, progress=progress,
-                          worst_slices=bool(args.output) and not args.no_overlays)
+        report = evaluate(
+            args.checkpoint,
+            dataset,
+            tolerance_mm=args.tolerance,
+            device=args.device,
+            batch_size=args.batch_size,
+            amp=args.amp,
+            progress=progress,
+            worst_slices=bool(args.output) and not args.no_overlays,
+        )
     finally:
         progress.close()
     written, note = report.write(args.output, chart=not args.no_chart) if args.output else WrittenReport([])
@@ -67,8 +82,10 @@ def run(args: argparse.Namespace) -> int:
         summary = {name: report.summary(name) for name in report.checkpoints}
         from ..io.jsonfile import jsonable
 
-        print(json.dumps({"event": "done", "outputs": [str(p) for p in written], "summary": jsonable(summary)}),
-              flush=True)
+        print(
+            json.dumps({"event": "done", "outputs": [str(p) for p in written], "summary": jsonable(summary)}),
+            flush=True,
+        )
     else:
         print(report.to_markdown())
         if written:

@@ -57,8 +57,9 @@ def _report(args, payload: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format="%(levelname)s: %(message)s",
-                        stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.INFO, format="%(levelname)s: %(message)s", stream=sys.stderr
+    )
     if not args.debug:
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     if not getattr(args, "func", None):
@@ -90,7 +91,9 @@ def main(argv: list[str] | None = None) -> int:
         _report(args, {"event": "error", "kind": type(exc).__name__, "message": str(exc), "hint": None})
         if args.debug:
             raise
-        print(f"tgated: internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", file=sys.stderr)
+        print(
+            f"tgated: internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", file=sys.stderr
+        )
         return EXIT_INTERNAL
 
 

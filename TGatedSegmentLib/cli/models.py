@@ -18,38 +18,69 @@ ACTIONS_HELP = "list | show NAME | import SRC | export NAME -o ZIP | push NAME R
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
-        "models", help="models that travel: list, import, export, push/pull the Hub",
+        "models",
+        help="models that travel: list, import, export, push/pull the Hub",
         description="The model folder ($TGATED_HOME/models, or tgated-segment/models in the user cache folder): "
-        "import a model someone trained, then pass its NAME as --checkpoint or --base. " + ACTIONS_HELP)
+        "import a model someone trained, then pass its NAME as --checkpoint or --base. " + ACTIONS_HELP,
+    )
     p.set_defaults(func=lambda args: _usage(p))
     sub = p.add_subparsers(dest="action", metavar="ACTION")
 
-    a = _action(sub, "list", run_list, help="the imported models", description="Name, architecture, size, recipe "
-                "and the measured Dice (an attached evaluation, else the trainer's validation) of every imported model.")
+    a = _action(
+        sub,
+        "list",
+        run_list,
+        help="the imported models",
+        description="Name, architecture, size, recipe "
+        "and the measured Dice (an attached evaluation, else the trainer's validation) of every imported model.",
+    )
     _json_option(a)
 
-    a = _action(sub, "show", run_show, help="a model's card", description="Print the model card of an imported model "
-                "(or a checkpoint folder): architecture, parameters, training data, recipe, measured Dice.")
+    a = _action(
+        sub,
+        "show",
+        run_show,
+        help="a model's card",
+        description="Print the model card of an imported model "
+        "(or a checkpoint folder): architecture, parameters, training data, recipe, measured Dice.",
+    )
     a.add_argument("name", metavar="NAME|FOLDER")
     _json_option(a)
 
-    a = _action(sub, "import", run_import,
-                help="import a checkpoint folder, exported zip, safetensors file or authors' .pt",
-                description="Check a model and copy it into the model folder under NAME. SRC: a checkpoint "
-                "folder, a .zip from `tgated models export`, a .safetensors file (with --config, and --tokenizer "
-                "if none lies beside it) or the authors' .pt/.pth (converted; --base-config).")
+    a = _action(
+        sub,
+        "import",
+        run_import,
+        help="import a checkpoint folder, exported zip, safetensors file or authors' .pt",
+        description="Check a model and copy it into the model folder under NAME. SRC: a checkpoint "
+        "folder, a .zip from `tgated models export`, a .safetensors file (with --config, and --tokenizer "
+        "if none lies beside it) or the authors' .pt/.pth (converted; --base-config).",
+    )
     a.add_argument("source", metavar="SRC")
     a.add_argument("--name", help="the model's name (default: from SRC's file or folder name)")
     a.add_argument("--overwrite", action="store_true", help="replace an imported model of the same name")
     a.add_argument("--config", metavar="CONFIG.json", help="for a .safetensors file: the config.json it belongs to")
-    a.add_argument("--tokenizer", metavar="DIR|HUB_ID|compact",
-                   help="for a .safetensors or .pt file: the tokenizer (default: the files beside it, else the base's)")
-    a.add_argument("--base-config", metavar="CONFIG.json|HUB_ID",
-                   help="for the authors' .pt: the CLIPSeg it was trained on (default CIDAS/clipseg-rd64-refined)")
-    a.add_argument("--slice-layout", choices=["reference", "radiological"], default="reference",
-                   help="for the authors' .pt: the in-plane orientation their model saw (see docs/usage.md)")
-    a.add_argument("--evaluation", metavar="REPORT_DIR",
-                   help="attach a `tgated evaluate --output` report of this checkpoint: the card shows its Dice")
+    a.add_argument(
+        "--tokenizer",
+        metavar="DIR|HUB_ID|compact",
+        help="for a .safetensors or .pt file: the tokenizer (default: the files beside it, else the base's)",
+    )
+    a.add_argument(
+        "--base-config",
+        metavar="CONFIG.json|HUB_ID",
+        help="for the authors' .pt: the CLIPSeg it was trained on (default CIDAS/clipseg-rd64-refined)",
+    )
+    a.add_argument(
+        "--slice-layout",
+        choices=["reference", "radiological"],
+        default="reference",
+        help="for the authors' .pt: the in-plane orientation their model saw (see docs/usage.md)",
+    )
+    a.add_argument(
+        "--evaluation",
+        metavar="REPORT_DIR",
+        help="attach a `tgated evaluate --output` report of this checkpoint: the card shows its Dice",
+    )
     _json_option(a)
 
     a = _action(sub, "export", run_export, help="write a model as a zip (weights, tokenizer, config, model card)")
@@ -63,7 +94,9 @@ def add_parser(subparsers) -> None:
     a.add_argument("--private", action="store_true", help="create the repository as private")
     a.add_argument("--revision", help="branch to commit to (default: main)")
 
-    a = _action(sub, "pull", run_pull, help="download a model from the Hugging Face Hub and import it (needs the network)")
+    a = _action(
+        sub, "pull", run_pull, help="download a model from the Hugging Face Hub and import it (needs the network)"
+    )
     a.add_argument("repo", metavar="OWNER/REPO")
     a.add_argument("--name", help="the model's name (default: the repository's name)")
     a.add_argument("--overwrite", action="store_true", help="replace an imported model of the same name")
@@ -83,8 +116,14 @@ def _action(sub, name: str, func, **kwargs) -> argparse.ArgumentParser:
 
 def _json_option(parser) -> None:
     # dest "progress": the CLI's error handler then reports failures as a JSON event as well
-    parser.add_argument("--json", dest="progress", action="store_const", const="json", default=None,
-                        help="print one JSON object on stdout (for scripts and the Slicer module)")
+    parser.add_argument(
+        "--json",
+        dest="progress",
+        action="store_const",
+        const="json",
+        default=None,
+        help="print one JSON object on stdout (for scripts and the Slicer module)",
+    )
 
 
 def _usage(parser) -> int:
@@ -106,12 +145,17 @@ def run_list(args: argparse.Namespace) -> int:
         return 0
     print(f"models in {models_dir()} (set {ENV_HOME} to use another folder)", file=sys.stderr)
     if not facts:
-        print("no model imported yet: `tgated models import SRC` (a checkpoint folder, a zip, a .safetensors or the "
-              "authors' .pt)", file=sys.stderr)
+        print(
+            "no model imported yet: `tgated models import SRC` (a checkpoint folder, a zip, a .safetensors or the "
+            "authors' .pt)",
+            file=sys.stderr,
+        )
         return 0
     rows = [("NAME", "ARCHITECTURE", "SIZE", "RECIPE", "DICE")]
-    rows += [(f["name"], f["architecture_short"], human_size(f["size_bytes"]), str(f["recipe"] or "-"), dice_summary(f))
-             for f in facts]
+    rows += [
+        (f["name"], f["architecture_short"], human_size(f["size_bytes"]), str(f["recipe"] or "-"), dice_summary(f))
+        for f in facts
+    ]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
@@ -148,9 +192,16 @@ def run_import(args: argparse.Namespace) -> int:
     from ..preprocessing.config import PreprocessConfig
 
     layout = REFERENCE_SLICE_LAYOUT if args.slice_layout == "reference" else PreprocessConfig().slice_layout
-    folder = import_model(args.source, name=args.name, overwrite=args.overwrite, config=args.config,
-                          tokenizer=args.tokenizer, base_config=args.base_config, evaluation=args.evaluation,
-                          slice_layout=layout)
+    folder = import_model(
+        args.source,
+        name=args.name,
+        overwrite=args.overwrite,
+        config=args.config,
+        tokenizer=args.tokenizer,
+        base_config=args.base_config,
+        evaluation=args.evaluation,
+        slice_layout=layout,
+    )
     return _report_imported(args, folder, "imported")
 
 

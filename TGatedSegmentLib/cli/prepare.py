@@ -19,19 +19,30 @@ def add_parser(subparsers) -> None:
         "codes. Nothing is downloaded: see docs/datasets.md for where to get each dataset. The output is built "
         "under a temporary name and appears only when complete.",
     )
-    p.add_argument("dataset", metavar="DATASET", type=str.lower, choices=list(DATASETS),
-                   help=", ".join(DATASETS))
+    p.add_argument("dataset", metavar="DATASET", type=str.lower, choices=list(DATASETS), help=", ".join(DATASETS))
     p.add_argument("--input", "-i", required=True, metavar="DIR", help="the extracted dataset folder")
     p.add_argument("--output", "-o", required=True, metavar="OUT_DIR", help="the nnU-Net dataset folder to write")
-    p.add_argument("--modality", metavar="M", type=str.lower,
-                   help="amos22: all (default), ct or mr; chaos: t2 (default), t1-in or t1-out; "
-                   "totalsegmentator: auto (default), ct or mr; flare22, btcv: ct")
-    p.add_argument("--split", default="all", type=str.lower,
-                   help="totalsegmentator: all, train, val or test (from meta.csv); amos22: all, train or val")
+    p.add_argument(
+        "--modality",
+        metavar="M",
+        type=str.lower,
+        help="amos22: all (default), ct or mr; chaos: t2 (default), t1-in or t1-out; "
+        "totalsegmentator: auto (default), ct or mr; flare22, btcv: ct",
+    )
+    p.add_argument(
+        "--split",
+        default="all",
+        type=str.lower,
+        help="totalsegmentator: all, train, val or test (from meta.csv); amos22: all, train or val",
+    )
     p.add_argument("--limit", type=int, metavar="N", help="convert only the first N cases (a quick trial)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder (at the end)")
-    p.add_argument("--progress", choices=["tqdm", "json", "none"], default="tqdm",
-                   help="progress bar on stderr (tqdm), JSON lines on stdout (json) or none")
+    p.add_argument(
+        "--progress",
+        choices=["tqdm", "json", "none"],
+        default="tqdm",
+        help="progress bar on stderr (tqdm), JSON lines on stdout (json) or none",
+    )
     p.set_defaults(func=run)
 
 
@@ -41,15 +52,25 @@ def run(args: argparse.Namespace) -> int:
 
     progress = make_progress(None if args.progress == "none" else args.progress)
     try:
-        summary = prepare(args.dataset, args.input, args.output, modality=args.modality, split=args.split,
-                          limit=args.limit, overwrite=args.overwrite, progress=progress)
+        summary = prepare(
+            args.dataset,
+            args.input,
+            args.output,
+            modality=args.modality,
+            split=args.split,
+            limit=args.limit,
+            overwrite=args.overwrite,
+            progress=progress,
+        )
     finally:
         progress.close()
     if args.progress == "json":
         print(json.dumps({"event": "done", **summary}), flush=True)
     else:
-        print(f"wrote {summary['cases']} case(s) with {len(summary['labels'])} label(s) to {summary['output']}",
-              file=sys.stderr)
+        print(
+            f"wrote {summary['cases']} case(s) with {len(summary['labels'])} label(s) to {summary['output']}",
+            file=sys.stderr,
+        )
         for note in summary["skipped"]:
             print(f"note: skipped {note}", file=sys.stderr)
     return 0

@@ -37,27 +37,61 @@ def add_parser(subparsers) -> None:
         "3 some cases failed, 2 a usage error or no case could be segmented (1 if all by internal errors), "
         "130 cancelled (the first Ctrl-C or SIGTERM stops after the current case).",
     )
-    p.add_argument("inputs", nargs="*", metavar="INPUT",
-                   help="volume file or DICOM series folder; with --output-dir also several, globs or @LIST.txt")
-    p.add_argument("--inputs-from", action="append", metavar="LIST.txt",
-                   help="batch mode: a text file with one input per line (may be repeated)")
-    p.add_argument("--prompts", metavar="TEXT", help='organ names, comma or newline separated, e.g. "liver, left kidney"')
+    p.add_argument(
+        "inputs",
+        nargs="*",
+        metavar="INPUT",
+        help="volume file or DICOM series folder; with --output-dir also several, globs or @LIST.txt",
+    )
+    p.add_argument(
+        "--inputs-from",
+        action="append",
+        metavar="LIST.txt",
+        help="batch mode: a text file with one input per line (may be repeated)",
+    )
+    p.add_argument(
+        "--prompts", metavar="TEXT", help='organ names, comma or newline separated, e.g. "liver, left kidney"'
+    )
     p.add_argument("--preset", metavar="NAME", help="a prompt preset: abdomen13 (the 13 FLARE22 organs)")
-    p.add_argument("--checkpoint", metavar="PATH|HUB_ID",
-                   help="checkpoint folder or hub id (default: zero-shot CIDAS/clipseg-rd64-refined, needs network once)")
+    p.add_argument(
+        "--checkpoint",
+        metavar="PATH|HUB_ID",
+        help="checkpoint folder or hub id (default: zero-shot CIDAS/clipseg-rd64-refined, needs network once)",
+    )
     outputs = p.add_mutually_exclusive_group(required=True)
-    outputs.add_argument("--output", "-o", metavar="OUT.seg.nrrd|OUT.nii.gz|OUT.dcm",
-                         help="the segmentation file of the one INPUT (its ending sets the format)")
-    outputs.add_argument("--output-dir", metavar="DIR", help="batch mode: one segmentation per INPUT in DIR, "
-                         "plus summary.json")
-    p.add_argument("--output-format", type=_batch_suffix, metavar="SUFFIX",
-                   help="batch mode: seg.nrrd (default), nii.gz, nii, nrrd, mha or dcm (DICOM series inputs)")
-    p.add_argument("--probabilities", metavar="OUT", help="also write per-prompt probability maps: a folder "
-                   "(one volume per prompt) or a .nii.gz/.nrrd file (one multi-component volume)")
-    p.add_argument("--uncertainty", type=int, default=0, metavar="N",
-                   help="N Monte Carlo passes of adapter + decoder per slice (encoder once): writes entropy maps")
-    p.add_argument("--uncertainty-output", metavar="DIR",
-                   help="folder for the uncertainty maps (default: next to --output, named OUTPUT_uncertainty)")
+    outputs.add_argument(
+        "--output",
+        "-o",
+        metavar="OUT.seg.nrrd|OUT.nii.gz|OUT.dcm",
+        help="the segmentation file of the one INPUT (its ending sets the format)",
+    )
+    outputs.add_argument(
+        "--output-dir", metavar="DIR", help="batch mode: one segmentation per INPUT in DIR, plus summary.json"
+    )
+    p.add_argument(
+        "--output-format",
+        type=_batch_suffix,
+        metavar="SUFFIX",
+        help="batch mode: seg.nrrd (default), nii.gz, nii, nrrd, mha or dcm (DICOM series inputs)",
+    )
+    p.add_argument(
+        "--probabilities",
+        metavar="OUT",
+        help="also write per-prompt probability maps: a folder "
+        "(one volume per prompt) or a .nii.gz/.nrrd file (one multi-component volume)",
+    )
+    p.add_argument(
+        "--uncertainty",
+        type=int,
+        default=0,
+        metavar="N",
+        help="N Monte Carlo passes of adapter + decoder per slice (encoder once): writes entropy maps",
+    )
+    p.add_argument(
+        "--uncertainty-output",
+        metavar="DIR",
+        help="folder for the uncertainty maps (default: next to --output, named OUTPUT_uncertainty)",
+    )
     p.add_argument("--threshold", type=float, help="probability threshold (default: the checkpoint's, 0.5)")
     p.add_argument("--modality", default="auto", choices=MODALITIES, help="intensity handling (default: auto)")
     add_compute_options(p, precision=True)
@@ -77,8 +111,10 @@ def _single_input(args: argparse.Namespace) -> str:
     from ..errors import InputError
 
     if args.output_format:
-        raise InputError("--output-format goes with --output-dir",
-                         "With --output FILE the file name's ending sets the format (e.g. -o ct.seg.nrrd).")
+        raise InputError(
+            "--output-format goes with --output-dir",
+            "With --output FILE the file name's ending sets the format (e.g. -o ct.seg.nrrd).",
+        )
     hint = "Pass one INPUT with --output FILE, or several (paths, a glob, @LIST.txt) with --output-dir DIR."
     if not args.inputs and not args.inputs_from:
         raise InputError("no INPUT given", hint)
@@ -91,8 +127,9 @@ def check_output(path: str, overwrite: bool, suffixes=SEGMENTATION_SUFFIXES) -> 
     from ..io.atomic import check_writable, refuse_existing
 
     if not path.lower().endswith(suffixes):
-        raise OutputError(f"unsupported output format '{Path(path).name}'",
-                          f"End the output name with one of: {', '.join(suffixes)}.")
+        raise OutputError(
+            f"unsupported output format '{Path(path).name}'", f"End the output name with one of: {', '.join(suffixes)}."
+        )
     refuse_existing(path, overwrite)
     check_writable(path)
 
@@ -143,12 +180,19 @@ def run(args: argparse.Namespace) -> int:
     progress = make_progress(None if args.progress == "none" else args.progress)
     try:
         progress.update("load", 0, 1)
-        segmenter = Segmenter(args.checkpoint, device=args.device, batch_size=args.batch_size, amp=args.amp,
-                              precision=args.precision)
+        segmenter = Segmenter(
+            args.checkpoint, device=args.device, batch_size=args.batch_size, amp=args.amp, precision=args.precision
+        )
         progress.update("load", 1, 1)
-        result = segmenter.segment(image, prompts=organs, modality=args.modality,
-                                   threshold=args.threshold, return_probabilities=bool(args.probabilities),
-                                   uncertainty=args.uncertainty, progress=progress)
+        result = segmenter.segment(
+            image,
+            prompts=organs,
+            modality=args.modality,
+            threshold=args.threshold,
+            return_probabilities=bool(args.probabilities),
+            uncertainty=args.uncertainty,
+            progress=progress,
+        )
         progress.update("write", 0, 1)
         written = result.write(args.output, overwrite=args.overwrite, source=args.input)
         if args.probabilities:
@@ -159,9 +203,15 @@ def run(args: argparse.Namespace) -> int:
     finally:
         progress.close()
     summary = result.summary()
-    done: dict[str, Any] = {"event": "done", "outputs": [str(p) for p in written], "device": result.device,
-            "modality": result.modality, "seconds": round(result.seconds, 2), "segments": summary,
-            "uncertainty": result.uncertainty}
+    done: dict[str, Any] = {
+        "event": "done",
+        "outputs": [str(p) for p in written],
+        "device": result.device,
+        "modality": result.modality,
+        "seconds": round(result.seconds, 2),
+        "segments": summary,
+        "uncertainty": result.uncertainty,
+    }
     if args.progress == "json":
         progress.emit(done)
     else:

@@ -26,8 +26,11 @@ from .common import install_cancel
 
 SUMMARY_FILE = "summary.json"
 _GLOB_CHARS = set("*?[")
-_SINGLE_ONLY = (("probabilities", "--probabilities"), ("uncertainty", "--uncertainty"),
-                ("uncertainty_output", "--uncertainty-output"))
+_SINGLE_ONLY = (
+    ("probabilities", "--probabilities"),
+    ("uncertainty", "--uncertainty"),
+    ("uncertainty_output", "--uncertainty-output"),
+)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -52,9 +55,11 @@ def expand_inputs(items: list[str], lists: Sequence[str] = ()) -> list[Path]:
         found += _read_list(name, problems)
     if problems:
         shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
-        raise InputError(f"cannot find {'an input' if len(problems) == 1 else f'{len(problems)} inputs'}: {shown}",
-                         "Check the paths (relative paths in a list file are read from the list's folder); "
-                         "quote glob patterns so that the shell leaves them to tgated.")
+        raise InputError(
+            f"cannot find {'an input' if len(problems) == 1 else f'{len(problems)} inputs'}: {shown}",
+            "Check the paths (relative paths in a list file are read from the list's folder); "
+            "quote glob patterns so that the shell leaves them to tgated.",
+        )
     if not found:
         raise InputError("no input volumes given", "Pass volume files, DICOM series folders, a glob or @LIST.txt.")
     seen: set[str] = set()
@@ -114,16 +119,19 @@ def output_suffix(value: str | None) -> str:
     suffix = "." + (value or "seg.nrrd").strip().lower().lstrip(".")
     if suffix not in SEGMENTATION_SUFFIXES:
         raise argparse.ArgumentTypeError(
-            f"unsupported output format '{value}' (choose from {', '.join(s[1:] for s in SEGMENTATION_SUFFIXES)})")
+            f"unsupported output format '{value}' (choose from {', '.join(s[1:] for s in SEGMENTATION_SUFFIXES)})"
+        )
     return suffix
 
 
 def _refuse_single_only(args: argparse.Namespace) -> None:
     for attr, flag in _SINGLE_ONLY:
         if getattr(args, attr, None):
-            raise InputError(f"{flag} works on one volume at a time, not with --output-dir",
-                             f"Leave {flag} out of the batch, or run tgated segment INPUT -o OUTPUT {flag} ... "
-                             "for each volume that needs it.")
+            raise InputError(
+                f"{flag} works on one volume at a time, not with --output-dir",
+                f"Leave {flag} out of the batch, or run tgated segment INPUT -o OUTPUT {flag} ... "
+                "for each volume that needs it.",
+            )
 
 
 def _refuse_non_dicom(inputs: list[Path], suffix: str) -> None:
@@ -135,9 +143,11 @@ def _refuse_non_dicom(inputs: list[Path], suffix: str) -> None:
     import_highdicom()
     files = [str(p) for p in inputs if not p.is_dir()]
     if files:
-        raise InputError(f"--output-format dcm needs DICOM series folders as inputs; these are files: "
-                         f"{', '.join(files[:5])}{' ...' if len(files) > 5 else ''}",
-                         "Pass the DICOM series folders, or choose --output-format seg.nrrd or nii.gz.")
+        raise InputError(
+            f"--output-format dcm needs DICOM series folders as inputs; these are files: "
+            f"{', '.join(files[:5])}{' ...' if len(files) > 5 else ''}",
+            "Pass the DICOM series folders, or choose --output-format seg.nrrd or nii.gz.",
+        )
 
 
 def _refuse_existing(cases, summary: Path, overwrite: bool) -> None:
@@ -148,8 +158,9 @@ def _refuse_existing(cases, summary: Path, overwrite: bool) -> None:
     if existing:
         more = f" and {len(existing) - 5} more" if len(existing) > 5 else ""
         names = ", ".join(f"'{p}'" for p in existing[:5]) + more
-        raise OutputError(f"{len(existing)} output file(s) already exist: {names}",
-                          overwrite_hint("--output-dir", "them"))
+        raise OutputError(
+            f"{len(existing)} output file(s) already exist: {names}", overwrite_hint("--output-dir", "them")
+        )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -176,14 +187,18 @@ def run(args: argparse.Namespace) -> int:
 
     progress = make_progress(None if args.progress == "none" else args.progress)
     token = CancelToken()
-    restore = install_cancel(token, "tgated: stopping after the current case (press Ctrl-C again to stop now)",
-                             immediate=("SIGINT", "SIGTERM"))
+    restore = install_cancel(
+        token,
+        "tgated: stopping after the current case (press Ctrl-C again to stop now)",
+        immediate=("SIGINT", "SIGTERM"),
+    )
     results: list[CaseResult] = []
     options = {"prompts": organs, "modality": args.modality, "threshold": args.threshold}  # resolved as in single mode
     try:
         progress.update("load", 0, 1)
-        segmenter = Segmenter(args.checkpoint, device=args.device, batch_size=args.batch_size, amp=args.amp,
-                              precision=args.precision)
+        segmenter = Segmenter(
+            args.checkpoint, device=args.device, batch_size=args.batch_size, amp=args.amp, precision=args.precision
+        )
         progress.update("load", 1, 1)
         try:
             for result in iter_batch(segmenter, cases, options, args.overwrite, progress, token):
@@ -194,7 +209,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         progress.close()
         restore()
-    results += [CaseResult(case, "cancelled") for case in cases[len(results):]]
+    results += [CaseResult(case, "cancelled") for case in cases[len(results) :]]
     write_summary(results, summary, prompts=[o.name for o in organs], checkpoint=args.checkpoint)
     _print_table(results, summary)
     return _finish(args, progress, results, summary, token.cancelled)
@@ -205,11 +220,15 @@ def _report_case(args, progress, index: int, total: int, result) -> None:
     progress.close()  # a tqdm bar left open would swallow the line
     if result.status == "failed":
         hint = f" {result.hint}" if result.hint else ""
-        print(f"tgated: case {index}/{total} '{result.case.input}' failed: {result.error.rstrip('.')}.{hint}",
-              file=sys.stderr, flush=True)
+        print(
+            f"tgated: case {index}/{total} '{result.case.input}' failed: {result.error.rstrip('.')}.{hint}",
+            file=sys.stderr,
+            flush=True,
+        )
     elif args.progress == "tqdm":
-        print(f"case {index}/{total}: wrote {result.case.output} in {result.seconds:.1f} s", file=sys.stderr,
-              flush=True)
+        print(
+            f"case {index}/{total}: wrote {result.case.output} in {result.seconds:.1f} s", file=sys.stderr, flush=True
+        )
 
 
 def _print_table(results, summary: Path) -> None:
@@ -226,11 +245,21 @@ def _finish(args, progress, results, summary: Path, cancelled: bool) -> int:
     ok = sum(r.status == "ok" for r in results)
     failed = [r for r in results if r.status == "failed"]
     if args.progress == "json":
-        progress.emit({"event": "cancelled" if cancelled else "done", "summary": str(summary), "ok": ok,
-                       "failed": len(failed), "cases": [r.to_dict() for r in results]})
+        progress.emit(
+            {
+                "event": "cancelled" if cancelled else "done",
+                "summary": str(summary),
+                "ok": ok,
+                "failed": len(failed),
+                "cases": [r.to_dict() for r in results],
+            }
+        )
     if cancelled:
-        print(f"tgated: cancelled after {ok + len(failed)} of {len(results)} cases; "
-              f"the finished ones are in {summary.parent}", file=sys.stderr)
+        print(
+            f"tgated: cancelled after {ok + len(failed)} of {len(results)} cases; "
+            f"the finished ones are in {summary.parent}",
+            file=sys.stderr,
+        )
         return EXIT_CANCELLED
     if not failed:
         return EXIT_OK

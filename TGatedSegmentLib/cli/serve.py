@@ -40,12 +40,20 @@ from .common import add_compute_options
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("serve", help="keep a model loaded and segment on request (JSON lines; for Slicer)",
-                              description=__doc__.split("\n\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        "serve",
+        help="keep a model loaded and segment on request (JSON lines; for Slicer)",
+        description=__doc__.split("\n\n")[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--checkpoint", metavar="PATH|HUB_ID", help="checkpoint folder or hub id (default: zero-shot)")
     add_compute_options(p, amp=False, precision=True)
-    p.add_argument("--cache-mb", type=float, default=4096.0,
-                   help="memory for the last volume's encoder tokens and adapter outputs (default 4096 MB)")
+    p.add_argument(
+        "--cache-mb",
+        type=float,
+        default=4096.0,
+        help="memory for the last volume's encoder tokens and adapter outputs (default 4096 MB)",
+    )
     p.set_defaults(func=run, progress="json")
 
 
@@ -81,8 +89,14 @@ class RequestReader(threading.Thread):
                 if not isinstance(request, dict):
                     raise ValueError("not an object")
             except ValueError as exc:
-                self.channel.send({"event": "error", "kind": "ProtocolError", "message": f"unreadable request ({exc})",
-                                   "hint": "Send one JSON object per line."})
+                self.channel.send(
+                    {
+                        "event": "error",
+                        "kind": "ProtocolError",
+                        "message": f"unreadable request ({exc})",
+                        "hint": "Send one JSON object per line.",
+                    }
+                )
                 continue
             if request.get("op") == "cancel":
                 if self.current is not None:
@@ -102,11 +116,22 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, _exit)  # Ctrl-C cancels a request; SIGTERM (the glue's kill) ends the process
     channel = Channel()
-    segmenter = Segmenter(args.checkpoint, device=args.device, batch_size=args.batch_size,
-                          precision=args.precision,
-                          volume_cache=VolumeCache(args.cache_mb))
-    channel.send({"event": "ready", "pid": os.getpid(), "checkpoint": args.checkpoint, "device": str(segmenter.device),
-                  "precision": segmenter.precision})
+    segmenter = Segmenter(
+        args.checkpoint,
+        device=args.device,
+        batch_size=args.batch_size,
+        precision=args.precision,
+        volume_cache=VolumeCache(args.cache_mb),
+    )
+    channel.send(
+        {
+            "event": "ready",
+            "pid": os.getpid(),
+            "checkpoint": args.checkpoint,
+            "device": str(segmenter.device),
+            "precision": segmenter.precision,
+        }
+    )
     reader = RequestReader(channel)
     reader.start()
     while True:
@@ -119,8 +144,15 @@ def run(args: argparse.Namespace) -> int:
             channel.send({"event": "pong", "id": rid})
             continue
         if op != "segment":
-            channel.send({"event": "error", "id": rid, "kind": "ProtocolError", "message": f"unknown op {op!r}",
-                          "hint": "Use segment, cancel, ping or shutdown."})
+            channel.send(
+                {
+                    "event": "error",
+                    "id": rid,
+                    "kind": "ProtocolError",
+                    "message": f"unknown op {op!r}",
+                    "hint": "Use segment, cancel, ping or shutdown.",
+                }
+            )
             continue
         reader.current = token = CancelToken()
         try:
@@ -128,8 +160,9 @@ def run(args: argparse.Namespace) -> int:
         except (Cancelled, KeyboardInterrupt):
             channel.send({"event": "cancelled", "id": rid})
         except TGatedError as exc:
-            channel.send({"event": "error", "id": rid, "kind": type(exc).__name__, "message": exc.message,
-                          "hint": exc.hint})
+            channel.send(
+                {"event": "error", "id": rid, "kind": type(exc).__name__, "message": exc.message, "hint": exc.hint}
+            )
         except Exception as exc:  # a bug in one request must not take the warm model down
             channel.send({"event": "error", "id": rid, "kind": type(exc).__name__, "message": str(exc), "hint": None})
         finally:
@@ -159,15 +192,29 @@ def handle_segment(segmenter, request: dict, cancel: CancelToken, channel: Chann
     image = read_image(source)
     check_dicom_seg_source(output, source, image)
     progress = Progress(lambda event: channel.send({**event, "id": rid}))
-    result = segmenter.segment(image, prompts=organs, modality=request.get("modality") or "auto",
-                               threshold=request.get("threshold"), progress=progress, cancel=cancel)
+    result = segmenter.segment(
+        image,
+        prompts=organs,
+        modality=request.get("modality") or "auto",
+        threshold=request.get("threshold"),
+        progress=progress,
+        cancel=cancel,
+    )
     cancel.check()
     progress.update("write", 0, 1)
     written = result.write(output, overwrite=bool(request.get("overwrite")), source=source)
     progress.update("write", 1, 1)
     cache = segmenter.engine.volume_cache
-    return {"event": "done", "id": rid, "outputs": [str(p) for p in written], "device": result.device,
-            "modality": result.modality, "seconds": round(time.perf_counter() - start, 3),
-            "engine_seconds": round(result.seconds, 3), "segments": result.summary(),
-            "cached": bool(cache is not None and cache.hits), "slices_encoded": result.stats.slices_encoded,
-            "precision": segmenter.precision}
+    return {
+        "event": "done",
+        "id": rid,
+        "outputs": [str(p) for p in written],
+        "device": result.device,
+        "modality": result.modality,
+        "seconds": round(time.perf_counter() - start, 3),
+        "engine_seconds": round(result.seconds, 3),
+        "segments": result.summary(),
+        "cached": bool(cache is not None and cache.hits),
+        "slices_encoded": result.stats.slices_encoded,
+        "precision": segmenter.precision,
+    }

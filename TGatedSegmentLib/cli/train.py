@@ -39,8 +39,9 @@ def add_parser(subparsers) -> None:
             p.add_argument(entry.flag, *entry.option.aliases, action="store_true", help=text)
             continue
         extra = {"choices": list(entry.option.choices)} if entry.option.choices else {}
-        p.add_argument(entry.flag, *entry.option.aliases, type=entry.option.type, metavar=entry.option.metavar,
-                       help=text, **extra)
+        p.add_argument(
+            entry.flag, *entry.option.aliases, type=entry.option.type, metavar=entry.option.metavar, help=text, **extra
+        )
     add_compute_options(p, batch_size=False, device_default=None)
     add_progress_option(p, "json, for Slicer")
     p.set_defaults(func=run)
@@ -55,8 +56,9 @@ def _explicit(args) -> dict:
             values[entry.name] = entry.from_flag(given)
     if values.get("freeze_encoders") and values.get("finetune") == "full":
         # with decoder or adapters it is implied (both freeze CLIP)
-        raise InputError("--freeze-encoders (the same as --finetune decoder) contradicts --finetune full",
-                         "Pass only one of them.")
+        raise InputError(
+            "--freeze-encoders (the same as --finetune decoder) contradicts --finetune full", "Pass only one of them."
+        )
     return values
 
 
@@ -67,11 +69,14 @@ def build_config(args):
     given = _explicit(args)
     if args.resume:
         if args.output and args.output != args.resume:
-            raise InputError("--resume and --output name different run folders",
-                             "Pass only --resume RUN_DIR to continue a run.")
+            raise InputError(
+                "--resume and --output name different run folders", "Pass only --resume RUN_DIR to continue a run."
+            )
         if args.overwrite:
-            raise InputError("--resume and --overwrite contradict each other",
-                             "Use --resume to continue a run, or --overwrite to start it again.")
+            raise InputError(
+                "--resume and --overwrite contradict each other",
+                "Use --resume to continue a run, or --overwrite to start it again.",
+            )
         may_change = resume_may_change()
         config = resume_config(args.resume, **{k: v for k, v in given.items() if k in may_change})
         paths = {entry.name for entry in cli_settings() if entry.option.path}
@@ -83,14 +88,17 @@ def build_config(args):
         flags = {entry.name: entry.flag for entry in cli_settings()}
         changed = sorted(k for k in given if k not in may_change and k != "output" and not same(k, given[k]))
         if changed:
-            raise InputError(f"cannot change {', '.join(flags[k] for k in changed)} when resuming",
-                             f"Resume with the run's own settings ({may_change_text()} may change), or start a "
-                             "new run.")
+            raise InputError(
+                f"cannot change {', '.join(flags[k] for k in changed)} when resuming",
+                f"Resume with the run's own settings ({may_change_text()} may change), or start a new run.",
+            )
         return config
     missing = [name for name in ("data", "output") if name not in given]
     if missing:
-        raise InputError(f"missing {' and '.join('--' + m for m in missing)}",
-                         "Run e.g. tgated train --data DATASET --output RUN_DIR (or --resume RUN_DIR).")
+        raise InputError(
+            f"missing {' and '.join('--' + m for m in missing)}",
+            "Run e.g. tgated train --data DATASET --output RUN_DIR (or --resume RUN_DIR).",
+        )
     return TrainConfig(**given)
 
 
@@ -118,8 +126,10 @@ def run(args: argparse.Namespace) -> int:
         run_dir = train(config, progress=progress, cancel=token, plan=plan)
     except Cancelled:
         progress.close()
-        message = (f"training stopped; the last complete checkpoints are in {config.run_dir} "
-                   f"(continue with: tgated train --resume {config.run_dir})")
+        message = (
+            f"training stopped; the last complete checkpoints are in {config.run_dir} "
+            f"(continue with: tgated train --resume {config.run_dir})"
+        )
         if args.progress == "json":
             print(json.dumps({"event": "cancelled", "run_dir": str(config.run_dir)}), flush=True)
         if main_rank:
@@ -130,23 +140,39 @@ def run(args: argparse.Namespace) -> int:
     if not main_rank:
         return 0
     if args.progress == "json":
-        print(json.dumps({"event": "done", "run_dir": str(run_dir), "best": str(run_dir / "best"),
-                          "last": str(run_dir / "last")}), flush=True)
+        print(
+            json.dumps(
+                {"event": "done", "run_dir": str(run_dir), "best": str(run_dir / "best"), "last": str(run_dir / "last")}
+            ),
+            flush=True,
+        )
     else:
         print(f"best checkpoint: {run_dir / 'best'}\nlast checkpoint: {run_dir / 'last'}", file=sys.stderr)
     return 0
 
 
 def _recipe_options() -> tuple:
-    return tuple((e.name, e.option.type, e.option.help) for e in cli_settings() if e.option.recipe and e.option.recipe_note)
+    return tuple(
+        (e.name, e.option.type, e.option.help) for e in cli_settings() if e.option.recipe and e.option.recipe_note
+    )
 
 
 # The tables the flags were declared in before TrainConfig's fields declared them.
-__getattr__ = deprecated_names(__name__, {
-    "RECIPE_OPTIONS": (_recipe_options, "the fields of TrainConfig with option.recipe (training.options.cli_settings)"),
-    "RESUME_OVERRIDES": (resume_may_change, "TGatedSegmentLib.training.options.resume_may_change()"),
-    "CHOICES": (lambda: {e.name: list(e.option.choices) for e in cli_settings() if e.option.choices},
-                "the option.choices of TrainConfig's fields (training.options.cli_settings)"),
-    "PATH_OPTIONS": (lambda: tuple(e.name for e in cli_settings() if e.option.path),
-                     "the option.path of TrainConfig's fields (training.options.cli_settings)"),
-})
+__getattr__ = deprecated_names(
+    __name__,
+    {
+        "RECIPE_OPTIONS": (
+            _recipe_options,
+            "the fields of TrainConfig with option.recipe (training.options.cli_settings)",
+        ),
+        "RESUME_OVERRIDES": (resume_may_change, "TGatedSegmentLib.training.options.resume_may_change()"),
+        "CHOICES": (
+            lambda: {e.name: list(e.option.choices) for e in cli_settings() if e.option.choices},
+            "the option.choices of TrainConfig's fields (training.options.cli_settings)",
+        ),
+        "PATH_OPTIONS": (
+            lambda: tuple(e.name for e in cli_settings() if e.option.path),
+            "the option.path of TrainConfig's fields (training.options.cli_settings)",
+        ),
+    },
+)

@@ -31,16 +31,23 @@ def _header(path: Path, case_id: str, what: str) -> dict:
         reader.ReadImageInformation()
     except RuntimeError as exc:
         reason = str(exc).strip().splitlines()[-1].replace("sitk::ERROR:", "").strip() or "unreadable"
-        raise InputError(f"case '{case_id}': cannot read the {what} {path} ({reason[:160]})",
-                         "Check that the file is a complete image ITK can read (NIfTI, NRRD, MHA).") from None
+        raise InputError(
+            f"case '{case_id}': cannot read the {what} {path} ({reason[:160]})",
+            "Check that the file is a complete image ITK can read (NIfTI, NRRD, MHA).",
+        ) from None
     dimension = reader.GetDimension()
     if dimension != 3 or reader.GetNumberOfComponents() != 1:
         raise InputError(
             f"case '{case_id}': the {what} is {dimension}D with {reader.GetNumberOfComponents()} component(s) "
             f"(size {reader.GetSize()}), not a scalar 3D volume",
-            "Give one 3D volume per file; split multi-channel images into CASE_0000, CASE_0001 (channel 0 is used).")
-    return {"size": reader.GetSize(), "spacing": reader.GetSpacing(), "origin": reader.GetOrigin(),
-            "direction": reader.GetDirection()}
+            "Give one 3D volume per file; split multi-channel images into CASE_0000, CASE_0001 (channel 0 is used).",
+        )
+    return {
+        "size": reader.GetSize(),
+        "spacing": reader.GetSpacing(),
+        "origin": reader.GetOrigin(),
+        "direction": reader.GetDirection(),
+    }
 
 
 def _fmt(values) -> str:
@@ -49,14 +56,18 @@ def _fmt(values) -> str:
 
 def check_case_geometry(dataset: Dataset) -> None:
     """Image and label must share one voxel grid; compares headers only (no voxels are read)."""
-    fix = ("Resample the label onto the image grid (nearest neighbour), or copy the image's geometry onto "
-           "the label if only its header is wrong.")
+    fix = (
+        "Resample the label onto the image grid (nearest neighbour), or copy the image's geometry onto "
+        "the label if only its header is wrong."
+    )
     for case in dataset.cases:
         image = _header(case.image, case.case_id, "image")
         label = _header(case.label, case.case_id, "label")
         if image["size"] != label["size"]:
-            raise InputError(f"case '{case.case_id}': image size {image['size']} differs from label size {label['size']}",
-                             "Resample the label onto the image grid (nearest neighbour) so that both have one size.")
+            raise InputError(
+                f"case '{case.case_id}': image size {image['size']} differs from label size {label['size']}",
+                "Resample the label onto the image grid (nearest neighbour) so that both have one size.",
+            )
         checks = (
             ("spacing", np.allclose(image["spacing"], label["spacing"], rtol=SPACING_RTOL, atol=0)),
             ("origin", np.allclose(image["origin"], label["origin"], rtol=0, atol=ORIGIN_ATOL_MM)),
@@ -64,8 +75,11 @@ def check_case_geometry(dataset: Dataset) -> None:
         )
         for name, same in checks:
             if not same:
-                raise InputError(f"case '{case.case_id}': image {name} {_fmt(image[name])} differs from "
-                                 f"label {name} {_fmt(label[name])}", fix)
+                raise InputError(
+                    f"case '{case.case_id}': image {name} {_fmt(image[name])} differs from "
+                    f"label {name} {_fmt(label[name])}",
+                    fix,
+                )
 
 
 def _values(path: Path, case_id: str) -> list[float]:
@@ -74,8 +88,9 @@ def _values(path: Path, case_id: str) -> list[float]:
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError:
-        raise InputError(f"case '{case_id}': cannot read the label {path}",
-                         "Check that the file is a complete image ITK can read.") from None
+        raise InputError(
+            f"case '{case_id}': cannot read the label {path}", "Check that the file is a complete image ITK can read."
+        ) from None
     array = sitk.GetArrayViewFromImage(image)  # a view: ``image`` must stay alive while it is used
     if np.issubdtype(array.dtype, np.integer) and array.size and array.min() >= 0:
         return [float(v) for v in np.flatnonzero(np.bincount(array.ravel()))]
@@ -95,10 +110,15 @@ def validate_label_values(dataset: Dataset) -> dict[str, tuple[int, ...]]:
         ids = tuple(int(v) for v in values if v.is_integer() and int(v) in dataset.label_names)
         present[case.case_id] = ids
         if case.annotated is not None and set(ids) - set(case.annotated):
-            log.warning("case '%s' labels ids %s that its 'annotated' list leaves out", case.case_id,
-                        sorted(set(ids) - set(case.annotated)))
+            log.warning(
+                "case '%s' labels ids %s that its 'annotated' list leaves out",
+                case.case_id,
+                sorted(set(ids) - set(case.annotated)),
+            )
     if bad:
         source = dataset.label_file.name
-        raise InputError(f"label files hold values not declared in {source}: case {'; case '.join(bad)}",
-                         f"Add those ids to the labels in {source}, or set those voxels to 0 (background).")
+        raise InputError(
+            f"label files hold values not declared in {source}: case {'; case '.join(bad)}",
+            f"Add those ids to the labels in {source}, or set those voxels to 0 (background).",
+        )
     return present

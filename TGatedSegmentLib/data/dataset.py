@@ -34,9 +34,11 @@ from .labels import _int_text, _named, organs_for, parse_label_map
 log = logging.getLogger(__name__)
 
 IMAGE_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
-LAYOUTS = ("Accepted layouts: nnU-Net v2 / Decathlon (dataset.json, imagesTr/CASE_0000.nii.gz, "
-           "labelsTr/CASE.nii.gz), or a folder with labels.json {name: id} and CASE_image.nii.gz + "
-           "CASE_label.nii.gz pairs (or images/ + labels/ subfolders with matching names).")
+LAYOUTS = (
+    "Accepted layouts: nnU-Net v2 / Decathlon (dataset.json, imagesTr/CASE_0000.nii.gz, "
+    "labelsTr/CASE.nii.gz), or a folder with labels.json {name: id} and CASE_image.nii.gz + "
+    "CASE_label.nii.gz pairs (or images/ + labels/ subfolders with matching names)."
+)
 
 
 @dataclass
@@ -82,8 +84,10 @@ def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise InputError(f"{path} is not valid JSON (line {exc.lineno}: {exc.msg})",
-                         "Fix the file; a JSON validator shows the exact spot.") from None
+        raise InputError(
+            f"{path} is not valid JSON (line {exc.lineno}: {exc.msg})",
+            "Fix the file; a JSON validator shows the exact spot.",
+        ) from None
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror}", "Check the file's permissions.") from None
 
@@ -100,8 +104,10 @@ def _files(folder: Path, endings: Iterable[str]) -> dict[str, Path]:
             continue
         stem = path.name[: -len(ending)]
         if stem in found:
-            raise InputError(f"case '{stem}' has two files in {folder}: {found[stem].name} and {path.name}",
-                             "Keep one file per case.")
+            raise InputError(
+                f"case '{stem}' has two files in {folder}: {found[stem].name} and {path.name}",
+                "Keep one file per case.",
+            )
         found[stem] = path
     return found
 
@@ -113,15 +119,23 @@ def _cases_have(ids: list[str], root: Path, what: str) -> str:
 
 def _pair_errors(root: Path, unlabelled: list[str], imageless: list[str], label_hint: str, image_hint: str) -> None:
     """Hints spell file names with CASE, filled in when exactly one case is at fault."""
-    for ids, what, hint in ((unlabelled, "an image but no label", label_hint),
-                            (imageless, "a label but no image", image_hint)):
+    for ids, what, hint in (
+        (unlabelled, "an image but no label", label_hint),
+        (imageless, "a label but no image", image_hint),
+    ):
         if ids:
             raise InputError(_cases_have(ids, root, what), hint.replace("CASE", ids[0]) if len(ids) == 1 else hint)
 
 
 def _other_endings(*folders: Path) -> list[str]:
-    found = {e for folder in folders for p in folder.iterdir() if not p.name.startswith(".")
-             for e in IMAGE_ENDINGS if p.name.lower().endswith(e)}
+    found = {
+        e
+        for folder in folders
+        for p in folder.iterdir()
+        if not p.name.startswith(".")
+        for e in IMAGE_ENDINGS
+        if p.name.lower().endswith(e)
+    }
     return sorted(found)
 
 
@@ -132,12 +146,16 @@ def _load_nnunet(root: Path) -> Dataset:
         raise InputError(f"{label_file} is not a JSON object", LAYOUTS)
     ending = meta.get("file_ending", ".nii.gz")
     if not isinstance(ending, str) or not ending.startswith("."):
-        raise InputError(f"{label_file} has file_ending {ending!r}", 'Use an ending such as ".nii.gz", ".nrrd" or ".mha".')
+        raise InputError(
+            f"{label_file} has file_ending {ending!r}", 'Use an ending such as ".nii.gz", ".nrrd" or ".mha".'
+        )
     images_dir, labels_dir = root / "imagesTr", root / "labelsTr"
     for folder in (images_dir, labels_dir):
         if not folder.is_dir():
-            raise InputError(f"{root} has dataset.json but no {folder.name}/ folder",
-                             f"Put images in imagesTr/CASE_0000{ending} and labels in labelsTr/CASE{ending}.")
+            raise InputError(
+                f"{root} has dataset.json but no {folder.name}/ folder",
+                f"Put images in imagesTr/CASE_0000{ending} and labels in labelsTr/CASE{ending}.",
+            )
     label_names = parse_label_map(meta.get("labels"), label_file)
     images, labels = _files(images_dir, [ending]), _files(labels_dir, [ending])
 
@@ -157,10 +175,20 @@ def _load_nnunet(root: Path) -> Dataset:
         modality = info.get("modality", default_modality)
         hard = info.get("oversample_slices") or ()
         if not isinstance(hard, (list, tuple)) or not all(isinstance(k, int) and k >= 0 for k in hard):
-            raise InputError(f"case '{case_id}': 'oversample_slices' in {label_file} is not a list of slice indices",
-                             'Write it as e.g. "oversample_slices": [12, 13, 40].')
-        cases.append(Case(case_id, images[stem], label, annotated, str(modality) if modality else None,
-                          tuple(int(k) for k in hard)))
+            raise InputError(
+                f"case '{case_id}': 'oversample_slices' in {label_file} is not a list of slice indices",
+                'Write it as e.g. "oversample_slices": [12, 13, 40].',
+            )
+        cases.append(
+            Case(
+                case_id,
+                images[stem],
+                label,
+                annotated,
+                str(modality) if modality else None,
+                tuple(int(k) for k in hard),
+            )
+        )
 
     extra_channels, unlabelled = [], []
     for stem in images:
@@ -171,18 +199,26 @@ def _load_nnunet(root: Path) -> Dataset:
             extra_channels.append(stem + ending)
         else:
             unlabelled.append(match.group(1) if match and match.group(2) == "0000" else stem)
-    _pair_errors(root, unlabelled, imageless,
-                 f"Add labelsTr/CASE{ending}, or move the image out of imagesTr/.",
-                 f"Add imagesTr/CASE_0000{ending}, or move the label out of labelsTr/.")
+    _pair_errors(
+        root,
+        unlabelled,
+        imageless,
+        f"Add labelsTr/CASE{ending}, or move the image out of imagesTr/.",
+        f"Add imagesTr/CASE_0000{ending}, or move the label out of labelsTr/.",
+    )
     if not cases:
         others = [e for e in _other_endings(images_dir, labels_dir) if e != ending]
         if others:
-            raise InputError(f"no {ending} files in {images_dir.name}/ and {labels_dir.name}/ of {root} "
-                             f"(found {', '.join(others)})",
-                             f'Set "file_ending" in dataset.json to the files\' ending, e.g. "{others[0]}".')
+            raise InputError(
+                f"no {ending} files in {images_dir.name}/ and {labels_dir.name}/ of {root} (found {', '.join(others)})",
+                f'Set "file_ending" in dataset.json to the files\' ending, e.g. "{others[0]}".',
+            )
     if extra_channels:
-        log.warning("only channel 0 is used; ignoring %d extra-channel image(s): %s",
-                    len(extra_channels), _named(extra_channels))
+        log.warning(
+            "only channel 0 is used; ignoring %d extra-channel image(s): %s",
+            len(extra_channels),
+            _named(extra_channels),
+        )
     missing_meta = sorted(set(cases_meta) - set(labels))
     if missing_meta:
         log.warning("dataset.json 'cases' lists case(s) without files: %s", _named(missing_meta))
@@ -197,12 +233,16 @@ def _annotated(value: Any, case_id: str, label_names: dict[int, str], source: Pa
         return None
     ids = [_int_text(v) for v in value] if isinstance(value, (list, tuple)) else [None]
     if any(i is None for i in ids):
-        raise InputError(f"case '{case_id}': 'annotated' in {source} is not a list of label ids ({value!r})",
-                         'Write it as e.g. "annotated": [1, 2, 3].')
+        raise InputError(
+            f"case '{case_id}': 'annotated' in {source} is not a list of label ids ({value!r})",
+            'Write it as e.g. "annotated": [1, 2, 3].',
+        )
     unknown = sorted({i for i in ids if i and i not in label_names})
     if unknown:
-        raise InputError(f"case '{case_id}': 'annotated' in {source} lists ids not in its labels: "
-                         f"{', '.join(map(str, unknown))}", "Fix the case's 'annotated' list or add the ids to 'labels'.")
+        raise InputError(
+            f"case '{case_id}': 'annotated' in {source} lists ids not in its labels: {', '.join(map(str, unknown))}",
+            "Fix the case's 'annotated' list or add the ids to 'labels'.",
+        )
     return tuple(sorted({i for i in ids if i}))
 
 
@@ -217,8 +257,10 @@ def _load_plain(root: Path) -> Dataset:
         for folder in (images_dir, labels_dir):
             if not folder.is_dir():
                 other = "labels" if folder is images_dir else "images"
-                raise InputError(f"{root} has {other}/ but no {folder.name}/ folder",
-                                 "Put images in images/ and labels in labels/ with the same file names.")
+                raise InputError(
+                    f"{root} has {other}/ but no {folder.name}/ folder",
+                    "Put images in images/ and labels in labels/ with the same file names.",
+                )
         layout = "folders"
         images, labels = _files(images_dir, IMAGE_ENDINGS), _files(labels_dir, IMAGE_ENDINGS)
         label_hint = "Add a label of the same file name to labels/, or move the image out of images/."
@@ -230,8 +272,9 @@ def _load_plain(root: Path) -> Dataset:
         labels = {s[: -len("_label")]: p for s, p in found.items() if s.endswith("_label")}
         label_hint = "Add CASE_label.nii.gz next to CASE_image.nii.gz, or move the image away."
         image_hint = "Add CASE_image.nii.gz next to CASE_label.nii.gz, or move the label away."
-    _pair_errors(root, [c for c in images if c not in labels], [c for c in labels if c not in images],
-                 label_hint, image_hint)
+    _pair_errors(
+        root, [c for c in images if c not in labels], [c for c in labels if c not in images], label_hint, image_hint
+    )
     cases = [Case(case_id, images[case_id], labels[case_id]) for case_id in sorted(images)]
     return Dataset(root, cases, label_names, organs_for(label_names), label_file, layout)
 

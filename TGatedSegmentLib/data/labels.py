@@ -51,7 +51,8 @@ def parse_label_map(raw: Any, source: Path) -> dict[int, str]:
             if isinstance(value, (list, tuple)):
                 raise InputError(
                     f"label '{name}' in {source} is an nnU-Net region (a list of ids: {list(value)})",
-                    "TGatedSegment needs one id per organ: give each organ its own id in the labels and label files.")
+                    "TGatedSegment needs one id per organ: give each organ its own id in the labels and label files.",
+                )
             label_id = _int_text(value)
             if label_id is None:
                 raise InputError(f"label '{name}' in {source} has id {value!r}, not an integer", hint)
@@ -60,8 +61,10 @@ def parse_label_map(raw: Any, source: Path) -> dict[int, str]:
         if label_id == 0 or normalize(name) == "background":
             continue
         if label_id in names:
-            raise InputError(f"labels '{names[label_id]}' and '{name}' in {source} share id {label_id}",
-                             "Give every organ its own id.")
+            raise InputError(
+                f"labels '{names[label_id]}' and '{name}' in {source} share id {label_id}",
+                "Give every organ its own id.",
+            )
         names[label_id] = name.strip()
     if not names:
         raise InputError(f"{source} declares no organ labels (only background)", hint)
@@ -86,7 +89,9 @@ def organs_for(label_names: dict[int, str]) -> dict[int, Organ]:
             first = seen[key]
             raise InputError(
                 f"labels '{label_names[first]}' ({first}) and '{label_names[label_id]}' ({label_id}) "
-                f"both mean '{organ.prompt}'", "Merge them into one label id or rename one of them.")
+                f"both mean '{organ.prompt}'",
+                "Merge them into one label id or rename one of them.",
+            )
         seen[key] = label_id
     if unknown:
         log.warning("label names not in the organ vocabulary, used verbatim as prompts: %s", _named(unknown))

@@ -21,15 +21,17 @@ def _columns(path: Path) -> dict[str, np.ndarray]:
     if not rows:
         return {}
     header, body = rows[0], rows[1:]
-    return {name: np.array([float(r[i]) if i < len(r) and r[i] != "" else np.nan for r in body])
-            for i, name in enumerate(header)}
+    return {
+        name: np.array([float(r[i]) if i < len(r) and r[i] != "" else np.nan for r in body])
+        for i, name in enumerate(header)
+    }
 
 
 def _smooth(values: np.ndarray, window: int) -> np.ndarray:
     """Trailing mean over ``window`` steps (NaNs ignored), so the trend shows through the noise."""
     out = np.full(values.shape, np.nan)
     for i in range(values.size):
-        part = values[max(0, i - window + 1):i + 1]
+        part = values[max(0, i - window + 1) : i + 1]
         if np.isfinite(part).any():
             out[i] = np.nanmean(part)
     return out
@@ -49,8 +51,9 @@ def render_training_curves(steps_csv: Path, validation_csv: Path, output: Path) 
     if steps.get("step") is not None and steps["step"].size:
         window = max(1, steps["step"].size // 50)
         top.plot(steps["step"], steps["loss"], color="0.75", linewidth=0.6, label="loss")
-        top.plot(steps["step"], _smooth(steps["loss"], window), color="C0", linewidth=1.5,
-                 label=f"mean of {window} steps")
+        top.plot(
+            steps["step"], _smooth(steps["loss"], window), color="C0", linewidth=1.5, label=f"mean of {window} steps"
+        )
         top.legend(loc="upper right", fontsize=8)
     top.set_ylabel("training loss")
     if val.get("step") is not None and val["step"].size:

@@ -55,8 +55,15 @@ class ScoredCase:
     modality: str = "auto"
 
 
-def score_case(segmenter, case: ScoredCase, tolerance_mm: float = 2.0, metrics: Sequence[str] = METRICS,
-               progress: Progress | None = None, cancel: CancelToken | None = None, worst=None) -> list[dict]:
+def score_case(
+    segmenter,
+    case: ScoredCase,
+    tolerance_mm: float = 2.0,
+    metrics: Sequence[str] = METRICS,
+    progress: Progress | None = None,
+    cancel: CancelToken | None = None,
+    worst=None,
+) -> list[dict]:
     """Segment one volume with every scored prompt and return one metrics row per organ.
 
     ``worst``: called with (case, organ, prepared volume, prediction, reference) per organ, e.g.
@@ -70,17 +77,25 @@ def score_case(segmenter, case: ScoredCase, tolerance_mm: float = 2.0, metrics: 
     volume = case.volume
     if worst is not None and not isinstance(volume, PreparedVolume):
         volume = prepare_volume(volume, segmenter.config.preprocessing, case.modality)
-    result = segmenter.segment(volume, prompts=[case.organs[i] for i in ids], modality=case.modality,
-                               progress=progress, cancel=cancel)
+    result = segmenter.segment(
+        volume, prompts=[case.organs[i] for i in ids], modality=case.modality, progress=progress, cancel=cancel
+    )
     if result.masks.shape[1:] != case.labels.shape:
-        raise InputError(f"case '{case.case_id}': the segmentation grid {result.masks.shape[1:]} differs from the "
-                         f"label grid {case.labels.shape}", "Resample the label onto the image grid.")
+        raise InputError(
+            f"case '{case.case_id}': the segmentation grid {result.masks.shape[1:]} differs from the "
+            f"label grid {case.labels.shape}",
+            "Resample the label onto the image grid.",
+        )
     rows = []
     for n, label_id in enumerate(ids):
         pred, ref = result.masks[n], case.labels == label_id
         if set(metrics) <= {"dice"}:  # validation: Dice only, no surface distances
-            row = {"status": _status(pred, ref), "pred_voxels": int(pred.sum()), "ref_voxels": int(ref.sum()),
-                   "dice": dice_score(pred, ref)}
+            row = {
+                "status": _status(pred, ref),
+                "pred_voxels": int(pred.sum()),
+                "ref_voxels": int(ref.sum()),
+                "dice": dice_score(pred, ref),
+            }
         else:
             row = organ_metrics(pred, ref, case.spacing, tolerance_mm)
         organ = case.organs[label_id]
@@ -95,21 +110,31 @@ def dataset_cases(dataset, cases=None) -> Iterator[ScoredCase]:
     from ..io.volume import array_from_image, read_image
     from ..modality import modality_hint
 
-    for case in (cases if cases is not None else dataset.cases):
+    for case in cases if cases is not None else dataset.cases:
         image = read_image(case.image)
         labels = array_from_image(read_image(case.label))
         if labels.shape != tuple(image.GetSize())[::-1]:
-            raise InputError(f"case '{case.case_id}': image size {image.GetSize()} differs from label size "
-                             f"{labels.shape[::-1]}", "Resample the label onto the image grid (nearest neighbour).")
+            raise InputError(
+                f"case '{case.case_id}': image size {image.GetSize()} differs from label size {labels.shape[::-1]}",
+                "Resample the label onto the image grid (nearest neighbour).",
+            )
         organs = {i: dataset.organs[i] for i in dataset.scored_ids(case)}
-        yield ScoredCase(case.case_id, image, labels, tuple(image.GetSpacing())[::-1], organs,
-                         modality_hint(case.modality))
+        yield ScoredCase(
+            case.case_id, image, labels, tuple(image.GetSpacing())[::-1], organs, modality_hint(case.modality)
+        )
 
 
-def evaluate_segmenter(segmenter, cases: Iterable[ScoredCase], tolerance_mm: float = 2.0,
-                       metrics: Sequence[str] = METRICS, progress: Progress | None = None,
-                       cancel: CancelToken | None = None, total: int | None = None,
-                       stage: str = "evaluate", worst=None) -> list[dict]:
+def evaluate_segmenter(
+    segmenter,
+    cases: Iterable[ScoredCase],
+    tolerance_mm: float = 2.0,
+    metrics: Sequence[str] = METRICS,
+    progress: Progress | None = None,
+    cancel: CancelToken | None = None,
+    total: int | None = None,
+    stage: str = "evaluate",
+    worst=None,
+) -> list[dict]:
     """Rows of :func:`score_case` for every case; progress (``stage``) per case."""
     rows: list[dict] = []
     for n, case in enumerate(cases):
@@ -166,10 +191,15 @@ class EvaluationReport:
         return rows
 
     def to_json(self) -> dict:
-        return {"dataset": self.dataset, "tolerance_mm": self.tolerance_mm, "checkpoints": self.sources,
-                "summary": {name: self.summary(name) for name in self.checkpoints}, "rows": self.rows,
-                "empty_mask_rule": "both empty: not scored (NaN, left out of means); one empty: Dice 0, NSD 0, "
-                                   "HD95 = volume diagonal"}
+        return {
+            "dataset": self.dataset,
+            "tolerance_mm": self.tolerance_mm,
+            "checkpoints": self.sources,
+            "summary": {name: self.summary(name) for name in self.checkpoints},
+            "rows": self.rows,
+            "empty_mask_rule": "both empty: not scored (NaN, left out of means); one empty: Dice 0, NSD 0, "
+            "HD95 = volume diagonal",
+        }
 
     def write(self, folder: str | Path, chart: bool = True) -> WrittenReport:
         """metrics.csv (per case and organ), summary.csv, report.json, report.md, dice.png (means),
@@ -214,10 +244,21 @@ class EvaluationReport:
         fig, ax, width, plt = _organ_axes(len(organs), len(self.checkpoints), 0.8)
         for n, name in enumerate(self.checkpoints):
             xs = _offsets(len(organs), n, len(self.checkpoints), width)
-            values = [[float(r["dice"]) for r in self.rows if r["checkpoint"] == name and r["organ"] == organ
-                       and not math.isnan(float(r["dice"]))] for organ in organs]
-            boxes = ax.boxplot([v if v else [math.nan] for v in values], positions=xs, widths=width * 0.8,
-                               patch_artist=True, showfliers=False)
+            values = [
+                [
+                    float(r["dice"])
+                    for r in self.rows
+                    if r["checkpoint"] == name and r["organ"] == organ and not math.isnan(float(r["dice"]))
+                ]
+                for organ in organs
+            ]
+            boxes = ax.boxplot(
+                [v if v else [math.nan] for v in values],
+                positions=xs,
+                widths=width * 0.8,
+                patch_artist=True,
+                showfliers=False,
+            )
             for box in boxes["boxes"]:
                 box.set_facecolor(f"C{n}")
                 box.set_alpha(0.5)
@@ -235,7 +276,7 @@ def _organ_axes(n_organs: int, n_checkpoints: int, inches_per_organ: float):
     import matplotlib.pyplot as plt
 
     count = max(1, n_checkpoints)
-    fig, ax = plt.subplots(figsize=(max(6.0, inches_per_organ * n_organs * count ** 0.5), 4.0))
+    fig, ax = plt.subplots(figsize=(max(6.0, inches_per_organ * n_organs * count**0.5), 4.0))
     return fig, ax, 0.8 / count, plt
 
 
@@ -256,7 +297,7 @@ def _save_organ_axes(fig, ax, plt, organs: list[str], ylabel: str, path: Path) -
 
 
 def _fmt_spread(stats: dict, metric: str) -> str:
-    """"mean ± std" over the cases (the mean alone when there is one case or none)."""
+    """ "mean ± std" over the cases (the mean alone when there is one case or none)."""
     mean, std = stats.get(metric), stats.get(f"{metric}_std")
     if stats.get("n", 0) > 1 and mean is not None and std is not None and not math.isnan(std) and not math.isnan(mean):
         return f"{_fmt(mean, metric)} ± {_fmt(std, metric)}"
@@ -287,9 +328,18 @@ def checkpoint_names(sources: Sequence[str]) -> list[str]:
     return names
 
 
-def evaluate(checkpoints: Sequence[str], data, tolerance_mm: float = 2.0, device: str = "auto", batch_size: int = 4,
-             amp: str | None = None, progress: Progress | None = None, cancel: CancelToken | None = None,
-             names: Sequence[str] | None = None, worst_slices: bool = False) -> EvaluationReport:
+def evaluate(
+    checkpoints: Sequence[str],
+    data,
+    tolerance_mm: float = 2.0,
+    device: str = "auto",
+    batch_size: int = 4,
+    amp: str | None = None,
+    progress: Progress | None = None,
+    cancel: CancelToken | None = None,
+    names: Sequence[str] | None = None,
+    worst_slices: bool = False,
+) -> EvaluationReport:
     """Score every checkpoint on every case of ``data`` (a dataset folder or a loaded Dataset).
 
     ``names``: display names (default: the folder names, made unique); ``worst_slices``: also
@@ -302,16 +352,27 @@ def evaluate(checkpoints: Sequence[str], data, tolerance_mm: float = 2.0, device
     names = list(names) if names is not None else checkpoint_names(checkpoints)
     if len(names) != len(checkpoints) or len(set(names)) != len(names):
         raise InputError("evaluate needs one distinct name per checkpoint", "Pass unique names, or none.")
-    report = EvaluationReport(names, dict(zip(names, map(str, checkpoints))), tolerance_mm=tolerance_mm,
-                              dataset=str(dataset.root), worst=WorstSlices() if worst_slices else None)
+    report = EvaluationReport(
+        names,
+        dict(zip(names, map(str, checkpoints))),
+        tolerance_mm=tolerance_mm,
+        dataset=str(dataset.root),
+        worst=WorstSlices() if worst_slices else None,
+    )
     progress = progress or Progress()
     for name, source in zip(names, checkpoints):
         progress.info(message=f"evaluating {name} on {len(dataset.cases)} case(s)", checkpoint=name)
         # the reference arithmetic: a report measures the model, not a faster approximation of it
         segmenter = Segmenter(source, device=device, batch_size=batch_size, amp=amp, precision="fp32")
-        rows = evaluate_segmenter(segmenter, dataset_cases(dataset), tolerance_mm, progress=progress, cancel=cancel,
-                                  total=len(dataset.cases),
-                                  worst=report.worst.collector(name) if report.worst is not None else None)
+        rows = evaluate_segmenter(
+            segmenter,
+            dataset_cases(dataset),
+            tolerance_mm,
+            progress=progress,
+            cancel=cancel,
+            total=len(dataset.cases),
+            worst=report.worst.collector(name) if report.worst is not None else None,
+        )
         report.rows.extend({"checkpoint": name, **row} for row in rows)
         del segmenter
     return report

@@ -34,8 +34,11 @@ def gate_volume(segmenter, volume, modality: str = "auto") -> np.ndarray:
     model, engine, codec = segmenter.model, segmenter.engine, segmenter.codec
     if not model.temporal:
         raise InputError("the slice-wise baseline has no gate", "Pass a T-Gated checkpoint.")
-    prepared = volume if isinstance(volume, PreparedVolume) else prepare_volume(
-        volume, segmenter.config.preprocessing, modality)
+    prepared = (
+        volume
+        if isinstance(volume, PreparedVolume)
+        else prepare_volume(volume, segmenter.config.preprocessing, modality)
+    )
     canonical = prepared.unit
     depth, rows, cols = canonical.shape
     size = segmenter.config.preprocessing.image_size
@@ -47,7 +50,7 @@ def gate_volume(segmenter, volume, modality: str = "auto") -> np.ndarray:
         tokens = patches.view(-1, 1, grid, grid)
         pixels = F.interpolate(tokens, size=(size, size), mode="nearest")[:, 0]  # each pixel gets its token's gate
         z0 = int(centres[0])
-        out[z0:z0 + len(centres)] = codec.decode(pixels, (rows, cols)).clamp_(0, 1).cpu().numpy()
+        out[z0 : z0 + len(centres)] = codec.decode(pixels, (rows, cols)).clamp_(0, 1).cpu().numpy()
     return out
 
 
@@ -57,7 +60,11 @@ def gate_stats(gate: np.ndarray, mask: np.ndarray) -> dict:
     if values.size == 0:
         return {"voxels": 0, "mean": math.nan, **{f"p{p}": math.nan for p in PERCENTILES}}
     q = np.percentile(values, PERCENTILES)
-    return {"voxels": int(values.size), "mean": float(values.mean()), **{f"p{p}": float(v) for p, v in zip(PERCENTILES, q)}}
+    return {
+        "voxels": int(values.size),
+        "mean": float(values.mean()),
+        **{f"p{p}": float(v) for p, v in zip(PERCENTILES, q)},
+    }
 
 
 class GateRecorder:

@@ -43,19 +43,25 @@ _SLACK_MM = 1e-4  # the distance maps are float32: 2.0 mm must count as "within 
 def _check_pair(pred, ref) -> tuple[np.ndarray, np.ndarray]:
     pred, ref = np.asarray(pred), np.asarray(ref)
     if pred.ndim != 3 or ref.ndim != 3:
-        raise InputError(f"masks must be 3D, got prediction {pred.ndim}D and reference {ref.ndim}D",
-                         "Pass one organ's binary volume with axes (k, j, i).")
+        raise InputError(
+            f"masks must be 3D, got prediction {pred.ndim}D and reference {ref.ndim}D",
+            "Pass one organ's binary volume with axes (k, j, i).",
+        )
     if pred.shape != ref.shape:
-        raise InputError(f"prediction shape {pred.shape} differs from reference shape {ref.shape}",
-                         "Resample the prediction onto the reference label's grid before scoring.")
+        raise InputError(
+            f"prediction shape {pred.shape} differs from reference shape {ref.shape}",
+            "Resample the prediction onto the reference label's grid before scoring.",
+        )
     return pred.astype(bool, copy=False), ref.astype(bool, copy=False)
 
 
 def _check_spacing(spacing: Sequence[float]) -> np.ndarray:
     s = np.asarray(spacing, dtype=float)
     if s.shape != (3,) or not np.all(np.isfinite(s)) or np.any(s <= 0):
-        raise InputError(f"spacing must be three positive numbers (sk, sj, si) in mm, got {spacing!r}",
-                         "Pass the reference image's GetSpacing() reversed.")
+        raise InputError(
+            f"spacing must be three positive numbers (sk, sj, si) in mm, got {spacing!r}",
+            "Pass the reference image's GetSpacing() reversed.",
+        )
     return s
 
 
@@ -98,8 +104,7 @@ def _distance_to(surface: np.ndarray, spacing: np.ndarray) -> np.ndarray:
     image.SetSpacing([float(v) for v in spacing[::-1]])  # SimpleITK wants (si, sj, sk)
     # Every voxel of a boundary shell touches background, so the shell is its own contour and
     # |signed distance| is the distance to the nearest shell voxel (0 on the shell).
-    dist = sitk.SignedMaurerDistanceMap(image, insideIsPositive=False, squaredDistance=False,
-                                        useImageSpacing=True)
+    dist = sitk.SignedMaurerDistanceMap(image, insideIsPositive=False, squaredDistance=False, useImageSpacing=True)
     return np.abs(sitk.GetArrayViewFromImage(dist)).astype(np.float64)
 
 
@@ -165,8 +170,13 @@ def organ_metrics(pred, ref, spacing: Sequence[float], tolerance_mm: float = 2.0
     status = _status(pred, ref)
     n_pred, n_ref = int(pred.sum()), int(ref.sum())
     ml_per_voxel = float(np.prod(s)) / 1000.0
-    row = {"status": status, "pred_voxels": n_pred, "ref_voxels": n_ref,
-           "pred_volume_ml": n_pred * ml_per_voxel, "ref_volume_ml": n_ref * ml_per_voxel}
+    row = {
+        "status": status,
+        "pred_voxels": n_pred,
+        "ref_voxels": n_ref,
+        "pred_volume_ml": n_pred * ml_per_voxel,
+        "ref_volume_ml": n_ref * ml_per_voxel,
+    }
     if status != "ok":
         row.update({m: _empty_value(status, m, pred.shape, s) for m in METRICS})
         return row

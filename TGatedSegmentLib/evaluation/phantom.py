@@ -67,8 +67,13 @@ def distractor_false_positives(prediction: np.ndarray, distractor_mask: np.ndarr
     }
 
 
-def phantom_organ_measures(prediction: np.ndarray, labels: np.ndarray, label_id: int, spacing: Sequence[float],
-                           distractor_mask: np.ndarray | None = None) -> dict:
+def phantom_organ_measures(
+    prediction: np.ndarray,
+    labels: np.ndarray,
+    label_id: int,
+    spacing: Sequence[float],
+    distractor_mask: np.ndarray | None = None,
+) -> dict:
     """Dice, predicted/reference volume and the false-positive measures of one organ on a phantom.
 
     ``distractor_mask`` is given for the target organ only (distractors look like *it*).

@@ -49,14 +49,19 @@ class WorstSlices:
         if checkpoint not in self.checkpoints:
             self.checkpoints.append(checkpoint)
         return lambda case, organ, prepared, prediction, reference: self.add(
-            checkpoint, case, organ, prepared, prediction, reference)
+            checkpoint, case, organ, prepared, prediction, reference
+        )
 
-    def add(self, checkpoint: str, case: str, organ: str, prepared, prediction: np.ndarray,
-            reference: np.ndarray) -> None:
+    def add(
+        self, checkpoint: str, case: str, organ: str, prepared, prediction: np.ndarray, reference: np.ndarray
+    ) -> None:
         """One case's masks of one organ (on the file's grid); ``prepared`` is its :class:`PreparedVolume`."""
         if organ not in self.organs:
             self.organs.append(organ)
-        pred, ref = prepared.to_canonical(np.asarray(prediction, bool)), prepared.to_canonical(np.asarray(reference, bool))
+        pred, ref = (
+            prepared.to_canonical(np.asarray(prediction, bool)),
+            prepared.to_canonical(np.asarray(reference, bool)),
+        )
         _, sy, sx = prepared.spacing
         errors = (pred ^ ref).reshape(pred.shape[0], -1).sum(axis=1) * (sy * sx)
         z = int(np.argmax(errors))
@@ -66,20 +71,28 @@ class WorstSlices:
         p, r = pred[z], ref[z]
         total = int(p.sum()) + int(r.sum())
         dice = 2.0 * int((p & r).sum()) / total if total else float("nan")
-        self.worst[(checkpoint, organ)] = WorstSlice(case, z, float(errors[z]), dice, prepared.unit[z].copy(),
-                                                     p.copy(), r.copy(), sy / sx)
+        self.worst[(checkpoint, organ)] = WorstSlice(
+            case, z, float(errors[z]), dice, prepared.unit[z].copy(), p.copy(), r.copy(), sy / sx
+        )
 
     def write(self, folder: str | Path) -> list[Path]:
         """``folder/ORGAN.png`` for every organ some checkpoint got wrong somewhere."""
         folder = Path(folder)
-        return [self._render(organ, folder / f"{_file_name(organ)}.png") for organ in self.organs
-                if any((c, organ) in self.worst for c in self.checkpoints)]
+        return [
+            self._render(organ, folder / f"{_file_name(organ)}.png")
+            for organ in self.organs
+            if any((c, organ) in self.worst for c in self.checkpoints)
+        ]
 
     def markdown(self, written: list[Path]) -> str:
         """The report's section: each organ's figure, linked relative to report.md."""
-        lines = ["## Worst slices", "",
-                 "Per organ, each checkpoint's slice with the largest wrongly labelled area (reference green, "
-                 "prediction red, both yellow).", ""]
+        lines = [
+            "## Worst slices",
+            "",
+            "Per organ, each checkpoint's slice with the largest wrongly labelled area (reference green, "
+            "prediction red, both yellow).",
+            "",
+        ]
         for path in written:
             lines += [f"![{path.stem}]({FOLDER}/{path.name})", ""]
         clean = [o for o in self.organs if not any((c, o) in self.worst for c in self.checkpoints)]
@@ -94,8 +107,14 @@ class WorstSlices:
         for checkpoint in self.checkpoints:
             entry = self.worst.get((checkpoint, organ))
             panels.append(_panel(entry) if entry is not None else None)
-            captions.append([checkpoint] + ([f"{entry.case}, slice {entry.z}", f"Dice {entry.dice:.2f}, error "
-                                             f"{entry.error_mm2:.0f} mm2"] if entry is not None else ["no error"]))
+            captions.append(
+                [checkpoint]
+                + (
+                    [f"{entry.case}, slice {entry.z}", f"Dice {entry.dice:.2f}, error {entry.error_mm2:.0f} mm2"]
+                    if entry is not None
+                    else ["no error"]
+                )
+            )
         height = max(p.shape[0] for p in panels if p is not None)
         width = max(p.shape[1] for p in panels if p is not None)
         top, bottom, gap = 46, 18, 8

@@ -63,7 +63,13 @@ class SegmentationResult:
     def summary(self) -> list[dict]:
         voxel_ml = float(np.prod(self.geometry.spacing)) / 1000.0
         return [
-            {"name": o.name, "prompt": o.prompt, "label": i + 1, "voxels": int(m.sum()), "volume_ml": round(float(m.sum()) * voxel_ml, 3)}
+            {
+                "name": o.name,
+                "prompt": o.prompt,
+                "label": i + 1,
+                "voxels": int(m.sum()),
+                "volume_ml": round(float(m.sum()) * voxel_ml, 3),
+            }
             for i, (o, m) in enumerate(zip(self.organs, self.masks))
         ]
 
@@ -72,8 +78,15 @@ class SegmentationResult:
         or ``.dcm`` (DICOM-SEG on ``source``, the DICOM series folder; default: the input path)."""
         from ..io.writers import write_segmentation
 
-        return write_segmentation(path, self.masks, self.organs, self.geometry, labelmap=self.labelmap,
-                                  overwrite=overwrite, source=source if source is not None else self.source)
+        return write_segmentation(
+            path,
+            self.masks,
+            self.organs,
+            self.geometry,
+            labelmap=self.labelmap,
+            overwrite=overwrite,
+            source=source if source is not None else self.source,
+        )
 
     def write_uncertainty(self, folder: str | Path, overwrite: bool = False) -> list[Path]:
         """One float32 volume per prompt (entropy and mutual information), the combined entropy, and
@@ -89,8 +102,12 @@ class SegmentationResult:
         names += [f"mutual information {o.name}" for o in self.organs]
         stack = np.concatenate([self.entropy, self.combined_entropy[None], self.mutual_information])
         written = write_probabilities(folder, stack, names, self.geometry, overwrite=overwrite)
-        meta = dict(self.uncertainty or {}, units="nats", combined="max over prompts of the predictive entropy",
-                    prompts=[o.name for o in self.organs])
+        meta = dict(
+            self.uncertainty or {},
+            units="nats",
+            combined="max over prompts of the predictive entropy",
+            prompts=[o.name for o in self.organs],
+        )
         written.append(atomic_write_text(Path(folder) / "uncertainty.json", json.dumps(meta, indent=2)))
         return written
 
@@ -99,7 +116,9 @@ class SegmentationResult:
 
         if self.probabilities is None:
             raise ValueError("segment(..., return_probabilities=True) keeps the probabilities")
-        return write_probabilities(path, self.probabilities, [o.name for o in self.organs], self.geometry, overwrite=overwrite)
+        return write_probabilities(
+            path, self.probabilities, [o.name for o in self.organs], self.geometry, overwrite=overwrite
+        )
 
 
 class Segmenter:
@@ -111,9 +130,16 @@ class Segmenter:
     tensors for the next request on the same volume (the warm backend; :mod:`.volume_cache`).
     """
 
-    def __init__(self, checkpoint: str | Path | None = None, device: str | torch.device = "auto",
-                 batch_size: int | None = None, amp: str | None = None, loaded: LoadedModel | None = None,
-                 precision: str | None = None, volume_cache: VolumeCache | None = None):
+    def __init__(
+        self,
+        checkpoint: str | Path | None = None,
+        device: str | torch.device = "auto",
+        batch_size: int | None = None,
+        amp: str | None = None,
+        loaded: LoadedModel | None = None,
+        precision: str | None = None,
+        volume_cache: VolumeCache | None = None,
+    ):
         self.device = resolve_device(device)
         if self.device.type == "cpu":
             use_all_cores()
@@ -126,8 +152,9 @@ class Segmenter:
         self.config = self.loaded.config
         self.codec = SliceCodec(self.config.preprocessing, self.device, dtype=self.loaded.model.dtype)
         batch_size = batch_size or (16 if self.device.type == "cuda" else 4)
-        self.engine = StreamingEngine(self.loaded.model, self.loaded.tokenizer, self.codec, batch_size=batch_size,
-                                      precision=self.precision)
+        self.engine = StreamingEngine(
+            self.loaded.model, self.loaded.tokenizer, self.codec, batch_size=batch_size, precision=self.precision
+        )
         self.engine.volume_cache = volume_cache
 
     @property
@@ -139,8 +166,14 @@ class Segmenter:
         cache = self.engine.volume_cache
         if cache is None:
             return False
-        key = content_key(canonical, self.config.preprocessing.to_dict(), self.engine.quantized, str(self.device),
-                          self.precision, id(self.model))
+        key = content_key(
+            canonical,
+            self.config.preprocessing.to_dict(),
+            self.engine.quantized,
+            str(self.device),
+            self.precision,
+            id(self.model),
+        )
         held = cache.bind(key)
         cache.hits = 0  # counted per request
         return held
@@ -166,19 +199,29 @@ class Segmenter:
         threshold = self.config.threshold if threshold is None else float(threshold)
         if not 0.0 < threshold < 1.0:
             raise InputError(f"threshold {threshold} is outside (0, 1)", "Use a probability such as 0.5.")
-        prepared = volume if isinstance(volume, PreparedVolume) else prepare_volume(
-            volume, self.config.preprocessing, modality, geometry)
+        prepared = (
+            volume
+            if isinstance(volume, PreparedVolume)
+            else prepare_volume(volume, self.config.preprocessing, modality, geometry)
+        )
         canonical, geometry, modality = prepared.unit, prepared.geometry, prepared.modality
         depth, rows, cols = canonical.shape
         progress = progress or Progress()
         self.engine.prepare(depth)  # int8: quantise before the first volume deep enough to repay it
         cached = self._bind_volume_cache(canonical)
-        progress.info(device=str(self.device), modality=modality, orientation=prepared.orientation,
-                      slices=depth, prompts=[o.prompt for o in organs], temporal=self.model.temporal,
-                      precision=self.precision, cached=cached,
-                      message=f"{depth} slices, {modality.upper()}, stored {prepared.orientation}, "
-                              f"device {self.device}, {self.precision}, {len(organs)} prompt(s)"
-                              + (", encoder tokens cached" if cached else ""))
+        progress.info(
+            device=str(self.device),
+            modality=modality,
+            orientation=prepared.orientation,
+            slices=depth,
+            prompts=[o.prompt for o in organs],
+            temporal=self.model.temporal,
+            precision=self.precision,
+            cached=cached,
+            message=f"{depth} slices, {modality.upper()}, stored {prepared.orientation}, "
+            f"device {self.device}, {self.precision}, {len(organs)} prompt(s)"
+            + (", encoder tokens cached" if cached else ""),
+        )
 
         k = len(organs)
         masks = np.zeros((k, depth, rows, cols), dtype=bool)
@@ -191,11 +234,15 @@ class Segmenter:
         if uncertainty:
             # out of place: decode returns its input unchanged when the grid is the model's own, and
             # that is an inference-mode tensor (in-place updates outside inference mode are refused)
-            batches = ((c, self.codec.decode(p, (rows, cols)).clamp(0, 1), self.codec.decode(mi, (rows, cols)))
-                       for c, p, mi in self.engine.run_monte_carlo(read, depth, text, uncertainty, progress, cancel))
+            batches = (
+                (c, self.codec.decode(p, (rows, cols)).clamp(0, 1), self.codec.decode(mi, (rows, cols)))
+                for c, p, mi in self.engine.run_monte_carlo(read, depth, text, uncertainty, progress, cancel)
+            )
         else:
-            batches = ((c, torch.sigmoid(self.codec.decode(logits, (rows, cols))), None)
-                       for c, logits in self.engine.run(read, depth, text, progress, cancel))
+            batches = (
+                (c, torch.sigmoid(self.codec.decode(logits, (rows, cols))), None)
+                for c, logits in self.engine.run(read, depth, text, progress, cancel)
+            )
         for centres, prob, mi in batches:  # prob: (B, K, Y, X) on the canonical slice grid
             above = prob >= threshold
             best = torch.where(above, prob, torch.full_like(prob, -1.0)).argmax(dim=1)  # most probable prompt

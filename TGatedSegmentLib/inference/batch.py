@@ -69,10 +69,18 @@ class CaseResult:
         return max(self.seconds - self.engine_seconds, 0.0)
 
     def to_dict(self) -> dict:
-        return {"case": self.case.name, "input": str(self.case.input), "output": str(self.case.output),
-                "status": self.status, "seconds": round(self.seconds, 3),
-                "engine_seconds": round(self.engine_seconds, 3), "outputs": self.outputs,
-                "error": self.error, "hint": self.hint, "kind": self.kind}
+        return {
+            "case": self.case.name,
+            "input": str(self.case.input),
+            "output": str(self.case.output),
+            "status": self.status,
+            "seconds": round(self.seconds, 3),
+            "engine_seconds": round(self.engine_seconds, 3),
+            "outputs": self.outputs,
+            "error": self.error,
+            "hint": self.hint,
+            "kind": self.kind,
+        }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -96,8 +104,10 @@ def unique_names(inputs: Sequence[str | Path]) -> list[str]:
     """
     names = [case_name(p) for p in inputs]
     counts = Counter(n.lower() for n in names)
-    names = [f"{Path(os.path.abspath(p)).parent.name or 'root'}_{n}" if counts[n.lower()] > 1 else n
-             for p, n in zip(inputs, names)]
+    names = [
+        f"{Path(os.path.abspath(p)).parent.name or 'root'}_{n}" if counts[n.lower()] > 1 else n
+        for p, n in zip(inputs, names)
+    ]
     used, unique = {SUMMARY_NAME}, []
     for name in names:
         candidate, number = name, 2
@@ -140,8 +150,9 @@ class _CaseProgress(Progress):
         self.inner.emit({**event, "case": self.case})
 
 
-def run_case(segmenter, case: BatchCase, options: dict, overwrite: bool = False,
-             progress: Progress | None = None) -> CaseResult:
+def run_case(
+    segmenter, case: BatchCase, options: dict, overwrite: bool = False, progress: Progress | None = None
+) -> CaseResult:
     """Read, segment and write one case; any failure is returned as a ``failed`` result, not raised.
 
     Cancellation (:class:`~..errors.Cancelled`, Ctrl-C) is not a failure of the case: it propagates.
@@ -158,12 +169,26 @@ def run_case(segmenter, case: BatchCase, options: dict, overwrite: bool = False,
         engine = result.seconds
         written = result.write(case.output, overwrite=overwrite, source=case.input)
     except TGatedError as exc:
-        return CaseResult(case, "failed", time.perf_counter() - start, engine, error=exc.message, hint=exc.hint,
-                          kind=type(exc).__name__)
+        return CaseResult(
+            case,
+            "failed",
+            time.perf_counter() - start,
+            engine,
+            error=exc.message,
+            hint=exc.hint,
+            kind=type(exc).__name__,
+        )
     except Exception as exc:  # noqa: BLE001 - one broken case must not cost the others
         log.debug("case %s failed", case.input, exc_info=True)
-        return CaseResult(case, "failed", time.perf_counter() - start, engine, error=f"{type(exc).__name__}: {exc}",
-                          hint=_internal_hint(exc), kind="internal")
+        return CaseResult(
+            case,
+            "failed",
+            time.perf_counter() - start,
+            engine,
+            error=f"{type(exc).__name__}: {exc}",
+            hint=_internal_hint(exc),
+            kind="internal",
+        )
     return CaseResult(case, "ok", time.perf_counter() - start, engine, outputs=[str(p) for p in written])
 
 
@@ -181,8 +206,14 @@ def _internal_hint(exc: BaseException) -> str:
     return "This is a bug in TGatedSegment; run with --debug for the traceback and report it."
 
 
-def iter_batch(segmenter, cases: Sequence[BatchCase], options: dict, overwrite: bool = False,
-               progress: Progress | None = None, cancel: CancelToken | None = None) -> Iterator[CaseResult]:
+def iter_batch(
+    segmenter,
+    cases: Sequence[BatchCase],
+    options: dict,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+    cancel: CancelToken | None = None,
+) -> Iterator[CaseResult]:
     """Yield one :class:`CaseResult` per case, in order, with one model for all.
 
     ``options`` go to :meth:`Segmenter.segment` (prompts, modality, threshold, ...). ``cancel`` is
@@ -193,8 +224,17 @@ def iter_batch(segmenter, cases: Sequence[BatchCase], options: dict, overwrite: 
     for index, case in enumerate(cases, start=1):
         if cancel is not None and cancel.cancelled:
             return
-        progress.emit({"event": "case", "status": "started", "case": index, "total": len(cases), "name": case.name,
-                       "input": str(case.input), "output": str(case.output)})
+        progress.emit(
+            {
+                "event": "case",
+                "status": "started",
+                "case": index,
+                "total": len(cases),
+                "name": case.name,
+                "input": str(case.input),
+                "output": str(case.output),
+            }
+        )
         result = run_case(segmenter, case, options, overwrite, _CaseProgress(progress, index))
         progress.emit({"event": "case", **result.to_dict(), "case": index, "total": len(cases), "name": case.name})
         yield result
@@ -203,6 +243,11 @@ def iter_batch(segmenter, cases: Sequence[BatchCase], options: dict, overwrite: 
 def write_summary(results: Sequence[CaseResult], path: str | Path, **extra) -> Path:
     """The batch's table as JSON (one row per case, counts per status), written atomically."""
     counts = Counter(r.status for r in results)
-    payload = {"cases": [r.to_dict() for r in results], "ok": counts["ok"], "failed": counts["failed"],
-               "cancelled": counts["cancelled"], **extra}
+    payload = {
+        "cases": [r.to_dict() for r in results],
+        "ok": counts["ok"],
+        "failed": counts["failed"],
+        "cancelled": counts["cancelled"],
+        **extra,
+    }
     return atomic_write_text(path, json.dumps(payload, indent=2) + "\n")

@@ -24,8 +24,14 @@ def available_devices() -> list[dict]:
     if torch.cuda.is_available():
         for index in range(torch.cuda.device_count()):
             properties = torch.cuda.get_device_properties(index)
-            devices.append({"id": f"cuda:{index}", "kind": "cuda", "name": properties.name,
-                            "memory_gb": round(properties.total_memory / 2**30, 1)})
+            devices.append(
+                {
+                    "id": f"cuda:{index}",
+                    "kind": "cuda",
+                    "name": properties.name,
+                    "memory_gb": round(properties.total_memory / 2**30, 1),
+                }
+            )
     if _mps_available():
         devices.append({"id": "mps", "kind": "mps", "name": "Apple GPU (MPS)"})
     return devices
@@ -33,8 +39,12 @@ def available_devices() -> list[dict]:
 
 def describe_environment() -> dict:
     """What ``tgated devices`` reports: the devices, and the Python and torch build behind them."""
-    return {"python": platform.python_version(), "torch": torch.__version__,
-            "cuda_build": getattr(torch.version, "cuda", None), "devices": available_devices()}
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda_build": getattr(torch.version, "cuda", None),
+        "devices": available_devices(),
+    }
 
 
 def _mps_available() -> bool:
@@ -55,16 +65,22 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     if cuda:
         if not torch.cuda.is_available():
             build = "" if getattr(torch.version, "cuda", None) else " (this PyTorch is a CPU-only build)"
-            raise DeviceError(f"CUDA was requested but PyTorch sees no CUDA GPU on this machine{build}",
-                              f"Use --device cpu (or auto), or install a CUDA build of PyTorch. Devices here: {present}.")
+            raise DeviceError(
+                f"CUDA was requested but PyTorch sees no CUDA GPU on this machine{build}",
+                f"Use --device cpu (or auto), or install a CUDA build of PyTorch. Devices here: {present}.",
+            )
         index = int(cuda.group(1) or 0)
         if index >= torch.cuda.device_count():
-            raise DeviceError(f"GPU cuda:{index} was requested but PyTorch sees {torch.cuda.device_count()} CUDA GPU(s)",
-                              f"Choose one of: {present}.")
+            raise DeviceError(
+                f"GPU cuda:{index} was requested but PyTorch sees {torch.cuda.device_count()} CUDA GPU(s)",
+                f"Choose one of: {present}.",
+            )
         return torch.device(name)
     if name == "mps":
         if not _mps_available():
-            raise DeviceError("the Apple GPU (MPS) was requested but PyTorch cannot use it here",
-                              f"Use --device cpu (or auto). Devices here: {present}.")
+            raise DeviceError(
+                "the Apple GPU (MPS) was requested but PyTorch cannot use it here",
+                f"Use --device cpu (or auto). Devices here: {present}.",
+            )
         return torch.device("mps")
     raise DeviceError(f"unknown device '{device}'", DEVICE_HINT)

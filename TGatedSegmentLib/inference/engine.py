@@ -41,8 +41,9 @@ class EngineStats:
     decoder_items: int = 0
     prompts_encoded: int = 0
     peak_cached_slices: int = 0
-    seconds: dict = field(default_factory=lambda: {"preprocess": 0.0, "encode": 0.0, "fuse": 0.0, "decode": 0.0,
-                                                   "text": 0.0})
+    seconds: dict = field(
+        default_factory=lambda: {"preprocess": 0.0, "encode": 0.0, "fuse": 0.0, "decode": 0.0, "text": 0.0}
+    )
 
 
 def window_indices(centre: int, depth: int, context: int) -> list[int]:
@@ -60,8 +61,16 @@ class StreamingEngine:
     the older name of the autocast choices (``fp16``/``bf16``, CUDA only).
     """
 
-    def __init__(self, model: TGatedCLIPSeg, tokenizer, codec: SliceCodec, batch_size: int = 4,
-                 amp: str | None = None, text_cache_size: int = 256, precision: str = "fp32"):
+    def __init__(
+        self,
+        model: TGatedCLIPSeg,
+        tokenizer,
+        codec: SliceCodec,
+        batch_size: int = 4,
+        amp: str | None = None,
+        text_cache_size: int = 256,
+        precision: str = "fp32",
+    ):
         self.model = model
         self.tokenizer = tokenizer
         self.codec = codec
@@ -113,9 +122,15 @@ class StreamingEngine:
         return torch.stack([self._text_cache[p] for p in prompts])
 
     # -- volume ---------------------------------------------------------------------------------
-    def _windows(self, read_slices: SliceReader, depth: int, progress: Progress | None, cancel: CancelToken | None,
-                 stage: str, reuse_fused: bool = True
-                 ) -> Iterator[tuple[np.ndarray, torch.Tensor | None, torch.Tensor | None]]:
+    def _windows(
+        self,
+        read_slices: SliceReader,
+        depth: int,
+        progress: Progress | None,
+        cancel: CancelToken | None,
+        stage: str,
+        reuse_fused: bool = True,
+    ) -> Iterator[tuple[np.ndarray, torch.Tensor | None, torch.Tensor | None]]:
         """Yields ``(centres, window, image)`` per batch of centre slices; window: (B, S, L, T, C),
         image: the refinement head's (B, F, H, W) features of the centre slices (None without one).
 
@@ -135,8 +150,12 @@ class StreamingEngine:
             if cancel is not None:
                 cancel.check()
             centres = np.arange(start, min(depth, start + self.batch_size))
-            need_window = not (reuse_fused and kept is not None and model.temporal
-                               and all(int(c) in kept.fused_last and int(c) in kept.tokens for c in centres))
+            need_window = not (
+                reuse_fused
+                and kept is not None
+                and model.temporal
+                and all(int(c) in kept.fused_last and int(c) in kept.tokens for c in centres)
+            )
             needed_until = min(depth - 1, int(centres[-1]) + half) if need_window else int(centres[-1])
             while next_to_encode <= needed_until:  # encode ahead in full batches
                 idx = np.arange(next_to_encode, min(depth, next_to_encode + self.batch_size))
@@ -145,8 +164,9 @@ class StreamingEngine:
             stats.peak_cached_slices = max(stats.peak_cached_slices, len(cache))
             window = None
             if need_window:
-                window = torch.stack([torch.stack([cache[z] for z in window_indices(int(c), depth, context)])
-                                      for c in centres])  # (B, S, L, T, C)
+                window = torch.stack(
+                    [torch.stack([cache[z] for z in window_indices(int(c), depth, context)]) for c in centres]
+                )  # (B, S, L, T, C)
             image = None
             if model.refine is not None:
                 with self._autocast():
@@ -195,8 +215,9 @@ class StreamingEngine:
         kept, model = self.volume_cache if keep else None, self.model
         if window is None:
             last = model.num_activations - 1
-            return torch.stack([torch.cat([kept.tokens[int(c)][:last], kept.fused_last[int(c)][None]])
-                                for c in centres])
+            return torch.stack(
+                [torch.cat([kept.tokens[int(c)][:last], kept.fused_last[int(c)][None]]) for c in centres]
+            )
         with self._autocast():
             fused = model.fuse(window)  # (B, L, T, C)
         self.stats.windows_fused += len(centres)
@@ -205,15 +226,23 @@ class StreamingEngine:
                 kept.put(kept.fused_last, c, f[-1])
         return fused
 
-    def _fuse_decode(self, centres: np.ndarray, window: torch.Tensor | None, text: torch.Tensor,
-                     image: torch.Tensor | None, reuse_fused: bool = True) -> torch.Tensor:
+    def _fuse_decode(
+        self,
+        centres: np.ndarray,
+        window: torch.Tensor | None,
+        text: torch.Tensor,
+        image: torch.Tensor | None,
+        reuse_fused: bool = True,
+    ) -> torch.Tensor:
         """(B, S, L, T, C) windows -> (B, K, S, S) logits: adapter once per slice, decoder per prompt."""
         t0 = time.perf_counter()
         fused = self._fuse(centres, window, keep=reuse_fused)
         t1 = time.perf_counter()
         b, k = fused.shape[0], text.shape[0]
-        items = torch.stack([torch.arange(b, device=fused.device).repeat_interleave(k),
-                             torch.arange(k, device=fused.device).repeat(b)], dim=1)  # (B*K, 2), slice-major
+        items = torch.stack(
+            [torch.arange(b, device=fused.device).repeat_interleave(k), torch.arange(k, device=fused.device).repeat(b)],
+            dim=1,
+        )  # (B*K, 2), slice-major
         with self._autocast():
             logits = self.model.decode(fused, text.to(fused.dtype), image, items)  # (B*K, S, S)
         self.stats.decoder_items += b * k
@@ -259,8 +288,10 @@ class StreamingEngine:
         if self.model.adapter is None:
             from ..errors import InputError
 
-            raise InputError("uncertainty needs a T-Gated checkpoint: the slice-wise baseline has no stochastic layers",
-                             "Use a checkpoint with the temporal adapter, or run without --uncertainty.")
+            raise InputError(
+                "uncertainty needs a T-Gated checkpoint: the slice-wise baseline has no stochastic layers",
+                "Use a checkpoint with the temporal adapter, or run without --uncertainty.",
+            )
         samples = max(1, int(samples))
         for centres, window, image in self._windows(read_slices, depth, progress, cancel, stage, reuse_fused=False):
             mean_p = expected_h = None

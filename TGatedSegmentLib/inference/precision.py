@@ -57,14 +57,20 @@ def resolve_precision(requested: str | None, device, caller_model: bool = False)
             return "fp32"
         return "fp32" if cuda else ("bf16" if cpu_has_native_bf16() else "int8")
     if name == "int8" and cuda:
-        raise InputError("int8 is a CPU precision (dynamic quantisation has no CUDA kernels)",
-                         "On a GPU use --precision fp16 or bf16 (or fp32).")
+        raise InputError(
+            "int8 is a CPU precision (dynamic quantisation has no CUDA kernels)",
+            "On a GPU use --precision fp16 or bf16 (or fp32).",
+        )
     if name == "fp16" and not cuda:
-        raise InputError("fp16 runs on CUDA only (CPUs have no fast float16 arithmetic)",
-                         "On a CPU use --precision auto, int8 or fp32.")
+        raise InputError(
+            "fp16 runs on CUDA only (CPUs have no fast float16 arithmetic)",
+            "On a CPU use --precision auto, int8 or fp32.",
+        )
     if name == "int8" and caller_model:
-        raise InputError("int8 quantises the model in place, and this model belongs to its caller",
-                         "Let the Segmenter load the checkpoint itself, or use fp32.")
+        raise InputError(
+            "int8 quantises the model in place, and this model belongs to its caller",
+            "Let the Segmenter load the checkpoint itself, or use fp32.",
+        )
     return name
 
 
@@ -120,4 +126,3 @@ def passive_waiting_threads() -> None:
     before ``import torch``, hence in the command line's entry point.
     """
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-

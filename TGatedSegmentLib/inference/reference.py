@@ -17,8 +17,14 @@ from .engine import window_indices
 
 
 @torch.inference_mode()
-def naive_logits(model: TGatedCLIPSeg, tokenizer, codec: SliceCodec, volume: np.ndarray, prompts: list[str],
-                 centres: list[int] | None = None) -> torch.Tensor:
+def naive_logits(
+    model: TGatedCLIPSeg,
+    tokenizer,
+    codec: SliceCodec,
+    volume: np.ndarray,
+    prompts: list[str],
+    centres: list[int] | None = None,
+) -> torch.Tensor:
     """(N, Y, X) canonical volume in [0, 1] -> (len(centres), K, S, S) logits, one forward per pair."""
     depth = volume.shape[0]
     centres = list(range(depth)) if centres is None else centres

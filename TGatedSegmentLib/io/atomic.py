@@ -26,7 +26,7 @@ def split_suffixes(path: Path) -> tuple[str, str]:
     name = path.name
     for suffix in (".seg.nrrd", ".nii.gz", ".seg.nii.gz"):
         if name.lower().endswith(suffix):
-            return name[: -len(suffix)], name[-len(suffix):]
+            return name[: -len(suffix)], name[-len(suffix) :]
     return path.stem, path.suffix
 
 
@@ -65,7 +65,9 @@ def check_writable(path: str | Path) -> Path:
         except OSError as exc:
             problem = f"'{probe}' is not writable ({exc.strerror or exc})"
     if problem:
-        raise OutputError(f"cannot write '{path}': {problem}", "Choose an output location you have write permission for.")
+        raise OutputError(
+            f"cannot write '{path}': {problem}", "Choose an output location you have write permission for."
+        )
     return path
 
 
@@ -83,8 +85,9 @@ def refuse_existing(path: str | Path, overwrite: bool, hint: str = OVERWRITE_HIN
         raise OutputError(message or f"'{path}' already exists", hint)
 
 
-def refuse_non_empty(folder: str | Path, overwrite: bool, what: str = "the output folder",
-                     hint: str = OVERWRITE_HINT) -> None:
+def refuse_non_empty(
+    folder: str | Path, overwrite: bool, what: str = "the output folder", hint: str = OVERWRITE_HINT
+) -> None:
     """The same refusal for a folder, which is only in the way when it holds something."""
     folder = Path(folder)
     if not overwrite and folder.is_dir() and any(folder.iterdir()):
@@ -120,7 +123,6 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
     return Path(path)
-
 
 
 @contextlib.contextmanager

@@ -46,8 +46,9 @@ def import_highdicom():
     try:
         import highdicom
     except ImportError:
-        raise OutputError("DICOM-SEG output needs the highdicom package, which is not installed",
-                          _INSTALL_HINT) from None
+        raise OutputError(
+            "DICOM-SEG output needs the highdicom package, which is not installed", _INSTALL_HINT
+        ) from None
     return highdicom
 
 
@@ -63,18 +64,24 @@ def source_series(source: str | Path | None) -> list:
     """
     import_highdicom()
     if source is None:
-        raise OutputError("DICOM-SEG output needs the DICOM series the volume was read from, and none is known",
-                          f"Segment a DICOM series folder (or pass source=FOLDER when writing), or {_OTHER_FORMATS}.")
+        raise OutputError(
+            "DICOM-SEG output needs the DICOM series the volume was read from, and none is known",
+            f"Segment a DICOM series folder (or pass source=FOLDER when writing), or {_OTHER_FORMATS}.",
+        )
     folder = Path(source).expanduser()
     if not folder.is_dir():
-        raise OutputError(f"DICOM-SEG output must reference the DICOM images it segments, and '{folder.name}' is not "
-                          "a DICOM series folder",
-                          f"Segment the DICOM series folder itself, or {_OTHER_FORMATS} for this input.")
+        raise OutputError(
+            f"DICOM-SEG output must reference the DICOM images it segments, and '{folder.name}' is not "
+            "a DICOM series folder",
+            f"Segment the DICOM series folder itself, or {_OTHER_FORMATS} for this input.",
+        )
     try:
         files = dicom_series_files(folder)
     except InputError:
-        raise OutputError(f"DICOM-SEG output needs a DICOM series, and there is none in '{folder}'",
-                          f"Segment a DICOM series folder, or {_OTHER_FORMATS}.") from None
+        raise OutputError(
+            f"DICOM-SEG output needs a DICOM series, and there is none in '{folder}'",
+            f"Segment a DICOM series folder, or {_OTHER_FORMATS}.",
+        ) from None
     datasets = [_read_header(Path(f)) for f in files]
     _check_references(datasets, folder)
     return datasets
@@ -87,13 +94,17 @@ def _read_header(path: Path):
     try:
         dataset = pydicom.dcmread(str(path), stop_before_pixels=True)
     except (InvalidDicomError, OSError, ValueError) as exc:
-        raise OutputError(f"cannot read the DICOM header of '{path}' ({str(exc).strip()[:200]})",
-                          "Check that the series folder holds readable DICOM files.") from None
+        raise OutputError(
+            f"cannot read the DICOM header of '{path}' ({str(exc).strip()[:200]})",
+            "Check that the series folder holds readable DICOM files.",
+        ) from None
     # Anonymisers sometimes blank the dataset's SOP Class/Instance UIDs but keep the file meta
     # copies, which by definition name the same instance: those are the reference to use.
     meta = getattr(dataset, "file_meta", None)
-    for name, meta_name in (("SOPClassUID", "MediaStorageSOPClassUID"),
-                            ("SOPInstanceUID", "MediaStorageSOPInstanceUID")):
+    for name, meta_name in (
+        ("SOPClassUID", "MediaStorageSOPClassUID"),
+        ("SOPInstanceUID", "MediaStorageSOPInstanceUID"),
+    ):
         if not str(dataset.get(name, "") or "").strip() and meta is not None and meta.get(meta_name):
             setattr(dataset, name, meta.get(meta_name))
     return dataset
@@ -102,13 +113,17 @@ def _read_header(path: Path):
 def _check_references(datasets: Sequence, folder: Path) -> None:
     missing = [name for name in _REQUIRED_UIDS if not all(str(ds.get(name, "") or "").strip() for ds in datasets)]
     if missing:
-        raise OutputError(f"the DICOM series in '{folder}' has no {', '.join(missing)} (anonymised without UIDs?), "
-                          "so a DICOM-SEG cannot reference it",
-                          f"Re-export the series with its UIDs kept, or {_OTHER_FORMATS}.")
+        raise OutputError(
+            f"the DICOM series in '{folder}' has no {', '.join(missing)} (anonymised without UIDs?), "
+            "so a DICOM-SEG cannot reference it",
+            f"Re-export the series with its UIDs kept, or {_OTHER_FORMATS}.",
+        )
     geometry_tags = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing")
     if not all(ds.get(name) is not None for ds in datasets for name in geometry_tags):
-        raise OutputError(f"the DICOM series in '{folder}' lacks image position, orientation or pixel spacing",
-                          f"A DICOM-SEG needs images with patient geometry; {_OTHER_FORMATS}.")
+        raise OutputError(
+            f"the DICOM series in '{folder}' lacks image position, orientation or pixel spacing",
+            f"A DICOM-SEG needs images with patient geometry; {_OTHER_FORMATS}.",
+        )
 
 
 def check_alignment(datasets: Sequence, geometry: Geometry, folder: str | Path | None = None) -> None:
@@ -130,20 +145,22 @@ def check_alignment(datasets: Sequence, geometry: Geometry, folder: str | Path |
         expected = matrix[:3, 3] + k * matrix[:3, 2]
         if (int(ds.Rows), int(ds.Columns)) != (size_j, size_i):
             problem = f"image {k} is {ds.Rows}x{ds.Columns} pixels, the volume {size_j}x{size_i}"
-        elif not np.allclose(np.asarray(ds.PixelSpacing, dtype=float), geometry.spacing[1::-1],
-                             rtol=1e-4, atol=1e-4):
+        elif not np.allclose(np.asarray(ds.PixelSpacing, dtype=float), geometry.spacing[1::-1], rtol=1e-4, atol=1e-4):
             problem = f"image {k} has pixel spacing {list(ds.PixelSpacing)}, the volume {list(geometry.spacing[1::-1])}"
-        elif not np.allclose(orientation, np.concatenate([direction[:, 0], direction[:, 1]]),
-                             atol=_DIRECTION_TOLERANCE):
+        elif not np.allclose(
+            orientation, np.concatenate([direction[:, 0], direction[:, 1]]), atol=_DIRECTION_TOLERANCE
+        ):
             problem = f"image {k} has orientation {list(orientation)}, unlike the volume"
         elif np.abs(position - expected).max() > _POSITION_TOLERANCE * min(geometry.spacing):
             problem = f"image {k} lies at {position.round(3).tolist()}, slice {k} at {expected.round(3).tolist()}"
         if problem:
             break
     if problem:
-        raise OutputError(f"the DICOM series in '{folder}' does not line up with the segmented volume ({problem})",
-                          f"Segment the folder again if its files changed, or {_OTHER_FORMATS} "
-                          "(unevenly spaced slices fit no regular grid).")
+        raise OutputError(
+            f"the DICOM series in '{folder}' does not line up with the segmented volume ({problem})",
+            f"Segment the folder again if its files changed, or {_OTHER_FORMATS} "
+            "(unevenly spaced slices fit no regular grid).",
+        )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -177,7 +194,8 @@ def segment_description(hd, number: int, organ: Organ, color: Sequence[int]):
         segmented_property_type=kind,
         algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
         algorithm_identification=hd.AlgorithmIdentificationSequence(
-            name=ALGORITHM_NAME, family=codes.cid7162.ArtificialIntelligence, version=__version__),
+            name=ALGORITHM_NAME, family=codes.cid7162.ArtificialIntelligence, version=__version__
+        ),
         anatomic_regions=[region] if region is not None else None,
         display_color=hd.color.CIELabColor.from_rgb(*(int(c) for c in color)),
     )
@@ -234,8 +252,10 @@ def build_dicom_seg(
             omit_empty_frames=bool(pixels.any()),
         )
     except ValueError as exc:  # highdicom's verdict on the source headers (missing type 1 attributes, ...)
-        raise OutputError(f"cannot build a DICOM-SEG on the series in '{source}' ({str(exc).strip()[:300]})",
-                          f"The series headers are incomplete for DICOM-SEG; {_OTHER_FORMATS}.") from None
+        raise OutputError(
+            f"cannot build a DICOM-SEG on the series in '{source}' ({str(exc).strip()[:300]})",
+            f"The series headers are incomplete for DICOM-SEG; {_OTHER_FORMATS}.",
+        ) from None
 
 
 def _series_number(source) -> int:

@@ -74,7 +74,7 @@ def segment_names(path: str | Path, count: int) -> list[str | None]:
     with open(path, "rb") as handle:
         head = handle.read(_HEADER_LIMIT)
     fields = {}
-    for line in head[:_split_header(head)].decode("utf-8", "replace").splitlines():
+    for line in head[: _split_header(head)].decode("utf-8", "replace").splitlines():
         key, separator, value = line.partition(":=")
         if separator:
             fields[key.strip()] = value

@@ -58,16 +58,20 @@ def read_segmentation_layers(path: str | Path) -> SegmentLayers:
     except InputError:
         raise
     except Exception as exc:  # nrrd, slicerio, zlib and numpy raise a zoo of types for a bad file
-        raise InputError(f"cannot read '{path}' as a Slicer segmentation ({str(exc).strip()[:200]})",
-                         "Check that it is a .seg.nrrd saved by 3D Slicer or TGatedSegment.") from None
+        raise InputError(
+            f"cannot read '{path}' as a Slicer segmentation ({str(exc).strip()[:200]})",
+            "Check that it is a .seg.nrrd saved by 3D Slicer or TGatedSegment.",
+        ) from None
     if voxels.ndim == 3:
         layers = [np.ascontiguousarray(voxels)]
     else:  # 4-D: the layer is the fastest axis in the file, so each layer is gathered into its own array
         layers = [np.ascontiguousarray(voxels[..., n]) for n in range(voxels.shape[-1])]
     del voxels
     names = segment_names(path, len(table["segments"]))  # UTF-8, which slicerio's reader drops
-    segments = [(names[n] or str(s.get("name", s["id"])), int(s.get("layer", 0)), int(s.get("labelValue", 1)))
-                for n, s in enumerate(table["segments"])]
+    segments = [
+        (names[n] or str(s.get("name", s["id"])), int(s.get("layer", 0)), int(s.get("labelValue", 1)))
+        for n, s in enumerate(table["segments"])
+    ]
     return SegmentLayers(layers, segments, geometry)
 
 
@@ -77,8 +81,13 @@ def _inflate(path: Path) -> np.ndarray | None:
 
     with open(path, "rb") as handle:
         header = nrrd.read_header(handle)
-        if header.get("type") not in ("uint8", "unsigned char", "uchar") or "data file" in header \
-                or "datafile" in header or header.get("line skip") or header.get("byte skip"):
+        if (
+            header.get("type") not in ("uint8", "unsigned char", "uchar")
+            or "data file" in header
+            or "datafile" in header
+            or header.get("line skip")
+            or header.get("byte skip")
+        ):
             return None
         shape = tuple(int(n) for n in header["sizes"])[::-1]
         out = np.empty(shape, np.uint8)

@@ -48,8 +48,12 @@ class Geometry:
 
     def __post_init__(self) -> None:
         # Normalise to plain tuples of Python numbers so that equality, hashing and JSON just work.
-        for name, length, kind in (("size", 3, int), ("spacing", 3, float), ("origin", 3, float),
-                                   ("direction", 9, float)):
+        for name, length, kind in (
+            ("size", 3, int),
+            ("spacing", 3, float),
+            ("origin", 3, float),
+            ("direction", 9, float),
+        ):
             value = tuple(kind(v) for v in getattr(self, name))
             if len(value) != length:
                 raise ValueError(f"Geometry.{name} needs {length} values, got {len(value)}")
@@ -111,8 +115,12 @@ class Geometry:
         )
 
     def to_dict(self) -> dict:
-        return {"size": list(self.size), "spacing": list(self.spacing), "origin": list(self.origin),
-                "direction": list(self.direction)}
+        return {
+            "size": list(self.size),
+            "spacing": list(self.spacing),
+            "origin": list(self.origin),
+            "direction": list(self.direction),
+        }
 
     @classmethod
     def from_dict(cls, d: dict) -> "Geometry":
@@ -134,13 +142,16 @@ def read_image(path: str | Path) -> sitk.Image:
     """
     path = Path(path).expanduser()
     if not path.exists():
-        raise InputError(f"'{path}' does not exist",
-                         "Check the path: pass a volume file (.nii.gz, .nrrd, .mha) or a DICOM series folder.")
+        raise InputError(
+            f"'{path}' does not exist",
+            "Check the path: pass a volume file (.nii.gz, .nrrd, .mha) or a DICOM series folder.",
+        )
     image = _read_dicom_folder(path) if path.is_dir() else _read_file(path)
     if image.GetDimension() == 4 and image.GetSize()[3] == 1:  # a one-frame "time series" is a volume
         image = sitk.Extract(image, list(image.GetSize()[:3]) + [0], [0, 0, 0, 0])
-    _check_layout(path, image.GetDimension(), image.GetSize(), image.GetNumberOfComponentsPerPixel(),
-                  image.GetPixelID())
+    _check_layout(
+        path, image.GetDimension(), image.GetSize(), image.GetNumberOfComponentsPerPixel(), image.GetPixelID()
+    )
     return image
 
 
@@ -193,8 +204,12 @@ def _warn_single_dicom_slice(path: Path, image: sitk.Image) -> None:
     except RuntimeError:
         return
     if len(files) > 1:
-        log.warning("'%s' is one slice of a %d-file DICOM series; pass the folder '%s' to read the whole volume.",
-                    path.name, len(files), path.parent)
+        log.warning(
+            "'%s' is one slice of a %d-file DICOM series; pass the folder '%s' to read the whole volume.",
+            path.name,
+            len(files),
+            path.parent,
+        )
 
 
 def dicom_series_files(folder: str | Path) -> list[str]:
@@ -217,9 +232,10 @@ def _dicom_series(folder: Path) -> tuple[str, list[str], int]:
     except RuntimeError:
         series_ids = ()
     if not series_ids:
-        raise InputError(f"no DICOM series found in folder '{folder}'",
-                         "Select the folder that directly holds one series' DICOM files, or a volume file "
-                         "(.nii.gz, .nrrd, .mha).")
+        raise InputError(
+            f"no DICOM series found in folder '{folder}'",
+            "Select the folder that directly holds one series' DICOM files, or a volume file (.nii.gz, .nrrd, .mha).",
+        )
     files = {sid: list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), sid)) for sid in series_ids}
     chosen = max(series_ids, key=lambda sid: len(files[sid]))
     return chosen, files[chosen], len(series_ids)
@@ -244,10 +260,15 @@ def _read_dicom_folder(folder: Path) -> sitk.Image:
 
     if series_count > 1:
         description = tag(_SERIES_DESCRIPTION_TAG)
-        log.warning("'%s' holds %d DICOM series; reading series %s%s (%d files), the one with most files. "
-                    "Put the series you want in a folder of its own to choose another.",
-                    folder, series_count, chosen or "(no Series Instance UID)",
-                    f" '{description}'" if description else "", len(files))
+        log.warning(
+            "'%s' holds %d DICOM series; reading series %s%s (%d files), the one with most files. "
+            "Put the series you want in a folder of its own to choose another.",
+            folder,
+            series_count,
+            chosen or "(no Series Instance UID)",
+            f" '{description}'" if description else "",
+            len(files),
+        )
     if tag(MODALITY_TAG):
         image.SetMetaData(MODALITY_TAG, tag(MODALITY_TAG))
     return image
@@ -257,19 +278,30 @@ def _check_layout(path: Path, dimension: int, size: Sequence[int], components: i
     name = path.name or str(path)
     dims = " x ".join(str(s) for s in size)
     if dimension == 2:
-        raise InputError(f"'{name}' is a 2D image ({dims}); TGatedSegment needs a 3D volume",
-                         "Load a 3D volume (a CT or MR series); for a DICOM slice, pass the folder of its series.")
+        raise InputError(
+            f"'{name}' is a 2D image ({dims}); TGatedSegment needs a 3D volume",
+            "Load a 3D volume (a CT or MR series); for a DICOM slice, pass the folder of its series.",
+        )
     if dimension == 4:
-        raise InputError(f"'{name}' is a 4D image ({dims}: a time series of {size[3]} volumes)",
-                         "Extract one 3D frame first (e.g. in Slicer's Sequences module, or with SimpleITK's Extract).")
+        raise InputError(
+            f"'{name}' is a 4D image ({dims}: a time series of {size[3]} volumes)",
+            "Extract one 3D frame first (e.g. in Slicer's Sequences module, or with SimpleITK's Extract).",
+        )
     if dimension != 3:
-        raise InputError(f"'{name}' is a {dimension}D image ({dims}); TGatedSegment needs a 3D volume",
-                         "Convert it to a single 3D volume first.")
+        raise InputError(
+            f"'{name}' is a {dimension}D image ({dims}); TGatedSegment needs a 3D volume",
+            "Convert it to a single 3D volume first.",
+        )
     if components != 1 or pixel_id in _COMPLEX:
-        what = ("complex-valued pixels" if pixel_id in _COMPLEX
-                else f"vector or RGB pixels ({components} components per voxel)")
-        raise InputError(f"'{name}' has {what}; TGatedSegment needs a scalar grey-value volume",
-                         "Convert it to a single-component volume first (extract one channel or convert to grayscale).")
+        what = (
+            "complex-valued pixels"
+            if pixel_id in _COMPLEX
+            else f"vector or RGB pixels ({components} components per voxel)"
+        )
+        raise InputError(
+            f"'{name}' has {what}; TGatedSegment needs a scalar grey-value volume",
+            "Convert it to a single-component volume first (extract one channel or convert to grayscale).",
+        )
 
 
 def _check_nifti_complete(path: Path) -> None:
@@ -283,7 +315,7 @@ def _check_nifti_complete(path: Path) -> None:
     if not (compressed or name.endswith(".nii")):
         return
     try:
-        with (gzip.open(path, "rb") if compressed else open(path, "rb")) as stream:
+        with gzip.open(path, "rb") if compressed else open(path, "rb") as stream:
             header = stream.read(544)
             expected = _nifti_expected_bytes(header)
             if expected is None:
@@ -319,12 +351,12 @@ def _nifti_expected_bytes(header: bytes) -> int | None:
             continue
         if not 1 <= dims[0] <= 7 or bitpix <= 0:
             return None
-        return offset + math.prod(max(int(d), 1) for d in dims[1:dims[0] + 1]) * bitpix // 8
+        return offset + math.prod(max(int(d), 1) for d in dims[1 : dims[0] + 1]) * bitpix // 8
     return None
 
 
 def image_modality(image: sitk.Image) -> str | None:
-    """"ct" or "mr" from the DICOM Modality tag, when the input carried one."""
+    """ "ct" or "mr" from the DICOM Modality tag, when the input carried one."""
     if not image.HasMetaDataKey(MODALITY_TAG):
         return None
     hint = modality_hint(image.GetMetaData(MODALITY_TAG))
@@ -360,12 +392,16 @@ def check_volume_values(array: np.ndarray) -> None:
     if np.issubdtype(array.dtype, np.floating):
         finite = np.isfinite(array)
         if not finite.any():
-            raise InputError("the volume has no usable values (every voxel is NaN or infinite)",
-                             "Check the file: it was probably saved from a failed computation; re-export it.")
+            raise InputError(
+                "the volume has no usable values (every voxel is NaN or infinite)",
+                "Check the file: it was probably saved from a failed computation; re-export it.",
+            )
         if not finite.all():
             values, finite_only = array[finite], True
     low, high = values.min(), values.max()
     if low == high:
         which = "every finite voxel" if finite_only else "every voxel"
-        raise InputError(f"the volume is constant ({which} is {float(low):g}); nothing to segment",
-                         "Check that you selected the right volume, not a blank or placeholder one.")
+        raise InputError(
+            f"the volume is constant ({which} is {float(low):g}); nothing to segment",
+            "Check that you selected the right volume, not a blank or placeholder one.",
+        )

@@ -58,12 +58,23 @@ class DropPath(nn.Module):
 class TemporalEncoderLayer(nn.Module):
     """Pre-norm transformer layer attending across the S slices of one token position."""
 
-    def __init__(self, d_model: int, nhead: int, ffn_dim: int, dropout: float, drop_path: float,
-                 attention: nn.Module | None = None):
+    def __init__(
+        self,
+        d_model: int,
+        nhead: int,
+        ffn_dim: int,
+        dropout: float,
+        drop_path: float,
+        attention: nn.Module | None = None,
+    ):
         super().__init__()
         self.self_attn = attention or nn.MultiheadAttention(d_model, nhead, dropout=dropout, batch_first=True)
         self.ff = nn.Sequential(
-            nn.Linear(d_model, ffn_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(ffn_dim, d_model), nn.Dropout(dropout)
+            nn.Linear(d_model, ffn_dim),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(ffn_dim, d_model),
+            nn.Dropout(dropout),
         )
         self.norm1 = nn.LayerNorm(d_model)
         self.norm2 = nn.LayerNorm(d_model)
@@ -79,11 +90,11 @@ class TemporalEncoderLayer(nn.Module):
         h = self.norm1(x)
         if centre_only and not isinstance(self.self_attn, ProbabilisticSelfAttention):
             c = x.shape[1] // 2
-            x = x[:, c:c + 1] + self.drop_path(self.self_attn(h[:, c:c + 1], h, h, need_weights=False)[0])
+            x = x[:, c : c + 1] + self.drop_path(self.self_attn(h[:, c : c + 1], h, h, need_weights=False)[0])
         else:
             x = x + self.drop_path(self.self_attn(h, h, h, need_weights=False)[0])
             if centre_only:
-                x = x[:, x.shape[1] // 2:x.shape[1] // 2 + 1]
+                x = x[:, x.shape[1] // 2 : x.shape[1] // 2 + 1]
         return x + self.drop_path(self.ff(self.norm2(x)))
 
 
@@ -121,8 +132,11 @@ class TemporalAdapter(nn.Module):
         self.proj_in = nn.Sequential(nn.Linear(c, d, bias=False), nn.LayerNorm(d))
         self.proj_out = nn.Linear(d, c, bias=False)
         self.temporal_pos_emb = nn.Parameter(torch.zeros(1, s, d))
-        rates = torch.linspace(0.0, config.drop_path_rate, config.num_layers, device="cpu").tolist() \
-            if config.num_layers > 1 else [0.0]  # (on cpu: the model may be built on the meta device)
+        rates = (
+            torch.linspace(0.0, config.drop_path_rate, config.num_layers, device="cpu").tolist()
+            if config.num_layers > 1
+            else [0.0]
+        )  # (on cpu: the model may be built on the meta device)
         self.temporal_layers = nn.ModuleList(
             TemporalEncoderLayer(d, config.num_heads, config.ffn_dim, config.dropout, rate, self._attention(d))
             for rate in rates
@@ -133,16 +147,21 @@ class TemporalAdapter(nn.Module):
             c, config.spatial_heads, config.spatial_mlp_ratio, config.dropout, config.spatial_drop_path
         )
         self.mlp_head = nn.Sequential(
-            nn.Linear(c, c), nn.LayerNorm(c), nn.GELU(), nn.Dropout(config.head_dropout),
-            nn.Linear(c, c), nn.Dropout(config.head_out_dropout),
+            nn.Linear(c, c),
+            nn.LayerNorm(c),
+            nn.GELU(),
+            nn.Dropout(config.head_dropout),
+            nn.Linear(c, c),
+            nn.Dropout(config.head_out_dropout),
         )
         self.reset_parameters()
 
     def _attention(self, d: int) -> nn.Module | None:
         if not self.config.probabilistic:
             return None  # the authors' nn.MultiheadAttention
-        return ProbabilisticSelfAttention(d, self.config.num_heads, self.config.dropout, self.config.prob_beta,
-                                          self.config.prob_init_variance)
+        return ProbabilisticSelfAttention(
+            d, self.config.num_heads, self.config.dropout, self.config.prob_beta, self.config.prob_init_variance
+        )
 
     @property
     def context_size(self) -> int:

@@ -19,12 +19,25 @@ import copy
 
 PREFIX = "builtin:"
 
-_CLIP_TEXT = {"max_position_embeddings": 77, "vocab_size": 49408, "bos_token_id": 49406, "eos_token_id": 49407,
-              "pad_token_id": 1}
+_CLIP_TEXT = {
+    "max_position_embeddings": 77,
+    "vocab_size": 49408,
+    "bos_token_id": 49406,
+    "eos_token_id": 49407,
+    "pad_token_id": 1,
+}
 
 
-def _small_clipseg(width: int, mlp: int, vision_heads: int, projection_dim: int, reduce_dim: int, patch_size: int,
-                   image_size: int, conditional_layer: int = 0) -> dict:
+def _small_clipseg(
+    width: int,
+    mlp: int,
+    vision_heads: int,
+    projection_dim: int,
+    reduce_dim: int,
+    patch_size: int,
+    image_size: int,
+    conditional_layer: int = 0,
+) -> dict:
     """The small CLIPSeg of ``tiny`` and ``cpu``: 2 text and 4 vision layers of ``width``, a 64-wide decoder."""
     return {
         "model_type": "clipseg",
@@ -35,10 +48,21 @@ def _small_clipseg(width: int, mlp: int, vision_heads: int, projection_dim: int,
         "projection_dim": projection_dim,
         "reduce_dim": reduce_dim,
         "use_complex_transposed_convolution": True,
-        "text_config": {"hidden_size": width, "intermediate_size": mlp, "num_attention_heads": 2, "num_hidden_layers": 2,
-                        **_CLIP_TEXT},
-        "vision_config": {"hidden_size": width, "intermediate_size": mlp, "num_attention_heads": vision_heads,
-                          "num_hidden_layers": 4, "patch_size": patch_size, "image_size": image_size},
+        "text_config": {
+            "hidden_size": width,
+            "intermediate_size": mlp,
+            "num_attention_heads": 2,
+            "num_hidden_layers": 2,
+            **_CLIP_TEXT,
+        },
+        "vision_config": {
+            "hidden_size": width,
+            "intermediate_size": mlp,
+            "num_attention_heads": vision_heads,
+            "num_hidden_layers": 4,
+            "patch_size": patch_size,
+            "image_size": image_size,
+        },
     }
 
 
@@ -54,25 +78,54 @@ ARCHITECTURES: dict[str, dict] = {
         "projection_dim": 512,
         "reduce_dim": 64,
         "use_complex_transposed_convolution": True,
-        "text_config": {"hidden_size": 512, "intermediate_size": 2048, "num_attention_heads": 8,
-                        "num_hidden_layers": 12, **_CLIP_TEXT},
-        "vision_config": {"hidden_size": 768, "intermediate_size": 3072, "num_attention_heads": 12,
-                          "num_hidden_layers": 12, "patch_size": 16, "image_size": 224},
+        "text_config": {
+            "hidden_size": 512,
+            "intermediate_size": 2048,
+            "num_attention_heads": 8,
+            "num_hidden_layers": 12,
+            **_CLIP_TEXT,
+        },
+        "vision_config": {
+            "hidden_size": 768,
+            "intermediate_size": 3072,
+            "num_attention_heads": 12,
+            "num_hidden_layers": 12,
+            "patch_size": 16,
+            "image_size": 224,
+        },
     },
-    "tiny": _small_clipseg(width=32, mlp=64, vision_heads=2, projection_dim=32, reduce_dim=16, patch_size=16,
-                           image_size=224),
+    "tiny": _small_clipseg(
+        width=32, mlp=64, vision_heads=2, projection_dim=32, reduce_dim=16, patch_size=16, image_size=224
+    ),
     # the FiLM before the last decoder layer, not the first: the first two then see no prompt and
     # run once per slice instead of once per (slice, prompt) (TGatedCLIPSeg.decode); 13% less
     # time per 9-prompt training step, the same Dice at equal steps within a seed's noise
-    "cpu": _small_clipseg(width=64, mlp=256, vision_heads=4, projection_dim=64, reduce_dim=32, patch_size=8,
-                          image_size=128, conditional_layer=2),
+    "cpu": _small_clipseg(
+        width=64,
+        mlp=256,
+        vision_heads=4,
+        projection_dim=64,
+        reduce_dim=32,
+        patch_size=8,
+        image_size=128,
+        conditional_layer=2,
+    ),
 }
 
 #: Temporal adapter sizes per architecture (AdapterConfig fields); others get the paper's.
 ADAPTERS: dict[str, dict] = {
-    "cpu": {"proj_dim": 32, "num_heads": 2, "num_layers": 2, "ffn_dim": 64, "spatial_heads": 4,
-            "dropout": 0.0, "drop_path_rate": 0.0, "spatial_drop_path": 0.0, "head_dropout": 0.0,
-            "head_out_dropout": 0.0},
+    "cpu": {
+        "proj_dim": 32,
+        "num_heads": 2,
+        "num_layers": 2,
+        "ffn_dim": 64,
+        "spatial_heads": 4,
+        "dropout": 0.0,
+        "drop_path_rate": 0.0,
+        "spatial_drop_path": 0.0,
+        "head_dropout": 0.0,
+        "head_out_dropout": 0.0,
+    },
 }
 
 
@@ -86,10 +139,11 @@ def builtin_config(name: str):
 
     from ..errors import CheckpointError
 
-    key = str(name)[len(PREFIX):] if is_builtin(name) else str(name)
+    key = str(name)[len(PREFIX) :] if is_builtin(name) else str(name)
     if key not in ARCHITECTURES:
-        raise CheckpointError(f"unknown built-in architecture '{name}'",
-                              f"Use one of: {', '.join(PREFIX + k for k in ARCHITECTURES)}.")
+        raise CheckpointError(
+            f"unknown built-in architecture '{name}'", f"Use one of: {', '.join(PREFIX + k for k in ARCHITECTURES)}."
+        )
     return CLIPSegConfig.from_dict(copy.deepcopy(ARCHITECTURES[key]))
 
 
@@ -97,4 +151,4 @@ def adapter_sizes(name: str) -> dict:
     """The :data:`ADAPTERS` entry of ``builtin:NAME`` (empty for other bases)."""
     if not is_builtin(name):
         return {}
-    return dict(ADAPTERS.get(str(name)[len(PREFIX):], {}))
+    return dict(ADAPTERS.get(str(name)[len(PREFIX) :], {}))

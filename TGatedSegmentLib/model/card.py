@@ -18,10 +18,16 @@ from pathlib import Path
 
 from ..io import jsonfile
 
-CONFIG_NAME, WEIGHTS_NAME, EVALUATION_NAME, CARD_NAME = "config.json", "model.safetensors", "evaluation.json", "README.md"
+CONFIG_NAME, WEIGHTS_NAME, EVALUATION_NAME, CARD_NAME = (
+    "config.json",
+    "model.safetensors",
+    "evaluation.json",
+    "README.md",
+)
 
 
 # -- reading ---------------------------------------------------------------------------------------
+
 
 def read_json(path: Path) -> dict | None:
     """The JSON object in ``path``; None when it is missing, unreadable or not an object."""
@@ -56,6 +62,7 @@ def folder_size(folder: Path) -> int:
 
 # -- facts -------------------------------------------------------------------------------------------
 
+
 def vision_name(clipseg: dict, short: bool = False) -> str:
     """``ViT-B/16`` for CLIPSeg's own encoder, else its sizes."""
     vision = clipseg.get("vision_config") or {}
@@ -74,17 +81,25 @@ def architecture(raw: dict, short: bool = False) -> str:
     elif short:
         head = f"T-Gated {adapter.get('mode', 'reference')}"
     else:
-        head = (f"T-Gated temporal adapter ({adapter.get('mode', 'reference')} wiring, {adapter.get('context_size')} "
-                f"slices, width {adapter.get('proj_dim')}, {adapter.get('num_layers')} layers"
-                f"{', probabilistic attention' if adapter.get('probabilistic') else ''})")
+        head = (
+            f"T-Gated temporal adapter ({adapter.get('mode', 'reference')} wiring, {adapter.get('context_size')} "
+            f"slices, width {adapter.get('proj_dim')}, {adapter.get('num_layers')} layers"
+            f"{', probabilistic attention' if adapter.get('probabilistic') else ''})"
+        )
     extras = []
     if raw.get("refine"):
-        extras.append("refinement head" if short else f"full-resolution refinement head ({raw['refine'].get('channels')} "
-                                                      "channels)")
+        extras.append(
+            "refinement head"
+            if short
+            else f"full-resolution refinement head ({raw['refine'].get('channels')} channels)"
+        )
     if raw.get("peft"):
         extras.append(f"PEFT {raw['peft'].get('variant')}")
-    return f"{head} + {clip}" + "".join(f" + {e}" for e in extras) if short else \
-        f"{head} on {clip}" + "".join(f"; {e}" for e in extras)
+    return (
+        f"{head} + {clip}" + "".join(f" + {e}" for e in extras)
+        if short
+        else f"{head} on {clip}" + "".join(f"; {e}" for e in extras)
+    )
 
 
 def _validation_entry(training: dict) -> dict | None:
@@ -105,18 +120,30 @@ def measured_dice(raw: dict, evaluation: dict | None) -> dict | None:
     validation of these weights; None when the files hold neither."""
     if evaluation and isinstance(evaluation.get("summary"), dict):
         summary = evaluation["summary"]
-        organs = {o: {"dice": s.get("dice"), "std": s.get("dice_std"), "n": s.get("n")}
-                  for o, s in (summary.get("per_organ") or {}).items()}
-        return {"kind": "evaluation", "mean": (summary.get("overall") or {}).get("dice"), "per_organ": organs,
-                "dataset": evaluation.get("dataset"), "cases": evaluation.get("cases")}
+        organs = {
+            o: {"dice": s.get("dice"), "std": s.get("dice_std"), "n": s.get("n")}
+            for o, s in (summary.get("per_organ") or {}).items()
+        }
+        return {
+            "kind": "evaluation",
+            "mean": (summary.get("overall") or {}).get("dice"),
+            "per_organ": organs,
+            "dataset": evaluation.get("dataset"),
+            "cases": evaluation.get("cases"),
+        }
     training = raw.get("training") or {}
     entry = _validation_entry(training)
     if entry is None:
         return None
     data = training.get("data") or {}
-    return {"kind": "validation", "mean": entry.get("val_mean_dice"),
-            "per_organ": {o: {"dice": v, "std": None, "n": None} for o, v in entry["val_dice"].items()},
-            "dataset": data.get("val"), "cases": entry.get("val_cases"), "step": entry.get("step")}
+    return {
+        "kind": "validation",
+        "mean": entry.get("val_mean_dice"),
+        "per_organ": {o: {"dice": v, "std": None, "n": None} for o, v in entry["val_dice"].items()},
+        "dataset": data.get("val"),
+        "cases": entry.get("val_cases"),
+        "step": entry.get("step"),
+    }
 
 
 def model_facts(folder: str | Path, name: str | None = None) -> dict:
@@ -139,11 +166,16 @@ def model_facts(folder: str | Path, name: str | None = None) -> dict:
         "started_from": training.get("base"),
         "recipe": training.get("recipe") or (training.get("source") and "imported"),
         "trained": bool(training),
-        "training": {"producer": training.get("producer") or training.get("source"),
-                     "data": data.get("train"), "train_cases": len(data.get("train_cases") or []),
-                     "validation": data.get("val"), "steps": training.get("step"),
-                     "epochs": training.get("epochs_completed"), "seconds": training.get("seconds"),
-                     "imported_from": training.get("imported_from")},
+        "training": {
+            "producer": training.get("producer") or training.get("source"),
+            "data": data.get("train"),
+            "train_cases": len(data.get("train_cases") or []),
+            "validation": data.get("val"),
+            "steps": training.get("step"),
+            "epochs": training.get("epochs_completed"),
+            "seconds": training.get("seconds"),
+            "imported_from": training.get("imported_from"),
+        },
         "organs": organs,
         "preprocessing": raw.get("preprocessing") or {},
         "dice": measured_dice(raw, evaluation),
@@ -183,31 +215,58 @@ LICENCE_CAVEAT = (
 def render_card(facts: dict) -> str:
     """The model card (``README.md``, Hugging Face front matter) for :func:`model_facts`."""
     name = facts["name"]
-    front = ["---", "library_name: tgated-segment", "license: other", "pipeline_tag: image-segmentation",
-             "tags: [medical-imaging, segmentation, clipseg, t-gated, 3d-slicer]"]
+    front = [
+        "---",
+        "library_name: tgated-segment",
+        "license: other",
+        "pipeline_tag: image-segmentation",
+        "tags: [medical-imaging, segmentation, clipseg, t-gated, 3d-slicer]",
+    ]
     if facts.get("base_model") and "/" in str(facts["base_model"]):
         front.append(f"base_model: {facts['base_model']}")
-    lines = front + ["---", "", f"# {name}", "",
-                     "Text-prompted 3D organ segmentation of CT/MR volumes with TGatedSegment "
-                     "(CLIPSeg + the T-Gated temporal adapter).", "", "## Architecture", "",
-                     f"- {facts['architecture']}"]
+    lines = front + [
+        "---",
+        "",
+        f"# {name}",
+        "",
+        "Text-prompted 3D organ segmentation of CT/MR volumes with TGatedSegment "
+        "(CLIPSeg + the T-Gated temporal adapter).",
+        "",
+        "## Architecture",
+        "",
+        f"- {facts['architecture']}",
+    ]
     if facts.get("parameters"):
         stored = " (stored in this checkpoint; the rest comes from its base)" if facts.get("partial_weights") else ""
         lines.append(f"- Parameters: {facts['parameters']:,}{stored}; files: {human_size(facts.get('size_bytes'))}")
     pre = facts.get("preprocessing") or {}
     if pre:
-        lines.append(f"- Input: {pre.get('image_size')} px slices, CT window {pre.get('ct_window')} HU, MR "
-                     f"percentiles {pre.get('mr_percentiles')}, slice layout {pre.get('slice_layout')}")
+        lines.append(
+            f"- Input: {pre.get('image_size')} px slices, CT window {pre.get('ct_window')} HU, MR "
+            f"percentiles {pre.get('mr_percentiles')}, slice layout {pre.get('slice_layout')}"
+        )
     if facts.get("organs"):
         lines.append(f"- Organ vocabulary: {', '.join(facts['organs'])}")
     lines += ["", "## Training", ""] + _training_lines(facts)
     lines += ["", "## Measured Dice", ""] + _dice_lines(facts.get("dice"))
-    lines += ["", "## How to use it", "", "```sh", "pip install tgated-segment   # or a checkout: pip install -e .",
-              f"tgated models import {name}.zip            # or: tgated models pull OWNER/REPO --name {name}",
-              f'tgated segment ct.nii.gz --prompts "liver, left kidney" --checkpoint {name} -o ct.seg.nrrd', "```", "",
-              f'From Python: `Segmenter("{name}").segment("ct.nii.gz", prompts="liver")`. In 3D Slicer: the '
-              f"TGatedSegment module's model field takes the name `{name}`.", "",
-              "## Licence", "", LICENCE_CAVEAT, ""]
+    lines += [
+        "",
+        "## How to use it",
+        "",
+        "```sh",
+        "pip install tgated-segment   # or a checkout: pip install -e .",
+        f"tgated models import {name}.zip            # or: tgated models pull OWNER/REPO --name {name}",
+        f'tgated segment ct.nii.gz --prompts "liver, left kidney" --checkpoint {name} -o ct.seg.nrrd',
+        "```",
+        "",
+        f'From Python: `Segmenter("{name}").segment("ct.nii.gz", prompts="liver")`. In 3D Slicer: the '
+        f"TGatedSegment module's model field takes the name `{name}`.",
+        "",
+        "## Licence",
+        "",
+        LICENCE_CAVEAT,
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -217,9 +276,11 @@ def _training_lines(facts: dict) -> list[str]:
         return ["- Untrained: random adapter weights (made by `tgated init`); for tests and as a starting point."]
     if t.get("imported_from"):
         return [f"- Imported from `{t['imported_from']}` ({t.get('producer')}); its training is not recorded here."]
-    lines = [f"- Recipe: `{facts.get('recipe')}`; started from `{facts.get('started_from')}`",
-             f"- Training data: `{t.get('data')}` ({t.get('train_cases')} case(s))",
-             f"- Validation: {t.get('validation')}"]
+    lines = [
+        f"- Recipe: `{facts.get('recipe')}`; started from `{facts.get('started_from')}`",
+        f"- Training data: `{t.get('data')}` ({t.get('train_cases')} case(s))",
+        f"- Validation: {t.get('validation')}",
+    ]
     if t.get("steps") is not None:
         seconds = t.get("seconds")
         when = f", {seconds / 60:.1f} min" if isinstance(seconds, (int, float)) else ""
@@ -229,13 +290,17 @@ def _training_lines(facts: dict) -> list[str]:
 
 def _dice_lines(dice: dict | None) -> list[str]:
     if not dice:
-        return ["Not measured: these files hold no validation or evaluation result. Measure it with "
-                "`tgated evaluate --checkpoint NAME --data TEST_DATASET --output report`."]
+        return [
+            "Not measured: these files hold no validation or evaluation result. Measure it with "
+            "`tgated evaluate --checkpoint NAME --data TEST_DATASET --output report`."
+        ]
     if dice["kind"] == "evaluation":
         head = f"`tgated evaluate` on `{dice.get('dataset')}` (mean ± std over the cases):"
     else:
-        head = (f"The trainer's validation of these weights (step {dice.get('step')}, {dice.get('cases')} volume(s) of "
-                f"{dice.get('dataset')}); validation selected the weights, so a separate test set scores lower:")
+        head = (
+            f"The trainer's validation of these weights (step {dice.get('step')}, {dice.get('cases')} volume(s) of "
+            f"{dice.get('dataset')}); validation selected the weights, so a separate test set scores lower:"
+        )
     lines = [head, "", "| organ | Dice | cases |", "|---|---:|---:|"]
     for organ, stats in dice["per_organ"].items():
         value = stats.get("dice")

@@ -54,17 +54,21 @@ class LoadedModel:
 
 # -- state dicts ---------------------------------------------------------------------------------
 
+
 def _describe(keys, limit: int = 6) -> str:
     keys = sorted(keys)
     shown = ", ".join(keys[:limit])
     return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
-def load_state_dict_checked(model: torch.nn.Module, state_dict: dict, source: str, allow_missing_prefix: str | None = None,
-                            assign: bool = False) -> None:
+def load_state_dict_checked(
+    model: torch.nn.Module, state_dict: dict, source: str, allow_missing_prefix: str | None = None, assign: bool = False
+) -> None:
     """``load_state_dict(strict=True)`` with an error that names the offending keys and shapes."""
     expected = model.state_dict()
-    missing = [k for k in expected if k not in state_dict and not (allow_missing_prefix and k.startswith(allow_missing_prefix))]
+    missing = [
+        k for k in expected if k not in state_dict and not (allow_missing_prefix and k.startswith(allow_missing_prefix))
+    ]
     unexpected = [k for k in state_dict if k not in expected]
     mismatched = [
         f"{k} {tuple(state_dict[k].shape)} vs {tuple(expected[k].shape)}"
@@ -89,11 +93,14 @@ def load_state_dict_checked(model: torch.nn.Module, state_dict: dict, source: st
 
 def _read_config(folder: Path) -> dict | None:
     file = folder / CONFIG_NAME
-    return read_json(file, lambda exc: CheckpointError(f"'{file}' is not valid JSON ({exc})",
-                                                       "The checkpoint is corrupt: copy it again."))
+    return read_json(
+        file,
+        lambda exc: CheckpointError(f"'{file}' is not valid JSON ({exc})", "The checkpoint is corrupt: copy it again."),
+    )
 
 
 # -- public API ----------------------------------------------------------------------------------
+
 
 def load_model(source: str | Path | None = None, device: str | torch.device = "cpu") -> LoadedModel:
     """Load a TGatedSegment checkpoint (a folder, an imported model's name, a hub id) or a plain
@@ -110,9 +117,11 @@ def load_model(source: str | Path | None = None, device: str | torch.device = "c
             f"Import it once with `tgated models import {source} --name NAME` (the authors' format), then pass NAME.",
         )
     if path.exists() and not path.is_dir():
-        raise CheckpointError(f"'{source}' is a file, not a checkpoint folder",
-                              "Pass the folder that holds config.json, or import the file once with `tgated models "
-                              "import FILE --name NAME` (a .zip, or a .safetensors with --config) and pass NAME.")
+        raise CheckpointError(
+            f"'{source}' is a file, not a checkpoint folder",
+            "Pass the folder that holds config.json, or import the file once with `tgated models "
+            "import FILE --name NAME` (a .zip, or a .safetensors with --config) and pass NAME.",
+        )
     recover_dir(path)
     if path.is_dir():
         folder = path
@@ -127,8 +136,10 @@ def load_model(source: str | Path | None = None, device: str | torch.device = "c
         if raw.get("model_type") == "clipseg":  # zero-shot CLIPSeg: transformers fetches only what it needs
             return _load_zero_shot(path if path.is_dir() else source, source, device)
 
-        raise CheckpointError(f"'{folder}' is neither a TGatedSegment checkpoint nor a CLIPSeg model",
-                              "Pass a folder made by `tgated init`, `tgated train` or `tgated import`.")
+        raise CheckpointError(
+            f"'{folder}' is neither a TGatedSegment checkpoint nor a CLIPSeg model",
+            "Pass a folder made by `tgated init`, `tgated train` or `tgated import`.",
+        )
     if not path.is_dir():
         folder = download(source)
     return _load_tgated(folder, raw, source, device)
@@ -147,13 +158,17 @@ def _load_tgated(folder: Path, raw: dict, source: str, device) -> LoadedModel:
     try:
         config = TGatedConfig.from_dict(raw)
     except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"'{folder / CONFIG_NAME}' is not a valid TGatedSegment config ({exc})",
-                              "The checkpoint is corrupt or from an incompatible version.") from None
+        raise CheckpointError(
+            f"'{folder / CONFIG_NAME}' is not a valid TGatedSegment config ({exc})",
+            "The checkpoint is corrupt or from an incompatible version.",
+        ) from None
     partial = bool(raw.get("partial_weights"))
     if partial:
         if not config.base_model_id:
-            raise CheckpointError(f"'{folder}' holds only part of the weights but names no base model to load them "
-                                  "on", "The checkpoint is incomplete: use one saved with full weights.")
+            raise CheckpointError(
+                f"'{folder}' holds only part of the weights but names no base model to load them on",
+                "The checkpoint is incomplete: use one saved with full weights.",
+            )
         model = TGatedCLIPSeg(config, base_model=load_base_model(config.base_model_id))
     else:  # every weight comes from the file: build without allocating or initialising any (see _materialise)
         with empty_weights():
@@ -166,8 +181,10 @@ def _load_tgated(folder: Path, raw: dict, source: str, device) -> LoadedModel:
 
         state_dict = load_file(str(weights))
     except Exception as exc:  # safetensors raises its own error types for truncated/corrupt files
-        raise CheckpointError(f"cannot read '{weights}' ({str(exc).splitlines()[0][:200]})",
-                              "The file is corrupt or truncated: copy the checkpoint again.") from None
+        raise CheckpointError(
+            f"cannot read '{weights}' ({str(exc).splitlines()[0][:200]})",
+            "The file is corrupt or truncated: copy the checkpoint again.",
+        ) from None
     if partial:
         load_state_dict_checked(model, state_dict, str(folder), allow_missing_prefix="base_model.")
     else:
@@ -177,7 +194,8 @@ def _load_tgated(folder: Path, raw: dict, source: str, device) -> LoadedModel:
         raise CheckpointError(
             f"the base model '{config.base_model_id}' is not the one '{folder}' was trained on (the weights taken "
             "from it differ)",
-            "Restore that base model (folder or hub revision), or use a checkpoint saved with full weights.")
+            "Restore that base model (folder or hub revision), or use a checkpoint saved with full weights.",
+        )
     has_tokenizer = any((folder / name).is_file() for name in ("tokenizer.json", "vocab.json"))
     tokenizer = load_tokenizer(folder if has_tokenizer else (config.base_model_id or DEFAULT_BASE_MODEL))
     check_tokenizer(tokenizer, model.base_model.config)
@@ -198,8 +216,10 @@ def _materialise(model: TGatedCLIPSeg, state_dict: dict, source: str) -> None:
     for name, buffer in list(model.named_buffers()):
         if buffer.is_meta:
             if not name.endswith("position_ids"):
-                raise CheckpointError(f"'{source}' leaves the model's buffer {name} unset",
-                                      "This checkpoint's model has state this version cannot rebuild: re-save it.")
+                raise CheckpointError(
+                    f"'{source}' leaves the model's buffer {name} unset",
+                    "This checkpoint's model has state this version cannot rebuild: re-save it.",
+                )
             owner = model.get_submodule(name.rsplit(".", 1)[0])
             owner.register_buffer("position_ids", torch.arange(buffer.shape[-1]).expand(buffer.shape), persistent=False)
 
@@ -302,8 +322,10 @@ def build_model(
     vocabulary = list(vocabulary) if vocabulary is not None else list(ABDOMEN13)
     if tokenizer is None:
         if random_base:
-            raise CheckpointError("a random base from a config file has no tokenizer",
-                                  "Pass --tokenizer with a CLIP tokenizer folder or hub id, or --tokenizer compact.")
+            raise CheckpointError(
+                "a random base from a config file has no tokenizer",
+                "Pass --tokenizer with a CLIP tokenizer folder or hub id, or --tokenizer compact.",
+            )
         tokenizer = base
     tokenizer = resolve_tokenizer(tokenizer, vocabulary)
     check_tokenizer(tokenizer, clipseg_config)
@@ -345,8 +367,9 @@ def resolve_tokenizer(tokenizer: str | Path | Any, vocabulary=()):
     return tokenizer
 
 
-def init_checkpoint(base: str | Path, output: str | Path, tokenizer: str | Path | Any | None = None,
-                    **options: Any) -> Path:
+def init_checkpoint(
+    base: str | Path, output: str | Path, tokenizer: str | Path | Any | None = None, **options: Any
+) -> Path:
     """Write an untrained checkpoint folder: :func:`build_model` (``options``: temporal, adapter,
     preprocessing, vocabulary, seed, refine) saved to ``output``."""
     loaded = build_model(base, tokenizer, **options)
@@ -354,12 +377,15 @@ def init_checkpoint(base: str | Path, output: str | Path, tokenizer: str | Path 
 
 
 # Names that moved; the old imports keep working with a DeprecationWarning.
-__getattr__ = moved_names(__name__, {
-    "convert_reference_state_dict": "TGatedSegmentLib.model.convert_reference",
-    "reference_adapter_config": "TGatedSegmentLib.model.convert_reference",
-    "import_reference_checkpoint": "TGatedSegmentLib.model.convert_reference",
-    "_looks_like_hub_id": "TGatedSegmentLib.model.source:looks_like_hub_id",
-    "_hub_error": "TGatedSegmentLib.model.source:hub_error",
-    "_download": "TGatedSegmentLib.model.source:download",
-    "OFFLINE_HINT": "TGatedSegmentLib.model.source",
-})
+__getattr__ = moved_names(
+    __name__,
+    {
+        "convert_reference_state_dict": "TGatedSegmentLib.model.convert_reference",
+        "reference_adapter_config": "TGatedSegmentLib.model.convert_reference",
+        "import_reference_checkpoint": "TGatedSegmentLib.model.convert_reference",
+        "_looks_like_hub_id": "TGatedSegmentLib.model.source:looks_like_hub_id",
+        "_hub_error": "TGatedSegmentLib.model.source:hub_error",
+        "_download": "TGatedSegmentLib.model.source:download",
+        "OFFLINE_HINT": "TGatedSegmentLib.model.source",
+    },
+)

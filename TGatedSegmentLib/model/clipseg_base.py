@@ -31,11 +31,14 @@ def load_clipseg_config(source: str | Path):
             return CLIPSegConfig.from_pretrained(str(kind.path or source))
     except (OSError, ValueError, json.JSONDecodeError) as exc:
         if kind.is_local:
-            raise CheckpointError(f"cannot read a CLIPSeg config from '{source}' ({exc})",
-                                  "Pass a CLIPSeg config.json, a CLIPSeg model folder or a hub id.") from None
+            raise CheckpointError(
+                f"cannot read a CLIPSeg config from '{source}' ({exc})",
+                "Pass a CLIPSeg config.json, a CLIPSeg model folder or a hub id.",
+            ) from None
         raise hub_error(source, exc, "base model") from None
-    raise CheckpointError(f"base model '{source}' does not exist",
-                          "Pass a CLIPSeg config.json, a CLIPSeg model folder or a hub id.")
+    raise CheckpointError(
+        f"base model '{source}' does not exist", "Pass a CLIPSeg config.json, a CLIPSeg model folder or a hub id."
+    )
 
 
 def load_clipseg_base(source: str | Path):
@@ -46,6 +49,8 @@ def load_clipseg_base(source: str | Path):
         return CLIPSegForImageSegmentation.from_pretrained(str(classify_source(source).path or source))
     except (OSError, ValueError) as exc:
         if Path(source).exists():
-            raise CheckpointError(f"cannot load CLIPSeg weights from '{source}' ({str(exc).splitlines()[0][:200]})",
-                                  "Pass a folder saved with save_pretrained(), or a hub id.") from None
+            raise CheckpointError(
+                f"cannot load CLIPSeg weights from '{source}' ({str(exc).splitlines()[0][:200]})",
+                "Pass a folder saved with save_pretrained(), or a hub id.",
+            ) from None
         raise hub_error(str(source), exc, "base model") from None

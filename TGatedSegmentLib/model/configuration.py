@@ -157,8 +157,10 @@ class TGatedConfig:
 
     def __post_init__(self) -> None:
         if self.refine is not None and self.adapter is not None and self.adapter.mode == "reference":
-            raise ValueError("the refinement head is not part of the authors' model: use adapter mode 'residual' "
-                             "or no refinement head")
+            raise ValueError(
+                "the refinement head is not part of the authors' model: use adapter mode 'residual' "
+                "or no refinement head"
+            )
 
     @property
     def temporal(self) -> bool:

@@ -59,7 +59,6 @@ def reference_adapter_config(state_dict: dict, num_heads: int = 8) -> AdapterCon
     )
 
 
-
 def import_reference_checkpoint(
     weights: str | Path,
     base: str | Path,
@@ -72,25 +71,35 @@ def import_reference_checkpoint(
 
     weights = Path(weights)
     if not weights.is_file():
-        raise CheckpointError(f"'{weights}' does not exist", "Pass the .pt/.pth file saved by the authors' training script.")
+        raise CheckpointError(
+            f"'{weights}' does not exist", "Pass the .pt/.pth file saved by the authors' training script."
+        )
     try:
         raw = torch.load(str(weights), map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle/zip errors for corrupt or foreign files
-        raise CheckpointError(f"cannot read '{weights}' as a PyTorch checkpoint ({str(exc).splitlines()[0][:200]})",
-                              "Pass the file written by torch.save(model.state_dict(), ...) in the authors' code.") from None
+        raise CheckpointError(
+            f"cannot read '{weights}' as a PyTorch checkpoint ({str(exc).splitlines()[0][:200]})",
+            "Pass the file written by torch.save(model.state_dict(), ...) in the authors' code.",
+        ) from None
     if not isinstance(raw, dict):
-        raise CheckpointError(f"'{weights}' holds a {type(raw).__name__}, not a state dict",
-                              "Save the model with torch.save(model.state_dict(), path) and import that file.")
+        raise CheckpointError(
+            f"'{weights}' holds a {type(raw).__name__}, not a state dict",
+            "Save the model with torch.save(model.state_dict(), path) and import that file.",
+        )
     state_dict = convert_reference_state_dict(raw)
     if not any(_is_base_key(k) for k in state_dict):
-        raise CheckpointError(f"'{weights}' has no 'base_model.' weights",
-                              "Import the full model state dict of CLIPSegTemporalAdapter, not the adapter alone.")
+        raise CheckpointError(
+            f"'{weights}' has no 'base_model.' weights",
+            "Import the full model state dict of CLIPSegTemporalAdapter, not the adapter alone.",
+        )
     clipseg_config = load_clipseg_config(base)
     config_only = classify_source(base).random_weights
     if tokenizer is None:
         if config_only:
-            raise CheckpointError("the base is a config file, so there is no tokenizer to copy",
-                                  "Pass --tokenizer with a CLIP tokenizer folder or hub id.")
+            raise CheckpointError(
+                "the base is a config file, so there is no tokenizer to copy",
+                "Pass --tokenizer with a CLIP tokenizer folder or hub id.",
+            )
         tokenizer = base
     tok = load_tokenizer(tokenizer)
     check_tokenizer(tok, clipseg_config)

@@ -18,8 +18,11 @@ _LOCK = threading.Lock()  # the initialisers are module globals: one constructio
 
 
 def _initialisers() -> list[str]:
-    return [name for name in dir(torch.nn.init) if name.endswith("_") and not name.startswith("_")
-            and callable(getattr(torch.nn.init, name))]
+    return [
+        name
+        for name in dir(torch.nn.init)
+        if name.endswith("_") and not name.startswith("_") and callable(getattr(torch.nn.init, name))
+    ]
 
 
 @contextlib.contextmanager

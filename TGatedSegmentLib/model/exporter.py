@@ -31,8 +31,10 @@ def resolve_checkpoint(source: str) -> tuple[Path, str]:
     if resolved.kind is SourceKind.MISSING:
         raise missing_error(str(source), "model")
     if not resolved.is_checkpoint or resolved.path is None:
-        raise InputError(f"'{source}' is not a TGatedSegment checkpoint ({resolved.kind.value})",
-                         "Pass an imported model's name (`tgated models list`) or a checkpoint folder.")
+        raise InputError(
+            f"'{source}' is not a TGatedSegment checkpoint ({resolved.kind.value})",
+            "Pass an imported model's name (`tgated models list`) or a checkpoint folder.",
+        )
     name = normalize_name(source) if resolved.kind is SourceKind.STORED else default_name(resolved.path)
     return resolved.path, name
 
@@ -52,8 +54,13 @@ def export_model(source: str, output: str | Path, overwrite: bool = False) -> Pa
     with tempfile.TemporaryDirectory(prefix="tgated-export-") as tmp:
         full = Path(tmp) / name
         evaluation = folder / EVALUATION_NAME
-        save_checkpoint(loaded.model, loaded.tokenizer, full, loaded.config,
-                        extra_files={EVALUATION_NAME: evaluation.read_bytes()} if evaluation.is_file() else None)
+        save_checkpoint(
+            loaded.model,
+            loaded.tokenizer,
+            full,
+            loaded.config,
+            extra_files={EVALUATION_NAME: evaluation.read_bytes()} if evaluation.is_file() else None,
+        )
         return _write_zip(full, name, output)
 
 

@@ -23,8 +23,19 @@ from .exporter import resolve_checkpoint
 from .importer import MODEL_FILES, import_model
 from .source import looks_like_hub_id
 
-_OFFLINE = {"OfflineModeIsEnabled", "LocalEntryNotFoundError", "ConnectionError", "NetworkError", "ConnectError",
-            "TimeoutException", "Timeout", "ConnectTimeout", "ReadTimeout", "NameResolutionError", "TransportError"}
+_OFFLINE = {
+    "OfflineModeIsEnabled",
+    "LocalEntryNotFoundError",
+    "ConnectionError",
+    "NetworkError",
+    "ConnectError",
+    "TimeoutException",
+    "Timeout",
+    "ConnectTimeout",
+    "ReadTimeout",
+    "NameResolutionError",
+    "TransportError",
+}
 _AUTH = {"LocalTokenNotFoundError", "GatedRepoError"}
 _MISSING = {"RepositoryNotFoundError", "RevisionNotFoundError"}
 
@@ -49,7 +60,9 @@ def _first_line(exc: BaseException) -> str:
 
 def _check_repo(repo_id: str) -> str:
     if not looks_like_hub_id(repo_id):
-        raise InputError(f"'{repo_id}' is not a Hugging Face Hub repository id", "Use owner/name, e.g. my-lab/liver-ct.")
+        raise InputError(
+            f"'{repo_id}' is not a Hugging Face Hub repository id", "Use owner/name, e.g. my-lab/liver-ct."
+        )
     return repo_id
 
 
@@ -58,8 +71,12 @@ def pull_model(repo_id: str, name: str | None = None, overwrite: bool = False, r
     _check_repo(repo_id)
     name = store.check_name(name) if name else store.name_from(repo_id.split("/")[1])
     target = store.models_dir() / name
-    refuse_existing(target, overwrite, "Pass --overwrite to replace it, or --name to pull it under another name.",
-                    f"a model named '{name}' is already imported ({target})")  # before any download
+    refuse_existing(
+        target,
+        overwrite,
+        "Pass --overwrite to replace it, or --name to pull it under another name.",
+        f"a model named '{name}' is already imported ({target})",
+    )  # before any download
     try:
         from huggingface_hub import snapshot_download
 
@@ -69,24 +86,34 @@ def pull_model(repo_id: str, name: str | None = None, overwrite: bool = False, r
     return import_model(folder, name=name, overwrite=overwrite)
 
 
-def _hub_error(error: type[TGatedError], exc: Exception, failed: str,
-               known: dict[str, tuple[str, str]]) -> TGatedError:
+def _hub_error(error: type[TGatedError], exc: Exception, failed: str, known: dict[str, tuple[str, str]]) -> TGatedError:
     """The one-line error for a Hub failure: ``known[failure_kind(exc)]`` (message, hint), else ``failed``."""
     message, hint = known.get(failure_kind(exc), (f"{failed} ({_first_line(exc)})", "Try again; see --debug."))
     return error(message, hint)
 
 
 def _pull_error(repo_id: str, name: str, exc: Exception) -> TGatedError:
-    return _hub_error(CheckpointError, exc, f"downloading '{repo_id}' failed", {
-        "offline": (f"no network: cannot reach the Hugging Face Hub to download '{repo_id}' ({_first_line(exc)})",
-                    f"Download it on a machine with internet (`tgated models pull {repo_id} --name {name}`, then "
-                    f"`tgated models export {name} -o {name}.zip`), copy the zip here and run `tgated models import "
-                    f"{name}.zip`."),
-        "auth": (f"the Hub refused access to '{repo_id}' ({_first_line(exc)})",
-                 "Log in with `hf auth login` (or set HF_TOKEN) with an account that may read it."),
-        "missing": (f"there is no model '{repo_id}' on the Hugging Face Hub (or it is private)",
-                    "Check the repository id and revision, or log in if it is private."),
-    })
+    return _hub_error(
+        CheckpointError,
+        exc,
+        f"downloading '{repo_id}' failed",
+        {
+            "offline": (
+                f"no network: cannot reach the Hugging Face Hub to download '{repo_id}' ({_first_line(exc)})",
+                f"Download it on a machine with internet (`tgated models pull {repo_id} --name {name}`, then "
+                f"`tgated models export {name} -o {name}.zip`), copy the zip here and run `tgated models import "
+                f"{name}.zip`.",
+            ),
+            "auth": (
+                f"the Hub refused access to '{repo_id}' ({_first_line(exc)})",
+                "Log in with `hf auth login` (or set HF_TOKEN) with an account that may read it.",
+            ),
+            "missing": (
+                f"there is no model '{repo_id}' on the Hugging Face Hub (or it is private)",
+                "Check the repository id and revision, or log in if it is private.",
+            ),
+        },
+    )
 
 
 def push_model(source: str, repo_id: str, private: bool = False, revision: str | None = None) -> str:
@@ -94,33 +121,45 @@ def push_model(source: str, repo_id: str, private: bool = False, revision: str |
     _check_repo(repo_id)
     folder, name = resolve_checkpoint(source)
     if (read_json(folder / CONFIG_NAME) or {}).get("partial_weights"):
-        raise InputError(f"'{source}' stores only its trained weights, on top of a base that may not exist elsewhere",
-                         f"Import it first (`tgated models import {folder}`: that writes all its weights), then push "
-                         "the imported name.")
+        raise InputError(
+            f"'{source}' stores only its trained weights, on top of a base that may not exist elsewhere",
+            f"Import it first (`tgated models import {folder}`: that writes all its weights), then push "
+            "the imported name.",
+        )
     card = render_card(model_facts(folder, name)).encode("utf-8")
     try:
         from huggingface_hub import CommitOperationAdd, HfApi
 
-        operations = [CommitOperationAdd(path_in_repo=f, path_or_fileobj=str(folder / f))
-                      for f in MODEL_FILES if (folder / f).is_file()]
+        operations = [
+            CommitOperationAdd(path_in_repo=f, path_or_fileobj=str(folder / f))
+            for f in MODEL_FILES
+            if (folder / f).is_file()
+        ]
         operations.append(CommitOperationAdd(path_in_repo=CARD_NAME, path_or_fileobj=card))
         api = HfApi()
         api.create_repo(repo_id, private=private, exist_ok=True)
-        commit = api.create_commit(repo_id, operations, commit_message=f"tgated models push {name}",
-                                   revision=revision)
+        commit = api.create_commit(repo_id, operations, commit_message=f"tgated models push {name}", revision=revision)
     except Exception as exc:  # network, login, permissions: said in one line below
         raise _push_error(repo_id, name, exc) from None
     return str(getattr(commit, "commit_url", None) or f"https://huggingface.co/{repo_id}")
 
 
 def _push_error(repo_id: str, name: str, exc: Exception) -> TGatedError:
-    refused = (f"the Hub refused the upload to '{repo_id}' ({_first_line(exc)})",
-               "Log in with `hf auth login` (or set HF_TOKEN) with a write token for that owner.")
-    return _hub_error(OutputError, exc, f"uploading '{name}' to '{repo_id}' failed", {
-        "offline": (f"no network: cannot reach the Hugging Face Hub to upload '{name}' to '{repo_id}' "
-                    f"({_first_line(exc)})",
-                    f"Export it (`tgated models export {name} -o {name}.zip`), copy the zip to a machine with internet "
-                    f"and there run `tgated models import {name}.zip` and `tgated models push {name} {repo_id}`."),
-        "auth": refused,
-        "missing": refused,
-    })
+    refused = (
+        f"the Hub refused the upload to '{repo_id}' ({_first_line(exc)})",
+        "Log in with `hf auth login` (or set HF_TOKEN) with a write token for that owner.",
+    )
+    return _hub_error(
+        OutputError,
+        exc,
+        f"uploading '{name}' to '{repo_id}' failed",
+        {
+            "offline": (
+                f"no network: cannot reach the Hugging Face Hub to upload '{name}' to '{repo_id}' ({_first_line(exc)})",
+                f"Export it (`tgated models export {name} -o {name}.zip`), copy the zip to a machine with internet "
+                f"and there run `tgated models import {name}.zip` and `tgated models push {name} {repo_id}`.",
+            ),
+            "auth": refused,
+            "missing": refused,
+        },
+    )

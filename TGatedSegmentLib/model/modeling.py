@@ -74,8 +74,9 @@ class TGatedCLIPSeg(nn.Module):
         self.base_model = base_model
         hidden = self.base_model.config.vision_config.hidden_size
         self.adapter = TemporalAdapter(config.adapter, hidden) if config.adapter is not None else None
-        self.refine = (RefinementHead(config.refine, self.base_model.config.reduce_dim)
-                       if config.refine is not None else None)
+        self.refine = (
+            RefinementHead(config.refine, self.base_model.config.reduce_dim) if config.refine is not None else None
+        )
         # set by set_finetune: run the vision encoder under no_grad when nothing in it needs gradients
         self.vision_without_grad = False
         self.peft = None
@@ -172,14 +173,19 @@ class TGatedCLIPSeg(nn.Module):
             return Fused(out.unsqueeze(1), gate)
         a = self.adapter.config.activation % centre.shape[1]  # only this activation is rewritten
         out, gate = self.adapter.with_gate(window[:, :, a])  # (B, T, C) each
-        return Fused(torch.cat([centre[:, :a], out.unsqueeze(1), centre[:, a + 1:]], dim=1), gate)
+        return Fused(torch.cat([centre[:, :a], out.unsqueeze(1), centre[:, a + 1 :]], dim=1), gate)
 
     def image_features(self, pixel_values: torch.Tensor) -> torch.Tensor | None:
         """(B, 3, H, W) centre slices -> (B, F, H, W) for the refinement head (None without one)."""
         return self.refine.image_features(pixel_values) if self.refine is not None else None
 
-    def decode(self, features: torch.Tensor, text_embeddings: torch.Tensor,
-               image_features: torch.Tensor | None = None, items: torch.Tensor | None = None) -> torch.Tensor:
+    def decode(
+        self,
+        features: torch.Tensor,
+        text_embeddings: torch.Tensor,
+        image_features: torch.Tensor | None = None,
+        items: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Decoder input (B, L, T, C), prompt embeddings (K, P) and, with a refinement head, its
         (B, F, H, W) image features -> (M, H, W) logits at the model's input size.
 
@@ -201,8 +207,9 @@ class TGatedCLIPSeg(nn.Module):
             raise ValueError("this model has a refinement head: pass image_features(centre pixels) to decode")
         return self.refine(logits, tokens, image_features.index_select(0, centre))
 
-    def _decoder_tokens(self, features: torch.Tensor, text: torch.Tensor, centre: torch.Tensor,
-                        prompt: torch.Tensor) -> torch.Tensor:
+    def _decoder_tokens(
+        self, features: torch.Tensor, text: torch.Tensor, centre: torch.Tensor, prompt: torch.Tensor
+    ) -> torch.Tensor:
         """CLIPSeg's decoder up to its transposed convolutions, run with its own modules, where the
         work belongs: the layers before the FiLM conditioning (``conditional_layer``) see no prompt
         and run once per slice (B rows); the FiLM and the layers after it run per item (M rows).
@@ -316,8 +323,10 @@ class TGatedCLIPSeg(nn.Module):
         """Whether backpropagation must go through the vision encoder (else it can run under no_grad)."""
         vision = self.base_model.clip.vision_model
         return any(p.requires_grad for p in vision.parameters()) or (
-            self.peft is not None and self.peft.vision_dense is not None
-            and any(p.requires_grad for p in self.peft.vision_dense.parameters()))
+            self.peft is not None
+            and self.peft.vision_dense is not None
+            and any(p.requires_grad for p in self.peft.vision_dense.parameters())
+        )
 
     def gate_penalty(self) -> torch.Tensor:
         if self.adapter is None:

@@ -90,8 +90,10 @@ class PeftAdapters(nn.Module):
                 self.vision_shallow = nn.ModuleList(Bottleneck(vision_width, dim) for _ in range(count))
             if config.text:
                 if text_width != projection:
-                    raise ValueError(f"shallow text adapters add {text_width}-d EOT states to {projection}-d prompt "
-                                     "embeddings; they need equal widths")
+                    raise ValueError(
+                        f"shallow text adapters add {text_width}-d EOT states to {projection}-d prompt "
+                        "embeddings; they need equal widths"
+                    )
                 self.text_shallow = nn.ModuleList(Bottleneck(text_width, dim) for _ in self.text_taps)
         self.conditional = Bottleneck(projection, config.conditional_dim) if config.conditional else None
         self._handles: list = []

@@ -23,8 +23,9 @@ from torch import nn
 class ProbabilisticSelfAttention(nn.MultiheadAttention):
     """Drop-in for ``nn.MultiheadAttention(batch_first=True)`` self-attention, called as ``(x, x, x)``."""
 
-    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, beta: float = 2.35,
-                 init_variance: float = 1e-3):
+    def __init__(
+        self, embed_dim: int, num_heads: int, dropout: float = 0.0, beta: float = 2.35, init_variance: float = 1e-3
+    ):
         super().__init__(embed_dim, num_heads, dropout=dropout, batch_first=True)
         self.beta = float(beta)
         self.init_variance = float(init_variance)

@@ -92,7 +92,9 @@ class RefinementHead(nn.Module):
         context = upsample(self.image_context(f), f.shape[-2:])
         return self.image_mix(f + context)
 
-    def forward(self, coarse: torch.Tensor, decoder_features: torch.Tensor, image_features: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, coarse: torch.Tensor, decoder_features: torch.Tensor, image_features: torch.Tensor
+    ) -> torch.Tensor:
         """coarse (N, h, w) decoder logits, decoder_features (N, R, g, g), image_features (N, C, H, W) -> (N, H, W)."""
         size = image_features.shape[-2:]
         weights = upsample(self.prompt_proj(decoder_features), size)  # (N, C, H, W)

@@ -115,10 +115,15 @@ def classify_source(source: str | Path) -> ModelSource:
 def missing_error(source: str, what: str = "checkpoint") -> CheckpointError:
     """The one-line error for a text that names nothing: no such path, imported model or hub id."""
     if is_model_name(source):
-        return CheckpointError(f"{what} '{source}' is neither a folder here nor a model imported into {models_dir()}",
-                               unknown_model_hint(source))
-    return CheckpointError(f"{what} '{source}' does not exist", "Check the path, or pass an imported model's name "
-                           f"(`tgated models list`) or a hub id such as {DEFAULT_BASE_MODEL}.")
+        return CheckpointError(
+            f"{what} '{source}' is neither a folder here nor a model imported into {models_dir()}",
+            unknown_model_hint(source),
+        )
+    return CheckpointError(
+        f"{what} '{source}' does not exist",
+        "Check the path, or pass an imported model's name "
+        f"(`tgated models list`) or a hub id such as {DEFAULT_BASE_MODEL}.",
+    )
 
 
 def hub_error(source: str, exc: Exception, what: str = "checkpoint") -> CheckpointError:

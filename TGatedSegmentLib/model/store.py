@@ -102,8 +102,9 @@ def model_names() -> list[str]:
     root = models_dir()
     if not root.is_dir():
         return []
-    return sorted(p.name for p in root.iterdir()
-                  if p.is_dir() and is_model_name(p.name) and (p / CONFIG_NAME).is_file())
+    return sorted(
+        p.name for p in root.iterdir() if p.is_dir() and is_model_name(p.name) and (p / CONFIG_NAME).is_file()
+    )
 
 
 def unknown_model_hint(text: str) -> str:

@@ -74,8 +74,11 @@ class JsonClipTokenizer:
         if not isinstance(config, dict) or not (folder / "tokenizer.json").is_file():
             return None
         eos, pad = (_token_text(config.get(name)) for name in ("eos_token", "pad_token"))
-        if config.get("tokenizer_class") not in ("CLIPTokenizer", "CLIPTokenizerFast") or not isinstance(eos, str) \
-                or not isinstance(pad, str):
+        if (
+            config.get("tokenizer_class") not in ("CLIPTokenizer", "CLIPTokenizerFast")
+            or not isinstance(eos, str)
+            or not isinstance(pad, str)
+        ):
             return None
         from tokenizers import Tokenizer
 
@@ -98,8 +101,14 @@ class JsonClipTokenizer:
             if (self._folder / name).is_file():
                 shutil.copyfile(self._folder / name, Path(folder) / name)
 
-    def __call__(self, texts: list[str], padding: bool = True, truncation: bool = True, max_length: int = MAX_TOKENS,
-                 return_tensors: str = "pt") -> dict[str, torch.Tensor]:
+    def __call__(
+        self,
+        texts: list[str],
+        padding: bool = True,
+        truncation: bool = True,
+        max_length: int = MAX_TOKENS,
+        return_tensors: str = "pt",
+    ) -> dict[str, torch.Tensor]:
         """``tokenizer(texts, padding=True, truncation=True, max_length=77, return_tensors="pt")``."""
         if return_tensors != "pt":
             raise ValueError("this tokenizer returns PyTorch tensors only")
@@ -113,7 +122,10 @@ class JsonClipTokenizer:
             raise ValueError("prompts of different lengths need padding=True to make one tensor")
         ids = [e.ids + [self.pad_token_id] * (longest - len(e.ids)) for e in encodings]
         mask = [[1] * len(e.ids) + [0] * (longest - len(e.ids)) for e in encodings]
-        return {"input_ids": torch.tensor(ids, dtype=torch.long), "attention_mask": torch.tensor(mask, dtype=torch.long)}
+        return {
+            "input_ids": torch.tensor(ids, dtype=torch.long),
+            "attention_mask": torch.tensor(mask, dtype=torch.long),
+        }
 
 
 def _token_text(value):

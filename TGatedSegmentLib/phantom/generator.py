@@ -91,6 +91,7 @@ TISSUE_HU: dict[str, float] = {
     "spinal_canal": 15.0,
 }
 
+
 #: FLARE22 label ids (those of :data:`TGatedSegmentLib.vocabulary.ABDOMEN13`), by organ name.
 def _label_id(name: str) -> int:
     organ = lookup(name)
@@ -136,18 +137,23 @@ class PhantomSpec:
         if self.origin is not None:
             object.__setattr__(self, "origin", tuple(float(o) for o in self.origin))
         if len(shape) != 3 or shape[0] < 24 or min(shape[1:]) < 48:
-            raise InputError(f"phantom shape {shape} is too small",
-                             "Use (z, y, x) with at least 24 slices and 48x48 pixels.")
+            raise InputError(
+                f"phantom shape {shape} is too small", "Use (z, y, x) with at least 24 slices and 48x48 pixels."
+            )
         if len(spacing) != 3 or min(spacing) <= 0:
             raise InputError(f"phantom spacing {spacing} is invalid", "Give three positive (z, y, x) spacings in mm.")
         lo, hi = self.target_slices
         if not 3 <= lo <= hi or hi > shape[0] // 2:
-            raise InputError(f"target_slices {self.target_slices} do not fit {shape[0]} slices",
-                             f"Use 3 <= min <= max <= {shape[0] // 2}.")
+            raise InputError(
+                f"target_slices {self.target_slices} do not fit {shape[0]} slices",
+                f"Use 3 <= min <= max <= {shape[0] // 2}.",
+            )
         dlo, dhi = self.distractor_slices
         if not 1 <= dlo <= dhi or dhi >= lo:
-            raise InputError(f"distractor_slices {self.distractor_slices} is invalid",
-                             "Distractors must be thinner than the target organ (e.g. (1, 2)).")
+            raise InputError(
+                f"distractor_slices {self.distractor_slices} is invalid",
+                "Distractors must be thinner than the target organ (e.g. (1, 2)).",
+            )
         if not self.target_scale > 0:
             raise InputError(f"target_scale must be positive, got {self.target_scale}")
         if self.noise_hu < 0 or self.n_distractors < 0:
@@ -215,6 +221,7 @@ class Phantom:
 
 # -- numpy helpers --------------------------------------------------------------------------------
 
+
 def _value_noise(rng: np.random.Generator, shape, cell) -> np.ndarray:
     """A smooth random field (zero mean, unit std): random values every ``cell`` voxels,
     smoothstep-interpolated along each axis (separable, numpy only)."""
@@ -253,7 +260,7 @@ def _profile(s: np.ndarray, p_inf: float, p_sup: float) -> np.ndarray:
     """Cross-section scale along a blob's axis, ``s`` in [-1, 1]: superellipse ends (blunt for large p)."""
     a = np.clip(np.abs(s), 0.0, 1.0)
     p = np.where(s < 0, p_inf, p_sup)
-    return np.clip(1.0 - a ** p, 0.0, 1.0) ** (1.0 / p)
+    return np.clip(1.0 - a**p, 0.0, 1.0) ** (1.0 / p)
 
 
 def blob_extents(mask: np.ndarray, fully_connected: bool = True) -> list[tuple[int, int]]:
@@ -278,6 +285,7 @@ def blob_extents(mask: np.ndarray, fully_connected: bool = True) -> list[tuple[i
 
 
 # -- the generator --------------------------------------------------------------------------------
+
 
 class _Canvas:
     """Geometry and arrays of one volume while it is being drawn."""
@@ -318,8 +326,22 @@ class _Canvas:
         z0 = max(z0, 1)  # no organ starts in the first slice: each is absent somewhere
         return z0, max(z1, z0 + 2)
 
-    def shape_mask(self, zs, s, u, v, ru, rv, angle=0.0, p=(2.0, 2.0), drift=(0.0, 0.0), grow=0.0,
-                   wobble=0.08, pad_px=0.0, box=None):
+    def shape_mask(
+        self,
+        zs,
+        s,
+        u,
+        v,
+        ru,
+        rv,
+        angle=0.0,
+        p=(2.0, 2.0),
+        drift=(0.0, 0.0),
+        grow=0.0,
+        wobble=0.08,
+        pad_px=0.0,
+        box=None,
+    ):
         """A blob given per slice: slices ``zs`` at axial coordinates ``s`` (in [-1, 1]).
 
         In-plane: an ellipse centred at ``(u, v)`` body units (``u`` to the patient's left, ``v``
@@ -370,8 +392,13 @@ class _Canvas:
         return zs, (zs - (z0 + z1) / 2.0) / (n / 2.0)
 
     def organ_hu(self, name: str) -> float:
-        off = float(np.clip(self.rng.normal(0.0, self.spec.organ_offset_hu), -2 * self.spec.organ_offset_hu,
-                            2 * self.spec.organ_offset_hu))
+        off = float(
+            np.clip(
+                self.rng.normal(0.0, self.spec.organ_offset_hu),
+                -2 * self.spec.organ_offset_hu,
+                2 * self.spec.organ_offset_hu,
+            )
+        )
         return ORGAN_TABLE[name]["hu"] + off + self.vol_offset
 
     def mirror(self, a: np.ndarray) -> np.ndarray:
@@ -381,9 +408,9 @@ class _Canvas:
         flipped = a[..., ::-1]
         out = np.zeros_like(a)
         if shift >= 0:
-            out[..., shift:] = flipped[..., :nx - shift]
+            out[..., shift:] = flipped[..., : nx - shift]
         else:
-            out[..., :nx + shift] = flipped[..., -shift:]
+            out[..., : nx + shift] = flipped[..., -shift:]
         return out
 
     def paint(self, sl, mask, hu, texture=0.0, label=None, allowed=None):
@@ -406,14 +433,16 @@ def _draw_body(cv: _Canvas):
     B = cv.S * cv.ratio * (1.0 + 0.05 * np.sin(2 * np.pi * freq * t + phase + 1.0))
     dx = (np.arange(nx) - cv.cx).astype(np.float32)
     dy = (np.arange(ny) - cv.cy).astype(np.float32)
-    rho2 = (dx[None, None, :] / A[:, None, None].astype(np.float32)) ** 2 + \
-           (dy[None, :, None] / B[:, None, None].astype(np.float32)) ** 2
+    rho2 = (dx[None, None, :] / A[:, None, None].astype(np.float32)) ** 2 + (
+        dy[None, :, None] / B[:, None, None].astype(np.float32)
+    ) ** 2
     rho = np.sqrt(rho2)
     # Layer thicknesses (fractions of the radius) as functions of the in-plane angle, symmetric
     # left/right (sin(theta) and cos(2 theta) only) so that mirrored organs see a mirrored body.
     theta = np.arctan2(dy[:, None] / cv.ratio, np.abs(dx)[None, :])  # |dx|: exactly symmetric
-    fat = rng.uniform(0.06, 0.13) * (1 + rng.uniform(-0.3, 0.3) * np.sin(theta)
-                                     + rng.uniform(0.0, 0.3) * np.cos(2 * theta))
+    fat = rng.uniform(0.06, 0.13) * (
+        1 + rng.uniform(-0.3, 0.3) * np.sin(theta) + rng.uniform(0.0, 0.3) * np.cos(2 * theta)
+    )
     muscle = rng.uniform(0.045, 0.06) * (1 + 1.2 * np.clip(np.sin(theta), 0, None))
     fat, muscle = fat.astype(np.float32)[None], muscle.astype(np.float32)[None]
     body = rho < 1.0
@@ -427,8 +456,14 @@ def _draw_body(cv: _Canvas):
     img[wall & (rho < inner)] = TISSUE_HU["muscle"] + off
     # Lower ribs: short bony arcs in the muscle wall of the upper slices, moving with z.
     rib_phase = rng.uniform(0, 2 * np.pi) + np.linspace(0, rng.uniform(4, 7), nz)
-    ribs = (np.cos(7 * theta[None] + rib_phase[:, None, None]) > 0.8) & (theta[None] > -0.5) & \
-        (t[:, None, None] > 0.55) & wall & (rho < inner) & (rho > inner - muscle * 0.8)
+    ribs = (
+        (np.cos(7 * theta[None] + rib_phase[:, None, None]) > 0.8)
+        & (theta[None] > -0.5)
+        & (t[:, None, None] > 0.55)
+        & wall
+        & (rho < inner)
+        & (rho > inner - muscle * 0.8)
+    )
     ribs &= np.sin(theta[None]) < 0.6  # not over the spine
     img[ribs] = TISSUE_HU["rib"] + off
     # Inside: visceral fat with texture, bowel loops (more inferiorly and anteriorly), gas pockets.
@@ -519,39 +554,100 @@ def _draw_organs(cv: _Canvas):
     # midline in its upper part.
     lz0, lz1 = cv.zspan(0.42, 0.95)
     cv.liver_z0 = lz0
-    liver_hu = _draw_organ(cv, "liver", lz0, lz1, -0.45 + J(0.04), -0.05 + J(0.04), 0.42 * (1 + J(0.08)),
-                0.52 * (1 + J(0.08)), angle=J(0.2), p=(1.6, 4.0), drift=(0.10, 0.06), grow=0.15, wobble=0.18)
+    liver_hu = _draw_organ(
+        cv,
+        "liver",
+        lz0,
+        lz1,
+        -0.45 + J(0.04),
+        -0.05 + J(0.04),
+        0.42 * (1 + J(0.08)),
+        0.52 * (1 + J(0.08)),
+        angle=J(0.2),
+        p=(1.6, 4.0),
+        drift=(0.10, 0.06),
+        grow=0.15,
+        wobble=0.18,
+    )
     top = lz0 + 0.45 * (lz1 - lz0)
     zs = np.arange(int(math.ceil(top)), lz1 + 1)
     s = (zs - (top + lz1) / 2.0) / ((lz1 - top + 1) / 2.0)
-    res = cv.shape_mask(zs, s, 0.05 + J(0.05), -0.36 + J(0.03), 0.32 * (1 + J(0.1)), 0.17 * (1 + J(0.1)),
-                        angle=J(0.15), p=(2.0, 3.0), wobble=0.15)
+    res = cv.shape_mask(
+        zs,
+        s,
+        0.05 + J(0.05),
+        -0.36 + J(0.03),
+        0.32 * (1 + J(0.1)),
+        0.17 * (1 + J(0.1)),
+        angle=J(0.15),
+        p=(2.0, 3.0),
+        wobble=0.15,
+    )
     if res:
         sl, m = res
         hu_liver = liver_hu[2] if liver_hu else cv.organ_hu("liver")
         cv.paint(sl, m, hu_liver, ORGAN_TABLE["liver"]["texture"], LABEL_IDS["liver"], allowed=cv.allowed)
     # Spleen: posterolateral on the patient's left.
     z0, z1 = cv.zspan(0.60, 0.88)
-    _draw_organ(cv, "spleen", z0, z1, 0.56 + J(0.04), 0.24 + J(0.04), 0.16 * (1 + J(0.1)), 0.31 * (1 + J(0.1)),
-                angle=-0.55 + J(0.15), p=(2.2, 2.2), wobble=0.15)
+    _draw_organ(
+        cv,
+        "spleen",
+        z0,
+        z1,
+        0.56 + J(0.04),
+        0.24 + J(0.04),
+        0.16 * (1 + J(0.1)),
+        0.31 * (1 + J(0.1)),
+        angle=-0.55 + J(0.15),
+        p=(2.2, 2.2),
+        wobble=0.15,
+    )
     # Inferior vena cava (right, anterior to the spine, through the liver) and aorta (left, to the top).
     z0, z1 = cv.zspan(0.12, 0.84)
-    _draw_organ(cv, "inferior_vena_cava", z0, z1, -0.14 + J(0.02), -0.04 + J(0.02), 0.085, 0.06,
-                p=(8.0, 8.0), wobble=0.05)
+    _draw_organ(
+        cv, "inferior_vena_cava", z0, z1, -0.14 + J(0.02), -0.04 + J(0.02), 0.085, 0.06, p=(8.0, 8.0), wobble=0.05
+    )
     z0, _ = cv.zspan(0.14, 1.0)
-    _draw_organ(cv, "aorta", z0, z0 + 2 * cv.shape[0], 0.075 + J(0.015), -0.05 + J(0.02), 0.072, 0.072,
-                p=(8.0, 8.0), wobble=0.03)
+    _draw_organ(
+        cv,
+        "aorta",
+        z0,
+        z0 + 2 * cv.shape[0],
+        0.075 + J(0.015),
+        -0.05 + J(0.02),
+        0.072,
+        0.072,
+        p=(8.0, 8.0),
+        wobble=0.03,
+    )
     # Lateral pairs (adrenal glands, kidneys): drawn on the right, mirrored about the body midline,
     # so that the two sides differ only by side (shape, extent and HU are identical).
     z0, z1 = cv.zspan(0.57, 0.64)
     pair_params = [
-        ("adrenal_gland", z0, z1, dict(u=-0.25 + J(0.02), v=0.09 + J(0.02), ru=0.075, rv=0.024,
-                                        angle=1.0 + J(0.2), p=(2.0, 2.0), wobble=0.1)),
+        (
+            "adrenal_gland",
+            z0,
+            z1,
+            dict(u=-0.25 + J(0.02), v=0.09 + J(0.02), ru=0.075, rv=0.024, angle=1.0 + J(0.2), p=(2.0, 2.0), wobble=0.1),
+        ),
     ]
     z0, z1 = cv.zspan(0.26, 0.56)
-    pair_params.append(("kidney", z0, z1, dict(u=-0.42 + J(0.03), v=0.22 + J(0.03), ru=0.12 * (1 + J(0.08)),
-                                               rv=0.19 * (1 + J(0.08)), angle=-0.45 + J(0.15), p=(2.5, 2.5),
-                                               wobble=0.06)))
+    pair_params.append(
+        (
+            "kidney",
+            z0,
+            z1,
+            dict(
+                u=-0.42 + J(0.03),
+                v=0.22 + J(0.03),
+                ru=0.12 * (1 + J(0.08)),
+                rv=0.19 * (1 + J(0.08)),
+                angle=-0.45 + J(0.15),
+                p=(2.5, 2.5),
+                wobble=0.06,
+            ),
+        )
+    )
     for organ, z0, z1, kw in pair_params:
         zs, s = cv.axial(z0, z1)
         res = cv.shape_mask(zs, s, **kw)
@@ -575,8 +671,17 @@ def _draw_organs(cv: _Canvas):
             ks = (kz - (z0 + z1) / 2.0) / ((z1 - z0 + 1) / 2.0)
             mid = np.abs(ks) < 0.45
             if mid.any():
-                res2 = cv.shape_mask(kz[mid], np.zeros(mid.sum()), kw["u"] + 0.75 * kw["ru"], kw["v"] - 0.25 * kw["rv"],
-                                     0.45 * kw["ru"], 0.35 * kw["rv"], angle=kw["angle"], p=(8.0, 8.0), wobble=0.0)
+                res2 = cv.shape_mask(
+                    kz[mid],
+                    np.zeros(mid.sum()),
+                    kw["u"] + 0.75 * kw["ru"],
+                    kw["v"] - 0.25 * kw["rv"],
+                    0.45 * kw["ru"],
+                    0.35 * kw["rv"],
+                    angle=kw["angle"],
+                    p=(8.0, 8.0),
+                    wobble=0.0,
+                )
                 if res2:
                     ssl, sm = res2
                     xs2 = ssl[2]
@@ -592,8 +697,14 @@ def _draw_organs(cv: _Canvas):
 
 def _target_look(rng: np.random.Generator, scale: float = 1.0) -> dict:
     """One draw of the target organ's size and shape (shared by the target and its distractors)."""
-    return dict(ru=scale * rng.uniform(0.09, 0.13), rv=scale * rng.uniform(0.085, 0.11), angle=rng.uniform(-0.6, 0.6),
-                drift=(rng.uniform(-0.06, 0.06), rng.uniform(-0.06, 0.06)), p=(3.0, 3.0), wobble=0.06)
+    return dict(
+        ru=scale * rng.uniform(0.09, 0.13),
+        rv=scale * rng.uniform(0.085, 0.11),
+        angle=rng.uniform(-0.6, 0.6),
+        drift=(rng.uniform(-0.06, 0.06), rng.uniform(-0.06, 0.06)),
+        p=(3.0, 3.0),
+        wobble=0.06,
+    )
 
 
 def _target_position(rng: np.random.Generator) -> dict:
@@ -608,6 +719,7 @@ def _draw_target_and_distractors(cv: _Canvas, target_hu: float):
     tid = LABEL_IDS[TARGET_ORGAN]
     liver_id = LABEL_IDS["liver"]
     tex = ORGAN_TABLE[TARGET_ORGAN]["texture"]
+
     # Where gallbladders occur: in the liver's fossa, its top 2-9 slices above the liver's lowest
     # slice, the fundus hanging below the liver. Distractors are sections of virtual gallbladders
     # placed by the same rule, so their heights relative to the anatomy match the target's too.
@@ -697,9 +809,14 @@ def _draw_target_and_distractors(cv: _Canvas, target_hu: float):
                 cv.distractors[sl] |= m
                 occupied[sl] |= m
                 zz, yy, xx = np.nonzero(m)
-                infos.append(Distractor(int(z0), int(z0 + h - 1),
-                                        (float(yy.mean() + sl[1].start), float(xx.mean() + sl[2].start)),
-                                        int(m.sum())))
+                infos.append(
+                    Distractor(
+                        int(z0),
+                        int(z0 + h - 1),
+                        (float(yy.mean() + sl[1].start), float(xx.mean() + sl[2].start)),
+                        int(m.sum()),
+                    )
+                )
                 done = True
                 break
             if done:
@@ -729,8 +846,9 @@ def generate_phantom(seed: int | Sequence[int] = 0, spec: PhantomSpec = PhantomS
     np.clip(image, -1024.0, 3071.0, out=image)
     nz, ny, nx = spec.shape
     sz, sy, sx = spec.spacing
-    origin = spec.origin if spec.origin is not None else (-(nx - 1) * sx / 2.0, -(ny - 1) * sy / 2.0,
-                                                          -(nz - 1) * sz / 2.0)
+    origin = (
+        spec.origin if spec.origin is not None else (-(nx - 1) * sx / 2.0, -(ny - 1) * sy / 2.0, -(nz - 1) * sz / 2.0)
+    )
     return Phantom(
         image=image.astype(np.float32, copy=False),
         labels=cv.labels,
@@ -747,12 +865,14 @@ def generate_phantom(seed: int | Sequence[int] = 0, spec: PhantomSpec = PhantomS
 
 # -- datasets -------------------------------------------------------------------------------------
 
+
 def case_name(index: int) -> str:
     return f"phantom_{index:03d}"
 
 
-def write_phantom_dataset(folder: str | Path, n_cases: int, seed: int = 0, spec: PhantomSpec = PhantomSpec(),
-                          progress=None) -> Path:
+def write_phantom_dataset(
+    folder: str | Path, n_cases: int, seed: int = 0, spec: PhantomSpec = PhantomSpec(), progress=None
+) -> Path:
     """Write ``n_cases`` phantoms as an nnU-Net v2 style dataset in ``folder``; returns ``folder``.
 
     ``imagesTr/phantom_XXX_0000.nii.gz`` (int16 HU), ``labelsTr/phantom_XXX.nii.gz`` (uint8,
@@ -799,14 +919,20 @@ def write_phantom_dataset(folder: str | Path, n_cases: int, seed: int = 0, spec:
             progress(i + 1, n_cases)
     dataset = {
         "name": "tgated-phantom",
-        "description": ("Synthetic abdominal CT phantoms (TGatedSegmentLib.phantom): FLARE22 label ids; the "
-                        f"{TARGET_ORGAN} has 1-2 slice look-alike distractors that are never labelled."),
+        "description": (
+            "Synthetic abdominal CT phantoms (TGatedSegmentLib.phantom): FLARE22 label ids; the "
+            f"{TARGET_ORGAN} has 1-2 slice look-alike distractors that are never labelled."
+        ),
         "channel_names": {"0": "CT"},
         "labels": {"background": 0, **{n: i for i, n in sorted(label_names.items())}},
         "numTraining": n_cases,
         "file_ending": ".nii.gz",
-        "phantom": {"seed": int(seed), "spec": spec.to_dict(), "target": TARGET_ORGAN,
-                    "target_label": LABEL_IDS[TARGET_ORGAN]},
+        "phantom": {
+            "seed": int(seed),
+            "spec": spec.to_dict(),
+            "target": TARGET_ORGAN,
+            "target_label": LABEL_IDS[TARGET_ORGAN],
+        },
         "cases": cases,
     }
     write_json(folder / "dataset.json", dataset)

@@ -35,8 +35,10 @@ class PreprocessConfig:
         self.ct_window, self.mr_percentiles = tuple(self.ct_window), tuple(self.mr_percentiles)
         self.slice_layout = tuple(s.upper() for s in self.slice_layout)
         axes = {d: a for a, pair in enumerate(("LR", "PA")) for d in pair}
-        if len(self.slice_layout) != 2 or any(d not in axes for d in self.slice_layout) or (
-            axes[self.slice_layout[0]] == axes[self.slice_layout[1]]
+        if (
+            len(self.slice_layout) != 2
+            or any(d not in axes for d in self.slice_layout)
+            or (axes[self.slice_layout[0]] == axes[self.slice_layout[1]])
         ):
             raise ValueError(
                 f"slice_layout must name one left/right and one anterior/posterior direction, got {self.slice_layout}"

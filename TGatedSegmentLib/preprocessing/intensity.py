@@ -38,8 +38,9 @@ def normalize_intensity(array: np.ndarray, modality: str, config: PreprocessConf
     finite = np.isfinite(array)
     if not finite.all():
         if not finite.any():
-            raise InputError("the volume has no finite values (all NaN or infinite)",
-                             "Check the file: it holds no image data.")
+            raise InputError(
+                "the volume has no finite values (all NaN or infinite)", "Check the file: it holds no image data."
+            )
         log.warning("%d non-finite voxels replaced by the volume's minimum", int((~finite).sum()))
         array = np.where(finite, array, array[finite].min())
     if modality == "ct":
@@ -50,12 +51,15 @@ def normalize_intensity(array: np.ndarray, modality: str, config: PreprocessConf
         if hi <= lo:
             lo, hi = float(array.min()), float(array.max())
     if hi <= lo:
-        raise InputError(f"the volume is constant (every voxel is {lo:g}); there is nothing to segment",
-                         "Check that the right image was loaded.")
+        raise InputError(
+            f"the volume is constant (every voxel is {lo:g}); there is nothing to segment",
+            "Check that the right image was loaded.",
+        )
     out = (np.clip(array, lo, hi) - lo) / (hi - lo)
     return out.astype(np.float32, copy=False)
 
 
 # The modality rule moved to TGatedSegmentLib.modality (the reader and the datasets use it too).
-__getattr__ = moved_names(__name__, {"MODALITIES": "TGatedSegmentLib.modality",
-                                     "check_modality": "TGatedSegmentLib.modality"})
+__getattr__ = moved_names(
+    __name__, {"MODALITIES": "TGatedSegmentLib.modality", "check_modality": "TGatedSegmentLib.modality"}
+)

@@ -60,16 +60,21 @@ def load_array(volume, geometry: Geometry | None = None) -> tuple[np.ndarray, Ge
     else:  # a SimpleITK image
         geometry, array, hint = Geometry.from_image(volume), array_from_image(volume), image_modality(volume)
     if array.ndim != 3:
-        raise InputError(f"expected a 3D volume, got an array with {array.ndim} dimensions {array.shape}",
-                         "Pass one 3D scalar volume (k, j, i).")
+        raise InputError(
+            f"expected a 3D volume, got an array with {array.ndim} dimensions {array.shape}",
+            "Pass one 3D scalar volume (k, j, i).",
+        )
     if tuple(array.shape) != tuple(geometry.array_shape):
-        raise InputError(f"the array shape {array.shape} does not match its geometry {geometry.array_shape}",
-                         "Pass the geometry of this very array.")
+        raise InputError(
+            f"the array shape {array.shape} does not match its geometry {geometry.array_shape}",
+            "Pass the geometry of this very array.",
+        )
     return array, geometry, hint
 
 
-def prepare_volume(volume, preprocessing: PreprocessConfig, modality: str = "auto",
-                   geometry: Geometry | None = None) -> PreparedVolume:
+def prepare_volume(
+    volume, preprocessing: PreprocessConfig, modality: str = "auto", geometry: Geometry | None = None
+) -> PreparedVolume:
     array, geometry, hint = load_array(volume, geometry)
     check_volume_values(array)
     modality = check_modality(modality)

@@ -25,8 +25,9 @@ def flip_allowed(organ: Organ) -> bool:
     return organ.lateral is None and laterality_of(organ.prompt) is None and laterality_of(organ.name) is None
 
 
-def draw(rng: np.random.Generator, n: int, flippable: np.ndarray, max_rotation: float,
-         flip_probability: float) -> tuple[np.ndarray, np.ndarray]:
+def draw(
+    rng: np.random.Generator, n: int, flippable: np.ndarray, max_rotation: float, flip_probability: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Angles (degrees, uniform in +-max_rotation) and flips (p, only where ``flippable``) for n samples."""
     angles = rng.uniform(-max_rotation, max_rotation, n) if max_rotation > 0 else np.zeros(n)
     coins = rng.random(n) < flip_probability
@@ -45,8 +46,9 @@ def _rotate(x: torch.Tensor, degrees: float, zoom: float = 1.0) -> torch.Tensor:
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-def apply(pixels: torch.Tensor, target: torch.Tensor, angle: float, flip: bool, fill: torch.Tensor,
-          lr_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+def apply(
+    pixels: torch.Tensor, target: torch.Tensor, angle: float, flip: bool, fill: torch.Tensor, lr_dim: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One transform for a whole window and its mask.
 
     pixels (S, 3, H, W) normalised model input, target (H, W) in [0, 1]; ``fill`` (3,) is the
@@ -62,8 +64,9 @@ def apply(pixels: torch.Tensor, target: torch.Tensor, angle: float, flip: bool, 
     return pixels, target
 
 
-def apply_geometry(pixels: torch.Tensor, targets: torch.Tensor, angle: float, zoom: float,
-                   fill: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def apply_geometry(
+    pixels: torch.Tensor, targets: torch.Tensor, angle: float, zoom: float, fill: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One rotation + scaling for a stack of model-input slices (N, 3, H, W) and of their masks
     (M, H, W) in [0, 1] (soft edges stay soft); ``fill`` (3,) is the normalised black."""
     if not angle and zoom == 1.0:

@@ -102,8 +102,9 @@ class CachedVolume:
 
     def prepared(self) -> PreparedVolume:
         """The whole volume as inference's :class:`PreparedVolume` (for validation)."""
-        return PreparedVolume(self.unit_slices(slice(None)), self.geometry, reorientation_for(self.geometry.direction),
-                              self.modality)
+        return PreparedVolume(
+            self.unit_slices(slice(None)), self.geometry, reorientation_for(self.geometry.direction), self.modality
+        )
 
     def canonical_slices(self, k_indices) -> list[int]:
         """Canonical z of file slices ``k`` (the image's third array axis), where k runs along z;
@@ -132,17 +133,23 @@ def _load_entry(folder: Path, case_id: str) -> CachedVolume | None:
 def _label_array(case: Case, geometry: Geometry) -> np.ndarray:
     label = array_from_image(read_image(case.label))
     if tuple(label.shape) != tuple(geometry.array_shape):
-        raise InputError(f"case '{case.case_id}': label size {label.shape[::-1]} differs from image size "
-                         f"{geometry.size}", "Resample the label onto the image grid (nearest neighbour).")
+        raise InputError(
+            f"case '{case.case_id}': label size {label.shape[::-1]} differs from image size {geometry.size}",
+            "Resample the label onto the image grid (nearest neighbour).",
+        )
     if not np.issubdtype(label.dtype, np.integer):
         rounded = np.rint(label)
         if not np.array_equal(rounded, label):
-            raise InputError(f"case '{case.case_id}': the label holds non-integer values",
-                             "Labels must be integer ids as declared in dataset.json.")
+            raise InputError(
+                f"case '{case.case_id}': the label holds non-integer values",
+                "Labels must be integer ids as declared in dataset.json.",
+            )
         label = rounded
     if label.size and (label.min() < 0 or label.max() > 65535):
-        raise InputError(f"case '{case.case_id}': label values outside 0..65535",
-                         "Labels must be the non-negative ids declared in dataset.json.")
+        raise InputError(
+            f"case '{case.case_id}': label values outside 0..65535",
+            "Labels must be the non-negative ids declared in dataset.json.",
+        )
     return label.astype(np.uint8 if label.max(initial=0) < 256 else np.uint16)
 
 
@@ -152,10 +159,20 @@ def _build_entry(case: Case, preprocessing: PreprocessConfig, modality: str, fol
     image = np.round(prepared.unit * IMAGE_SCALE).astype(np.uint16)
     n_values = int(labels.max(initial=0)) + 1
     presence = np.stack([np.bincount(s.ravel(), minlength=n_values) > 0 for s in labels])  # (z, n_values)
-    meta = {"version": CACHE_VERSION, "case_id": case.case_id, "image": str(case.image), "label": str(case.label),
-            "modality": prepared.modality, "shape": list(image.shape),
-            "geometry": {"size": list(prepared.geometry.size), "spacing": list(prepared.geometry.spacing),
-                         "origin": list(prepared.geometry.origin), "direction": list(prepared.geometry.direction)}}
+    meta = {
+        "version": CACHE_VERSION,
+        "case_id": case.case_id,
+        "image": str(case.image),
+        "label": str(case.label),
+        "modality": prepared.modality,
+        "shape": list(image.shape),
+        "geometry": {
+            "size": list(prepared.geometry.size),
+            "spacing": list(prepared.geometry.spacing),
+            "origin": list(prepared.geometry.origin),
+            "direction": list(prepared.geometry.direction),
+        },
+    }
     with atomic_dir(folder) as tmp:
         np.save(tmp / "image.npy", image)
         np.save(tmp / "labels.npy", labels)
@@ -169,16 +186,18 @@ def entry_folder(cache_dir: Path, case: Case, preprocessing: PreprocessConfig, m
     return Path(cache_dir) / f"{safe}-{cache_key(case, preprocessing, modality)}"
 
 
-def cached_volume(case: Case, preprocessing: PreprocessConfig, cache_dir: str | Path,
-                  modality: str | None = None) -> CachedVolume:
+def cached_volume(
+    case: Case, preprocessing: PreprocessConfig, cache_dir: str | Path, modality: str | None = None
+) -> CachedVolume:
     """The cache entry of ``case``, built on first use."""
     modality = modality or modality_hint(case.modality)
     folder = entry_folder(Path(cache_dir), case, preprocessing, modality)
     return _load_entry(folder, case.case_id) or _build_entry(case, preprocessing, modality, folder)
 
 
-def cache_cases(cases: list[Case], preprocessing: PreprocessConfig, cache_dir: str | Path, progress=None,
-                cancel=None) -> list[CachedVolume]:
+def cache_cases(
+    cases: list[Case], preprocessing: PreprocessConfig, cache_dir: str | Path, progress=None, cancel=None
+) -> list[CachedVolume]:
     """Every case's entry (built where missing), in order; reports ``cache`` progress."""
     out = []
     for n, case in enumerate(cases):

@@ -59,8 +59,14 @@ class ChunkAugmentation:
     organ_intensity: float = 0.0  # each organ's level moved by up to +- a (augment.apply_organ_intensity)
 
 
-def slice_weights(presence: np.ndarray, organ_ids: Sequence[int], boundary_margin: int = 2,
-                  boundary_weight: float = 0.0, hints: Sequence[int] = (), hint_weight: float = 0.0) -> np.ndarray:
+def slice_weights(
+    presence: np.ndarray,
+    organ_ids: Sequence[int],
+    boundary_margin: int = 2,
+    boundary_weight: float = 0.0,
+    hints: Sequence[int] = (),
+    hint_weight: float = 0.0,
+) -> np.ndarray:
     """(depth,) anchor weights of one volume: 1 per slice, plus ``boundary_weight`` on the
     ``boundary_margin`` slices just beyond each organ's first and last slice, plus ``hint_weight``
     on the slices ``hints`` names (canonical z)."""
@@ -71,8 +77,8 @@ def slice_weights(presence: np.ndarray, organ_ids: Sequence[int], boundary_margi
             continue
         z = np.flatnonzero(presence[:, label])
         near = np.zeros(depth, dtype=bool)
-        near[max(0, z[0] - boundary_margin):z[0]] = True
-        near[z[-1] + 1:z[-1] + 1 + boundary_margin] = True
+        near[max(0, z[0] - boundary_margin) : z[0]] = True
+        near[z[-1] + 1 : z[-1] + 1 + boundary_margin] = True
         weights[near] += boundary_weight
     for z in hints:
         if 0 <= int(z) < depth:
@@ -86,16 +92,26 @@ class ChunkSampler(EpochSampler):
     ``weights[v]`` is volume v's (depth,) anchor weights; ``epoch_size`` counts chunks.
     """
 
-    def __init__(self, depths: Sequence[int], weights: Sequence[np.ndarray], chunk_slices: int, batch_size: int,
-                 epoch_size: int, seed: int = 0, augmentation: ChunkAugmentation = ChunkAugmentation(),
-                 rank: int = 0, world_size: int = 1):
+    def __init__(
+        self,
+        depths: Sequence[int],
+        weights: Sequence[np.ndarray],
+        chunk_slices: int,
+        batch_size: int,
+        epoch_size: int,
+        seed: int = 0,
+        augmentation: ChunkAugmentation = ChunkAugmentation(),
+        rank: int = 0,
+        world_size: int = 1,
+    ):
         super().__init__(batch_size, seed, epoch_size, rank, world_size)
         self.depths = [int(d) for d in depths]
         self.chunk_slices = int(chunk_slices)
         self.augmentation = augmentation
         flat = np.concatenate([np.asarray(w, np.float64) for w in weights])
-        self._anchors = np.concatenate([np.stack([np.full(d, v), np.arange(d)], 1)
-                                        for v, d in enumerate(self.depths)])  # (sum depth, 2): volume, z
+        self._anchors = np.concatenate(
+            [np.stack([np.full(d, v), np.arange(d)], 1) for v, d in enumerate(self.depths)]
+        )  # (sum depth, 2): volume, z
         self._p = flat / flat.sum()
 
     def epoch_items(self, epoch: int) -> list[Chunk]:
@@ -119,8 +135,19 @@ class ChunkSampler(EpochSampler):
             depth = self.depths[int(v)]
             length = min(self.chunk_slices, depth)
             start = int(np.clip(int(z) - int(offsets[i]) % length, 0, depth - length))
-            chunks.append(Chunk(int(v), start, start + length, float(angles[i]), float(zooms[i]), float(contrast[i]),
-                                float(brightness[i]), float(gamma[i]), int(organ_seeds[i])))
+            chunks.append(
+                Chunk(
+                    int(v),
+                    start,
+                    start + length,
+                    float(angles[i]),
+                    float(zooms[i]),
+                    float(contrast[i]),
+                    float(brightness[i]),
+                    float(gamma[i]),
+                    int(organ_seeds[i]),
+                )
+            )
         return chunks
 
 
@@ -132,9 +159,16 @@ class ChunkDataset(SliceDataset):
     row in the trainer's prompt list.
     """
 
-    def __init__(self, volumes: list[CachedVolume], preprocessing: PreprocessConfig, context_size: int,
-                 organs: Sequence[Sequence[int]], prompts: dict[int, int], tokens: Sequence | None = None,
-                 organ_intensity: float = 0.0):
+    def __init__(
+        self,
+        volumes: list[CachedVolume],
+        preprocessing: PreprocessConfig,
+        context_size: int,
+        organs: Sequence[Sequence[int]],
+        prompts: dict[int, int],
+        tokens: Sequence | None = None,
+        organ_intensity: float = 0.0,
+    ):
         super().__init__(volumes, preprocessing, context_size, prompts)
         self.organ_intensity = float(organ_intensity)
         self.organs = [np.asarray(list(ids), dtype=np.int64) for ids in organs]
@@ -162,20 +196,24 @@ class ChunkDataset(SliceDataset):
         row = {z: i for i, z in enumerate(needed)}
         unit = volume.unit_slices(needed)
         if self.organ_intensity:
-            unit = augment.apply_organ_intensity(unit, np.asarray(volume.labels[needed]), self.organ_intensity,
-                                                 chunk.organ_seed)
+            unit = augment.apply_organ_intensity(
+                unit, np.asarray(volume.labels[needed]), self.organ_intensity, chunk.organ_seed
+            )
         unit = augment.apply_intensity(unit, chunk.contrast, chunk.brightness, chunk.gamma)
         codec = self.codec
         pixels = codec.encode(unit)  # (U, 3, H, W)
         ids = self.organs[chunk.volume]
-        labels = np.asarray(volume.labels[chunk.start:chunk.stop])  # (n, Y, X)
+        labels = np.asarray(volume.labels[chunk.start : chunk.stop])  # (n, Y, X)
         masks = labels[:, None] == ids[None, :, None, None]  # (n, K_v, Y, X)
         n, k = masks.shape[:2]
         targets = codec.encode_masks(masks.reshape(n * k, *masks.shape[2:]))  # (n*K_v, H, W)
         pixels, targets = augment.apply_geometry(pixels, targets, chunk.angle, chunk.zoom, codec.fill)
-        out = {"pixels": pixels, "windows": torch.tensor([[row[z] for z in w] for w in windows]),
-               "targets": targets.view(n, k, *targets.shape[-2:]),
-               "prompts": torch.tensor([self.prompts[int(i)] for i in ids], dtype=torch.long)}
+        out = {
+            "pixels": pixels,
+            "windows": torch.tensor([[row[z] for z in w] for w in windows]),
+            "targets": targets.view(n, k, *targets.shape[-2:]),
+            "prompts": torch.tensor([self.prompts[int(i)] for i in ids], dtype=torch.long),
+        }
         if self.token_files is not None:  # (U, L, T, C): the encoder's output for the same slices
             out["tokens"] = torch.from_numpy(np.asarray(self._token_array(chunk.volume)[needed], dtype=np.float32))
         return out
@@ -197,17 +235,30 @@ def collate_chunks(chunks: list[dict]) -> dict:
         targets.append(chunk["targets"].flatten(0, 1))
         offset += chunk["pixels"].shape[0]
         centre += n
-    batch = {"pixels": torch.cat(pixels), "windows": torch.cat(windows), "items": torch.cat(items),
-             "targets": torch.cat(targets)}
+    batch = {
+        "pixels": torch.cat(pixels),
+        "windows": torch.cat(windows),
+        "items": torch.cat(items),
+        "targets": torch.cat(targets),
+    }
     if tokens:
         batch["tokens"] = torch.cat(tokens)  # (U, L, T, C)
     return batch
 
 
-def make_chunk_loader(dataset: ChunkDataset, sampler: ChunkSampler, num_workers: int,
-                      pin_memory: bool = False) -> DataLoader:
+def make_chunk_loader(
+    dataset: ChunkDataset, sampler: ChunkSampler, num_workers: int, pin_memory: bool = False
+) -> DataLoader:
 
-    return DataLoader(dataset, batch_size=sampler.batch_size, sampler=sampler, num_workers=num_workers,
-                      pin_memory=pin_memory, collate_fn=collate_chunks,
-                      worker_init_fn=_seed_worker if num_workers else None, persistent_workers=False,
-                      drop_last=False, generator=torch.Generator().manual_seed(0))
+    return DataLoader(
+        dataset,
+        batch_size=sampler.batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        collate_fn=collate_chunks,
+        worker_init_fn=_seed_worker if num_workers else None,
+        persistent_workers=False,
+        drop_last=False,
+        generator=torch.Generator().manual_seed(0),
+    )

@@ -47,8 +47,9 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = S
     return (1.0 - dice).mean()
 
 
-def batch_dice_loss(logits: torch.Tensor, target: torch.Tensor, groups: torch.Tensor,
-                    smooth: float = BATCH_SMOOTH) -> torch.Tensor:
+def batch_dice_loss(
+    logits: torch.Tensor, target: torch.Tensor, groups: torch.Tensor, smooth: float = BATCH_SMOOTH
+) -> torch.Tensor:
     """Mean over the groups (prompts) with target pixels of ``1 - Dice`` pooled over the group's items.
 
     logits, target (M, H, W); groups (M,) integer prompt of each item. 0 when no group has target pixels.
@@ -97,10 +98,17 @@ def hard_pixel_loss(logits: torch.Tensor, target: torch.Tensor, fraction: float 
     return bce.topk(k, dim=1).values.mean()
 
 
-def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, gate_penalty: torch.Tensor | None = None,
-                      gate_weight: float = 1e-3, dice: str = "sample", groups: torch.Tensor | None = None,
-                      slices: torch.Tensor | None = None,
-                      exclusive: float = 0.0, hard_pixels: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
+def segmentation_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    gate_penalty: torch.Tensor | None = None,
+    gate_weight: float = 1e-3,
+    dice: str = "sample",
+    groups: torch.Tensor | None = None,
+    slices: torch.Tensor | None = None,
+    exclusive: float = 0.0,
+    hard_pixels: float = 0.0,
+) -> tuple[torch.Tensor, dict[str, float]]:
     """(total loss, its parts as floats for logging). ``groups``: each item's prompt (``dice="batch"``);
     ``slices``: each item's slice (``exclusive`` > 0); ``hard_pixels``: weight of :func:`hard_pixel_loss`."""
     bce = F.binary_cross_entropy_with_logits(logits.float(), target.float())

@@ -32,8 +32,10 @@ def parameter_group(name: str) -> str:
         return "decoder"
     if name.startswith(("base_model.clip.vision_model.", "base_model.clip.visual_projection.")):
         return "vision"
-    if name.startswith(("base_model.clip.text_model.", "base_model.clip.text_projection.")) or \
-            name == "base_model.clip.logit_scale":
+    if (
+        name.startswith(("base_model.clip.text_model.", "base_model.clip.text_projection."))
+        or name == "base_model.clip.logit_scale"
+    ):
         return "text"
     raise RuntimeError(f"parameter '{name}' belongs to no optimiser group")
 
@@ -43,8 +45,14 @@ def group_learning_rates(config: TrainConfig, peft_variant: str | None = None) -
     variant = peft_variant or config.peft or "dense"
     lr_peft = config.lr_peft if config.lr_peft is not None else DEFAULT_LR_PEFT[variant]
     text = config.lr_text if config.lr_text is not None else config.lr_encoder
-    return {"vision": config.lr_encoder, "text": text, "decoder": config.lr_decoder,
-            "adapter": config.lr_adapter, "refine": config.lr_adapter, PEFT_GROUP: lr_peft}
+    return {
+        "vision": config.lr_encoder,
+        "text": text,
+        "decoder": config.lr_decoder,
+        "adapter": config.lr_adapter,
+        "refine": config.lr_adapter,
+        PEFT_GROUP: lr_peft,
+    }
 
 
 def freeze_encoders(model: TGatedCLIPSeg) -> None:

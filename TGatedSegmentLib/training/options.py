@@ -69,8 +69,9 @@ class Option:
     hint: str | None = None  # the fix an error shows (default: "Pass a valid --flag." or the choices)
 
 
-def setting(default: Any = MISSING, help: str | None = None, type: Callable[[str], Any] | None = None,
-            **option: Any) -> Any:
+def setting(
+    default: Any = MISSING, help: str | None = None, type: Callable[[str], Any] | None = None, **option: Any
+) -> Any:
     """A ``TrainConfig`` field with its :class:`Option` (no ``default``: a required field)."""
     return field(default=default, metadata={"option": Option(help, type, **option)})
 
@@ -184,7 +185,9 @@ def check_value(entry: Setting, value: Any) -> None:
     if option.choices:
         if value not in option.choices:
             what = option.what or entry.name.replace("_", " ")
-            raise InputError(f"unknown {what} '{value}'", option.hint or f"Use {entry.flag} {_or(list(option.choices))}.")
+            raise InputError(
+                f"unknown {what} '{value}'", option.hint or f"Use {entry.flag} {_or(list(option.choices))}."
+            )
         return
     if option.range is not None:
         problem = _out_of_range(entry.name, value, option.range, option.optional)

@@ -48,8 +48,10 @@ def parse_val(spec: str | None) -> tuple[str, int | None]:
         try:
             return "split", int(match.group(1))
         except ValueError:
-            raise InputError(f"--val '{spec}' does not give a number of cases",
-                             "Write it as split:N, e.g. split:2 to hold out two cases.") from None
+            raise InputError(
+                f"--val '{spec}' does not give a number of cases",
+                "Write it as split:N, e.g. split:2 to hold out two cases.",
+            ) from None
     return "path", None
 
 
@@ -57,16 +59,23 @@ def read_run_state(run_dir: str | Path) -> dict | None:
     """The saved settings and counters of a run folder, or None when it has no resume state."""
     folder = recover_dir(Path(run_dir).expanduser() / RESUME_DIR)
     file = folder / RUN_FILE
-    return read_json(file, lambda exc: InputError(f"cannot read the resume state {file} ({exc})",
-                                                  "The run folder is damaged: start a new run with --overwrite."))
+    return read_json(
+        file,
+        lambda exc: InputError(
+            f"cannot read the resume state {file} ({exc})",
+            "The run folder is damaged: start a new run with --overwrite.",
+        ),
+    )
 
 
 def resume_config(run_dir: str | Path, **overrides) -> TrainConfig:
     """The settings a run folder was started with, with ``overrides`` (e.g. more epochs) applied."""
     state = read_run_state(run_dir)
     if state is None:
-        raise InputError(f"'{run_dir}' has no resume state ({RESUME_DIR}/{RUN_FILE})",
-                         "Pass the run folder of a run started by `tgated train` (its --output).")
+        raise InputError(
+            f"'{run_dir}' has no resume state ({RESUME_DIR}/{RUN_FILE})",
+            "Pass the run folder of a run started by `tgated train` (its --output).",
+        )
     values = {**predating(), **state["config"]}
     values.update({k: v for k, v in overrides.items() if v is not None})
     values.update(output=str(run_dir), resume=True, overwrite=False)
@@ -81,27 +90,34 @@ def _check_run_dir(config: TrainConfig) -> dict | None:
     state = read_run_state(run) if run.is_dir() else None
     if config.resume:
         if state is None:
-            raise InputError(f"cannot resume: '{run}' has no resume state ({RESUME_DIR}/{RUN_FILE})",
-                             "Start a new run without --resume, or pass the folder of an earlier run.")
+            raise InputError(
+                f"cannot resume: '{run}' has no resume state ({RESUME_DIR}/{RUN_FILE})",
+                "Start a new run without --resume, or pass the folder of an earlier run.",
+            )
         changed = structural_differences(state.get("config", {}), config)
         if changed:
-            raise InputError(f"cannot resume '{run}' with different settings ({'; '.join(changed)})",
-                             f"Resume with the run's own settings (only {may_change_text()} may change), or start "
-                             "a new run.")
+            raise InputError(
+                f"cannot resume '{run}' with different settings ({'; '.join(changed)})",
+                f"Resume with the run's own settings (only {may_change_text()} may change), or start a new run.",
+            )
         return state
     if run.is_dir() and any(run.iterdir()) and not config.overwrite:
         existing = [name for name in RUN_ITEMS if (run / name).exists()]
         what = f"holds an earlier run ({', '.join(existing)})" if existing else "is not empty"
-        raise OutputError(f"the run folder '{run}' {what}",
-                          f"Continue it with --resume {run}, replace it with --overwrite, or choose another --output.")
+        raise OutputError(
+            f"the run folder '{run}' {what}",
+            f"Continue it with --resume {run}, replace it with --overwrite, or choose another --output.",
+        )
     return None
 
 
 def _check_labels(dataset: Dataset) -> dict[str, tuple[int, ...]]:
     present = validate_label_values(dataset)
     if not any(present.values()):
-        raise InputError(f"no case of {dataset.root} labels any organ (every label file is all background)",
-                         "Check that the label files belong to the images and use the ids of dataset.json.")
+        raise InputError(
+            f"no case of {dataset.root} labels any organ (every label file is all background)",
+            "Check that the label files belong to the images and use the ids of dataset.json.",
+        )
     return present
 
 
@@ -114,15 +130,20 @@ def _check_base(config: TrainConfig) -> None:
         return  # the model comes from RUN_DIR/resume
     base = str(config.base)
     source = classify_source(base)
-    if source.kind is SourceKind.BUILTIN and base[len(PREFIX):] not in ARCHITECTURES:
-        raise InputError(f"unknown built-in architecture '{base}'",
-                         f"Use one of: {', '.join(PREFIX + k for k in ARCHITECTURES)}.")
+    if source.kind is SourceKind.BUILTIN and base[len(PREFIX) :] not in ARCHITECTURES:
+        raise InputError(
+            f"unknown built-in architecture '{base}'", f"Use one of: {', '.join(PREFIX + k for k in ARCHITECTURES)}."
+        )
     if source.random_weights and not config.tokenizer:
-        raise InputError(f"the base '{base}' is an architecture with random weights and no tokenizer",
-                         "Pass --tokenizer with a CLIP tokenizer folder or hub id, or --tokenizer compact.")
+        raise InputError(
+            f"the base '{base}' is an architecture with random weights and no tokenizer",
+            "Pass --tokenizer with a CLIP tokenizer folder or hub id, or --tokenizer compact.",
+        )
     if source.is_folder and not (source.path / "config.json").is_file():
-        raise InputError(f"the base folder '{base}' has no config.json",
-                         "Pass a checkpoint folder (tgated init/train/import), a CLIPSeg model folder or config.")
+        raise InputError(
+            f"the base folder '{base}' has no config.json",
+            "Pass a checkpoint folder (tgated init/train/import), a CLIPSeg model folder or config.",
+        )
     if base.startswith((".", "/", "~")) and source.kind is SourceKind.MISSING:
         raise InputError(f"the base '{base}' does not exist", "Check the path given as --base.")
 
@@ -146,7 +167,7 @@ def read_base_info(base: str) -> BaseInfo | None:
     source = classify_source(base)
     raw = None
     if source.kind is SourceKind.BUILTIN:
-        raw = ARCHITECTURES.get(base[len(PREFIX):])
+        raw = ARCHITECTURES.get(base[len(PREFIX) :])
     elif source.kind is SourceKind.CONFIG_FILE:
         raw = read_json(source.path)
     elif source.is_folder:
@@ -173,21 +194,31 @@ def check_finetune(config: TrainConfig, info: BaseInfo | None) -> None:
     if own and wanted:
         keys = ("variant", "dim", "vision", "text", "conditional")
         if any(own.get(k) != wanted[k] for k in keys):
-            raise InputError(f"the base already has PEFT adapters {_peft_summary(own)}, not the "
-                             f"{_peft_summary(wanted)} asked for",
-                             "Omit --peft (and --peft-dim/--peft-parts) to keep training the base's adapters, or start "
-                             "from a base without them.")
+            raise InputError(
+                f"the base already has PEFT adapters {_peft_summary(own)}, not the {_peft_summary(wanted)} asked for",
+                "Omit --peft (and --peft-dim/--peft-parts) to keep training the base's adapters, or start "
+                "from a base without them.",
+            )
     effective = wanted or own
-    if info is not None and effective and effective.get("variant") == "shallow" and effective.get("text") and \
-            info.text_width != info.projection_dim:
-        raise InputError(f"--peft shallow with text adapters needs the base's text width ({info.text_width}) to equal "
-                         f"its projection dim ({info.projection_dim}): they add EOT states to the prompt embedding",
-                         "Use --peft-parts vision,conditional, or --peft dense.")
+    if (
+        info is not None
+        and effective
+        and effective.get("variant") == "shallow"
+        and effective.get("text")
+        and info.text_width != info.projection_dim
+    ):
+        raise InputError(
+            f"--peft shallow with text adapters needs the base's text width ({info.text_width}) to equal "
+            f"its projection dim ({info.projection_dim}): they add EOT states to the prompt embedding",
+            "Use --peft-parts vision,conditional, or --peft dense.",
+        )
     if effective is None and config.lr_peft is not None and info is not None:
         raise InputError("--lr-peft without PEFT adapters", "Add --peft dense|shallow, or drop --lr-peft.")
     if config.finetune == "adapters" and not config.temporal and effective is None and info is not None:
-        raise InputError("--finetune adapters has nothing to train: no temporal adapter (--no-temporal) and no PEFT "
-                         "adapters", "Add --peft dense|shallow, drop --no-temporal, or use --finetune decoder.")
+        raise InputError(
+            "--finetune adapters has nothing to train: no temporal adapter (--no-temporal) and no PEFT adapters",
+            "Add --peft dense|shallow, drop --no-temporal, or use --finetune decoder.",
+        )
 
 
 def preflight(config: TrainConfig) -> Plan:
@@ -207,8 +238,10 @@ def preflight(config: TrainConfig) -> Plan:
         val = load_dataset(config.val)
         if val.label_names != train.label_names:
             missing = {i: n for i, n in val.label_names.items() if train.label_names.get(i) != n}
-            raise InputError(f"the validation labels differ from the training labels ({missing})",
-                             "Use the same label ids and names in both dataset.json files.")
+            raise InputError(
+                f"the validation labels differ from the training labels ({missing})",
+                "Use the same label ids and names in both dataset.json files.",
+            )
         val_label = str(config.val)
     else:
         val = replace(train)

@@ -65,8 +65,11 @@ def checkpoint_identity(config: TrainConfig, loaded: LoadedModel, frozen_keys: s
         try:
             reference = load_base_model(named).state_dict()
             state = loaded.model.state_dict()
-            same = all(k.removeprefix("base_model.") in reference and
-                       torch.equal(state[k].cpu(), reference[k.removeprefix("base_model.")]) for k in frozen_keys)
+            same = all(
+                k.removeprefix("base_model.") in reference
+                and torch.equal(state[k].cpu(), reference[k.removeprefix("base_model.")])
+                for k in frozen_keys
+            )
             if same:
                 return named, f"on top of '{named}' (the base of '{base}'; its frozen weights are that base's)"
             why = f"its frozen weights differ from those of its base '{named}'"
@@ -135,8 +138,10 @@ class RunFolderMixin:
         if not trained:
             from ..errors import InputError
 
-            raise InputError(f"--finetune {cfg.finetune} leaves nothing to train in this model",
-                             "Add --peft dense|shallow, or use --finetune decoder or full.")
+            raise InputError(
+                f"--finetune {cfg.finetune} leaves nothing to train in this model",
+                "Add --peft dense|shallow, or use --finetune decoder or full.",
+            )
         state_keys = list(model.state_dict())
         self.saved_keys = None  # None: full weights
         self.fingerprint = None
@@ -171,8 +176,16 @@ class RunFolderMixin:
             save_checkpoint(self.model, self.tokenizer, folder, config, extra_files=extra_files)
             return
         state = {k: v for k, v in self.model.state_dict().items() if k in self.saved_keys}
-        save_checkpoint(self.model, self.tokenizer, folder, config, state_dict=state, partial_weights=True,
-                        extra_files=extra_files, base_fingerprint=self.fingerprint)
+        save_checkpoint(
+            self.model,
+            self.tokenizer,
+            folder,
+            config,
+            state_dict=state,
+            partial_weights=True,
+            extra_files=extra_files,
+            base_fingerprint=self.fingerprint,
+        )
 
     # -- state ----------------------------------------------------------------------------------
     def _rng_state(self) -> dict:
@@ -187,9 +200,17 @@ class RunFolderMixin:
             torch.cuda.set_rng_state(state["cuda"], self.device)
 
     def _counters(self) -> dict:
-        return {"epoch": self.epoch, "position": self.position, "global_step": self.global_step,
-                "skipped_steps": self.step.skipped, "loss_sum": self.loss_sum, "loss_steps": self.loss_steps,
-                "history": self.history, "best": self.best, "seconds": round(self.seconds(), 3)}
+        return {
+            "epoch": self.epoch,
+            "position": self.position,
+            "global_step": self.global_step,
+            "skipped_steps": self.step.skipped,
+            "loss_sum": self.loss_sum,
+            "loss_steps": self.loss_steps,
+            "history": self.history,
+            "best": self.best,
+            "seconds": round(self.seconds(), 3),
+        }
 
     def _load_state(self) -> None:
         folder = self.run_dir / RESUME_DIR
@@ -202,8 +223,10 @@ class RunFolderMixin:
         try:
             self.optimizer.load_state_dict(state["optimizer"])
         except ValueError as exc:  # e.g. a run saved before zero-rate parts were frozen had one group more
-            raise InputError(f"the optimiser state in '{folder}' does not fit this version's parameter groups ({exc})",
-                             "Resume it with the version that started it, or start the run again.") from None
+            raise InputError(
+                f"the optimiser state in '{folder}' does not fit this version's parameter groups ({exc})",
+                "Resume it with the version that started it, or start the run again.",
+            ) from None
         self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
@@ -216,9 +239,13 @@ class RunFolderMixin:
             # the same samples done, counted in this world size's batches (at most one batch repeats)
             self.position = self.position * saved_world // self.ctx.world_size
             self.sampler.set_epoch(self.epoch, self.position)
-            log.warning("resumed with %d process(es) instead of %d: the epoch continues from sample %d and the "
-                        "dropout streams restart (not bit-identical to an uninterrupted run)", self.ctx.world_size,
-                        saved_world, self.position * self.sampler.batch_size * self.ctx.world_size)
+            log.warning(
+                "resumed with %d process(es) instead of %d: the epoch continues from sample %d and the "
+                "dropout streams restart (not bit-identical to an uninterrupted run)",
+                self.ctx.world_size,
+                saved_world,
+                self.position * self.sampler.batch_size * self.ctx.world_size,
+            )
 
     def metadata(self, selected: str) -> dict:
         plan, cfg = self.plan, self.config
@@ -228,15 +255,23 @@ class RunFolderMixin:
             "producer": "tgated train",
             "selected": selected,
             "recipe": cfg.recipe,
-            "data": {"train": str(plan.train.root), "train_cases": [c.case_id for c in plan.train.cases],
-                     "val": plan.val_label, "val_cases": [c.case_id for c in plan.val.cases],
-                     "labels": {str(i): n for i, n in plan.train.label_names.items()}},
+            "data": {
+                "train": str(plan.train.root),
+                "train_cases": [c.case_id for c in plan.train.cases],
+                "val": plan.val_label,
+                "val_cases": [c.case_id for c in plan.val.cases],
+                "labels": {str(i): n for i, n in plan.train.label_names.items()},
+            },
             "base": cfg.base,
             "temporal": self.model.temporal,
             "weights": self.weights_info,
             "settings": settings,
-            "sampling": {**self.index.counts(), "epoch_size": self.sampler.epoch_size,
-                         "steps_per_epoch": self.sampler.steps_per_epoch, "world_size": self.ctx.world_size},
+            "sampling": {
+                **self.index.counts(),
+                "epoch_size": self.sampler.epoch_size,
+                "steps_per_epoch": self.sampler.steps_per_epoch,
+                "world_size": self.ctx.world_size,
+            },
             "epochs_completed": len(done),
             "step": self.global_step,
             "seconds": round(self.seconds(), 1),  # wall time of the run when this was saved (all sessions)
@@ -255,14 +290,20 @@ class RunFolderMixin:
         rngs = self.ctx.all_gather(self._rng_state())
         if self.ctx.is_main:
             self._save(self.run_dir / LAST_DIR, self._config_with("last"))
-            state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                     "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-                     "sampler": {**self.sampler.state_dict(), "epoch": self.epoch, "position": self.position},
-                     "rng": rngs}
+            state = {
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+                "sampler": {**self.sampler.state_dict(), "epoch": self.epoch, "position": self.position},
+                "rng": rngs,
+            }
             buffer = io.BytesIO()
             torch.save(state, buffer)
             run = {"config": self.config.to_dict(), "counters": self._counters()}
-            self._save(self.run_dir / RESUME_DIR, self._config_with("resume"),
-                       extra_files={STATE_FILE: buffer.getvalue(), RUN_FILE: json.dumps(run, indent=1)})
+            self._save(
+                self.run_dir / RESUME_DIR,
+                self._config_with("resume"),
+                extra_files={STATE_FILE: buffer.getvalue(), RUN_FILE: json.dumps(run, indent=1)},
+            )
         self._last_save = time.monotonic()
         self.ctx.barrier()

@@ -37,8 +37,9 @@ GATE_COLUMNS = ("mean", "p10", "p50", "p90")  # evaluation.gate.GateRecorder.sum
 class RunLog:
     """Appends to ``RUN/logs/``; ``enabled=False`` (other ranks) makes every call a no-op."""
 
-    def __init__(self, run_dir: Path, groups: list[str], organs: list[str], resume_step: int | None,
-                 enabled: bool = True):
+    def __init__(
+        self, run_dir: Path, groups: list[str], organs: list[str], resume_step: int | None, enabled: bool = True
+    ):
         self.folder = Path(run_dir) / LOG_DIR
         self.groups, self.organs = list(groups), list(organs)
         self.enabled = enabled
@@ -49,8 +50,11 @@ class RunLog:
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             steps_header = ["step", "epoch", "loss"] + [f"lr_{g}" for g in self.groups]
-            val_header = ["step", "epoch", "train_loss", "val_mean_dice"] + [f"dice_{o}" for o in self.organs] + \
-                [f"gate_{c}" for c in GATE_COLUMNS]
+            val_header = (
+                ["step", "epoch", "train_loss", "val_mean_dice"]
+                + [f"dice_{o}" for o in self.organs]
+                + [f"gate_{c}" for c in GATE_COLUMNS]
+            )
             _start_csv(self.folder / STEPS_FILE, steps_header, resume_step)
             _start_csv(self.folder / VALIDATION_FILE, val_header, resume_step)
         except OSError as exc:
@@ -79,9 +83,11 @@ class RunLog:
         self.flush()
         self._append(VALIDATION_FILE, [row])
         if self._tensorboard is not None:
-            for name, value in [("val/mean_dice", entry.get("val_mean_dice"))] + \
-                               [(f"val_dice/{o}", dice.get(o)) for o in self.organs] + \
-                               [(f"gate/{c}", gate.get(c)) for c in GATE_COLUMNS]:
+            for name, value in (
+                [("val/mean_dice", entry.get("val_mean_dice"))]
+                + [(f"val_dice/{o}", dice.get(o)) for o in self.organs]
+                + [(f"gate/{c}", gate.get(c)) for c in GATE_COLUMNS]
+            ):
                 if isinstance(value, float) and math.isfinite(value):
                     self._tensorboard.add_scalar(name, value, entry["step"])
             self._tensorboard.flush()
@@ -131,8 +137,11 @@ def _start_csv(path: Path, header: list[str], resume_step: int | None) -> None:
             rows = list(csv.reader(handle))
         if rows and rows[0] and rows[0][0] == "step":
             where = {name: i for i, name in enumerate(rows[0])}  # an older header: same columns by name
-            kept = [[r[where[c]] if c in where and where[c] < len(r) else "" for c in header]
-                    for r in rows[1:] if r and int(float(r[0])) <= resume_step]
+            kept = [
+                [r[where[c]] if c in where and where[c] < len(r) else "" for c in header]
+                for r in rows[1:]
+                if r and int(float(r[0])) <= resume_step
+            ]
             _write(path, [header] + kept)
             return
     _write(path, [header])

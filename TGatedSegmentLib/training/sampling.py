@@ -68,8 +68,10 @@ class SampleIndex:
         self.negatives = np.concatenate(neg).astype(np.int64) if neg else empty
         self.organs = organs
         if not len(self.positives):
-            raise InputError("the training labels contain no organ voxels, so there is nothing to learn",
-                             "Check that the label files hold the ids of dataset.json.")
+            raise InputError(
+                "the training labels contain no organ voxels, so there is nothing to learn",
+                "Check that the label files hold the ids of dataset.json.",
+            )
 
     def weights(self, rows: np.ndarray) -> np.ndarray:
         table = {label: float(organ.sampling_weight) for label, organ in self.organs.items()}
@@ -109,22 +111,28 @@ class EpochSampler(Sampler):
         """This rank's equal share (the list is wrapped around so every rank gets ``per_rank``)."""
         total = self.per_rank * self.world_size
         padded = items + items[: total - len(items)]
-        return padded[self.rank:total:self.world_size]
+        return padded[self.rank : total : self.world_size]
 
     def __iter__(self) -> Iterator:
         mine = self.shard(self.epoch_items(self.epoch))
-        return iter(mine[self.position * self.batch_size:])
+        return iter(mine[self.position * self.batch_size :])
 
     def __len__(self) -> int:
         return max(0, self.per_rank - self.position * self.batch_size)
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "position": self.position, "seed": self.seed, "epoch_size": self.epoch_size,
-                "world_size": self.world_size}
+        return {
+            "epoch": self.epoch,
+            "position": self.position,
+            "seed": self.seed,
+            "epoch_size": self.epoch_size,
+            "world_size": self.world_size,
+        }
 
     def load_state_dict(self, state: dict) -> None:
-        mismatch = [k for k in ("seed", "epoch_size", "world_size")
-                    if state.get(k, getattr(self, k)) != getattr(self, k)]
+        mismatch = [
+            k for k in ("seed", "epoch_size", "world_size") if state.get(k, getattr(self, k)) != getattr(self, k)
+        ]
         if mismatch:
             raise ValueError(f"the sampler state belongs to a different {', '.join(mismatch)}")
         self.set_epoch(state["epoch"], state["position"])
@@ -137,9 +145,18 @@ class WindowSampler(EpochSampler):
     positive pairs, plus ``negative_ratio`` times that many negative draws).
     """
 
-    def __init__(self, index: SampleIndex, batch_size: int, seed: int = 0, negative_ratio: float = 1.0 / 3.0,
-                 epoch_size: int | None = None, max_rotation: float = 5.0, flip_probability: float = 0.5,
-                 rank: int = 0, world_size: int = 1):
+    def __init__(
+        self,
+        index: SampleIndex,
+        batch_size: int,
+        seed: int = 0,
+        negative_ratio: float = 1.0 / 3.0,
+        epoch_size: int | None = None,
+        max_rotation: float = 5.0,
+        flip_probability: float = 0.5,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
         self.index = index
         self.negative_ratio = float(negative_ratio) if len(index.negatives) else 0.0
         n_pos = len(index.positives)
@@ -178,5 +195,7 @@ class WindowSampler(EpochSampler):
         rows, positive = rows[order], positive[order]
         flippable = np.array([self._flippable.get(int(label), False) for label in rows[:, 2]], dtype=np.bool_)
         angles, flips = augment.draw(rng, len(rows), flippable, self.max_rotation, self.flip_probability)
-        return [Sample(int(v), int(z), int(label), bool(p), float(a), bool(f))
-                for (v, z, label), p, a, f in zip(rows, positive, angles, flips)]
+        return [
+            Sample(int(v), int(z), int(label), bool(p), float(a), bool(f))
+            for (v, z, label), p, a, f in zip(rows, positive, angles, flips)
+        ]

@@ -24,8 +24,15 @@ SCHEDULES = ("restarts", "cosine")
 class BudgetCosine:
     """Warm-up then a single cosine decay, as a pure function of the run's progress (no state)."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer, warmup_steps: int, min_lr: float, epochs: int,
-                 steps: int | None, max_seconds: float | None):
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        warmup_steps: int,
+        min_lr: float,
+        epochs: int,
+        steps: int | None,
+        max_seconds: float | None,
+    ):
         self.optimizer = optimizer
         self.base = [g["lr"] for g in optimizer.param_groups]
         self.warmup, self.min_lr, self.epochs = int(warmup_steps), float(min_lr), int(epochs)
@@ -77,8 +84,9 @@ class Restarts:
 def make_schedule(optimizer: torch.optim.Optimizer, config):
     """The schedule ``config.schedule`` names, built from a :class:`TrainConfig`."""
     if config.schedule == "cosine":
-        return BudgetCosine(optimizer, config.warmup_steps, config.min_lr, config.epochs, config.steps,
-                            config.max_seconds)
+        return BudgetCosine(
+            optimizer, config.warmup_steps, config.min_lr, config.epochs, config.steps, config.max_seconds
+        )
     if config.schedule == "restarts":
         return Restarts(optimizer, config.restart_epochs, config.min_lr)
     raise ValueError(f"schedule must be one of {SCHEDULES}, got {config.schedule!r}")

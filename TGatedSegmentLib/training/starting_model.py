@@ -53,11 +53,16 @@ def _adapter_changed(loaded: LoadedModel, config: TrainConfig) -> LoadedModel:
         return loaded
     model_config = copy.deepcopy(loaded.config)
     hidden = loaded.model.base_model.config.vision_config.hidden_size
-    model_config.adapter = new_adapter_config(config, hidden, clipseg=loaded.model.base_model.config) if temporal else None
+    model_config.adapter = (
+        new_adapter_config(config, hidden, clipseg=loaded.model.base_model.config) if temporal else None
+    )
     if model_config.adapter is not None and model_config.adapter.mode == "reference":
         model_config.refine = None
-    log.warning("the base %s; training %s", "has a temporal adapter" if loaded.model.temporal else "has no adapter",
-                "with a new, randomly initialised adapter" if temporal else "the slice-wise baseline without it")
+    log.warning(
+        "the base %s; training %s",
+        "has a temporal adapter" if loaded.model.temporal else "has no adapter",
+        "with a new, randomly initialised adapter" if temporal else "the slice-wise baseline without it",
+    )
     return _rebuild(loaded, model_config, config.seed)
 
 
@@ -106,11 +111,21 @@ def build_training_model(config: TrainConfig, organs: list) -> LoadedModel:
     if random_weights(base):
         preprocessing = PreprocessConfig(image_size=config.image_size) if config.image_size else None
         clipseg = load_clipseg_config(base)
-        adapter = new_adapter_config(config, clipseg.vision_config.hidden_size, base, clipseg) if config.temporal else None
+        adapter = (
+            new_adapter_config(config, clipseg.vision_config.hidden_size, base, clipseg) if config.temporal else None
+        )
         # (TrainConfig already refuses a refinement head with the authors' wiring)
         refine = RefineConfig(config.refine) if config.refine else None
-        loaded = build_model(base, tokenizer=config.tokenizer, temporal=config.temporal, adapter=adapter,
-                             preprocessing=preprocessing, vocabulary=organs, seed=config.seed, refine=refine)
+        loaded = build_model(
+            base,
+            tokenizer=config.tokenizer,
+            temporal=config.temporal,
+            adapter=adapter,
+            preprocessing=preprocessing,
+            vocabulary=organs,
+            seed=config.seed,
+            refine=refine,
+        )
     else:
         loaded = load_model(base)
         if config.tokenizer:

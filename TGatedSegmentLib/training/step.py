@@ -38,9 +38,16 @@ class StepRunner:
     skip decision for a non-finite step. Used by the trainer and the throughput benchmark.
     """
 
-    def __init__(self, model: TGatedCLIPSeg, optimizer: torch.optim.Optimizer, config: TrainConfig,
-                 prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, net: torch.nn.Module | None = None,
-                 amp_dtype: torch.dtype | None = None):
+    def __init__(
+        self,
+        model: TGatedCLIPSeg,
+        optimizer: torch.optim.Optimizer,
+        config: TrainConfig,
+        prompt_ids: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        net: torch.nn.Module | None = None,
+        amp_dtype: torch.dtype | None = None,
+    ):
         self.model, self.net = model, net if net is not None else model
         self.optimizer, self.config = optimizer, config
         self.prompt_ids, self.prompt_mask = prompt_ids, prompt_mask  # (K, tokens): one row per prompt
@@ -68,8 +75,14 @@ class StepRunner:
             items = batch["items"].to(device)
             tokens = batch["tokens"].to(device, non_blocking=True) if "tokens" in batch else None
             with self._autocast():
-                logits = self.net(pixels, self.prompt_ids, self.prompt_mask, windows=batch["windows"].to(device),
-                                  items=items, tokens=tokens)  # (M, H, W)
+                logits = self.net(
+                    pixels,
+                    self.prompt_ids,
+                    self.prompt_mask,
+                    windows=batch["windows"].to(device),
+                    items=items,
+                    tokens=tokens,
+                )  # (M, H, W)
             return BatchLogits(logits, batch["targets"].to(device, non_blocking=True), items[:, 1], items[:, 0])
         prompt = batch["prompt"].to(device)
         with self._autocast():
@@ -79,8 +92,17 @@ class StepRunner:
     def loss(self, batch: dict) -> torch.Tensor:
         out = self.logits(batch)
         exclusive = self.config.exclusive if out.slices is not None else 0.0
-        return segmentation_loss(out.logits, out.targets, self.model.gate_penalty(), self.config.gate_penalty,
-                                 self.config.dice, out.prompts, out.slices, exclusive, self.config.hard_pixels)[0]
+        return segmentation_loss(
+            out.logits,
+            out.targets,
+            self.model.gate_penalty(),
+            self.config.gate_penalty,
+            self.config.dice,
+            out.prompts,
+            out.slices,
+            exclusive,
+            self.config.hard_pixels,
+        )[0]
 
     def __call__(self, batch: dict) -> float:
         """One optimisation step on a batch (see :meth:`logits`) -> its loss."""

@@ -39,13 +39,22 @@ def vision_fingerprint(model: TGatedCLIPSeg, codec: SliceCodec) -> str:
     for name, tensor in sorted(model.base_model.clip.vision_model.state_dict().items()):
         h.update(name.encode())
         h.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    h.update(json.dumps({"format": FORMAT, "layers": model.token_layers, "preprocessing": codec.config.to_dict()},
-                        sort_keys=True).encode())
+    h.update(
+        json.dumps(
+            {"format": FORMAT, "layers": model.token_layers, "preprocessing": codec.config.to_dict()}, sort_keys=True
+        ).encode()
+    )
     return h.hexdigest()[:16]
 
 
-def build_token_cache(model: TGatedCLIPSeg, volumes: list[CachedVolume], codec: SliceCodec, batch_size: int = 8,
-                      progress=None, cancel=None) -> list[Path]:
+def build_token_cache(
+    model: TGatedCLIPSeg,
+    volumes: list[CachedVolume],
+    codec: SliceCodec,
+    batch_size: int = 8,
+    progress=None,
+    cancel=None,
+) -> list[Path]:
     """One ``tokens.npy`` per volume, (Z, L, T, C) float16, built where missing; their paths."""
     key = vision_fingerprint(model, codec)
     out = []
@@ -60,8 +69,9 @@ def build_token_cache(model: TGatedCLIPSeg, volumes: list[CachedVolume], codec: 
     return out
 
 
-def _write_entry(model: TGatedCLIPSeg, volume: CachedVolume, codec: SliceCodec, folder: Path, batch_size: int,
-                 cancel) -> None:
+def _write_entry(
+    model: TGatedCLIPSeg, volume: CachedVolume, codec: SliceCodec, folder: Path, batch_size: int, cancel
+) -> None:
     device = model.device
     vision = model.base_model.clip.vision_model
     was_training = vision.training  # (uniform: set_train_mode sets the whole encoder)
@@ -76,9 +86,10 @@ def _write_entry(model: TGatedCLIPSeg, volume: CachedVolume, codec: SliceCodec, 
                 pixels = codec.encode(volume.unit_slices(z)).to(device, model.dtype)  # (n, 3, H, W)
                 features = model.vision_tokens(pixels).to("cpu", torch.float16).numpy()  # (n, L, T, C)
                 if tokens is None:
-                    tokens = np.lib.format.open_memmap(tmp / "tokens.npy", mode="w+", dtype=np.float16,
-                                                       shape=(volume.depth, *features.shape[1:]))
-                tokens[z[0]:z[-1] + 1] = features
+                    tokens = np.lib.format.open_memmap(
+                        tmp / "tokens.npy", mode="w+", dtype=np.float16, shape=(volume.depth, *features.shape[1:])
+                    )
+                tokens[z[0] : z[-1] + 1] = features
             tokens.flush()
             del tokens
     finally:

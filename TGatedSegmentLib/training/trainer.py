@@ -102,8 +102,9 @@ def train(config: TrainConfig, progress=None, cancel: CancelToken | None = None,
 class _Run(RunFolderMixin):
     """One training session: setup, the loop, validation (the run folder's side: :class:`RunFolderMixin`)."""
 
-    def __init__(self, plan: Plan, device: torch.device, ctx: distributed.DistContext, progress: Progress,
-                 cancel: CancelToken):
+    def __init__(
+        self, plan: Plan, device: torch.device, ctx: distributed.DistContext, progress: Progress, cancel: CancelToken
+    ):
         self.plan, self.config, self.device, self.ctx = plan, plan.config, device, ctx
         self.progress, self.cancel = progress, cancel
         self.run_dir = self.config.run_dir
@@ -131,8 +132,9 @@ class _Run(RunFolderMixin):
 
     def _volumes(self, cases) -> list[CachedVolume]:
         preprocessing = self.model_config.preprocessing
-        return self._main_rank_first(lambda progress, cancel: cache_cases(
-            cases, preprocessing, self.config.cache_path, progress, cancel))
+        return self._main_rank_first(
+            lambda progress, cancel: cache_cases(cases, preprocessing, self.config.cache_path, progress, cancel)
+        )
 
     def _setup(self) -> None:
         cfg, plan = self.config, self.plan
@@ -148,8 +150,10 @@ class _Run(RunFolderMixin):
         self.model: TGatedCLIPSeg = loaded.model.to(self.device)
         self._prepare_folder()  # only now: a base that fails to load leaves an earlier run untouched
 
-        self.progress.info(message=f"preparing {len(plan.train.cases)} training and {len(plan.val.cases)} validation "
-                                   f"volume(s) (cache: {cfg.cache_path})")
+        self.progress.info(
+            message=f"preparing {len(plan.train.cases)} training and {len(plan.val.cases)} validation "
+            f"volume(s) (cache: {cfg.cache_path})"
+        )
         all_cases = list({c.case_id: c for c in plan.train.cases + plan.val.cases}.values())
         cached = dict(zip([c.case_id for c in all_cases], self._volumes(all_cases)))
         self.train_volumes = [cached[c.case_id] for c in plan.train.cases]
@@ -162,23 +166,45 @@ class _Run(RunFolderMixin):
         pin = self.device.type == "cuda"
         if cfg.batching == "slices":
             self.sampler = self._chunk_sampler(trained_ids)
-            dataset = ChunkDataset(self.train_volumes, self.model_config.preprocessing, self.model.context_size,
-                                   trained_ids, prompt_of, self._token_cache() if cfg.token_cache else None,
-                                   cfg.organ_intensity)
+            dataset = ChunkDataset(
+                self.train_volumes,
+                self.model_config.preprocessing,
+                self.model.context_size,
+                trained_ids,
+                prompt_of,
+                self._token_cache() if cfg.token_cache else None,
+                cfg.organ_intensity,
+            )
             self.loader = make_chunk_loader(dataset, self.sampler, workers, pin_memory=pin)
         else:
-            self.sampler = WindowSampler(self.index, cfg.batch_size, cfg.seed, cfg.negative_ratio,
-                                         cfg.samples_per_epoch, cfg.max_rotation, cfg.flip_probability,
-                                         self.ctx.rank, self.ctx.world_size)
-            dataset = WindowDataset(self.train_volumes, self.model_config.preprocessing, self.model.context_size,
-                                    prompt_of)
+            self.sampler = WindowSampler(
+                self.index,
+                cfg.batch_size,
+                cfg.seed,
+                cfg.negative_ratio,
+                cfg.samples_per_epoch,
+                cfg.max_rotation,
+                cfg.flip_probability,
+                self.ctx.rank,
+                self.ctx.world_size,
+            )
+            dataset = WindowDataset(
+                self.train_volumes, self.model_config.preprocessing, self.model.context_size, prompt_of
+            )
             self.loader = make_loader(dataset, self.sampler, workers, pin_memory=pin)
         ids, mask = tokenize(self.tokenizer, [o.prompt for o in self.organs], self.device)  # one row per label id
 
         self.optimizer = make_optimizer(self.model, cfg)
         self.scheduler = make_schedule(self.optimizer, cfg)
-        self.step = StepRunner(self.model, self.optimizer, cfg, ids, mask, net=distributed.wrap(self.model, self.ctx),
-                               amp_dtype=self.amp_dtype)
+        self.step = StepRunner(
+            self.model,
+            self.optimizer,
+            cfg,
+            ids,
+            mask,
+            net=distributed.wrap(self.model, self.ctx),
+            amp_dtype=self.amp_dtype,
+        )
         self.scaler = self.step.scaler
         # Dropout / drop-path streams differ per rank; weights are rank 0's (DDP broadcasts them).
         torch.manual_seed(cfg.seed * 1009 + 17 + self.ctx.rank)
@@ -189,28 +215,49 @@ class _Run(RunFolderMixin):
         """Chunks of ``chunk_slices`` centres, ``batch_size // chunk_slices`` a step; anchors weighted
         towards organ boundaries and the dataset's hard slices (``chunks.slice_weights``)."""
         cfg = self.config
-        weights = [slice_weights(v.presence, ids, 2, cfg.boundary_weight, v.canonical_slices(case.hard_slices),
-                                 cfg.hint_weight)
-                   for v, ids, case in zip(self.train_volumes, trained_ids, self.plan.train.cases)]
+        weights = [
+            slice_weights(
+                v.presence, ids, 2, cfg.boundary_weight, v.canonical_slices(case.hard_slices), cfg.hint_weight
+            )
+            for v, ids, case in zip(self.train_volumes, trained_ids, self.plan.train.cases)
+        ]
         depths = [v.depth for v in self.train_volumes]
-        epoch = cfg.samples_per_epoch or max(1, math.ceil(sum(depths) / cfg.chunk_slices))  # each slice once, on average
+        epoch = cfg.samples_per_epoch or max(
+            1, math.ceil(sum(depths) / cfg.chunk_slices)
+        )  # each slice once, on average
         augmentation = ChunkAugmentation(cfg.max_rotation, cfg.max_zoom, cfg.intensity, cfg.organ_intensity)
-        return ChunkSampler(depths, weights, cfg.chunk_slices, max(1, cfg.batch_size // cfg.chunk_slices), epoch,
-                            cfg.seed, augmentation, self.ctx.rank, self.ctx.world_size)
+        return ChunkSampler(
+            depths,
+            weights,
+            cfg.chunk_slices,
+            max(1, cfg.batch_size // cfg.chunk_slices),
+            epoch,
+            cfg.seed,
+            augmentation,
+            self.ctx.rank,
+            self.ctx.world_size,
+        )
 
     def _token_cache(self) -> list:
         """``--token-cache``: the frozen encoder's output for every training slice, on disk (built once)."""
         if self.model.vision_needs_grad:
-            raise InputError("--token-cache needs a frozen vision encoder (cached tokens cannot train it)",
-                             "Add --finetune decoder or --finetune adapters (without dense vision PEFT), or leave "
-                             "--token-cache out.")
+            raise InputError(
+                "--token-cache needs a frozen vision encoder (cached tokens cannot train it)",
+                "Add --finetune decoder or --finetune adapters (without dense vision PEFT), or leave "
+                "--token-cache out.",
+            )
         codec = SliceCodec(self.model_config.preprocessing, self.device, self.model.dtype)
         self.progress.info(message="caching the frozen encoder's tokens of every training slice (once)")
-        return self._main_rank_first(lambda progress, cancel: build_token_cache(
-            self.model, self.train_volumes, codec, self.config.val_batch_size, progress, cancel))
+        return self._main_rank_first(
+            lambda progress, cancel: build_token_cache(
+                self.model, self.train_volumes, codec, self.config.val_batch_size, progress, cancel
+            )
+        )
+
     def seconds(self) -> float:
         """Wall time of the run so far, over all its sessions: what ``max_seconds`` and the cosine budget count."""
         return self.seconds_before + time.monotonic() - self._start
+
     # -- validation -----------------------------------------------------------------------------
     def validate(self) -> dict:
         """Per-organ volumetric Dice on whole validation volumes (streaming engine, native grid), and
@@ -220,30 +267,50 @@ class _Run(RunFolderMixin):
         from ..evaluation.metrics import summarize
 
         organs = self.plan.val.organs
-        mine = self.val_volumes[self.ctx.rank::self.ctx.world_size]
+        mine = self.val_volumes[self.ctx.rank :: self.ctx.world_size]
         loaded = LoadedModel(self.model, self.tokenizer, self.model_config, "training")
-        segmenter = Segmenter(loaded=loaded, device=self.device, batch_size=self.config.val_batch_size,
-                              amp=self.config.amp if self.amp_dtype is not None else None)
+        segmenter = Segmenter(
+            loaded=loaded,
+            device=self.device,
+            batch_size=self.config.val_batch_size,
+            amp=self.config.amp if self.amp_dtype is not None else None,
+        )
 
         def cases():
             for case, volume in mine:
                 ids = [i for i in self.plan.val.scored_ids(case) if i in organs]
-                yield ScoredCase(case.case_id, volume.prepared(), volume.native_labels(),
-                                 tuple(volume.geometry.spacing)[::-1], {i: organs[i] for i in ids})
+                yield ScoredCase(
+                    case.case_id,
+                    volume.prepared(),
+                    volume.native_labels(),
+                    tuple(volume.geometry.spacing)[::-1],
+                    {i: organs[i] for i in ids},
+                )
 
         # in DDP a cancel must not leave the other ranks waiting in all_gather: finish, then stop
         cancel = self.cancel if not self.ctx.enabled else None
         try:
             with GateRecorder(self.model) as gates:
-                rows = evaluate_segmenter(segmenter, cases(), metrics=("dice",), progress=self.progress, cancel=cancel,
-                                          total=len(mine), stage="validate")
+                rows = evaluate_segmenter(
+                    segmenter,
+                    cases(),
+                    metrics=("dice",),
+                    progress=self.progress,
+                    cancel=cancel,
+                    total=len(mine),
+                    stage="validate",
+                )
         finally:
             set_train_mode_for(self.model, self.config.finetune)
         rows = [r for part in self.ctx.all_gather(rows) for r in part]
         summary = summarize(rows)
         per_organ = {organ: stats["dice"] for organ, stats in summary["per_organ"].items()}
-        return {"val_dice": per_organ, "val_mean_dice": summary["overall"]["dice"], "val_cases": len(self.val_volumes),
-                "gate": GateRecorder.summarize(self.ctx.all_gather(gates.state()))}
+        return {
+            "val_dice": per_organ,
+            "val_mean_dice": summary["overall"]["dice"],
+            "val_cases": len(self.val_volumes),
+            "gate": GateRecorder.summarize(self.ctx.all_gather(gates.state())),
+        }
 
     # -- loop -----------------------------------------------------------------------------------
     def _stop_requested(self) -> str | None:
@@ -271,9 +338,14 @@ class _Run(RunFolderMixin):
             self.save_point()  # the epoch's steps are kept; resuming validates it first
             raise
         loss = self.ctx.mean(self.loss_sum / self.loss_steps) if self.loss_steps else math.nan
-        entry = {"epoch": self.epoch + 1, "step": self.global_step, "train_loss": loss,
-                 "lr": {g["name"]: g["lr"] for g in self.optimizer.param_groups}, **result,
-                 "validation_seconds": round(time.monotonic() - started, 2)}
+        entry = {
+            "epoch": self.epoch + 1,
+            "step": self.global_step,
+            "train_loss": loss,
+            "lr": {g["name"]: g["lr"] for g in self.optimizer.param_groups},
+            **result,
+            "validation_seconds": round(time.monotonic() - started, 2),
+        }
         if partial:
             entry["partial"] = True
         self.history.append(entry)
@@ -282,20 +354,33 @@ class _Run(RunFolderMixin):
         score = score if isinstance(score, float) and math.isfinite(score) else -1.0
         improved = self.best is None or score > self.best["score"]
         if improved:
-            self.best = {"epoch": self.epoch + 1, "step": self.global_step, "score": score,
-                         "val_mean_dice": result["val_mean_dice"]}
+            self.best = {
+                "epoch": self.epoch + 1,
+                "step": self.global_step,
+                "score": score,
+                "val_mean_dice": result["val_mean_dice"],
+            }
         if not partial:
             self.epoch, self.position = self.epoch + 1, 0
             self.loss_sum, self.loss_steps = 0.0, 0
         if improved and self.ctx.is_main:
             self._save(self.run_dir / BEST_DIR, self._config_with("best"))
         self.save_point()
-        self.progress.info(kind="epoch", epoch=entry["epoch"], epochs=self.config.epochs, step=self.global_step,
-                           train_loss=loss, val_mean_dice=result["val_mean_dice"], val_dice=result["val_dice"],
-                           gate=result["gate"], best_epoch=self.best["epoch"], partial=partial,
-                           message=f"epoch {entry['epoch']}/{self.config.epochs}{' (partial)' if partial else ''}: "
-                                   f"loss {loss:.4f}, validation mean Dice {_fmt(result['val_mean_dice'])}"
-                                   f"{' (best)' if improved else ''}")
+        self.progress.info(
+            kind="epoch",
+            epoch=entry["epoch"],
+            epochs=self.config.epochs,
+            step=self.global_step,
+            train_loss=loss,
+            val_mean_dice=result["val_mean_dice"],
+            val_dice=result["val_dice"],
+            gate=result["gate"],
+            best_epoch=self.best["epoch"],
+            partial=partial,
+            message=f"epoch {entry['epoch']}/{self.config.epochs}{' (partial)' if partial else ''}: "
+            f"loss {loss:.4f}, validation mean Dice {_fmt(result['val_mean_dice'])}"
+            f"{' (best)' if improved else ''}",
+        )
 
     def _budget_spent(self) -> bool:
         cfg = self.config
@@ -308,32 +393,49 @@ class _Run(RunFolderMixin):
         if not cfg.resume:
             self.save_point()  # resume/ and last/ exist from the first moment
         w = self.weights_info
-        self.progress.info(message=f"fine-tuning '{cfg.finetune}': {w['trainable_parameters']:,} of "
-                                   f"{w['parameters']:,} parameters trained; checkpoints store {w['stored']}"
-                                   + (f" ({w['note']})" if cfg.finetune != "full" else ""))
-        self.progress.info(message=f"training {'T-Gated' if self.model.temporal else 'baseline'} on {self.device}"
-                                   f"{f' x {self.ctx.world_size} processes' if self.ctx.enabled else ''}: "
-                                   f"{self.sampler.epoch_size} samples/epoch ({self.index.counts()['positives']} "
-                                   f"positive and {self.index.counts()['negatives']} negative pairs), "
-                                   f"{self.sampler.steps_per_epoch} steps/epoch, epochs {self.epoch + 1}..{cfg.epochs}")
+        self.progress.info(
+            message=f"fine-tuning '{cfg.finetune}': {w['trainable_parameters']:,} of "
+            f"{w['parameters']:,} parameters trained; checkpoints store {w['stored']}"
+            + (f" ({w['note']})" if cfg.finetune != "full" else "")
+        )
+        self.progress.info(
+            message=f"training {'T-Gated' if self.model.temporal else 'baseline'} on {self.device}"
+            f"{f' x {self.ctx.world_size} processes' if self.ctx.enabled else ''}: "
+            f"{self.sampler.epoch_size} samples/epoch ({self.index.counts()['positives']} "
+            f"positive and {self.index.counts()['negatives']} negative pairs), "
+            f"{self.sampler.steps_per_epoch} steps/epoch, epochs {self.epoch + 1}..{cfg.epochs}"
+        )
         if self._budget_spent():
-            self.progress.info(kind="done", run_dir=str(self.run_dir), message=f"nothing left to do in {self.run_dir}: "
-                               f"{self.epoch} of {cfg.epochs} epochs and {self.global_step} steps done (raise --epochs "
-                               f"or --steps to continue)")
+            self.progress.info(
+                kind="done",
+                run_dir=str(self.run_dir),
+                message=f"nothing left to do in {self.run_dir}: "
+                f"{self.epoch} of {cfg.epochs} epochs and {self.global_step} steps done (raise --epochs "
+                f"or --steps to continue)",
+            )
             return self.run_dir
-        self.run_log = RunLog(self.run_dir, [g["name"] for g in self.optimizer.param_groups],
-                              [organ.name for organ in self.plan.val.organs.values()],
-                              resume_step=self.global_step if cfg.resume else None, enabled=self.ctx.is_main)
+        self.run_log = RunLog(
+            self.run_dir,
+            [g["name"] for g in self.optimizer.param_groups],
+            [organ.name for organ in self.plan.val.organs.values()],
+            resume_step=self.global_step if cfg.resume else None,
+            enabled=self.ctx.is_main,
+        )
         try:
             self._loop()
         finally:
             self.run_log.close()
         best = self.best or {}
-        self.progress.info(kind="done", run_dir=str(self.run_dir), best_epoch=best.get("epoch"),
-                           best_val_mean_dice=best.get("val_mean_dice"), step=self.global_step,
-                           message=f"finished after {self.global_step} steps; best epoch {best.get('epoch')} "
-                                   f"(validation mean Dice {_fmt(best.get('val_mean_dice'))}); "
-                                   f"checkpoints in {self.run_dir}")
+        self.progress.info(
+            kind="done",
+            run_dir=str(self.run_dir),
+            best_epoch=best.get("epoch"),
+            best_val_mean_dice=best.get("val_mean_dice"),
+            step=self.global_step,
+            message=f"finished after {self.global_step} steps; best epoch {best.get('epoch')} "
+            f"(validation mean Dice {_fmt(best.get('val_mean_dice'))}); "
+            f"checkpoints in {self.run_dir}",
+        )
         return self.run_dir
 
     def _loop(self) -> None:
@@ -355,10 +457,18 @@ class _Run(RunFolderMixin):
                 self.global_step += 1
                 self.loss_sum += loss
                 self.loss_steps += 1
-                self.run_log.step(self.global_step, self.epoch + 1, loss,
-                                  {g["name"]: g["lr"] for g in self.optimizer.param_groups})
-                throttle.update("train", self.position, steps, epoch=self.epoch + 1, epochs=cfg.epochs,
-                                step=self.global_step, loss=round(loss, 5))
+                self.run_log.step(
+                    self.global_step, self.epoch + 1, loss, {g["name"]: g["lr"] for g in self.optimizer.param_groups}
+                )
+                throttle.update(
+                    "train",
+                    self.position,
+                    steps,
+                    epoch=self.epoch + 1,
+                    epochs=cfg.epochs,
+                    step=self.global_step,
+                    loss=round(loss, 5),
+                )
                 if self.position < steps and self._save_due():
                     self.save_point()
             if stop == "cancel":
@@ -376,12 +486,27 @@ def _fmt(value) -> str:
 
 
 # Names that moved to the modules above; the old imports keep working with a DeprecationWarning.
-__getattr__ = moved_names(__name__, {
-    **dict.fromkeys(("GROUPS", "PEFT_GROUP", "parameter_group", "group_learning_rates", "freeze_encoders",
-                     "model_learning_rates", "freeze_zero_rate_parts", "set_train_mode"),
-                    "TGatedSegmentLib.training.optim"),
-    **dict.fromkeys(("new_adapter_config", "extend_for_training", "_rebuild", "_adapter_changed"),
-                    "TGatedSegmentLib.training.starting_model"),
-    **dict.fromkeys(("checkpoint_identity", "STATE_FILE"), "TGatedSegmentLib.training.run_folder"),
-    "_grad_scaler": "TGatedSegmentLib.training.step",
-})
+__getattr__ = moved_names(
+    __name__,
+    {
+        **dict.fromkeys(
+            (
+                "GROUPS",
+                "PEFT_GROUP",
+                "parameter_group",
+                "group_learning_rates",
+                "freeze_encoders",
+                "model_learning_rates",
+                "freeze_zero_rate_parts",
+                "set_train_mode",
+            ),
+            "TGatedSegmentLib.training.optim",
+        ),
+        **dict.fromkeys(
+            ("new_adapter_config", "extend_for_training", "_rebuild", "_adapter_changed"),
+            "TGatedSegmentLib.training.starting_model",
+        ),
+        **dict.fromkeys(("checkpoint_identity", "STATE_FILE"), "TGatedSegmentLib.training.run_folder"),
+        "_grad_scaler": "TGatedSegmentLib.training.step",
+    },
+)

@@ -21,8 +21,9 @@ class SliceDataset(Dataset):
     (made per DataLoader worker, never pickled). ``prompts`` maps a label id to its prompt's index
     in the trainer's prompt list."""
 
-    def __init__(self, volumes: list[CachedVolume], preprocessing: PreprocessConfig, context_size: int,
-                 prompts: dict[int, int]):
+    def __init__(
+        self, volumes: list[CachedVolume], preprocessing: PreprocessConfig, context_size: int, prompts: dict[int, int]
+    ):
         self.volumes = volumes
         self.preprocessing = preprocessing
         self.context_size = int(context_size)
@@ -62,10 +63,18 @@ def _seed_worker(worker_id: int) -> None:
     torch.set_num_threads(1)  # workers only resize and rotate a few slices; leave the cores to the model
 
 
-def make_loader(dataset: WindowDataset, sampler: WindowSampler, num_workers: int,
-                pin_memory: bool = False) -> DataLoader:
-    return DataLoader(dataset, batch_size=sampler.batch_size, sampler=sampler, num_workers=num_workers,
-                      pin_memory=pin_memory, worker_init_fn=_seed_worker if num_workers else None,
-                      persistent_workers=False, drop_last=False,
-                      # its own generator: creating an iterator must not draw from the global RNG (resume)
-                      generator=torch.Generator().manual_seed(0))
+def make_loader(
+    dataset: WindowDataset, sampler: WindowSampler, num_workers: int, pin_memory: bool = False
+) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_size=sampler.batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        worker_init_fn=_seed_worker if num_workers else None,
+        persistent_workers=False,
+        drop_last=False,
+        # its own generator: creating an iterator must not draw from the global RNG (resume)
+        generator=torch.Generator().manual_seed(0),
+    )

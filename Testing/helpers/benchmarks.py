@@ -12,8 +12,14 @@ from .env import REPO, python_env
 def benchmark(name: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     """``python -m benchmarks.NAME ARGS`` in the checkout (``NAME`` with or without ``.py``)."""
     module = f"benchmarks.{name.removesuffix('.py')}"
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=python_env(), capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=REPO,
+        env=python_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def run_benchmark(name: str, *args: str, timeout: float = 300) -> str:

@@ -23,12 +23,15 @@ def phantom(depth: int = 12, size: int = 48, seed: int = 0, shift: int = 0) -> t
     image = np.where(body, 40.0, -1000.0).astype(np.float32)
     labels = np.zeros(image.shape, np.uint8)
     zc = (depth - 1) / 2
-    liver = ((y - c + 2) / (0.22 * size)) ** 2 + ((x - 0.32 * size - shift) / (0.2 * size)) ** 2 + \
-        ((z - zc + 1) / (0.4 * depth)) ** 2 < 1
-    spleen = ((y - c + 4) / (0.12 * size)) ** 2 + ((x - 0.7 * size - shift) / (0.1 * size)) ** 2 + \
-        ((z - zc - 2) / (0.3 * depth)) ** 2 < 1
-    kidney = ((y - 0.72 * size) / (0.07 * size)) ** 2 + ((x - 0.66 * size - shift) / (0.07 * size)) ** 2 + \
-        ((z - zc) / (0.2 * depth)) ** 2 < 1
+    liver = ((y - c + 2) / (0.22 * size)) ** 2 + ((x - 0.32 * size - shift) / (0.2 * size)) ** 2 + (
+        (z - zc + 1) / (0.4 * depth)
+    ) ** 2 < 1
+    spleen = ((y - c + 4) / (0.12 * size)) ** 2 + ((x - 0.7 * size - shift) / (0.1 * size)) ** 2 + (
+        (z - zc - 2) / (0.3 * depth)
+    ) ** 2 < 1
+    kidney = ((y - 0.72 * size) / (0.07 * size)) ** 2 + ((x - 0.66 * size - shift) / (0.07 * size)) ** 2 + (
+        (z - zc) / (0.2 * depth)
+    ) ** 2 < 1
     for mask, value, label in ((liver, 160.0, 1), (spleen, -60.0, 2), (kidney, 250.0, 3)):
         image[mask & body] = value
         labels[mask & body] = label
@@ -48,14 +51,24 @@ def write(array: np.ndarray, path: Path, spacing=(2.0, 2.0, 3.0), direction=LPS_
     return path
 
 
-def make_dataset(root: Path, cases: int = 1, depth: int = 12, size: int = 48, labels: dict | None = None,
-                 meta: dict | None = None) -> Path:
+def make_dataset(
+    root: Path, cases: int = 1, depth: int = 12, size: int = 48, labels: dict | None = None, meta: dict | None = None
+) -> Path:
     """An nnU-Net v2 dataset of phantoms (case i shifted by i voxels)."""
     for n in range(cases):
         image, lab = phantom(depth, size, seed=n, shift=n)
         write(image.astype(np.int16), root / "imagesTr" / f"case{n}_0000.nii.gz")
         write(lab, root / "labelsTr" / f"case{n}.nii.gz")
-    (root / "dataset.json").write_text(json.dumps({
-        "name": "phantom", "channel_names": {"0": "CT"}, "labels": labels or LABELS, "numTraining": cases,
-        "file_ending": ".nii.gz", **(meta or {})}))
+    (root / "dataset.json").write_text(
+        json.dumps(
+            {
+                "name": "phantom",
+                "channel_names": {"0": "CT"},
+                "labels": labels or LABELS,
+                "numTraining": cases,
+                "file_ending": ".nii.gz",
+                **(meta or {}),
+            }
+        )
+    )
     return root

@@ -18,8 +18,7 @@ def rotation(degrees: float) -> tuple[float, ...]:
 
 GEOMETRIES = {
     "identity": Geometry((9, 8, 7), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0)),
-    "flipped-anisotropic": Geometry((9, 8, 7), (0.7, 0.9, 3.0), (-120.5, 88.25, -301.0),
-                                    (-1, 0, 0, 0, -1, 0, 0, 0, 1)),
+    "flipped-anisotropic": Geometry((9, 8, 7), (0.7, 0.9, 3.0), (-120.5, 88.25, -301.0), (-1, 0, 0, 0, -1, 0, 0, 0, 1)),
     "sagittal": Geometry((6, 10, 8), (2.0, 0.6, 0.8), (15.0, -7.5, 42.0), (0, 0, -1, 1, 0, 0, 0, -1, 0)),
     "oblique": Geometry((9, 8, 7), (0.8, 1.1, 2.5), (33.3, -12.0, 250.0), rotation(23.0)),
 }

@@ -46,7 +46,6 @@ class QTimer:
             _activeTimers.remove(self)
 
 
-
 def processEvents() -> None:
     """Fire the timers that are due, as Qt's event loop would."""
     now = time.monotonic()

@@ -18,8 +18,13 @@ from ...io.atomic import refuse_non_empty
 from ...progress import CancelToken, Progress
 
 #: `tgated prepare` names -> converter modules.
-DATASETS = {"totalsegmentator": "totalsegmentator", "amos22": "amos22", "flare22": "flare22", "btcv": "btcv",
-            "chaos": "chaos"}
+DATASETS = {
+    "totalsegmentator": "totalsegmentator",
+    "amos22": "amos22",
+    "flare22": "flare22",
+    "btcv": "btcv",
+    "chaos": "chaos",
+}
 
 
 def converter(name: str):
@@ -36,13 +41,22 @@ def _check_output(source_root: Path, output: Path, overwrite: bool) -> None:
     refuse_non_empty(output, overwrite)
     src, out = source_root.resolve(), output.resolve()
     if src == out or out in src.parents:
-        raise OutputError(f"the output folder '{output}' holds the input data",
-                          "Choose an --output outside the downloaded dataset.")
+        raise OutputError(
+            f"the output folder '{output}' holds the input data", "Choose an --output outside the downloaded dataset."
+        )
 
 
-def prepare(dataset: str, input_dir: str | Path, output_dir: str | Path, modality: str | None = None,
-            split: str = "all", limit: int | None = None, overwrite: bool = False,
-            progress: Progress | None = None, cancel: CancelToken | None = None) -> dict:
+def prepare(
+    dataset: str,
+    input_dir: str | Path,
+    output_dir: str | Path,
+    modality: str | None = None,
+    split: str = "all",
+    limit: int | None = None,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+    cancel: CancelToken | None = None,
+) -> dict:
     """Convert one dataset; returns a summary (output, cases, labels, skipped). Nothing is left on failure."""
     from ... import __version__
     from ...io.atomic import atomic_dir, check_writable
@@ -51,8 +65,9 @@ def prepare(dataset: str, input_dir: str | Path, output_dir: str | Path, modalit
     module = converter(dataset)
     modality = (modality or module.MODALITIES[0]).lower()
     if modality not in module.MODALITIES:
-        raise InputError(f"{module.TITLE} has no modality '{modality}'",
-                         f"Use --modality {', '.join(module.MODALITIES)}.")
+        raise InputError(
+            f"{module.TITLE} has no modality '{modality}'", f"Use --modality {', '.join(module.MODALITIES)}."
+        )
     if split not in module.SPLITS:
         raise InputError(f"{module.TITLE} has no split '{split}'", f"Use --split {', '.join(module.SPLITS)}.")
     if limit is not None and limit < 1:
@@ -62,9 +77,11 @@ def prepare(dataset: str, input_dir: str | Path, output_dir: str | Path, modalit
     check_writable(output / "dataset.json")
     source = module.find(root, modality=modality, split=split)
     if not source.cases:
-        raise InputError(f"no {source.title} cases to convert in {root}"
-                         + (f" ({'; '.join(source.skipped)})" if source.skipped else ""),
-                         "Check --input, --modality and --split.")
+        raise InputError(
+            f"no {source.title} cases to convert in {root}"
+            + (f" ({'; '.join(source.skipped)})" if source.skipped else ""),
+            "Check --input, --modality and --split.",
+        )
     cases = source.cases[:limit] if limit else source.cases
     progress = progress or Progress()
     stage = f"prepare {module.NAME}"
@@ -76,10 +93,17 @@ def prepare(dataset: str, input_dir: str | Path, output_dir: str | Path, modalit
                 cancel.check()
             writer.write_case(case)
             progress.update(stage, done, len(cases), case=case.case_id)
-        command = f"tgated prepare {module.NAME} --modality {modality}" + (f" --split {split}" if split != "all" else "")
+        command = f"tgated prepare {module.NAME} --modality {modality}" + (
+            f" --split {split}" if split != "all" else ""
+        )
         writer.finish(command, __version__)
     skipped = list(source.skipped)
     if len(cases) < len(source.cases):
         skipped.append(f"{len(source.cases) - len(cases)} case(s) beyond --limit {limit}")
-    return {"output": str(output), "dataset": module.NAME, "cases": len(cases),
-            "labels": {spec.name: spec.value for spec in source.labels}, "skipped": skipped}
+    return {
+        "output": str(output),
+        "dataset": module.NAME,
+        "cases": len(cases),
+        "labels": {spec.name: spec.value for spec in source.labels},
+        "skipped": skipped,
+    }

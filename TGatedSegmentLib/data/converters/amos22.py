@@ -27,12 +27,21 @@ SPLITS = ("all", "train", "val")
 MR_FROM = 500
 
 LABELS = [
-    (1, "spleen", "spleen"), (2, "right kidney", "right_kidney"), (3, "left kidney", "left_kidney"),
-    (4, "gall bladder", "gallbladder"), (5, "esophagus", "esophagus"), (6, "liver", "liver"),
-    (7, "stomach", "stomach"), (8, "aorta", "aorta"), (9, "postcava", "inferior_vena_cava"),
-    (10, "pancreas", "pancreas"), (11, "right adrenal gland", "right_adrenal_gland"),
-    (12, "left adrenal gland", "left_adrenal_gland"), (13, "duodenum", "duodenum"),
-    (14, "bladder", "urinary_bladder"), (15, "prostate/uterus", "prostate_or_uterus"),
+    (1, "spleen", "spleen"),
+    (2, "right kidney", "right_kidney"),
+    (3, "left kidney", "left_kidney"),
+    (4, "gall bladder", "gallbladder"),
+    (5, "esophagus", "esophagus"),
+    (6, "liver", "liver"),
+    (7, "stomach", "stomach"),
+    (8, "aorta", "aorta"),
+    (9, "postcava", "inferior_vena_cava"),
+    (10, "pancreas", "pancreas"),
+    (11, "right adrenal gland", "right_adrenal_gland"),
+    (12, "left adrenal gland", "left_adrenal_gland"),
+    (13, "duodenum", "duodenum"),
+    (14, "bladder", "urinary_bladder"),
+    (15, "prostate/uterus", "prostate_or_uterus"),
 ]
 SPELLINGS = {8: {"arota"}}  # names seen in AMOS's own dataset.json besides the ones above
 HINT = "Point --input at the extracted AMOS folder (amos22/, holding imagesTr/ and labelsTr/)."
@@ -62,17 +71,23 @@ def find(root: Path, modality: str = "all", split: str = "all") -> Source:
         if split not in ("all", tag) or not (root / f"images{part}").is_dir():
             continue
         pattern = r"(amos_\d+)\.nii\.gz"
-        for key, image, label in pair_files(root / f"images{part}", root / f"labels{part}", pattern, pattern,
-                                            "amos_0001.nii.gz"):
+        for key, image, label in pair_files(
+            root / f"images{part}", root / f"labels{part}", pattern, pattern, "amos_0001.nii.gz"
+        ):
             is_mr = int(key.removeprefix("amos_")) >= MR_FROM
             if modality != "all" and (modality == "mr") != is_mr:
                 skipped.append(key)
                 continue
-            cases.append(paired_case(key, "MR" if is_mr else "CT", image, label, labels, tag, f"images{part}/{image.name}"))
+            cases.append(
+                paired_case(key, "MR" if is_mr else "CT", image, label, labels, tag, f"images{part}/{image.name}")
+            )
     channel = {"ct": "CT", "mr": "MR"}.get(modality) or (
-        "CT or MR" if len({c.modality for c in cases}) > 1 else (cases[0].modality if cases else "CT"))
-    notes = {"label 15": "prostate (men) or uterus (women): one AMOS id, no single SNOMED CT code",
-             "modality": "AMOS case ids >= 500 are MR, the rest CT; each case's modality is in 'cases'"}
+        "CT or MR" if len({c.modality for c in cases}) > 1 else (cases[0].modality if cases else "CT")
+    )
+    notes = {
+        "label 15": "prostate (men) or uterus (women): one AMOS id, no single SNOMED CT code",
+        "modality": "AMOS case ids >= 500 are MR, the rest CT; each case's modality is in 'cases'",
+    }
     source = Source(NAME, TITLE, labels, channel, cases, REFERENCE, LICENCE, notes)
     if skipped:
         source.skipped.append(f"{len(skipped)} case(s) of the other modality (--modality {modality})")

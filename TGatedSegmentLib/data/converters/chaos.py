@@ -36,8 +36,12 @@ LICENCE = "CC BY-NC-SA 4.0"
 MODALITIES = ("t2", "t1-in", "t1-out")
 SPLITS = ("all",)
 # (output id, CHAOS name, vocabulary name, grey-level range)
-ORGANS = [(1, "liver", "liver", (55, 70)), (2, "right kidney", "right_kidney", (110, 135)),
-          (3, "left kidney", "left_kidney", (175, 200)), (4, "spleen", "spleen", (240, 255))]
+ORGANS = [
+    (1, "liver", "liver", (55, 70)),
+    (2, "right kidney", "right_kidney", (110, 135)),
+    (3, "left kidney", "left_kidney", (175, 200)),
+    (4, "spleen", "spleen", (240, 255)),
+]
 SEQUENCES = {  # --modality -> (image folder, mask folder, case-id part, modality text)
     "t2": ("T2SPIR/DICOM_anon", "T2SPIR/Ground", "t2", "MR (T2-SPIR)"),
     "t1-in": ("T1DUAL/DICOM_anon/InPhase", "T1DUAL/Ground", "t1in", "MR (T1-DUAL in-phase)"),
@@ -48,12 +52,15 @@ HINT = "Point --input at the extracted CHAOS training set (CHAOS_Train_Sets/Trai
 
 def _mr_folder(root: Path) -> Path:
     if not root.is_dir():
-        raise InputError(f"the CHAOS folder {root} does not exist" if not root.exists()
-                         else f"{root} is a file, not a CHAOS folder", HINT)
+        raise InputError(
+            f"the CHAOS folder {root} does not exist" if not root.exists() else f"{root} is a file, not a CHAOS folder",
+            HINT,
+        )
     for candidate in ("MR", "Train_Sets/MR", "CHAOS_Train_Sets/Train_Sets/MR", ""):
         folder = root / candidate if candidate else root
-        if folder.is_dir() and any(p.is_dir() and p.name.isdigit() and (p / "T2SPIR").is_dir()
-                                   for p in folder.iterdir()):
+        if folder.is_dir() and any(
+            p.is_dir() and p.name.isdigit() and (p / "T2SPIR").is_dir() for p in folder.iterdir()
+        ):
             return folder
     raise InputError(f"{root} does not look like CHAOS: no MR/<patient>/T2SPIR/ folders in it", HINT)
 
@@ -67,14 +74,19 @@ def find(root: Path, modality: str = "t2", split: str = "all") -> Source:
         dicom, ground = patient / image_dir, patient / mask_dir
         for folder in (dicom, ground):
             if not folder.is_dir():
-                raise InputError(f"CHAOS patient {patient.name} has no {folder.relative_to(patient)}/ folder",
-                                 "Re-extract the archive; every MR patient has T1DUAL/ and T2SPIR/ with Ground/.")
+                raise InputError(
+                    f"CHAOS patient {patient.name} has no {folder.relative_to(patient)}/ folder",
+                    "Re-extract the archive; every MR patient has T1DUAL/ and T2SPIR/ with Ground/.",
+                )
         case_id = f"chaos_{tag}_{int(patient.name):02d}"
-        cases.append(SourceCase(case_id, text, partial(_read, dicom, ground, case_id), None,
-                                f"MR/{patient.name}/{image_dir}"))
-    notes = {"masks": "PNG grey levels liver 55-70, right kidney 110-135, left kidney 175-200, spleen 240-255; "
-                      "PNGs sorted by name pair with DICOM files sorted by InstanceNumber; PNG rows/columns are "
-                      "the DICOM rows/columns"}
+        cases.append(
+            SourceCase(case_id, text, partial(_read, dicom, ground, case_id), None, f"MR/{patient.name}/{image_dir}")
+        )
+    notes = {
+        "masks": "PNG grey levels liver 55-70, right kidney 110-135, left kidney 175-200, spleen 240-255; "
+        "PNGs sorted by name pair with DICOM files sorted by InstanceNumber; PNG rows/columns are "
+        "the DICOM rows/columns"
+    }
     return Source(NAME, TITLE, labels, "MR", cases, REFERENCE, LICENCE, notes)
 
 
@@ -91,8 +103,9 @@ def _slice_info(path: Path, case_id: str) -> dict:
     try:
         reader.ReadImageInformation()
     except RuntimeError:
-        raise InputError(f"case '{case_id}': cannot read the DICOM file {path}",
-                         "Re-extract the archive; the file is damaged.") from None
+        raise InputError(
+            f"case '{case_id}': cannot read the DICOM file {path}", "Re-extract the archive; the file is damaged."
+        ) from None
 
     def tag(key: str) -> str:
         return reader.GetMetaData(key).strip() if reader.HasMetaDataKey(key) else ""
@@ -104,24 +117,34 @@ def _slice_info(path: Path, case_id: str) -> dict:
         position, orientation = [], []
     instance = int(tag("0020|0013")) if re.fullmatch(r"-?\d+", tag("0020|0013")) else None
     if len(position) != 3 or len(orientation) != 6:
-        raise InputError(f"case '{case_id}': {path.name} has no usable ImagePositionPatient/ImageOrientationPatient",
-                         "Use the original CHAOS DICOM files.")
+        raise InputError(
+            f"case '{case_id}': {path.name} has no usable ImagePositionPatient/ImageOrientationPatient",
+            "Use the original CHAOS DICOM files.",
+        )
     normal = np.cross(orientation[:3], orientation[3:])
-    return {"path": path, "instance": instance, "depth": float(np.dot(position, normal)),
-            "size": tuple(reader.GetSize()[:2])}
+    return {
+        "path": path,
+        "instance": instance,
+        "depth": float(np.dot(position, normal)),
+        "size": tuple(reader.GetSize()[:2]),
+    }
 
 
 def _pair_masks(slices: list[dict], pngs: list[Path], case_id: str) -> dict[Path, Path]:
     """DICOM file -> its PNG: by identical stems when all match, else by InstanceNumber rank."""
     if len(pngs) != len(slices):
-        raise InputError(f"case '{case_id}': {len(slices)} DICOM slices but {len(pngs)} PNG masks",
-                         "Every DICOM slice needs one mask in Ground/; re-extract the archive.")
+        raise InputError(
+            f"case '{case_id}': {len(slices)} DICOM slices but {len(pngs)} PNG masks",
+            "Every DICOM slice needs one mask in Ground/; re-extract the archive.",
+        )
     by_stem = {p.stem: p for p in pngs}
     if all(s["path"].stem in by_stem for s in slices):
         return {s["path"]: by_stem[s["path"].stem] for s in slices}
     if any(s["instance"] is None for s in slices):
-        raise InputError(f"case '{case_id}': DICOM files without InstanceNumber, and PNG names that do not match",
-                         "Use the original CHAOS DICOM files; the masks are ordered by instance number.")
+        raise InputError(
+            f"case '{case_id}': DICOM files without InstanceNumber, and PNG names that do not match",
+            "Use the original CHAOS DICOM files; the masks are ordered by instance number.",
+        )
     ordered = sorted(slices, key=lambda s: (s["instance"], _natural(s["path"].name)))
     return {s["path"]: png for s, png in zip(ordered, sorted(pngs, key=lambda p: _natural(p.name)))}
 
@@ -135,8 +158,11 @@ def _mask_values(png: Path, case_id: str, size: tuple[int, int]) -> np.ndarray:
     except OSError:
         raise InputError(f"case '{case_id}': cannot read the mask {png}", "Re-extract the archive.") from None
     if grey.shape != (size[1], size[0]):
-        raise InputError(f"case '{case_id}': mask {png.name} is {grey.shape[1]}x{grey.shape[0]} pixels, its DICOM "
-                         f"slice {size[0]}x{size[1]}", "Use the Ground/ folder that belongs to this series.")
+        raise InputError(
+            f"case '{case_id}': mask {png.name} is {grey.shape[1]}x{grey.shape[0]} pixels, its DICOM "
+            f"slice {size[0]}x{size[1]}",
+            "Use the Ground/ folder that belongs to this series.",
+        )
     out = np.zeros(grey.shape, dtype=np.uint8)
     for value, _, _, (low, high) in ORGANS:
         out[(grey >= low) & (grey <= high)] = value
@@ -156,8 +182,10 @@ def _read(dicom_dir: Path, ground_dir: Path, case_id: str):
     try:
         image = reader.Execute()
     except RuntimeError:
-        raise InputError(f"case '{case_id}': cannot read the DICOM series in {dicom_dir}",
-                         "Re-extract the archive; a file is damaged.") from None
+        raise InputError(
+            f"case '{case_id}': cannot read the DICOM series in {dicom_dir}",
+            "Re-extract the archive; a file is damaged.",
+        ) from None
     label = np.stack([_mask_values(masks[s["path"]], case_id, s["size"]) for s in slices])
     if label.shape != sitk().GetArrayViewFromImage(image).shape:
         raise InputError(f"case '{case_id}': the masks ({label.shape}) do not fit the volume", HINT)

@@ -27,7 +27,8 @@ HINT = "Point --input at the extracted labelled training folder (FLARE22Train/, 
 def find(root: Path, modality: str = "ct", split: str = "all") -> Source:
     root = find_root(root, TITLE, ("", "FLARE22Train", "Training"), ("images", "labels"), HINT)
     labels = label_table(LABELS)
-    pairs = pair_files(root / "images", root / "labels", r"(.+?)_0000\.nii\.gz", r"(.+?)\.nii\.gz",
-                       "FLARE22_Tr_0001.nii.gz")
+    pairs = pair_files(
+        root / "images", root / "labels", r"(.+?)_0000\.nii\.gz", r"(.+?)\.nii\.gz", "FLARE22_Tr_0001.nii.gz"
+    )
     cases = [paired_case(key, "CT", image, label, labels, None, f"images/{image.name}") for key, image, label in pairs]
     return Source(NAME, TITLE, labels, "CT", cases, REFERENCE, LICENCE)

@@ -17,14 +17,19 @@ from .writer import LabelSpec, SourceCase, read_label_values
 def find_root(root: Path, title: str, candidates: tuple[str, ...], needs: tuple[str, ...], hint: str) -> Path:
     """The first of ``root/candidate`` that holds every folder in ``needs``; else an InputError."""
     if not root.is_dir():
-        raise InputError(f"the {title} folder {root} does not exist" if not root.exists()
-                         else f"{root} is a file, not a {title} folder", hint)
+        raise InputError(
+            f"the {title} folder {root} does not exist"
+            if not root.exists()
+            else f"{root} is a file, not a {title} folder",
+            hint,
+        )
     for candidate in candidates:
         folder = root / candidate if candidate else root
         if all((folder / need).is_dir() for need in needs):
             return folder
-    raise InputError(f"{root} does not look like {title}: no {' and '.join(n + '/' for n in needs)} folders in it",
-                     hint)
+    raise InputError(
+        f"{root} does not look like {title}: no {' and '.join(n + '/' for n in needs)} folders in it", hint
+    )
 
 
 def keyed_files(folder: Path, pattern: str) -> dict[str, Path]:
@@ -37,25 +42,33 @@ def keyed_files(folder: Path, pattern: str) -> dict[str, Path]:
     return found
 
 
-def pair_files(images_dir: Path, labels_dir: Path, image_pattern: str, label_pattern: str,
-               example: str) -> list[tuple[str, Path, Path]]:
+def pair_files(
+    images_dir: Path, labels_dir: Path, image_pattern: str, label_pattern: str, example: str
+) -> list[tuple[str, Path, Path]]:
     """``(key, image, label)`` for every case; an image without label (or the reverse) is an InputError."""
     images = keyed_files(images_dir, image_pattern)
     labels = keyed_files(labels_dir, label_pattern)
     if not labels:
-        raise InputError(f"no label files in {labels_dir} (expected names like {example})",
-                         "Point --input at the extracted dataset folder, unchanged.")
-    for missing, have, where in ((sorted(set(labels) - set(images)), labels, images_dir),
-                                 (sorted(set(images) - set(labels)), images, labels_dir)):
+        raise InputError(
+            f"no label files in {labels_dir} (expected names like {example})",
+            "Point --input at the extracted dataset folder, unchanged.",
+        )
+    for missing, have, where in (
+        (sorted(set(labels) - set(images)), labels, images_dir),
+        (sorted(set(images) - set(labels)), images, labels_dir),
+    ):
         if missing:
             shown = ", ".join(have[k].name for k in missing[:5]) + (" ..." if len(missing) > 5 else "")
-            raise InputError(f"{len(missing)} file(s) have no counterpart in {where}: {shown}",
-                             "Re-extract the archive (a file is missing), or move the unpaired files away.")
+            raise InputError(
+                f"{len(missing)} file(s) have no counterpart in {where}: {shown}",
+                "Re-extract the archive (a file is missing), or move the unpaired files away.",
+            )
     return [(key, images[key], labels[key]) for key in sorted(labels)]
 
 
-def paired_case(case_id: str, modality: str, image: Path, label: Path, labels: list[LabelSpec],
-                split: str | None, source: str) -> SourceCase:
+def paired_case(
+    case_id: str, modality: str, image: Path, label: Path, labels: list[LabelSpec], split: str | None, source: str
+) -> SourceCase:
     """A case whose image file is used as it is and whose label values must be in ``labels``."""
     allowed = {spec.value for spec in labels}
     return SourceCase(case_id, modality, partial(_read_pair, image, label, case_id, allowed), split, source)

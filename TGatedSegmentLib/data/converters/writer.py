@@ -47,11 +47,17 @@ class LabelSpec:
     def to_json(self) -> dict:
         """The row of dataset.json's ``label_table``: what a user needs to prompt and code it."""
         o = self.organ
-        return {"value": self.value, "name": o.name, "prompt": o.prompt, "source_name": self.source_name,
-                "laterality": o.lateral, "snomed_category": list(o.snomed_category) if o.snomed_category else None,
-                "snomed_type": list(o.snomed_type) if o.snomed_type else None,
-                "snomed_region": list(o.snomed_region) if o.snomed_region else None,
-                "terminology": o.terminology()}
+        return {
+            "value": self.value,
+            "name": o.name,
+            "prompt": o.prompt,
+            "source_name": self.source_name,
+            "laterality": o.lateral,
+            "snomed_category": list(o.snomed_category) if o.snomed_category else None,
+            "snomed_type": list(o.snomed_type) if o.snomed_type else None,
+            "snomed_region": list(o.snomed_region) if o.snomed_region else None,
+            "terminology": o.terminology(),
+        }
 
 
 def label_table(rows: list[tuple[int, str, str]]) -> list[LabelSpec]:
@@ -114,27 +120,41 @@ def read_header(path: Path, what: str, case_id: str) -> dict:
     try:
         reader.ReadImageInformation()
     except RuntimeError as exc:
-        raise InputError(f"case '{case_id}': cannot read the {what} {path} ({_reason(exc)})",
-                         "Check that the file is complete (re-download or re-extract it).") from None
+        raise InputError(
+            f"case '{case_id}': cannot read the {what} {path} ({_reason(exc)})",
+            "Check that the file is complete (re-download or re-extract it).",
+        ) from None
     if reader.GetDimension() != 3 or reader.GetNumberOfComponents() != 1:
-        raise InputError(f"case '{case_id}': the {what} {path} is {reader.GetDimension()}D with "
-                         f"{reader.GetNumberOfComponents()} component(s), not a scalar 3D volume",
-                         "Give the dataset's original files; each must be one 3D volume.")
-    return {"size": tuple(reader.GetSize()), "spacing": reader.GetSpacing(), "origin": reader.GetOrigin(),
-            "direction": reader.GetDirection()}
+        raise InputError(
+            f"case '{case_id}': the {what} {path} is {reader.GetDimension()}D with "
+            f"{reader.GetNumberOfComponents()} component(s), not a scalar 3D volume",
+            "Give the dataset's original files; each must be one 3D volume.",
+        )
+    return {
+        "size": tuple(reader.GetSize()),
+        "spacing": reader.GetSpacing(),
+        "origin": reader.GetOrigin(),
+        "direction": reader.GetDirection(),
+    }
 
 
 def image_header(image) -> dict:
-    return {"size": tuple(image.GetSize()), "spacing": image.GetSpacing(), "origin": image.GetOrigin(),
-            "direction": image.GetDirection()}
+    return {
+        "size": tuple(image.GetSize()),
+        "spacing": image.GetSpacing(),
+        "origin": image.GetOrigin(),
+        "direction": image.GetDirection(),
+    }
 
 
 def read_image(path: Path, what: str, case_id: str):
     try:
         return sitk().ReadImage(str(path))
     except RuntimeError as exc:
-        raise InputError(f"case '{case_id}': cannot read the {what} {path} ({_reason(exc)})",
-                         "Check that the file is complete (re-download or re-extract it).") from None
+        raise InputError(
+            f"case '{case_id}': cannot read the {what} {path} ({_reason(exc)})",
+            "Check that the file is complete (re-download or re-extract it).",
+        ) from None
 
 
 def same_grid(a: dict, b: dict) -> str | None:
@@ -154,16 +174,18 @@ def read_label_values(path: Path, case_id: str, allowed: set[int]):
     """A label file as an integer image; values outside ``allowed`` (and 0) are an InputError."""
     image = read_image(path, "label", case_id)
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
-        raise InputError(f"case '{case_id}': the label {path} is not a scalar 3D volume",
-                         "Give the dataset's original label files.")
+        raise InputError(
+            f"case '{case_id}': the label {path} is not a scalar 3D volume", "Give the dataset's original label files."
+        )
     array = sitk().GetArrayFromImage(image)
     values = np.unique(array)
     bad = [v for v in values if v != 0 and (float(v) != int(v) or int(v) not in allowed)]
     if bad:
-        raise InputError(f"case '{case_id}': the label {path} holds values {', '.join(f'{v:g}' for v in bad[:8])} "
-                         f"that the dataset does not define (ids {min(allowed)}..{max(allowed)})",
-                         "Check that this is the dataset's original label file and that --input points at the "
-                         "right dataset.")
+        raise InputError(
+            f"case '{case_id}': the label {path} holds values {', '.join(f'{v:g}' for v in bad[:8])} "
+            f"that the dataset does not define (ids {min(allowed)}..{max(allowed)})",
+            "Check that this is the dataset's original label file and that --input points at the right dataset.",
+        )
     out = sitk().GetImageFromArray(array.astype(np.uint8 if max(allowed) < 256 else np.uint16))
     out.CopyInformation(image)
     return out
@@ -209,8 +231,10 @@ class NnUNetWriter:
     def _on_image_grid(self, label, header: dict, case_id: str):
         problem = same_grid(header, image_header(label))
         if problem:
-            raise InputError(f"case '{case_id}': the label's grid differs from the image's ({problem})",
-                             "Use the dataset's original image and label files; they share one grid.")
+            raise InputError(
+                f"case '{case_id}': the label's grid differs from the image's ({problem})",
+                "Use the dataset's original image and label files; they share one grid.",
+            )
         label.SetSpacing(header["spacing"])
         label.SetOrigin(header["origin"])
         label.SetDirection(header["direction"])
@@ -227,8 +251,8 @@ class NnUNetWriter:
         meta = {
             "name": s.title,
             "description": f"{s.title} converted by `{command}` (TGatedSegment {version}). Label names are the "
-                           "organ vocabulary's canonical names; label_table gives each one's prompt, the "
-                           "dataset's own name and SNOMED CT codes.",
+            "organ vocabulary's canonical names; label_table gives each one's prompt, the "
+            "dataset's own name and SNOMED CT codes.",
             "reference": s.reference,
             "licence": s.licence,
             "channel_names": {"0": s.channel},

@@ -41,7 +41,7 @@ class ScriptedLoadableModule:
 class ScriptedLoadableModuleWidget:
     def __init__(self, parent=None):
         self.parent = parent
-        self.moduleName = self.__class__.__name__[:-len("Widget")]
+        self.moduleName = self.__class__.__name__[: -len("Widget")]
 
 
 class ScriptedLoadableModuleLogic:

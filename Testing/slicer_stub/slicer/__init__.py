@@ -212,8 +212,6 @@ class vtkMRMLDisplayNode(vtkMRMLNode):
     pass
 
 
-
-
 class vtkMRMLScalarVolumeDisplayNode(vtkMRMLDisplayNode):
     """Colour table, window/level and display threshold (vtkMRMLScalarVolumeDisplayNode.h)."""
 
@@ -389,14 +387,16 @@ class vtkMRMLSegmentationNode(vtkMRMLTransformableNode):
         ijkToRAS = volumeNode._ijkToRAS.copy()
         if volumeNode.GetParentTransformNode() is not self.GetParentTransformNode():
             volumeToSegmentation = vtk.vtkMatrix4x4()
-            vtkMRMLTransformNode.GetMatrixTransformBetweenNodes(volumeNode.GetParentTransformNode(),
-                                                                self.GetParentTransformNode(), volumeToSegmentation)
+            vtkMRMLTransformNode.GetMatrixTransformBetweenNodes(
+                volumeNode.GetParentTransformNode(), self.GetParentTransformNode(), volumeToSegmentation
+            )
             ijkToRAS = _arrayFromMatrix(volumeToSegmentation) @ ijkToRAS
         matrix = vtk.vtkMatrix4x4()
         matrix.DeepCopy(ijkToRAS.ravel())
         self._segmentation.SetConversionParameter(
             vtkSegmentationConverter.GetReferenceImageGeometryParameterName(),
-            vtkSegmentationConverter.SerializeImageGeometry(matrix, volumeNode.GetImageData()))
+            vtkSegmentationConverter.SerializeImageGeometry(matrix, volumeNode.GetImageData()),
+        )
         self.SetNodeReferenceID(self.GetReferenceImageGeometryReferenceRole(), volumeNode.GetID())
 
     def CreateClosedSurfaceRepresentation(self):
@@ -463,10 +463,20 @@ class vtkMRMLMarkupsROINode(vtkMRMLMarkupsNode):
         self.Modified()
 
 
-_NODE_CLASSES = {cls.__name__: cls for cls in (
-    vtkMRMLScalarVolumeNode, vtkMRMLLabelMapVolumeNode, vtkMRMLSegmentationNode, vtkMRMLLinearTransformNode,
-    vtkMRMLScalarVolumeDisplayNode, vtkMRMLLabelMapVolumeDisplayNode, vtkMRMLSegmentationDisplayNode,
-    vtkMRMLScriptedModuleNode, vtkMRMLMarkupsROINode)}
+_NODE_CLASSES = {
+    cls.__name__: cls
+    for cls in (
+        vtkMRMLScalarVolumeNode,
+        vtkMRMLLabelMapVolumeNode,
+        vtkMRMLSegmentationNode,
+        vtkMRMLLinearTransformNode,
+        vtkMRMLScalarVolumeDisplayNode,
+        vtkMRMLLabelMapVolumeDisplayNode,
+        vtkMRMLSegmentationDisplayNode,
+        vtkMRMLScriptedModuleNode,
+        vtkMRMLMarkupsROINode,
+    )
+}
 
 
 def _arrayFromMatrix(matrix):
@@ -526,7 +536,6 @@ class vtkOrientedImageData:
 
     def GetImageToWorldMatrix(self, matrix):
         matrix.DeepCopy(self._imageToWorld.ravel())
-
 
 
 class vtkSegment:
@@ -674,21 +683,27 @@ class vtkSegmentation:
         return ""
 
     def RemoveSegment(self, segment):
-        segmentId = segment if isinstance(segment, str) else next(
-            (i for i, s in self._segments.items() if s is segment), None)
+        segmentId = (
+            segment if isinstance(segment, str) else next((i for i, s in self._segments.items() if s is segment), None)
+        )
         self._segments.pop(segmentId, None)
 
     def ClearSegment(self, segmentId):
         segment = self._segments.get(segmentId)
         if segment is not None:
             data = segment.GetRepresentation(self._sourceRepresentationName)
-            sharing = [s for i, s in self._segments.items() if i != segmentId
-                       and s.GetRepresentation(self._sourceRepresentationName) is data]
+            sharing = [
+                s
+                for i, s in self._segments.items()
+                if i != segmentId and s.GetRepresentation(self._sourceRepresentationName) is data
+            ]
             if data is not None and sharing:  # a shared layer: only this segment's label goes
                 data._voxels[data._voxels == segment.GetLabelValue()] = 0
             elif data is not None:
-                segment.AddRepresentation(self._sourceRepresentationName,
-                                          vtkOrientedImageData(np.zeros_like(data._voxels), data._imageToWorld))
+                segment.AddRepresentation(
+                    self._sourceRepresentationName,
+                    vtkOrientedImageData(np.zeros_like(data._voxels), data._imageToWorld),
+                )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -865,8 +880,10 @@ class vtkSlicerSegmentationsModuleLogic:
     @staticmethod
     def ImportLabelmapToSegmentationNode(labelmapNode, segmentationNode, updatedSegmentIDs, userMessages=None):
         if not isinstance(updatedSegmentIDs, vtk.vtkStringArray):
-            raise TypeError("the stand-in models only ImportLabelmapToSegmentationNode(labelmapNode, "
-                            "segmentationNode, vtkStringArray)")
+            raise TypeError(
+                "the stand-in models only ImportLabelmapToSegmentationNode(labelmapNode, "
+                "segmentationNode, vtkStringArray)"
+            )
         segmentation = segmentationNode.GetSegmentation()
         binary = vtkSegmentationConverter.GetBinaryLabelmapRepresentationName()
         if segmentation.GetSourceRepresentationName() != binary:
@@ -894,8 +911,9 @@ class vtkSlicerSegmentationsModuleLogic:
         return True
 
     @staticmethod
-    def ExportSegmentsToLabelmapNode(segmentationNode, segmentIDs, labelmapNode, referenceVolumeNode=None,
-                                     extentComputationMode=None):
+    def ExportSegmentsToLabelmapNode(
+        segmentationNode, segmentIDs, labelmapNode, referenceVolumeNode=None, extentComputationMode=None
+    ):
         from . import util
 
         reference = referenceVolumeNode or labelmapNode
@@ -931,7 +949,6 @@ class _CodedEntry:
         return self._rgb
 
 
-
 class vtkSlicerTerminologyEntry:
     def __init__(self):
         self._context = None
@@ -959,22 +976,57 @@ class vtkSlicerTerminologyEntry:
 # A few entries of Slicer's General Anatomy list, in its JSON structure (v5.10.0).
 _GENERAL_ANATOMY = {
     "SegmentationCategoryTypeContextName": "Segmentation category and type - 3D Slicer General Anatomy list",
-    "Category": [{
-        "CodingSchemeDesignator": "SCT", "CodeValue": "123037004", "CodeMeaning": "Anatomical Structure",
-        "Type": [
-            {"CodingSchemeDesignator": "SCT", "CodeValue": "80891009", "CodeMeaning": "Heart",
-             "3dSlicerLabel": "heart", "recommendedDisplayRGBValue": [206, 110, 84]},
-            {"CodingSchemeDesignator": "SCT", "CodeValue": "89837001", "CodeMeaning": "Bladder",
-             "3dSlicerLabel": "urinary bladder", "recommendedDisplayRGBValue": [222, 154, 132]},
-            {"CodingSchemeDesignator": "SCT", "CodeValue": "10200004", "CodeMeaning": "Liver",
-             "3dSlicerLabel": "liver", "recommendedDisplayRGBValue": [221, 130, 101]},
-            {"CodingSchemeDesignator": "SCT", "CodeValue": "39607008", "CodeMeaning": "Lung", "Modifier": [
-                {"CodingSchemeDesignator": "SCT", "CodeValue": "24028007", "CodeMeaning": "Right",
-                 "3dSlicerLabel": "right lung", "recommendedDisplayRGBValue": [197, 165, 145]},
-                {"CodingSchemeDesignator": "SCT", "CodeValue": "7771000", "CodeMeaning": "Left",
-                 "3dSlicerLabel": "left lung", "recommendedDisplayRGBValue": [197, 165, 145]}]},
-        ],
-    }],
+    "Category": [
+        {
+            "CodingSchemeDesignator": "SCT",
+            "CodeValue": "123037004",
+            "CodeMeaning": "Anatomical Structure",
+            "Type": [
+                {
+                    "CodingSchemeDesignator": "SCT",
+                    "CodeValue": "80891009",
+                    "CodeMeaning": "Heart",
+                    "3dSlicerLabel": "heart",
+                    "recommendedDisplayRGBValue": [206, 110, 84],
+                },
+                {
+                    "CodingSchemeDesignator": "SCT",
+                    "CodeValue": "89837001",
+                    "CodeMeaning": "Bladder",
+                    "3dSlicerLabel": "urinary bladder",
+                    "recommendedDisplayRGBValue": [222, 154, 132],
+                },
+                {
+                    "CodingSchemeDesignator": "SCT",
+                    "CodeValue": "10200004",
+                    "CodeMeaning": "Liver",
+                    "3dSlicerLabel": "liver",
+                    "recommendedDisplayRGBValue": [221, 130, 101],
+                },
+                {
+                    "CodingSchemeDesignator": "SCT",
+                    "CodeValue": "39607008",
+                    "CodeMeaning": "Lung",
+                    "Modifier": [
+                        {
+                            "CodingSchemeDesignator": "SCT",
+                            "CodeValue": "24028007",
+                            "CodeMeaning": "Right",
+                            "3dSlicerLabel": "right lung",
+                            "recommendedDisplayRGBValue": [197, 165, 145],
+                        },
+                        {
+                            "CodingSchemeDesignator": "SCT",
+                            "CodeValue": "7771000",
+                            "CodeMeaning": "Left",
+                            "3dSlicerLabel": "left lung",
+                            "recommendedDisplayRGBValue": [197, 165, 145],
+                        },
+                    ],
+                },
+            ],
+        }
+    ],
 }
 
 
@@ -1001,14 +1053,27 @@ class vtkSlicerTerminologiesModuleLogic:
         def code(c):
             return f"{c.GetCodingSchemeDesignator()}^{c.GetCodeValue()}^{c.GetCodeMeaning()}"
 
-        return "~".join([entry.GetTerminologyContextName() or "", code(entry.GetCategoryObject()),
-                         code(entry.GetTypeObject()), code(entry.GetTypeModifierObject()),
-                         entry.GetRegionContextName() or "", "^^", "^^"])
+        return "~".join(
+            [
+                entry.GetTerminologyContextName() or "",
+                code(entry.GetCategoryObject()),
+                code(entry.GetTypeObject()),
+                code(entry.GetTypeModifierObject()),
+                entry.GetRegionContextName() or "",
+                "^^",
+                "^^",
+            ]
+        )
 
 
 def _coded(d):
-    return _CodedEntry(d["CodingSchemeDesignator"], d["CodeValue"], d["CodeMeaning"],
-                       d.get("recommendedDisplayRGBValue", (127, 127, 127)), d.get("3dSlicerLabel", ""))
+    return _CodedEntry(
+        d["CodingSchemeDesignator"],
+        d["CodeValue"],
+        d["CodeMeaning"],
+        d.get("recommendedDisplayRGBValue", (127, 127, 127)),
+        d.get("3dSlicerLabel", ""),
+    )
 
 
 class _Module:

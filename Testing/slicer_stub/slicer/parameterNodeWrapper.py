@@ -152,8 +152,10 @@ class _Parameter:
 
 
 def _property(name):
-    return property(lambda self: self.allParameters[name].read(self.parameterNode),
-                    lambda self, value: self.allParameters[name].write(self.parameterNode, value))
+    return property(
+        lambda self: self.allParameters[name].read(self.parameterNode),
+        lambda self, value: self.allParameters[name].write(self.parameterNode, value),
+    )
 
 
 def _init(self, parameterNode, prefix=None):
@@ -187,7 +189,8 @@ def _processClass(classtype):
     classtype.StartModify = lambda self: self.parameterNode.StartModify()
     classtype.EndModify = lambda self, wasModified: self.parameterNode.EndModify(wasModified)
     classtype.AddObserver = lambda self, event, callback, priority=0.0: self.parameterNode.AddObserver(
-        event, callback, priority)
+        event, callback, priority
+    )
     classtype.RemoveObserver = lambda self, tag: self.parameterNode.RemoveObserver(tag)
     classtype.Modified = lambda self: self.parameterNode.Modified()
     return classtype

@@ -76,10 +76,13 @@ def _referenceVolume(segmentationNode, referenceVolumeNode):
     if referenceVolumeNode:
         return referenceVolumeNode
     referenceVolumeNode = segmentationNode.GetNodeReference(
-        slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole())
+        slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole()
+    )
     if not referenceVolumeNode:
-        raise RuntimeError("No reference volume is found in the input segmentationNode, therefore a valid "
-                           "referenceVolumeNode input is required.")
+        raise RuntimeError(
+            "No reference volume is found in the input segmentationNode, therefore a valid "
+            "referenceVolumeNode input is required."
+        )
     return referenceVolumeNode
 
 
@@ -98,7 +101,8 @@ def updateSegmentBinaryLabelmapFromArray(narray, segmentationNode, segmentId, re
         segmentIds = vtk.vtkStringArray()
         segmentIds.InsertNextValue(segmentId)
         if not slicer.modules.segmentations.logic().ImportLabelmapToSegmentationNode(
-                labelmapVolumeNode, segmentationNode, segmentIds):
+            labelmapVolumeNode, segmentationNode, segmentIds
+        ):
             raise RuntimeError("Importing of segment failed.")
     finally:
         slicer.mrmlScene.RemoveNode(labelmapVolumeNode)
@@ -113,7 +117,8 @@ def arrayFromSegmentBinaryLabelmap(segmentationNode, segmentId, referenceVolumeN
     labelmapVolumeNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__temp__")
     try:
         if not slicer.modules.segmentations.logic().ExportSegmentsToLabelmapNode(
-                segmentationNode, segmentIds, labelmapVolumeNode, referenceVolumeNode):
+            segmentationNode, segmentIds, labelmapVolumeNode, referenceVolumeNode
+        ):
             raise RuntimeError("Export of segment failed.")
         narray = np.copy(arrayFromVolume(labelmapVolumeNode))
     finally:
@@ -126,21 +131,24 @@ def startupEnvironment():
     return dict(os.environ)
 
 
-
-
 # What the slice views show, as setSliceViewerLayers last set it (node IDs and foreground opacity).
 sliceViewerLayers: dict = {}
 
 
-def setSliceViewerLayers(background="keep-current", foreground="keep-current", label="keep-current",
-                         foregroundOpacity=None, labelOpacity=None, fit=False, rotateToVolumePlane=False):
+def setSliceViewerLayers(
+    background="keep-current",
+    foreground="keep-current",
+    label="keep-current",
+    foregroundOpacity=None,
+    labelOpacity=None,
+    fit=False,
+    rotateToVolumePlane=False,
+):
     for role, node in (("background", background), ("foreground", foreground), ("label", label)):
         if node != "keep-current":
             sliceViewerLayers[role] = node.GetID() if hasattr(node, "GetID") else node
     if foregroundOpacity is not None:
         sliceViewerLayers["foregroundOpacity"] = float(foregroundOpacity)
-
-
 
 
 def confirmOkCancelDisplay(text, windowTitle=None, parent=None, **kwargs):
