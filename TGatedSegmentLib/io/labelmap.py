@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from ..vocabulary import Organ
-from .outputs import _color
-from .volume import Geometry
+from .atomic import atomic_path
+from .outputs import _color, _refuse_existing, _write_image, _write_json, _writing, sidecar_path
+from .volume import Geometry, image_from_array
 
 
 def labelmap_from_masks(masks: np.ndarray) -> np.ndarray:
@@ -50,3 +52,22 @@ def _labelmap_sidecar(organs: Sequence[Organ]) -> dict:
             for index, organ in enumerate(organs)
         ],
     }
+
+
+def write_labelmap(
+    path: Path,
+    masks: np.ndarray,
+    organs: Sequence[Organ],
+    geometry: Geometry,
+    labelmap: np.ndarray | None,
+    overwrite: bool,
+) -> list[Path]:
+    """``masks`` (or ``labelmap``) as a labelmap volume and its sidecar (see :func:`writers.write_segmentation`)."""
+    sidecar = sidecar_path(path)
+    _refuse_existing([path, sidecar], overwrite)
+    labels = labelmap_from_masks(masks) if labelmap is None else _checked_labelmap(labelmap, len(organs), geometry)
+    image = image_from_array(labels, geometry)
+    with atomic_path(path) as tmp_image, atomic_path(sidecar) as tmp_json, _writing(path):
+        _write_image(image, tmp_image)
+        _write_json(tmp_json, _labelmap_sidecar(organs))
+    return [path, sidecar]

@@ -3,12 +3,15 @@ segment per prompt, its terminology, and overlapping masks in separate layers as
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from ..vocabulary import Organ
-from .outputs import _color
+from .atomic import atomic_path
+from .nrrd_text import ascii_placeholders, put_utf8_text
+from .outputs import _color, _refuse_existing, _writing
 from .volume import Geometry
 
 SEG_NRRD_GZIP_LEVEL = 6
@@ -91,3 +94,20 @@ def _slicer_segmentation(masks: np.ndarray, organs: Sequence[Organ], geometry: G
         ],
         "segments": segments,
     }
+
+
+def write_seg_nrrd(
+    path: Path, masks: np.ndarray, organs: Sequence[Organ], geometry: Geometry, overwrite: bool
+) -> list[Path]:
+    """``masks`` as a ``.seg.nrrd`` at ``path`` (see :func:`writers.write_segmentation`)."""
+    _refuse_existing([path], overwrite)
+    segmentation = _slicer_segmentation(masks, organs, geometry)
+    segmentation["segments"], utf8 = ascii_placeholders(segmentation["segments"])
+    import slicerio
+
+    with atomic_path(path) as tmp, _writing(path):
+        # gzip level 6, not slicerio's 9: 5-10 % larger files, 7x faster on
+        # speckled masks (an untrained model's 13 prompts spent seconds here; issue 12)
+        slicerio.write_segmentation(str(tmp), segmentation, compression_level=SEG_NRRD_GZIP_LEVEL)
+        put_utf8_text(tmp, utf8)  # names such as "肝臓" as UTF-8, as Slicer writes them
+    return [path]

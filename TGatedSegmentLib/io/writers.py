@@ -30,8 +30,7 @@ from ..errors import InputError, OutputError
 from ..vocabulary import Organ
 from .atomic import atomic_path
 from .dicom_seg import DICOM_SEG_SUFFIX  # highdicom itself loads only when a .dcm is written
-from .labelmap import _checked_labelmap, _labelmap_sidecar, labelmap_from_masks
-from .nrrd_text import ascii_placeholders, put_utf8_text
+from .labelmap import labelmap_from_masks, write_labelmap
 from .outputs import (
     SEG_SUFFIX,
     VOLUME_SUFFIXES,
@@ -39,14 +38,12 @@ from .outputs import (
     _color,
     _refuse_existing,
     _suffix,
-    _write_image,
-    _write_json,
     _writing,
     sidecar_path,
 )
 from .probabilities import PROBABILITIES_INDEX, safe_file_name, write_probabilities
-from .slicer_segmentation import PROMPT_TAG, SEG_NRRD_GZIP_LEVEL, _slicer_segmentation
-from .volume import Geometry, image_from_array, read_image
+from .slicer_segmentation import PROMPT_TAG, SEG_NRRD_GZIP_LEVEL, write_seg_nrrd
+from .volume import Geometry, read_image
 
 _FORMATS_HINT = "Use .seg.nrrd (Slicer segmentation), .nii.gz (labelmap + JSON sidecar) or .dcm (DICOM-SEG)."
 
@@ -77,30 +74,12 @@ def write_segmentation(
     _check_stack(masks, len(organs), geometry, "masks")
     suffix = _suffix(path)
     if suffix == SEG_SUFFIX:
-        _refuse_existing([path], overwrite)
-        segmentation = _slicer_segmentation(masks, organs, geometry)
-        segmentation["segments"], utf8 = ascii_placeholders(segmentation["segments"])
-        import slicerio
-
-        with atomic_path(path) as tmp, _writing(path):
-            # gzip level 6, not slicerio's 9: 5-10 % larger files, 7x faster on
-            # speckled masks (an untrained model's 13 prompts spent seconds here; issue 12)
-            slicerio.write_segmentation(str(tmp), segmentation, compression_level=SEG_NRRD_GZIP_LEVEL)
-            put_utf8_text(tmp, utf8)  # names such as "肝臓" as UTF-8, as Slicer writes them
-        return [path]
+        return write_seg_nrrd(path, masks, organs, geometry, overwrite)
     if suffix == DICOM_SEG_SUFFIX:
         return _write_dicom_seg(path, masks, organs, geometry, source, overwrite)
     if not suffix:
         raise OutputError(f"cannot tell the output format of '{path.name}'", _FORMATS_HINT)
-
-    sidecar = sidecar_path(path)
-    _refuse_existing([path, sidecar], overwrite)
-    labels = labelmap_from_masks(masks) if labelmap is None else _checked_labelmap(labelmap, len(organs), geometry)
-    image = image_from_array(labels, geometry)
-    with atomic_path(path) as tmp_image, atomic_path(sidecar) as tmp_json, _writing(path):
-        _write_image(image, tmp_image)
-        _write_json(tmp_json, _labelmap_sidecar(organs))
-    return [path, sidecar]
+    return write_labelmap(path, masks, organs, geometry, labelmap, overwrite)
 
 
 def _write_dicom_seg(
