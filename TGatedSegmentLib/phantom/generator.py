@@ -43,23 +43,16 @@ Target organ and distractors (the adapter's raison d'etre)
     above or below it and a distractor has nothing.
 """
 
-from .blobs import blob_extents
-from .dataset import case_name, time_generation, write_phantom_dataset
-from .spec import Distractor, Phantom, PhantomSpec
-from .tissues import LABEL_IDS, ORGAN_TABLE, TARGET_ORGAN, TISSUE_HU
-from .volume import generate_phantom
-
-__all__ = [
-    "LABEL_IDS",
-    "ORGAN_TABLE",
-    "TARGET_ORGAN",
-    "TISSUE_HU",
-    "Distractor",
-    "Phantom",
-    "PhantomSpec",
-    "blob_extents",
-    "case_name",
-    "generate_phantom",
-    "time_generation",
-    "write_phantom_dataset",
-]
+# The generator's parts live in their own modules; its names stay importable from here.
+from .blobs import blob_extents as blob_extents
+from .dataset import case_name as case_name
+from .dataset import time_generation as time_generation
+from .dataset import write_phantom_dataset as write_phantom_dataset
+from .spec import Distractor as Distractor
+from .spec import Phantom as Phantom
+from .spec import PhantomSpec as PhantomSpec
+from .tissues import LABEL_IDS as LABEL_IDS
+from .tissues import ORGAN_TABLE as ORGAN_TABLE
+from .tissues import TARGET_ORGAN as TARGET_ORGAN
+from .tissues import TISSUE_HU as TISSUE_HU
+from .volume import generate_phantom as generate_phantom
