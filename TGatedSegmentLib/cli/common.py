@@ -20,6 +20,20 @@ def add_progress_option(parser, json_note: str = "json") -> None:
     )
 
 
+def add_slice_layout_option(parser, default: str, help: str) -> None:
+    """``--slice-layout radiological|reference`` (its default listed first); :func:`slice_layout` reads it."""
+    choices = [default] + [name for name in ("radiological", "reference") if name != default]
+    parser.add_argument("--slice-layout", choices=choices, default=default, help=help)
+
+
+def slice_layout(name: str) -> tuple[str, ...]:
+    """The ``PreprocessConfig.slice_layout`` a ``--slice-layout`` name stands for."""
+    from ..model.configuration import REFERENCE_SLICE_LAYOUT
+    from ..preprocessing.config import PreprocessConfig
+
+    return REFERENCE_SLICE_LAYOUT if name == "reference" else PreprocessConfig().slice_layout
+
+
 def add_compute_options(
     parser, batch_size: bool = True, amp: bool = True, device_default: str | None = "auto", precision: bool = False
 ) -> None:
