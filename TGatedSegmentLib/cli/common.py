@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
+from typing import TYPE_CHECKING, Iterator
 
 from ..compat import moved_names
+
+if TYPE_CHECKING:
+    from ..progress import Progress
 
 PROGRESS_CHOICES = ["tqdm", "json", "none"]
 
@@ -32,6 +37,18 @@ def slice_layout(name: str) -> tuple[str, ...]:
     from ..preprocessing.config import PreprocessConfig
 
     return REFERENCE_SLICE_LAYOUT if name == "reference" else PreprocessConfig().slice_layout
+
+
+@contextlib.contextmanager
+def progress_for(args) -> Iterator[Progress]:
+    """The ``--progress`` display as a :class:`Progress`, closed when the block ends, however it ends."""
+    from ..progress import make_progress
+
+    progress = make_progress(None if args.progress == "none" else args.progress)
+    try:
+        yield progress
+    finally:
+        progress.close()
 
 
 def add_compute_options(
