@@ -88,20 +88,22 @@ def _organ(label, name, prompt, lateral, weight, code, meaning, rgb, aliases=())
     return Organ(name, prompt, label, lateral or None, weight, (code, meaning), rgb, tuple(aliases))
 
 
+def _sided(label, side, organ, weight, snomed_and_color, aliases):
+    """One side of a paired organ: name ``right_kidney``, prompt ``right kidney``, laterality ``right``."""
+    code, meaning, rgb = snomed_and_color
+    return _organ(
+        label, f"{side}_{organ.replace(' ', '_')}", f"{side} {organ}", side, weight, code, meaning, rgb, aliases
+    )
+
+
+# The paired organs' SNOMED type and colour: the same on both sides.
+_KIDNEY = ("64033007", "Kidney", (212, 126, 151))
+_ADRENAL_GLAND = ("23451007", "Adrenal gland", (199, 27, 27))
+
 # Facts from the FLARE22 label table, the paper's Table 1 and Slicer's General Anatomy terminology.
 ABDOMEN13: tuple[Organ, ...] = (
     _organ(1, "liver", "liver", None, 1.0, "10200004", "Liver", (221, 130, 101), ["hepar"]),
-    _organ(
-        2,
-        "right_kidney",
-        "right kidney",
-        "right",
-        1.0,
-        "64033007",
-        "Kidney",
-        (212, 126, 151),
-        ["kidney_right", "kidney_r", "r_kidney", "rk", "kidney r"],
-    ),
+    _sided(2, "right", "kidney", 1.0, _KIDNEY, ["kidney_right", "kidney_r", "r_kidney", "rk", "kidney r"]),
     _organ(3, "spleen", "spleen", None, 1.0, "78961009", "Spleen", (157, 108, 162), ["lien"]),
     _organ(4, "pancreas", "pancreas", None, 3.0, "15776009", "Pancreas", (249, 180, 111), ["panc"]),
     _organ(5, "aorta", "aorta", None, 1.0, "15825003", "Aorta", (224, 97, 76), ["abdominal aorta"]),
@@ -116,26 +118,20 @@ ABDOMEN13: tuple[Organ, ...] = (
         (110, 165, 54),
         ["ivc", "vena cava inferior", "postcava"],
     ),
-    _organ(
+    _sided(
         7,
-        "right_adrenal_gland",
-        "right adrenal gland",
         "right",
+        "adrenal gland",
         8.0,
-        "23451007",
-        "Adrenal gland",
-        (199, 27, 27),
+        _ADRENAL_GLAND,
         ["adrenal_gland_right", "right adrenal", "r_adrenal", "rag", "adrenal right"],
     ),
-    _organ(
+    _sided(
         8,
-        "left_adrenal_gland",
-        "left adrenal gland",
         "left",
+        "adrenal gland",
         8.0,
-        "23451007",
-        "Adrenal gland",
-        (199, 27, 27),
+        _ADRENAL_GLAND,
         ["adrenal_gland_left", "left adrenal", "l_adrenal", "lag", "adrenal left"],
     ),
     _organ(
@@ -144,17 +140,7 @@ ABDOMEN13: tuple[Organ, ...] = (
     _organ(10, "esophagus", "esophagus", None, 8.0, "32849002", "Esophagus", (211, 171, 143), ["oesophagus", "eso"]),
     _organ(11, "stomach", "stomach", None, 2.0, "69695003", "Stomach", (160, 139, 76), ["sto"]),
     _organ(12, "duodenum", "duodenum", None, 5.0, "38848004", "Duodenum", (255, 253, 229), ["duo"]),
-    _organ(
-        13,
-        "left_kidney",
-        "left kidney",
-        "left",
-        1.0,
-        "64033007",
-        "Kidney",
-        (212, 126, 151),
-        ["kidney_left", "kidney_l", "l_kidney", "lk", "kidney l"],
-    ),
+    _sided(13, "left", "kidney", 1.0, _KIDNEY, ["kidney_left", "kidney_l", "l_kidney", "lk", "kidney l"]),
 )
 
 PRESETS: dict[str, tuple[Organ, ...]] = {"abdomen13": ABDOMEN13}

@@ -13,7 +13,7 @@ import slicerio
 from helpers.geometry import GEOMETRIES, physical_point
 
 from TGatedSegmentLib.errors import OutputError
-from TGatedSegmentLib.io import writers
+from TGatedSegmentLib.io import labelmap
 from TGatedSegmentLib.io.volume import Geometry, image_from_array
 from TGatedSegmentLib.io.writers import (
     labelmap_from_masks,
@@ -316,7 +316,7 @@ def test_failure_after_the_image_keeps_old_sidecar_and_image(tmp_path, monkeypat
         tmp.write_text("{")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(writers, "_write_json", fail)
+    monkeypatch.setattr(labelmap, "_write_json", fail)  # the labelmap writer's
     with pytest.raises(OutputError, match="No space left on device"):
         write_segmentation(path, masks_for(g), organs(), g)
     assert listing(tmp_path) == []

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from ..io.atomic import refuse_existing
+from .common import add_slice_layout_option, slice_layout
 
 
 def add_parser(subparsers) -> None:
@@ -40,11 +41,8 @@ def add_parser(subparsers) -> None:
         action="store_true",
         help="Gaussian keys/values in the temporal attention, for uncertainty maps (MedCLIPSeg-style)",
     )
-    p.add_argument(
-        "--slice-layout",
-        choices=["radiological", "reference"],
-        default="radiological",
-        help="in-plane orientation of model input slices (see docs/usage.md, 'Orientation')",
+    add_slice_layout_option(
+        p, "radiological", "in-plane orientation of model input slices (see docs/usage.md, 'Orientation')"
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", required=True, metavar="CKPT_DIR")
@@ -66,22 +64,10 @@ def add_parser(subparsers) -> None:
         help="the CLIPSeg architecture the weights were trained on (e.g. CIDAS/clipseg-rd64-refined)",
     )
     p.add_argument("--tokenizer", metavar="DIR|HUB_ID", help="CLIP tokenizer (default: the base's own)")
-    p.add_argument(
-        "--slice-layout",
-        choices=["reference", "radiological"],
-        default="reference",
-        help="in-plane orientation their model saw (default: theirs, see docs/usage.md)",
-    )
+    add_slice_layout_option(p, "reference", "in-plane orientation their model saw (default: theirs, see docs/usage.md)")
     p.add_argument("--output", required=True, metavar="CKPT_DIR")
     p.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint folder")
     p.set_defaults(func=run_import)
-
-
-def _layout(name: str) -> tuple[str, ...]:
-    from ..model.configuration import REFERENCE_SLICE_LAYOUT
-    from ..preprocessing.config import PreprocessConfig
-
-    return REFERENCE_SLICE_LAYOUT if name == "reference" else PreprocessConfig().slice_layout
 
 
 def run_init(args: argparse.Namespace) -> int:
@@ -116,7 +102,7 @@ def run_init(args: argparse.Namespace) -> int:
         tokenizer=args.tokenizer,
         temporal=not args.no_temporal,
         adapter=adapter,
-        preprocessing=PreprocessConfig(slice_layout=_layout(args.slice_layout)),
+        preprocessing=PreprocessConfig(slice_layout=slice_layout(args.slice_layout)),
         seed=args.seed,
     )
     print(f"wrote untrained checkpoint {path}", file=sys.stderr)
@@ -128,7 +114,11 @@ def run_import(args: argparse.Namespace) -> int:
 
     refuse_existing(args.output, args.overwrite)
     path = import_reference_checkpoint(
-        args.weights, args.base_config, args.output, tokenizer=args.tokenizer, slice_layout=_layout(args.slice_layout)
+        args.weights,
+        args.base_config,
+        args.output,
+        tokenizer=args.tokenizer,
+        slice_layout=slice_layout(args.slice_layout),
     )
     print(f"wrote checkpoint {path}", file=sys.stderr)
     return 0

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
+from typing import TYPE_CHECKING, Iterator
 
 from ..compat import moved_names
+
+if TYPE_CHECKING:
+    from ..progress import Progress
 
 PROGRESS_CHOICES = ["tqdm", "json", "none"]
 
@@ -18,6 +23,32 @@ def add_progress_option(parser, json_note: str = "json") -> None:
         default="tqdm",
         help=f"progress bars on stderr (tqdm), JSON lines on stdout ({json_note}) or none",
     )
+
+
+def add_slice_layout_option(parser, default: str, help: str) -> None:
+    """``--slice-layout radiological|reference`` (its default listed first); :func:`slice_layout` reads it."""
+    choices = [default] + [name for name in ("radiological", "reference") if name != default]
+    parser.add_argument("--slice-layout", choices=choices, default=default, help=help)
+
+
+def slice_layout(name: str) -> tuple[str, ...]:
+    """The ``PreprocessConfig.slice_layout`` a ``--slice-layout`` name stands for."""
+    from ..model.configuration import REFERENCE_SLICE_LAYOUT
+    from ..preprocessing.config import PreprocessConfig
+
+    return REFERENCE_SLICE_LAYOUT if name == "reference" else PreprocessConfig().slice_layout
+
+
+@contextlib.contextmanager
+def progress_for(args) -> Iterator[Progress]:
+    """The ``--progress`` display as a :class:`Progress`, closed when the block ends, however it ends."""
+    from ..progress import make_progress
+
+    progress = make_progress(None if args.progress == "none" else args.progress)
+    try:
+        yield progress
+    finally:
+        progress.close()
 
 
 def add_compute_options(

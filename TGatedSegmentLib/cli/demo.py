@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import add_compute_options, add_progress_option
+from .common import add_compute_options, add_progress_option, progress_for
 
 
 def add_parser(subparsers) -> None:
@@ -49,10 +49,8 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     # run_demo checks --output, --minutes and --base before it generates or trains anything
     from ..demo import run_demo
-    from ..progress import make_progress
 
-    progress = make_progress(None if args.progress == "none" else args.progress)
-    try:
+    with progress_for(args) as progress:
         result = run_demo(
             args.output,
             quick=args.quick,
@@ -63,8 +61,6 @@ def run(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             progress=progress,
         )
-    finally:
-        progress.close()
     if args.progress == "json":
         from ..io.jsonfile import jsonable
 

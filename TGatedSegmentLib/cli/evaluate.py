@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from ..errors import InputError, OutputError
-from .common import add_compute_options, add_progress_option
+from .common import add_compute_options, add_progress_option, progress_for
 
 
 def add_parser(subparsers) -> None:
@@ -59,10 +59,8 @@ def run(args: argparse.Namespace) -> int:
     dataset = load_dataset(args.data)
 
     from ..evaluation.evaluate import WrittenReport, evaluate
-    from ..progress import make_progress
 
-    progress = make_progress(None if args.progress == "none" else args.progress)
-    try:
+    with progress_for(args) as progress:
         report = evaluate(
             args.checkpoint,
             dataset,
@@ -73,8 +71,6 @@ def run(args: argparse.Namespace) -> int:
             progress=progress,
             worst_slices=bool(args.output) and not args.no_overlays,
         )
-    finally:
-        progress.close()
     written, note = report.write(args.output, chart=not args.no_chart) if args.output else WrittenReport([])
     if note:
         print(f"note: {note}", file=sys.stderr)

@@ -12,6 +12,7 @@ import shutil
 import sys
 
 from ..errors import EXIT_USAGE, InputError
+from .common import add_slice_layout_option, slice_layout
 
 ACTIONS_HELP = "list | show NAME | import SRC | export NAME -o ZIP | push NAME REPO | pull REPO | remove NAME"
 
@@ -70,11 +71,8 @@ def add_parser(subparsers) -> None:
         metavar="CONFIG.json|HUB_ID",
         help="for the authors' .pt: the CLIPSeg it was trained on (default CIDAS/clipseg-rd64-refined)",
     )
-    a.add_argument(
-        "--slice-layout",
-        choices=["reference", "radiological"],
-        default="reference",
-        help="for the authors' .pt: the in-plane orientation their model saw (see docs/usage.md)",
+    add_slice_layout_option(
+        a, "reference", "for the authors' .pt: the in-plane orientation their model saw (see docs/usage.md)"
     )
     a.add_argument(
         "--evaluation",
@@ -187,11 +185,9 @@ def _report_imported(args, folder, verb: str) -> int:
 
 
 def run_import(args: argparse.Namespace) -> int:
-    from ..model.configuration import REFERENCE_SLICE_LAYOUT
     from ..model.importer import import_model
-    from ..preprocessing.config import PreprocessConfig
 
-    layout = REFERENCE_SLICE_LAYOUT if args.slice_layout == "reference" else PreprocessConfig().slice_layout
+    layout = slice_layout(args.slice_layout)
     folder = import_model(
         args.source,
         name=args.name,

@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from .common import add_progress_option, progress_for
+
 
 def add_parser(subparsers) -> None:
     from ..data.converters import DATASETS
@@ -37,21 +39,14 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument("--limit", type=int, metavar="N", help="convert only the first N cases (a quick trial)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder (at the end)")
-    p.add_argument(
-        "--progress",
-        choices=["tqdm", "json", "none"],
-        default="tqdm",
-        help="progress bar on stderr (tqdm), JSON lines on stdout (json) or none",
-    )
+    add_progress_option(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..data.converters import prepare
-    from ..progress import make_progress
 
-    progress = make_progress(None if args.progress == "none" else args.progress)
-    try:
+    with progress_for(args) as progress:
         summary = prepare(
             args.dataset,
             args.input,
@@ -62,8 +57,6 @@ def run(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             progress=progress,
         )
-    finally:
-        progress.close()
     if args.progress == "json":
         print(json.dumps({"event": "done", **summary}), flush=True)
     else:

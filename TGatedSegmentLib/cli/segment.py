@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import OutputError
 from ..modality import MODALITIES
-from .common import add_compute_options, add_progress_option
+from .common import add_compute_options, add_progress_option, progress_for
 
 SEGMENTATION_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha", ".dcm")
 
@@ -150,7 +150,6 @@ def check_dicom_seg_source(output: str, source: str, image) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..io.atomic import check_writable, overwrite_hint, refuse_existing
     from ..io.volume import read_image
-    from ..progress import make_progress
     from ..vocabulary import resolve_prompts
 
     if args.output_dir:
@@ -177,8 +176,7 @@ def run(args: argparse.Namespace) -> int:
     check_dicom_seg_source(args.output, args.input, image)
     from ..inference.api import Segmenter  # torch and transformers load only once the inputs are known good
 
-    progress = make_progress(None if args.progress == "none" else args.progress)
-    try:
+    with progress_for(args) as progress:
         progress.update("load", 0, 1)
         segmenter = Segmenter(
             args.checkpoint, device=args.device, batch_size=args.batch_size, amp=args.amp, precision=args.precision
@@ -200,8 +198,6 @@ def run(args: argparse.Namespace) -> int:
         if uncertainty_dir:
             written += result.write_uncertainty(uncertainty_dir, overwrite=args.overwrite)
         progress.update("write", 1, 1)
-    finally:
-        progress.close()
     summary = result.summary()
     done: dict[str, Any] = {
         "event": "done",

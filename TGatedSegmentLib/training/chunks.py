@@ -31,7 +31,7 @@ from ..preprocessing.config import PreprocessConfig
 from . import augment
 from .cache import CachedVolume
 from .sampling import EpochSampler
-from .windows import SliceDataset, _seed_worker
+from .windows import SliceDataset, make_loader
 
 
 @dataclass(frozen=True)
@@ -249,16 +249,4 @@ def collate_chunks(chunks: list[dict]) -> dict:
 def make_chunk_loader(
     dataset: ChunkDataset, sampler: ChunkSampler, num_workers: int, pin_memory: bool = False
 ) -> DataLoader:
-
-    return DataLoader(
-        dataset,
-        batch_size=sampler.batch_size,
-        sampler=sampler,
-        num_workers=num_workers,
-        pin_memory=pin_memory,
-        collate_fn=collate_chunks,
-        worker_init_fn=_seed_worker if num_workers else None,
-        persistent_workers=False,
-        drop_last=False,
-        generator=torch.Generator().manual_seed(0),
-    )
+    return make_loader(dataset, sampler, num_workers, pin_memory, collate_fn=collate_chunks)

@@ -15,17 +15,11 @@ from pathlib import Path
 
 from ..compat import deprecated_names
 from ..errors import InputError
+from .choices import ADAPTER_CHOICES, BATCHINGS, DEFAULT_LR_PEFT, FINETUNE_MODES, PEFT_PARTS, PEFT_VARIANTS
+from .config_checks import apply_recipe, check_finetune, check_token_cache, local_path
 from .options import Range, Resume, by_recipe, check_value, defining_the_run, predating, setting, settings
-from .recipes import RECIPES, recipe_for
-
-ADAPTER_CHOICES = ("residual", "reference", "control")  # control: the residual adapter fed 5 copies of the centre
-BATCHINGS = ("pairs", "slices")
-
-FINETUNE_MODES = ("full", "decoder", "adapters")
-PEFT_VARIANTS = ("dense", "shallow")
-PEFT_PARTS = ("vision", "text", "conditional")
-# VLSM-Adapter's learning rates (scripts/finetune.py): 1e-3 for the dense adapters, 3e-4 for the shallow ones
-DEFAULT_LR_PEFT = {"dense": 1e-3, "shallow": 3e-4}
+from .recipes import RECIPES
+from .resume_rules import structural_differences
 
 _NUMBER = Range(float, 0)  # a finite number >= 0
 _COUNT, _SIZE = Range(int, 0), Range(int, 1)  # integers >= 0, >= 1
@@ -273,7 +267,7 @@ class TrainConfig:
     overwrite: bool = setting(False, "replace an earlier run in RUN_DIR (keeps its cache)", resume=OWN)
 
     def __post_init__(self) -> None:
-        self._apply_recipe()
+        apply_recipe(self)
         # local paths are recorded absolute: the metadata stays meaningful and --resume works from any folder
         self.data = local_path(self.data)
         self.val = (
@@ -290,75 +284,13 @@ class TrainConfig:
                 "the refinement head is not part of the authors' model (--adapter reference)",
                 "Pass --refine 0 with --adapter reference, or use --adapter residual.",
             )
-        self._check_finetune()
+        check_finetune(self)
         if self.token_cache:
-            self._check_token_cache()
+            check_token_cache(self)
         if self.image_size is not None and self.image_size % 16:
             raise InputError(
                 f"image_size {self.image_size} is not a multiple of 16",
                 "The ViT patch grid must be square and whole: use e.g. 352, 224, 128 or 64.",
-            )
-
-    def _check_token_cache(self) -> None:
-        """Cached tokens are the encoder's output for unaugmented slices of a frozen encoder."""
-        if self.batching != "slices":
-            raise InputError("--token-cache works with multi-prompt slice batches", "Add --batching slices.")
-        if self.finetune == "full" and self.lr_encoder > 0:
-            raise InputError(
-                "--token-cache needs a frozen vision encoder (cached tokens cannot train it)",
-                "Add --finetune decoder or --finetune adapters.",
-            )
-        augmented = [
-            f"--{_flag(n)} 0" for n in ("max_rotation", "max_zoom", "intensity", "organ_intensity") if getattr(self, n)
-        ]
-        if augmented:
-            raise InputError(
-                "--token-cache stores the tokens of unaugmented slices, so pixel augmentation is off",
-                f"Add {' '.join(augmented)}.",
-            )
-
-    def _apply_recipe(self) -> None:
-        """Fill every setting left at None from the recipe (named, or chosen by the base)."""
-        self.recipe = recipe_for(self.recipe, self.base)
-        (recipe_setting,) = (entry for entry in settings(type(self)) if entry.name == "recipe")
-        check_value(recipe_setting, self.recipe)
-        filled = [entry.name for entry in settings(type(self)) if entry.option.recipe]
-        given = {name for name in filled if getattr(self, name) is not None}
-        for name in filled:
-            if getattr(self, name) is None:
-                setattr(self, name, RECIPES[self.recipe][name])
-        self.refine = int(self.refine or 0)
-        if self.batching == "pairs" and self.exclusive:
-            # the exclusive term compares the prompts decoded for one slice: pair batches have one
-            if "exclusive" in given:
-                raise InputError(
-                    "--exclusive needs multi-prompt slice batches (each pair batch decodes one prompt per slice)",
-                    "Add --batching slices, or leave --exclusive out.",
-                )
-            self.exclusive = 0.0
-
-    def _check_finetune(self) -> None:
-        if self.freeze_encoders and self.finetune == "full":
-            self.finetune = "decoder"  # --freeze-encoders is the decoder mode under its old name
-        self.freeze_encoders = self.finetune != "full"  # CLIP is frozen in both other modes
-        if self.peft is None:
-            given = [f"--{_flag(n)}" for n in ("peft_dim", "peft_parts") if getattr(self, n) is not None]
-            if given:
-                raise InputError(f"{' and '.join(given)} without --peft", "Add --peft dense or --peft shallow.")
-        if self.peft_parts is not None:
-            parts = [p.strip().lower() for p in str(self.peft_parts).split(",") if p.strip()]
-            unknown = [p for p in parts if p not in PEFT_PARTS]
-            if unknown or not parts:
-                raise InputError(
-                    f"--peft-parts '{self.peft_parts}' "
-                    + (f"names unknown parts ({', '.join(unknown)})" if unknown else "names no part"),
-                    f"Use a comma list of {', '.join(PEFT_PARTS)}, e.g. vision,text.",
-                )
-            self.peft_parts = ",".join(p for p in PEFT_PARTS if p in parts)
-        if self.probabilistic and not self.temporal:
-            raise InputError(
-                "--probabilistic needs the temporal adapter (it makes its attention probabilistic)",
-                "Drop --no-temporal, or train without --probabilistic.",
             )
 
     def peft_settings(self) -> dict | None:
@@ -385,41 +317,6 @@ class TrainConfig:
         return Path(self.cache_dir).expanduser() if self.cache_dir else self.run_dir / "cache"
 
 
-def local_path(value) -> str:
-    """An existing local file or folder as an absolute path; anything else (hub id, builtin:) as is."""
-    text = str(value)
-    path = Path(text).expanduser()
-    return str(path.absolute()) if text and path.exists() else text
-
-
-def _flag(name: str) -> str:
-    return name.replace("_", "-")
-
-
-def structural_differences(saved: dict, current: TrainConfig) -> list[str]:
-    """Settings a resume may not change (they define the run), as 'name: saved -> now'.
-
-    A setting the saved run predates counts as its default (e.g. ``finetune`` of runs made before
-    it existed: ``decoder`` when they froze the encoders, else ``full``).
-    """
-    config_class = type(current)
-    # runs saved before recipes existed were the paper's
-    defaults = {
-        **{f.name: f.default for f in fields(config_class)},
-        **RECIPES["paper"],
-        "recipe": "paper",
-        **predating(config_class),
-    }
-    saved = dict(saved)
-    saved.setdefault("finetune", "decoder" if saved.get("freeze_encoders") else "full")
-    now = current.to_dict()
-    return [
-        f"{k}: {saved.get(k, defaults.get(k))!r} -> {now.get(k)!r}"
-        for k in defining_the_run(config_class)
-        if saved.get(k, defaults.get(k)) != now.get(k)
-    ]
-
-
 # Settings added after runs were saved without them, with the value those runs trained with (the
 # fields' ``predating``, as a table).
 PREDATING = predating(TrainConfig)
@@ -431,3 +328,16 @@ __getattr__ = deprecated_names(
         "STRUCTURAL": (defining_the_run, "TGatedSegmentLib.training.options.defining_the_run()"),
     },
 )
+
+__all__ = [
+    "ADAPTER_CHOICES",
+    "BATCHINGS",
+    "DEFAULT_LR_PEFT",
+    "FINETUNE_MODES",
+    "PEFT_PARTS",
+    "PEFT_VARIANTS",
+    "PREDATING",
+    "TrainConfig",
+    "local_path",
+    "structural_differences",
+]

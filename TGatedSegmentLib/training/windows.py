@@ -13,7 +13,7 @@ from ..preprocessing.config import PreprocessConfig
 from ..preprocessing.slices import SliceCodec
 from . import augment
 from .cache import CachedVolume
-from .sampling import Sample, WindowSampler
+from .sampling import EpochSampler, Sample
 
 
 class SliceDataset(Dataset):
@@ -64,14 +64,16 @@ def _seed_worker(worker_id: int) -> None:
 
 
 def make_loader(
-    dataset: WindowDataset, sampler: WindowSampler, num_workers: int, pin_memory: bool = False
+    dataset: SliceDataset, sampler: EpochSampler, num_workers: int, pin_memory: bool = False, collate_fn=None
 ) -> DataLoader:
+    """The training loader: the sampler's batches, ``num_workers`` workers; ``collate_fn`` None: torch's default."""
     return DataLoader(
         dataset,
         batch_size=sampler.batch_size,
         sampler=sampler,
         num_workers=num_workers,
         pin_memory=pin_memory,
+        collate_fn=collate_fn,
         worker_init_fn=_seed_worker if num_workers else None,
         persistent_workers=False,
         drop_last=False,

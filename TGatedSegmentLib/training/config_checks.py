@@ -1,0 +1,91 @@
+"""The checks of :class:`config.TrainConfig` that concern several settings, and the recipe that fills
+the rest: ``TrainConfig.__post_init__`` runs them (each single value is checked by its option)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..errors import InputError
+from .choices import PEFT_PARTS
+from .options import check_value, settings
+from .recipes import RECIPES, recipe_for
+
+if TYPE_CHECKING:
+    from .config import TrainConfig
+
+
+def apply_recipe(config: TrainConfig) -> None:
+    """Fill every setting left at None from the recipe (named, or chosen by the base)."""
+    config.recipe = recipe_for(config.recipe, config.base)
+    (recipe_setting,) = (entry for entry in settings(type(config)) if entry.name == "recipe")
+    check_value(recipe_setting, config.recipe)
+    filled = [entry.name for entry in settings(type(config)) if entry.option.recipe]
+    given = {name for name in filled if getattr(config, name) is not None}
+    for name in filled:
+        if getattr(config, name) is None:
+            setattr(config, name, RECIPES[config.recipe][name])
+    config.refine = int(config.refine or 0)
+    if config.batching == "pairs" and config.exclusive:
+        # the exclusive term compares the prompts decoded for one slice: pair batches have one
+        if "exclusive" in given:
+            raise InputError(
+                "--exclusive needs multi-prompt slice batches (each pair batch decodes one prompt per slice)",
+                "Add --batching slices, or leave --exclusive out.",
+            )
+        config.exclusive = 0.0
+
+
+def check_finetune(config: TrainConfig) -> None:
+    if config.freeze_encoders and config.finetune == "full":
+        config.finetune = "decoder"  # --freeze-encoders is the decoder mode under its old name
+    config.freeze_encoders = config.finetune != "full"  # CLIP is frozen in both other modes
+    if config.peft is None:
+        given = [f"--{_flag(n)}" for n in ("peft_dim", "peft_parts") if getattr(config, n) is not None]
+        if given:
+            raise InputError(f"{' and '.join(given)} without --peft", "Add --peft dense or --peft shallow.")
+    if config.peft_parts is not None:
+        parts = [p.strip().lower() for p in str(config.peft_parts).split(",") if p.strip()]
+        unknown = [p for p in parts if p not in PEFT_PARTS]
+        if unknown or not parts:
+            raise InputError(
+                f"--peft-parts '{config.peft_parts}' "
+                + (f"names unknown parts ({', '.join(unknown)})" if unknown else "names no part"),
+                f"Use a comma list of {', '.join(PEFT_PARTS)}, e.g. vision,text.",
+            )
+        config.peft_parts = ",".join(p for p in PEFT_PARTS if p in parts)
+    if config.probabilistic and not config.temporal:
+        raise InputError(
+            "--probabilistic needs the temporal adapter (it makes its attention probabilistic)",
+            "Drop --no-temporal, or train without --probabilistic.",
+        )
+
+
+def check_token_cache(config: TrainConfig) -> None:
+    """Cached tokens are the encoder's output for unaugmented slices of a frozen encoder."""
+    if config.batching != "slices":
+        raise InputError("--token-cache works with multi-prompt slice batches", "Add --batching slices.")
+    if config.finetune == "full" and config.lr_encoder > 0:
+        raise InputError(
+            "--token-cache needs a frozen vision encoder (cached tokens cannot train it)",
+            "Add --finetune decoder or --finetune adapters.",
+        )
+    augmented = [
+        f"--{_flag(n)} 0" for n in ("max_rotation", "max_zoom", "intensity", "organ_intensity") if getattr(config, n)
+    ]
+    if augmented:
+        raise InputError(
+            "--token-cache stores the tokens of unaugmented slices, so pixel augmentation is off",
+            f"Add {' '.join(augmented)}.",
+        )
+
+
+def local_path(value) -> str:
+    """An existing local file or folder as an absolute path; anything else (hub id, builtin:) as is."""
+    text = str(value)
+    path = Path(text).expanduser()
+    return str(path.absolute()) if text and path.exists() else text
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
