@@ -103,25 +103,31 @@ class JsonClipTokenizer:
 
     def __call__(
         self,
-        texts: list[str],
-        padding: bool = True,
-        truncation: bool = True,
+        texts: str | list[str],
+        padding: bool = False,
+        truncation: bool = False,
         max_length: int = MAX_TOKENS,
-        return_tensors: str = "pt",
-    ) -> dict[str, torch.Tensor]:
-        """``tokenizer(texts, padding=True, truncation=True, max_length=77, return_tensors="pt")``."""
-        if return_tensors != "pt":
-            raise ValueError("this tokenizer returns PyTorch tensors only")
+        return_tensors: str | None = None,
+    ) -> dict:
+        """As transformers' tokenizers: ``tokenizer("liver")`` gives lists of ids (flat for one text),
+        ``tokenizer(texts, padding=True, truncation=True, max_length=77, return_tensors="pt")`` gives
+        (N, T) PyTorch tensors."""
+        if return_tensors not in (None, "pt"):
+            raise ValueError("this tokenizer returns Python lists or PyTorch tensors ('pt') only")
+        single = isinstance(texts, str)
         if truncation:
             self._backend.enable_truncation(max_length)
         else:
             self._backend.no_truncation()
-        encodings = self._backend.encode_batch(list(texts))
+        encodings = self._backend.encode_batch([texts] if single else list(texts))
         longest = max(len(e.ids) for e in encodings)
-        if not padding and any(len(e.ids) != longest for e in encodings):
+        width = longest if padding else None
+        ids = [e.ids + [self.pad_token_id] * ((width or len(e.ids)) - len(e.ids)) for e in encodings]
+        mask = [[1] * len(e.ids) + [0] * ((width or len(e.ids)) - len(e.ids)) for e in encodings]
+        if return_tensors is None:
+            return {"input_ids": ids[0] if single else ids, "attention_mask": mask[0] if single else mask}
+        if len({len(row) for row in ids}) > 1:
             raise ValueError("prompts of different lengths need padding=True to make one tensor")
-        ids = [e.ids + [self.pad_token_id] * (longest - len(e.ids)) for e in encodings]
-        mask = [[1] * len(e.ids) + [0] * (longest - len(e.ids)) for e in encodings]
         return {
             "input_ids": torch.tensor(ids, dtype=torch.long),
             "attention_mask": torch.tensor(mask, dtype=torch.long),
