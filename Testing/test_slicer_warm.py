@@ -43,6 +43,7 @@ def test_second_apply_reuses_the_loaded_model_and_the_volume_s_encoding(
     run_until_done(first)
     assert first.state == "done", first.error
     assert not first.cached
+    assert first.device == "cpu" and [row["name"] for row in first.segments] == ["liver", "spleen"]  # the panel's log
     pid = warm_logic.warmBackend.pid
     assert pid is not None and warm_logic.segmentationJob is None
 

@@ -19,7 +19,7 @@ from .. import __version__
 from ..errors import EXIT_CANCELLED, EXIT_INTERNAL, EXIT_USAGE, Cancelled, TGatedError
 from ..inference.precision import passive_waiting_threads
 
-passive_waiting_threads()  # before any subcommand imports torch
+passive_waiting_threads(sys.argv[1:])  # before any subcommand imports torch
 
 # Subcommand modules, in the order `tgated --help` lists them.
 COMMAND_MODULES = ["segment", "serve", "train", "evaluate", "prepare", "models", "checkpoints", "devices", "demo"]

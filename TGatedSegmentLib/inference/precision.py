@@ -114,15 +114,27 @@ def use_all_cores() -> int:
     return torch.get_num_threads()
 
 
-def passive_waiting_threads() -> None:
+# The commands whose OpenMP threads sleep while they wait (see passive_waiting_threads).
+PASSIVE_WAIT_COMMANDS = ("segment", "serve", "evaluate")
+
+
+def passive_waiting_threads(argv: list[str] | None = None) -> None:
     """OpenMP threads that sleep when they run out of work, instead of spinning (``OMP_WAIT_POLICY=
-    PASSIVE``), unless the environment already says otherwise.
+    PASSIVE``), for the inference commands (``argv``: the command line after the program name; None:
+    whatever the command), unless the environment already says otherwise.
 
     PyTorch's OpenMP threads spin for a while at every barrier. On a machine shared with other work
     (a loaded server, Slicer's own threads) a spinning thread holds a core that the thread it waits
     for needs: on a 2-core machine under load, the text encoder of 13 prompts took 3-5 s instead of
-    0.3 s, and a slice's encoder 10 s instead of 4-5 s (issue 12). Sleeping costs microseconds per
-    barrier on an idle machine. OpenMP reads the variable once, when PyTorch loads: this must run
-    before ``import torch``, hence in the command line's entry point.
+    0.3 s, and a slice's encoder 10 s instead of 4-5 s (issue 12). Training is the exception: its
+    steps are many small operations, and sleeping at each barrier costs more than it saves; on the
+    same machine, idle, ``tgated demo --minutes 1`` made 134 and 123 steps with spinning threads and
+    101 and 94 with sleeping ones (1.3x). So ``train``, ``demo`` and the others keep OpenMP's
+    default. OpenMP reads the variable once, when PyTorch loads: this must run before ``import
+    torch``, hence in the command line's entry point.
     """
+    if argv is not None:
+        command = next((word for word in argv if not word.startswith("-")), None)
+        if command not in PASSIVE_WAIT_COMMANDS:
+            return
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
