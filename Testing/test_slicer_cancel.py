@@ -210,6 +210,7 @@ def test_a_process_that_leads_no_group_is_stopped_alone(tmp_path):
 @pytest.fixture
 def tree_logic(slicer_tmp, tree):  # noqa: F811  (slicer_tmp: the fixture imported above)
     logic = TGatedSegment.TGatedSegmentLogic()
+    logic.keepBackendLoaded = False  # a one-shot run per Apply: the tree stands in for that process
     logic.backendCommand = tree.command
     return logic
 

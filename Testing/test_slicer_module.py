@@ -99,6 +99,7 @@ def test_torch_is_imported_only_in_the_backend_process(tmp_path):
         slicer.resetStandIn({str(tmp_path / "temp")!r})
         import TGatedSegment
         logic = TGatedSegment.TGatedSegmentLogic()
+        logic.keepBackendLoaded = False  # the stand-in backend answers one-shot commands only
         logic.backendCommand = {FAKE_BACKEND!r}
         volume = slicer.util.addVolumeFromArray(np.full((6, 8, 10), 900, np.int16), np.eye(4), "CT")
         parameters = logic.getParameterNode()
