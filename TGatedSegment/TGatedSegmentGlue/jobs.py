@@ -75,12 +75,9 @@ class BackendJob:
         return self.state in ("running", "cancelling")
 
     def start(self) -> "BackendJob":
-        self.process = BackendProcess(
-            self.args, env=self.env, cwd=self.cwd, launcher=self.launcher, onEvent=self._onEvent, onLog=self._onLog
-        )
         log.info("TGatedSegment: running %s", " ".join(self.args))
         try:
-            self.process.start()
+            self._startBackend()
         except OSError as exc:
             raise BackendError(
                 _("Could not start the backend ({error})").format(error=exc),
@@ -151,7 +148,14 @@ class BackendJob:
         if self._stopBackend(kill):
             self._finish()
 
-    # The backend behind the job; a job answered by another kind of backend overrides these three.
+    # The backend behind the job; a job answered by another kind of backend overrides these four.
+    def _startBackend(self) -> None:
+        """Start the backend's work (OSError: it could not be started)."""
+        self.process = BackendProcess(
+            self.args, env=self.env, cwd=self.cwd, launcher=self.launcher, onEvent=self._onEvent, onLog=self._onLog
+        )
+        self.process.start()
+
     def _pollBackend(self) -> bool:
         """Read what the backend printed (events go to :meth:`_onEvent`); True once it has ended."""
         return self.process.poll()

@@ -28,7 +28,6 @@ from __future__ import annotations
 import atexit
 import itertools
 import json
-import logging
 import os
 import queue
 import subprocess
@@ -43,8 +42,6 @@ from .events import parseEventLine
 from .i18n import tr as _
 from .jobs import SegmentationJob
 from .processtree import ProcessTree, startProcessTree
-
-log = logging.getLogger("TGatedSegment")
 
 # Requests that end a job, by event name.
 _FINAL = ("done", "error", "cancelled")
@@ -336,22 +333,11 @@ class WarmSegmentationJob(SegmentationJob):
         self.warmJob: WarmJob | None = None
         self.cached = False
 
-    def start(self) -> "WarmSegmentationJob":
-        log.info("TGatedSegment: segmenting with the warm backend (%s)", " ".join(self.args))
-        try:
-            self.warmJob = self.backend.segment(
-                self.inputPath, self.outputPath, self.prompts, onEvent=self._onEvent, wait=False, **self.options
-            )
-        except OSError as exc:
-            raise BackendError(
-                _("Could not start the backend ({error})").format(error=exc),
-                _("Check that 3D Slicer's PythonSlicer is installed next to Slicer."),
-                " ".join(self.args),
-                "StartFailed",
-            ) from None
-        self.args = list(self.backend.command)
-        self.state = "running"
-        return self
+    def _startBackend(self) -> None:
+        self.warmJob = self.backend.segment(
+            self.inputPath, self.outputPath, self.prompts, onEvent=self._onEvent, wait=False, **self.options
+        )
+        self.args = list(self.backend.command)  # the process that answers, for messages
 
     def _pollBackend(self) -> bool:
         return self.warmJob.poll()
