@@ -24,6 +24,20 @@ os.environ["TGATED_HOME"] = tempfile.mkdtemp(prefix="tgated-home-")
 atexit.register(shutil.rmtree, os.environ["TGATED_HOME"], True)
 
 
+def pytest_configure(config):
+    """Under pytest-xdist (``-n``), share the cores out: each worker, and each backend process its
+    tests start, gets cores / workers threads; two workers of two threads each on two cores would
+    spin against each other at every OpenMP barrier."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        threads = str(max(1, cores // workers))
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = threads
+        import torch
+
+        torch.set_num_threads(int(threads))
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     if not SHARED.is_dir():
@@ -78,3 +92,12 @@ def tiny_baseline_checkpoint(tmp_path_factory, tiny_config_file) -> Path:
     return init_checkpoint(
         tiny_config_file, tmp_path_factory.mktemp("ckpt") / "tiny-baseline", tokenizer="compact", temporal=False, seed=0
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_phantom_run(tmp_path_factory):
+    """A tiny model trained 400 steps on one synthetic volume (test_training_learns asserts it learnt;
+    test_precision checks that int8 keeps what it learnt): trained once for the session."""
+    from helpers.training import train_tiny_on_phantom
+
+    return train_tiny_on_phantom(tmp_path_factory.mktemp("phantom-run"), epochs=4)

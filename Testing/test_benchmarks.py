@@ -10,7 +10,7 @@ def test_inference_speed_quick(tmp_path):
     assert "| precision (ran) | slices | process wall s" in out
     import json
 
-    results = json.loads((tmp_path / "r.json").read_text())
+    results = json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))
     assert {(r["precision"], r["slices"]) for r in results["process"]} == {
         ("fp32", 1),
         ("fp32", 6),

@@ -24,7 +24,7 @@ def test_temporal_ablation_trains_both_arms_identically(ablations):
     work, out, outputs = ablations
     for seed in (0, 1):
         configs = {
-            arm: json.loads((work / f"seed{seed}" / arm / "best" / "config.json").read_text())
+            arm: json.loads((work / f"seed{seed}" / arm / "best" / "config.json").read_text(encoding="utf-8"))
             for arm in ("baseline", "tgated")
         }
         assert configs["baseline"]["adapter"] is None and configs["tgated"]["adapter"]["context_size"] == 5
@@ -35,9 +35,9 @@ def test_temporal_ablation_trains_both_arms_identically(ablations):
         ]
         assert settings[0] == settings[1]  # only the adapter differs
         assert configs["tgated"]["training"]["settings"]["seed"] == seed
-    result = json.loads((out / "ablation_temporal.json").read_text())
+    result = json.loads((out / "ablation_temporal.json").read_text(encoding="utf-8"))
     target = result["target"]
-    text = (out / "ablation_temporal.md").read_text()
+    text = (out / "ablation_temporal.md").read_text(encoding="utf-8")
     assert f"**{target}** (has look-alikes)" in text and "**mean**" in text
     assert "ml predicted inside look-alikes" in text
     for arm in ("baseline", "tgated"):
@@ -49,10 +49,10 @@ def test_temporal_ablation_trains_both_arms_identically(ablations):
 
 def test_prompt_and_gate_ablations_reuse_the_temporal_runs(ablations):
     work, out, outputs = ablations
-    prompt = json.loads((out / "ablation_prompt.json").read_text())
+    prompt = json.loads((out / "ablation_prompt.json").read_text(encoding="utf-8"))
     assert set(prompt["results"]["0"]) == {"correct", "blank", "wrong"}
-    assert "| **mean** |" in (out / "ablation_prompt.md").read_text()
-    gate = json.loads((out / "ablation_gate.json").read_text())
+    assert "| **mean** |" in (out / "ablation_prompt.md").read_text(encoding="utf-8")
+    gate = json.loads((out / "ablation_gate.json").read_text(encoding="utf-8"))
     regions = gate["results"]["0"]
     assert {"liver", "other body tissue", "air outside the body"} <= set(regions)
     look_alikes = next(r for r in regions if r.endswith("look-alikes"))

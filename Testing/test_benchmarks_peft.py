@@ -34,7 +34,9 @@ def test_finetune_modes_quick(tmp_path):
         assert mode in rows, out.stdout
     assert "no_grad ViT / recorded-but-frozen ViT" in out.stdout
 
-    results = {k.strip(): v for k, v in json.loads((tmp_path / "r.json").read_text())["results"].items()}
+    results = {
+        k.strip(): v for k, v in json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))["results"].items()
+    }
     full = results["full"]
     assert full["trainable_params"] == full["params"] and full["partial_bytes"] == full["full_bytes"]
     assert not full["vision_no_grad"]
@@ -74,7 +76,7 @@ def test_uncertainty_phantom_quick(tmp_path):
     calls = re.findall(r"\| (\d+) / (\d+) \|$", out.stdout, re.M)
     assert len(calls) == 2 and all(a == b for a, b in calls)  # N samples, still one encoder pass per slice
 
-    report = json.loads((tmp_path / "r.json").read_text())
+    report = json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))
     settings = report["settings"]
     n = settings["samples"]
     assert n == 3

@@ -87,7 +87,7 @@ def test_nifti_labelmap_output_with_label_table(tmp_path, ct_file, tiny_checkpoi
     assert proc.returncode == 0, proc.stderr
     image = sitk.ReadImage(str(out))
     assert Geometry.from_image(image).matches(Geometry.from_image(sitk.ReadImage(str(ct_file))))
-    table = json.loads((tmp_path / "labels.json").read_text())
+    table = json.loads((tmp_path / "labels.json").read_text(encoding="utf-8"))
     assert table["labels"] == {"liver": 1, "spleen": 2}
     assert set(np.unique(sitk.GetArrayFromImage(image))) <= {0, 1, 2}
 
@@ -189,7 +189,7 @@ def test_existing_output_is_kept_unless_overwrite(tmp_path, ct_file, tiny_checkp
     ]
     proc = run_cli(*args)
     assert proc.returncode == 2 and "--overwrite" in proc.stderr
-    assert out.read_text() == "precious"
+    assert out.read_text(encoding="utf-8") == "precious"
     assert run_cli(*args, "--overwrite").returncode == 0
     assert read_segmentation(out)[1] == ["liver"]
     assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]

@@ -188,7 +188,7 @@ def test_empty_dataset(tmp_path):
 
 def test_wrong_file_ending_is_explained(tmp_path):
     root = make_nnunet(tmp_path / "ds", ending=".nrrd")
-    meta = json.loads((root / "dataset.json").read_text())
+    meta = json.loads((root / "dataset.json").read_text(encoding="utf-8"))
     meta["file_ending"] = ".nii.gz"
     (root / "dataset.json").write_text(json.dumps(meta))
     e = error(root, r"no \.nii\.gz files .*found \.nrrd")
@@ -342,7 +342,7 @@ def test_modules_import_without_torch_or_simpleitk():
         "print(sorted({'torch', 'SimpleITK'} & set(sys.modules)))"
     )
     repo = Path(__file__).resolve().parents[1]
-    out = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, encoding="utf-8", check=True)
     assert out.stdout.strip() == "[]"
 
 

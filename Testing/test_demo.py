@@ -20,7 +20,7 @@ def tgated(*args, cwd=None, timeout=300):
     return subprocess.run(
         [sys.executable, "-m", "TGatedSegmentLib", *args],
         capture_output=True,
-        text=True,
+        encoding="utf-8",
         env=python_env(),
         cwd=cwd,
         timeout=timeout,
@@ -44,7 +44,7 @@ def test_demo_writes_every_promised_file(demo):
 
 def test_demo_prints_per_organ_dice_that_match_metrics(demo):
     out, proc = demo
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     organs = metrics["organs"]
     assert metrics["target"] in organs and {"liver", "left_kidney", "right_kidney"} <= set(organs)
     for organ, row in organs.items():
@@ -65,7 +65,7 @@ def test_demo_outputs_share_the_ct_geometry_and_reload(demo):
     labels = sitk.ReadImage(str(out / "segmentation.nii.gz"))
     assert labels.GetSize() == ct.GetSize()
     assert np.allclose(labels.GetSpacing(), ct.GetSpacing()) and np.allclose(labels.GetOrigin(), ct.GetOrigin())
-    table = json.loads((out / "segmentation.json").read_text())
+    table = json.loads((out / "segmentation.json").read_text(encoding="utf-8"))
     names = [
         s["name"] for s in slicerio.read_segmentation(str(out / "segmentation.seg.nrrd"), skip_voxels=True)["segments"]
     ]

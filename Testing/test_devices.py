@@ -53,7 +53,11 @@ def test_mps_and_unknown_devices(monkeypatch):
 
 def test_the_devices_command_reports_json_for_slicer():
     result = subprocess.run(
-        backend_command("devices", "--progress", "json"), capture_output=True, text=True, env=python_env(), timeout=120
+        backend_command("devices", "--progress", "json"),
+        capture_output=True,
+        encoding="utf-8",
+        env=python_env(),
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])

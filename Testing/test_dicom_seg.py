@@ -358,7 +358,7 @@ def test_existing_dicom_seg_is_kept_unless_overwrite(tmp_path):
     args = (out, disjoint_masks(geometry), resolve_prompts("liver, spleen, aorta"), geometry)
     with pytest.raises(OutputError, match="already exists"):
         write_segmentation(*args, source=folder)
-    assert out.read_text() == "precious"
+    assert out.read_text(encoding="utf-8") == "precious"
     write_segmentation(*args, source=folder, overwrite=True)
     assert hd.seg.segread(out).SegmentationType == "BINARY"
 

@@ -95,7 +95,7 @@ def test_scores_match_hand_computed_values_and_follow_the_annotated_and_empty_ru
         table = list(csv.DictReader(f))
     assert len(table) == 8 and {r["checkpoint"] for r in table} == {"A", "B"}
     assert next(r for r in table if r["checkpoint"] == "A" and r["organ"] == "right_kidney")["dice"] == ""
-    data = json.loads((tmp_path / "report" / "report.json").read_text())
+    data = json.loads((tmp_path / "report" / "report.json").read_text(encoding="utf-8"))
     assert data["summary"]["A"]["per_organ"]["right_kidney"]["dice"] is None  # NaN -> null, valid JSON
     markdown = report.to_markdown()
     # liver: A scores 2/3 and 1 on the two cases, B 0 and 1 (mean ± std over the cases)
@@ -143,7 +143,7 @@ def test_evaluate_cli_compares_two_checkpoints(tmp_path, tiny_checkpoint, tiny_b
         cwd=tmp_path,
         env=python_env(),
         capture_output=True,
-        text=True,
+        encoding="utf-8",
         timeout=300,
     )
     assert out.returncode == 0, out.stderr
@@ -158,11 +158,11 @@ def test_evaluate_cli_compares_two_checkpoints(tmp_path, tiny_checkpoint, tiny_b
         ("case0", "spleen"),
         ("case1", "liver"),
     ]
-    summary = json.loads((tmp_path / "report" / "report.json").read_text())["summary"]
+    summary = json.loads((tmp_path / "report" / "report.json").read_text(encoding="utf-8"))["summary"]
     assert set(summary) == {"tiny-tgated", "tiny-baseline"}
     assert all(0.0 <= s["overall"]["dice"] <= 1.0 for s in summary.values())
     # each organ's worst slices, the two checkpoints side by side, linked from report.md
-    report_md = (tmp_path / "report" / "report.md").read_text()
+    report_md = (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
     for organ in ("liver", "spleen", "left_kidney"):
         png = tmp_path / "report" / "worst_slices" / f"{organ}.png"
         assert png.stat().st_size > 500 and f"(worst_slices/{organ}.png)" in report_md

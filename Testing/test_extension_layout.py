@@ -25,7 +25,7 @@ LIBRARY = REPO / "TGatedSegmentLib"
 
 
 def cmake_list(path: Path, variable: str) -> list[str]:
-    text = re.sub(r"#.*", "", path.read_text())
+    text = re.sub(r"#.*", "", path.read_text(encoding="utf-8"))
     found = re.search(rf"set\(\s*{variable}\s+(.*?)\)", text, re.S)
     assert found, f"{path.relative_to(REPO)} sets no {variable}"
     return [item.replace("${MODULE_NAME}", "TGatedSegment") for item in found.group(1).split()]
@@ -42,7 +42,7 @@ def package_files(folder: Path) -> set[str]:
 def test_library_cmake_lists_every_file_of_the_package():
     """Only listed files are shipped (ctkMacroCompilePythonScript): a new backend module must be listed."""
     scripts = cmake_list(LIBRARY / "CMakeLists.txt", "MODULE_PYTHON_SCRIPTS")
-    text = (LIBRARY / "CMakeLists.txt").read_text()
+    text = (LIBRARY / "CMakeLists.txt").read_text(encoding="utf-8")
     resources = (
         cmake_list(LIBRARY / "CMakeLists.txt", "MODULE_PYTHON_RESOURCES") if "MODULE_PYTHON_RESOURCES" in text else []
     )
@@ -60,14 +60,14 @@ def test_module_cmake_lists_every_script_and_resource():
     listed = set(cmake_list(cmake, "MODULE_PYTHON_SCRIPTS")) | set(cmake_list(cmake, "MODULE_PYTHON_RESOURCES"))
     files = package_files(MODULE)
     assert files == listed, f"unlisted: {sorted(files - listed)}, missing: {sorted(listed - files)}"
-    text = cmake.read_text()
+    text = cmake.read_text(encoding="utf-8")
     assert "WITH_GENERIC_TESTS" in text and "slicer_add_python_unittest(SCRIPT ${MODULE_NAME}.py)" in text
     # Slicer loads every .py directly in a module folder as a module: only TGatedSegment.py may be there.
     assert [p.name for p in MODULE.glob("*.py")] == ["TGatedSegment.py"]
 
 
 def test_extension_cmake_metadata():
-    text = (REPO / "CMakeLists.txt").read_text()
+    text = (REPO / "CMakeLists.txt").read_text(encoding="utf-8")
     version = re.search(r"cmake_minimum_required\(VERSION (\d+(?:\.\d+)*)", text).group(1)
     assert tuple(map(int, version.split("."))) <= (3, 20, 6), "must configure with Slicer 5.10's CMake"
     assert re.search(r'set\(EXTENSION_CATEGORY "Segmentation"\)', text)
@@ -81,7 +81,7 @@ def test_extension_cmake_metadata():
 def _metadata_urls(tmp_path, **defines) -> tuple[dict, str]:
     """The URL block of CMakeLists.txt run by CMake itself, with Slicer's repository macro replaced by
     one that reports ``WC_URL`` as the checkout's remote (SlicerMacroExtractRepositoryInfo's output)."""
-    text = (REPO / "CMakeLists.txt").read_text()
+    text = (REPO / "CMakeLists.txt").read_text(encoding="utf-8")
     block = text[text.index("# Homepage, icon and screenshot") : text.index("# Extension modules")]
     script = tmp_path / "urls.cmake"
     script.write_text(
@@ -95,7 +95,7 @@ def _metadata_urls(tmp_path, **defines) -> tuple[dict, str]:
     result = subprocess.run(
         ["cmake", *[f"-D{k}={v}" for k, v in defines.items()], "-P", str(script)],
         capture_output=True,
-        text=True,
+        encoding="utf-8",
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
@@ -130,10 +130,10 @@ def test_requirements_match_the_package_dependencies():
     """One torch requirement everywhere (a second spec makes pip download torch twice)."""
     requirements = [
         line.strip()
-        for line in (MODULE / "Resources" / "requirements.txt").read_text().splitlines()
+        for line in (MODULE / "Resources" / "requirements.txt").read_text(encoding="utf-8").splitlines()
         if line.strip() and not line.startswith("#")
     ]
-    text = (REPO / "pyproject.toml").read_text()
+    text = (REPO / "pyproject.toml").read_text(encoding="utf-8")
     if tomllib is not None:
         dependencies = tomllib.loads(text)["project"]["dependencies"]
     else:
@@ -152,7 +152,7 @@ def test_icons_are_128_pixels_and_the_same():
 
 
 def module_source() -> str:
-    return (MODULE / "TGatedSegment.py").read_text()
+    return (MODULE / "TGatedSegment.py").read_text(encoding="utf-8")
 
 
 def test_ui_has_every_widget_the_module_uses():
@@ -210,7 +210,7 @@ def test_module_loads_without_torch_or_transformers():
         "print(heavy)\n"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=str(REPO / "Testing"), timeout=120
+        [sys.executable, "-c", code], capture_output=True, encoding="utf-8", cwd=str(REPO / "Testing"), timeout=120
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from helpers.datasets import make_dataset
-from helpers.training import CancelAfterPolls, assert_same_weights
+from helpers.training import CancelAfterPolls, assert_same_weights, fast_settings
 from safetensors.torch import load_file
 
 from TGatedSegmentLib.errors import Cancelled, CheckpointError, InputError
@@ -29,19 +29,7 @@ from TGatedSegmentLib.training.optim import GROUPS, PEFT_GROUP, make_optimizer, 
 from TGatedSegmentLib.training.starting_model import build_training_model
 from TGatedSegmentLib.training.step import StepRunner
 
-FAST = dict(
-    recipe="paper",
-    image_size=32,
-    epochs=2,
-    batch_size=4,
-    samples_per_epoch=20,
-    lr_encoder=1e-3,
-    lr_decoder=1e-3,
-    lr_adapter=1e-3,
-    device="cpu",
-    num_workers=0,
-    save_every_minutes=None,
-)
+FAST = fast_settings(without=("base", "tokenizer"), samples_per_epoch=20)
 ORGANS = ("liver", "spleen", "left kidney")
 
 
@@ -70,7 +58,7 @@ def cfg(data, cache_dir, output, **kw) -> TrainConfig:
 
 
 def meta(folder: Path) -> dict:
-    return json.loads((folder / "config.json").read_text())
+    return json.loads((folder / "config.json").read_text(encoding="utf-8"))
 
 
 def base_weights(folder: Path) -> dict:
@@ -555,7 +543,7 @@ def test_cli_options_reach_the_run(data, clipseg_base, tmp_path):
         ),
         env=python_env(),
         capture_output=True,
-        text=True,
+        encoding="utf-8",
         timeout=300,
     )
     assert out.returncode == 0, out.stderr
@@ -575,7 +563,7 @@ def test_cli_options_reach_the_run(data, clipseg_base, tmp_path):
         backend_command("train", "--resume", str(run), "--epochs", "2", "--progress", "none"),
         env=python_env(),
         capture_output=True,
-        text=True,
+        encoding="utf-8",
         timeout=300,
     )
     assert resumed.returncode == 0, resumed.stderr

@@ -18,7 +18,9 @@ def test_ruff_finds_nothing():
     ruff = shutil.which("ruff") or (Path(sys.executable).parent / "ruff")
     if not Path(ruff).exists():
         pytest.skip("ruff is not installed (it is in the test extra: pip install -e '.[test]')")
-    out = subprocess.run([str(ruff), "check", "--no-cache", "."], cwd=REPO, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [str(ruff), "check", "--no-cache", "."], cwd=REPO, capture_output=True, encoding="utf-8", timeout=120
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-1000:]
 
 
@@ -27,14 +29,18 @@ def test_the_tree_is_formatted():
     if not Path(ruff).exists():
         pytest.skip("ruff is not installed (it is in the test extra: pip install -e '.[test]')")
     out = subprocess.run(
-        [str(ruff), "format", "--check", "--no-cache", "."], cwd=REPO, capture_output=True, text=True, timeout=120
+        [str(ruff), "format", "--check", "--no-cache", "."],
+        cwd=REPO,
+        capture_output=True,
+        encoding="utf-8",
+        timeout=120,
     )
     assert out.returncode == 0, "run `ruff format .`:\n" + out.stdout + out.stderr
 
 
 def test_mypy_finds_nothing():
     pytest.importorskip("mypy", reason="mypy is not installed (it is in the test extra: pip install -e '.[test]')")
-    out = subprocess.run([sys.executable, "-m", "mypy"], cwd=REPO, capture_output=True, text=True, timeout=900)
+    out = subprocess.run([sys.executable, "-m", "mypy"], cwd=REPO, capture_output=True, encoding="utf-8", timeout=900)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-1000:]
 
 

@@ -92,7 +92,9 @@ def tiny_residual(tiny_checkpoint):
 
 
 def test_adapter_layout_matches_authors_real_size(shared_dir):
-    layout = json.loads((shared_dir / "reference" / "tgated-reference-adapter-layout.json").read_text())["adapter_keys"]
+    layout = json.loads(
+        (shared_dir / "reference" / "tgated-reference-adapter-layout.json").read_text(encoding="utf-8")
+    )["adapter_keys"]
     adapter = TemporalAdapter(AdapterConfig.default_for(768), hidden_size=768)
     ours = {k: list(v.shape) for k, v in adapter.state_dict().items()}
     assert ours == layout

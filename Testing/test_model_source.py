@@ -76,7 +76,7 @@ def test_moved_names_import_with_a_deprecation_warning(old, name):
         f"try:\n    from {old} import {name}\nexcept DeprecationWarning as w:\n    print('warned:', w)\n"
     )
     repo = Path(__file__).resolve().parents[1]
-    out = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, encoding="utf-8", check=True)
     assert out.stdout.startswith("warned:") and "moved to" in out.stdout
     with pytest.warns(DeprecationWarning):
         module = __import__(old, fromlist=[name])

@@ -145,7 +145,7 @@ def test_a_partial_checkpoint_is_imported_with_all_its_weights(home, tiny_checkp
         loaded.model, loaded.tokenizer, tmp_path / "partial", loaded.config, state_dict=trained, partial_weights=True
     )
     folder = import_model(partial, name="whole")
-    assert json.loads((folder / "config.json").read_text())["partial_weights"] is False
+    assert json.loads((folder / "config.json").read_text(encoding="utf-8"))["partial_weights"] is False
     assert model_facts(folder)["parameters"] == sum(v.numel() for v in loaded.model.state_dict().values())
 
 
@@ -199,7 +199,7 @@ def test_a_name_is_a_checkpoint_for_the_classifier_loaders_and_segmenter(home, t
 
 def test_the_card_shows_the_validation_dice_of_the_selected_weights(home, tiny_checkpoint):
     folder = import_model(tiny_checkpoint, name="trained")
-    raw = json.loads((folder / "config.json").read_text())
+    raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     raw["training"] = {
         "producer": "tgated train",
         "selected": "best",

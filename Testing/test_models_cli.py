@@ -140,5 +140,5 @@ def test_the_glue_module_and_the_card_import_no_torch():
         "import TGatedSegmentLib.model.card, TGatedSegmentLib.model.store; "
         "print(sorted({'torch', 'transformers', 'SimpleITK'} & set(sys.modules)))"
     )
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, encoding="utf-8", check=True)
     assert out.stdout.strip() == "[]"

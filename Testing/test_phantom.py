@@ -209,7 +209,7 @@ def test_written_dataset_reads_back(tmp_path):
     spec = PhantomSpec(shape=(32, 64, 64), spacing=(5.0, 1.5, 1.5), n_distractors=4, target_slices=(7, 11))
     out = write_phantom_dataset(tmp_path / "ds", 2, seed=11, spec=spec)
     assert out == tmp_path / "ds"
-    meta = json.loads((out / "dataset.json").read_text())
+    meta = json.loads((out / "dataset.json").read_text(encoding="utf-8"))
     assert meta["numTraining"] == 2 and meta["file_ending"] == ".nii.gz"
     assert meta["channel_names"] == {"0": "CT"}
     assert meta["labels"]["background"] == 0

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from helpers.datasets import make_dataset, phantom
+from helpers.datasets import phantom
 
 from TGatedSegmentLib.errors import InputError
 from TGatedSegmentLib.inference.api import Segmenter
@@ -17,40 +17,9 @@ CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
 
 @pytest.fixture(scope="module")
-def trained_tiny(tmp_path_factory):
-    """A tiny model that has learnt the phantom (200 steps): int8 must keep what it learnt."""
-    from TGatedSegmentLib.data.dataset import load_dataset
-    from TGatedSegmentLib.model.checkpoint import init_checkpoint
-    from TGatedSegmentLib.model.configuration import PreprocessConfig
-    from TGatedSegmentLib.training import TrainConfig, train
-
-    tmp = tmp_path_factory.mktemp("trained")
-    dataset = load_dataset(make_dataset(tmp / "ds", cases=1))
-    organs = [dataset.organs[i] for i in sorted(dataset.organs)]
-    initial = init_checkpoint(
-        "builtin:tiny",
-        tmp / "initial",
-        tokenizer="compact",
-        vocabulary=organs,
-        seed=0,
-        preprocessing=PreprocessConfig(image_size=64),
-    )
-    run = train(
-        TrainConfig(
-            data=dataset.root,
-            output=tmp / "run",
-            base=str(initial),
-            epochs=2,
-            samples_per_epoch=800,
-            batch_size=8,
-            lr_encoder=1e-3,
-            lr_decoder=3e-3,
-            lr_adapter=3e-3,
-            device="cpu",
-            num_workers=0,
-        )
-    )
-    return run / "best"
+def trained_tiny(tiny_phantom_run):
+    """A tiny model that has learnt the phantom: int8 must keep what it learnt."""
+    return tiny_phantom_run.run / "best"
 
 
 def _segment(checkpoint, precision, image):

@@ -49,7 +49,7 @@ def read(path: Path) -> np.ndarray:
 
 
 def meta(out: Path) -> dict:
-    return json.loads((out / "dataset.json").read_text())
+    return json.loads((out / "dataset.json").read_text(encoding="utf-8"))
 
 
 def check_readable(out: Path) -> dict:
@@ -427,20 +427,24 @@ def test_cli_subprocess(tmp_path):
     out = tmp_path / "out"
     args = ["prepare", "btcv", "--input", str(root), "--output", str(out)]
     done = subprocess.run(
-        backend_command(*args, "--progress", "json"), capture_output=True, text=True, env=python_env(), timeout=120
+        backend_command(*args, "--progress", "json"),
+        capture_output=True,
+        encoding="utf-8",
+        env=python_env(),
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr
     events = [json.loads(line) for line in done.stdout.splitlines()]
     assert events[-1]["event"] == "done" and events[-1]["cases"] == 2
     assert [e["done"] for e in events if e["event"] == "progress"] == [0, 1, 2]
     assert (out / "imagesTr" / "btcv_0001_0000.nii.gz").is_file() and (out / "labelsTr" / "btcv_0002.nii.gz").is_file()
-    again = subprocess.run(backend_command(*args), capture_output=True, text=True, env=python_env(), timeout=120)
+    again = subprocess.run(backend_command(*args), capture_output=True, encoding="utf-8", env=python_env(), timeout=120)
     assert again.returncode == 2 and "Traceback" not in again.stderr
     assert "is not empty. Pass --overwrite" in again.stderr
     wrong = subprocess.run(
         backend_command("prepare", "chaos", "--input", str(root), "--output", str(tmp_path / "c")),
         capture_output=True,
-        text=True,
+        encoding="utf-8",
         env=python_env(),
         timeout=120,
     )

@@ -7,26 +7,12 @@ from pathlib import Path
 
 import pytest
 from helpers.datasets import make_dataset
-from helpers.training import CancelAfterPolls
+from helpers.training import CancelAfterPolls, fast_settings
 
 from TGatedSegmentLib.training import TrainConfig, resume_config, train
 from TGatedSegmentLib.training.run_log import RunLog
 
-FAST = dict(
-    recipe="paper",
-    base="builtin:tiny",
-    tokenizer="compact",
-    image_size=32,
-    epochs=2,
-    batch_size=4,
-    samples_per_epoch=12,
-    lr_encoder=1e-3,
-    lr_decoder=1e-3,
-    lr_adapter=1e-3,
-    device="cpu",
-    num_workers=0,
-    save_every_minutes=None,
-)
+FAST = fast_settings()
 
 
 def rows(path: Path) -> list[dict]:

@@ -58,7 +58,7 @@ def test_batch_continues_after_a_bad_case(tmp_path, tiny_checkpoint):
     failure_lines = [line for line in proc.stderr.splitlines() if "failed:" in line]
     assert len(failure_lines) == 1 and "case 2/3" in failure_lines[0] and "2D" in failure_lines[0]
 
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert [(c["case"], c["status"]) for c in summary["cases"]] == [
         ("first", "ok"),
         ("slice", "failed"),
@@ -100,7 +100,9 @@ def test_existing_outputs_are_refused_before_the_model_loads(tmp_path):
     assert proc.returncode == 2
     assert "already exist" in proc.stderr and "--overwrite" in proc.stderr and "ct.seg.nrrd" in proc.stderr
     assert not [e for e in events(proc) if e.get("stage") == "load"]
-    assert (out / "ct.seg.nrrd").read_text() == "precious" and sorted(p.name for p in out.iterdir()) == ["ct.seg.nrrd"]
+    assert (out / "ct.seg.nrrd").read_text(encoding="utf-8") == "precious" and sorted(
+        p.name for p in out.iterdir()
+    ) == ["ct.seg.nrrd"]
 
     missing = run_cli(
         "segment",
@@ -143,7 +145,7 @@ def test_glob_and_list_forms_with_clashing_names(tmp_path, tiny_checkpoint):
         cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr
-    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text(encoding="utf-8"))
     assert [(c["case"], c["status"]) for c in summary["cases"]] == [("a_ct", "ok"), ("b_ct", "ok")]  # a/ once
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "a_ct.json",
@@ -173,7 +175,7 @@ def test_sigterm_stops_after_the_current_case(tmp_path, tiny_checkpoint):
         ),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        text=True,
+        encoding="utf-8",
         env=python_env(),
     )
     for line in proc.stdout:
@@ -183,7 +185,7 @@ def test_sigterm_stops_after_the_current_case(tmp_path, tiny_checkpoint):
             break
     proc.communicate(timeout=120)
     assert proc.returncode == 130
-    statuses = [c["status"] for c in json.loads((out / "summary.json").read_text())["cases"]]
+    statuses = [c["status"] for c in json.loads((out / "summary.json").read_text(encoding="utf-8"))["cases"]]
     done = statuses.count("ok")
     assert done >= 1 and statuses == ["ok"] * done + ["cancelled"] * (4 - done) and done < 4
     assert sorted(p.name for p in out.iterdir()) == sorted([f"ct{i}.seg.nrrd" for i in range(done)] + ["summary.json"])

@@ -118,7 +118,7 @@ def tree(tmp_path, monkeypatch):
                 if pump:
                     pump()
                 time.sleep(0.01)
-            pid = int(pidfile.read_text())
+            pid = int(pidfile.read_text(encoding="utf-8"))
             Tree.pids.append(pid)
             watchdog = threading.Timer(WATCHDOG_S, Tree._watchdog, (pid,))
             watchdog.daemon = True
@@ -311,7 +311,7 @@ def test_real_launcher_environment_reaches_the_backend(tree_logic, tree, slicer_
     )
     assert process.wait(30) == 0
     process.stdout.close()
-    seen = json.loads(record.read_text())
+    seen = json.loads(record.read_text(encoding="utf-8"))
     assert seen["MARK"] == "from the startup environment" and seen["UNBUFFERED"] == "1"
     assert seen["PYTHONPATH"].split(os.pathsep)[0] == str(REPO)
     assert os.path.samefile(seen["cwd"], REPO)

@@ -135,7 +135,7 @@ def test_model_note_says_what_each_choice_means(tmp_path, tiny_checkpoint, tiny_
     assert "slice-wise baseline" in glue.modelNote(str(tiny_baseline_checkpoint))
     trained = tmp_path / "trained"
     trained.mkdir()
-    config = json.loads((tiny_checkpoint / "config.json").read_text())
+    config = json.loads((tiny_checkpoint / "config.json").read_text(encoding="utf-8"))
     (trained / "config.json").write_text(json.dumps({**config, "training": {"epochs": 30}}))
     assert glue.modelNote(str(trained)) == "Checkpoint folder: T-Gated (reads 5 neighbouring slices), trained."
     assert "Hub" in glue.modelNote("someone/tgated-flare22")

@@ -63,7 +63,7 @@ def shell_import(source: Path, name: str, home: Path) -> None:
     proc = subprocess.run(
         backend_command("models", "import", str(source), "--name", name),
         capture_output=True,
-        text=True,
+        encoding="utf-8",
         env=env,
         timeout=300,
     )
@@ -144,7 +144,7 @@ def test_importing_loads_no_torch_in_slicers_process(tmp_path, tiny_checkpoint):
     result = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
         capture_output=True,
-        text=True,
+        encoding="utf-8",
         env=env,
         cwd=str(TESTING),
         timeout=300,

@@ -37,7 +37,7 @@ def run_python(code: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-c", prelude + textwrap.dedent(code)],
         capture_output=True,
-        text=True,
+        encoding="utf-8",
         cwd=str(cwd),
         timeout=300,
     )

@@ -129,7 +129,7 @@ def test_the_body_crop_drops_the_air_around_a_ct_and_nothing_of_an_mr():
 def recorded_input(tmp_path, monkeypatch):
     path = tmp_path / "input.json"
     monkeypatch.setenv("FAKE_BACKEND_INPUT", str(path))
-    return lambda: json.loads(path.read_text())
+    return lambda: json.loads(path.read_text(encoding="utf-8"))
 
 
 def add_roi(centre, size, object_rotation=np.eye(3), transform_to_world=None, name="ROI"):

@@ -69,7 +69,7 @@ def test_loaded_checkpoint_resaves_its_tokenizer(tiny_checkpoint, tmp_path):
 
 
 def test_other_tokenizers_go_to_transformers(tmp_path, tiny_checkpoint):
-    config = json.loads((tiny_checkpoint / "tokenizer_config.json").read_text())
+    config = json.loads((tiny_checkpoint / "tokenizer_config.json").read_text(encoding="utf-8"))
     odd = tmp_path / "odd"
     odd.mkdir()
     (odd / "tokenizer.json").write_bytes((tiny_checkpoint / "tokenizer.json").read_bytes())
@@ -96,7 +96,9 @@ from TGatedSegmentLib.inference.api import Segmenter
 Segmenter({str(tiny_checkpoint)!r}, device="cpu").engine.text_embeddings(["liver"])
 print("AFTER", "transformers.models.clipseg.modeling_clipseg" in sys.modules)
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=python_env(), timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, encoding="utf-8", env=python_env(), timeout=300
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "BEFORE False" in out.stdout and "AFTER True" in out.stdout, out.stdout
 

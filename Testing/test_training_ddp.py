@@ -8,6 +8,7 @@ import sys
 
 from helpers.datasets import make_dataset
 from helpers.env import python_env
+from helpers.training import TINY_CLI_ARGS
 
 from TGatedSegmentLib.model.checkpoint import load_model
 
@@ -29,14 +30,7 @@ def test_torchrun_two_cpu_processes_train_an_epoch_and_write_one_checkpoint(tmp_
         str(data),
         "--output",
         str(run),
-        "--recipe",
-        "paper",
-        "--base",
-        "builtin:tiny",
-        "--tokenizer",
-        "compact",
-        "--image-size",
-        "32",
+        *TINY_CLI_ARGS,
         "--epochs",
         "1",
         "--batch-size",
@@ -49,12 +43,12 @@ def test_torchrun_two_cpu_processes_train_an_epoch_and_write_one_checkpoint(tmp_
         "json",
     ]
     env = {**python_env(), "OMP_NUM_THREADS": "1"}
-    out = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, encoding="utf-8", timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
 
     assert sorted(p.name for p in run.iterdir()) == ["best", "cache", "last", "logs", "resume"]
     assert not [p for p in run.iterdir() if p.name.startswith(".")]  # no leftover temporary folders
-    meta = json.loads((run / "best" / "config.json").read_text())["training"]
+    meta = json.loads((run / "best" / "config.json").read_text(encoding="utf-8"))["training"]
     assert meta["sampling"]["world_size"] == 2
     # 16 samples split over 2 ranks in batches of 2: 4 steps per rank and epoch
     assert meta["sampling"]["steps_per_epoch"] == 4 and meta["step"] == 4

@@ -222,7 +222,9 @@ def test_the_glue_reads_the_options_without_torch():
         import TGatedSegmentLib.training.config
         print(sorted(m for m in ("torch", "transformers", "SimpleITK") if m in sys.modules))
     """)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(REPO), timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, encoding="utf-8", cwd=str(REPO), timeout=120
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
 

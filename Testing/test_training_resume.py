@@ -13,7 +13,7 @@ import pytest
 import torch
 from helpers.datasets import make_dataset
 from helpers.env import backend_command, python_env
-from helpers.training import CancelAfterPolls, assert_same_weights, weights
+from helpers.training import TINY_CLI_ARGS, CancelAfterPolls, assert_same_weights, fast_settings, weights
 
 from TGatedSegmentLib.errors import Cancelled
 from TGatedSegmentLib.model.checkpoint import init_checkpoint, load_model
@@ -21,21 +21,7 @@ from TGatedSegmentLib.model.configuration import PreprocessConfig
 from TGatedSegmentLib.progress import CancelToken
 from TGatedSegmentLib.training import TrainConfig, resume_config, train
 
-FAST = dict(
-    recipe="paper",
-    base="builtin:tiny",
-    tokenizer="compact",
-    image_size=32,
-    epochs=3,
-    batch_size=4,
-    samples_per_epoch=20,
-    lr_encoder=1e-3,
-    lr_decoder=1e-3,
-    lr_adapter=1e-3,
-    device="cpu",
-    num_workers=0,
-    save_every_minutes=None,
-)
+FAST = fast_settings(epochs=3, samples_per_epoch=20)
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +39,7 @@ def config(data, cache_dir, output, **kw) -> TrainConfig:
 
 
 def training_meta(folder: Path) -> dict:
-    return json.loads((folder / "config.json").read_text())["training"]
+    return json.loads((folder / "config.json").read_text(encoding="utf-8"))["training"]
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +159,7 @@ def _start_cli(args, cwd):
         env=python_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        text=True,
+        encoding="utf-8",
     )
 
 
@@ -193,14 +179,7 @@ def test_killed_and_terminated_runs_leave_loadable_checkpoints_and_resume(data, 
         str(data),
         "--output",
         str(run),
-        "--recipe",
-        "paper",
-        "--base",
-        "builtin:tiny",
-        "--tokenizer",
-        "compact",
-        "--image-size",
-        "32",
+        *TINY_CLI_ARGS,
         "--batch-size",
         "4",
         "--samples-per-epoch",
@@ -229,7 +208,7 @@ def test_killed_and_terminated_runs_leave_loadable_checkpoints_and_resume(data, 
     assert json.loads(out.strip().splitlines()[-1])["event"] == "cancelled"
     assert "tgated train --resume" in err
     stopped = training_meta(run / "last")
-    state = json.loads((run / "resume" / "run.json").read_text())["counters"]
+    state = json.loads((run / "resume" / "run.json").read_text(encoding="utf-8"))["counters"]
     assert stopped["step"] == state["global_step"] >= 15
 
     finish = subprocess.run(
@@ -237,7 +216,7 @@ def test_killed_and_terminated_runs_leave_loadable_checkpoints_and_resume(data, 
         cwd=tmp_path,
         env=python_env(),
         capture_output=True,
-        text=True,
+        encoding="utf-8",
         timeout=300,
     )
     assert finish.returncode == 0, finish.stderr

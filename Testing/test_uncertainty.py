@@ -146,7 +146,7 @@ def test_cli_writes_uncertainty_maps_on_the_input_grid(tmp_path, tiny_config_fil
         ),
         env=python_env(),
         capture_output=True,
-        text=True,
+        encoding="utf-8",
     )
     assert proc.returncode == 0, proc.stderr
     image = volume[1].apply_to(sitk.GetImageFromArray(volume[0]))
@@ -169,11 +169,11 @@ def test_cli_writes_uncertainty_maps_on_the_input_grid(tmp_path, tiny_config_fil
         ),
         env=python_env(),
         capture_output=True,
-        text=True,
+        encoding="utf-8",
     )
     assert proc.returncode == 0, proc.stderr
     folder = tmp_path / "seg_uncertainty"
-    meta = json.loads((folder / "uncertainty.json").read_text())
+    meta = json.loads((folder / "uncertainty.json").read_text(encoding="utf-8"))
     assert meta["samples"] == 3 and "probabilistic" in meta["method"]
     combined = sitk.ReadImage(str(folder / "entropy_combined.nii.gz"))
     assert Geometry.from_image(combined).matches(volume[1])

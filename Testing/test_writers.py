@@ -177,7 +177,7 @@ def test_labelmap_round_trip(tmp_path, name, suffix):
     assert labels[2, 2, 2] == 1  # the lesion is inside the liver: the first organ wins
     assert set(np.unique(labels)) == {0, 1, 2}
 
-    sidecar = json.loads((tmp_path / "out.json").read_text())
+    sidecar = json.loads((tmp_path / "out.json").read_text(encoding="utf-8"))
     assert sidecar["labels"] == {"liver": 1, "left kidney": 2, "liver lesion": 3}
     liver = sidecar["segments"][0]
     assert liver == {
@@ -346,7 +346,7 @@ def test_probabilities_as_one_multi_component_volume(tmp_path, suffix):
     assert image.GetPixelID() == sitk.sitkVectorFloat32
     assert Geometry.from_image(image).matches(g)
     assert np.array_equal(np.moveaxis(sitk.GetArrayFromImage(image), -1, 0), probabilities)
-    assert json.loads((tmp_path / "probs.json").read_text())["components"] == names
+    assert json.loads((tmp_path / "probs.json").read_text(encoding="utf-8"))["components"] == names
     with pytest.raises(OutputError, match="already exists"):
         write_probabilities(path, probabilities, names, g)
 
@@ -360,7 +360,7 @@ def test_probabilities_as_a_folder(tmp_path):
     files = ["left_kidney.nii.gz", "left_kidney_2.nii.gz", "liver_lesion.nii.gz"]
     assert written == [folder / f for f in files] + [folder / "probabilities.json"]
     assert listing(folder) == sorted(files + ["probabilities.json"])
-    index = json.loads((folder / "probabilities.json").read_text())
+    index = json.loads((folder / "probabilities.json").read_text(encoding="utf-8"))
     assert index == dict(zip(names, files))
     for n, name in enumerate(names):
         image = sitk.ReadImage(str(folder / index[name]))

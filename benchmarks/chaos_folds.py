@@ -30,7 +30,7 @@ ORGANS = ("liver", "right_kidney", "left_kidney", "spleen")
 
 def subset(source: Path, cases: list[str], folder: Path) -> Path:
     """A dataset folder holding only ``cases`` (symbolic links, nothing copied)."""
-    meta = json.loads((source / "dataset.json").read_text())
+    meta = json.loads((source / "dataset.json").read_text(encoding="utf-8"))
     ending = meta.get("file_ending", ".nii.gz")
     for sub in ("imagesTr", "labelsTr"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
@@ -78,7 +78,7 @@ def main(argv=None) -> int:
     from TGatedSegmentLib.evaluation.evaluate import evaluate
     from TGatedSegmentLib.training import TrainConfig, train
 
-    cases = sorted(json.loads((args.data / "dataset.json").read_text())["cases"])
+    cases = sorted(json.loads((args.data / "dataset.json").read_text(encoding="utf-8"))["cases"])
     folds = args.folds or ([1] if args.quick else [1, 2, 3, 4])
     settings = parse_settings(args.set)
     if args.quick:
@@ -115,7 +115,7 @@ def main(argv=None) -> int:
             )
             train(config)
             seconds = time.perf_counter() - started
-            step = json.loads((root / "run" / "best" / "config.json").read_text())["training"]["step"]
+            step = json.loads((root / "run" / "best" / "config.json").read_text(encoding="utf-8"))["training"]["step"]
             report = evaluate([str(root / "run" / "best")], load_dataset(held), device="cpu", names=["best"])
             dice = {o: float(np.nanmean([r["dice"] for r in report.rows if r["organ"] == o])) for o in ORGANS}
             per_case = {c: {r["organ"]: r["dice"] for r in report.rows if r["case"] == c} for c in test}

@@ -78,7 +78,7 @@ def run_process(args: list[str], folder: Path) -> dict:
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
-    lines = out.read_text().splitlines()
+    lines = out.read_text(encoding="utf-8").splitlines()
     if proc.returncode != 0:
         raise RuntimeError(f"{args[0]} failed ({proc.returncode}): " + "\n".join(lines[-20:]))
     events = [json.loads(line) for line in lines if line.startswith("{")]
@@ -166,7 +166,7 @@ def reference_masks(path: Path, labels_json: Path | None) -> dict[str, np.ndarra
     import SimpleITK as sitk
 
     labels = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
-    table = json.loads(labels_json.read_text())["labels"]
+    table = json.loads(labels_json.read_text(encoding="utf-8"))["labels"]
     return {name: labels == value for name, value in table.items() if value and (labels == value).any()}
 
 
@@ -439,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
                 ],
                 folder,
             )
-            rows = json.loads((folder / "batch" / "summary.json").read_text())["cases"]
+            rows = json.loads((folder / "batch" / "summary.json").read_text(encoding="utf-8"))["cases"]
             overhead = [row["seconds"] - row["engine_seconds"] for row in rows]
             results["batch"] = {"wall_s": r["wall_s"], "per_case_overhead_s": overhead}
             print(

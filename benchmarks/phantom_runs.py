@@ -156,7 +156,11 @@ def trained(work: Path, recipe: PhantomRecipe, seed: int, arm: str) -> Path:
     run = root / arm
     stamp = json.dumps({"recipe": recipe.to_dict(), "seed": seed, "arm": arm}, sort_keys=True)
     stamp_file = run / "ablation-recipe.json"
-    if (run / "best" / "config.json").is_file() and stamp_file.is_file() and stamp_file.read_text() == stamp:
+    if (
+        (run / "best" / "config.json").is_file()
+        and stamp_file.is_file()
+        and stamp_file.read_text(encoding="utf-8") == stamp
+    ):
         log(f"  reusing {run}")
         return run / "best"
     log(f"  training {arm}, seed {seed}: {recipe.steps} steps, {recipe.n_train} phantoms")
@@ -181,7 +185,9 @@ def trained(work: Path, recipe: PhantomRecipe, seed: int, arm: str) -> Path:
 def training_record(best: Path) -> dict:
     """Steps and seconds of the whole training run of ``best`` (its ``last/`` checkpoint's metadata)."""
     last = Path(best).parent / "last"
-    training = json.loads(((last if last.is_dir() else Path(best)) / "config.json").read_text())["training"]
+    training = json.loads(((last if last.is_dir() else Path(best)) / "config.json").read_text(encoding="utf-8"))[
+        "training"
+    ]
     return {"steps": training["step"], "seconds": float(training.get("seconds", math.nan))}
 
 

@@ -38,7 +38,7 @@ DICOM_SERIES = REPO.parent / "shared" / "data" / "dicom-series"
 
 def single_case_dataset(source: Path, case: str, folder: Path) -> Path:
     """A dataset folder holding only ``case`` (symbolic links, nothing copied)."""
-    meta = json.loads((source / "dataset.json").read_text())
+    meta = json.loads((source / "dataset.json").read_text(encoding="utf-8"))
     ending = meta.get("file_ending", ".nii.gz")
     for sub, name in (("imagesTr", f"{case}_0000{ending}"), ("labelsTr", f"{case}{ending}")):
         (folder / sub).mkdir(parents=True, exist_ok=True)
@@ -154,7 +154,7 @@ def main(argv=None) -> int:
         )
         print(report.to_markdown())
         figures["training_volume"] = report.summary("trained (best/)")
-        labels = json.loads((args.data / "dataset.json").read_text())["labels"]
+        labels = json.loads((args.data / "dataset.json").read_text(encoding="utf-8"))["labels"]
         other = dicom_dataset(
             DICOM_SERIES / "ts_ct_dicom", DICOM_SERIES / "ts_ct_dicom_label.nii.gz", labels, tmp / "dicom"
         )

@@ -285,7 +285,7 @@ def time_segmenter(seg, volume, geometry, prompts, samples: int, repeats: int) -
 def finished_run(config, n_cases: int) -> Path | None:
     """``config.output`` if it holds a run that finished with these settings (``--work``), else None."""
     try:
-        meta = json.loads((Path(config.output) / "last" / "config.json").read_text())["training"]
+        meta = json.loads((Path(config.output) / "last" / "config.json").read_text(encoding="utf-8"))["training"]
     except (OSError, ValueError, KeyError):
         return None
     keys = (
@@ -409,7 +409,7 @@ def main(argv=None) -> int:
             reused = finished_run(config, n_train)
             runs[name] = reused or train(config)
             train_seconds[name] = time.perf_counter() - start
-            best = json.loads((runs[name] / "best" / "config.json").read_text())["training"]["best"]
+            best = json.loads((runs[name] / "best" / "config.json").read_text(encoding="utf-8"))["training"]["best"]
             how = f"reused {reused}" if reused else f"trained in {train_seconds[name]:.0f} s"
             print(
                 f"{name}: {how}, best validation mean Dice {fmt(best['val_mean_dice'])} (epoch {best['epoch']})",

@@ -146,7 +146,7 @@ def _run(
     # a phantom that is in neither set: index n_cases of the same series
     phantom = generate_phantom((int(seed), n_cases), recipe.spec)
     metrics = _segment_and_write(folder, phantom, device, progress, cancel)
-    training = json.loads((folder / "checkpoint" / "config.json").read_text())["training"]
+    training = json.loads((folder / "checkpoint" / "config.json").read_text(encoding="utf-8"))["training"]
     metrics.update(
         {
             "phantom": {

@@ -17,7 +17,7 @@ def benchmark(name: str, *args: str, timeout: float = 600) -> subprocess.Complet
         cwd=REPO,
         env=python_env(),
         capture_output=True,
-        text=True,
+        encoding="utf-8",
         timeout=timeout,
     )
 

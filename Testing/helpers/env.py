@@ -33,5 +33,10 @@ def backend_command(*args: str) -> list[str]:
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 180, **env: str) -> subprocess.CompletedProcess:
     """``tgated ARGS`` with this checkout's backend in a subprocess (``env``: extra variables), output captured."""
     return subprocess.run(
-        backend_command(*args), cwd=cwd, env={**python_env(), **env}, capture_output=True, text=True, timeout=timeout
+        backend_command(*args),
+        cwd=cwd,
+        env={**python_env(), **env},
+        capture_output=True,
+        encoding="utf-8",
+        timeout=timeout,
     )

@@ -79,7 +79,7 @@ def fake_logic(slicer_tmp, tmp_path, monkeypatch):
     logic = TGatedSegment.TGatedSegmentLogic()
     logic.keepBackendLoaded = False  # the fake backend answers one-shot commands only
     logic.backendCommand = FAKE_BACKEND
-    logic.argv = lambda: json.loads(record.read_text())
+    logic.argv = lambda: json.loads(record.read_text(encoding="utf-8"))
     return logic
 
 
