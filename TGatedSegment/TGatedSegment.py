@@ -644,7 +644,7 @@ class TGatedSegmentLogic(ScriptedLoadableModuleLogic):
             raise ValueError(problem)
         checkpoint = self.resolveCheckpoint(checkpoint)
         self._checkDependencies()
-        if (modality or "auto").lower() == "auto":
+        if glue.checkedModality(modality) == "auto":
             modality = glue.modalityFromDicom(self._dicomModality(volumeNode)) or "auto"
         crop = self._cropBox(volumeNode, arrayKJI, ijkToRAS, roiNode, cropToBody)
 

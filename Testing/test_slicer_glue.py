@@ -191,9 +191,12 @@ def test_other_prompts_use_slicer_terminology_then_a_generated_colour():
     assert len(colours) == 20
 
 
-def test_modality_from_dicom():
+def test_modality_texts_follow_the_backend_rule():
     assert glue.modalityFromDicom("CT") == "ct" and glue.modalityFromDicom(" mr ") == "mr"
     assert glue.modalityFromDicom("PT") is None and glue.modalityFromDicom("") is None
+    assert glue.checkedModality(" CT ") == "ct" and glue.checkedModality(None) == "auto"
+    with pytest.raises(ValueError, match="use auto, ct or mr"):
+        glue.checkedModality("pet")
 
 
 # --- command lines -----------------------------------------------------------------------------------

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import re
 
+from TGatedSegmentLib.errors import InputError
+from TGatedSegmentLib.modality import check_modality, modality_hint
+
 from .i18n import tr as _
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+|mps)$")
-MODALITIES = ("auto", "ct", "mr")
 
 
 def checkedDevice(device: str | None) -> str:
@@ -25,10 +27,11 @@ def checkedDevice(device: str | None) -> str:
 
 
 def checkedModality(modality: str | None) -> str:
-    name = (modality or "auto").strip().lower()
-    if name not in MODALITIES:
-        raise ValueError(_("Unknown modality '{modality}': use auto, ct or mr.").format(modality=modality))
-    return name
+    """The backend's rule (:func:`TGatedSegmentLib.modality.check_modality`), in the panel's words."""
+    try:
+        return check_modality(modality)
+    except InputError:
+        raise ValueError(_("Unknown modality '{modality}': use auto, ct or mr.").format(modality=modality)) from None
 
 
 def checkedThreshold(threshold) -> float | None:
@@ -58,4 +61,5 @@ def checkedUncertainty(samples) -> int:
 
 def modalityFromDicom(value: str | None) -> str | None:
     """'ct' or 'mr' from a DICOM Modality value (Slicer keeps it as the 'DICOM.Modality' attribute)."""
-    return {"CT": "ct", "MR": "mr"}.get((value or "").strip().upper())
+    hint = modality_hint(value)
+    return None if hint == "auto" else hint
