@@ -121,3 +121,17 @@ def test_demo_can_start_from_given_weights(tmp_path, tiny_checkpoint):
     assert training["settings"]["base"] == str(tiny_checkpoint)
     assert (training["settings"]["lr_encoder"], training["settings"]["lr_adapter"]) == (1e-6, 5e-5)
     assert set(result.dice) == set(result.metrics["organs"])
+
+
+def test_a_recipe_given_more_steps_lays_out_epochs_for_all_of_them(tmp_path):
+    """The ablation's equal-time arm gives a run 20x the recipe's steps under a time cap: its epochs
+    must hold those steps. They were laid out for the recipe's own 750, which ended the arm there."""
+    from TGatedSegmentLib.demo.recipe import DEMO_RECIPE
+
+    def total_steps(config) -> int:
+        return config.samples_per_epoch * config.epochs // (config.batch_size // config.chunk_slices)
+
+    plain = DEMO_RECIPE.train_config(tmp_path / "data", tmp_path / "run")
+    longer = DEMO_RECIPE.train_config(tmp_path / "data", tmp_path / "run", steps=DEMO_RECIPE.steps * 20)
+    assert total_steps(plain) == plain.steps == DEMO_RECIPE.steps
+    assert total_steps(longer) == longer.steps == DEMO_RECIPE.steps * 20

@@ -63,9 +63,12 @@ class PhantomRecipe:
         settings.update(overrides)
         config = TrainConfig(**settings)
         if "samples_per_epoch" not in {**self.settings, **overrides}:
-            # an epoch is a validation interval: steps / epochs steps of pairs or of chunks
+            # an epoch is a validation interval: steps / epochs steps of pairs or of chunks, of the
+            # steps this run is given (an override such as the equal-time arm's must not be cut
+            # short by the recipe's own epoch length)
             per_step = config.batch_size // config.chunk_slices if config.batching == "slices" else config.batch_size
-            config = replace(config, samples_per_epoch=max(1, self.steps * max(1, per_step) // self.epochs))
+            steps = config.steps or self.steps
+            config = replace(config, samples_per_epoch=max(1, steps * max(1, per_step) // config.epochs))
         return config
 
     def to_dict(self) -> dict:
