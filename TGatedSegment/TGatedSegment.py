@@ -644,7 +644,8 @@ class TGatedSegmentLogic(ScriptedLoadableModuleLogic):
             raise ValueError(problem)
         checkpoint = self.resolveCheckpoint(checkpoint)
         self._checkDependencies()
-        if glue.checkedModality(modality) == "auto":
+        modality = glue.checkedModality(modality)
+        if modality == "auto":
             modality = glue.modalityFromDicom(self._dicomModality(volumeNode)) or "auto"
         crop = self._cropBox(volumeNode, arrayKJI, ijkToRAS, roiNode, cropToBody)
 

@@ -30,12 +30,13 @@ def pytest_configure(config):
     spin against each other at every OpenMP barrier."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        threads = str(max(1, cores // workers))
-        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = threads
         import torch
 
-        torch.set_num_threads(int(threads))
+        from TGatedSegmentLib.inference.precision import use_all_cores
+
+        threads = max(1, use_all_cores() // workers)  # the backend's count of the cores this process may use
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")
