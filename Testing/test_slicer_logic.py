@@ -255,7 +255,9 @@ def test_cancel_mid_run_stops_the_backend_and_changes_nothing(logic, tiny_checkp
     """Cancel while the real backend is segmenting: the backend stops cleanly on SIGTERM (exit 130, given
     a grace long enough for a loaded machine: what a kill after the grace does is test_slicer_cancel's),
     scene exactly as before (including a chosen output segmentation), temporary files gone."""
-    volume, voxels = make_volume(AXIAL, shape=(160, 40, 40))
+    # deep enough that the backend cannot finish between its first "segment" event and the Cancel,
+    # however slowly a loaded machine lets this test pump (160 slices could, under xdist)
+    volume, voxels = make_volume(AXIAL, shape=(2000, 40, 40))
     output = existing_segmentation(volume, {"liver": ((0.2, 0.3, 0.4), voxels > 500)})
     before = scene_snapshot()
     events, completed = [], []

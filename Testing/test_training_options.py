@@ -132,8 +132,15 @@ def test_the_resume_rules_are_the_ones_runs_were_saved_under():
         "exclusive",
         "organ_intensity",
         "hard_pixels",
+        "context_head",
+        "context_loss",
     }
-    assert config.PREDATING == {"organ_intensity": 0.0, "hard_pixels": 0.0}
+    assert config.PREDATING == {
+        "organ_intensity": 0.0,
+        "hard_pixels": 0.0,
+        "context_head": "none",
+        "context_loss": 0.0,
+    }
 
 
 def test_the_cli_has_exactly_the_declared_flags_and_its_help_prints():
@@ -198,7 +205,7 @@ def test_the_old_tables_still_import_with_a_deprecation_warning():
         assert set(cli.RESUME_OVERRIDES) == set(resume_may_change())
     with pytest.warns(DeprecationWarning, match="RECIPE_OPTIONS"):
         recipe_options = cli.RECIPE_OPTIONS
-    assert ("epochs", int, "epochs") in recipe_options and len(recipe_options) == 31
+    assert ("epochs", int, "epochs") in recipe_options and len(recipe_options) == 33
     with pytest.warns(DeprecationWarning, match="CHOICES"):
         assert cli.CHOICES["dice"] == ["sample", "batch"]
     with pytest.warns(DeprecationWarning, match="PATH_OPTIONS"):

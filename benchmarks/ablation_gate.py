@@ -3,9 +3,10 @@
     python -m benchmarks.ablation_gate            # the T-Gated runs of ablation_temporal.py (trained if missing)
     python -m benchmarks.ablation_gate --quick    # seconds (what the test suite runs)
 
-The adapter blends ``g * temporal + (1 - g) * single_slice`` per token and channel; the gate starts
-at sigmoid(-5) = 0.0067 (the adapter begins as the slice-wise model) and training opens it where
-the neighbouring slices help. For each seed's T-Gated model and each held-out phantom this maps the
+The residual adapter (the ``tgated`` arm) adds ``g * f(window)`` to the single-slice tokens per token
+and channel; the gate starts at sigmoid(0) = 0.5 with ``f`` at zero (the adapter begins as the
+slice-wise model), and training is expected to open it where the neighbouring slices help and close
+it elsewhere. (The authors' wiring blends ``g * temporal + (1 - g) * single_slice`` from sigmoid(-5).) For each seed's T-Gated model and each held-out phantom this maps the
 channel-mean gate of every token onto the voxels it covers
 (:func:`TGatedSegmentLib.evaluation.gate.gate_volume`) and summarises it inside each organ, inside
 the target's look-alikes, in the rest of the body and in the air around it. Prints and writes a
@@ -18,9 +19,11 @@ import math
 
 import numpy as np
 
+from TGatedSegmentLib.model.configuration import AdapterConfig
+
 from .phantom_runs import describe, log, mean_std_text, organ_ids, parse, phantom_image, report, trained
 
-INITIAL_GATE = 1.0 / (1.0 + math.exp(5.0))
+INITIAL_GATE = 1.0 / (1.0 + math.exp(-AdapterConfig(mode="residual").gate_bias_init))  # the tgated arm's
 BODY_HU = -500.0  # voxels above this and outside every label and look-alike are "other body tissue"
 
 
@@ -82,7 +85,7 @@ def chart(results: dict, names: list[str], seeds: list[int], path) -> None:
     fig, ax = plt.subplots(figsize=(9, 3.8))
     x = np.arange(len(names))
     ax.bar(x, np.nanmean(values, axis=0), 0.6, yerr=np.nanstd(values, axis=0), capsize=2, color="#4C72B0")
-    ax.axhline(INITIAL_GATE, color="k", lw=0.8, ls="--", label=f"initial gate sigmoid(-5) = {INITIAL_GATE:.4f}")
+    ax.axhline(INITIAL_GATE, color="k", lw=0.8, ls="--", label=f"initial gate {INITIAL_GATE:.4f}")
     ax.set_xticks(x, [n.replace("_", " ") for n in names], rotation=35, ha="right", fontsize=8)
     ax.set_ylabel("mean gate (channel mean per token)")
     ax.set_title(f"learned gate by region, mean ± std over {len(seeds)} seeds", fontsize=9)

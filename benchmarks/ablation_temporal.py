@@ -18,6 +18,7 @@ import numpy as np
 
 from .phantom_runs import (
     ARMS,
+    DEFAULT_ARMS,
     average_dice,
     describe,
     log,
@@ -33,6 +34,9 @@ from .phantom_runs import (
 ARM_TITLES = {
     "baseline": "slice-wise",
     "tgated": "T-Gated residual",
+    "tgated_ctx": "T-Gated residual + context loss",
+    "tgated_head": "T-Gated residual + context head",
+    "tgated_head_loss": "T-Gated residual + context head and loss",
     "reference": "T-Gated authors'",
     "control": "control (5 x centre)",
     "baseline_time": "slice-wise, equal time",
@@ -167,7 +171,7 @@ def main(argv=None) -> int:
     seeds = s["seeds"]
     target = phantoms[0].target
     organs = [phantoms[0].label_names[i] for i in organ_ids(phantoms[0])]
-    arms = args.arms or list(ARMS)
+    arms = args.arms or list(DEFAULT_ARMS)
     results: dict = {arm: {} for arm in arms}
     for seed in seeds:
         for arm in arms:

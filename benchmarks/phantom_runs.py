@@ -41,7 +41,14 @@ ARMS = {
     "control": {"temporal": True, "adapter": "control"},
     # the slice-wise baseline given the T-Gated residual run's wall time instead of its steps
     "baseline_time": {"temporal": False, "equal_time_as": "tgated"},
+    # opt-in (--arms): the residual adapter with a context head (docs/training.md), its per-token
+    # logits added to the decoder's ("logits"), or read by --context-loss only ("loss"), or both
+    "tgated_head": {"temporal": True, "adapter": "residual", "context_head": "logits", "context_loss": 0.0},
+    "tgated_ctx": {"temporal": True, "adapter": "residual", "context_head": "loss", "context_loss": 1.0},
+    "tgated_head_loss": {"temporal": True, "adapter": "residual", "context_head": "logits", "context_loss": 1.0},
 }
+#: The arms run when --arms is not given: the issue's four and the equal-time baseline.
+DEFAULT_ARMS = ("baseline", "tgated", "reference", "control", "baseline_time")
 
 #: The ablations' full mode: the demo's recipe (the README's ``tgated demo``), 3 seeds, 4 test phantoms.
 FULL = {"recipe": DEMO_RECIPE, "seeds": [0, 1, 2], "test_cases": 4}
@@ -83,7 +90,7 @@ def add_arguments(parser: argparse.ArgumentParser, default_output: str) -> None:
     )
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     parser.add_argument(
-        "--arms", nargs="+", choices=list(ARMS), help=f"arms to train and score (default all: {', '.join(ARMS)})"
+        "--arms", nargs="+", choices=list(ARMS), help=f"arms to train and score (default: {', '.join(DEFAULT_ARMS)})"
     )
 
 
@@ -154,7 +161,8 @@ def trained(work: Path, recipe: PhantomRecipe, seed: int, arm: str) -> Path:
     if not (data / "dataset.json").is_file():
         write_phantom_dataset(data, recipe.n_train + recipe.n_val, seed=seed, spec=recipe.spec)
     run = root / arm
-    stamp = json.dumps({"recipe": recipe.to_dict(), "seed": seed, "arm": arm}, sort_keys=True)
+    # the arm's settings too: an arm whose settings change is trained anew, not reused
+    stamp = json.dumps({"recipe": recipe.to_dict(), "seed": seed, "arm": arm, "settings": ARMS[arm]}, sort_keys=True)
     stamp_file = run / "ablation-recipe.json"
     if (
         (run / "best" / "config.json").is_file()

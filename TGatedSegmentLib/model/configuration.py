@@ -20,6 +20,7 @@ DEFAULT_BASE_MODEL = "CIDAS/clipseg-rd64-refined"
 
 
 ADAPTER_MODES = ("residual", "reference")
+CONTEXT_HEADS = ("none", "loss", "logits")
 
 
 @dataclass
@@ -61,6 +62,11 @@ class AdapterConfig:
     # adapter reads over the window and rewrites. New models take the one the decoder's FiLM reads
     # (``conditioned_activation``): an activation the decoder has learnt to ignore carries no context
     activation: int = -1
+    # residual mode: a prompt-conditioned linear read-out of per-token organ logits from the adapter's
+    # output (``modeling.TGatedCLIPSeg.context_logits``). "loss": read by the training loss only
+    # (``--context-loss``); "logits": also added to the decoder's coarse logits, a direct path from
+    # the prediction to the adapter; "none": no read-out (see docs/model.md, "Context head")
+    context_head: str = "none"
 
     def __post_init__(self) -> None:
         if self.mode not in ADAPTER_MODES:
@@ -69,6 +75,10 @@ class AdapterConfig:
             self.gate_bias_init = -5.0 if self.mode == "reference" else 0.0
         if self.context_size < 1 or self.context_size % 2 == 0:
             raise ValueError(f"context_size must be a positive odd number, got {self.context_size}")
+        if self.context_head not in CONTEXT_HEADS:
+            raise ValueError(f"context_head must be one of {CONTEXT_HEADS}, got {self.context_head!r}")
+        if self.mode == "reference" and self.context_head != "none":
+            raise ValueError("the context head reads the residual adapter's output (mode 'residual')")
         if self.mode == "reference" and self.activation != -1:
             raise ValueError("the authors' wiring reads the last encoder state only (activation -1)")
         if self.proj_dim % self.num_heads:

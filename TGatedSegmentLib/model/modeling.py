@@ -84,6 +84,18 @@ class TGatedCLIPSeg(nn.Module):
             # the shallow vision adapters sit on what the decoder reads: one activation in the authors' wiring
             self.peft = PeftAdapters(config.peft, self.base_model.config, one_activation=self.num_activations == 1)
             self.peft.attach(self.base_model)
+        # training aid: per-token, per-prompt organ logits read linearly off the adapter's output
+        # (``context_logits``). Zero-initialised and built without drawing random numbers, so every
+        # other module starts from the same weights with and without it.
+        self.context_probe = None
+        if self.adapter is not None and self.adapter.config.context_head != "none":
+            with torch.random.fork_rng(devices=[]):
+                self.context_probe = nn.Linear(hidden, self.base_model.config.projection_dim)
+            nn.init.zeros_(self.context_probe.weight)  # logits 0 at the start; the weights learn first
+            nn.init.zeros_(self.context_probe.bias)
+        #: (M, T - 1) of the last training decode with a context head (None otherwise): see
+        #: :meth:`_context_logits`. Kept on the module so that ``decode`` keeps one return type.
+        self.context_logits: torch.Tensor | None = None
 
     # -- properties -----------------------------------------------------------------------------
     @property
@@ -200,6 +212,12 @@ class TGatedCLIPSeg(nn.Module):
         tokens = self._decoder_tokens(features, text_embeddings, centre, prompt)  # (M, R, g, g)
         decoder = self.base_model.decoder
         logits = decoder.transposed_convolution(tokens).squeeze(1)  # (M, h, w)
+        if self.context_probe is not None:
+            context = self._context_logits(features, text_embeddings, items)  # (M, g * g)
+            self.context_logits = context if self.training else None
+            if self.adapter.config.context_head == "logits":
+                grid = context.view(-1, 1, tokens.shape[-2], tokens.shape[-1])
+                logits = logits + upsample(grid, logits.shape[-2:]).squeeze(1)
         size = (tokens.shape[-1] * self.base_model.config.vision_config.patch_size,) * 2
         if self.refine is None:
             return upsample(logits.unsqueeze(1), size).squeeze(1)
@@ -288,8 +306,19 @@ class TGatedCLIPSeg(nn.Module):
         if self.refine is not None:
             image = self.image_features(pixel_values.index_select(0, windows[:, s // 2]))  # (B, F, H, W)
         text = self.encode_text(input_ids, attention_mask)  # (K, P)
-        logits = self.decode(fused, text, image, items)  # (M, H, W)
-        return logits
+        return self.decode(fused, text, image, items)  # (M, H, W)
+
+    def _context_logits(self, fused: torch.Tensor, text: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Per-token organ logits of each item, read linearly off the activation the adapter rewrote:
+        ``probe(token) . text`` -> (M, T - 1), patch tokens in row-major order (CLS dropped).
+
+        The context head (``AdapterConfig.context_head``): a short, direct path from the prediction
+        (``"logits"``) and from ``--context-loss`` to the adapter, for what only the neighbours can tell.
+        """
+        a = self.adapter.config.activation % fused.shape[1]
+        probe = self.context_probe(fused[:, a, 1:])  # (B, T - 1, P)
+        per_prompt = torch.einsum("btp,kp->bkt", probe, text)  # (B, K, T - 1)
+        return per_prompt[items[:, 0], items[:, 1]]  # (M, T - 1)
 
     # -- fine-tuning modes ---------------------------------------------------------------------------
     FINETUNE_MODES = ("full", "decoder", "adapters")
@@ -303,7 +332,9 @@ class TGatedCLIPSeg(nn.Module):
         names = [n for n, _ in self.named_parameters()]
         if finetune == "full":
             return names
-        keep = ("adapter.", "peft.", "refine.") + (("base_model.decoder.",) if finetune == "decoder" else ())
+        keep = ("adapter.", "context_probe.", "peft.", "refine.") + (
+            ("base_model.decoder.",) if finetune == "decoder" else ()
+        )
         return [n for n in names if n.startswith(keep)]
 
     def set_finetune(self, finetune: str = "full") -> list[str]:

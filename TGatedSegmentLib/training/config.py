@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..compat import deprecated_names
 from ..errors import InputError
+from ..model.configuration import CONTEXT_HEADS
 from .choices import ADAPTER_CHOICES, BATCHINGS, DEFAULT_LR_PEFT, FINETUNE_MODES, PEFT_PARTS, PEFT_VARIANTS
 from .config_checks import apply_recipe, check_finetune, check_token_cache, local_path
 from .options import Range, Resume, by_recipe, check_value, defining_the_run, predating, setting, settings
@@ -184,6 +185,19 @@ class TrainConfig:
     )
     exclusive: float | None = by_recipe(
         "weight of the one-organ-per-pixel softmax over each slice's prompts (--batching slices)", float, range=_NUMBER
+    )
+    context_head: str | None = by_recipe(  # model/modeling.py, TGatedCLIPSeg._context_logits
+        "a new residual adapter's context head, a prompt-conditioned linear read-out of per-token logits from "
+        "its output: none, loss (read by --context-loss only) or logits (also added to the decoder's logits)",
+        str,
+        choices=CONTEXT_HEADS,
+        predating="none",
+    )
+    context_loss: float | None = by_recipe(  # losses.context_token_loss
+        "weight of the per-token BCE of the context head's logits against each mask pooled to the token grid",
+        float,
+        range=_NUMBER,
+        predating=0.0,
     )
     hard_pixels: float | None = by_recipe(  # losses.py
         "weight of the BCE of each item's hardest 1 % of pixels (hard example mining)",

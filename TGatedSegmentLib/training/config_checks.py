@@ -34,6 +34,27 @@ def apply_recipe(config: TrainConfig) -> None:
                 "Add --batching slices, or leave --exclusive out.",
             )
         config.exclusive = 0.0
+    _check_context_head(config, given)
+
+
+def _check_context_head(config: TrainConfig, given: set) -> None:
+    """The context head reads the residual adapter's output; its loss needs the head. What the recipe
+    set lapses where it cannot apply; what the user asked for there is an error."""
+    if config.context_head != "none" and (config.adapter == "reference" or not config.temporal):
+        if "context_head" in given:
+            raise InputError(
+                "--context-head reads the residual adapter's output; this run has "
+                + ("the authors' wiring (--adapter reference)" if config.temporal else "no temporal adapter"),
+                "Leave --context-head out, or use --adapter residual with --temporal.",
+            )
+        config.context_head = "none"
+    if config.context_loss and config.context_head == "none":
+        if "context_loss" in given:
+            raise InputError(
+                "--context-loss trains the context head, and this run has none",
+                "Add --context-head loss (or logits) with a residual temporal adapter, or leave --context-loss out.",
+            )
+        config.context_loss = 0.0
 
 
 def check_finetune(config: TrainConfig) -> None:

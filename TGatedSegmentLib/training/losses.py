@@ -98,6 +98,16 @@ def hard_pixel_loss(logits: torch.Tensor, target: torch.Tensor, fraction: float 
     return bce.topk(k, dim=1).values.mean()
 
 
+def context_token_loss(token_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """BCE of per-token logits (M, g * g) against each item's mask (M, H, W) pooled to the g x g token
+    grid (the share of each token's pixels inside the organ: soft targets at edges)."""
+    grid = int(round(token_logits.shape[1] ** 0.5))
+    if grid * grid != token_logits.shape[1]:
+        raise ValueError(f"expected a square token grid, got {token_logits.shape[1]} tokens")
+    pooled = F.adaptive_avg_pool2d(target.float().unsqueeze(1), grid).flatten(1)  # (M, g * g), row-major
+    return F.binary_cross_entropy_with_logits(token_logits.float(), pooled)
+
+
 def segmentation_loss(
     logits: torch.Tensor,
     target: torch.Tensor,

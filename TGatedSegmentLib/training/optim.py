@@ -22,7 +22,7 @@ PEFT_GROUP = "peft"  # VLSM bottleneck adapters, when the model has them
 
 def parameter_group(name: str) -> str:
     """The optimiser group of a parameter; every parameter has one (a new one fails loudly)."""
-    if name.startswith("adapter."):
+    if name.startswith(("adapter.", "context_probe.")):  # the probe trains with the adapter it reads
         return "adapter"
     if name.startswith("refine."):
         return "refine"

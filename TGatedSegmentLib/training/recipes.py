@@ -50,6 +50,8 @@ PAPER: dict = {
     "dice": "sample",
     "exclusive": 0.0,
     "hard_pixels": 0.0,
+    "context_head": "none",
+    "context_loss": 0.0,
     "gate_penalty": 1e-3,
     "negative_ratio": 1.0 / 3.0,
     "max_rotation": 5.0,

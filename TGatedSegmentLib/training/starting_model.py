@@ -44,7 +44,10 @@ def new_adapter_config(config: TrainConfig, hidden: int, base: str = "", clipseg
     sizes = adapter_sizes(base)
     if mode == "residual" and clipseg is not None:
         sizes.setdefault("activation", conditioned_activation(clipseg))
-    return AdapterConfig.default_for(hidden, **sizes, ignore_context=config.adapter == "control", mode=mode)
+    head = config.context_head if mode == "residual" and config.context_head else "none"
+    return AdapterConfig.default_for(
+        hidden, **sizes, ignore_context=config.adapter == "control", mode=mode, context_head=head
+    )
 
 
 def _adapter_changed(loaded: LoadedModel, config: TrainConfig) -> LoadedModel:
@@ -74,7 +77,9 @@ def extend_for_training(loaded: LoadedModel, config: TrainConfig) -> LoadedModel
     add_peft = config.peft is not None and model.peft is None
     add_prob = config.probabilistic and model.adapter is not None and not model.adapter.config.probabilistic
     add_refine = bool(config.refine) and model.refine is None and not model.reference_wiring
-    if not (add_peft or add_prob or add_refine):
+    add_probe = config.context_head not in (None, "none") and model.adapter is not None
+    add_probe = add_probe and model.context_probe is None and not model.reference_wiring
+    if not (add_peft or add_prob or add_refine or add_probe):
         return loaded
     new = copy.deepcopy(loaded.config)
     if add_refine:
@@ -85,6 +90,9 @@ def extend_for_training(loaded: LoadedModel, config: TrainConfig) -> LoadedModel
     if add_peft:
         new.peft = PeftConfig(**config.peft_settings())
         log.info("adding %s PEFT adapters (dim %d)", new.peft.variant, new.peft.dim)
+    if add_probe:
+        new.adapter.context_head = config.context_head
+        log.info("adding a context head (%s)", config.context_head)
     if add_prob:
         new.adapter.probabilistic = True
         log.info("the temporal attention becomes probabilistic (means from the base, variances at their init)")
@@ -95,7 +103,8 @@ def extend_for_training(loaded: LoadedModel, config: TrainConfig) -> LoadedModel
 
         raise InputError(f"cannot add PEFT adapters to this base: {exc}", "Use --peft dense.") from None
     missing = set(extended.model.state_dict()) - set(model.state_dict())
-    assert all(k.startswith(("peft.", "refine.")) or ".var_proj." in k for k in missing), sorted(missing)[:5]
+    added = ("peft.", "refine.", "context_probe.")
+    assert all(k.startswith(added) or ".var_proj." in k for k in missing), sorted(missing)[:5]
     return extended
 
 

@@ -9,7 +9,7 @@ import torch
 
 from ..model.modeling import TGatedCLIPSeg
 from .config import TrainConfig
-from .losses import segmentation_loss
+from .losses import context_token_loss, segmentation_loss
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ class StepRunner:
     def loss(self, batch: dict) -> torch.Tensor:
         out = self.logits(batch)
         exclusive = self.config.exclusive if out.slices is not None else 0.0
-        return segmentation_loss(
+        total = segmentation_loss(
             out.logits,
             out.targets,
             self.model.gate_penalty(),
@@ -103,6 +103,10 @@ class StepRunner:
             exclusive,
             self.config.hard_pixels,
         )[0]
+        context = self.model.context_logits  # set by this forward when the model has a context probe
+        if self.config.context_loss and context is not None:
+            total = total + self.config.context_loss * context_token_loss(context, out.targets)
+        return total
 
     def __call__(self, batch: dict) -> float:
         """One optimisation step on a batch (see :meth:`logits`) -> its loss."""
