@@ -102,6 +102,8 @@ def test_the_context_head_needs_the_residual_adapter_and_its_loss_needs_the_head
         TrainConfig(data="d", output="o", recipe="cpu", adapter="reference", refine=0, context_head="logits")
     with pytest.raises(InputError, match="no temporal adapter"):
         TrainConfig(data="d", output="o", recipe="cpu", temporal=False, context_head="loss")
+    with pytest.raises(InputError, match="--context-head loss is read by the context loss only"):
+        TrainConfig(data="d", output="o", recipe="cpu", context_head="loss")
     with pytest.raises(InputError, match="--context-loss trains the context head"):
         TrainConfig(data="d", output="o", recipe="cpu", context_head="none", context_loss=0.5)
     with pytest.raises(ValueError, match="residual"):

@@ -84,9 +84,9 @@ class TGatedCLIPSeg(nn.Module):
             # the shallow vision adapters sit on what the decoder reads: one activation in the authors' wiring
             self.peft = PeftAdapters(config.peft, self.base_model.config, one_activation=self.num_activations == 1)
             self.peft.attach(self.base_model)
-        # training aid: per-token, per-prompt organ logits read linearly off the adapter's output
-        # (``context_logits``). Zero-initialised and built without drawing random numbers, so every
-        # other module starts from the same weights with and without it.
+        # the context head (``AdapterConfig.context_head``): per-token, per-prompt organ logits read
+        # linearly off the adapter's output (:meth:`_context_logits`). Zero-initialised and built without
+        # drawing random numbers, so every other module starts from the same weights with and without it.
         self.context_probe = None
         if self.adapter is not None and self.adapter.config.context_head != "none":
             with torch.random.fork_rng(devices=[]):

@@ -48,6 +48,13 @@ def _check_context_head(config: TrainConfig, given: set) -> None:
                 "Leave --context-head out, or use --adapter residual with --temporal.",
             )
         config.context_head = "none"
+    if config.context_head == "loss" and not config.context_loss:
+        # a read-out that neither the prediction nor a loss uses would train nothing (and leave
+        # parameters without gradients, which DistributedDataParallel refuses)
+        raise InputError(
+            "--context-head loss is read by the context loss only, and this run's --context-loss is 0",
+            "Add --context-loss 1 (its weight), or use --context-head logits.",
+        )
     if config.context_loss and config.context_head == "none":
         if "context_loss" in given:
             raise InputError(
