@@ -122,7 +122,9 @@ class ProcessTree:
             return self.popen.returncode is None or killing
         members = _linuxGroupMembers(self.pid)
         if members is not None:
-            return bool(members)
+            # a multi-threaded root (PyTorch's worker threads) shows as a zombie while its other threads
+            # still exit, before waitpid can reap it: the tree is gone only once the root is reaped
+            return bool(members) or self.popen.poll() is None
         try:  # macOS: no /proc; orphans' zombies are reaped by launchd at once
             os.killpg(self.pid, 0)
         except ProcessLookupError:
