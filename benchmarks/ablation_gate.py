@@ -6,11 +6,11 @@
 The residual adapter (the ``tgated`` arm) adds ``g * f(window)`` to the single-slice tokens per token
 and channel; the gate starts at sigmoid(0) = 0.5 with ``f`` at zero (the adapter begins as the
 slice-wise model), and training is expected to open it where the neighbouring slices help and close
-it elsewhere. (The authors' wiring blends ``g * temporal + (1 - g) * single_slice`` from sigmoid(-5).) For each seed's T-Gated model and each held-out phantom this maps the
-channel-mean gate of every token onto the voxels it covers
-(:func:`TGatedSegmentLib.evaluation.gate.gate_volume`) and summarises it inside each organ, inside
-the target's look-alikes, in the rest of the body and in the air around it. Prints and writes a
-markdown table and a PNG chart (``--output`` stem).
+it elsewhere. (The authors' wiring blends ``g * temporal + (1 - g) * single_slice`` from sigmoid(-5).)
+For each seed's T-Gated model and each held-out phantom this maps the channel-mean gate of every
+token onto the voxels it covers (:func:`TGatedSegmentLib.evaluation.gate.gate_volume`) and summarises
+it inside each organ, inside the target's look-alikes, in the rest of the body and in the air around
+it. Prints and writes a markdown table and a PNG chart (``--output`` stem).
 """
 
 from __future__ import annotations

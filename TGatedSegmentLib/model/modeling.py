@@ -212,10 +212,12 @@ class TGatedCLIPSeg(nn.Module):
         tokens = self._decoder_tokens(features, text_embeddings, centre, prompt)  # (M, R, g, g)
         decoder = self.base_model.decoder
         logits = decoder.transposed_convolution(tokens).squeeze(1)  # (M, h, w)
-        if self.context_probe is not None:
+        self.context_logits = None
+        adds_logits = self.context_probe is not None and self.adapter.config.context_head == "logits"
+        if self.context_probe is not None and (self.training or adds_logits):  # a "loss" head: training only
             context = self._context_logits(features, text_embeddings, items)  # (M, g * g)
             self.context_logits = context if self.training else None
-            if self.adapter.config.context_head == "logits":
+            if adds_logits:
                 grid = context.view(-1, 1, tokens.shape[-2], tokens.shape[-1])
                 logits = logits + upsample(grid, logits.shape[-2:]).squeeze(1)
         size = (tokens.shape[-1] * self.base_model.config.vision_config.patch_size,) * 2

@@ -44,9 +44,9 @@ def new_adapter_config(config: TrainConfig, hidden: int, base: str = "", clipseg
     sizes = adapter_sizes(base)
     if mode == "residual" and clipseg is not None:
         sizes.setdefault("activation", conditioned_activation(clipseg))
-    head = config.context_head if mode == "residual" and config.context_head else "none"
+    # (config_checks has already set the head to "none" for the authors' wiring)
     return AdapterConfig.default_for(
-        hidden, **sizes, ignore_context=config.adapter == "control", mode=mode, context_head=head
+        hidden, **sizes, ignore_context=config.adapter == "control", mode=mode, context_head=config.context_head
     )
 
 
@@ -77,7 +77,7 @@ def extend_for_training(loaded: LoadedModel, config: TrainConfig) -> LoadedModel
     add_peft = config.peft is not None and model.peft is None
     add_prob = config.probabilistic and model.adapter is not None and not model.adapter.config.probabilistic
     add_refine = bool(config.refine) and model.refine is None and not model.reference_wiring
-    add_probe = config.context_head not in (None, "none") and model.adapter is not None
+    add_probe = config.context_head != "none" and model.adapter is not None
     add_probe = add_probe and model.context_probe is None and not model.reference_wiring
     if not (add_peft or add_prob or add_refine or add_probe):
         return loaded
