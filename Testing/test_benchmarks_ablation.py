@@ -13,7 +13,7 @@ def ablations(tmp_path_factory):
     root = tmp_path_factory.mktemp("ablation")
     work, out = root / "work", root / "out"
     outputs, stamps = {}, {}
-    for name in ("ablation_temporal", "ablation_prompt", "ablation_gate"):
+    for name in ("ablation_temporal", "ablation_prompt", "ablation_gate", "ablation_context_paths"):
         outputs[name] = run_benchmark(f"{name}.py", "--quick", "--work", str(work), "--output", str(out / name))
         stamps[name] = {p: p.stat().st_mtime_ns for p in (work / "quick").rglob("model.safetensors")}
     outputs["stamps"] = stamps
@@ -29,11 +29,14 @@ def test_temporal_ablation_trains_both_arms_identically(ablations):
         }
         assert configs["baseline"]["adapter"] is None and configs["tgated"]["adapter"]["context_size"] == 5
         assert [c["training"]["settings"]["temporal"] for c in configs.values()] == [False, True]
+        # the neighbours reach the temporal model's refinement head too; a slice-wise one has none to read
+        assert [c["training"]["settings"]["refine_window"] for c in configs.values()] == [1, 5]
+        assert [c["refine"]["window"] for c in configs.values()] == [1, 5]
         settings = [
-            {k: v for k, v in c["training"]["settings"].items() if k not in ("temporal", "output")}
+            {k: v for k, v in c["training"]["settings"].items() if k not in ("temporal", "refine_window", "output")}
             for c in configs.values()
         ]
-        assert settings[0] == settings[1]  # only the adapter differs
+        assert settings[0] == settings[1]  # only the temporal reading differs
         assert configs["tgated"]["training"]["settings"]["seed"] == seed
     result = json.loads((out / "ablation_temporal.json").read_text(encoding="utf-8"))
     target = result["target"]
@@ -60,9 +63,12 @@ def test_prompt_and_gate_ablations_reuse_the_temporal_runs(ablations):
     for stats in regions.values():  # a quickly trained gate stays near its start, strictly inside (0, 1)
         if stats["voxels"]:
             assert 0 < stats["p10"] <= stats["p50"] <= stats["p90"] < 1
+    paths = json.loads((out / "ablation_context_paths.json").read_text(encoding="utf-8"))["results"]["0"]
+    assert list(paths) == ["as trained", "adapter branch off", "head reads the centre only", "both off"]
+    assert all(0 <= v["target"] <= 1 and v["distractor_fp_ml"] >= 0 for v in paths.values())
     # nothing was trained twice: the later scripts found the runs of the first and left them untouched
     stamps = outputs["stamps"]
-    assert (
-        stamps["ablation_temporal"]
-        and stamps["ablation_prompt"] == stamps["ablation_gate"] == stamps["ablation_temporal"]
+    assert stamps["ablation_temporal"] and all(
+        stamps[name] == stamps["ablation_temporal"]
+        for name in ("ablation_prompt", "ablation_gate", "ablation_context_paths")
     )

@@ -60,7 +60,7 @@ def test_a_chunk_holds_the_paper_pipelines_windows_and_targets(volumes):
             assert item["prompts"][k] == sample["prompt"]
 
 
-@pytest.mark.parametrize("temporal,refine", [(True, True), (True, False), (False, True)])
+@pytest.mark.parametrize("temporal,refine", [(True, True), (True, False), (False, True), (True, "window")])
 def test_multi_prompt_loss_equals_the_single_prompt_batches_of_the_same_items(volumes, temporal, refine):
     torch.manual_seed(0)
     loaded = build_model(
@@ -68,7 +68,7 @@ def test_multi_prompt_loss_equals_the_single_prompt_batches_of_the_same_items(vo
         tokenizer="compact",
         temporal=temporal,
         preprocessing=PP,
-        refine=RefineConfig(4) if refine else None,
+        refine=RefineConfig(4, window=5 if refine == "window" else 1) if refine else None,
     )
     model = loaded.model.eval()
     with torch.no_grad():  # a model whose every part matters (fresh residual branches add zero)

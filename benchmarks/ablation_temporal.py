@@ -34,6 +34,7 @@ from .phantom_runs import (
 ARM_TITLES = {
     "baseline": "slice-wise",
     "tgated": "T-Gated residual",
+    "tgated_centre": "T-Gated, 1-slice refinement",
     "tgated_ctx": "T-Gated residual + context loss",
     "tgated_head": "T-Gated residual + context head",
     "tgated_head_loss": "T-Gated residual + context head and loss",

@@ -32,8 +32,9 @@ REPO = Path(__file__).resolve().parents[1]
 EQUAL_STEPS_CAP = 36000.0  # s: a time cap no equal-steps arm reaches, so the steps alone end it
 TEST_SERIES = 9999  # phantom series of the held-out test cases: no training seed uses it
 #: name -> TrainConfig settings of the arm: the slice-wise baseline, the residual T-Gated adapter (the
-#: default), the authors' wiring, and the equal-capacity control (the residual adapter fed 5 copies
-#: of the centre slice: the same parameters and compute, no context).
+#: default: with the ``cpu`` recipe its refinement head reads the adapter's 5-slice window), the
+#: authors' wiring, and the equal-capacity control (the residual adapter and the window refinement
+#: head fed 5 copies of the centre slice: the same parameters and compute, no context).
 ARMS = {
     "baseline": {"temporal": False},
     "tgated": {"temporal": True, "adapter": "residual"},
@@ -41,8 +42,10 @@ ARMS = {
     "control": {"temporal": True, "adapter": "control"},
     # the slice-wise baseline given the T-Gated residual run's wall time instead of its steps
     "baseline_time": {"temporal": False, "equal_time_as": "tgated"},
-    # opt-in (--arms): the residual adapter with a context head (docs/training.md), its per-token
+    # opt-in (--arms): the residual adapter with a refinement head that reads the centre slice only
+    # (the recipe before the window head), and with a context head (docs/training.md), its per-token
     # logits added to the decoder's ("logits"), or read by --context-loss only ("loss"), or both
+    "tgated_centre": {"temporal": True, "adapter": "residual", "refine_window": 1},
     "tgated_head": {"temporal": True, "adapter": "residual", "context_head": "logits", "context_loss": 0.0},
     "tgated_ctx": {"temporal": True, "adapter": "residual", "context_head": "loss", "context_loss": 1.0},
     "tgated_head_loss": {"temporal": True, "adapter": "residual", "context_head": "logits", "context_loss": 1.0},
@@ -152,6 +155,24 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def run_stamp(recipe: PhantomRecipe, seed: int, arm: str) -> str:
+    """What a trained run of ``arm`` is reused for: the phantom recipe, the seed, the arm's settings
+    and the training recipe's values (a changed default, such as the refinement window, retrains)."""
+    from TGatedSegmentLib.training.recipes import RECIPES
+
+    training_recipe = recipe.train_config("data", "run").recipe
+    return json.dumps(
+        {
+            "recipe": recipe.to_dict(),
+            "seed": seed,
+            "arm": arm,
+            "settings": ARMS[arm],
+            "recipe_values": RECIPES[training_recipe],
+        },
+        sort_keys=True,
+    )
+
+
 def trained(work: Path, recipe: PhantomRecipe, seed: int, arm: str) -> Path:
     """The ``best/`` checkpoint of ``arm`` trained with ``recipe`` and ``seed``; trains it when missing."""
     from TGatedSegmentLib.training import train
@@ -162,7 +183,7 @@ def trained(work: Path, recipe: PhantomRecipe, seed: int, arm: str) -> Path:
         write_phantom_dataset(data, recipe.n_train + recipe.n_val, seed=seed, spec=recipe.spec)
     run = root / arm
     # the arm's settings too: an arm whose settings change is trained anew, not reused
-    stamp = json.dumps({"recipe": recipe.to_dict(), "seed": seed, "arm": arm, "settings": ARMS[arm]}, sort_keys=True)
+    stamp = run_stamp(recipe, seed, arm)
     stamp_file = run / "ablation-recipe.json"
     if (
         (run / "best" / "config.json").is_file()

@@ -156,7 +156,8 @@ class StreamingEngine:
                 and model.temporal
                 and all(int(c) in kept.fused_last and int(c) in kept.tokens for c in centres)
             )
-            needed_until = min(depth - 1, int(centres[-1]) + half) if need_window else int(centres[-1])
+            ahead = half if need_window else model.refine_window // 2  # the refinement head's window
+            needed_until = min(depth - 1, int(centres[-1]) + ahead)
             while next_to_encode <= needed_until:  # encode ahead in full batches
                 idx = np.arange(next_to_encode, min(depth, next_to_encode + self.batch_size))
                 self._encode(idx, read_slices, cache, pixel_cache)
@@ -170,12 +171,23 @@ class StreamingEngine:
             image = None
             if model.refine is not None:
                 with self._autocast():
-                    image = model.image_features(torch.stack([pixel_cache.pop(int(c)) for c in centres]))
+                    image = model.image_features(*self._refine_input(centres, depth, pixel_cache))
             yield centres, window, image
             for z in [z for z in cache if z < int(centres[-1]) + 1 - half]:  # no later window needs them
                 del cache[z]
+            for z in [z for z in pixel_cache if z < int(centres[-1]) + 1 - model.refine_window // 2]:
+                del pixel_cache[z]
             if progress is not None:
                 progress.update(stage, int(centres[-1]) + 1, depth)
+
+    def _refine_input(self, centres: np.ndarray, depth: int, pixel_cache: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """The refinement head's input: the distinct slices its windows read, (U, 3, H, W), and each
+        centre's rows of them, (B, w) (edges replicated, as the adapter's window)."""
+        windows = [window_indices(int(c), depth, self.model.refine_window) for c in centres]
+        distinct = sorted({z for window in windows for z in window})
+        row = {z: i for i, z in enumerate(distinct)}
+        rows = torch.tensor([[row[z] for z in window] for window in windows], device=self.device)
+        return torch.stack([pixel_cache[z] for z in distinct]), rows
 
     def _encode(self, idx: np.ndarray, read_slices: SliceReader, cache: dict, pixel_cache: dict) -> None:
         """Encoder features (and, with a refinement head, pixels) of slices ``idx`` into the window's

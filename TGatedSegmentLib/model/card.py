@@ -91,7 +91,8 @@ def architecture(raw: dict, short: bool = False) -> str:
         extras.append(
             "refinement head"
             if short
-            else f"full-resolution refinement head ({raw['refine'].get('channels')} channels)"
+            else f"full-resolution refinement head ({raw['refine'].get('channels')} channels, "
+            f"{raw['refine'].get('window', 1)} slice{'s' if raw['refine'].get('window', 1) > 1 else ''})"
         )
     if raw.get("peft"):
         extras.append(f"PEFT {raw['peft'].get('variant')}")

@@ -105,14 +105,20 @@ class AdapterConfig:
 
 @dataclass
 class RefineConfig:
-    """The full-resolution boundary head (``refine.py``): ``channels`` image features per pixel."""
+    """The full-resolution boundary head (``refine.py``): ``channels`` image features per pixel,
+    computed from ``window`` slices: 1 (the centre slice) or an odd number up to the adapter's
+    window (the centre and its nearest neighbours: a pixel-level path for what only the neighbours
+    tell, such as whether a bright blob continues above and below)."""
 
     channels: int = 16
+    window: int = 1
 
     def __post_init__(self) -> None:
         if int(self.channels) < 1:
             raise ValueError(f"refinement channels must be positive, got {self.channels}")
-        self.channels = int(self.channels)
+        if int(self.window) < 1 or int(self.window) % 2 == 0:
+            raise ValueError(f"the refinement head's window must be an odd number of slices, got {self.window}")
+        self.channels, self.window = int(self.channels), int(self.window)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -170,6 +176,11 @@ class TGatedConfig:
             raise ValueError(
                 "the refinement head is not part of the authors' model: use adapter mode 'residual' "
                 "or no refinement head"
+            )
+        if self.refine is not None and self.refine.window > self.context_size:
+            raise ValueError(
+                f"the refinement head reads {self.refine.window} slices but the model's window is "
+                f"{self.context_size}: use a window of at most {self.context_size} slices"
             )
 
     @property

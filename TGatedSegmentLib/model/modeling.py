@@ -8,7 +8,7 @@ with each slice encoded once:
 ``encode_images`` (per slice) -> ``fuse`` (per centre slice, over its window) -> ``decode`` (per
 slice and prompt; its decoder layers before the FiLM conditioning once per slice), with
 ``encode_text`` run once per prompt and ``image_features`` (the refinement head's image branch)
-once per centre slice.
+once per centre slice over its window's distinct slices.
 
 * Slice-wise baseline (``adapter=None``, also the zero-shot CLIPSeg): stock CLIPSeg, whose decoder
   reads the hidden states after the ``extract_layers``.
@@ -187,9 +187,24 @@ class TGatedCLIPSeg(nn.Module):
         out, gate = self.adapter.with_gate(window[:, :, a])  # (B, T, C) each
         return Fused(torch.cat([centre[:, :a], out.unsqueeze(1), centre[:, a + 1 :]], dim=1), gate)
 
-    def image_features(self, pixel_values: torch.Tensor) -> torch.Tensor | None:
-        """(B, 3, H, W) centre slices -> (B, F, H, W) for the refinement head (None without one)."""
-        return self.refine.image_features(pixel_values) if self.refine is not None else None
+    @property
+    def refine_window(self) -> int:
+        """Slices the refinement head's image branch reads per centre slice (1 without a head)."""
+        return self.refine.config.window if self.refine is not None else 1
+
+    def image_features(self, pixel_values: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor | None:
+        """The refinement head's features of the centre slices, (B, F, H, W) (None without a head).
+
+        ``pixel_values`` (U, 3, H, W) distinct slices; ``rows`` (B, :attr:`refine_window`) the rows of
+        them each centre's window reads, centre in the middle, edges replicated (without it the
+        slices are the centres). The equal-capacity control (``ignore_context``) reads its centre
+        slice in every position, as its adapter does."""
+        if self.refine is None:
+            return None
+        if rows is not None and self.adapter is not None and self.adapter.config.ignore_context:
+            w = rows.shape[1]
+            rows = rows[:, w // 2 : w // 2 + 1].expand_as(rows)
+        return self.refine.image_features(pixel_values, rows)
 
     def decode(
         self,
@@ -306,7 +321,9 @@ class TGatedCLIPSeg(nn.Module):
         fused = self.fuse(window)  # (B, L, T, C)
         image = None
         if self.refine is not None:
-            image = self.image_features(pixel_values.index_select(0, windows[:, s // 2]))  # (B, F, H, W)
+            w = self.refine_window
+            rows = windows[:, s // 2 - w // 2 : s // 2 + w // 2 + 1]  # (B, w): the centre and its w - 1 nearest
+            image = self.image_features(pixel_values, rows)  # (B, F, H, W)
         text = self.encode_text(input_ids, attention_mask)  # (K, P)
         return self.decode(fused, text, image, items)  # (M, H, W)
 

@@ -6,7 +6,11 @@ without help a mask is a union of tiles: kidneys and small organs are bounded by
 shapes look like blocks. This head adds what the tokens cannot see:
 
 * ``image_features``: a few convolutions on the input slice at full resolution (edges, intensity
-  classes), computed **once per slice** and shared by every prompt, like the vision encoder;
+  classes), computed **once per slice** and shared by every prompt, like the vision encoder. With
+  ``RefineConfig.window`` > 1 the first convolution's features of the centre's nearest slices are
+  mixed per pixel into the centre's (a zero-initialised 1 x 1 convolution): whether a blob
+  continues above and below is then visible at full resolution, where a look-alike that lives in
+  one or two slices differs from an organ that spans many;
 * ``forward``: per (slice, prompt), a pointwise mix of those features with the decoder's
   prompt-conditioned (FiLM) feature map and its coarse logits, both upsampled bilinearly; the
   result is added to the upsampled coarse logits.
@@ -14,7 +18,8 @@ shapes look like blocks. This head adds what the tokens cannot see:
 The per-prompt part is 1 x 1 convolutions only (a few hundred multiply-adds per pixel), so 13
 prompts cost little more than one. The output layer starts at zero: a fresh head returns the
 decoder's logits, bilinearly upsampled. Shapes: N items, C head channels, R the decoder's
-``reduce_dim``, g the token grid side, H = W the model input size.
+``reduce_dim``, g the token grid side, H = W the model input size, U distinct slices, B centre
+slices, S the head's window.
 """
 
 from __future__ import annotations
@@ -70,7 +75,12 @@ class RefinementHead(nn.Module):
         self.config = config
         c = config.channels
         # image branch (prompt-independent): full resolution, plus a half-resolution context stage
-        self.image_stem = nn.Sequential(nn.Conv2d(1, c, 3, padding=1), nn.ReLU())
+        self.image_stem = nn.Sequential(nn.Conv2d(1, c, 3, padding=1), nn.ReLU())  # per slice
+        # with a window: the stem's features of all its slices, mixed per pixel and added to the centre's
+        # (after the stem's non-linearity, so "this intensity, in how many of the slices" is one layer away)
+        # (drawn aside: every other weight starts as in a centre-slice head of the same seed)
+        with torch.random.fork_rng(devices=[]):
+            self.image_window = nn.Conv2d(config.window * c, c, 1) if config.window > 1 else None
         self.image_context = nn.Sequential(
             nn.Conv2d(c, c, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(c, c, 3, padding=1), nn.ReLU()
         )
@@ -85,10 +95,29 @@ class RefinementHead(nn.Module):
             nn.init.zeros_(module.bias)
         nn.init.zeros_(self.prompt_proj.weight)
         nn.init.zeros_(self.prompt_proj.bias)
+        if self.image_window is not None:  # a fresh window head computes what a centre-slice head does
+            nn.init.zeros_(self.image_window.weight)
+            nn.init.zeros_(self.image_window.bias)
 
-    def image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """(N, 3, H, W) model input -> (N, C, H, W). The 3 channels are the same grey image: one is read."""
-        f = self.image_stem(pixel_values[:, :1])
+    def image_features(self, pixel_values: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Distinct slices (U, 3, H, W) of the model input and, per centre slice, the rows of them its
+        window reads, (B, ``config.window``) with the centre in the middle -> (B, C, H, W).
+
+        Without ``rows`` the slices are the centre slices themselves (a 1-slice head). The stem runs
+        once per distinct slice, however many windows share it. The 3 channels are the same grey
+        image: one is read per slice.
+        """
+        if rows is None:
+            rows = torch.arange(pixel_values.shape[0], device=pixel_values.device).unsqueeze(1)
+        if rows.shape[1] != self.config.window:
+            raise ValueError(f"this refinement head reads {self.config.window} slice(s), got {rows.shape[1]}")
+        centre = rows[:, rows.shape[1] // 2]
+        if self.image_window is None:  # only the centre slices go through the stem
+            f = self.image_stem(pixel_values.index_select(0, centre)[:, :1])  # (B, C, H, W)
+        else:
+            per_slice = self.image_stem(pixel_values[:, :1])  # (U, C, H, W)
+            window = per_slice.index_select(0, rows.flatten()).unflatten(0, rows.shape)  # (B, S, C, H, W)
+            f = per_slice.index_select(0, centre) + self.image_window(window.flatten(1, 2))
         context = upsample(self.image_context(f), f.shape[-2:])
         return self.image_mix(f + context)
 

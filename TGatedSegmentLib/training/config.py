@@ -88,6 +88,13 @@ class TrainConfig:
         choices=ADAPTER_CHOICES,
     )
     refine: int | None = by_recipe("channels of a new full-resolution refinement head (0: none)", int, range=_COUNT)
+    refine_window: int | None = by_recipe(  # model/refine.py, RefineConfig.window
+        "slices a new refinement head reads: 1 (the centre slice) or 3 or 5 (the centre and its nearest "
+        "neighbours, from the temporal adapter's window)",
+        int,
+        choices=(1, 3, 5),
+        predating=1,
+    )
     freeze_encoders: bool = setting(  # the same as finetune="decoder" (kept for compatibility)
         False, "keep the CLIP vision and text encoders fixed: the same as --finetune decoder"
     )

@@ -35,6 +35,28 @@ def apply_recipe(config: TrainConfig) -> None:
             )
         config.exclusive = 0.0
     _check_context_head(config, given)
+    _check_refine_window(config, given)
+
+
+def _check_refine_window(config: TrainConfig, given: set) -> None:
+    """Neighbour slices reach the refinement head through the temporal adapter's window: a run
+    without a head, or without a residual adapter, reads the centre slice only (the recipe's value
+    lapses there; an explicit one is an error)."""
+    if config.refine_window == 1:
+        return
+    reason = None
+    if not config.refine:
+        reason = "no refinement head (--refine 0)"
+    elif not config.temporal:
+        reason = "no temporal adapter, so no window of neighbour slices"
+    if reason is None:
+        return
+    if "refine_window" in given:
+        raise InputError(
+            f"--refine-window {config.refine_window} reads neighbour slices, and this run has {reason}",
+            "Leave --refine-window out (or pass 1), or train a temporal model with a refinement head.",
+        )
+    config.refine_window = 1
 
 
 def _check_context_head(config: TrainConfig, given: set) -> None:

@@ -6,7 +6,7 @@
   Dice, learning rates 1e-6 / 1e-5 / 5e-5, warm restarts every 5 epochs, 30 epochs.
 * ``cpu``: training from **random weights** on a laptop CPU in minutes: the built-in
   ``builtin:cpu`` architecture (a narrow ViT with 8-px patches, 16 x 16 tokens at 128 px) with the
-  refinement head, multi-prompt slice batches (every organ decoded for every encoded slice), one
+  refinement head (reading the temporal adapter's 5-slice window), multi-prompt slice batches (every organ decoded for every encoded slice), one
   learning rate for everything with a short warm-up and one cosine decay over the time budget,
   batch Dice plus a one-organ-per-pixel softmax over each slice's prompts, no left-right flips (the
   side is an organ's strongest cue), oversampling of the slices just outside each organ and of the
@@ -30,6 +30,7 @@ PAPER: dict = {
     "image_size": None,  # the base's own (352)
     "adapter": "residual",
     "refine": None,
+    "refine_window": 1,
     "epochs": 30,
     "steps": None,
     "max_seconds": None,
@@ -69,6 +70,10 @@ CPU: dict = {
     "tokenizer": "compact",
     "image_size": 128,
     "refine": 8,
+    # the refinement head reads the adapter's 5-slice window (a temporal run; 1 slice otherwise): 750
+    # phantom steps, 3 seeds, against the centre slice only: look-alike target .698 -> .751, its
+    # volume inside look-alikes 8.6 -> 4.1 ml (slice-wise 10.3), 12 % more time a step
+    "refine_window": 5,
     "epochs": 1000,  # the time budget ends the run
     "max_seconds": 600.0,
     "batching": "slices",

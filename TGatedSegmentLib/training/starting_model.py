@@ -85,8 +85,8 @@ def extend_for_training(loaded: LoadedModel, config: TrainConfig) -> LoadedModel
     if add_refine:
         from ..model.configuration import RefineConfig
 
-        new.refine = RefineConfig(config.refine)
-        log.info("adding a refinement head (%d channels)", config.refine)
+        new.refine = RefineConfig(config.refine, window=config.refine_window)
+        log.info("adding a refinement head (%d channels, %d slice(s))", config.refine, config.refine_window)
     if add_peft:
         new.peft = PeftConfig(**config.peft_settings())
         log.info("adding %s PEFT adapters (dim %d)", new.peft.variant, new.peft.dim)
@@ -124,7 +124,7 @@ def build_training_model(config: TrainConfig, organs: list) -> LoadedModel:
             new_adapter_config(config, clipseg.vision_config.hidden_size, base, clipseg) if config.temporal else None
         )
         # (TrainConfig already refuses a refinement head with the authors' wiring)
-        refine = RefineConfig(config.refine) if config.refine else None
+        refine = RefineConfig(config.refine, window=config.refine_window) if config.refine else None
         loaded = build_model(
             base,
             tokenizer=config.tokenizer,
