@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 
 from TGatedSegmentLib.model.adapter import AdapterOutput, TemporalAdapter
-from TGatedSegmentLib.model.refine import RefinementHead
+from TGatedSegmentLib.model.refine import RefinementHead, centre_rows
 
 from .ablation_temporal import score
 from .phantom_runs import describe, log, mean_std_text, parse, report, trained
@@ -39,10 +39,7 @@ def switched_off(adapter: bool, head: bool):
         return AdapterOutput(window[:, window.shape[1] // 2], with_gate(self, window).gate)
 
     def centre_pixels(self, pixel_values, rows=None):
-        if rows is not None:
-            w = rows.shape[1]
-            rows = rows[:, w // 2 : w // 2 + 1].expand_as(rows)
-        return image_features(self, pixel_values, rows)
+        return image_features(self, pixel_values, None if rows is None else centre_rows(rows))
 
     try:
         if adapter:

@@ -72,6 +72,10 @@ def vision_name(clipseg: dict, short: bool = False) -> str:
     return f"ViT {layers}x{width}/{patch}" if short else f"ViT {layers} layers x {width} wide, {patch}-px patches"
 
 
+def _slices(n: int) -> str:
+    return f"{n} slice" + ("s" if n > 1 else "")
+
+
 def architecture(raw: dict, short: bool = False) -> str:
     """One line: the adapter (or none) on the CLIPSeg encoder, plus the extra heads."""
     adapter = raw.get("adapter")
@@ -92,7 +96,7 @@ def architecture(raw: dict, short: bool = False) -> str:
             "refinement head"
             if short
             else f"full-resolution refinement head ({raw['refine'].get('channels')} channels, "
-            f"{raw['refine'].get('window', 1)} slice{'s' if raw['refine'].get('window', 1) > 1 else ''})"
+            f"{_slices(raw['refine'].get('window', 1))})"
         )
     if raw.get("peft"):
         extras.append(f"PEFT {raw['peft'].get('variant')}")

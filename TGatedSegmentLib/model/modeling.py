@@ -38,7 +38,7 @@ from torch import nn
 from .adapter import TemporalAdapter
 from .configuration import TGatedConfig
 from .peft import PeftAdapters
-from .refine import RefinementHead, upsample
+from .refine import RefinementHead, centre_rows, upsample
 
 
 def conditioned_activation(clipseg_config) -> int:
@@ -202,8 +202,7 @@ class TGatedCLIPSeg(nn.Module):
         if self.refine is None:
             return None
         if rows is not None and self.adapter is not None and self.adapter.config.ignore_context:
-            w = rows.shape[1]
-            rows = rows[:, w // 2 : w // 2 + 1].expand_as(rows)
+            rows = centre_rows(rows)
         return self.refine.image_features(pixel_values, rows)
 
     def decode(

@@ -61,6 +61,13 @@ def upsample(x: torch.Tensor, size) -> torch.Tensor:
     return rows @ x @ cols.t()
 
 
+def centre_rows(rows: torch.Tensor) -> torch.Tensor:
+    """(B, w) window rows -> the centre's row in every position: a window head that sees no
+    neighbours (the equal-capacity control, and the context-path benchmark's switch-off)."""
+    w = rows.shape[1]
+    return rows[:, w // 2 : w // 2 + 1].expand_as(rows)
+
+
 class RefinementHead(nn.Module):
     """Image features once per slice; per prompt, a locally linear correction of the coarse logits.
 

@@ -40,7 +40,7 @@ def apply_recipe(config: TrainConfig) -> None:
 
 def _check_refine_window(config: TrainConfig, given: set) -> None:
     """Neighbour slices reach the refinement head through the temporal adapter's window: a run
-    without a head, or without a residual adapter, reads the centre slice only (the recipe's value
+    without a head, or without a temporal adapter, reads the centre slice only (the recipe's value
     lapses there; an explicit one is an error)."""
     if config.refine_window == 1:
         return

@@ -6,11 +6,11 @@
   Dice, learning rates 1e-6 / 1e-5 / 5e-5, warm restarts every 5 epochs, 30 epochs.
 * ``cpu``: training from **random weights** on a laptop CPU in minutes: the built-in
   ``builtin:cpu`` architecture (a narrow ViT with 8-px patches, 16 x 16 tokens at 128 px) with the
-  refinement head (reading the temporal adapter's 5-slice window), multi-prompt slice batches (every organ decoded for every encoded slice), one
-  learning rate for everything with a short warm-up and one cosine decay over the time budget,
-  batch Dice plus a one-organ-per-pixel softmax over each slice's prompts, no left-right flips (the
-  side is an organ's strongest cue), oversampling of the slices just outside each organ and of the
-  slices a dataset marks as hard. docs/training.md, "Recipes", gives the measurements behind each
+  refinement head (reading the temporal adapter's 5-slice window), multi-prompt slice batches (every
+  organ decoded for every encoded slice), one learning rate for everything with a short warm-up
+  and one cosine decay over the time budget, batch Dice plus a one-organ-per-pixel softmax over
+  each slice's prompts, no left-right flips (the side is an organ's strongest cue), oversampling of
+  the slices just outside each organ and of the slices a dataset marks as hard. docs/training.md, "Recipes", gives the measurements behind each
   choice.
 
 A :class:`TrainConfig` field left at ``None`` takes its recipe's value; any explicit value wins.
