@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers.benchmarks import run_benchmark
+from helpers.benchmarks import run_benchmark, run_benchmark_here
 
 
 @pytest.fixture(scope="module")
@@ -13,8 +13,10 @@ def ablations(tmp_path_factory):
     root = tmp_path_factory.mktemp("ablation")
     work, out = root / "work", root / "out"
     outputs, stamps = {}, {}
+    # the first as its docstring says (a `python -m` process), the others in this process: they reuse its runs
     for name in ("ablation_temporal", "ablation_prompt", "ablation_gate", "ablation_context_paths"):
-        outputs[name] = run_benchmark(f"{name}.py", "--quick", "--work", str(work), "--output", str(out / name))
+        run = run_benchmark if name == "ablation_temporal" else run_benchmark_here
+        outputs[name] = run(f"{name}.py", "--quick", "--work", str(work), "--output", str(out / name))
         stamps[name] = {p: p.stat().st_mtime_ns for p in (work / "quick").rglob("model.safetensors")}
     outputs["stamps"] = stamps
     return work / "quick", out, outputs
@@ -32,10 +34,9 @@ def test_temporal_ablation_trains_both_arms_identically(ablations):
         # the neighbours reach the temporal model's refinement head too; a slice-wise one has none to read
         assert [c["training"]["settings"]["refine_window"] for c in configs.values()] == [1, 5]
         assert [c["refine"]["window"] for c in configs.values()] == [1, 5]
-        settings = [
-            {k: v for k, v in c["training"]["settings"].items() if k not in ("temporal", "refine_window", "output")}
-            for c in configs.values()
-        ]
+        assert [c["refine"]["window_mix"] for c in configs.values()] == ["linear", "hidden"]
+        window = ("temporal", "refine_window", "refine_window_mix", "output")
+        settings = [{k: v for k, v in c["training"]["settings"].items() if k not in window} for c in configs.values()]
         assert settings[0] == settings[1]  # only the temporal reading differs
         assert configs["tgated"]["training"]["settings"]["seed"] == seed
     result = json.loads((out / "ablation_temporal.json").read_text(encoding="utf-8"))

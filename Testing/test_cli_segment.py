@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from helpers.env import run_cli
+from helpers.env import run_cli, run_cli_here
 from safetensors.torch import load_file, save_file
 
 from TGatedSegmentLib.io.volume import Geometry
@@ -160,10 +160,14 @@ def _bad_inputs(tmp: Path, ckpt: Path) -> dict:
     }
 
 
+#: the cases run as real `tgated` processes; the others call the same entry point in the test's process
+IN_A_PROCESS = ("missing file", "wrong shapes", "constant volume")
+
+
 def test_bad_inputs_give_one_clear_line_and_write_nothing(tmp_path, tiny_checkpoint):
     cases = _bad_inputs(tmp_path, tiny_checkpoint)
     for name, (argv, words) in cases.items():
-        proc = run_cli(*argv)
+        proc = run_cli(*argv) if name in IN_A_PROCESS else run_cli_here(*argv)
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
         assert proc.returncode == 2, f"{name}: rc={proc.returncode} {proc.stderr}"
         assert len(lines) == 1 and lines[0].startswith("tgated: error: "), f"{name}: {proc.stderr}"

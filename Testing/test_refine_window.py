@@ -23,11 +23,11 @@ PP = PreprocessConfig(image_size=32)
 
 
 def _model(window: int, control: bool = False):
-    """A tiny temporal model whose refinement head matters (its zero-initialised prompt map perturbed)."""
+    """A tiny temporal model whose refinement head matters (its zero-initialised parts perturbed); a
+    window head mixes through a hidden layer, as the cpu recipe's does."""
     adapter = AdapterConfig.default_for(32, ignore_context=control) if control else None
-    loaded = build_model(
-        "builtin:tiny", tokenizer="compact", adapter=adapter, preprocessing=PP, refine=RefineConfig(4, window=window)
-    )
+    refine = RefineConfig(4, window=window, window_mix="hidden" if window > 1 else "linear")
+    loaded = build_model("builtin:tiny", tokenizer="compact", adapter=adapter, preprocessing=PP, refine=refine)
     torch.manual_seed(1)
     with torch.no_grad():
         for p in loaded.model.refine.parameters():
@@ -93,8 +93,12 @@ def test_the_model_config_checks_the_window():
     config = TGatedConfig(clipseg_config=clip, refine=RefineConfig(4, window=5))
     assert TGatedConfig.from_dict(config.to_dict()).refine == RefineConfig(4, window=5)
     old = config.to_dict()
-    del old["refine"]["window"]  # a checkpoint written before the option: the centre slice
-    assert TGatedConfig.from_dict(old).refine.window == 1
+    del old["refine"]["window"], old["refine"]["window_mix"]  # a checkpoint written before the options
+    assert TGatedConfig.from_dict(old).refine == RefineConfig(4, window=1, window_mix="linear")
+    with pytest.raises(ValueError, match="window mix"):
+        RefineConfig(4, window=5, window_mix="deep")
+    hidden = TGatedConfig(clipseg_config=clip, refine=RefineConfig(4, window=5, window_mix="hidden"))
+    assert TGatedConfig.from_dict(hidden.to_dict()).refine.window_mix == "hidden"
 
 
 def test_the_training_option(tmp_path, monkeypatch):
@@ -110,17 +114,34 @@ def test_the_training_option(tmp_path, monkeypatch):
     assert TrainConfig(**base).refine_window == 5
     assert TrainConfig(**base, temporal=False).refine_window == 1
     assert TrainConfig(**base, refine=0).refine_window == 1
+    # the window's mix: the recipe's where there is a window, lapsing with it, refused without one
+    assert TrainConfig(**base).refine_window_mix == RECIPES["cpu"]["refine_window_mix"] == "hidden"
+    assert PREDATING["refine_window_mix"] == "linear"
+    assert TrainConfig(**base, refine_window_mix="linear").refine_window_mix == "linear"
+    assert TrainConfig(**base, refine_window=1).refine_window_mix == "linear"
+    assert TrainConfig(**base, temporal=False).refine_window_mix == "linear"
+    with pytest.raises(InputError, match="centre slice only"):
+        TrainConfig(**base, refine_window=1, refine_window_mix="hidden")
+    with pytest.raises(InputError, match="unknown|must be one of|choose"):
+        TrainConfig(**base, refine_window_mix="deep")
 
 
-def test_a_fresh_window_head_computes_what_a_centre_slice_head_does():
+@pytest.mark.parametrize(
+    "mix,new_weights",
+    [
+        ("linear", {"image_window.weight", "image_window.bias"}),
+        ("hidden", {f"image_window.{i}.{p}" for i in (0, 2) for p in ("weight", "bias")}),
+    ],
+)
+def test_a_fresh_window_head_computes_what_a_centre_slice_head_does(mix, new_weights):
     """Built from the same seed, every shared weight is the same and the window's mixing starts at
     zero, so training starts from the centre-slice model (the residual adapter's rule, here too)."""
     centre, window = (
-        build_model("builtin:tiny", tokenizer="compact", preprocessing=PP, refine=RefineConfig(4, window=w), seed=3)
-        for w in (1, 5)
+        build_model("builtin:tiny", tokenizer="compact", preprocessing=PP, refine=refine, seed=3)
+        for refine in (RefineConfig(4, window=1), RefineConfig(4, window=5, window_mix=mix))
     )
     a, b = centre.model.state_dict(), window.model.state_dict()
-    assert set(b) - set(a) == {"refine.image_window.weight", "refine.image_window.bias"}
+    assert set(b) - set(a) == {f"refine.{k}" for k in new_weights}
     assert all(torch.equal(a[k], b[k]) for k in a)
     for loaded in (centre, window):
         torch.manual_seed(1)
@@ -129,3 +150,25 @@ def test_a_fresh_window_head_computes_what_a_centre_slice_head_does():
         loaded.model.eval()
     pixels = torch.rand(5, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     assert torch.equal(_centre_logits(centre, pixels), _centre_logits(window, pixels))
+
+
+def test_fine_tuning_refuses_to_reshape_the_base_s_head(tmp_path):
+    """A base's refinement head is fine-tuned as it is: asking for another window is an error with
+    the fix, not a run that silently trains the base's head; leaving the option out keeps it."""
+    from TGatedSegmentLib.training.starting_model import extend_for_training
+
+    # a temporal base with a 1-slice head (what a run with --refine-window 1 leaves)
+    loaded = build_model("builtin:tiny", tokenizer="compact", preprocessing=PP, refine=RefineConfig(4, window=1))
+    assert loaded.model.temporal
+    base = {"data": str(tmp_path), "output": str(tmp_path / "run"), "base": str(tmp_path / "ckpt"), "refine": 4}
+    with pytest.raises(InputError, match=r"reads this many slices \(1\)") as error:
+        extend_for_training(loaded, TrainConfig(**base, refine_window=5))
+    assert "--refine-window" in error.value.hint
+    kept = extend_for_training(loaded, TrainConfig(**base))  # the recipe's value is not a request
+    assert kept.model.refine.config.window == 1
+    assert extend_for_training(loaded, TrainConfig(**base, refine_window=1)).model.refine.config.window == 1
+    window = build_model(
+        "builtin:tiny", tokenizer="compact", preprocessing=PP, refine=RefineConfig(4, window=5, window_mix="linear")
+    )
+    with pytest.raises(InputError, match=r"mixes its window \(linear\)"):
+        extend_for_training(window, TrainConfig(**base, refine_window=5, refine_window_mix="hidden"))

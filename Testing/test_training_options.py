@@ -135,6 +135,8 @@ def test_the_resume_rules_are_the_ones_runs_were_saved_under():
         "context_head",
         "context_loss",
         "refine_window",
+        "refine_window_mix",
+        "prompt_centring",
     }
     assert config.PREDATING == {
         "organ_intensity": 0.0,
@@ -142,6 +144,8 @@ def test_the_resume_rules_are_the_ones_runs_were_saved_under():
         "context_head": "none",
         "context_loss": 0.0,
         "refine_window": 1,
+        "refine_window_mix": "linear",
+        "prompt_centring": "none",
     }
 
 
@@ -207,7 +211,7 @@ def test_the_old_tables_still_import_with_a_deprecation_warning():
         assert set(cli.RESUME_OVERRIDES) == set(resume_may_change())
     with pytest.warns(DeprecationWarning, match="RECIPE_OPTIONS"):
         recipe_options = cli.RECIPE_OPTIONS
-    assert ("epochs", int, "epochs") in recipe_options and len(recipe_options) == 34
+    assert ("epochs", int, "epochs") in recipe_options and len(recipe_options) == 36
     with pytest.warns(DeprecationWarning, match="CHOICES"):
         assert cli.CHOICES["dice"] == ["sample", "batch"]
     with pytest.warns(DeprecationWarning, match="PATH_OPTIONS"):

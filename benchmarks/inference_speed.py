@@ -312,7 +312,8 @@ def main(argv: list[str] | None = None) -> int:
         # 1-3: whole processes, fp32 and the fast path, 1 and D slices
         runs = {}
         for precision in ("fp32", "auto"):
-            for d in (1, depth):
+            # (quick mode: the fast path at depth only; its 1-slice run is the same code as fp32's)
+            for d in (depth,) if quick and precision != "fp32" else (1, depth):
                 r = run_process(
                     [
                         "segment",

@@ -76,6 +76,13 @@ def _slices(n: int) -> str:
     return f"{n} slice" + ("s" if n > 1 else "")
 
 
+def _mix(refine: dict) -> str:
+    """How a window head's slices meet (nothing to say for a 1-slice head or a linear mix)."""
+    return (
+        " mixed through a hidden layer" if refine.get("window", 1) > 1 and refine.get("window_mix") == "hidden" else ""
+    )
+
+
 def architecture(raw: dict, short: bool = False) -> str:
     """One line: the adapter (or none) on the CLIPSeg encoder, plus the extra heads."""
     adapter = raw.get("adapter")
@@ -96,7 +103,7 @@ def architecture(raw: dict, short: bool = False) -> str:
             "refinement head"
             if short
             else f"full-resolution refinement head ({raw['refine'].get('channels')} channels, "
-            f"{_slices(raw['refine'].get('window', 1))})"
+            f"{_slices(raw['refine'].get('window', 1))}{_mix(raw['refine'])})"
         )
     if raw.get("peft"):
         extras.append(f"PEFT {raw['peft'].get('variant')}")

@@ -103,21 +103,31 @@ class AdapterConfig:
         return cls(**values)
 
 
+#: How a window refinement head mixes its slices' features (``RefineConfig.window_mix``).
+WINDOW_MIXES = ("linear", "hidden")
+
+
 @dataclass
 class RefineConfig:
     """The full-resolution boundary head (``refine.py``): ``channels`` image features per pixel,
     computed from ``window`` slices: 1 (the centre slice) or an odd number up to the adapter's
     window (the centre and its nearest neighbours: a pixel-level path for what only the neighbours
-    tell, such as whether a bright blob continues above and below)."""
+    tell, such as whether a bright blob continues above and below). ``window_mix`` is how the
+    window's features meet per pixel: ``linear`` (one 1 x 1 convolution; heads saved before the
+    choice) or ``hidden`` (a hidden layer of 2 x ``channels`` with a ReLU, so that "in how many of
+    the slices" is a threshold the head can learn, not only a weighted sum)."""
 
     channels: int = 16
     window: int = 1
+    window_mix: str = "linear"
 
     def __post_init__(self) -> None:
         if int(self.channels) < 1:
             raise ValueError(f"refinement channels must be positive, got {self.channels}")
         if int(self.window) < 1 or int(self.window) % 2 == 0:
             raise ValueError(f"the refinement head's window must be an odd number of slices, got {self.window}")
+        if self.window_mix not in WINDOW_MIXES:
+            raise ValueError(f"the window mix must be one of {', '.join(WINDOW_MIXES)}, got {self.window_mix!r}")
         self.channels, self.window = int(self.channels), int(self.window)
 
     def to_dict(self) -> dict:
@@ -170,6 +180,10 @@ class TGatedConfig:
     training: dict | None = None  # metadata written by the trainer
     peft: PeftConfig | None = None  # VLSM-style bottleneck adapters in the CLIP encoders, if any
     refine: RefineConfig | None = None  # full-resolution boundary head, if any (never with the authors' wiring)
+    # the prompts' embeddings centred on a fixed point and rescaled before the decoder reads them
+    # (``TGatedCLIPSeg.fit_prompt_centre``; buffers in the weights): for a text encoder that stays at
+    # its random initialisation, whose embeddings share most of their length
+    prompt_centring: bool = False
 
     def __post_init__(self) -> None:
         if self.refine is not None and self.adapter is not None and self.adapter.mode == "reference":
@@ -209,6 +223,7 @@ class TGatedConfig:
             "training": self.training,
             "peft": self.peft.to_dict() if self.peft else None,
             "refine": self.refine.to_dict() if self.refine else None,
+            "prompt_centring": self.prompt_centring,
         }
 
     @classmethod
@@ -223,4 +238,5 @@ class TGatedConfig:
             training=d.get("training"),
             peft=PeftConfig.from_dict(d["peft"]) if d.get("peft") else None,
             refine=RefineConfig.from_dict(d["refine"]) if d.get("refine") else None,
+            prompt_centring=bool(d.get("prompt_centring", False)),
         )

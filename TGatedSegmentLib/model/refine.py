@@ -10,7 +10,8 @@ shapes look like blocks. This head adds what the tokens cannot see:
   ``RefineConfig.window`` > 1 the first convolution's features of the centre's nearest slices are
   mixed per pixel into the centre's (a zero-initialised 1 x 1 convolution): whether a blob
   continues above and below is then visible at full resolution, where a look-alike that lives in
-  one or two slices differs from an organ that spans many;
+  one or two slices differs from an organ that spans many (``window_mix``: through a hidden layer,
+  the head can threshold "in how many slices", not only weigh them);
 * ``forward``: per (slice, prompt), a pointwise mix of those features with the decoder's
   prompt-conditioned (FiLM) feature map and its coarse logits, both upsampled bilinearly; the
   result is added to the upsampled coarse logits.
@@ -83,11 +84,10 @@ class RefinementHead(nn.Module):
         c = config.channels
         # image branch (prompt-independent): full resolution, plus a half-resolution context stage
         self.image_stem = nn.Sequential(nn.Conv2d(1, c, 3, padding=1), nn.ReLU())  # per slice
-        # with a window: the stem's features of all its slices, mixed per pixel and added to the centre's
-        # (after the stem's non-linearity, so "this intensity, in how many of the slices" is one layer away)
-        # (drawn aside: every other weight starts as in a centre-slice head of the same seed)
-        with torch.random.fork_rng(devices=[]):
-            self.image_window = nn.Conv2d(config.window * c, c, 1) if config.window > 1 else None
+        # with a window: the stem's features of all its slices, mixed per pixel (linearly, or through a
+        # hidden layer: config.window_mix) and added to the centre's, after the stem's non-linearity
+        with torch.random.fork_rng(devices=[]):  # drawn aside (see reset_parameters)
+            self.image_window = self._window_mix(config) if config.window > 1 else None
         self.image_context = nn.Sequential(
             nn.Conv2d(c, c, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(c, c, 3, padding=1), nn.ReLU()
         )
@@ -96,15 +96,30 @@ class RefinementHead(nn.Module):
         self.prompt_proj = nn.Conv2d(reduce_dim, c, 1)
         self.reset_parameters()
 
+    @staticmethod
+    def _window_mix(config: RefineConfig) -> nn.Module:
+        """(B, S * C, H, W) the window's stem features -> (B, C, H, W), added to the centre's."""
+        c, s = config.channels, config.window
+        if config.window_mix == "linear":
+            return nn.Conv2d(s * c, c, 1)
+        return nn.Sequential(nn.Conv2d(s * c, 2 * c, 1), nn.ReLU(), nn.Conv2d(2 * c, c, 1))
+
     def reset_parameters(self) -> None:
         for module in (self.image_stem[0], self.image_context[0], self.image_context[2], self.image_mix):
             nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
             nn.init.zeros_(module.bias)
         nn.init.zeros_(self.prompt_proj.weight)
         nn.init.zeros_(self.prompt_proj.bias)
-        if self.image_window is not None:  # a fresh window head computes what a centre-slice head does
-            nn.init.zeros_(self.image_window.weight)
-            nn.init.zeros_(self.image_window.bias)
+        if self.image_window is not None:
+            # its output layer starts at zero: a fresh window head computes what a centre-slice head
+            # does; what it draws is drawn aside, so every other weight is a centre-slice head's too
+            *hidden, output = [m for m in self.image_window.modules() if isinstance(m, nn.Conv2d)]
+            with torch.random.fork_rng(devices=[]):
+                for module in hidden:
+                    nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+                    nn.init.zeros_(module.bias)
+            nn.init.zeros_(output.weight)
+            nn.init.zeros_(output.bias)
 
     def image_features(self, pixel_values: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
         """Distinct slices (U, 3, H, W) of the model input and, per centre slice, the rows of them its

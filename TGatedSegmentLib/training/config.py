@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..compat import deprecated_names
 from ..errors import InputError
-from ..model.configuration import CONTEXT_HEADS
+from ..model.configuration import CONTEXT_HEADS, WINDOW_MIXES
 from .choices import ADAPTER_CHOICES, BATCHINGS, DEFAULT_LR_PEFT, FINETUNE_MODES, PEFT_PARTS, PEFT_VARIANTS
 from .config_checks import apply_recipe, check_finetune, check_token_cache, local_path
 from .options import Range, Resume, by_recipe, check_value, defining_the_run, predating, setting, settings
@@ -94,6 +94,20 @@ class TrainConfig:
         int,
         choices=(1, 3, 5),
         predating=1,
+    )
+    prompt_centring: str | None = by_recipe(  # model/modeling.py, TGatedCLIPSeg.fit_prompt_centre
+        "vocabulary: centre the prompts' embeddings on the run's organ prompts before the decoder reads them "
+        "(for a text encoder left at its random initialisation), or none",
+        str,
+        choices=("none", "vocabulary"),
+        predating="none",
+    )
+    refine_window_mix: str | None = by_recipe(  # model/refine.py, RefineConfig.window_mix
+        "how a new refinement head mixes its window's slices per pixel: linear, or hidden (a hidden layer, "
+        "so that it can count in how many slices a blob appears)",
+        str,
+        choices=WINDOW_MIXES,
+        predating="linear",
     )
     freeze_encoders: bool = setting(  # the same as finetune="decoder" (kept for compatibility)
         False, "keep the CLIP vision and text encoders fixed: the same as --finetune decoder"

@@ -22,6 +22,7 @@ def apply_recipe(config: TrainConfig) -> None:
     check_value(recipe_setting, config.recipe)
     filled = [entry.name for entry in settings(type(config)) if entry.option.recipe]
     given = {name for name in filled if getattr(config, name) is not None}
+    setattr(config, "_given", frozenset(given))  # not a setting: what was chosen, for later checks
     for name in filled:
         if getattr(config, name) is None:
             setattr(config, name, RECIPES[config.recipe][name])
@@ -38,11 +39,23 @@ def apply_recipe(config: TrainConfig) -> None:
     _check_refine_window(config, given)
 
 
+def given(config: TrainConfig, name: str) -> bool:
+    """Whether setting ``name`` was chosen by the user (or the caller), not filled in by the recipe."""
+    return name in getattr(config, "_given", ())
+
+
 def _check_refine_window(config: TrainConfig, given: set) -> None:
     """Neighbour slices reach the refinement head through the temporal adapter's window: a run
     without a head, or without a temporal adapter, reads the centre slice only (the recipe's value
-    lapses there; an explicit one is an error)."""
+    lapses there; an explicit one is an error). The window's mix lapses with the window."""
     if config.refine_window == 1:
+        if config.refine_window_mix != "linear" and "refine_window_mix" in given:
+            raise InputError(
+                f"--refine-window-mix {config.refine_window_mix} mixes neighbour slices, and this run's "
+                "refinement head reads the centre slice only",
+                "Leave --refine-window-mix out, or pass --refine-window 3 or 5 too.",
+            )
+        config.refine_window_mix = "linear"
         return
     reason = None
     if not config.refine:
@@ -57,6 +70,7 @@ def _check_refine_window(config: TrainConfig, given: set) -> None:
             "Leave --refine-window out (or pass 1), or train a temporal model with a refinement head.",
         )
     config.refine_window = 1
+    _check_refine_window(config, given)
 
 
 def _check_context_head(config: TrainConfig, given: set) -> None:

@@ -13,9 +13,9 @@ import logging
 import torch
 
 from ..model.checkpoint import LoadedModel, build_model, load_model, resolve_tokenizer
-from ..model.configuration import AdapterConfig, PeftConfig
+from ..model.configuration import AdapterConfig, PeftConfig, RefineConfig
 from ..model.modeling import TGatedCLIPSeg, conditioned_activation
-from ..model.tokenizer import check_tokenizer
+from ..model.tokenizer import check_tokenizer, tokenize
 from .config import TrainConfig
 from .preflight import BaseInfo, check_finetune
 
@@ -34,6 +34,11 @@ def _rebuild(loaded: LoadedModel, config, seed: int) -> LoadedModel:
     kept = {k: v for k, v in old.state_dict().items() if k in new_state and new_state[k].shape == v.shape}
     model.load_state_dict(kept, strict=False)
     return LoadedModel(model, loaded.tokenizer, config, loaded.source)
+
+
+def refine_config(config: TrainConfig) -> RefineConfig:
+    """A new refinement head as the run asks (``config.refine`` channels)."""
+    return RefineConfig(config.refine, window=config.refine_window, window_mix=config.refine_window_mix)
 
 
 def new_adapter_config(config: TrainConfig, hidden: int, base: str = "", clipseg=None) -> AdapterConfig:
@@ -69,11 +74,35 @@ def _adapter_changed(loaded: LoadedModel, config: TrainConfig) -> LoadedModel:
     return _rebuild(loaded, model_config, config.seed)
 
 
+def _check_kept_parts(model: TGatedCLIPSeg, config: TrainConfig) -> None:
+    """A part the base already has is fine-tuned as it is: an option that asks for it in another shape
+    is refused (silently keeping the base's would train something other than what was asked)."""
+    from ..errors import InputError
+    from .config_checks import given
+
+    kept: dict[str, tuple[str, object]] = {}  # setting -> (what the base has, its value)
+    if model.refine is not None:
+        kept["refine_window"] = ("refinement head reads this many slices", model.refine.config.window)
+        kept["refine_window_mix"] = ("refinement head mixes its window", model.refine.config.window_mix)
+    if model.context_probe is not None:
+        kept["context_head"] = ("context head", model.adapter.config.context_head)
+    if model.config.prompt_centring:
+        kept["prompt_centring"] = ("prompt embeddings are centred", "vocabulary")
+    for name, (what, value) in kept.items():
+        if given(config, name) and getattr(config, name) != value:
+            flag = "--" + name.replace("_", "-")
+            raise InputError(
+                f"{flag} {getattr(config, name)}: the base's {what} ({value}), and fine-tuning keeps the base's",
+                f"Leave {flag} out (or pass {value}), or start from a base without it.",
+            )
+
+
 def extend_for_training(loaded: LoadedModel, config: TrainConfig) -> LoadedModel:
     """Add what the run asks for and the base lacks: PEFT adapters (zero-initialised: the model
     starts equal to its base) and probabilistic temporal attention (the base's attention weights
     become the key/value means, ``var_proj`` starts at its init: equal outputs without sampling)."""
     model = loaded.model
+    _check_kept_parts(model, config)
     add_peft = config.peft is not None and model.peft is None
     add_prob = config.probabilistic and model.adapter is not None and not model.adapter.config.probabilistic
     add_refine = bool(config.refine) and model.refine is None and not model.reference_wiring
@@ -83,9 +112,7 @@ def extend_for_training(loaded: LoadedModel, config: TrainConfig) -> LoadedModel
         return loaded
     new = copy.deepcopy(loaded.config)
     if add_refine:
-        from ..model.configuration import RefineConfig
-
-        new.refine = RefineConfig(config.refine, window=config.refine_window)
+        new.refine = refine_config(config)
         log.info("adding a refinement head (%d channels, %d slice(s))", config.refine, config.refine_window)
     if add_peft:
         new.peft = PeftConfig(**config.peft_settings())
@@ -108,11 +135,25 @@ def extend_for_training(loaded: LoadedModel, config: TrainConfig) -> LoadedModel
     return extended
 
 
+def _centre_prompts(loaded: LoadedModel, config: TrainConfig, organs: list) -> LoadedModel:
+    """``--prompt-centring vocabulary``: the prompts' embeddings centred on the run's organ prompts,
+    fitted once before the first step (``TGatedCLIPSeg.fit_prompt_centre``). A base that is already
+    centred keeps its centre: its decoder learnt with it."""
+    if config.prompt_centring != "vocabulary" or loaded.config.prompt_centring:
+        return loaded
+    new = copy.deepcopy(loaded.config)
+    new.prompt_centring = True
+    centred = _rebuild(loaded, new, config.seed + 2)
+    input_ids, attention_mask = tokenize(centred.tokenizer, [organ.prompt for organ in organs])
+    centred.model.fit_prompt_centre(input_ids, attention_mask)
+    log.info("prompt embeddings centred on the %d organ prompts (scale %.2f)", len(organs), centred.model.prompt_scale)
+    return centred
+
+
 def build_training_model(config: TrainConfig, organs: list) -> LoadedModel:
     """The starting model: a checkpoint folder, a CLIPSeg folder or hub id (pretrained), or a
     CLIPSeg config / ``builtin:`` architecture (random weights)."""
     from ..model.clipseg_base import load_clipseg_config
-    from ..model.configuration import RefineConfig
     from ..preprocessing.config import PreprocessConfig
     from .recipes import random_weights
 
@@ -124,7 +165,7 @@ def build_training_model(config: TrainConfig, organs: list) -> LoadedModel:
             new_adapter_config(config, clipseg.vision_config.hidden_size, base, clipseg) if config.temporal else None
         )
         # (TrainConfig already refuses a refinement head with the authors' wiring)
-        refine = RefineConfig(config.refine, window=config.refine_window) if config.refine else None
+        refine = refine_config(config) if config.refine else None
         loaded = build_model(
             base,
             tokenizer=config.tokenizer,
@@ -145,6 +186,7 @@ def build_training_model(config: TrainConfig, organs: list) -> LoadedModel:
     own = loaded.config.peft.to_dict() if loaded.config.peft is not None else None
     check_finetune(config, BaseInfo(clip.text_config.hidden_size, clip.projection_dim, own))  # again: hub ids
     loaded = extend_for_training(loaded, config)
+    loaded = _centre_prompts(loaded, config, organs)
     loaded.config.vocabulary = list(organs)
     if config.image_size:
         loaded.config.preprocessing.image_size = config.image_size

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
 import subprocess
 import sys
 
@@ -32,3 +34,13 @@ def run_benchmark(name: str, *args: str, timeout: float = 300) -> str:
 def load_benchmark(name: str):
     """The benchmark module itself, for tests of its helpers."""
     return importlib.import_module(f"benchmarks.{name.removesuffix('.py')}")
+
+
+def run_benchmark_here(name: str, *args: str) -> str:
+    """Its standard output, run in this process (``main(ARGS)``): for a test that has already run one
+    benchmark as a real ``python -m`` process and need not pay a second interpreter's imports."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        rc = load_benchmark(name).main(list(args))
+    assert rc in (0, None), out.getvalue()[-3000:]
+    return out.getvalue()

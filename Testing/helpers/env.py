@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 from TGatedSegmentLib.model.architectures import ARCHITECTURES
 
@@ -40,3 +43,17 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 180, **env: st
         encoding="utf-8",
         timeout=timeout,
     )
+
+
+def run_cli_here(*args: str) -> subprocess.CompletedProcess:
+    """``tgated ARGS`` in this process (``main(ARGS)``, output captured), for a test of many quick cases
+    that would otherwise pay a fresh interpreter's imports each; keep real subprocesses beside it for
+    what only a process shows (exit codes of the entry point, signals, everything on stderr)."""
+    from TGatedSegmentLib.cli import main as cli
+
+    out, err = io.StringIO(), io.StringIO()
+    # (the signal handlers are the process's, not a test's: pytest keeps its own)
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        with mock.patch.object(cli, "_install_signal_handlers", lambda: None):
+            rc = cli.main(list(args))
+    return subprocess.CompletedProcess(list(args), rc, out.getvalue(), err.getvalue())
