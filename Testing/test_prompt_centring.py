@@ -50,7 +50,7 @@ def test_the_organ_prompts_are_centred_and_keep_their_length(dataset, tmp_path):
     assert centred.config.prompt_centring and not plain.config.prompt_centring
     before, after = _embeddings(plain, prompts), _embeddings(centred, prompts)
     # the same encoder underneath (same seed): the centring is the only difference, a fixed affine map
-    centre, scale = centred.model.prompt_centre, centred.model.prompt_scale
+    centre, scale = centred.model.prompt_centring.centre, centred.model.prompt_centring.scale
     torch.testing.assert_close(after, (before - centre) * scale)
     torch.testing.assert_close(after.mean(dim=0), torch.zeros_like(centre), atol=1e-5, rtol=0)
     torch.testing.assert_close(after.norm(dim=-1).mean(), before.norm(dim=-1).mean())
@@ -69,7 +69,7 @@ def test_the_centre_is_saved_with_the_weights_and_kept_by_fine_tuning(dataset, t
     organs = [dataset.organs[i] for i in sorted(dataset.organs)]
     config = TrainConfig(data=dataset.root, output=tmp_path / "tune", base=str(folder), recipe="cpu", image_size=32)
     tuned = build_training_model(config, organs)
-    assert torch.equal(tuned.model.prompt_centre, centred.model.prompt_centre)
+    assert torch.equal(tuned.model.prompt_centring.centre, centred.model.prompt_centring.centre)
     with pytest.raises(InputError, match="centred") as error:
         build_training_model(
             TrainConfig(data=dataset.root, output=tmp_path / "t2", base=str(folder), prompt_centring="none"), organs

@@ -50,9 +50,14 @@ def test_training_from_cached_tokens_matches_encoding_every_step(data, tmp_path)
     tokens = np.load(entries[0], mmap_mode="r")
     assert tokens.dtype == np.float16 and tokens.shape[0] == 10 and tokens.shape[1] == 3  # (Z, L, T, C)
     a, b = _weights(plain), _weights(cached)
-    # the same steps on float16-rounded tokens: the same weights up to that rounding; the encoder untouched
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=0, atol=2e-3, msg=k)
+    # the same steps on float16-rounded tokens: the same weights up to that rounding; the encoder untouched.
+    # AdamW moves a weight whose gradient is about 0 by up to its learning rate a step, whichever the sign,
+    # so a rare element may go the other way (1 of 2048 in one decoder layer with centred prompts, 3e-3):
+    # all but 0.1 % of the weights within 2e-3, none further than that sign flip can take it
+    steps, lr = FAST["steps"], max(TrainConfig(data=data, output=tmp_path / "x", **FAST).lr_decoder, 1e-12)
+    diffs = torch.cat([(a[k].float() - b[k].float()).abs().flatten() for k in a])
+    assert (diffs > 2e-3).float().mean() <= 1e-3, int((diffs > 2e-3).sum())
+    assert diffs.max() <= 2 * lr * steps, float(diffs.max())
     assert all(torch.equal(a[k], b[k]) for k in a if k.startswith("base_model.clip.vision_model."))
     # a second run reuses the entry (built once)
     stamp = entries[0].stat().st_mtime_ns

@@ -38,6 +38,7 @@ from torch import nn
 from .adapter import TemporalAdapter
 from .configuration import TGatedConfig
 from .peft import PeftAdapters
+from .prompt_centring import PromptCentring
 from .refine import RefinementHead, centre_rows, upsample
 
 
@@ -93,11 +94,9 @@ class TGatedCLIPSeg(nn.Module):
                 self.context_probe = nn.Linear(hidden, self.base_model.config.projection_dim)
             nn.init.zeros_(self.context_probe.weight)  # logits 0 at the start; the weights learn first
             nn.init.zeros_(self.context_probe.bias)
-        # prompt centring: fixed (not trained) point and scale, set by fit_prompt_centre, saved with the weights
-        if config.prompt_centring:
-            projection = self.base_model.config.projection_dim
-            self.register_buffer("prompt_centre", torch.zeros(projection))  # (P,)
-            self.register_buffer("prompt_scale", torch.ones(()))
+        # fixed (not trained) centre and scale of the prompts' embeddings, if any: see prompt_centring.py
+        projection = self.base_model.config.projection_dim
+        self.prompt_centring = PromptCentring(projection) if config.prompt_centring else None
         #: (M, T - 1) of the last training decode with a context head (None otherwise): see
         #: :meth:`_context_logits`. Kept on the module so that ``decode`` keeps one return type.
         self.context_logits: torch.Tensor | None = None
@@ -155,8 +154,11 @@ class TGatedCLIPSeg(nn.Module):
         """(N, L, T, C) vision states -> the same through the shallow PEFT vision adapters, if any."""
         return self.peft.vision_features(tokens) if self.peft is not None else tokens
 
-    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """(K, tokens) -> (K, P) conditional embeddings (pooled EOS state x text projection).
+    def encode_text(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, centred: bool = True
+    ) -> torch.Tensor:
+        """(K, tokens) -> (K, P) conditional embeddings (pooled EOS state x text projection, then the
+        prompt centring if the model has one and ``centred``).
 
         Called on the submodules directly, not through ``get_conditional_embeddings``, which runs
         under ``no_grad`` and would silently freeze the text encoder in training.
@@ -169,29 +171,14 @@ class TGatedCLIPSeg(nn.Module):
             embedding = self.peft.text_embedding(
                 embedding, out.hidden_states, self._eot_index(input_ids) if states else None
             )
-        if self.config.prompt_centring:
-            embedding = (embedding - self.prompt_centre) * self.prompt_scale
+        if self.prompt_centring is not None and centred:
+            embedding = self.prompt_centring(embedding)
         return embedding
 
-    @torch.no_grad()
     def fit_prompt_centre(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> None:
-        """Centre the conditional embeddings on the mean of these prompts' (K, tokens), and scale them
-        back to their mean length.
-
-        A text encoder at its random initialisation gives every prompt nearly the same embedding
-        (cosine 0.92 between "left kidney" and "right kidney" for ``builtin:cpu``): the FiLM layers
-        then see the prompts' differences as a small part of their input, and on some seeds one
-        kidney prompt learnt to segment both kidneys. Centred on the training vocabulary, the
-        differences are the whole input. A fixed affine map of the embedding, so nothing the decoder can express
-        is lost; fitted once on the vocabulary, before training, and saved with the weights.
-        """
-        self.prompt_centre.zero_()
-        self.prompt_scale.fill_(1.0)
-        embeddings = self.encode_text(input_ids, attention_mask)  # (K, P)
-        centre = embeddings.mean(dim=0)
-        spread = (embeddings - centre).norm(dim=-1).mean()
-        self.prompt_centre.copy_(centre)
-        self.prompt_scale.fill_(float(embeddings.norm(dim=-1).mean() / spread.clamp_min(1e-12)))
+        """Centre the prompts' embeddings on these prompts' (K, tokens) mean (``prompt_centring.py``)."""
+        with torch.no_grad():
+            self.prompt_centring.fit(self.encode_text(input_ids, attention_mask, centred=False))
 
     def _eot_index(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Where CLIP's text model pools: the first end-of-text token (the highest id for old configs)."""

@@ -146,7 +146,11 @@ def _centre_prompts(loaded: LoadedModel, config: TrainConfig, organs: list) -> L
     centred = _rebuild(loaded, new, config.seed + 2)
     input_ids, attention_mask = tokenize(centred.tokenizer, [organ.prompt for organ in organs])
     centred.model.fit_prompt_centre(input_ids, attention_mask)
-    log.info("prompt embeddings centred on the %d organ prompts (scale %.2f)", len(organs), centred.model.prompt_scale)
+    log.info(
+        "prompt embeddings centred on the %d organ prompts (scale %.2f)",
+        len(organs),
+        float(centred.model.prompt_centring.scale),
+    )
     return centred
 
 
