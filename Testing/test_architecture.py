@@ -21,7 +21,7 @@ NAME = PACKAGE.name
 # Lowest first. A "unit" is a top-level module or subpackage of TGatedSegmentLib ("__init__" is
 # the package itself). Units in one layer may import each other.
 LAYERS: list[set[str]] = [
-    {"__init__", "errors", "compat"},  # version, error types, the deprecated-import shim
+    {"__init__", "errors", "compat", "allocator"},  # version, error types, the deprecated-import shim, malloc
     {
         "progress",
         "vocabulary",

@@ -81,3 +81,19 @@ def test_checkpoints_written_before_the_option_have_none():
     raw = TGatedConfig(clipseg_config={}).to_dict()
     del raw["prompt_centring"]
     assert TGatedConfig.from_dict(raw).prompt_centring is False
+
+
+def test_weights_saved_under_the_first_versions_names_still_load(dataset, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    centred = _start(dataset, tmp_path)
+    folder = save_checkpoint(centred.model, centred.tokenizer, tmp_path / "ckpt")
+    weights = folder / "model.safetensors"
+    state = load_file(str(weights))
+    # the first version kept the two buffers on the model itself: prompt_centre, prompt_scale
+    state["prompt_centre"] = state.pop("prompt_centring.centre")
+    state["prompt_scale"] = state.pop("prompt_centring.scale")
+    save_file(state, str(weights))
+    loaded = load_model(folder)
+    prompts = ["liver", "left kidney"]
+    torch.testing.assert_close(_embeddings(loaded, prompts), _embeddings(centred, prompts), rtol=0, atol=0)

@@ -16,10 +16,12 @@ import signal
 import sys
 
 from .. import __version__
+from ..allocator import keep_freed_memory
 from ..errors import EXIT_CANCELLED, EXIT_INTERNAL, EXIT_USAGE, Cancelled, TGatedError
 from ..inference.precision import passive_waiting_threads
 
 passive_waiting_threads(sys.argv[1:])  # before any subcommand imports torch
+keep_freed_memory()  # every tensor-heavy command reuses freed memory instead of faulting it in again
 
 # Subcommand modules, in the order `tgated --help` lists them.
 COMMAND_MODULES = ["segment", "serve", "train", "evaluate", "prepare", "models", "checkpoints", "devices", "demo"]

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..allocator import keep_freed_memory
 from ..errors import InputError
 from ..io.volume import Geometry
 from ..model.checkpoint import LoadedModel, load_model
@@ -143,6 +144,7 @@ class Segmenter:
         self.device = resolve_device(device)
         if self.device.type == "cpu":
             use_all_cores()
+            keep_freed_memory()
         requested = precision
         if amp and self.device.type == "cuda" and precision in (None, "auto", "fp32"):  # the older, CUDA-only flag
             requested = amp

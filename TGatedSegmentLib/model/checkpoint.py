@@ -185,6 +185,7 @@ def _load_tgated(folder: Path, raw: dict, source: str, device) -> LoadedModel:
             f"cannot read '{weights}' ({str(exc).splitlines()[0][:200]})",
             "The file is corrupt or truncated: copy the checkpoint again.",
         ) from None
+    state_dict = {RENAMED_KEYS.get(k, k): v for k, v in state_dict.items()}
     if partial:
         load_state_dict_checked(model, state_dict, str(folder), allow_missing_prefix="base_model.")
     else:
@@ -200,6 +201,11 @@ def _load_tgated(folder: Path, raw: dict, source: str, device) -> LoadedModel:
     tokenizer = load_tokenizer(folder if has_tokenizer else (config.base_model_id or DEFAULT_BASE_MODEL))
     check_tokenizer(tokenizer, model.base_model.config)
     return LoadedModel(model.to(device).eval(), tokenizer, config, source)
+
+
+#: Weights saved under an earlier name -> their name now. The first version of prompt centring (one
+#: landed commit) kept its two buffers on the model itself, before they moved to their own module.
+RENAMED_KEYS = {"prompt_centre": "prompt_centring.centre", "prompt_scale": "prompt_centring.scale"}
 
 
 def _materialise(model: TGatedCLIPSeg, state_dict: dict, source: str) -> None:

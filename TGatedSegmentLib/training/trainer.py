@@ -39,6 +39,7 @@ from pathlib import Path
 
 import torch
 
+from ..allocator import keep_freed_memory
 from ..compat import moved_names
 from ..errors import Cancelled
 from ..inference.api import resolve_device
@@ -77,6 +78,8 @@ def train(config: TrainConfig, progress=None, cancel: CancelToken | None = None,
     progress = _as_progress(progress)
     cancel = cancel or CancelToken()
     device = resolve_device(config.device)
+    if device.type == "cpu":
+        keep_freed_memory()  # a step's full-resolution maps reuse the last step's memory (allocator.py)
     ctx, device = distributed.setup(device)
     try:
         plan = plan or preflight(config)
