@@ -13,7 +13,7 @@ start-up), and 0.33-0.35 s a step, the same numbers computed.
 What: ``mallopt`` raises the mmap threshold (allocations up to it come from the heap and are
 reused when freed) and the trim threshold (freed memory up to it stays with the process instead
 of going back to the kernel at once). Peak memory is unchanged; memory freed after the peak is
-returned later, or on exit. PyTorch's own advice for CPU training is to preload jemalloc or
+returned when the work ends (:func:`give_back_freed_memory`, which the trainer calls), or on exit. PyTorch's own advice for CPU training is to preload jemalloc or
 tcmalloc; this does the part of that glibc allows, with nothing to install.
 
 Only where the C library is glibc (Linux); elsewhere, or with ``TGATED_MALLOC=system`` (or when the
@@ -42,6 +42,7 @@ TRIM_THRESHOLD = 1024 * 1024 * 1024
 ENV = "TGATED_MALLOC"
 
 _tuned: bool | None = None
+_libc = None
 
 
 def _user_chose() -> bool:
@@ -68,6 +69,8 @@ def keep_freed_memory() -> bool:
         mallopt = libc.mallopt
     except (OSError, AttributeError):
         return False
+    global _libc
+    _libc = libc
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
     # the trim threshold first: setting either one stops glibc adjusting the other on its own
@@ -78,3 +81,10 @@ def keep_freed_memory() -> bool:
 def is_tuned() -> bool:
     """Whether :func:`keep_freed_memory` raised the thresholds in this process."""
     return bool(_tuned)
+
+
+def give_back_freed_memory() -> None:
+    """Return the free memory :func:`keep_freed_memory` kept to the kernel (``malloc_trim``): when a
+    long piece of work ends in a process that lives on (``train()`` called from a console)."""
+    if _tuned and _libc is not None and hasattr(_libc, "malloc_trim"):
+        _libc.malloc_trim(0)

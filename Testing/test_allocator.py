@@ -98,3 +98,22 @@ def test_the_command_line_tunes_its_process():
         timeout=120,
     )
     assert done.stdout.strip().splitlines()[-1] == "True", done.stderr
+
+
+@pytest.mark.skipif(not GLIBC, reason="glibc's malloc only")
+def test_the_kept_memory_is_given_back_when_the_work_ends():
+    code = """
+import torch
+from TGatedSegmentLib.allocator import give_back_freed_memory, keep_freed_memory
+def rss_mb():
+    return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
+keep_freed_memory()
+tensors = [torch.ones(16 * 1024 * 1024) for _ in range(8)]  # 512 MB, written
+del tensors
+kept = rss_mb()
+give_back_freed_memory()
+print(kept, rss_mb())
+"""
+    done = subprocess.run([sys.executable, "-c", code], env=_clean_env(), capture_output=True, text=True, timeout=120)
+    kept, after = map(float, done.stdout.strip().splitlines()[-1].split())
+    assert kept - after > 400, (kept, after)  # the 512 MB freed were kept, and are returned now

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import torch
 
-from ..allocator import keep_freed_memory
+from ..allocator import give_back_freed_memory, keep_freed_memory
 from ..compat import moved_names
 from ..errors import Cancelled
 from ..inference.api import resolve_device
@@ -89,6 +89,7 @@ def train(config: TrainConfig, progress=None, cancel: CancelToken | None = None,
         return run_dir
     finally:
         distributed.teardown(ctx)
+        give_back_freed_memory()  # what the steps kept for each other, now that they are done
 
 
 class _Run(ValidationMixin):
