@@ -13,8 +13,9 @@ start-up), and 0.33-0.35 s a step, the same numbers computed.
 What: ``mallopt`` raises the mmap threshold (allocations up to it come from the heap and are
 reused when freed) and the trim threshold (freed memory up to it stays with the process instead
 of going back to the kernel at once). Peak memory is unchanged; memory freed after the peak is
-returned when the work ends (:func:`give_back_freed_memory`, which the trainer calls), or on exit. PyTorch's own advice for CPU training is to preload jemalloc or
-tcmalloc; this does the part of that glibc allows, with nothing to install.
+returned when the work ends (:func:`give_back_freed_memory`, which the trainer calls), or on
+exit. PyTorch's own advice for CPU training is to preload jemalloc or tcmalloc; this does the part
+of that glibc allows, with nothing to install.
 
 Only where the C library is glibc (Linux); elsewhere, or with ``TGATED_MALLOC=system`` (or when the
 user set ``MALLOC_MMAP_THRESHOLD_`` / ``GLIBC_TUNABLES`` themselves), nothing changes. Imports no
@@ -24,9 +25,7 @@ torch: the Slicer module's process never calls it (Slicer's own memory is Slicer
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
-import platform
 
 # mallopt parameter numbers (glibc's malloc.h)
 _M_TRIM_THRESHOLD = -1
@@ -52,29 +51,40 @@ def _user_chose() -> bool:
     return bool(os.environ.get("MALLOC_MMAP_THRESHOLD_") or "glibc.malloc" in os.environ.get("GLIBC_TUNABLES", ""))
 
 
+def _glibc():
+    """The C library's functions in this process when it is glibc, else None (musl, macOS, Windows).
+
+    Asked of the running C library itself (``confstr``; symbols through ``dlopen(NULL)``), not
+    found on disk: ``ctypes.util.find_library`` runs ``ldconfig`` in a subprocess, 13-15 ms added to
+    every command's start.
+    """
+    try:
+        if not (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc"):
+            return None
+        libc = ctypes.CDLL(None)
+        libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+        libc.mallopt.restype = ctypes.c_int
+        return libc
+    except (AttributeError, ValueError, OSError):  # no confstr (Windows), no such name (macOS), no symbol
+        return None
+
+
 def keep_freed_memory() -> bool:
     """Raise glibc's mmap and trim thresholds in this process, once; True when they are raised.
 
     Safe to call from anywhere and any number of times (training, segmenting, the CLI); a no-op
     off glibc, when the user chose otherwise, or when ``mallopt`` refuses.
     """
-    global _tuned
+    global _tuned, _libc
     if _tuned is not None:
         return _tuned
     _tuned = False
-    if _user_chose() or platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    libc = None if _user_chose() else _glibc()
+    if libc is None:
         return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    global _libc
-    _libc = libc
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
     # the trim threshold first: setting either one stops glibc adjusting the other on its own
-    _tuned = bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) and mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+    _tuned = bool(libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) and libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+    _libc = libc if _tuned else None
     return _tuned
 
 
@@ -86,5 +96,5 @@ def is_tuned() -> bool:
 def give_back_freed_memory() -> None:
     """Return the free memory :func:`keep_freed_memory` kept to the kernel (``malloc_trim``): when a
     long piece of work ends in a process that lives on (``train()`` called from a console)."""
-    if _tuned and _libc is not None and hasattr(_libc, "malloc_trim"):
+    if _libc is not None:
         _libc.malloc_trim(0)

@@ -78,8 +78,11 @@ def test_the_users_malloc_settings_win():
 def test_nothing_changes_off_glibc(monkeypatch):
     from TGatedSegmentLib import allocator
 
+    def no_gnu_libc(name):  # what macOS's confstr says of a name it does not know
+        raise ValueError("unrecognized configuration name")
+
     monkeypatch.setattr(allocator, "_tuned", None)
-    monkeypatch.setattr(allocator.platform, "system", lambda: "Darwin")
+    monkeypatch.setattr(allocator.os, "confstr", no_gnu_libc)
     assert allocator.keep_freed_memory() is False
     assert allocator.is_tuned() is False
 
