@@ -34,6 +34,7 @@ from .clipseg_base import load_clipseg_base, load_clipseg_config
 from .configuration import DEFAULT_BASE_MODEL, FORMAT_NAME, AdapterConfig, RefineConfig, TGatedConfig
 from .empty_init import empty_weights
 from .modeling import TGatedCLIPSeg
+from .random_init import init_random_base
 from .source import CONFIG_NAME, SourceKind, classify_source, download, missing_error
 from .tokenizer import check_tokenizer, load_tokenizer
 
@@ -346,20 +347,8 @@ def build_model(
     )
     model = TGatedCLIPSeg(config, base_model=base_model)
     if random_base:
-        reset_decoder_init(model.base_model.decoder)
+        init_random_base(model.base_model)  # decoder init and position embeddings (random_init.py)
     return LoadedModel(model, tokenizer, config, base)
-
-
-def reset_decoder_init(decoder: torch.nn.Module) -> None:
-    """PyTorch's default init for a random CLIPSeg decoder's linear and conv layers.
-
-    transformers' generic init draws them from N(0, initializer_factor) = N(0, 1): a random
-    model then starts with logits of +-100, saturated sigmoids and almost no gradient, and does
-    not train in any reasonable time. (Pretrained weights replace all of this.)
-    """
-    for module in decoder.modules():
-        if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
-            module.reset_parameters()
 
 
 def resolve_tokenizer(tokenizer: str | Path | Any, vocabulary=()):
