@@ -157,7 +157,9 @@ def log(message: str) -> None:
 
 def run_stamp(recipe: PhantomRecipe, seed: int, arm: str) -> str:
     """What a trained run of ``arm`` is reused for: the phantom recipe, the seed, the arm's settings
-    and the training recipe's values (a changed default, such as the refinement window, retrains)."""
+    and the training recipe's values (a changed default, such as the refinement window, retrains), and
+    how a random model is initialised (runs from before the sin-cos position code are not reused)."""
+    from TGatedSegmentLib.model.random_init import POSITION_AMPLITUDE
     from TGatedSegmentLib.training.recipes import RECIPES
 
     training_recipe = recipe.train_config("data", "run").recipe
@@ -168,6 +170,7 @@ def run_stamp(recipe: PhantomRecipe, seed: int, arm: str) -> str:
             "arm": arm,
             "settings": ARMS[arm],
             "recipe_values": RECIPES[training_recipe],
+            "initialisation": {"position_code_amplitude": POSITION_AMPLITUDE},
         },
         sort_keys=True,
     )

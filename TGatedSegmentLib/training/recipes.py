@@ -10,8 +10,9 @@
   organ decoded for every encoded slice), one learning rate for everything with a short warm-up
   and one cosine decay over the time budget, batch Dice plus a one-organ-per-pixel softmax over
   each slice's prompts, no left-right flips (the side is an organ's strongest cue), oversampling of
-  the slices just outside each organ and of the slices a dataset marks as hard. docs/training.md,
-  "Recipes", gives the measurements behind each choice.
+  the slices just outside each organ and of the slices a dataset marks as hard. The model starts
+  from :mod:`TGatedSegmentLib.model.random_init` (a sin-cos position code, PyTorch's decoder init), as every model
+  built from random weights does. docs/training.md, "Recipes", gives the measurements behind each choice.
 
 A :class:`TrainConfig` field left at ``None`` takes its recipe's value; any explicit value wins.
 Without ``recipe``, a random-weight base (``builtin:NAME`` or a CLIPSeg config file) gets ``cpu``
