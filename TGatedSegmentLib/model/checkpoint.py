@@ -382,5 +382,6 @@ __getattr__ = moved_names(
         "_hub_error": "TGatedSegmentLib.model.source:hub_error",
         "_download": "TGatedSegmentLib.model.source:download",
         "OFFLINE_HINT": "TGatedSegmentLib.model.source",
+        "reset_decoder_init": "TGatedSegmentLib.model.random_init",
     },
 )
