@@ -320,3 +320,36 @@ def test_new_residual_adapters_rewrite_the_activation_the_decoder_conditions():
         fused = model.fuse(window)
     assert not torch.equal(fused[:, 0], window[:, 2, 0])
     assert torch.equal(fused[:, 1:], window[:, 2, 1:])
+
+
+def test_the_encoder_stops_after_its_deepest_extract_layer_with_stock_clipseg_numbers():
+    """rd64-refined reads layers 3, 6 and 9 of 12 (0-based): the last two are never run, and the
+    decoder still gets the very states (and logits) transformers' CLIPSeg computes with all 12."""
+    from transformers import CLIPSegForImageSegmentation
+
+    from TGatedSegmentLib.model.architectures import builtin_config
+    from TGatedSegmentLib.model.configuration import TGatedConfig
+    from TGatedSegmentLib.model.modeling import TGatedCLIPSeg
+    from TGatedSegmentLib.model.tokenizer import compact_clip_tokenizer
+
+    clipseg = builtin_config("builtin:tiny")
+    clipseg.vision_config.num_hidden_layers = 6  # extract layers [1, 2, 3]: layers 4 and 5 are unread
+    torch.manual_seed(0)
+    config = TGatedConfig(clipseg_config=clipseg.to_dict(), adapter=None)  # the slice-wise baseline
+    model = TGatedCLIPSeg(config, CLIPSegForImageSegmentation(clipseg)).eval()
+    vision = model.base_model.clip.vision_model
+    ran = []
+    for k, layer in enumerate(vision.encoder.layers):
+        layer.register_forward_hook(lambda *_, k=k: ran.append(k))
+    pixels = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        ours = model.vision_tokens(pixels)
+        assert ran == [0, 1, 2, 3]
+        ran.clear()
+        states = vision(pixel_values=pixels, output_hidden_states=True).hidden_states
+        assert ran == [0, 1, 2, 3, 4, 5]
+        assert torch.equal(ours, torch.stack([states[i + 1] for i in clipseg.extract_layers], dim=1))
+        ids, mask = tokenize(compact_clip_tokenizer(), ["liver", "spleen"])
+        logits = model(pixels, ids, mask)
+        stock = model.base_model(pixel_values=pixels, input_ids=ids, attention_mask=mask).logits
+    assert torch.equal(logits, stock)
