@@ -11,7 +11,9 @@
   float32 (a one-slice ``tgated segment`` would only get slower). An activation's int8 scale is
   taken over the whole batch of slices, so results depend (slightly) on ``batch_size`` too; the
   model is quantised in place, so ``Segmenter.model`` then holds int8 layers (ask for ``fp32`` to
-  inspect or change float weights).
+  inspect or change float weights). ONNX Runtime's dynamic int8 encoder was measured against this
+  one on the same CPU (``benchmarks/results/inference_speed.md``, Run 4): no faster within the
+  noise and no more accurate, so there is no second runtime to export to.
 * ``bf16``: bfloat16 autocast, on CPUs with native bfloat16 arithmetic (AMX or AVX512-BF16; elsewhere
   it is emulated and slower than float32) and on CUDA.
 * ``fp16``: float16 autocast (CUDA).
