@@ -172,3 +172,34 @@ def test_fine_tuning_refuses_to_reshape_the_base_s_head(tmp_path):
     )
     with pytest.raises(InputError, match=r"mixes its window \(linear\)"):
         extend_for_training(window, TrainConfig(**base, refine_window=5, refine_window_mix="hidden"))
+
+
+def test_the_window_context_map_is_what_the_window_mix_adds_at_each_centre():
+    """``window_context_volume`` streams the volume as inference does and gives, per voxel, the norm of
+    what the head's window mix adds for that centre slice (edges replicated); a centre-only head has
+    no such map and says so."""
+    import SimpleITK as sitk
+
+    from TGatedSegmentLib.evaluation.gate import window_context_volume
+    from TGatedSegmentLib.inference.api import Segmenter
+    from TGatedSegmentLib.inference.engine import window_indices
+    from TGatedSegmentLib.preprocessing.volume import prepare_volume
+
+    loaded = _model(window=5)
+    loaded.model.float()
+    segmenter = Segmenter(loaded=loaded, device="cpu", batch_size=2)
+    image = sitk.GetImageFromArray(np.random.default_rng(0).normal(40, 80, (6, 20, 24)).astype(np.float32))
+    got = window_context_volume(segmenter, image, modality="ct")
+    assert got.shape == (6, 20, 24) and got.min() >= 0 and got.std() > 0
+    unit = prepare_volume(image, segmenter.config.preprocessing, "ct").unit
+    head = loaded.model.refine
+    for centre in range(6):
+        pixels = segmenter.codec.encode(unit[window_indices(centre, 6, 5)])  # (S, 3, H, W)
+        with torch.no_grad():
+            stems = head.image_stem(pixels[:, :1])  # (S, C, H, W)
+            added = head.image_window(stems.flatten(0, 1).unsqueeze(0)).norm(dim=1)  # (1, H, W)
+        np.testing.assert_allclose(
+            got[centre], segmenter.codec.decode(added, (20, 24))[0].numpy(), rtol=1e-5, atol=1e-6
+        )
+    with pytest.raises(InputError, match="centre slice only"):
+        window_context_volume(Segmenter(loaded=_model(window=1), device="cpu"), image, modality="ct")

@@ -10,7 +10,11 @@ it elsewhere. (The authors' wiring blends ``g * temporal + (1 - g) * single_slic
 For each seed's T-Gated model and each held-out phantom this maps the channel-mean gate of every
 token onto the voxels it covers (:func:`TGatedSegmentLib.evaluation.gate.gate_volume`) and summarises
 it inside each organ, inside the target's look-alikes, in the rest of the body and in the air around
-it. Prints and writes a markdown table and a PNG chart (``--output`` stem).
+it. For a model whose refinement head reads a window (the ``cpu`` recipe's), it does the same with
+what the head's window mix adds to the centre slice's image features
+(:func:`TGatedSegmentLib.evaluation.gate.window_context_volume`): the path that carries the context
+in those models (``ablation_context_paths.py``). Prints and writes markdown tables and a PNG chart
+(``--output`` stem).
 """
 
 from __future__ import annotations
@@ -41,30 +45,43 @@ def regions(phantom) -> dict[str, np.ndarray]:
     return out
 
 
-def score(best, phantoms) -> dict:
-    """region -> gate statistics pooled over ``phantoms`` (voxel-weighted mean, percentiles)."""
-    from TGatedSegmentLib.evaluation.gate import PERCENTILES, gate_volume
+def _pooled(parts: list[np.ndarray]) -> dict:
+    """Voxel count, mean and percentiles of the concatenated ``parts`` (NaN when empty)."""
+    from TGatedSegmentLib.evaluation.gate import PERCENTILES
+
+    values = np.concatenate(parts)
+    if values.size == 0:
+        return {"voxels": 0, "mean": math.nan, **{f"p{p}": math.nan for p in PERCENTILES}}
+    q = np.percentile(values, PERCENTILES)
+    return {
+        "voxels": int(values.size),
+        "mean": float(values.mean()),
+        **{f"p{p}": float(v) for p, v in zip(PERCENTILES, q)},
+    }
+
+
+def score(best, phantoms) -> tuple[dict, dict]:
+    """region -> gate statistics pooled over ``phantoms`` (voxel-weighted mean, percentiles), and
+    region -> the same of the window head's neighbour contribution (empty for a head that reads the
+    centre slice only)."""
+    from TGatedSegmentLib.evaluation.gate import gate_volume, window_context_volume
     from TGatedSegmentLib.inference.api import Segmenter
 
     segmenter = Segmenter(best, device="cpu")
-    pooled: dict[str, list[np.ndarray]] = {}
+    windowed = getattr(segmenter.model.refine, "image_window", None) is not None
+    gates: dict[str, list[np.ndarray]] = {}
+    contexts: dict[str, list[np.ndarray]] = {}
     for phantom in phantoms:
-        gate = gate_volume(segmenter, phantom_image(phantom))
+        image = phantom_image(phantom)
+        gate = gate_volume(segmenter, image)
+        context = window_context_volume(segmenter, image) if windowed else None
         for name, mask in regions(phantom).items():
-            pooled.setdefault(name, []).append(gate[mask])
-    out = {}
-    for name, parts in pooled.items():
-        values = np.concatenate(parts)
-        if values.size == 0:
-            out[name] = {"voxels": 0, "mean": math.nan, **{f"p{p}": math.nan for p in PERCENTILES}}
-            continue
-        q = np.percentile(values, PERCENTILES)
-        out[name] = {
-            "voxels": int(values.size),
-            "mean": float(values.mean()),
-            **{f"p{p}": float(v) for p, v in zip(PERCENTILES, q)},
-        }
-    return out
+            gates.setdefault(name, []).append(gate[mask])
+            if context is not None:
+                contexts.setdefault(name, []).append(context[mask])
+    return {name: _pooled(parts) for name, parts in gates.items()}, {
+        name: _pooled(parts) for name, parts in contexts.items()
+    }
 
 
 def table(results: dict, names: list[str], seeds: list[int]) -> str:
@@ -72,6 +89,21 @@ def table(results: dict, names: list[str], seeds: list[int]) -> str:
     for name in names:
         cells = [mean_std_text([results[s][name][key] for s in seeds], 4) for key in ("mean", "p10", "p50", "p90")]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def context_table(contexts: dict, names: list[str], seeds: list[int]) -> str:
+    """The window head's neighbour contribution by region, and as a multiple of other body tissue's."""
+    reference = "other body tissue"
+    lines = [
+        "| region | mean window contribution | 90th pct | x other body tissue (mean) |",
+        "|---|---:|---:|---:|",
+    ]
+    for name in names:
+        per_seed = [contexts[s][name] for s in seeds]
+        ratio = [r["mean"] / contexts[s][reference]["mean"] for r, s in zip(per_seed, seeds)]
+        cells = [mean_std_text([r[key] for r in per_seed], 3) for key in ("mean", "p90")]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {mean_std_text(ratio, 2)} |")
     return "\n".join(lines)
 
 
@@ -98,21 +130,29 @@ def chart(results: dict, names: list[str], seeds: list[int], path) -> None:
 def main(argv=None) -> int:
     args, s, phantoms = parse(__doc__, "ablation_gate", argv)
     names = list(regions(phantoms[0]))
-    results = {}
+    results, contexts = {}, {}
     for seed in s["seeds"]:
-        results[seed] = score(trained(s["work"], s["recipe"], seed, "tgated"), phantoms)
+        results[seed], contexts[seed] = score(trained(s["work"], s["recipe"], seed, "tgated"), phantoms)
         log(f"  seed {seed}: mean gate " + ", ".join(f"{n} {results[seed][n]['mean']:.4f}" for n in names[-3:]))
     header = (
         f"Learned gate of the T-Gated model by region (mean ± std over {len(s['seeds'])} seeds; initial value "
         f"{INITIAL_GATE:.4f}); {describe(s, phantoms)}"
     )
+    text = table(results, names, s["seeds"])
+    if all(contexts[seed] for seed in s["seeds"]):
+        text += (
+            "\n\nWhere the neighbouring slices change the refinement head's image features: the channel L2 norm"
+            " of what its window mix adds to the centre slice's features, per voxel (mean ± std over seeds;"
+            " `TGatedSegmentLib.evaluation.gate.window_context_volume`):\n\n"
+            + context_table(contexts, names, s["seeds"])
+        )
     report(
         args.output,
         header,
-        table(results, names, s["seeds"]),
+        text,
         s,
         phantoms,
-        {"initial_gate": INITIAL_GATE, "results": results},
+        {"initial_gate": INITIAL_GATE, "results": results, "window_context": contexts},
         lambda png: chart(results, names, s["seeds"], png),
     )
     return 0

@@ -6,7 +6,8 @@ and adapter over a whole volume exactly as inference does (the streaming engine'
 replicated) and returns the channel-mean gate of every token, spread over the pixels the token
 covers, on the canonical slice grid: a volume of values in (0, 1) that can be summarised inside
 any mask (:func:`gate_stats`). :class:`GateRecorder` summarises every gate value a model computes
-while it runs (the trainer's validation logs it next to the losses).
+while it runs (the trainer's validation logs it next to the losses). :func:`window_context_volume`
+maps the other way context enters, the refinement head's window mix, onto the volume likewise.
 """
 
 from __future__ import annotations
@@ -20,6 +21,18 @@ import torch.nn.functional as F
 PERCENTILES = (10, 50, 90)
 
 
+def _canonical(segmenter, volume, modality: str) -> np.ndarray:
+    """The volume as the engine reads it: (z, y, x) in the canonical frame, preprocessed."""
+    from ..preprocessing.volume import PreparedVolume, prepare_volume
+
+    prepared = (
+        volume
+        if isinstance(volume, PreparedVolume)
+        else prepare_volume(volume, segmenter.config.preprocessing, modality)
+    )
+    return prepared.unit
+
+
 @torch.inference_mode()
 def gate_volume(segmenter, volume, modality: str = "auto") -> np.ndarray:
     """(z, y, x) float32 channel-mean gate per canonical voxel (its token's value).
@@ -29,17 +42,11 @@ def gate_volume(segmenter, volume, modality: str = "auto") -> np.ndarray:
     canonical frame (for an identity-direction volume such as a phantom, the array's own frame).
     """
     from ..errors import InputError
-    from ..preprocessing.volume import PreparedVolume, prepare_volume
 
     model, engine, codec = segmenter.model, segmenter.engine, segmenter.codec
     if not model.temporal:
         raise InputError("the slice-wise baseline has no gate", "Pass a T-Gated checkpoint.")
-    prepared = (
-        volume
-        if isinstance(volume, PreparedVolume)
-        else prepare_volume(volume, segmenter.config.preprocessing, modality)
-    )
-    canonical = prepared.unit
+    canonical = _canonical(segmenter, volume, modality)
     depth, rows, cols = canonical.shape
     size = segmenter.config.preprocessing.image_size
     out = np.zeros((depth, rows, cols), np.float32)
@@ -51,6 +58,39 @@ def gate_volume(segmenter, volume, modality: str = "auto") -> np.ndarray:
         pixels = F.interpolate(tokens, size=(size, size), mode="nearest")[:, 0]  # each pixel gets its token's gate
         z0 = int(centres[0])
         out[z0 : z0 + len(centres)] = codec.decode(pixels, (rows, cols)).clamp_(0, 1).cpu().numpy()
+    return out
+
+
+@torch.inference_mode()
+def window_context_volume(segmenter, volume, modality: str = "auto") -> np.ndarray:
+    """(z, y, x) float32: per canonical voxel, how much the neighbouring slices change the
+    refinement head's image features there: the channel L2 norm of what its window mix adds to the
+    centre slice's features.
+
+    In the models the ``cpu`` recipe trains, that mix (not the gated token branch) is where context
+    reaches the prediction (``benchmarks/results/ablation_context_paths.md``), so this map, not the
+    gate, says where a model uses its neighbours. Same frame and arguments as :func:`gate_volume`.
+    """
+    from ..errors import InputError
+
+    model, engine, codec = segmenter.model, segmenter.engine, segmenter.codec
+    mix = getattr(model.refine, "image_window", None)
+    if mix is None:
+        raise InputError(
+            "this model's refinement head reads the centre slice only", "Pass a checkpoint whose head reads a window."
+        )
+    added: list[torch.Tensor] = []
+    handle = mix.register_forward_hook(lambda module, inputs, output: added.append(output.float().norm(dim=1)))
+    canonical = _canonical(segmenter, volume, modality)
+    depth, rows, cols = canonical.shape
+    out = np.zeros((depth, rows, cols), np.float32)
+    try:
+        for centres, _, _ in engine._windows(lambda idx: canonical[idx], depth, None, None, "context"):
+            pixels = added.pop()  # (B, H, W) at the model input size, from this batch's image features
+            z0 = int(centres[0])
+            out[z0 : z0 + len(centres)] = codec.decode(pixels, (rows, cols)).cpu().numpy()
+    finally:
+        handle.remove()
     return out
 
 

@@ -30,7 +30,6 @@ K prompts, P projection dim, H = W = image size, F refinement channels.
 from __future__ import annotations
 
 import contextlib
-import inspect
 from typing import NamedTuple
 
 import torch
@@ -41,6 +40,7 @@ from .configuration import TGatedConfig
 from .peft import PeftAdapters
 from .prompt_centring import PromptCentring
 from .refine import RefinementHead, centre_rows, upsample
+from .vision_states import extracted_states
 
 
 def conditioned_activation(clipseg_config) -> int:
@@ -54,17 +54,6 @@ def conditioned_activation(clipseg_config) -> int:
     """
     n = len(clipseg_config.extract_layers)
     return n - 1 - min(int(clipseg_config.conditional_layer), n - 1)
-
-
-def _run_encoder_layer(layer: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
-    """One transformers ``CLIPSegEncoderLayer`` without a mask, (N, T, C) -> (N, T, C), across the
-    transformers versions the package supports (before 5.0 the layer also takes a causal mask and
-    returns a tuple)."""
-    if "causal_attention_mask" in inspect.signature(layer.forward).parameters:
-        out = layer(hidden, None, None)
-    else:
-        out = layer(hidden, None)
-    return out[0] if isinstance(out, tuple) else out
 
 
 class Fused(NamedTuple):
@@ -159,25 +148,7 @@ class TGatedCLIPSeg(nn.Module):
         with torch.no_grad() if no_grad else contextlib.nullcontext():
             if self.reference_wiring:
                 return vision(pixel_values=pixel_values).last_hidden_state.unsqueeze(1)
-            return torch.stack(self._extracted_states(vision, pixel_values), dim=1)
-
-    def _extracted_states(self, vision: nn.Module, pixel_values: torch.Tensor) -> list[torch.Tensor]:
-        """The hidden states after the ``extract_layers``, each (N, T, C), running the vision encoder's
-        layers only up to the deepest of them.
-
-        transformers' CLIPSeg runs every vision layer and then picks these states; with rd64-refined
-        (12 layers, extract ``[3, 6, 9]``) the last two layers' output is never read on the text-prompt
-        path, a sixth of the encoder's time per slice. Stopping after the deepest extract layer, as the
-        original CLIPSeg does, gives the same numbers (``Testing/test_model.py``).
-        """
-        wanted = [i + 1 for i in self.base_model.config.extract_layers]  # hidden_states[k]: after layer k
-        hidden = vision.pre_layrnorm(vision.embeddings(pixel_values, interpolate_pos_encoding=True))  # (N, T, C)
-        states = {}
-        for k, layer in enumerate(vision.encoder.layers[: max(wanted)], start=1):
-            hidden = _run_encoder_layer(layer, hidden)
-            if k in wanted:
-                states[k] = hidden
-        return [states[k] for k in wanted]
+            return torch.stack(extracted_states(vision, pixel_values, self.base_model.config.extract_layers), dim=1)
 
     def adapt_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """(N, L, T, C) vision states -> the same through the shallow PEFT vision adapters, if any."""
