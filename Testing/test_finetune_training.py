@@ -344,11 +344,13 @@ def _step_records_grad_mode(loaded, config, finetune):
         modes.append(torch.is_grad_enabled())
 
     def post(module, args, kwargs, output):
-        outputs.append(output.last_hidden_state)
+        outputs.append(output[0] if isinstance(output, tuple) else output)
 
+    # an encode runs from the patch embedding to the deepest layer the decoder reads (not always the last)
     vision = model.base_model.clip.vision_model
-    h1 = vision.register_forward_pre_hook(pre, with_kwargs=True)
-    h2 = vision.register_forward_hook(post, with_kwargs=True)
+    deepest = vision.encoder.layers[max(model.base_model.config.extract_layers)]
+    h1 = vision.embeddings.register_forward_pre_hook(pre, with_kwargs=True)
+    h2 = deepest.register_forward_hook(post, with_kwargs=True)
     generator = torch.Generator().manual_seed(0)
     batch = {
         "pixels": torch.randn(2, 5, 3, 32, 32, generator=generator),

@@ -94,7 +94,8 @@ def test_dense_vision_adapters_keep_one_encode_per_slice(tmp_path):
     tok = compact_clip_tokenizer(["liver"])
     seg = Segmenter(loaded=LoadedModel(model, tok, model.config, "memory"), device="cpu", batch_size=2)
     calls = []
-    model.base_model.clip.vision_model.register_forward_hook(lambda m, i, o: calls.append(o.last_hidden_state.shape[0]))
+    # every encode starts at the patch embedding (the encoder may stop before its last layer)
+    model.base_model.clip.vision_model.embeddings.register_forward_hook(lambda m, i, o: calls.append(o.shape[0]))
     volume = np.random.default_rng(0).normal(0, 100, (6, 24, 24)).astype(np.float32)
     geometry = Geometry(size=(24, 24, 6), spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0))
     seg.segment(volume, prompts="liver, spleen, aorta", geometry=geometry, modality="ct")

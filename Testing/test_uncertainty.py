@@ -68,9 +68,8 @@ def volume():
 def test_monte_carlo_encodes_each_slice_once(tiny_checkpoint, volume):
     seg = Segmenter(tiny_checkpoint, device="cpu", batch_size=2)
     calls = []
-    seg.model.base_model.clip.vision_model.register_forward_hook(
-        lambda m, i, o: calls.append(o.last_hidden_state.shape[0])
-    )
+    # every encode starts at the patch embedding (the encoder may stop before its last layer)
+    seg.model.base_model.clip.vision_model.embeddings.register_forward_hook(lambda m, i, o: calls.append(o.shape[0]))
     result = seg.segment(volume[0], prompts="liver, spleen", geometry=volume[1], uncertainty=6, modality="ct")
     assert sum(calls) == 5  # 5 slices, each through the vision encoder once, whatever N is
     assert result.stats.windows_fused == 5 * 6  # the adapter runs N times per slice

@@ -2,6 +2,7 @@
 
     python -m benchmarks.ablation_gate            # the T-Gated runs of ablation_temporal.py (trained if missing)
     python -m benchmarks.ablation_gate --quick    # seconds (what the test suite runs)
+    python -m benchmarks.ablation_gate --arms tgated_centre   # a refinement head on the centre slice only
 
 The residual adapter (the ``tgated`` arm) adds ``g * f(window)`` to the single-slice tokens per token
 and channel; the gate starts at sigmoid(0) = 0.5 with ``f`` at zero (the adapter begins as the
@@ -25,7 +26,7 @@ import numpy as np
 
 from TGatedSegmentLib.model.configuration import AdapterConfig
 
-from .phantom_runs import describe, log, mean_std_text, organ_ids, parse, phantom_image, report, trained
+from .phantom_runs import ARMS, describe, log, mean_std_text, organ_ids, parse, phantom_image, report, trained
 
 INITIAL_GATE = 1.0 / (1.0 + math.exp(-AdapterConfig(mode="residual").gate_bias_init))  # the tgated arm's
 BODY_HU = -500.0  # voxels above this and outside every label and look-alike are "other body tissue"
@@ -129,13 +130,16 @@ def chart(results: dict, names: list[str], seeds: list[int], path) -> None:
 
 def main(argv=None) -> int:
     args, s, phantoms = parse(__doc__, "ablation_gate", argv)
+    arm = (args.arms or ["tgated"])[0]  # --arms tgated_centre: the adapter as the only context path
+    if not ARMS[arm].get("temporal") or ARMS[arm].get("adapter") != "residual":
+        raise SystemExit(f"--arms {arm}: the gate analysis needs a residual T-Gated arm")
     names = list(regions(phantoms[0]))
     results, contexts = {}, {}
     for seed in s["seeds"]:
-        results[seed], contexts[seed] = score(trained(s["work"], s["recipe"], seed, "tgated"), phantoms)
+        results[seed], contexts[seed] = score(trained(s["work"], s["recipe"], seed, arm), phantoms)
         log(f"  seed {seed}: mean gate " + ", ".join(f"{n} {results[seed][n]['mean']:.4f}" for n in names[-3:]))
     header = (
-        f"Learned gate of the T-Gated model by region (mean ± std over {len(s['seeds'])} seeds; initial value "
+        f"Learned gate of the T-Gated model ({arm} arm) by region (mean ± std over {len(s['seeds'])} seeds; initial value "
         f"{INITIAL_GATE:.4f}); {describe(s, phantoms)}"
     )
     text = table(results, names, s["seeds"])
