@@ -73,3 +73,17 @@ def test_prompt_and_gate_ablations_reuse_the_temporal_runs(ablations):
         stamps[name] == stamps["ablation_temporal"]
         for name in ("ablation_prompt", "ablation_gate", "ablation_context_paths")
     )
+
+
+def test_the_model_analyses_read_a_residual_t_gated_arm():
+    """``--arms`` picks the arm the gate and context-path analyses read (``tgated`` without it); an
+    arm without a residual adapter is refused with a message, not a traceback."""
+    from argparse import Namespace
+
+    from benchmarks.phantom_runs import residual_arm
+
+    assert residual_arm(Namespace(arms=None)) == "tgated"
+    assert residual_arm(Namespace(arms=["tgated_centre", "baseline"])) == "tgated_centre"
+    for arm in ("baseline", "reference"):
+        with pytest.raises(SystemExit, match="residual T-Gated arm"):
+            residual_arm(Namespace(arms=[arm]))

@@ -2,6 +2,7 @@
 
     python -m benchmarks.ablation_context_paths           # the T-Gated runs of ablation_temporal.py
     python -m benchmarks.ablation_context_paths --quick   # seconds (what the test suite runs)
+    python -m benchmarks.ablation_context_paths --arms tgated_centre   # a head on the centre slice only
 
 The default model reads the neighbouring slices in two places: the residual adapter
 (``c + g * f(window)`` on the token grid) and the refinement head's window (the first convolution's
@@ -19,7 +20,7 @@ from TGatedSegmentLib.model.adapter import AdapterOutput, TemporalAdapter
 from TGatedSegmentLib.model.refine import RefinementHead, centre_rows
 
 from .ablation_temporal import score
-from .phantom_runs import describe, log, mean_std_text, parse, report, trained
+from .phantom_runs import describe, log, mean_std_text, parse, report, residual_arm, trained
 
 VARIANTS = ("as trained", "adapter branch off", "head reads the centre only", "both off")
 MEASURES = {  # key of ablation_temporal.score -> title
@@ -66,16 +67,17 @@ def table(results: dict, seeds: list) -> str:
 def main(argv=None) -> int:
     args, s, phantoms = parse(__doc__, "ablation_context_paths", argv)
     target = phantoms[0].target
+    arm = residual_arm(args)
     results = {}
     for seed in s["seeds"]:
-        best = trained(s["work"], s["recipe"], seed, "tgated")
+        best = trained(s["work"], s["recipe"], seed, arm)
         results[seed] = {}
         for variant, (adapter, head) in zip(VARIANTS, ((False, False), (True, False), (False, True), (True, True))):
             with switched_off(adapter, head):
                 results[seed][variant] = measures(score(best, phantoms), target)
             log(f"  seed {seed}, {variant}: " + ", ".join(f"{k} {v:.3f}" for k, v in results[seed][variant].items()))
     header = (
-        f"The trained T-Gated models with each temporal path switched off at inference (mean ± std over "
+        f"The trained T-Gated models ({arm} arm) with each temporal path switched off at inference (mean ± std over "
         f"{len(s['seeds'])} seeds; target: {target}); {describe(s, phantoms)}"
     )
     report(args.output, header, table(results, s["seeds"]), s, phantoms, {"target": target, "results": results})

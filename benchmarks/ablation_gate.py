@@ -26,7 +26,7 @@ import numpy as np
 
 from TGatedSegmentLib.model.configuration import AdapterConfig
 
-from .phantom_runs import ARMS, describe, log, mean_std_text, organ_ids, parse, phantom_image, report, trained
+from .phantom_runs import describe, log, mean_std_text, organ_ids, parse, phantom_image, report, residual_arm, trained
 
 INITIAL_GATE = 1.0 / (1.0 + math.exp(-AdapterConfig(mode="residual").gate_bias_init))  # the tgated arm's
 BODY_HU = -500.0  # voxels above this and outside every label and look-alike are "other body tissue"
@@ -130,9 +130,7 @@ def chart(results: dict, names: list[str], seeds: list[int], path) -> None:
 
 def main(argv=None) -> int:
     args, s, phantoms = parse(__doc__, "ablation_gate", argv)
-    arm = (args.arms or ["tgated"])[0]  # --arms tgated_centre: the adapter as the only context path
-    if not ARMS[arm].get("temporal") or ARMS[arm].get("adapter") != "residual":
-        raise SystemExit(f"--arms {arm}: the gate analysis needs a residual T-Gated arm")
+    arm = residual_arm(args)  # --arms tgated_centre: the adapter as the only context path
     names = list(regions(phantoms[0]))
     results, contexts = {}, {}
     for seed in s["seeds"]:

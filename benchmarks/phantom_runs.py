@@ -106,6 +106,15 @@ def parse(doc: str, default_output: str, argv=None):
     return args, s, test_phantoms(s["recipe"], s["test_cases"])
 
 
+def residual_arm(args) -> str:
+    """The T-Gated arm a model analysis reads: the first of ``--arms``, ``tgated`` without it (the
+    gate and context-path analyses need a residual adapter)."""
+    arm = (args.arms or ["tgated"])[0]
+    if not ARMS[arm].get("temporal") or ARMS[arm].get("adapter") != "residual":
+        raise SystemExit(f"--arms {arm}: this analysis needs a residual T-Gated arm, e.g. tgated or tgated_centre")
+    return arm
+
+
 def describe(s: dict, phantoms) -> str:
     r = s["recipe"]
     c = r.train_config("data", "run")
