@@ -48,17 +48,9 @@ def regions(phantom) -> dict[str, np.ndarray]:
 
 def _pooled(parts: list[np.ndarray]) -> dict:
     """Voxel count, mean and percentiles of the concatenated ``parts`` (NaN when empty)."""
-    from TGatedSegmentLib.evaluation.gate import PERCENTILES
+    from TGatedSegmentLib.evaluation.gate import value_stats
 
-    values = np.concatenate(parts)
-    if values.size == 0:
-        return {"voxels": 0, "mean": math.nan, **{f"p{p}": math.nan for p in PERCENTILES}}
-    q = np.percentile(values, PERCENTILES)
-    return {
-        "voxels": int(values.size),
-        "mean": float(values.mean()),
-        **{f"p{p}": float(v) for p, v in zip(PERCENTILES, q)},
-    }
+    return value_stats(np.concatenate(parts))
 
 
 def score(best, phantoms) -> tuple[dict, dict]:

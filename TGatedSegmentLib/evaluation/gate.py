@@ -96,7 +96,12 @@ def window_context_volume(segmenter, volume, modality: str = "auto") -> np.ndarr
 
 def gate_stats(gate: np.ndarray, mask: np.ndarray) -> dict:
     """Mean, 10/50/90th percentiles and voxel count of ``gate`` inside ``mask`` (NaN when empty)."""
-    values = np.asarray(gate)[np.asarray(mask, bool)]
+    return value_stats(np.asarray(gate)[np.asarray(mask, bool)])
+
+
+def value_stats(values: np.ndarray) -> dict:
+    """Mean, 10/50/90th percentiles and count of ``values`` (NaN when empty): a map's summary in a region."""
+    values = np.asarray(values)
     if values.size == 0:
         return {"voxels": 0, "mean": math.nan, **{f"p{p}": math.nan for p in PERCENTILES}}
     q = np.percentile(values, PERCENTILES)
