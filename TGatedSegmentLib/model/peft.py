@@ -70,7 +70,9 @@ class PeftAdapters(nn.Module):
         vision_width = clipseg_config.vision_config.hidden_size
         text_width = clipseg_config.text_config.hidden_size
         projection = clipseg_config.projection_dim
-        depth = max(clipseg_config.extract_layers)  # encoder layers 0..depth-1 feed the decoder's skips
+        # dense adapters on encoder layers 0..depth-1: VLSM-Adapter's count (its code: "9 adapters" for
+        # rd64); the decoder also reads layer depth's output, which that layout leaves without one
+        depth = max(clipseg_config.extract_layers)
         self.extract_layers = list(clipseg_config.extract_layers)
         # the text tower taps the same layer indices (both towers have 12 layers in CLIPSeg), clipped
         # for thinner test models
