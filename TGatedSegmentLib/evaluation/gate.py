@@ -21,8 +21,10 @@ import torch.nn.functional as F
 PERCENTILES = (10, 50, 90)
 
 
-def _canonical(segmenter, volume, modality: str) -> np.ndarray:
-    """The volume as the engine reads it: (z, y, x) in the canonical frame, preprocessed."""
+def _volume_map(segmenter, volume, modality: str, stage: str, pixels_of) -> np.ndarray:
+    """(z, y, x) float32 on the canonical slice grid: the volume streamed through the engine's windows
+    exactly as inference streams it (edges replicated), and for each batch of centre slices
+    ``pixels_of(window)``, a (B, H, W) map at the model input size, resized onto the slices."""
     from ..preprocessing.volume import PreparedVolume, prepare_volume
 
     prepared = (
@@ -30,7 +32,13 @@ def _canonical(segmenter, volume, modality: str) -> np.ndarray:
         if isinstance(volume, PreparedVolume)
         else prepare_volume(volume, segmenter.config.preprocessing, modality)
     )
-    return prepared.unit
+    canonical = prepared.unit
+    depth, rows, cols = canonical.shape
+    out = np.zeros((depth, rows, cols), np.float32)
+    for centres, window, _ in segmenter.engine._windows(lambda idx: canonical[idx], depth, None, None, stage):
+        z0 = int(centres[0])
+        out[z0 : z0 + len(centres)] = segmenter.codec.decode(pixels_of(window), (rows, cols)).cpu().numpy()
+    return out
 
 
 @torch.inference_mode()
@@ -43,22 +51,20 @@ def gate_volume(segmenter, volume, modality: str = "auto") -> np.ndarray:
     """
     from ..errors import InputError
 
-    model, engine, codec = segmenter.model, segmenter.engine, segmenter.codec
+    model = segmenter.model
     if not model.temporal:
         raise InputError("the slice-wise baseline has no gate", "Pass a T-Gated checkpoint.")
-    canonical = _canonical(segmenter, volume, modality)
-    depth, rows, cols = canonical.shape
     size = segmenter.config.preprocessing.image_size
-    out = np.zeros((depth, rows, cols), np.float32)
-    for centres, window, _ in engine._windows(lambda idx: canonical[idx], depth, None, None, "gate"):
+
+    def pixels_of(window: torch.Tensor) -> torch.Tensor:
         gate = model.fuse_with_gate(window).gate  # (B, T, C), token 0 is the class token
         patches = gate[:, 1:].float().mean(dim=-1)  # (B, g*g)
         grid = int(round(math.sqrt(patches.shape[1])))
         tokens = patches.view(-1, 1, grid, grid)
-        pixels = F.interpolate(tokens, size=(size, size), mode="nearest")[:, 0]  # each pixel gets its token's gate
-        z0 = int(centres[0])
-        out[z0 : z0 + len(centres)] = codec.decode(pixels, (rows, cols)).clamp_(0, 1).cpu().numpy()
-    return out
+        return F.interpolate(tokens, size=(size, size), mode="nearest")[:, 0]  # each pixel gets its token's gate
+
+    gate = _volume_map(segmenter, volume, modality, "gate", pixels_of)
+    return np.clip(gate, 0, 1, out=gate)  # the resize may overshoot (0, 1) a little
 
 
 @torch.inference_mode()
@@ -73,25 +79,17 @@ def window_context_volume(segmenter, volume, modality: str = "auto") -> np.ndarr
     """
     from ..errors import InputError
 
-    model, engine, codec = segmenter.model, segmenter.engine, segmenter.codec
-    mix = getattr(model.refine, "image_window", None)
+    mix = getattr(segmenter.model.refine, "image_window", None)
     if mix is None:
         raise InputError(
             "this model's refinement head reads the centre slice only", "Pass a checkpoint whose head reads a window."
         )
-    added: list[torch.Tensor] = []
+    added: list[torch.Tensor] = []  # (B, H, W) per batch: the engine runs the head before yielding the batch
     handle = mix.register_forward_hook(lambda module, inputs, output: added.append(output.float().norm(dim=1)))
-    canonical = _canonical(segmenter, volume, modality)
-    depth, rows, cols = canonical.shape
-    out = np.zeros((depth, rows, cols), np.float32)
     try:
-        for centres, _, _ in engine._windows(lambda idx: canonical[idx], depth, None, None, "context"):
-            pixels = added.pop()  # (B, H, W) at the model input size, from this batch's image features
-            z0 = int(centres[0])
-            out[z0 : z0 + len(centres)] = codec.decode(pixels, (rows, cols)).cpu().numpy()
+        return _volume_map(segmenter, volume, modality, "context", lambda window: added.pop())
     finally:
         handle.remove()
-    return out
 
 
 def gate_stats(gate: np.ndarray, mask: np.ndarray) -> dict:

@@ -14,12 +14,23 @@ import inspect
 import torch
 from torch import nn
 
+_TAKES_CAUSAL_MASK: dict[type, bool] = {}  # encoder-layer class -> its forward wants a causal mask too
+
+
+def _takes_causal_mask(layer: nn.Module) -> bool:
+    """Whether this layer's class wants a causal mask too (transformers before 5.0); read once per
+    class, not once per layer call."""
+    kind = type(layer)
+    if kind not in _TAKES_CAUSAL_MASK:
+        _TAKES_CAUSAL_MASK[kind] = "causal_attention_mask" in inspect.signature(kind.forward).parameters
+    return _TAKES_CAUSAL_MASK[kind]
+
 
 def _run_encoder_layer(layer: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     """One transformers ``CLIPSegEncoderLayer`` without a mask, (N, T, C) -> (N, T, C), across the
     transformers versions the package supports (before 5.0 the layer also takes a causal mask and
     returns a tuple)."""
-    if "causal_attention_mask" in inspect.signature(layer.forward).parameters:
+    if _takes_causal_mask(layer):
         out = layer(hidden, None, None)
     else:
         out = layer(hidden, None)
