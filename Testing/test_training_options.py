@@ -86,6 +86,7 @@ def test_the_resume_rules_are_the_ones_runs_were_saved_under():
         "val_batch_size",
         "save_every_steps",
         "save_every_minutes",
+        "thresholds",  # chosen at each validation for the weights of that moment: not part of the training
     }
     assert set(defining_the_run()) == {
         "data",
@@ -146,6 +147,7 @@ def test_the_resume_rules_are_the_ones_runs_were_saved_under():
         "refine_window": 1,
         "refine_window_mix": "linear",
         "prompt_centring": "none",
+        "thresholds": "fixed",
     }
 
 
@@ -195,7 +197,7 @@ def test_a_resume_may_change_what_is_declared_so_and_nothing_else(tmp_path):
     with pytest.raises(InputError, match="cannot change --lr-decoder, --no-temporal when resuming") as refused:
         build("--resume", str(run), "--lr-decoder", "1e-3", "--no-temporal")
     assert (
-        "--epochs, --steps, --max-minutes, --device, --num-workers and --save-every-steps may change"
+        "--epochs, --steps, --max-minutes, --thresholds, --device, --num-workers and --save-every-steps may change"
         in refused.value.hint
     )
     assert build("--resume", str(run), "--data", str(tmp_path), "--recipe", "cpu").steps == 10  # the same: fine
@@ -211,7 +213,7 @@ def test_the_old_tables_still_import_with_a_deprecation_warning():
         assert set(cli.RESUME_OVERRIDES) == set(resume_may_change())
     with pytest.warns(DeprecationWarning, match="RECIPE_OPTIONS"):
         recipe_options = cli.RECIPE_OPTIONS
-    assert ("epochs", int, "epochs") in recipe_options and len(recipe_options) == 36
+    assert ("epochs", int, "epochs") in recipe_options and len(recipe_options) == 37
     with pytest.warns(DeprecationWarning, match="CHOICES"):
         assert cli.CHOICES["dice"] == ["sample", "batch"]
     with pytest.warns(DeprecationWarning, match="PATH_OPTIONS"):

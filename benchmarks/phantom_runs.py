@@ -31,6 +31,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 EQUAL_STEPS_CAP = 36000.0  # s: a time cap no equal-steps arm reaches, so the steps alone end it
 TEST_SERIES = 9999  # phantom series of the held-out test cases: no training seed uses it
+#: recipe values that act after training (the checkpoint's thresholds): not part of a run's stamp, so a
+#: run trained before one existed is reused and given it (:func:`calibrated`) instead of trained anew
+AFTER_TRAINING = ("thresholds",)
 #: name -> TrainConfig settings of the arm: the slice-wise baseline, the residual T-Gated adapter (the
 #: default: with the ``cpu`` recipe its refinement head reads the adapter's 5-slice window), the
 #: authors' wiring, and the equal-capacity control (the residual adapter and the window refinement
@@ -172,13 +175,14 @@ def run_stamp(recipe: PhantomRecipe, seed: int, arm: str) -> str:
     from TGatedSegmentLib.training.recipes import RECIPES
 
     training_recipe = recipe.train_config("data", "run").recipe
+    values = {k: v for k, v in RECIPES[training_recipe].items() if k not in AFTER_TRAINING}
     return json.dumps(
         {
             "recipe": recipe.to_dict(),
             "seed": seed,
             "arm": arm,
             "settings": ARMS[arm],
-            "recipe_values": RECIPES[training_recipe],
+            "recipe_values": values,
             "initialisation": {"position_code_amplitude": POSITION_AMPLITUDE},
         },
         sort_keys=True,
@@ -203,7 +207,7 @@ def trained(work: Path, recipe: PhantomRecipe, seed: int, arm: str) -> Path:
         and stamp_file.read_text(encoding="utf-8") == stamp
     ):
         log(f"  reusing {run}")
-        return run / "best"
+        return calibrated(run / "best", recipe.train_config(data, run, seed=seed))
     log(f"  training {arm}, seed {seed}: {recipe.steps} steps, {recipe.n_train} phantoms")
     started = time.perf_counter()
     settings = dict(ARMS[arm])
@@ -221,6 +225,26 @@ def trained(work: Path, recipe: PhantomRecipe, seed: int, arm: str) -> Path:
     stamp_file.write_text(stamp)
     log(f"  trained {arm}, seed {seed} in {time.perf_counter() - started:.0f} s")
     return run / "best"
+
+
+def calibrated(best: Path, config) -> Path:
+    """``best`` with the thresholds its recipe asks for: a run trained before ``thresholds`` existed
+    is calibrated on its own validation phantom, as its trainer would have at its last validation."""
+    from TGatedSegmentLib.data.dataset import load_dataset
+    from TGatedSegmentLib.evaluation.calibration import calibrate
+    from TGatedSegmentLib.evaluation.evaluate import dataset_cases
+    from TGatedSegmentLib.inference.api import Segmenter
+    from TGatedSegmentLib.training.dataset import split_dataset
+
+    path = Path(best) / "config.json"
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    if config.thresholds != "calibrated" or "organ_thresholds" in saved:
+        return Path(best)
+    _, val = split_dataset(load_dataset(config.data), int(config.val.split(":")[1]), config.seed)
+    saved["organ_thresholds"] = calibrate(Segmenter(best, device="cpu", precision="fp32"), dataset_cases(val))
+    atomic_write_text(path, json.dumps(saved, indent=1))
+    log(f"  calibrated {best}: {saved['organ_thresholds']}")
+    return Path(best)
 
 
 def training_record(best: Path) -> dict:

@@ -92,7 +92,12 @@ def add_parser(subparsers) -> None:
         metavar="DIR",
         help="folder for the uncertainty maps (default: next to --output, named OUTPUT_uncertainty)",
     )
-    p.add_argument("--threshold", type=float, help="probability threshold (default: the checkpoint's, 0.5)")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        help="one probability threshold for every prompt (default: the checkpoint's: each organ's calibrated on "
+        "its validation volumes where it has them, else 0.5)",
+    )
     p.add_argument("--modality", default="auto", choices=MODALITIES, help="intensity handling (default: auto)")
     add_compute_options(p, precision=True)
     add_progress_option(p, "json, for Slicer")

@@ -56,7 +56,14 @@ def _segment_and_write(folder: Path, phantom, device, progress, cancel) -> dict:
         row = phantom_organ_measures(result.masks[n], phantom.labels, label, phantom.spacing, distractors)
         full = organ_metrics(result.masks[n], reference[n], phantom.spacing)
         row.update(
-            {"nsd": full["nsd"], "hd95": full["hd95"], "status": full["status"], "prompt": organ.prompt, "label": n + 1}
+            {
+                "nsd": full["nsd"],
+                "hd95": full["hd95"],
+                "status": full["status"],
+                "prompt": organ.prompt,
+                "label": n + 1,
+                "threshold": result.thresholds[n],  # calibrated on the validation phantom (recipe cpu)
+            }
         )
         organ_rows[organ.name] = row
     dice = [r["dice"] for r in organ_rows.values() if not math.isnan(r["dice"])]

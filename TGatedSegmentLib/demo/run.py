@@ -29,9 +29,12 @@ class DemoResult:
 
     def table(self) -> str:
         """Per-organ Dice (and the target's false positives) as aligned plain text."""
-        lines = [f"{'organ':<22} {'Dice':>6}   {'pred ml':>8} {'ref ml':>8}"]
+        lines = [f"{'organ':<22} {'Dice':>6}   {'pred ml':>8} {'ref ml':>8}  threshold"]
         for organ, row in self.metrics["organs"].items():
-            lines.append(f"{organ:<22} {_num(row['dice']):>6}   {row['pred_ml']:>8.1f} {row['ref_ml']:>8.1f}")
+            lines.append(
+                f"{organ:<22} {_num(row['dice']):>6}   {row['pred_ml']:>8.1f} {row['ref_ml']:>8.1f}"
+                f"  {row.get('threshold', 0.5):>9.2f}"
+            )
         lines.append(f"{'mean':<22} {_num(self.metrics['mean_dice']):>6}")
         target = self.metrics["target"]
         t = self.metrics["organs"][target]

@@ -24,6 +24,7 @@ from ..io.atomic import atomic_path, atomic_write_text
 from ..io.jsonfile import write_json
 from ..progress import CancelToken, Progress
 from ..vocabulary import Organ
+from .calibration import ThresholdCounts
 from .metrics import METRICS, _status, organ_metrics, summarize
 from .metrics import dice as dice_score
 from .worst_slices import FOLDER as WORST_FOLDER
@@ -63,11 +64,14 @@ def score_case(
     progress: Progress | None = None,
     cancel: CancelToken | None = None,
     worst=None,
+    calibration: ThresholdCounts | None = None,
 ) -> list[dict]:
     """Segment one volume with every scored prompt and return one metrics row per organ.
 
     ``worst``: called with (case, organ, prepared volume, prediction, reference) per organ, e.g.
     :meth:`worst_slices.WorstSlices.collector` (the volume is then prepared here, once).
+    ``calibration``: also count each organ's voxels at every threshold of its grid (the trainer's
+    threshold calibration), slice block by slice block as the engine computes them.
     """
     from ..preprocessing.volume import PreparedVolume, prepare_volume
 
@@ -75,10 +79,18 @@ def score_case(
     if not ids:
         return []
     volume = case.volume
-    if worst is not None and not isinstance(volume, PreparedVolume):
+    if (worst is not None or calibration is not None) and not isinstance(volume, PreparedVolume):
         volume = prepare_volume(volume, segmenter.config.preprocessing, case.modality)
+    sink = None
+    if calibration is not None and isinstance(volume, PreparedVolume):  # (it is: prepared above)
+        sink = calibration.sink(volume.to_canonical(case.labels), {i: case.organs[i].name for i in ids})
     result = segmenter.segment(
-        volume, prompts=[case.organs[i] for i in ids], modality=case.modality, progress=progress, cancel=cancel
+        volume,
+        prompts=[case.organs[i] for i in ids],
+        modality=case.modality,
+        progress=progress,
+        cancel=cancel,
+        probability_sink=sink,
     )
     if result.masks.shape[1:] != case.labels.shape:
         raise InputError(
@@ -134,11 +146,14 @@ def evaluate_segmenter(
     total: int | None = None,
     stage: str = "evaluate",
     worst=None,
+    calibration: ThresholdCounts | None = None,
 ) -> list[dict]:
     """Rows of :func:`score_case` for every case; progress (``stage``) per case."""
     rows: list[dict] = []
     for n, case in enumerate(cases):
-        rows.extend(score_case(segmenter, case, tolerance_mm, metrics, cancel=cancel, worst=worst))
+        rows.extend(
+            score_case(segmenter, case, tolerance_mm, metrics, cancel=cancel, worst=worst, calibration=calibration)
+        )
         if progress is not None:
             progress.update(stage, n + 1, total or n + 1, case=case.case_id)
     return rows

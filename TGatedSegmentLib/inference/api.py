@@ -17,6 +17,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -48,7 +49,8 @@ class SegmentationResult:
     probabilities: np.ndarray | None = None  # (K, k, j, i) float32
     modality: str = "ct"
     device: str = "cpu"
-    threshold: float = 0.5
+    threshold: float = 0.5  # the checkpoint's default, or the one the caller named
+    thresholds: tuple[float, ...] = ()  # each prompt's (organs the checkpoint calibrated may differ)
     seconds: float = 0.0
     stats: EngineStats = field(default_factory=EngineStats)
     entropy: np.ndarray | None = None  # (K, k, j, i) predictive entropy H(mean p), nats; with uncertainty=N
@@ -192,15 +194,22 @@ class Segmenter:
         uncertainty: int = 0,
         progress: Progress | None = None,
         cancel: CancelToken | None = None,
+        probability_sink: Callable[[int, int, torch.Tensor], None] | None = None,
     ) -> SegmentationResult:
         """Segment one volume. ``uncertainty=N`` averages N stochastic adapter+decoder passes per
-        slice (the encoder still runs once per slice) and adds entropy maps to the result."""
+        slice (the encoder still runs once per slice) and adds entropy maps to the result.
+
+        ``threshold``: one for every prompt; None: the checkpoint's (its calibrated per-organ
+        thresholds where it has them, ``TGatedConfig.thresholds_for``). ``probability_sink(z0, z1,
+        prob)`` sees each block of probabilities as computed, (B, K, Y, X) for the canonical slices
+        z0..z1-1 (the trainer's threshold calibration counts them there, without a volume of them)."""
         start = time.perf_counter()
         self.engine.stats = EngineStats()
         organs = resolve_prompts(prompts, preset)
-        threshold = self.config.threshold if threshold is None else float(threshold)
-        if not 0.0 < threshold < 1.0:
+        if threshold is not None and not 0.0 < float(threshold) < 1.0:
             raise InputError(f"threshold {threshold} is outside (0, 1)", "Use a probability such as 0.5.")
+        thresholds = self.config.thresholds_for(organs) if threshold is None else [float(threshold)] * len(organs)
+        threshold = self.config.threshold if threshold is None else float(threshold)
         prepared = (
             volume
             if isinstance(volume, PreparedVolume)
@@ -245,11 +254,14 @@ class Segmenter:
                 (c, torch.sigmoid(self.codec.decode(logits, (rows, cols))), None)
                 for c, logits in self.engine.run(read, depth, text, progress, cancel)
             )
+        cut = torch.tensor(thresholds, dtype=torch.float32, device=self.device).view(1, k, 1, 1)
         for centres, prob, mi in batches:  # prob: (B, K, Y, X) on the canonical slice grid
-            above = prob >= threshold
+            above = prob >= cut.to(prob.dtype)
             best = torch.where(above, prob, torch.full_like(prob, -1.0)).argmax(dim=1)  # most probable prompt
             label = torch.where(above.any(dim=1), best + 1, torch.zeros_like(best))
             z0, z1 = int(centres[0]), int(centres[-1]) + 1
+            if probability_sink is not None:
+                probability_sink(z0, z1, prob)
             masks[:, z0:z1] = above.transpose(0, 1).cpu().numpy()
             labels[z0:z1] = label.cpu().numpy()
             if probabilities is not None:
@@ -268,6 +280,7 @@ class Segmenter:
             modality=modality,
             device=str(self.device),
             threshold=threshold,
+            thresholds=tuple(thresholds),
             seconds=time.perf_counter() - start,
             stats=self.engine.stats,
             entropy=None if entropy is None else prepared.from_canonical(entropy),

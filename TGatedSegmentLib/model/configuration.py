@@ -177,6 +177,9 @@ class TGatedConfig:
     preprocessing: PreprocessConfig = field(default_factory=PreprocessConfig)
     vocabulary: list[Organ] = field(default_factory=list)
     threshold: float = 0.5
+    # organ name -> its threshold, chosen on validation volumes by the trainer (evaluation.calibration);
+    # the organs not listed, and every free-text prompt, use ``threshold``
+    organ_thresholds: dict[str, float] = field(default_factory=dict)
     training: dict | None = None  # metadata written by the trainer
     peft: PeftConfig | None = None  # VLSM-style bottleneck adapters in the CLIP encoders, if any
     refine: RefineConfig | None = None  # full-resolution boundary head, if any (never with the authors' wiring)
@@ -201,6 +204,10 @@ class TGatedConfig:
     def temporal(self) -> bool:
         return self.adapter is not None
 
+    def thresholds_for(self, organs) -> list[float]:
+        """Each organ's decision threshold: its calibrated one, else the checkpoint's ``threshold``."""
+        return [float(self.organ_thresholds.get(o.name, self.threshold)) for o in organs]
+
     @property
     def context_size(self) -> int:
         return self.adapter.context_size if self.adapter else 1
@@ -220,6 +227,7 @@ class TGatedConfig:
             "preprocessing": self.preprocessing.to_dict(),
             "vocabulary": [o.to_dict() for o in self.vocabulary],
             "threshold": self.threshold,
+            "organ_thresholds": dict(self.organ_thresholds),
             "training": self.training,
             "peft": self.peft.to_dict() if self.peft else None,
             "refine": self.refine.to_dict() if self.refine else None,
@@ -235,6 +243,7 @@ class TGatedConfig:
             preprocessing=PreprocessConfig.from_dict(d.get("preprocessing") or {}),
             vocabulary=[Organ.from_dict(o) for o in d.get("vocabulary") or []],
             threshold=float(d.get("threshold", 0.5)),
+            organ_thresholds={str(k): float(v) for k, v in (d.get("organ_thresholds") or {}).items()},
             training=d.get("training"),
             peft=PeftConfig.from_dict(d["peft"]) if d.get("peft") else None,
             refine=RefineConfig.from_dict(d["refine"]) if d.get("refine") else None,

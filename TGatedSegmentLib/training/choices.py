@@ -2,6 +2,7 @@
 
 ADAPTER_CHOICES = ("residual", "reference", "control")  # control: the residual adapter fed 5 copies of the centre
 BATCHINGS = ("pairs", "slices")
+THRESHOLD_CHOICES = ("fixed", "calibrated")  # the checkpoint's decision thresholds (evaluation/calibration.py)
 
 FINETUNE_MODES = ("full", "decoder", "adapters")
 PEFT_VARIANTS = ("dense", "shallow")

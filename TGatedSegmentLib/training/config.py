@@ -16,7 +16,15 @@ from pathlib import Path
 from ..compat import deprecated_names
 from ..errors import InputError
 from ..model.configuration import CONTEXT_HEADS, WINDOW_MIXES
-from .choices import ADAPTER_CHOICES, BATCHINGS, DEFAULT_LR_PEFT, FINETUNE_MODES, PEFT_PARTS, PEFT_VARIANTS
+from .choices import (
+    ADAPTER_CHOICES,
+    BATCHINGS,
+    DEFAULT_LR_PEFT,
+    FINETUNE_MODES,
+    PEFT_PARTS,
+    PEFT_VARIANTS,
+    THRESHOLD_CHOICES,
+)
 from .config_checks import apply_recipe, check_finetune, check_token_cache, local_path
 from .options import Range, Resume, by_recipe, check_value, defining_the_run, predating, setting, settings
 from .recipes import RECIPES
@@ -257,6 +265,14 @@ class TrainConfig:
     )
     hint_weight: float | None = by_recipe(
         "extra draws of the slices a dataset lists as hard (--batching slices)", float, range=_NUMBER
+    )
+    thresholds: str | None = by_recipe(  # evaluation/calibration.py
+        "the checkpoint's decision thresholds: fixed (0.5 for every organ) or calibrated (each organ's best on "
+        "the validation volumes, chosen at every validation)",
+        str,
+        choices=THRESHOLD_CHOICES,
+        resume=CHANGE,
+        predating="fixed",
     )
     # "bf16" or "fp16" on CUDA; float32 otherwise (--amp and --device: cli/common.py, as for every command)
     amp: str | None = setting(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 
 from ..errors import Cancelled
 from ..inference.api import Segmenter
@@ -22,14 +23,21 @@ class ValidationMixin(RunSetupMixin):
 
     def validate(self) -> dict:
         """Per-organ volumetric Dice on whole validation volumes (streaming engine, native grid), and
-        the adapter's gate over them (mean and percentiles: how much the neighbours are used)."""
+        the adapter's gate over them (mean and percentiles: how much the neighbours are used).
+
+        The Dice is at the checkpoint's one threshold (0.5), so that choosing ``best/`` does not depend
+        on the calibration; with ``thresholds="calibrated"`` the same pass also chooses each organ's
+        threshold (``evaluation.calibration``), which ``_end_epoch`` gives the checkpoints."""
+        from ..evaluation.calibration import ThresholdCounts
         from ..evaluation.evaluate import ScoredCase, evaluate_segmenter
         from ..evaluation.gate import GateRecorder
         from ..evaluation.metrics import summarize
 
         organs = self.plan.val.organs
         mine = self.val_volumes[self.ctx.rank :: self.ctx.world_size]
-        loaded = LoadedModel(self.model, self.tokenizer, self.model_config, "training")
+        uncalibrated = replace(self.model_config, organ_thresholds={})
+        loaded = LoadedModel(self.model, self.tokenizer, uncalibrated, "training")
+        counts = ThresholdCounts() if self.config.thresholds == "calibrated" else None
         segmenter = Segmenter(
             loaded=loaded,
             device=self.device,
@@ -60,18 +68,25 @@ class ValidationMixin(RunSetupMixin):
                     cancel=cancel,
                     total=len(mine),
                     stage="validate",
+                    calibration=counts,
                 )
         finally:
             set_train_mode_for(self.model, self.config.finetune)
         rows = [r for part in self.ctx.all_gather(rows) for r in part]
         summary = summarize(rows)
         per_organ = {organ: stats["dice"] for organ, stats in summary["per_organ"].items()}
-        return {
+        result = {
             "val_dice": per_organ,
             "val_mean_dice": summary["overall"]["dice"],
             "val_cases": len(self.val_volumes),
             "gate": GateRecorder.summarize(self.ctx.all_gather(gates.state())),
         }
+        if counts is not None:
+            pooled = ThresholdCounts(counts.grid)
+            for state in self.ctx.all_gather(counts.state()):
+                pooled.merge(state)
+            result["thresholds"] = pooled.choose()
+        return result
 
     def _end_epoch(self, partial: bool) -> None:
         started = time.monotonic()
@@ -92,6 +107,8 @@ class ValidationMixin(RunSetupMixin):
         if partial:
             entry["partial"] = True
         self.history.append(entry)
+        if "thresholds" in result:  # best/ and last/ below carry the thresholds chosen for these weights
+            self.model_config.organ_thresholds = dict(result["thresholds"])
         self.run_log.validation(entry)
         score = result["val_mean_dice"]
         score = score if isinstance(score, float) and math.isfinite(score) else -1.0
