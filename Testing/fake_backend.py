@@ -123,6 +123,7 @@ def segment(args) -> int:
                     "label": n + 1,
                     "voxels": int(m.sum()),
                     "volume_ml": round(float(m.sum()) * voxel_ml, 3),
+                    "threshold": 0.5,
                 }
                 for n, (o, m) in enumerate(zip(organs, masks))
             ],

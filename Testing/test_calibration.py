@@ -103,6 +103,7 @@ def test_the_engine_applies_each_organs_calibrated_threshold_unless_one_is_named
     organs = resolve_prompts("liver, spleen, a free-text prompt")
     result = segmenter.segment(image, prompts=organs, return_probabilities=True)
     assert result.thresholds == (0.45, 0.5, 0.5) and result.threshold == 0.5
+    assert [row["threshold"] for row in result.summary()] == [0.45, 0.5, 0.5]  # what `tgated segment` reports
     prob = result.probabilities
     for n, cut in enumerate(result.thresholds):
         np.testing.assert_array_equal(result.masks[n], prob[n] >= cut)

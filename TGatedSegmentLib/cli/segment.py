@@ -217,6 +217,10 @@ def run(args: argparse.Namespace) -> int:
         progress.emit(done)
     else:
         for row in summary:
-            print(f"{row['name']:>24}: {row['voxels']:>9} voxels, {row['volume_ml']:>9.1f} ml", file=sys.stderr)
+            print(
+                f"{row['name']:>24}: {row['voxels']:>9} voxels, {row['volume_ml']:>9.1f} ml"
+                f" (threshold {row['threshold']:.2f})",
+                file=sys.stderr,
+            )
         print(f"wrote {', '.join(done['outputs'])} in {done['seconds']} s on {result.device}", file=sys.stderr)
     return 0

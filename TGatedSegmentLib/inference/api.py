@@ -72,6 +72,7 @@ class SegmentationResult:
                 "label": i + 1,
                 "voxels": int(m.sum()),
                 "volume_ml": round(float(m.sum()) * voxel_ml, 3),
+                "threshold": self.thresholds[i] if self.thresholds else self.threshold,
             }
             for i, (o, m) in enumerate(zip(self.organs, self.masks))
         ]
