@@ -145,3 +145,27 @@ def test_a_calibrated_run_gives_its_checkpoints_the_thresholds_and_a_new_run_dro
         )
     )
     assert json.loads((again / "last" / "config.json").read_text())["organ_thresholds"] == {}
+
+
+def test_tgated_calibrate_writes_a_calibrated_copy_and_never_replaces_a_checkpoint_unasked(tmp_path, tiny_checkpoint):
+    from helpers.env import run_cli, run_cli_here
+    from helpers.training import assert_same_weights
+
+    data = make_dataset(tmp_path / "ds", cases=1)
+    out = tmp_path / "calibrated"
+    args = ("calibrate", "--checkpoint", str(tiny_checkpoint), "--data", str(data), "--device", "cpu")
+    done = run_cli(*args, "--output", str(out), "--progress", "none")  # a real process: the entry point's exit code
+    assert done.returncode == 0, done.stderr
+    saved = json.loads((out / "config.json").read_text())
+    expected = calibrate(Segmenter(tiny_checkpoint, device="cpu", precision="fp32"), dataset_cases(load_dataset(data)))
+    assert saved["organ_thresholds"] == expected and expected  # every labelled organ of the case, each chosen
+    assert_same_weights(out, tiny_checkpoint)
+    source = json.loads((tiny_checkpoint / "config.json").read_text())
+    assert {k: v for k, v in saved.items() if k != "organ_thresholds"} == {
+        k: v for k, v in source.items() if k != "organ_thresholds"
+    }
+    for target in (out, tiny_checkpoint):  # an existing folder, the source included, only with --overwrite
+        refused = run_cli_here(*args, "--output", str(target), "--progress", "none")
+        assert refused.returncode == 2 and "--overwrite" in refused.stderr
+    assert "organ_thresholds" not in source or source["organ_thresholds"] == {}
+    assert json.loads((tiny_checkpoint / "config.json").read_text()) == source

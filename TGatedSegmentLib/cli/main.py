@@ -24,7 +24,18 @@ passive_waiting_threads(sys.argv[1:])  # before any subcommand imports torch
 keep_freed_memory()  # every tensor-heavy command reuses freed memory instead of faulting it in again
 
 # Subcommand modules, in the order `tgated --help` lists them.
-COMMAND_MODULES = ["segment", "serve", "train", "evaluate", "prepare", "models", "checkpoints", "devices", "demo"]
+COMMAND_MODULES = [
+    "segment",
+    "serve",
+    "train",
+    "evaluate",
+    "calibrate",
+    "prepare",
+    "models",
+    "checkpoints",
+    "devices",
+    "demo",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -92,11 +92,21 @@ class ThresholdCounts:
         return chosen
 
 
-def calibrate(segmenter, cases) -> dict[str, float]:
+def calibrate(segmenter, cases, progress=None, cancel=None, total: int | None = None) -> dict[str, float]:
     """Each organ's threshold on ``cases`` (:class:`evaluate.ScoredCase`), as the trainer's validation
-    chooses them: for a checkpoint trained without, or trained before the option existed."""
+    chooses them: for a checkpoint trained without, or trained before the option existed
+    (``tgated calibrate``). Progress is reported per case (stage ``calibrate``)."""
     from .evaluate import evaluate_segmenter
 
     counts = ThresholdCounts()
-    evaluate_segmenter(segmenter, cases, metrics=("dice",), calibration=counts)
+    evaluate_segmenter(
+        segmenter,
+        cases,
+        metrics=("dice",),
+        progress=progress,
+        cancel=cancel,
+        total=total,
+        stage="calibrate",
+        calibration=counts,
+    )
     return counts.choose()
