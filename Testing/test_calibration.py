@@ -19,7 +19,7 @@ from TGatedSegmentLib.evaluation.evaluate import ScoredCase, dataset_cases, scor
 from TGatedSegmentLib.inference.api import Segmenter
 from TGatedSegmentLib.model.configuration import TGatedConfig
 from TGatedSegmentLib.training.dataset import split_dataset
-from TGatedSegmentLib.vocabulary import resolve_prompts
+from TGatedSegmentLib.vocabulary import normalize, resolve_prompts
 
 
 def test_each_organ_gets_its_best_pooled_threshold_and_keeps_the_default_without_a_real_gain():
@@ -75,18 +75,26 @@ def test_the_validation_counts_equal_those_of_the_whole_probability_volume_in_an
     segmenter = Segmenter(tiny_checkpoint, device="cpu", precision="fp32")
     image, labels = _oblique_volume()
     organs = resolve_prompts("liver, spleen")
-    counts = ThresholdCounts()
+    whole = segmenter.segment(image, prompts=organs, return_probabilities=True)
+    # an untrained model's probabilities sit in one 0.05 bin: thresholds at their quantiles split them
+    grid = tuple(sorted({DEFAULT, *(float(q) for q in np.quantile(whole.probabilities, [0.2, 0.4, 0.6, 0.8]))}))
+    counts = ThresholdCounts(grid)
     score_case(
         segmenter, ScoredCase("c", image, labels, (3.0, 2.0, 1.5), {1: organs[0], 2: organs[1]}), calibration=counts
     )
 
-    whole = segmenter.segment(image, prompts=organs, return_probabilities=True)
-    expected = ThresholdCounts()
+    expected = ThresholdCounts(grid)
     for n, label in enumerate((1, 2)):
-        expected.add(organs[n].name, torch.from_numpy(whole.probabilities[n]), torch.from_numpy(labels == label))
+        expected.add(organs[n].prompt, torch.from_numpy(whole.probabilities[n]), torch.from_numpy(labels == label))
     assert counts.counts.keys() == expected.counts.keys() == {"liver", "spleen"}
     for organ in counts.counts:
         np.testing.assert_array_equal(counts.counts[organ], expected.counts[organ])
+    # not a vacuous match: the grid splits the voxels, and labels flipped along any axis count otherwise
+    assert len(set(counts.counts["liver"][:, 1])) > 2
+    for wrong in (labels[:, ::-1], labels[:, :, ::-1], labels[::-1]):  # a flip the engine did not make
+        unturned = ThresholdCounts(grid)
+        unturned.add("liver", torch.from_numpy(whole.probabilities[0]), torch.from_numpy(wrong.copy() == 1))
+        assert not np.array_equal(unturned.counts["liver"], counts.counts["liver"])
 
 
 def test_the_engine_applies_each_organs_calibrated_threshold_unless_one_is_named(tmp_path, tiny_checkpoint):
@@ -109,6 +117,15 @@ def test_the_engine_applies_each_organs_calibrated_threshold_unless_one_is_named
         np.testing.assert_array_equal(result.masks[n], prob[n] >= cut)
     assert (result.masks[0] != (prob[0] >= 0.5)).any()  # the calibrated threshold changed the liver
 
+    # found by the prompt the model reads, however it was named: typed, an alias, a preset, a dataset's label
+    saved["organ_thresholds"] = {"right_kidney": 0.35}
+    (checkpoint / "config.json").write_text(json.dumps(saved))
+    config = TGatedConfig.from_dict(saved)
+    typed = [resolve_prompts(text)[0] for text in ("right kidney", "RK", "Right_Kidney", "left kidney")]
+    assert config.thresholds_for(typed) == [0.35, 0.35, 0.35, 0.5]
+    preset = resolve_prompts(None, "abdomen13")
+    assert [t for o, t in zip(preset, config.thresholds_for(preset)) if t != 0.5] == [0.35]
+
     named = segmenter.segment(image, prompts=organs, threshold=0.55)
     assert named.thresholds == (0.55, 0.55, 0.55)
     for n in range(3):
@@ -116,7 +133,7 @@ def test_the_engine_applies_each_organs_calibrated_threshold_unless_one_is_named
 
 
 def test_a_calibrated_run_gives_its_checkpoints_the_thresholds_and_a_new_run_drops_a_bases(tmp_path):
-    from TGatedSegmentLib.training import TrainConfig, train
+    from TGatedSegmentLib.training import TrainConfig, resume_config, train
 
     data = make_dataset(tmp_path / "ds", cases=2)
     run = train(
@@ -128,8 +145,8 @@ def test_a_calibrated_run_gives_its_checkpoints_the_thresholds_and_a_new_run_dro
     assert all("thresholds" in entry for entry in history)
     assert last["organ_thresholds"] == history[-1]["thresholds"]
     assert best["organ_thresholds"] == history[best["training"]["best"]["epoch"] - 1]["thresholds"]
-    validated = {organ for organ, dice in history[-1]["val_dice"].items() if dice == dice}  # not NaN
-    assert set(last["organ_thresholds"]) == validated
+    validated = {normalize(organ) for organ, dice in history[-1]["val_dice"].items() if dice == dice}  # not NaN
+    assert {normalize(prompt) for prompt in last["organ_thresholds"]} == validated  # keyed by prompt
     assert all(t in GRID for t in last["organ_thresholds"].values())
     # a checkpoint calibrated afterwards on the same validation volumes gets the same thresholds
     # (what benchmarks/phantom_runs.calibrated does for runs trained before the option existed)
@@ -138,6 +155,11 @@ def test_a_calibrated_run_gives_its_checkpoints_the_thresholds_and_a_new_run_dro
         calibrate(Segmenter(run / "last", device="cpu", precision="fp32"), dataset_cases(val))
         == last["organ_thresholds"]
     )
+
+    # resumed with fixed thresholds, the next epoch's checkpoints carry none (no stale ones on new weights)
+    train(resume_config(run, epochs=3, thresholds="fixed"))
+    resumed = json.loads((run / "last" / "config.json").read_text())
+    assert resumed["training"]["history"][-1]["step"] > history[-1]["step"] and resumed["organ_thresholds"] == {}
 
     again = train(
         TrainConfig(

@@ -235,12 +235,14 @@ def calibrated(best: Path, config) -> Path:
     from TGatedSegmentLib.evaluation.evaluate import dataset_cases
     from TGatedSegmentLib.inference.api import Segmenter
     from TGatedSegmentLib.training.dataset import split_dataset
+    from TGatedSegmentLib.training.preflight import parse_val
 
     path = Path(best) / "config.json"
     saved = json.loads(path.read_text(encoding="utf-8"))
-    if config.thresholds != "calibrated" or "organ_thresholds" in saved:
+    if config.thresholds != "calibrated" or saved.get("organ_thresholds"):
         return Path(best)
-    _, val = split_dataset(load_dataset(config.data), int(config.val.split(":")[1]), config.seed)
+    _, n_val = parse_val(config.val)  # the phantom recipes hold out split:N
+    _, val = split_dataset(load_dataset(config.data), int(n_val or 1), config.seed)
     saved["organ_thresholds"] = calibrate(Segmenter(best, device="cpu", precision="fp32"), dataset_cases(val))
     atomic_write_text(path, json.dumps(saved, indent=1))
     log(f"  calibrated {best}: {saved['organ_thresholds']}")

@@ -52,15 +52,16 @@ class ThresholdCounts:
 
     def sink(self, canonical_labels: np.ndarray, organs: dict[int, str]):
         """A ``Segmenter.segment`` probability sink that counts the prompts, in the order of ``organs``
-        (label id -> organ name), against ``canonical_labels``: the labels on the engine's slice grid."""
+        (label id -> the organ's prompt, the key the engine finds it by), against ``canonical_labels``:
+        the labels on the engine's slice grid."""
         import torch
 
         ids, names = list(organs), list(organs.values())
 
         def count(z0: int, z1: int, prob: torch.Tensor) -> None:  # prob (B, K, Y, X)
-            block = torch.from_numpy(np.array(canonical_labels[z0:z1])).to(prob.device)  # a writable copy
-            for n, label_id in enumerate(ids):
-                self.add(names[n], prob[:, n], block == label_id)
+            block = canonical_labels[z0:z1]
+            for n, label_id in enumerate(ids):  # compared in numpy: label ids may be uint16
+                self.add(names[n], prob[:, n], torch.from_numpy(block == label_id).to(prob.device))
 
         return count
 

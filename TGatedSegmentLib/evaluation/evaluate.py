@@ -83,7 +83,7 @@ def score_case(
         volume = prepare_volume(volume, segmenter.config.preprocessing, case.modality)
     sink = None
     if calibration is not None and isinstance(volume, PreparedVolume):  # (it is: prepared above)
-        sink = calibration.sink(volume.to_canonical(case.labels), {i: case.organs[i].name for i in ids})
+        sink = calibration.sink(volume.to_canonical(case.labels), {i: case.organs[i].prompt for i in ids})
     result = segmenter.segment(
         volume,
         prompts=[case.organs[i] for i in ids],

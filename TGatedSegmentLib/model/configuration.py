@@ -177,7 +177,7 @@ class TGatedConfig:
     preprocessing: PreprocessConfig = field(default_factory=PreprocessConfig)
     vocabulary: list[Organ] = field(default_factory=list)
     threshold: float = 0.5
-    # organ name -> its threshold, chosen on validation volumes by the trainer (evaluation.calibration);
+    # organ prompt -> its threshold, chosen on validation volumes by the trainer (evaluation.calibration);
     # the organs not listed, and every free-text prompt, use ``threshold``
     organ_thresholds: dict[str, float] = field(default_factory=dict)
     training: dict | None = None  # metadata written by the trainer
@@ -205,8 +205,14 @@ class TGatedConfig:
         return self.adapter is not None
 
     def thresholds_for(self, organs) -> list[float]:
-        """Each organ's decision threshold: its calibrated one, else the checkpoint's ``threshold``."""
-        return [float(self.organ_thresholds.get(o.name, self.threshold)) for o in organs]
+        """Each organ's decision threshold: its calibrated one, else the checkpoint's ``threshold``.
+
+        Matched on the prompt the model reads (case, ``_`` and spacing aside), so "RK", "right kidney"
+        and a preset's "right kidney" all find the threshold calibrated for the dataset's ``right_kidney``."""
+        from ..vocabulary import normalize
+
+        table = {normalize(k): float(v) for k, v in self.organ_thresholds.items()}
+        return [table.get(normalize(o.prompt), table.get(normalize(o.name), self.threshold)) for o in organs]
 
     @property
     def context_size(self) -> int:

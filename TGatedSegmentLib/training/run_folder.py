@@ -283,6 +283,11 @@ class RunFolderMixin:
     def _config_with(self, selected: str):
         config = copy.deepcopy(self.model_config)
         config.training = self.metadata(selected)
+        # calibrated thresholds belong to the weights they were chosen for: those of the latest
+        # validation, if no step has been taken since (a base's, or a mid-epoch save's, get none)
+        latest = self.history[-1] if self.history else {}
+        fresh = "thresholds" in latest and latest.get("step") == self.global_step
+        config.organ_thresholds = dict(latest["thresholds"]) if fresh else {}
         return config
 
     def save_point(self) -> None:

@@ -61,8 +61,6 @@ class RunSetupMixin(RunFolderMixin):
         else:
             loaded = build_training_model(cfg, self.organs)
         self.tokenizer, self.model_config = loaded.tokenizer, loaded.config
-        if not cfg.resume:  # a base's calibrated thresholds were chosen for its weights, not for these
-            self.model_config.organ_thresholds = {}
         self._setup_finetune(loaded)
         self.model: TGatedCLIPSeg = loaded.model.to(self.device)
         self._prepare_folder()  # only now: a base that fails to load leaves an earlier run untouched

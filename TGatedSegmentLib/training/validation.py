@@ -27,7 +27,7 @@ class ValidationMixin(RunSetupMixin):
 
         The Dice is at the checkpoint's one threshold (0.5), so that choosing ``best/`` does not depend
         on the calibration; with ``thresholds="calibrated"`` the same pass also chooses each organ's
-        threshold (``evaluation.calibration``), which ``_end_epoch`` gives the checkpoints."""
+        threshold (``evaluation.calibration``), which the checkpoints of these weights carry."""
         from ..evaluation.calibration import ThresholdCounts
         from ..evaluation.evaluate import ScoredCase, evaluate_segmenter
         from ..evaluation.gate import GateRecorder
@@ -106,9 +106,7 @@ class ValidationMixin(RunSetupMixin):
         }
         if partial:
             entry["partial"] = True
-        self.history.append(entry)
-        if "thresholds" in result:  # best/ and last/ below carry the thresholds chosen for these weights
-            self.model_config.organ_thresholds = dict(result["thresholds"])
+        self.history.append(entry)  # best/ and last/ below carry its thresholds (run_folder._config_with)
         self.run_log.validation(entry)
         score = result["val_mean_dice"]
         score = score if isinstance(score, float) and math.isfinite(score) else -1.0
