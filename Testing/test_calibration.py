@@ -191,3 +191,10 @@ def test_tgated_calibrate_writes_a_calibrated_copy_and_never_replaces_a_checkpoi
         assert refused.returncode == 2 and "--overwrite" in refused.stderr
     assert "organ_thresholds" not in source or source["organ_thresholds"] == {}
     assert json.loads((tiny_checkpoint / "config.json").read_text()) == source
+
+    in_place = shutil.copytree(tiny_checkpoint, tmp_path / "in-place")  # asked for: the folder itself, replaced
+    args_here = ("calibrate", "--checkpoint", str(in_place), "--data", str(data), "--device", "cpu")
+    done = run_cli_here(*args_here, "--output", str(in_place), "--overwrite", "--progress", "none")
+    assert done.returncode == 0, done.stderr
+    assert json.loads((in_place / "config.json").read_text())["organ_thresholds"] == expected
+    assert_same_weights(in_place, tiny_checkpoint)

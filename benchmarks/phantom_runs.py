@@ -231,21 +231,18 @@ def calibrated(best: Path, config) -> Path:
     """``best`` with the thresholds its recipe asks for: a run trained before ``thresholds`` existed
     is calibrated on its own validation phantom, as its trainer would have at its last validation."""
     from TGatedSegmentLib.data.dataset import load_dataset
-    from TGatedSegmentLib.evaluation.calibration import calibrate
+    from TGatedSegmentLib.evaluation.calibration import calibrate_checkpoint
     from TGatedSegmentLib.evaluation.evaluate import dataset_cases
-    from TGatedSegmentLib.inference.api import Segmenter
     from TGatedSegmentLib.training.dataset import split_dataset
     from TGatedSegmentLib.training.preflight import parse_val
 
-    path = Path(best) / "config.json"
-    saved = json.loads(path.read_text(encoding="utf-8"))
+    saved = json.loads((Path(best) / "config.json").read_text(encoding="utf-8"))
     if config.thresholds != "calibrated" or saved.get("organ_thresholds"):
         return Path(best)
     _, n_val = parse_val(config.val)  # the phantom recipes hold out split:N
     _, val = split_dataset(load_dataset(config.data), int(n_val or 1), config.seed)
-    saved["organ_thresholds"] = calibrate(Segmenter(best, device="cpu", precision="fp32"), dataset_cases(val))
-    atomic_write_text(path, json.dumps(saved, indent=1))
-    log(f"  calibrated {best}: {saved['organ_thresholds']}")
+    thresholds = calibrate_checkpoint(best, dataset_cases(val), best)  # in place: a benchmark's own run
+    log(f"  calibrated {best}: {thresholds}")
     return Path(best)
 
 

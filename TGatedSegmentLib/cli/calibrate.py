@@ -47,23 +47,24 @@ def run(args: argparse.Namespace) -> int:
     check_writable(args.output)
     dataset = load_dataset(args.data)
 
-    from ..evaluation.calibration import calibrate
+    from ..evaluation.calibration import calibrate_checkpoint
     from ..evaluation.evaluate import dataset_cases
-    from ..inference.api import Segmenter
-    from ..model.checkpoint import save_checkpoint
 
     with progress_for(args) as progress:
-        # fp32: the thresholds belong to the weights, whatever precision later runs them
-        segmenter = Segmenter(args.checkpoint, device=args.device, batch_size=args.batch_size, precision="fp32")
-        thresholds = calibrate(segmenter, dataset_cases(dataset), progress=progress, total=len(dataset.cases))
-        if not thresholds:
-            raise InputError(
-                f"no case of '{args.data}' has voxels of an organ the checkpoint was asked for",
-                "Pass a dataset whose labels contain the organs to calibrate.",
-            )
-        loaded = segmenter.loaded
-        loaded.config.organ_thresholds = dict(thresholds)
-        save_checkpoint(loaded.model, loaded.tokenizer, args.output, config=loaded.config)
+        thresholds = calibrate_checkpoint(
+            args.checkpoint,
+            dataset_cases(dataset),
+            args.output,
+            device=args.device,
+            batch_size=args.batch_size,
+            progress=progress,
+            total=len(dataset.cases),
+        )
+    if not thresholds:
+        raise InputError(
+            f"no case of '{args.data}' has voxels of an organ the checkpoint was asked for",
+            "Pass a dataset whose labels contain the organs to calibrate.",
+        )
     if args.progress == "json":
         progress.emit({"event": "done", "output": str(args.output), "thresholds": thresholds})
     else:

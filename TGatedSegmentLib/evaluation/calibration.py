@@ -111,3 +111,22 @@ def calibrate(segmenter, cases, progress=None, cancel=None, total: int | None = 
         calibration=counts,
     )
     return counts.choose()
+
+
+def calibrate_checkpoint(
+    checkpoint, cases, output, device="cpu", batch_size: int | None = None, progress=None, total: int | None = None
+) -> dict[str, float]:
+    """:func:`calibrate` a checkpoint (folder or hub id) on ``cases`` and write it to ``output`` (the
+    same folder replaces it, atomically) with those thresholds and the same weights; nothing is
+    written when no organ had true voxels. Used by ``tgated calibrate`` and the phantom benchmarks."""
+    from ..inference.api import Segmenter
+    from ..model.checkpoint import save_checkpoint
+
+    # fp32: the thresholds belong to the weights, whatever precision later runs them
+    segmenter = Segmenter(checkpoint, device=device, batch_size=batch_size, precision="fp32")
+    thresholds = calibrate(segmenter, cases, progress=progress, total=total)
+    if thresholds:
+        loaded = segmenter.loaded
+        loaded.config.organ_thresholds = dict(thresholds)
+        save_checkpoint(loaded.model, loaded.tokenizer, output, config=loaded.config)
+    return thresholds
