@@ -7,6 +7,8 @@ those of one forward per (window, prompt) pair, and its loss is the same functio
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -172,3 +174,25 @@ def test_exclusive_term_is_for_slice_batches_only():
     assert TrainConfig(data="d", output="o", recipe="cpu", batching="pairs").exclusive == 0.0
     with pytest.raises(InputError, match="--exclusive needs multi-prompt slice batches"):
         TrainConfig(data="d", output="o", recipe="cpu", batching="pairs", exclusive=0.5)
+
+
+def test_random_contrast_changes_the_pixels_not_the_masks_and_keeps_the_other_draws(volumes):
+    """--random-contrast: the sampler draws its seeds after everything else (a run without it keeps its
+    exact chunks), and the dataset remaps a chunk's pixels with them while its masks stay."""
+    data, cached = volumes
+    ids = sorted(data.organs)
+    prompts = {label: n for n, label in enumerate(ids)}
+    weights = [np.ones(v.depth) for v in cached]
+    depths = [v.depth for v in cached]
+
+    def epoch(augmentation):
+        return ChunkSampler(depths, weights, 4, 1, 20, seed=3, augmentation=augmentation).epoch_items(0)
+
+    plain, remapped = epoch(ChunkAugmentation(5.0, 0.1, 0.2)), epoch(ChunkAugmentation(5.0, 0.1, 0.2, 0.0, 1.0))
+    assert [replace(c, contrast_seed=0) for c in remapped] == plain
+    assert len({c.contrast_seed for c in remapped}) == len(remapped)
+    chunk = Chunk(0, 2, 6, contrast_seed=remapped[0].contrast_seed)
+    before = ChunkDataset(cached, PP, 5, [ids, ids], prompts)[chunk]
+    after = ChunkDataset(cached, PP, 5, [ids, ids], prompts, random_contrast=1.0)[chunk]
+    assert not torch.allclose(before["pixels"], after["pixels"])
+    assert torch.equal(before["targets"], after["targets"]) and torch.equal(before["windows"], after["windows"])

@@ -258,3 +258,31 @@ def test_organ_intensity_moves_one_organ_level_at_a_time_reproducibly():
             if abs(float(shift.mean())) > 1e-6:
                 moved.add((seed, organ))
     assert {organ for _, organ in moved} == {1, 2} and len(moved) < 24  # each organ moves in some draws, not all
+
+
+def test_random_contrast_remaps_a_window_with_one_network_reproducibly():
+    """augment.apply_random_contrast: off at probability 0, applied to some draws only at 0.5, the
+    same draws for the same seed, one network for every slice of the window, output in [0, 1]."""
+    import numpy as np
+
+    from TGatedSegmentLib.training.augment import apply_random_contrast
+
+    rng = np.random.default_rng(0)
+    ramp = np.linspace(0.0, 1.0, 32, dtype=np.float32)
+    unit = np.stack([np.tile(ramp, (32, 1)), np.tile(ramp, (32, 1)), rng.random((32, 32), np.float32)])
+    assert apply_random_contrast(unit, 0.0, 3) is unit
+    changed = 0
+    for seed in range(20):
+        out = apply_random_contrast(unit, 0.5, seed)
+        assert np.array_equal(out, apply_random_contrast(unit, 0.5, seed))
+        assert out.shape == unit.shape and out.dtype == np.float32
+        assert out.min() >= 0.0 and out.max() <= 1.0
+        if out is not unit:
+            changed += 1
+            assert np.array_equal(out[0], out[1])  # identical slices: the same network on both
+            assert not np.allclose(out, unit, atol=1e-3)
+    assert 3 <= changed <= 17  # about half of the draws
+    always = [apply_random_contrast(unit, 1.0, seed) for seed in range(20)]
+    assert all(out is not unit for out in always)
+    # non-monotonic on some draws: the ramp's order is not kept (a brighter organ can turn darker)
+    assert any(np.any(np.diff(out[0, 16]) < -1e-4) for out in always)

@@ -132,6 +132,7 @@ def test_the_resume_rules_are_the_ones_runs_were_saved_under():
         "hint_weight",
         "exclusive",
         "organ_intensity",
+        "random_contrast",
         "hard_pixels",
         "context_head",
         "context_loss",
@@ -141,6 +142,7 @@ def test_the_resume_rules_are_the_ones_runs_were_saved_under():
     }
     assert config.PREDATING == {
         "organ_intensity": 0.0,
+        "random_contrast": 0.0,
         "hard_pixels": 0.0,
         "context_head": "none",
         "context_loss": 0.0,
@@ -213,7 +215,7 @@ def test_the_old_tables_still_import_with_a_deprecation_warning():
         assert set(cli.RESUME_OVERRIDES) == set(resume_may_change())
     with pytest.warns(DeprecationWarning, match="RECIPE_OPTIONS"):
         recipe_options = cli.RECIPE_OPTIONS
-    assert ("epochs", int, "epochs") in recipe_options and len(recipe_options) == 37
+    assert ("epochs", int, "epochs") in recipe_options and len(recipe_options) == 38
     with pytest.warns(DeprecationWarning, match="CHOICES"):
         assert cli.CHOICES["dice"] == ["sample", "batch"]
     with pytest.warns(DeprecationWarning, match="PATH_OPTIONS"):

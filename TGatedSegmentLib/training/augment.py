@@ -119,3 +119,40 @@ def apply_intensity(unit: np.ndarray, contrast: float, brightness: float, gamma:
         return unit
     out = np.clip(unit * np.float32(contrast) + np.float32(brightness), 0.0, 1.0)
     return out ** np.float32(gamma) if gamma != 1.0 else out
+
+
+def apply_random_contrast(unit: np.ndarray, probability: float, seed: int) -> np.ndarray:
+    """With ``probability``, the slices pass through one randomly drawn shallow convolutional network
+    (global intensity non-linear augmentation, GIN: Ouyang et al., IEEE TMI 2022).
+
+    unit (n, Y, X) slices in [0, 1]. The network: 4 convolutions (1 -> 2 -> 2 -> 2 -> 1 channels, each
+    kernel 1 x 1 or 3 x 3 at random, weights and biases N(0, 1)), leaky ReLU between them; its output is
+    standardised to the slices' own mean and standard deviation, blended with them by a weight drawn
+    uniformly in [0, 1] and clipped to [0, 1]. One network for all n slices, so a window stays one image.
+
+    Why: a random network maps intensities non-monotonically and changes local texture, so which organ
+    is brighter than which stops being a cue; shape, position and neighbourhood are what hold. Few
+    training patients otherwise fix each organ's contrast, and a patient whose liver and spleen are
+    dark on T2 (the pattern iron deposition gives; CHAOS patient 15) is missed. Unlike :func:`apply_organ_intensity` it
+    needs no labels and also changes the tissues around the organs. Draws are a function of ``seed``.
+    """
+    if not probability:
+        return unit
+    g = torch.Generator().manual_seed(int(seed))
+    if float(torch.rand(1, generator=g)) >= probability:
+        return unit
+    x = torch.from_numpy(np.ascontiguousarray(unit, dtype=np.float32))[:, None]  # (n, 1, Y, X)
+    h = x
+    widths = (1, 2, 2, 2, 1)
+    for layer in range(len(widths) - 1):
+        k = 1 if float(torch.rand(1, generator=g)) < 0.5 else 3
+        weight = torch.randn(widths[layer + 1], widths[layer], k, k, generator=g)
+        bias = torch.randn(widths[layer + 1], generator=g)
+        h = F.conv2d(F.pad(h, (k // 2,) * 4, mode="replicate"), weight, bias)  # no dark frame at the edges
+        if layer < len(widths) - 2:
+            h = F.leaky_relu(h, 0.2)
+    alpha = float(torch.rand(1, generator=g))
+    mean, std = x.mean(), x.std()
+    h = (h - h.mean()) / h.std().clamp_min(1e-6) * std + mean  # the slices' own level and spread
+    out = (alpha * h + (1.0 - alpha) * x).clamp_(0.0, 1.0)
+    return out[:, 0].numpy()

@@ -47,6 +47,7 @@ class Chunk:
     brightness: float = 0.0
     gamma: float = 1.0
     organ_seed: int = 0  # per-organ intensity draws (augment.apply_organ_intensity)
+    contrast_seed: int = 0  # the random network's draws (augment.apply_random_contrast)
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class ChunkAugmentation:
     max_zoom: float = 0.0  # zoom uniform in [1 - max_zoom, 1 + max_zoom]
     intensity: float = 0.0  # contrast 1 +- a, brightness +- a / 2, gamma exp(+- a)
     organ_intensity: float = 0.0  # each organ's level moved by up to +- a (augment.apply_organ_intensity)
+    random_contrast: float = 0.0  # probability of a random intensity network (augment.apply_random_contrast)
 
 
 def slice_weights(
@@ -130,6 +132,7 @@ class ChunkSampler(EpochSampler):
             contrast, brightness, gamma = np.ones(n), np.zeros(n), np.ones(n)
         # drawn after the others, and only when on: runs without it keep their exact draws
         organ_seeds = rng.integers(0, 2**31 - 1, n) if a.organ_intensity else np.zeros(n, dtype=np.int64)
+        contrast_seeds = rng.integers(0, 2**31 - 1, n) if a.random_contrast else np.zeros(n, dtype=np.int64)
         chunks = []
         for i, (v, z) in enumerate(anchors):
             depth = self.depths[int(v)]
@@ -146,6 +149,7 @@ class ChunkSampler(EpochSampler):
                     float(brightness[i]),
                     float(gamma[i]),
                     int(organ_seeds[i]),
+                    int(contrast_seeds[i]),
                 )
             )
         return chunks
@@ -168,9 +172,11 @@ class ChunkDataset(SliceDataset):
         prompts: dict[int, int],
         tokens: Sequence | None = None,
         organ_intensity: float = 0.0,
+        random_contrast: float = 0.0,
     ):
         super().__init__(volumes, preprocessing, context_size, prompts)
         self.organ_intensity = float(organ_intensity)
+        self.random_contrast = float(random_contrast)
         self.organs = [np.asarray(list(ids), dtype=np.int64) for ids in organs]
         self.token_files = list(tokens) if tokens is not None else None  # token_cache.build_token_cache
         self._tokens: dict = {}
@@ -199,6 +205,7 @@ class ChunkDataset(SliceDataset):
             unit = augment.apply_organ_intensity(
                 unit, np.asarray(volume.labels[needed]), self.organ_intensity, chunk.organ_seed
             )
+        unit = augment.apply_random_contrast(unit, self.random_contrast, chunk.contrast_seed)
         unit = augment.apply_intensity(unit, chunk.contrast, chunk.brightness, chunk.gamma)
         codec = self.codec
         pixels = codec.encode(unit)  # (U, 3, H, W)

@@ -45,10 +45,7 @@ class TrainConfig:
     ``steps`` bounds the total number of optimiser steps and ``max_seconds`` the wall-clock time
     (the run then validates and saves as at the end of an epoch). ``samples_per_epoch`` overrides
     the paper's epoch (every positive (slice, organ) pair once in expectation plus 1 negative per 3).
-
-    Each field declares itself as an option (``options.py``): its help text and the flag of
-    ``tgated train``, whether the recipe fills it, what a resume may do with it, the values it may
-    take. The CLI, the resume rules, the checks below and the Slicer module's options follow from it.
+    Each field declares itself as an option (see the module's docstring).
     """
 
     data: str | Path = setting(
@@ -252,6 +249,14 @@ class TrainConfig:
         float,
         range=_FRACTION,
         hint="Use e.g. --organ-intensity 0.3.",
+        predating=0.0,
+    )
+    random_contrast: float | None = by_recipe(  # augment.py: organ brightness stops being a cue
+        "probability of a random convolutional network remapping a chunk's intensities and textures (GIN; "
+        "--batching slices)",
+        float,
+        range=Range(float, 0, 1),
+        hint="Use e.g. --random-contrast 0.5.",
         predating=0.0,
     )
     flip_probability: float | None = by_recipe(

@@ -134,9 +134,8 @@ def check_token_cache(config: TrainConfig) -> None:
             "--token-cache needs a frozen vision encoder (cached tokens cannot train it)",
             "Add --finetune decoder or --finetune adapters.",
         )
-    augmented = [
-        f"--{_flag(n)} 0" for n in ("max_rotation", "max_zoom", "intensity", "organ_intensity") if getattr(config, n)
-    ]
+    pixel_options = ("max_rotation", "max_zoom", "intensity", "organ_intensity", "random_contrast")
+    augmented = [f"--{_flag(n)} 0" for n in pixel_options if getattr(config, n)]
     if augmented:
         raise InputError(
             "--token-cache stores the tokens of unaugmented slices, so pixel augmentation is off",

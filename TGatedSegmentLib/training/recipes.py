@@ -62,6 +62,7 @@ PAPER: dict = {
     "max_zoom": 0.0,
     "intensity": 0.0,
     "organ_intensity": 0.0,
+    "random_contrast": 0.0,
     "flip_probability": 0.5,
     "boundary_weight": 0.0,
     "hint_weight": 0.0,

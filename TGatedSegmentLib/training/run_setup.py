@@ -89,6 +89,7 @@ class RunSetupMixin(RunFolderMixin):
                 prompt_of,
                 self._token_cache() if cfg.token_cache else None,
                 cfg.organ_intensity,
+                cfg.random_contrast,
             )
             self.loader = make_chunk_loader(dataset, self.sampler, workers, pin_memory=pin)
         else:
@@ -140,7 +141,9 @@ class RunSetupMixin(RunFolderMixin):
         epoch = cfg.samples_per_epoch or max(
             1, math.ceil(sum(depths) / cfg.chunk_slices)
         )  # each slice once, on average
-        augmentation = ChunkAugmentation(cfg.max_rotation, cfg.max_zoom, cfg.intensity, cfg.organ_intensity)
+        augmentation = ChunkAugmentation(
+            cfg.max_rotation, cfg.max_zoom, cfg.intensity, cfg.organ_intensity, cfg.random_contrast
+        )
         return ChunkSampler(
             depths,
             weights,
