@@ -47,8 +47,11 @@ class ThresholdCounts:
         grid = torch.tensor(self.grid, dtype=p.dtype, device=p.device)
         above = p.unsqueeze(0) >= grid.unsqueeze(1)  # (T, V)
         block = torch.stack([above.sum(1), (above & t).sum(1), t.sum().expand(len(self.grid))], 1)  # (T, 3)
-        row = self.counts.setdefault(organ, np.zeros((len(self.grid), 3), np.int64))
-        row += block.cpu().numpy().astype(np.int64)
+        self._row(organ)[:] += block.cpu().numpy().astype(np.int64)
+
+    def _row(self, organ: str) -> np.ndarray:
+        """The organ's (T, 3) counts, zero the first time it is seen."""
+        return self.counts.setdefault(organ, np.zeros((len(self.grid), 3), np.int64))
 
     def sink(self, canonical_labels: np.ndarray, organs: dict[int, str]):
         """A ``Segmenter.segment`` probability sink that counts the prompts, in the order of ``organs``
@@ -71,8 +74,7 @@ class ThresholdCounts:
 
     def merge(self, state: dict[str, list]) -> None:
         for organ, c in state.items():
-            row = self.counts.setdefault(organ, np.zeros((len(self.grid), 3), np.int64))
-            row += np.asarray(c, np.int64)
+            self._row(organ)[:] += np.asarray(c, np.int64)
 
     def dice(self, organ: str) -> np.ndarray:
         """Pooled Dice at each threshold of the grid (1 where nothing is true or predicted)."""
