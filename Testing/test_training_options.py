@@ -134,6 +134,7 @@ def test_the_resume_rules_are_the_ones_runs_were_saved_under():
         "organ_intensity",
         "random_contrast",
         "hard_pixels",
+        "adapter_input",
         "context_head",
         "context_loss",
         "refine_window",
@@ -144,6 +145,7 @@ def test_the_resume_rules_are_the_ones_runs_were_saved_under():
         "organ_intensity": 0.0,
         "random_contrast": 0.0,
         "hard_pixels": 0.0,
+        "adapter_input": "slices",
         "context_head": "none",
         "context_loss": 0.0,
         "refine_window": 1,
@@ -215,7 +217,7 @@ def test_the_old_tables_still_import_with_a_deprecation_warning():
         assert set(cli.RESUME_OVERRIDES) == set(resume_may_change())
     with pytest.warns(DeprecationWarning, match="RECIPE_OPTIONS"):
         recipe_options = cli.RECIPE_OPTIONS
-    assert ("epochs", int, "epochs") in recipe_options and len(recipe_options) == 38
+    assert ("epochs", int, "epochs") in recipe_options and len(recipe_options) == 39
     with pytest.warns(DeprecationWarning, match="CHOICES"):
         assert cli.CHOICES["dice"] == ["sample", "batch"]
     with pytest.warns(DeprecationWarning, match="PATH_OPTIONS"):

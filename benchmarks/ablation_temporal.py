@@ -35,6 +35,8 @@ ARM_TITLES = {
     "baseline": "slice-wise",
     "tgated": "T-Gated residual",
     "tgated_centre": "T-Gated, 1-slice refinement",
+    "tgated_diff": "T-Gated residual, slice differences in",
+    "tgated_centre_diff": "T-Gated, 1-slice refinement, slice differences in",
     "tgated_ctx": "T-Gated residual + context loss",
     "tgated_head": "T-Gated residual + context head",
     "tgated_head_loss": "T-Gated residual + context head and loss",

@@ -52,6 +52,10 @@ ARMS = {
     "tgated_head": {"temporal": True, "adapter": "residual", "context_head": "logits", "context_loss": 0.0},
     "tgated_ctx": {"temporal": True, "adapter": "residual", "context_head": "loss", "context_loss": 1.0},
     "tgated_head_loss": {"temporal": True, "adapter": "residual", "context_head": "logits", "context_loss": 1.0},
+    # the residual adapter reading slice differences (--adapter-input differences), with the window head
+    # and with a head on the centre slice only (where the adapter is the only path for context)
+    "tgated_diff": {"temporal": True, "adapter": "residual", "adapter_input": "differences"},
+    "tgated_centre_diff": {"temporal": True, "adapter": "residual", "refine_window": 1, "adapter_input": "differences"},
 }
 #: The arms run when --arms is not given: the issue's four and the equal-time baseline.
 DEFAULT_ARMS = ("baseline", "tgated", "reference", "control", "baseline_time")

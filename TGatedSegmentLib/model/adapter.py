@@ -15,7 +15,9 @@ t the temporal transformer's output at the centre and g = sigmoid(gate_proj(t)):
 * ``residual`` (new models): ``c + g * head(spatial(t))`` with the head's last layer at zero, so a
   fresh adapter is the identity (the model equals the slice-wise baseline exactly), every
   temporal weight gets gradient from the first update of that layer on, and the gate starts at
-  sigmoid(0) = 0.5, open enough to learn.
+  sigmoid(0) = 0.5, open enough to learn. Its temporal transformer reads the window's tokens, or
+  (``AdapterConfig.temporal_input == "differences"``, the ``cpu`` recipe's) each neighbour's tokens
+  minus the centre slice's: whether a blob continues above and below is then in the input itself.
 """
 
 from __future__ import annotations
@@ -208,6 +210,9 @@ class TemporalAdapter(nn.Module):
     def temporal(self, window: torch.Tensor) -> torch.Tensor:
         """Temporal transformer output at the centre slice: (B, S, T, C) -> (B, T, C)."""
         b, s, t, c = window.shape
+        if self.config.temporal_input == "differences":  # each neighbour as its change from the centre
+            centre = window[:, s // 2 : s // 2 + 1]  # (B, 1, T, C)
+            window = torch.cat([window[:, : s // 2] - centre, centre, window[:, s // 2 + 1 :] - centre], dim=1)
         h = window.permute(0, 2, 1, 3).reshape(b * t, s, c)  # one sequence of S slices per token position
         h = self.proj_in(h) + self.temporal_pos_emb  # (B*T, S, D)
         last = len(self.temporal_layers) - 1

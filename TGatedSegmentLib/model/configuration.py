@@ -21,6 +21,8 @@ DEFAULT_BASE_MODEL = "CIDAS/clipseg-rd64-refined"
 
 ADAPTER_MODES = ("residual", "reference")
 CONTEXT_HEADS = ("none", "loss", "logits")
+#: What the residual adapter's temporal transformer reads (``AdapterConfig.temporal_input``).
+ADAPTER_INPUTS = ("slices", "differences")
 
 
 @dataclass
@@ -67,6 +69,11 @@ class AdapterConfig:
     # (``--context-loss``); "logits": also added to the decoder's coarse logits, a direct path from
     # the prediction to the adapter; "none": no read-out (see docs/model.md, "Context head")
     context_head: str = "none"
+    # residual mode: what the temporal transformer reads at each token position. "slices": the five
+    # slices' tokens (the paper); "differences": each neighbour's tokens minus the centre slice's, the
+    # centre as it is, so that "is this blob also above and below?" is in the input rather than
+    # something the attention must first learn to compute (docs/results.md, "Adapter input")
+    temporal_input: str = "slices"
 
     def __post_init__(self) -> None:
         if self.mode not in ADAPTER_MODES:
@@ -79,6 +86,10 @@ class AdapterConfig:
             raise ValueError(f"context_head must be one of {CONTEXT_HEADS}, got {self.context_head!r}")
         if self.mode == "reference" and self.context_head != "none":
             raise ValueError("the context head reads the residual adapter's output (mode 'residual')")
+        if self.temporal_input not in ADAPTER_INPUTS:
+            raise ValueError(f"temporal_input must be one of {ADAPTER_INPUTS}, got {self.temporal_input!r}")
+        if self.mode == "reference" and self.temporal_input != "slices":
+            raise ValueError("the authors' wiring reads the slices' tokens (temporal_input 'slices')")
         if self.mode == "reference" and self.activation != -1:
             raise ValueError("the authors' wiring reads the last encoder state only (activation -1)")
         if self.proj_dim % self.num_heads:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..compat import deprecated_names
 from ..errors import InputError
-from ..model.configuration import CONTEXT_HEADS, WINDOW_MIXES
+from ..model.configuration import ADAPTER_INPUTS, CONTEXT_HEADS, WINDOW_MIXES
 from .choices import (
     ADAPTER_CHOICES,
     BATCHINGS,
@@ -91,6 +91,13 @@ class TrainConfig:
         "authors') or control (the residual adapter fed 5 copies of the centre slice)",
         str,
         choices=ADAPTER_CHOICES,
+    )
+    adapter_input: str | None = by_recipe(  # model/adapter.py, TemporalAdapter.temporal
+        "what a new residual adapter's temporal transformer reads: slices (the window's tokens, the paper) or "
+        "differences (each neighbour's tokens minus the centre slice's)",
+        str,
+        choices=ADAPTER_INPUTS,
+        predating="slices",
     )
     refine: int | None = by_recipe("channels of a new full-resolution refinement head (0: none)", int, range=_COUNT)
     refine_window: int | None = by_recipe(  # model/refine.py, RefineConfig.window
@@ -303,20 +310,14 @@ class TrainConfig:
     image_size: int | None = by_recipe(
         "model input size in px (a pretrained base: its own, 352)", int, range=_SIZE, optional=True
     )
-    cache_dir: str | Path | None = setting(
-        None,
-        "preprocessed-volume cache, shareable between runs (default RUN_DIR/cache)",
-        str,
-        metavar="DIR",
-        path=True,
-        resume=OWN,
+    cache_dir: str | Path | None = setting(  # (shareable between runs)
+        None, "preprocessed-volume cache (default RUN_DIR/cache)", str, metavar="DIR", path=True, resume=OWN
     )
     val_batch_size: int = setting(4, range=_SIZE, resume=CHANGE)  # slices per encoder batch in validation
     save_every_steps: int | None = setting(
         None, "also save last/ and resume/ every N steps", int, range=_SIZE, optional=True, resume=CHANGE
     )
-    # ... or when this long has passed since the last save
-    save_every_minutes: float | None = setting(30.0, resume=CHANGE)
+    save_every_minutes: float | None = setting(30.0, resume=CHANGE)  # ... or this long after the last save
     resume: bool = setting(
         False, "continue a stopped run from its last saved step", str, metavar="RUN_DIR", resume=OWN
     )  # the flag names the run folder (cli/train.py)

@@ -36,6 +36,7 @@ def apply_recipe(config: TrainConfig) -> None:
             )
         config.exclusive = 0.0
     _check_context_head(config, given)
+    _check_adapter_input(config, given)
     _check_refine_window(config, given)
 
 
@@ -71,6 +72,20 @@ def _check_refine_window(config: TrainConfig, given: set) -> None:
         )
     config.refine_window = 1
     _check_refine_window(config, given)
+
+
+def _check_adapter_input(config: TrainConfig, given: set) -> None:
+    """Slice differences are an input of the residual adapter: the recipe's choice lapses for the
+    authors' wiring and the slice-wise baseline; an explicit one there is an error."""
+    if config.adapter_input == "slices" or (config.temporal and config.adapter != "reference"):
+        return
+    if "adapter_input" in given:
+        raise InputError(
+            f"--adapter-input {config.adapter_input} is read by the residual adapter; this run has "
+            + ("the authors' wiring (--adapter reference)" if config.temporal else "no temporal adapter"),
+            "Leave --adapter-input out, or use --adapter residual with --temporal.",
+        )
+    config.adapter_input = "slices"
 
 
 def _check_context_head(config: TrainConfig, given: set) -> None:

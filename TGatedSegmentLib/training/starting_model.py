@@ -51,7 +51,12 @@ def new_adapter_config(config: TrainConfig, hidden: int, base: str = "", clipseg
         sizes.setdefault("activation", conditioned_activation(clipseg))
     # (config_checks has already set the head to "none" for the authors' wiring)
     return AdapterConfig.default_for(
-        hidden, **sizes, ignore_context=config.adapter == "control", mode=mode, context_head=config.context_head
+        hidden,
+        **sizes,
+        ignore_context=config.adapter == "control",
+        mode=mode,
+        context_head=config.context_head,
+        temporal_input=config.adapter_input if mode == "residual" else "slices",
     )
 
 
@@ -84,6 +89,8 @@ def _check_kept_parts(model: TGatedCLIPSeg, config: TrainConfig) -> None:
     if model.refine is not None:
         kept["refine_window"] = ("refinement head reads this many slices", model.refine.config.window)
         kept["refine_window_mix"] = ("refinement head mixes its window", model.refine.config.window_mix)
+    if model.adapter is not None and not model.reference_wiring:
+        kept["adapter_input"] = ("adapter reads", model.adapter.config.temporal_input)
     if model.context_probe is not None:
         kept["context_head"] = ("context head", model.adapter.config.context_head)
     if model.config.prompt_centring:
