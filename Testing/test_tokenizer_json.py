@@ -111,3 +111,32 @@ def test_empty_weights_restores_the_initialisers():
         layer = torch.nn.Linear(4, 3)
         assert torch.nn.init.normal_ is not normal
     assert layer.weight.is_meta and torch.nn.init.normal_ is normal
+
+
+def test_a_model_built_after_a_checkpoint_load_gets_the_same_initialisation(tiny_checkpoint, tiny_config_file):
+    """A fresh Python loads a checkpoint (built on ``meta`` with the initialisers swapped out), then
+    builds a model from random weights, as ``tgated train`` does in Slicer's console after a
+    segmentation: the weights must be those of the same build without the load. (transformers
+    first imported inside the swap kept the no-ops: CLIP's token embeddings came out N(0, 1)
+    instead of N(0, 0.02), and a run's first loss depended on what the process had done before.)"""
+    code = f"""
+import sys, hashlib, torch
+from TGatedSegmentLib.model.checkpoint import build_model, load_model
+if sys.argv[1] == "load":
+    load_model({str(tiny_checkpoint)!r})
+model = build_model({str(tiny_config_file)!r}, tokenizer="compact", seed=0).model
+digest = hashlib.sha256()
+for name, value in sorted(model.state_dict().items()):
+    digest.update(name.encode()); digest.update(value.detach().float().numpy().tobytes())
+std = model.base_model.clip.text_model.embeddings.token_embedding.weight.std().item()
+print("DIGEST", digest.hexdigest(), "STD", round(std, 4))
+"""
+    outputs = []
+    for mode in ("fresh", "load"):
+        out = subprocess.run(
+            [sys.executable, "-c", code, mode], capture_output=True, encoding="utf-8", env=python_env(), timeout=300
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+        outputs.append(out.stdout.split("DIGEST", 1)[1].strip())
+    assert outputs[0] == outputs[1]
+    assert float(outputs[0].split("STD")[1]) < 0.1  # transformers' CLIP init, not nn.Embedding's N(0, 1)

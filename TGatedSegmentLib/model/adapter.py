@@ -16,7 +16,7 @@ t the temporal transformer's output at the centre and g = sigmoid(gate_proj(t)):
   fresh adapter is the identity (the model equals the slice-wise baseline exactly), every
   temporal weight gets gradient from the first update of that layer on, and the gate starts at
   sigmoid(0) = 0.5, open enough to learn. Its temporal transformer reads the window's tokens, or
-  (``AdapterConfig.temporal_input == "differences"``, the ``cpu`` recipe's) each neighbour's tokens
+  (``AdapterConfig.temporal_input == "differences"``, ``--adapter-input differences``) each neighbour's tokens
   minus the centre slice's: whether a blob continues above and below is then in the input itself.
 """
 

@@ -99,10 +99,8 @@ CPU: dict = {
     # segment both. 750 phantom steps, 3 seeds: T-Gated kidneys .68/.76 -> .89/.92 (no seed collapses),
     # look-alike volume 3.4 -> 1.7 ml, 9-organ mean .646 -> .744; slice-wise mean .669 -> .689
     "prompt_centring": "vocabulary",
-    # the residual adapter reads each neighbour as its difference from the centre slice: 750 phantom
-    # steps, 3 seeds, calibrated, against the slices' own tokens: look-alike target .819 -> .836, 9-organ
-    # mean .749 -> .767, target volume inside look-alikes 3.7 -> 3.3 ml (docs/results.md, "Adapter input")
-    "adapter_input": "differences",
+    # (adapter_input stays "slices": slice differences measured level with the window head, 750 phantom
+    # steps, 3 seeds: look-alike target .823 -> .837, 9-organ mean .764 -> .767; docs/results.md, "Adapter input")
     "lr_decoder": 2e-3,
     "lr_adapter": 2e-3,
     "schedule": "cosine",
