@@ -52,9 +52,10 @@ ARMS = {
     "tgated_head": {"temporal": True, "adapter": "residual", "context_head": "logits", "context_loss": 0.0},
     "tgated_ctx": {"temporal": True, "adapter": "residual", "context_head": "loss", "context_loss": 1.0},
     "tgated_head_loss": {"temporal": True, "adapter": "residual", "context_head": "logits", "context_loss": 1.0},
-    # the residual adapter reading the slices' own tokens (the recipe before slice differences) or
-    # slice differences (--adapter-input), with the window head, and differences with a head on the
-    # centre slice only (where the adapter is the only path for context)
+    # the residual adapter's input named explicitly (--adapter-input): the slices' own tokens (the
+    # recipe's default, pinned so that these runs stay comparable if the default changes) or slice
+    # differences, with the window head, and differences with a head on the centre slice only (where
+    # the adapter is the only path for context)
     "tgated_slices": {"temporal": True, "adapter": "residual", "adapter_input": "slices"},
     "tgated_diff": {"temporal": True, "adapter": "residual", "adapter_input": "differences"},
     "tgated_centre_diff": {"temporal": True, "adapter": "residual", "refine_window": 1, "adapter_input": "differences"},

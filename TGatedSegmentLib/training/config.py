@@ -310,8 +310,8 @@ class TrainConfig:
     image_size: int | None = by_recipe(
         "model input size in px (a pretrained base: its own, 352)", int, range=_SIZE, optional=True
     )
-    cache_dir: str | Path | None = setting(  # (shareable between runs)
-        None, "preprocessed-volume cache (default RUN_DIR/cache)", str, metavar="DIR", path=True, resume=OWN
+    cache_dir: str | Path | None = setting(  # preprocessed volumes (training/cache.py)
+        None, "volume cache, shareable between runs (default RUN_DIR/cache)", str, metavar="DIR", path=True, resume=OWN
     )
     val_batch_size: int = setting(4, range=_SIZE, resume=CHANGE)  # slices per encoder batch in validation
     save_every_steps: int | None = setting(

@@ -56,7 +56,7 @@ def new_adapter_config(config: TrainConfig, hidden: int, base: str = "", clipseg
         ignore_context=config.adapter == "control",
         mode=mode,
         context_head=config.context_head,
-        temporal_input=config.adapter_input if mode == "residual" else "slices",
+        temporal_input=config.adapter_input,  # (config_checks: "slices" for the authors' wiring)
     )
 
 
