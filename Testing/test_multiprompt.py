@@ -193,6 +193,6 @@ def test_random_contrast_changes_the_pixels_not_the_masks_and_keeps_the_other_dr
     assert len({c.contrast_seed for c in remapped}) == len(remapped)
     chunk = Chunk(0, 2, 6, contrast_seed=remapped[0].contrast_seed)
     before = ChunkDataset(cached, PP, 5, [ids, ids], prompts)[chunk]
-    after = ChunkDataset(cached, PP, 5, [ids, ids], prompts, random_contrast=1.0)[chunk]
+    after = ChunkDataset(cached, PP, 5, [ids, ids], prompts, augmentation=ChunkAugmentation(random_contrast=1.0))[chunk]
     assert not torch.allclose(before["pixels"], after["pixels"])
     assert torch.equal(before["targets"], after["targets"]) and torch.equal(before["windows"], after["windows"])

@@ -160,7 +160,8 @@ class ChunkDataset(SliceDataset):
     "targets": (n, K_v, H, W), "prompts": (K_v,) prompt rows}.
 
     ``organs[v]`` lists the label ids volume v is trained on; ``prompts`` maps a label id to its
-    row in the trainer's prompt list.
+    row in the trainer's prompt list. ``augmentation`` is the sampler's: the chunk carries the
+    draws, the dataset takes the strengths of the pixel-level parts from the same object.
     """
 
     def __init__(
@@ -171,12 +172,10 @@ class ChunkDataset(SliceDataset):
         organs: Sequence[Sequence[int]],
         prompts: dict[int, int],
         tokens: Sequence | None = None,
-        organ_intensity: float = 0.0,
-        random_contrast: float = 0.0,
+        augmentation: ChunkAugmentation = ChunkAugmentation(),
     ):
         super().__init__(volumes, preprocessing, context_size, prompts)
-        self.organ_intensity = float(organ_intensity)
-        self.random_contrast = float(random_contrast)
+        self.augmentation = augmentation
         self.organs = [np.asarray(list(ids), dtype=np.int64) for ids in organs]
         self.token_files = list(tokens) if tokens is not None else None  # token_cache.build_token_cache
         self._tokens: dict = {}
@@ -201,11 +200,12 @@ class ChunkDataset(SliceDataset):
         needed = sorted({z for w in windows for z in w})
         row = {z: i for i, z in enumerate(needed)}
         unit = volume.unit_slices(needed)
-        if self.organ_intensity:
+        a = self.augmentation
+        if a.organ_intensity:
             unit = augment.apply_organ_intensity(
-                unit, np.asarray(volume.labels[needed]), self.organ_intensity, chunk.organ_seed
+                unit, np.asarray(volume.labels[needed]), a.organ_intensity, chunk.organ_seed
             )
-        unit = augment.apply_random_contrast(unit, self.random_contrast, chunk.contrast_seed)
+        unit = augment.apply_random_contrast(unit, a.random_contrast, chunk.contrast_seed)
         unit = augment.apply_intensity(unit, chunk.contrast, chunk.brightness, chunk.gamma)
         codec = self.codec
         pixels = codec.encode(unit)  # (U, 3, H, W)

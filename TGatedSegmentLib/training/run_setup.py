@@ -88,8 +88,7 @@ class RunSetupMixin(RunFolderMixin):
                 trained_ids,
                 prompt_of,
                 self._token_cache() if cfg.token_cache else None,
-                cfg.organ_intensity,
-                cfg.random_contrast,
+                self.sampler.augmentation,
             )
             self.loader = make_chunk_loader(dataset, self.sampler, workers, pin_memory=pin)
         else:
