@@ -87,3 +87,16 @@ def test_the_model_analyses_read_a_residual_t_gated_arm():
     for arm in ("baseline", "reference"):
         with pytest.raises(SystemExit, match="residual T-Gated arm"):
             residual_arm(Namespace(arms=[arm]))
+
+
+@pytest.mark.parametrize("arms", [("tgated_centre_diff",), ("baseline", "tgated")])
+def test_the_dice_table_has_as_many_cells_as_columns_for_any_number_of_arms(arms):
+    """One arm has no difference columns: its header and rows must not carry an empty extra cell."""
+    from benchmarks.ablation_temporal import FP_MEASURES, table
+
+    run = {"dice": {"liver": 0.9, "gallbladder": 0.7}, "mean_dice": 0.8, "steps": 10, "seconds": 1.0}
+    run |= {key: 0.0 for key in FP_MEASURES}
+    text = table({arm: {"0": run} for arm in arms}, ["liver", "gallbladder"], "gallbladder", ["0"])
+    dice_rows = text.split("\n\n")[0].split("\n")
+    assert {row.count("|") for row in dice_rows} == {2 * len(arms) + 1}
+    assert all(" |  |" not in row for row in dice_rows)

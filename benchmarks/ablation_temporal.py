@@ -93,19 +93,16 @@ def table(results: dict, organs: list[str], target: str, seeds: list[int]) -> st
     def cell(arm, get):
         return mean_std_text([get(results[arm][s]) for s in seeds])
 
+    titles = [f"{ARM_TITLES[a]} Dice" for a in arms] + [f"{ARM_TITLES[a]} − {ARM_TITLES[base]}" for a in others]
     lines = [
-        "| organ | "
-        + " | ".join(f"{ARM_TITLES[a]} Dice" for a in arms)
-        + " | "
-        + " | ".join(f"{ARM_TITLES[a]} − {ARM_TITLES[base]}" for a in others)
-        + " |",
-        "|---|" + "---:|" * (len(arms) + len(others)),
-    ]
+        "| organ | " + " | ".join(titles) + " |",
+        "|---|" + "---:|" * len(titles),
+    ]  # one arm: no difference columns
     for organ in organs + ["mean"]:
         get = (lambda r: r["mean_dice"]) if organ == "mean" else (lambda r, o=organ: r["dice"][o])
         diffs = [mean_std_text([get(results[a][s]) - get(results[base][s]) for s in seeds]) for a in others]
         name = f"**{organ}** (has look-alikes)" if organ == target else ("**mean**" if organ == "mean" else organ)
-        lines.append(f"| {name} | " + " | ".join(cell(a, get) for a in arms) + " | " + " | ".join(diffs) + " |")
+        lines.append(f"| {name} | " + " | ".join([cell(a, get) for a in arms] + diffs) + " |")
     lines += [
         "",
         "| per test phantom | " + " | ".join(ARM_TITLES[a] for a in arms) + " |",
